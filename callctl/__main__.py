@@ -1,0 +1,3 @@
+from callctl.cli import main
+
+raise SystemExit(main())

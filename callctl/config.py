@@ -1,0 +1,115 @@
+"""Settings: read once from a YAML file and the environment, validated eagerly, frozen.
+
+Order: built-in defaults < settings file (``--config``, else /etc/callctl/callctl.yaml, else
+./callctl.yaml) < environment (``CALLCTL_<FIELD>``, e.g. CALLCTL_DATABASE_URL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from callctl.errors import ConfigError
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/callctl/callctl.yaml"), Path("callctl.yaml"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql://callctl@127.0.0.1:5432/callctl"
+    ari_url: str = "http://127.0.0.1:8088/"
+    ari_user: str = "callctl"
+    ari_password: str = ""
+    ari_app: str = "callctl"
+    dialplan_dir: Path = Path("dialplan")
+    spool_dir: Path = Path("/var/lib/callctl/spool")
+    runtime_dir: Path = Path("/run/callctl")
+    http_listen: str = "127.0.0.1:8099"
+    shutdown_grace_s: float = 30.0
+    reconnect_max_s: float = 30.0
+    ari_heartbeat_s: float = 5.0
+    log_level: str = "info"
+    source: str = "defaults"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime_dir / "callctl.pid"
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        host, _, port = self.http_listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "source"}
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "Path":
+            return Path(str(raw))
+        if kind == "float":
+            value = float(raw)
+            if value < 0:
+                raise ValueError("must not be negative")
+            return value
+        if not isinstance(raw, str | int | float):
+            raise ValueError(f"expected text, got {type(raw).__name__}")
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: setting '{name}' is invalid: {exc}") from None
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings; every problem is a ConfigError naming the file or variable."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    source = "defaults"
+    candidates = [path] if path is not None else [p for p in DEFAULT_CONFIG_PATHS if p.exists()][:1]
+    for candidate in candidates:
+        try:
+            text = candidate.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{candidate}: cannot read settings file: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f"{candidate}:{mark.line + 1}:{mark.column + 1}" if mark else str(candidate)
+            raise ConfigError(f"{at}: settings file is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{candidate}: settings file must be a mapping of name: value")
+        for key, raw in data.items():
+            if key not in _FIELDS:
+                known = ", ".join(sorted(_FIELDS))
+                raise ConfigError(f"{candidate}: unknown setting '{key}' (known: {known})")
+            values[key] = _coerce(key, raw, str(candidate))
+        source = str(candidate)
+    for name in _FIELDS:
+        var = "CALLCTL_" + name.upper()
+        if var in env:
+            values[name] = _coerce(name, env[var], f"environment {var}")
+    settings = Settings(**values, source=source)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    url = urlparse(s.ari_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"ari_url '{s.ari_url}' must look like http://HOST:PORT/")
+    if not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database_url must start with postgresql:// (set CALLCTL_DATABASE_URL)")
+    try:
+        s.http_host_port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError(f"http_listen '{s.http_listen}' must be HOST:PORT") from None
+    if s.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

@@ -1,0 +1,42 @@
+"""structlog set-up: JSON lines on stdout for journald, readable lines on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+
+def _iso_utc_ms(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    import datetime as dt
+
+    event_dict["ts"] = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return event_dict
+
+
+def configure(level: str = "info", *, json: bool | None = None) -> None:
+    """Configure structlog once for the process. ``json`` defaults to "stdout is not a TTY"."""
+    if json is None:
+        json = not sys.stdout.isatty()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _iso_utc_ms,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info if json else structlog.dev.set_exc_info,
+    ]
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries that use stdlib logging (aiohttp, asyncpg) only speak up for warnings.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)
