@@ -1,0 +1,52 @@
+"""The per-call interface that flows drive; implemented over ARI by ``callctl.calls.call.Call``.
+
+Every awaitable raises ``callctl.errors.CallHungUp`` once the caller has hung up, so a flow never
+checks for it: the supervisor records it as a normal end of call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from callctl.ids import CallId
+
+
+@dataclass(frozen=True)
+class DialOutcome:
+    """How a dial step ended: ``status`` is answered, busy, noanswer, congestion or failed."""
+
+    status: str
+    cause: int | None = None
+    talk_s: float = 0.0
+
+
+class CallPort(Protocol):
+    call_id: CallId
+    caller: str
+    called: str
+    language: str
+
+    async def answer(self) -> None:
+        """Answer the channel (no-op when already answered)."""
+
+    async def play(self, media: Sequence[str], *, interruptible: bool = True) -> str | None:
+        """Play media URIs in order ("sound:hello-world", "tone:ring", "digits:42").
+
+        When ``interruptible`` and a DTMF digit arrives, playback stops at once and the digit
+        is returned; it also stays buffered so the next ``read_digit`` sees it (type-ahead).
+        Returns None when everything played.
+        """
+
+    async def read_digit(self, timeout_s: float) -> str | None:
+        """Next buffered DTMF digit ("0"-"9", "*", "#", "A"-"D"), waiting up to ``timeout_s``."""
+
+    def clear_digits(self) -> None:
+        """Forget buffered DTMF digits."""
+
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome:
+        """Ring ``target`` (a PJSIP endpoint "PJSIP/alice" or trunk dial string), bridge on answer."""
+
+    async def hang_up(self, cause: str = "normal") -> None:
+        """Hang up with an ARI reason: normal, busy, congestion, no_answer, unallocated, ..."""
