@@ -1,0 +1,180 @@
+"""Development stack: an Asterisk 22 instance inside the cached Debian sid root, configured from
+asterisk-conf/, on ports of our choosing. Used by `make run` (scripts/run.py) and by the tests.
+
+Each instance keeps its configuration and state under ROOT/var/lib/callctl-instances/NAME, so a
+`make run` stack and a test stack can run side by side on different ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_SRC = REPO / "asterisk-conf"
+DEFAULT_ROOT = Path(os.environ.get("CALLCTL_ASTERISK_ROOT", "/var/cache/callctl/asterisk-root"))
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A port free on both UDP and TCP (SIP listens on both)."""
+    for _ in range(50):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError("no free UDP+TCP port pair found")
+
+
+def ensure_root(root: Path = DEFAULT_ROOT) -> Path:
+    subprocess.run([str(REPO / "scripts" / "asterisk-root.sh"), str(root)], check=True)
+    # French prompts: Debian ships them as fr_CA_f_June; Asterisk looks for sounds/fr.
+    sounds = root / "usr/share/asterisk/sounds"
+    if (sounds / "fr_CA_f_June").is_dir() and not (sounds / "fr").exists():
+        (sounds / "fr").symlink_to("fr_CA_f_June")
+    return root
+
+
+@dataclass
+class AsteriskInstance:
+    name: str
+    root: Path = DEFAULT_ROOT
+    http_port: int = 8088
+    sip_port: int = 5060
+    sip_bind: str = "127.0.0.1"
+    rtp_start: int = 20000
+    rtp_end: int = 22000
+    ari_user: str = "callctl"
+    ari_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    ari_app: str = "callctl"
+    demo_sip_password: str = field(default_factory=lambda: secrets.token_urlsafe(9))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def inner_dir(self) -> str:
+        """The instance folder as Asterisk sees it (inside the chroot)."""
+        return f"/var/lib/callctl-instances/{self.name}"
+
+    @property
+    def host_dir(self) -> Path:
+        return self.root / self.inner_dir.lstrip("/")
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    @property
+    def sounds_dir(self) -> Path:
+        return self.root / "usr/share/asterisk/sounds"
+
+    def install_conf(self) -> None:
+        values = {
+            "ETC_DIR": f"{self.inner_dir}/etc",
+            "STATE_DIR": self.inner_dir,
+            "SYSTEM_NAME": f"callctl-{self.name}",
+            "HTTP_PORT": str(self.http_port),
+            "SIP_PORT": str(self.sip_port),
+            "SIP_BIND": self.sip_bind,
+            "RTP_START": str(self.rtp_start),
+            "RTP_END": str(self.rtp_end),
+            "ARI_USER": self.ari_user,
+            "ARI_PASSWORD": self.ari_password,
+            "ARI_APP": self.ari_app,
+            "DEMO_SIP_PASSWORD": self.demo_sip_password,
+        }
+        etc = self.host_dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        for sub in ("db", "spool", "run", "log", "cache"):
+            (self.host_dir / sub).mkdir(exist_ok=True)
+        for src in sorted(CONF_SRC.glob("*.conf")):
+            text = src.read_text()
+            for key, value in values.items():
+                text = text.replace(f"@{key}@", value)
+            if "@" in text and any(f"@{k}@" in text for k in values):  # pragma: no cover
+                raise RuntimeError(f"{src}: unfilled placeholder")
+            (etc / src.name).write_text(text)
+        (etc / "ari.conf").chmod(0o600)
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", f"{self.inner_dir}/etc/asterisk.conf", *args]
+
+    def start(self, *, wait_s: float = 60.0) -> None:
+        self.install_conf()
+        log = open(self.host_dir / "log" / "console.log", "ab")  # noqa: SIM115 - owned by the process
+        # -f: foreground (we own the process); -n: no colours; -g: core on crash.
+        self.proc = subprocess.Popen(self._cmd("-f", "-n", "-g"), stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.wait_for_ari(wait_s)
+
+    def wait_for_ari(self, wait_s: float = 60.0) -> None:
+        deadline = time.monotonic() + wait_s
+        url = f"{self.ari_url}ari/asterisk/ping"
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"asterisk exited with {self.proc.returncode}; see {self.host_dir}/log/console.log")
+            req = urllib.request.Request(url)
+            req.add_header("Authorization", _basic(self.ari_user, self.ari_password))
+            try:
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    if resp.status == 200 and self._fully_booted():
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"Asterisk ARI on {url} not ready after {wait_s} s")
+
+    def _fully_booted(self) -> bool:
+        out = self.rx("core waitfullybooted", check=False)
+        return "fully booted" in out.lower()
+
+    def rx(self, command: str, *, check: bool = True) -> str:
+        res = subprocess.run(self._cmd("-rx", command), capture_output=True, text=True, timeout=30)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"asterisk -rx {command!r} failed: {res.stderr or res.stdout}")
+        return res.stdout
+
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.rx("core stop now", check=False)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def sipp_available() -> bool:
+    return shutil.which("sipp") is not None
