@@ -1,0 +1,202 @@
+"""The composition root: wires settings, the CDR writer, the supervisor, ARI and the HTTP probes,
+and runs them until SIGTERM.
+
+Start order: dialplan (refuse to start if invalid) -> CDR writer (spool replay; starts even with
+PostgreSQL down) -> HTTP probes -> ARI connection (reconnects forever) -> READY.
+Shutdown order (SIGTERM/SIGINT), the reverse: not ready -> stop taking calls (new ones go back
+to the dialplan fallback) -> calls finish within the grace, the rest are cut with their CDRs
+written -> ARI closed (Asterisk unregisters the app) -> CDRs drained to PostgreSQL or left in the
+spool for the next start -> exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from callctl import __version__
+from callctl.ari.client import AriClient
+from callctl.calls.call import Call
+from callctl.calls.supervisor import Supervisor
+from callctl.cdr.writer import CdrWriter
+from callctl.config import Settings
+from callctl.errors import AriError, DialplanError
+from callctl.flows.engine import run_flow
+from callctl.flows.loader import load_dialplan
+from callctl.health import HealthServer, LoopLagMonitor
+from callctl.logging import get_logger
+from callctl.metrics import Metrics
+from callctl.systemd import notify, watchdog_interval_s
+
+log = get_logger("callctl.app")
+
+NO_ROUTE_MEDIA = ["sound:ss-noservice"]
+
+
+class DialplanHolder:
+    """The current dialplan; a reload swaps it atomically, calls keep the one they started with."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.current = load_dialplan(directory)
+
+    def reload(self) -> bool:
+        try:
+            plan = load_dialplan(self.directory)
+        except DialplanError as exc:
+            for problem in exc.problems:
+                log.error("dialplan_reload_problem", problem=problem)
+            log.error("dialplan_reload_refused", problems=len(exc.problems), kept=self.current.version)
+            return False
+        old, self.current = self.current, plan
+        log.info("dialplan_reloaded", version=plan.version, previous=old.version, summary=plan.summary())
+        return True
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.dialplans = DialplanHolder(settings.dialplan_dir)
+        self.stopping = asyncio.Event()
+        self.lag = LoopLagMonitor()
+        self._asterisk_id = "unknown"
+        self.writer: CdrWriter | None = None
+        self.ari: AriClient | None = None
+        self.supervisor: Supervisor | None = None
+
+    async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
+        plan = self.dialplans.current  # captured once: a reload never changes a running call
+        route = plan.route(call.called)
+        if route is None:
+            log.warning("call_no_route", called=call.called)
+            await call.answer()
+            await call.play(NO_ROUTE_MEDIA, interruptible=False)
+            await call.hang_up("unallocated")
+            return "no_route", None, plan.version
+        call.language = route.language
+        call.country = route.country
+        result = await run_flow(plan, route, call)
+        return result.outcome, result.flow, plan.version
+
+    def readiness(self) -> dict[str, Any]:
+        ari_up = self.ari is not None and self.ari.connected.is_set()
+        draining = self.supervisor is not None and not self.supervisor.accepting
+        return {
+            "ready": ari_up and not draining,
+            "ari": "up" if ari_up else "down",
+            "ari_error": self.ari.last_error if self.ari else None,
+            "store": "up" if self.writer is not None and self.writer.store_up else "down",
+            "cdr_queue": self.writer.queue_depth if self.writer else 0,
+            "draining": draining,
+            "dialplan_version": self.dialplans.current.version,
+            "active_calls": self.supervisor.active_calls if self.supervisor else 0,
+            "version": __version__,
+        }
+
+    async def _on_ari_connected(self) -> None:
+        assert self.ari is not None and self.supervisor is not None
+        try:
+            info = await self.ari.asterisk_info()
+            system = info.get("system") or {}
+            self._asterisk_id = str(system.get("entity_id") or info.get("config", {}).get("name") or "asterisk")
+        except AriError as exc:
+            log.warning("asterisk_info_failed", error=exc.message)
+        await self.supervisor.resync()
+        notify("STATUS=connected to Asterisk")
+
+    def _on_ari_disconnected(self) -> None:
+        self.metrics.inc("callctl_ari_disconnects_total")
+        notify("STATUS=Asterisk connection lost, reconnecting")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _reload(self) -> None:
+        notify("RELOADING=1")
+        self.dialplans.reload()
+        notify("READY=1")
+
+    async def _watchdog(self, interval_s: float) -> None:
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval_s)
+
+    async def run(self) -> int:
+        s = self.settings
+        log.info("callctl_starting", version=__version__, settings=s.source, dialplan=self.dialplans.current.summary())
+        self._register_metrics()
+        async with contextlib.AsyncExitStack() as stack:
+            self.writer = await stack.enter_async_context(CdrWriter(s.database_url, s.spool_dir))
+            host, port = s.http_host_port
+            await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness))
+            stack.enter_context(_pid_file(s.pid_file))
+            background: set[asyncio.Task[None]] = {asyncio.create_task(self.lag.run(), name="loop-lag")}
+            interval = watchdog_interval_s()
+            if interval:
+                background.add(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+            self.ari = AriClient(s, self._route_event, self._on_ari_connected, self._on_ari_disconnected)
+            self.supervisor = Supervisor(self.ari, self.writer, self.run_flow_for, self.metrics,
+                                         lambda: self._asterisk_id)
+            await stack.enter_async_context(self.ari)
+            self._install_signals()
+            notify("READY=1", f"STATUS=callctl {__version__} running")
+            log.info("callctl_ready", http=s.http_listen, app=s.ari_app, ari=s.ari_url)
+            await self.stopping.wait()
+
+            notify("STOPPING=1")
+            log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
+            await self.supervisor.drain(s.shutdown_grace_s)
+            await self.ari.close()
+            drained = await self.writer.wait_for_drained(10.0)
+            for task in background:
+                task.cancel()
+            log.info("callctl_stopped", cdrs_drained=drained, cdrs_spooled=self.writer.queue_depth)
+        return 0
+
+    def _route_event(self, event: Any) -> None:
+        assert self.supervisor is not None
+        self.supervisor.dispatcher.route(event)
+
+    def _register_metrics(self) -> None:
+        m = self.metrics
+        m.counter("callctl_ari_disconnects_total", "ARI websocket losses (each followed by a reconnect)")
+        m.gauge("callctl_ari_connected", "1 while the ARI websocket is up",
+                lambda: 1.0 if self.ari is not None and self.ari.connected.is_set() else 0.0)
+        m.gauge("callctl_ari_reconnects", "ARI reconnections since start",
+                lambda: float(self.ari.reconnects) if self.ari else 0.0)
+        m.gauge("callctl_cdr_queue_depth", "CDRs not yet in PostgreSQL (memory + spool)",
+                lambda: float(self.writer.queue_depth) if self.writer else 0.0)
+        m.gauge("callctl_cdr_store_up", "1 while PostgreSQL accepts CDRs",
+                lambda: 1.0 if self.writer is not None and self.writer.store_up else 0.0)
+        m.gauge("callctl_event_loop_lag_seconds", "Last measured event-loop wake-up lag", lambda: self.lag.last_s)
+        m.gauge("callctl_event_loop_lag_max_seconds", "Largest event-loop lag since start", lambda: self.lag.max_s)
+        m.gauge("callctl_ari_events", "ARI events received",
+                lambda: float(self.supervisor.dispatcher.events_total) if self.supervisor else 0.0)
+
+
+@contextlib.contextmanager
+def _pid_file(path: Path) -> Any:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("pid_file_unwritable", path=str(path), error=exc.strerror)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+async def run_daemon(settings: Settings) -> int:
+    return await Daemon(settings).run()

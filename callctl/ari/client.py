@@ -1,0 +1,241 @@
+"""The one owner of the ARI connection: aioari connects (and checks the API and credentials), REST
+calls go through aioari's HTTP session, events through our own websocket reader.
+
+- ``run_forever`` connects, subscribes the Stasis app, filters out event types nobody uses,
+  resynchronises (``on_connected``), then reads events and hands each one, decoded, to ``on_event``
+  (synchronous: the reader never awaits business logic). When the socket drops, goes silent
+  (heartbeat) or Asterisk restarts, it reconnects with capped exponential backoff.
+- Every REST error is translated here: 404 on a channel -> ChannelGone, connection problems ->
+  AriUnavailable, 401 -> AriAuthError. No aiohttp or aioari type leaves this module.
+
+aioari's own ``run()`` is not used: it awaits each listener inside its websocket loop and returns
+silently when the socket closes (FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import aioari
+from aiohttp import web_exceptions
+
+from callctl.ari.events import Event, decode
+from callctl.config import Settings
+from callctl.errors import AriAuthError, AriError, AriUnavailable, ChannelGone
+from callctl.logging import get_logger
+
+log = get_logger("callctl.ari")
+
+# Event types no call logic reads; dropping them in Asterisk cuts ~85 % of the event volume.
+DISALLOWED_EVENTS = ("ChannelVarset", "ChannelDialplan", "ChannelCallerId", "ChannelConnectedLine")
+
+
+class AriClient:
+    def __init__(
+        self,
+        settings: Settings,
+        on_event: Callable[[Event], None],
+        on_connected: Callable[[], Awaitable[None]],
+        on_disconnected: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._on_event = on_event
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._client: Any = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.last_error: str | None = None
+        base = settings.ari_url if settings.ari_url.endswith("/") else settings.ari_url + "/"
+        self._base = base
+        self._where = urllib.parse.urlparse(base).netloc
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AriClient:
+        self._runner = asyncio.create_task(self.run_forever(), name="ari-connection")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Disconnect (Asterisk then unregisters the app: new calls take the dialplan fallback)."""
+        self._closing = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        await self._drop_client()
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def run_forever(self) -> None:
+        delay = 0.5
+        down_logged = False
+        while not self._closing:
+            try:
+                await self._connect()
+            except AriError as exc:
+                if not down_logged or exc.message != self.last_error:
+                    log.error(exc.code, error=exc.message, retry_in_s=round(delay, 1))
+                    down_logged = True
+                self.last_error = exc.message
+                await self._drop_client()
+                await asyncio.sleep(delay * (0.8 + random.random() * 0.4))
+                delay = min(delay * 2, self._settings.reconnect_max_s)
+                continue
+            if down_logged or self.reconnects:
+                log.info("ari_connected", where=self._where, reconnects=self.reconnects)
+            else:
+                log.info("ari_connected", where=self._where)
+            down_logged = False
+            self.last_error = None
+            delay = 0.5
+            try:
+                await self._read_events()
+            finally:
+                self.connected.clear()
+                self._on_disconnected()
+                await self._drop_client()
+            if not self._closing:
+                self.reconnects += 1
+                self.last_error = "events websocket closed"
+                log.warning("ari_disconnected", where=self._where, retry_in_s=delay)
+                down_logged = True
+                await asyncio.sleep(delay)
+
+    async def _connect(self) -> None:
+        s = self._settings
+        try:
+            self._client = await aioari.connect(self._base, s.ari_user, s.ari_password)
+        except web_exceptions.HTTPUnauthorized:
+            raise AriAuthError(f"Asterisk ARI at {self._where} refused user '{s.ari_user}': wrong user or "
+                               "password (check ari.conf and CALLCTL_ARI_PASSWORD)") from None
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, web_exceptions.HTTPException) as exc:
+            raise AriUnavailable(f"Asterisk ARI at {self._where} is unreachable: {_describe(exc)}; "
+                                 "is Asterisk running with http.conf enabled?") from None
+        except Exception as exc:  # aioswagger raises plain errors on a half-started Asterisk
+            raise AriUnavailable(f"Asterisk ARI at {self._where} answered unexpectedly: {_describe(exc)}") from None
+        ws_url = self._base.replace("http", "ws", 1) + "ari/events?" + urllib.parse.urlencode(
+            {"app": s.ari_app, "subscribeAll": "false"})
+        token = base64.b64encode(f"{s.ari_user}:{s.ari_password}".encode()).decode()
+        session: aiohttp.ClientSession = self._client.swagger.http_client.session
+        try:
+            # heartbeat: a ping every N s; no pong in time closes the socket -> reconnect.
+            self._ws = await session.ws_connect(ws_url, headers={"Authorization": f"Basic {token}"},
+                                                heartbeat=s.ari_heartbeat_s, max_msg_size=16 * 1024 * 1024)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                raise AriAuthError(f"Asterisk ARI at {self._where} refused the events websocket for "
+                                   f"'{s.ari_user}': wrong password") from None
+            raise AriUnavailable(f"ARI events websocket at {self._where} refused: HTTP {exc.status}") from None
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise AriUnavailable(f"ARI events websocket at {self._where} failed: {_describe(exc)}") from None
+        try:
+            await self._request("PUT", f"applications/{s.ari_app}/eventFilter",
+                                json_body={"disallowed": [{"type": t} for t in DISALLOWED_EVENTS]})
+        except AriError as exc:  # older Asterisk: no filter, just more events
+            log.warning("ari_event_filter_refused", error=exc.message)
+        self.connected.set()
+        # Resynchronise before reading: channels that arrived meanwhile are adopted by the handler.
+        await self._on_connected()
+
+    async def _read_events(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    raw = json.loads(msg.data)
+                except ValueError:
+                    log.warning("ari_event_undecodable", size=len(msg.data))
+                    continue
+                if isinstance(raw, dict):
+                    event = decode(raw)
+                    if event is not None:
+                        self._on_event(event)
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        self._ws = None
+
+    # -- REST ----------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                       json_body: Any = None, channel: str | None = None) -> Any:
+        """One ARI REST call through aioari's HTTP session (shared connection pool)."""
+        if self._client is None:
+            raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
+        session: aiohttp.ClientSession = self._client.swagger.http_client.session
+        s = self._settings
+        try:
+            async with session.request(method, self._base + "ari/" + path, params=params, json=json_body,
+                                       auth=aiohttp.BasicAuth(s.ari_user, s.ari_password),
+                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                text = await resp.text()
+                if resp.status == 404 and channel is not None:
+                    raise ChannelGone(f"channel {channel} no longer exists ({method} {path})")
+                if resp.status == 401:
+                    raise AriAuthError(f"ARI at {self._where} refused credentials for {method} {path}")
+                if resp.status >= 400:
+                    raise AriError(f"ARI {method} {path} failed: HTTP {resp.status} {text.strip()[:200]}")
+                return json.loads(text) if text else None
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise AriUnavailable(f"ARI {method} {path} at {self._where} failed: {_describe(exc)}") from None
+
+    async def answer(self, channel_id: str) -> None:
+        await self._request("POST", f"channels/{channel_id}/answer", channel=channel_id)
+
+    async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None:
+        await self._request("POST", f"channels/{channel_id}/play/{playback_id}",
+                            params={"media": ",".join(media), "lang": language}, channel=channel_id)
+
+    async def stop_playback(self, playback_id: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("DELETE", f"playbacks/{playback_id}", channel=playback_id)
+
+    async def hang_up(self, channel_id: str, reason: str = "normal") -> None:
+        await self._request("DELETE", f"channels/{channel_id}", params={"reason": reason}, channel=channel_id)
+
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
+                                   priority: int = 1) -> None:
+        await self._request("POST", f"channels/{channel_id}/continue", channel=channel_id,
+                            params={"context": context, "extension": extension, "priority": str(priority)})
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        return list(await self._request("GET", "channels") or [])
+
+    async def application_channel_ids(self) -> set[str]:
+        app = await self._request("GET", f"applications/{self._settings.ari_app}") or {}
+        return {ref.removeprefix("channel:") for ref in app.get("channel_ids", [])} | {
+            str(ref) for ref in app.get("channel_ids", []) if ":" not in str(ref)}
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return dict(await self._request("GET", f"channels/{channel_id}", channel=channel_id))
+
+    async def asterisk_info(self) -> dict[str, Any]:
+        return dict(await self._request("GET", "asterisk/info"))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,212 @@
+"""Owns every call task: starts one per channel entering Stasis, adopts channels found at resync,
+hands calls back to the dialplan while draining, and writes one CDR per leg when a call ends.
+
+Call tasks live in the supervisor's own dict, not in the daemon's TaskGroup: one failing call can
+never cancel another call or a core service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from callctl.ari.dispatch import Dispatcher, Mailbox
+from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
+from callctl.calls.call import Call, ChannelOps
+from callctl.cdr.record import CdrRecord, leg_id_for
+from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone
+from callctl.ids import CallId, ChannelId
+from callctl.logging import get_logger
+from callctl.metrics import Metrics
+from callctl.numbers import mask, to_e164
+
+log = get_logger("callctl.calls")
+
+FALLBACK_CONTEXT = "callctl-fallback"
+END_WAIT_S = 5.0
+
+
+class SupervisorOps(ChannelOps, Protocol):
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
+                                   priority: int = 1) -> None: ...
+    async def application_channel_ids(self) -> set[str]: ...
+    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
+
+
+class CdrSink(Protocol):
+    def submit(self, record: CdrRecord) -> None: ...
+
+
+class FlowRunner(Protocol):
+    """Runs the call's script; returns (outcome, flow name, dialplan version)."""
+
+    async def __call__(self, call: Call) -> tuple[str, str | None, str | None]: ...
+
+
+class Supervisor:
+    def __init__(self, ops: SupervisorOps, cdrs: CdrSink, run_flow: FlowRunner, metrics: Metrics,
+                 asterisk_id: Callable[[], str]) -> None:
+        self._ops = ops
+        self._cdrs = cdrs
+        self._run_flow = run_flow
+        self._metrics = metrics
+        self._asterisk_id = asterisk_id
+        self.dispatcher = Dispatcher(self.on_stasis_start)
+        self._calls: dict[ChannelId, tuple[Call, asyncio.Task[None]]] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.accepting = True
+        metrics.counter("callctl_calls_total", "Calls finished, by outcome")
+        metrics.gauge("callctl_active_calls", "Calls in progress", lambda: len(self._calls))
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def on_stasis_start(self, event: StasisStart) -> None:
+        """Called synchronously by the dispatcher for a channel no call owns yet."""
+        if "callctl-leg" in event.args:  # legs we originate are owned by the call that made them
+            return
+        if not self.accepting:
+            self._spawn_side(self._hand_back(event.channel.id))
+            return
+        self._start_call(event.channel, adopted=False)
+
+    def _start_call(self, channel: ChannelInfo, *, adopted: bool) -> None:
+        mailbox: Mailbox = asyncio.Queue()
+        leg = leg_id_for(self._asterisk_id(), channel.id, channel.created_raw)
+        call = Call(self._ops, channel, mailbox)
+        call.call_id = CallId(str(leg))  # an inbound call's id is its first leg's id
+        self.dispatcher.register(channel.id, mailbox)
+        task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
+        self._calls[channel.id] = (call, task)
+
+    async def _hand_back(self, channel_id: ChannelId) -> None:
+        with contextlib.suppress(AriError):
+            await self._ops.continue_in_dialplan(channel_id, FALLBACK_CONTEXT)
+            log.info("call_handed_back", channel=channel_id, reason="draining")
+
+    def _spawn_side(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    # -- one call ------------------------------------------------------------------------------
+
+    async def _run_call(self, call: Call, adopted: bool) -> None:
+        structlog.contextvars.bind_contextvars(call_id=call.call_id)
+        started = time.monotonic()
+        log.info("call_started", caller=mask(call.caller), called=call.called, channel=call.channel.id,
+                 adopted=adopted)
+        outcome, flow, version = "error", None, None
+        try:
+            outcome, flow, version = await self._run_flow(call)
+        except CallEnded:
+            outcome = "caller_hung_up"
+        except ChannelGone:
+            outcome = "caller_hung_up"
+        except asyncio.CancelledError:
+            # Only the supervisor cancels call tasks (drain): finish the call and write its CDR.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            outcome = "cut_at_shutdown"
+            call.lifecycle.hangup_requested("shutdown")
+        except AriUnavailable as exc:
+            outcome = "ari_lost"
+            log.warning("call_ari_lost", error=exc.message)
+        except Exception as exc:  # a bug in one call must never reach another
+            outcome = "error"
+            log.exception("call_failed", error=str(exc))
+        try:
+            await self._finish(call, outcome, flow, version, time.monotonic() - started)
+        finally:
+            self._calls.pop(call.channel.id, None)
+            self.dispatcher.unregister(call.channel.id)
+
+    async def _finish(self, call: Call, outcome: str, flow: str | None, version: str | None,
+                      elapsed_s: float) -> None:
+        with contextlib.suppress(AriError):
+            await call.hang_up("normal")
+        call.drain_mailbox()
+        if not call.destroyed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(END_WAIT_S):
+                    while not call.destroyed.is_set():
+                        call.drain_mailbox()
+                        if call.destroyed.is_set():
+                            break
+                        await call.wait_for_mailbox()
+        lc = call.lifecycle
+        if lc.ended_at is None:
+            lc.ended(dt.datetime.now(dt.UTC), None, "end not reported by Asterisk")
+        assert lc.ended_at is not None
+        leg = uuid.UUID(call.call_id)
+        record = CdrRecord(
+            leg_id=leg, call_id=leg, direction="inbound",
+            from_number=to_e164(call.caller, call.country), to_number=to_e164(call.called, call.country),
+            started_at=lc.started_at, answered_at=lc.answered_at, ended_at=lc.ended_at,
+            disposition=lc.disposition, hangup_cause=lc.hangup_cause, hangup_reason=lc.hangup_reason,
+            channel_id=call.channel.id, flow=flow, dialplan_version=version,
+            extra={"outcome": outcome, "ended_by": lc.ended_by},
+        )
+        self._cdrs.submit(record)
+        self._metrics.inc("callctl_calls_total", outcome=outcome)
+        log.info("call_finished", outcome=outcome, disposition=record.disposition, billed_s=record.billed_s,
+                 duration_ms=int((lc.ended_at - lc.started_at).total_seconds() * 1000),
+                 hangup_cause=lc.hangup_cause, ended_by=lc.ended_by, flow=flow, dialplan_version=version,
+                 handled_ms=int(elapsed_s * 1000))
+        structlog.contextvars.unbind_contextvars("call_id")
+
+    # -- resynchronisation ---------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """After every (re)connect: adopt channels in our app we do not own, close calls whose
+        channel vanished while the websocket was down (their events were dropped by Asterisk)."""
+        in_app = await self._ops.application_channel_ids()
+        for channel_id, (call, _task) in list(self._calls.items()):
+            if channel_id in in_app:
+                continue
+            try:
+                await self._ops.get_channel(channel_id)
+                call._mailbox.put_nowait(StasisEnd(dt.datetime.now(dt.UTC), channel_id))
+            except ChannelGone:
+                call._mailbox.put_nowait(ChannelDestroyed(dt.datetime.now(dt.UTC), channel_id, None,
+                                                          "hung up while the ARI connection was down"))
+        adopted = 0
+        for channel_id in sorted(in_app - set(self._calls)):
+            try:
+                info = ChannelInfo.from_json(await self._ops.get_channel(channel_id))
+            except ChannelGone:
+                continue
+            if not self.accepting:
+                self._spawn_side(self._hand_back(info.id))
+                continue
+            self._start_call(info, adopted=True)
+            adopted += 1
+        log.info("ari_resynced", in_app=len(in_app), adopted=adopted, active=len(self._calls))
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking calls; let calls finish within ``grace_s``; then cut the rest (CDRs still written)."""
+        self.accepting = False
+        tasks = [task for _call, task in self._calls.values()]
+        if tasks:
+            log.info("draining_calls", active=len(tasks), grace_s=grace_s)
+            _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("calls_cut_at_shutdown", count=len(pending))
+                await asyncio.wait(pending, timeout=END_WAIT_S + 5)
+        if self._side_tasks:
+            await asyncio.wait(list(self._side_tasks), timeout=5)

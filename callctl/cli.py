@@ -1,0 +1,62 @@
+"""The ``callctl`` command: every user-caused problem ends in one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from callctl import __version__
+from callctl.config import Settings, load_settings
+from callctl.errors import CallctlError, DialplanError
+
+# Feature packages that add commands; each has ``register(subparsers, common)``.
+FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from callctl import logging as clog
+    from callctl.app import run_daemon
+
+    clog.configure(settings.log_level)
+    return asyncio.run(run_daemon(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None,
+                        help="settings file (default /etc/callctl/callctl.yaml, then ./callctl.yaml)")
+    parser = argparse.ArgumentParser(prog="callctl", parents=[common],
+                                     description="Call-control engine for Asterisk (ARI).")
+    parser.add_argument("--version", action="version", version=f"callctl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground",
+                         description="Connect to Asterisk ARI and handle calls until SIGTERM.")
+    run.set_defaults(func=_run)
+    for name in FEATURE_CLIS:
+        importlib.import_module(name).register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args.config)
+        return int(args.func(args, settings))
+    except DialplanError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"callctl: dialplan refused: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    except CallctlError as exc:
+        print(f"callctl: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

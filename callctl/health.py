@@ -1,0 +1,67 @@
+"""Loopback HTTP for probes and scraping: /livez, /readyz (JSON) and /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from callctl.errors import ConfigError
+from callctl.metrics import Metrics
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Callable[[], dict[str, Any]]) -> None:
+        self._host, self._port = host, port
+        self._metrics = metrics
+        self._readiness = readiness
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> HealthServer:
+        app = web.Application()
+        app.router.add_get("/livez", self._live)
+        app.router.add_get("/readyz", self._ready)
+        app.router.add_get("/metrics", self._scrape)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self._host, self._port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(f"http_listen {self._host}:{self._port}: cannot listen: {exc.strerror}") from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _live(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _ready(self, _request: web.Request) -> web.Response:
+        state = self._readiness()
+        return web.Response(text=json.dumps(state) + "\n", content_type="application/json",
+                            status=200 if state.get("ready") else 503)
+
+    async def _scrape(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+class LoopLagMonitor:
+    """Measures how late the event loop wakes up: the lag every call on this loop feels."""
+
+    def __init__(self, interval_s: float = 0.25) -> None:
+        self.interval_s = interval_s
+        self.last_s = 0.0
+        self.max_s = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.last_s = max(0.0, loop.time() - before - self.interval_s)
+            self.max_s = max(self.max_s, self.last_s)
