@@ -55,7 +55,7 @@ class Call:
         self._mailbox = mailbox
         self._digits: collections.deque[str] = collections.deque()
         self._gone = False  # the channel has left Stasis or been hung up
-        self.destroyed = asyncio.Event()
+        self.ended = asyncio.Event()
 
     # -- event intake --------------------------------------------------------------------------
 
@@ -67,11 +67,15 @@ class Call:
             self.lifecycle.hangup_requested("caller", event.cause)
             self._gone = True
         elif isinstance(event, StasisEnd):
+            # The last event Asterisk sends an app for a channel it hangs up (no ChannelDestroyed
+            # follows once the channel has left the app), so it marks the end of the leg.
+            self.lifecycle.ended(event.at, None, "left the application")
             self._gone = True
+            self.ended.set()
         elif isinstance(event, ChannelDestroyed):
             self.lifecycle.ended(event.at, event.cause, event.cause_txt)
             self._gone = True
-            self.destroyed.set()
+            self.ended.set()
 
     def _check_up(self) -> None:
         if self._gone:

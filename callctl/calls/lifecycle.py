@@ -60,6 +60,8 @@ class Lifecycle:
         if cause is not None:
             self.hangup_cause = cause
         self.hangup_reason = reason
+        if self.hangup_cause is None:
+            self.hangup_cause = 16  # normal clearing: Asterisk reported no other cause
         if not self.ended_by:
             self.ended_by = "caller"
 

@@ -137,12 +137,12 @@ class Supervisor:
         with contextlib.suppress(AriError):
             await call.hang_up("normal")
         call.drain_mailbox()
-        if not call.destroyed.is_set():
+        if not call.ended.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(END_WAIT_S):
-                    while not call.destroyed.is_set():
+                    while not call.ended.is_set():
                         call.drain_mailbox()
-                        if call.destroyed.is_set():
+                        if call.ended.is_set():
                             break
                         await call.wait_for_mailbox()
         lc = call.lifecycle

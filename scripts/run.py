@@ -1,0 +1,123 @@
+"""`make run`: PostgreSQL (local cluster unless CALLCTL_DATABASE_URL is set) + Asterisk 22 + callctl,
+with the sample dialplan and demo data, in the foreground. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
+
+
+def _port(preferred: int, *, udp_too: bool = False) -> int:
+    """The standard port when it is free, else any free one."""
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", preferred))
+        if udp_too:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", preferred))
+        return preferred
+    except OSError:
+        return free_port_pair() if udp_too else free_port()
+
+
+def _secret(path: Path, nbytes: int) -> str:
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(nbytes))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state", type=Path, default=REPO / ".state")
+    args = parser.parse_args()
+    state: Path = args.state.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    stopping: list[subprocess.Popen[bytes]] = []
+    asterisk: AsteriskInstance | None = None
+    pg_dir = state / "pg"
+    own_pg = "CALLCTL_DATABASE_URL" not in os.environ
+    try:
+        if own_pg:
+            pg_port = _port(5432)
+            out = subprocess.run([py, "-m", "tests.support.postgres", "start", str(pg_dir), str(pg_port)],
+                                 check=True, capture_output=True, text=True, cwd=REPO).stdout.strip()
+            database_url = out.splitlines()[-1] if out else f"postgresql://callctl@127.0.0.1:{pg_port}/callctl"
+        else:
+            database_url = os.environ["CALLCTL_DATABASE_URL"]
+        env = dict(os.environ, CALLCTL_DATABASE_URL=database_url)
+        subprocess.run([py, "-m", "callctl", "db", "migrate"], check=True, env=env, cwd=REPO)
+
+        ensure_root()
+        asterisk = AsteriskInstance(
+            "run", http_port=_port(8088), sip_port=_port(5060, udp_too=True),
+            ari_password=_secret(state / "ari-password", 18), demo_sip_password=_secret(state / "demo-sip-password", 9),
+        )
+        subprocess.run([py, "-m", "callctl", "dialplan", "render-prompts", str(REPO / "dialplan"),
+                        "--out", str(asterisk.sounds_dir)], check=True, cwd=REPO)
+        asterisk.start()
+        env.update({
+            "CALLCTL_ARI_URL": asterisk.ari_url, "CALLCTL_ARI_USER": asterisk.ari_user,
+            "CALLCTL_ARI_PASSWORD": asterisk.ari_password, "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
+            "CALLCTL_SPOOL_DIR": str(state / "spool"), "CALLCTL_RUNTIME_DIR": str(state / "run"),
+            "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{_port(8099)}",
+        })
+        summary = subprocess.run([py, "-m", "callctl", "dialplan", "check", str(REPO / "dialplan")],
+                                 capture_output=True, text=True, env=env, cwd=REPO).stdout.strip()
+        print(_banner(asterisk, env, summary), flush=True)
+        daemon = subprocess.Popen([py, "-m", "callctl", "run"], env=env, cwd=REPO)
+        stopping.append(daemon)
+        signal.signal(signal.SIGTERM, lambda *_: daemon.send_signal(signal.SIGTERM))
+        try:
+            return daemon.wait()
+        except KeyboardInterrupt:
+            daemon.send_signal(signal.SIGTERM)
+            return daemon.wait(timeout=60)
+    except subprocess.CalledProcessError as exc:
+        print(f"make run: step failed: {' '.join(map(str, exc.cmd))} (exit {exc.returncode})", file=sys.stderr)
+        return 1
+    finally:
+        for proc in stopping:
+            if proc.poll() is None:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=40)
+        if asterisk is not None:
+            asterisk.stop()
+        if own_pg:
+            subprocess.run([py, "-m", "tests.support.postgres", "stop", str(pg_dir)], cwd=REPO, check=False)
+        print("make run: everything stopped.", flush=True)
+
+
+def _banner(a: AsteriskInstance, env: dict[str, str], summary: str) -> str:
+    return f"""
+================================================================================
+ callctl is starting. Place a call:
+   Softphone (any SIP client on this machine):
+     server   127.0.0.1:{a.sip_port} (UDP or TCP)     user  demo     password  {a.demo_sip_password}
+   Without registering (SIPp, trusted from 127.0.0.1):
+     sipp -sn uac -s +33900000001 127.0.0.1:{a.sip_port} -m 1
+   Numbers to dial (dialplan/numbers.yaml):
+     +33900000001  welcome prompt, then hang-up
+     +33900000002  menu: 1 plays a prompt, 2 asks for 4 digits ending with # and reads them back
+   Dialplan: {summary}
+   Health:   http://{env['CALLCTL_HTTP_LISTEN']}/readyz    Metrics: http://{env['CALLCTL_HTTP_LISTEN']}/metrics
+   Database: {env['CALLCTL_DATABASE_URL']}   (CDRs: SELECT * FROM cdr ORDER BY started_at DESC;)
+ Ctrl-C stops callctl, Asterisk and PostgreSQL.
+================================================================================
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

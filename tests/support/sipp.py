@@ -1,0 +1,201 @@
+"""Real SIP callers for tests: SIPp scenarios built from a short script of steps.
+
+A caller dials a number, waits for 200 OK, then runs steps: ("dtmf", "1234#") sends RFC 2833 digits
+from Debian's captures (400 ms apart), ("audio", seconds) sends G.711 A-law speech, ("pause", ms),
+then either hangs up itself ("bye") or waits for the far end's BYE ("wait_bye").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts.devstack import free_port, free_port_pair
+
+PCAPS = Path("/usr/share/sip-tester")
+DTMF_FILES = {**{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)}, "*": "dtmf_2833_star.pcap",
+              "#": "dtmf_2833_pound.pcap"}
+
+_INVITE = """
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "{caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[local_ip_type] [local_ip]
+      t=0 0
+      m=audio [auto_media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send>
+    <![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "{caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+_BYE = """
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "{caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+
+_WAIT_BYE = """
+  <recv request="BYE" timeout="{timeout_ms}"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+
+def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", bye_timeout_s: float = 30) -> str:
+    parts = [_INVITE.format(caller=caller)]
+    for kind, arg in steps:
+        if kind == "dtmf":
+            for digit in str(arg):
+                parts.append(f'  <nop><action><exec play_pcap_audio="{PCAPS / DTMF_FILES[digit]}"/></action></nop>\n'
+                             '  <pause milliseconds="400"/>\n')
+        elif kind == "audio":
+            parts.append(f'  <nop><action><exec play_pcap_audio="{PCAPS / "g711a.pcap"}"/></action></nop>\n'
+                         f'  <pause milliseconds="{int(float(str(arg)) * 1000)}"/>\n')
+        elif kind == "pause":
+            parts.append(f'  <pause milliseconds="{int(str(arg))}"/>\n')
+        elif kind == "bye":
+            parts.append(_BYE.format(caller=caller))
+        elif kind == "wait_bye":
+            parts.append(_WAIT_BYE.format(timeout_ms=int(bye_timeout_s * 1000)))
+        else:
+            raise ValueError(f"unknown SIPp step {kind!r}")
+    body = "".join(parts)
+    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="callctl test">\n{body}\n</scenario>\n'
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[tuple[dt.datetime, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def first(self, direction: str, start: str) -> dt.datetime:
+        """Time of the first message sent/received (``direction``) whose first line starts with ``start``."""
+        for at, text in self.messages:
+            lines = [line for line in text.splitlines() if line.strip()]
+            if len(lines) > 1 and lines[0].startswith(direction) and lines[1].strip().startswith(start):
+                return at
+        raise LookupError(f"no {direction} message starting {start!r} in the SIPp trace")
+
+    def talk_s(self) -> float:
+        """ACK sent to BYE (sent or received): the call's answered length as SIPp lived it."""
+        ack = self.first("UDP message sent", "ACK")
+        try:
+            bye = self.first("UDP message sent", "BYE")
+        except LookupError:
+            bye = self.first("UDP message received", "BYE")
+        return (bye - ack).total_seconds()
+
+
+def _free_media_port() -> int:
+    """An even UDP port with the next one free too (RTP + RTCP)."""
+    for _ in range(100):
+        port = free_port(socket.SOCK_DGRAM)
+        if port % 2 == 0 and port < 65000:
+            with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
+                s2.bind(("127.0.0.1", port + 1))
+                return port
+    raise RuntimeError("no free RTP port pair")
+
+
+_TRACE_HEAD = re.compile(r"^-+ (\d{4}-\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+)", re.M)
+
+
+def _parse_trace(text: str) -> list[tuple[dt.datetime, str]]:
+    out = []
+    chunks = _TRACE_HEAD.split(text)
+    for i in range(1, len(chunks) - 1, 2):
+        stamp = dt.datetime.strptime(chunks[i].replace("  ", " "), "%Y-%m-%d %H:%M:%S.%f")
+        out.append((stamp, chunks[i + 1].strip("\n")))
+    return out
+
+
+def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, calls: int = 1, rate: float = 10,
+               caller: str = "33612345678", timeout_s: float = 60, concurrent: int | None = None,
+               bye_timeout_s: float = 30) -> tuple[subprocess.Popen[str], Path]:
+    """Start SIPp in the background; finish it with ``finish``."""
+    work = Path(tempfile.mkdtemp(prefix="sipp-"))
+    (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s))
+    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(work / "scenario.xml"), "-s", number,
+           "-i", "127.0.0.1", "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate), "-l", str(concurrent or calls),
+           "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",
+           "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
+           "-max_recv_loops", "1000", "-mp", str(_free_media_port())]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, work
+
+
+def finish(proc: subprocess.Popen[str], work: Path, timeout_s: float = 90) -> SippResult:
+    out, err = proc.communicate(timeout=timeout_s)
+    trace = (work / "messages.log").read_text(errors="replace") if (work / "messages.log").exists() else ""
+    errors = (work / "errors.log").read_text(errors="replace") if (work / "errors.log").exists() else ""
+    return SippResult(proc.returncode, out[-3000:], (err + errors)[-3000:], _parse_trace(trace))
+
+
+def call(sip_port: int, number: str, steps: list[tuple[str, object]], **kw: object) -> SippResult:
+    proc, work = start_call(sip_port, number, steps, **kw)  # type: ignore[arg-type]
+    return finish(proc, work)
