@@ -1,0 +1,243 @@
+"""Call, lifecycle, dispatcher and supervisor with a fake ARI (fast); the real thing is in tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from callctl.ari.dispatch import Dispatcher
+from callctl.ari.events import (
+    ChannelDestroyed,
+    ChannelInfo,
+    DtmfReceived,
+    HangupRequest,
+    PlaybackFinished,
+    StasisEnd,
+    StasisStart,
+    decode,
+)
+from callctl.calls.call import Call
+from callctl.calls.lifecycle import Lifecycle, disposition_for
+from callctl.calls.supervisor import Supervisor
+from callctl.cdr.record import CdrRecord, billed_seconds
+from callctl.errors import CallHungUp, ChannelGone
+from callctl.ids import ChannelId, PlaybackId
+from callctl.metrics import Metrics
+
+T0 = dt.datetime(2026, 11, 23, 10, 0, 0, tzinfo=dt.UTC)
+
+
+def channel(cid: str = "c1", exten: str = "+33900000001") -> ChannelInfo:
+    return ChannelInfo(ChannelId(cid), "PJSIP/x", "Ring", "0612345678", "", exten, "from-callers", "en",
+                       T0, "2026-11-23T10:00:00.000+0000")
+
+
+class FakeOps:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.mailboxes: dict[str, asyncio.Queue[Any]] = {}
+        self.channels_in_app: set[str] = set()
+        self.existing: dict[str, dict[str, Any]] = {}
+
+    async def answer(self, channel_id: str) -> None:
+        self.calls.append(("answer", channel_id))
+
+    async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None:
+        self.calls.append(("play", (channel_id, tuple(media), playback_id)))
+
+    async def stop_playback(self, playback_id: str) -> None:
+        self.calls.append(("stop", playback_id))
+
+    async def hang_up(self, channel_id: str, reason: str = "normal") -> None:
+        self.calls.append(("hangup", (channel_id, reason)))
+        box = self.mailboxes.get(channel_id)
+        if box is not None:
+            box.put_nowait(StasisEnd(T0 + dt.timedelta(seconds=5), ChannelId(channel_id)))
+
+    async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
+                                   priority: int = 1) -> None:
+        self.calls.append(("continue", (channel_id, context)))
+
+    async def application_channel_ids(self) -> set[str]:
+        return set(self.channels_in_app)
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        if channel_id not in self.existing:
+            raise ChannelGone(channel_id)
+        return self.existing[channel_id]
+
+
+def make_call(ops: FakeOps, cid: str = "c1") -> tuple[Call, asyncio.Queue[Any]]:
+    box: asyncio.Queue[Any] = asyncio.Queue()
+    ops.mailboxes[cid] = box
+    return Call(ops, channel(cid), box), box
+
+
+async def test_play_is_interrupted_by_a_digit_which_stays_buffered() -> None:
+    ops = FakeOps()
+    call, box = make_call(ops)
+    box.put_nowait(DtmfReceived(T0, ChannelId("c1"), "5"))
+    # type-ahead: a buffered digit interrupts before the prompt even starts
+    assert await call.play(["sound:x"]) == "5"
+    assert await call.read_digit(0.1) == "5"
+    task = asyncio.create_task(call.play(["sound:x"]))
+    await asyncio.sleep(0)
+    box.put_nowait(DtmfReceived(T0, ChannelId("c1"), "7"))
+    assert await task == "7"
+    assert ops.calls[-1][0] == "stop"
+
+
+async def test_play_returns_none_when_the_prompt_finishes() -> None:
+    ops = FakeOps()
+    call, box = make_call(ops)
+    task = asyncio.create_task(call.play(["sound:x"], interruptible=False))
+    await asyncio.sleep(0)
+    playback_id = ops.calls[-1][1][2]
+    box.put_nowait(DtmfReceived(T0, ChannelId("c1"), "1"))
+    box.put_nowait(PlaybackFinished(T0, ChannelId("c1"), PlaybackId(playback_id), "done"))
+    assert await task is None
+
+
+async def test_hangup_mid_prompt_raises_call_hung_up_at_the_next_await() -> None:
+    ops = FakeOps()
+    call, box = make_call(ops)
+    task = asyncio.create_task(call.play(["sound:x"]))
+    await asyncio.sleep(0)
+    box.put_nowait(HangupRequest(T0, ChannelId("c1"), 16))
+    with pytest.raises(CallHungUp):
+        await task
+    with pytest.raises(CallHungUp):
+        await call.read_digit(1)
+
+
+async def test_read_digit_times_out_with_none() -> None:
+    call, _box = make_call(FakeOps())
+    assert await call.read_digit(0.05) is None
+
+
+def test_disposition_and_billed_seconds_boundaries() -> None:
+    assert disposition_for(True, 16) == "ANSWERED"
+    assert disposition_for(False, 17) == "BUSY"
+    assert disposition_for(False, 19) == "NO ANSWER"
+    assert disposition_for(False, 34) == "CONGESTION"
+    assert disposition_for(False, 1) == "FAILED"
+    assert billed_seconds(None, T0) == 0
+    assert billed_seconds(T0, T0) == 0
+    assert billed_seconds(T0, T0 + dt.timedelta(milliseconds=1)) == 1
+    assert billed_seconds(T0, T0 + dt.timedelta(seconds=60)) == 60
+    assert billed_seconds(T0, T0 + dt.timedelta(seconds=60, milliseconds=1)) == 61
+
+
+def test_lifecycle_keeps_the_first_end_and_never_ends_before_answer() -> None:
+    lc = Lifecycle(started_at=T0)
+    lc.answered(T0 + dt.timedelta(seconds=2))
+    lc.ended(T0 + dt.timedelta(seconds=1), 16, "clock skew")
+    assert lc.ended_at == T0 + dt.timedelta(seconds=2)
+    lc.ended(T0 + dt.timedelta(seconds=9), 17, "late")
+    assert lc.hangup_cause == 16 and lc.state == "ended"
+
+
+def test_decode_ignores_unknown_events_and_maps_playbacks_to_their_channel() -> None:
+    assert decode({"type": "ChannelVarset"}) is None
+    ev = decode({"type": "PlaybackFinished", "timestamp": "2026-11-23T10:00:01.250+0000",
+                 "playback": {"id": "p1", "target_uri": "channel:c9", "state": "done"}})
+    assert isinstance(ev, PlaybackFinished) and ev.channel_id == "c9"
+    assert ev.at == T0 + dt.timedelta(seconds=1, milliseconds=250)
+
+
+def test_dispatcher_routes_to_owner_and_reports_new_channels() -> None:
+    seen: list[StasisStart] = []
+    d = Dispatcher(seen.append)
+    box: asyncio.Queue[Any] = asyncio.Queue()
+    d.register(ChannelId("c1"), box)
+    d.route(DtmfReceived(T0, ChannelId("c1"), "1"))
+    d.route(DtmfReceived(T0, ChannelId("other"), "1"))
+    d.route(StasisStart(T0, channel("c2"), ()))
+    assert box.qsize() == 1 and d.events_unrouted == 1 and seen[0].channel.id == "c2"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[CdrRecord] = []
+
+    def submit(self, record: CdrRecord) -> None:
+        self.records.append(record)
+
+
+async def _wait(cond: Any, timeout_s: float = 2.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_failing_call_does_not_affect_another_and_both_leave_a_cdr() -> None:
+    ops, sink = FakeOps(), Sink()
+    release = asyncio.Event()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        ops.mailboxes[call.channel.id] = call._mailbox
+        if call.channel.id == "bad":
+            raise RuntimeError("bug in a step")
+        await call.answer()
+        await release.wait()
+        await call.hang_up()
+        return "completed", "demo", "v1"
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("good"), ()))
+    sup.dispatcher.route(StasisStart(T0, channel("bad"), ()))
+    await _wait(lambda: len(sink.records) == 1)
+    assert sink.records[0].extra["outcome"] == "error"
+    release.set()
+    await _wait(lambda: len(sink.records) == 2)
+    good = sink.records[1]
+    assert good.disposition == "ANSWERED" and good.flow == "demo" and good.leg_id == good.call_id
+
+
+async def test_draining_hands_new_calls_back_and_cuts_calls_after_the_grace() -> None:
+    ops, sink = FakeOps(), Sink()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        ops.mailboxes[call.channel.id] = call._mailbox
+        await call.answer()
+        await asyncio.sleep(3600)
+        return "completed", None, None
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("long"), ()))
+    await _wait(lambda: ("answer", "long") in ops.calls)
+    drain = asyncio.create_task(sup.drain(grace_s=0.1))
+    await asyncio.sleep(0)  # drain has started: the supervisor no longer accepts calls
+    sup.dispatcher.route(StasisStart(T0, channel("late"), ()))
+    await drain
+    assert ("continue", ("late", "callctl-fallback")) in ops.calls
+    assert [r.extra["outcome"] for r in sink.records] == ["cut_at_shutdown"]
+    assert sup.active_calls == 0
+
+
+async def test_resync_adopts_unknown_channels_and_closes_vanished_ones() -> None:
+    ops, sink = FakeOps(), Sink()
+    gate = asyncio.Event()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        await call.answer()
+        await call.read_digit(30)
+        return "completed", None, None
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("vanished"), ()))
+    await _wait(lambda: ("answer", "vanished") in ops.calls)
+    ops.channels_in_app = {"survivor"}
+    ops.existing["survivor"] = {"id": "survivor", "state": "Up", "caller": {"number": "1"},
+                                "dialplan": {"exten": "+33900000001"}, "creationtime": "2026-11-23T10:00:00.000+0000"}
+    await sup.resync()
+    await _wait(lambda: ("answer", "survivor") in ops.calls)
+    await _wait(lambda: len(sink.records) == 1)
+    assert sink.records[0].channel_id == "vanished"
+    assert sink.records[0].hangup_reason == "hung up while the ARI connection was down"
+    gate.set()
+    sup.dispatcher.route(ChannelDestroyed(T0, ChannelId("survivor"), 16, "Normal Clearing"))
+    await _wait(lambda: len(sink.records) == 2)
