@@ -1,0 +1,17 @@
+#!/bin/sh
+# Fills asterisk-conf/ placeholders from the environment, as scripts/devstack.py install_conf does.
+set -eu
+: "${ARI_PASSWORD:?set ARI_PASSWORD (no default password is shipped)}"
+: "${DEMO_SIP_PASSWORD:?set DEMO_SIP_PASSWORD}"
+inst=/var/lib/callctl-instances/docker
+mkdir -p "$inst/etc" "$inst/db" "$inst/spool" "$inst/run" "$inst/log" "$inst/cache"
+for f in /opt/callctl/asterisk-conf/*.conf; do
+  sed -e "s|@ETC_DIR@|$inst/etc|g" -e "s|@STATE_DIR@|$inst|g" -e "s|@SYSTEM_NAME@|callctl-docker|g" \
+      -e "s|@HTTP_PORT@|${HTTP_PORT:-8088}|g" -e "s|@SIP_PORT@|${SIP_PORT:-5060}|g" \
+      -e "s|@SIP_BIND@|${SIP_BIND:-0.0.0.0}|g" -e "s|@RTP_START@|${RTP_START:-20000}|g" \
+      -e "s|@RTP_END@|${RTP_END:-22000}|g" -e "s|@ARI_USER@|${ARI_USER:-callctl}|g" \
+      -e "s|@ARI_PASSWORD@|$ARI_PASSWORD|g" -e "s|@ARI_APP@|${ARI_APP:-callctl}|g" \
+      -e "s|@DEMO_SIP_PASSWORD@|$DEMO_SIP_PASSWORD|g" "$f" > "$inst/etc/$(basename "$f")"
+done
+# http.conf binds ARI to loopback: in compose, callctl shares this container's network namespace.
+exec /usr/sbin/asterisk -f -n -C "$inst/etc/asterisk.conf"
