@@ -197,3 +197,24 @@ def test_dialplan_fallback_context_is_installed(asterisk: AsteriskInstance) -> N
 def test_asterisk_root_is_reused_on_a_second_run() -> None:
     out = subprocess.run([str(REPO / "scripts" / "asterisk-root.sh")], capture_output=True, text=True, check=True)
     assert "reusing cached root" in out.stdout
+
+
+def test_daemon_killed_mid_call_is_replaced_and_the_new_one_adopts_the_call(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    first = daemon_factory()
+    first.wait_until_ready()
+    proc, work = sipp.start_call(asterisk.sip_port, MENU, [("pause", 5000), ("bye", None)])
+    started = first.wait_for_log("call_started")
+    assert first.proc is not None
+    first.proc.kill()  # kill -9: no drain, no CDR from this process
+    first.proc.wait(10)
+    second = daemon_factory()
+    resynced = second.wait_for_log("ari_resynced", 30)
+    assert resynced["adopted"] == 1
+    adopted = second.wait_for_log("call_started", adopted=True)
+    assert adopted["call_id"] == started["call_id"]  # the same leg keeps its id
+    result = sipp.finish(proc, work)
+    assert result.ok, result.stderr
+    second.wait_for_log("call_finished")
+    [row] = wait_for_cdrs(database_url, 1)
+    assert str(row["call_id"]) == started["call_id"]
