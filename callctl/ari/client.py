@@ -216,6 +216,10 @@ class AriClient:
     async def hang_up(self, channel_id: str, reason: str = "normal") -> None:
         await self._request("DELETE", f"channels/{channel_id}", params={"reason": reason}, channel=channel_id)
 
+    async def set_var(self, channel_id: str, name: str, value: str) -> None:
+        await self._request("POST", f"channels/{channel_id}/variable", params={"variable": name, "value": value},
+                            channel=channel_id)
+
     async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
                                    priority: int = 1) -> None:
         await self._request("POST", f"channels/{channel_id}/continue", channel=channel_id,

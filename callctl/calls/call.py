@@ -40,6 +40,7 @@ class ChannelOps(Protocol):
     async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None: ...
     async def stop_playback(self, playback_id: str) -> None: ...
     async def hang_up(self, channel_id: str, reason: str = "normal") -> None: ...
+    async def set_var(self, channel_id: str, name: str, value: str) -> None: ...
 
 
 class Call:
@@ -51,6 +52,8 @@ class Call:
         self.language = language
         self.country: str | None = None  # ISO alpha-2 of the number called, set from the route
         self.lifecycle = Lifecycle(started_at=channel.created_at)
+        if channel.answered_at is not None:  # adopted after a restart: answered by a previous engine
+            self.lifecycle.answered(channel.answered_at)
         self._ops = ops
         self._mailbox = mailbox
         self._digits: collections.deque[str] = collections.deque()
@@ -110,10 +113,13 @@ class Call:
             return
         try:
             await self._ops.answer(self.channel.id)
+            answered_at = dt.datetime.now(dt.UTC)
+            self.lifecycle.answered(answered_at)
+            # Kept in Asterisk so an engine restarted mid-call bills from the true answer time.
+            await self._ops.set_var(self.channel.id, "CALLCTL_ANSWERED_AT", answered_at.isoformat())
         except ChannelGone:
             self._gone = True
             self._check_up()
-        self.lifecycle.answered(dt.datetime.now(dt.UTC))
 
     async def play(self, media: Sequence[str], *, interruptible: bool = True) -> str | None:
         self._check_up()

@@ -218,3 +218,6 @@ def test_daemon_killed_mid_call_is_replaced_and_the_new_one_adopts_the_call(
     second.wait_for_log("call_finished")
     [row] = wait_for_cdrs(database_url, 1)
     assert str(row["call_id"]) == started["call_id"]
+    # billed from the answer by the first engine, not from the adoption
+    assert row["disposition"] == "ANSWERED"
+    assert abs((row["ended_at"] - row["answered_at"]).total_seconds() - result.talk_s()) < 1.0

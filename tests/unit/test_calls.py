@@ -45,6 +45,9 @@ class FakeOps:
     async def answer(self, channel_id: str) -> None:
         self.calls.append(("answer", channel_id))
 
+    async def set_var(self, channel_id: str, name: str, value: str) -> None:
+        self.calls.append(("set_var", (channel_id, name)))
+
     async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None:
         self.calls.append(("play", (channel_id, tuple(media), playback_id)))
 
