@@ -115,7 +115,7 @@ class AsteriskInstance:
 
     def start(self, *, wait_s: float = 60.0) -> None:
         self.install_conf()
-        log = open(self.host_dir / "log" / "console.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.host_dir / "log" / "console.log", "ab")
         # -f: foreground (we own the process); -n: no colours; -g: core on crash.
         self.proc = subprocess.Popen(self._cmd("-f", "-n", "-g"), stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -23,8 +23,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import aioari
+import aiohttp
 from aiohttp import web_exceptions
 
 from callctl.ari.events import Event, decode
@@ -131,7 +131,7 @@ class AriClient:
         except web_exceptions.HTTPUnauthorized:
             raise AriAuthError(f"Asterisk ARI at {self._where} refused user '{s.ari_user}': wrong user or "
                                "password (check ari.conf and CALLCTL_ARI_PASSWORD)") from None
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, web_exceptions.HTTPException) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, web_exceptions.HTTPException) as exc:
             raise AriUnavailable(f"Asterisk ARI at {self._where} is unreachable: {_describe(exc)}; "
                                  "is Asterisk running with http.conf enabled?") from None
         except Exception as exc:  # aioswagger raises plain errors on a half-started Asterisk
@@ -149,7 +149,7 @@ class AriClient:
                 raise AriAuthError(f"Asterisk ARI at {self._where} refused the events websocket for "
                                    f"'{s.ari_user}': wrong password") from None
             raise AriUnavailable(f"ARI events websocket at {self._where} refused: HTTP {exc.status}") from None
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI events websocket at {self._where} failed: {_describe(exc)}") from None
         try:
             await self._request("PUT", f"applications/{s.ari_app}/eventFilter",
@@ -199,7 +199,7 @@ class AriClient:
                 if resp.status >= 400:
                     raise AriError(f"ARI {method} {path} failed: HTTP {resp.status} {text.strip()[:200]}")
                 return json.loads(text) if text else None
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI {method} {path} at {self._where} failed: {_describe(exc)}") from None
 
     async def answer(self, channel_id: str) -> None:

@@ -182,9 +182,9 @@ class Supervisor:
                 call._mailbox.put_nowait(ChannelDestroyed(dt.datetime.now(dt.UTC), channel_id, None,
                                                           "hung up while the ARI connection was down"))
         adopted = 0
-        for channel_id in sorted(in_app - set(self._calls)):
+        for new_id in sorted(in_app - set(self._calls)):
             try:
-                info = ChannelInfo.from_json(await self._ops.get_channel(channel_id))
+                info = ChannelInfo.from_json(await self._ops.get_channel(new_id))
             except ChannelGone:
                 continue
             if not self.accepting:

@@ -171,7 +171,7 @@ def test_daemon_with_postgresql_down_takes_calls_and_spools_cdrs(daemon_factory:
     result = sipp.call(asterisk.sip_port, WELCOME, [("wait_bye", None)])
     assert result.ok, result.stderr
     d.wait_for_log("call_finished")
-    status, body = d.get("/metrics")
+    _status, body = d.get("/metrics")
     assert "callctl_cdr_queue_depth 1.0" in body
     assert not d.tracebacks()
 

@@ -181,7 +181,8 @@ def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, c
     work = Path(tempfile.mkdtemp(prefix="sipp-"))
     (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s))
     cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(work / "scenario.xml"), "-s", number,
-           "-i", "127.0.0.1", "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate), "-l", str(concurrent or calls),
+           "-i", "127.0.0.1", "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate),
+           "-l", str(concurrent or calls),
            "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
            "-max_recv_loops", "1000", "-mp", str(_free_media_port())]

@@ -172,7 +172,7 @@ class Sink:
 
 async def _wait(cond: Any, timeout_s: float = 2.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while not cond():
+        while not cond():  # noqa: ASYNC110 - polling a fake's state with a deadline
             await asyncio.sleep(0.01)
 
 
