@@ -225,6 +225,43 @@ class AriClient:
         await self._request("POST", f"channels/{channel_id}/continue", channel=channel_id,
                             params={"context": context, "extension": extension, "priority": str(priority)})
 
+    # -- bridges (conference rooms, two-party calls) --------------------------------------------
+
+    async def create_bridge(self, bridge_id: str, name: str) -> None:
+        await self._request("POST", f"bridges/{bridge_id}", params={"type": "mixing,dtmf_events", "name": name})
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("DELETE", f"bridges/{bridge_id}", channel=bridge_id)
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None:
+        await self._request("POST", f"bridges/{bridge_id}/addChannel", params={"channel": channel_id},
+                            channel=channel_id)
+
+    async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
+        with contextlib.suppress(ChannelGone, AriError):
+            await self._request("POST", f"bridges/{bridge_id}/removeChannel", params={"channel": channel_id},
+                                channel=channel_id)
+
+    async def play_to_bridge(self, bridge_id: str, media: list[str], playback_id: str, language: str) -> None:
+        await self._request("POST", f"bridges/{bridge_id}/play/{playback_id}",
+                            params={"media": ",".join(media), "lang": language}, channel=bridge_id)
+
+    async def mute(self, channel_id: str, muted: bool) -> None:
+        """Mute what the channel says to others (direction in)."""
+        await self._request("POST" if muted else "DELETE", f"channels/{channel_id}/mute",
+                            params={"direction": "in"}, channel=channel_id)
+
+    async def start_moh(self, channel_id: str) -> None:
+        await self._request("POST", f"channels/{channel_id}/moh", channel=channel_id)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("DELETE", f"channels/{channel_id}/moh", channel=channel_id)
+
+    async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
+        return dict(await self._request("GET", f"bridges/{bridge_id}", channel=bridge_id))
+
     async def list_channels(self) -> list[dict[str, Any]]:
         return list(await self._request("GET", "channels") or [])
 

@@ -1,0 +1,312 @@
+"""A conference room: one owning task per live conference, owner of its ARI mixing bridge.
+
+Members' call tasks never touch the bridge: they send requests (join, leave, a DTMF command) to
+the room's queue and the room applies them in order, so two people pressing keys at the same
+instant can never race. The room may act on its members' channels (mute, music on hold, hang up)
+because they are in its bridge.
+
+Rules (BRIEF section 1, issue 4):
+- the organizer leads: participants who arrive first hear music on hold and "waiting for the
+  organizer"; they are joined when the organizer arrives;
+- when the organizer leaves, the conference ends after ``organizer_leave_grace_s`` (policy "end")
+  or goes on (policy "continue");
+- a personal code holds one live leg: a second caller with a code already in the room is refused
+  ("in_use"), so a leaked code cannot kick out its owner;
+- a locked room refuses newcomers; a full room (``max_members``) too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callctl.errors import AriError
+from callctl.logging import get_logger
+
+log = get_logger("callctl.conference")
+
+ORGANIZER = "organizer"
+PARTICIPANT = "participant"
+
+# Stock Asterisk prompts (en and fr); resolved in the caller's language by Asterisk.
+TONE_ENTER = "sound:beep"
+TONE_LEAVE = "sound:beeperr"
+
+
+class RoomOps(Protocol):
+    async def create_bridge(self, bridge_id: str, name: str) -> None: ...
+    async def destroy_bridge(self, bridge_id: str) -> None: ...
+    async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None: ...
+    async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None: ...
+    async def play_to_bridge(self, bridge_id: str, media: list[str], playback_id: str, language: str) -> None: ...
+    async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None: ...
+    async def mute(self, channel_id: str, muted: bool) -> None: ...
+    async def start_moh(self, channel_id: str) -> None: ...
+    async def stop_moh(self, channel_id: str) -> None: ...
+    async def hang_up(self, channel_id: str, reason: str = "normal") -> None: ...
+
+
+class TimelineSink(Protocol):
+    def record(self, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
+               reason: str | None, leg_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    conference_id: str
+    subject: str
+    language: str = "en"
+    max_members: int = 50
+    organizer_leave_policy: str = "end"  # end | continue
+    organizer_leave_grace_s: float = 60.0
+    already_led: bool = False  # the organizer opened an earlier room of this conference
+
+
+@dataclass
+class Member:
+    channel_id: str
+    person: str
+    role: str
+    leg_id: str
+    language: str = "en"
+    muted: bool = False
+    in_bridge: bool = False
+    joined_at: dt.datetime | None = None
+
+
+@dataclass
+class _Join:
+    member: Member
+    reply: asyncio.Future[str]
+
+
+@dataclass
+class _Leave:
+    member: Member
+    reason: str
+
+
+@dataclass
+class _Command:
+    member: Member
+    keys: str
+    reply: asyncio.Future[list[str]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+_Request = _Join | _Leave | _Command
+
+
+class Room:
+    def __init__(self, settings: RoomSettings, ops: RoomOps, timeline: TimelineSink,
+                 recorder: Callable[[str, bool], None] | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.settings = settings
+        self.bridge_id = f"conf-{settings.conference_id}-{uuid.uuid4().hex[:8]}"
+        self._ops = ops
+        self._timeline = timeline
+        self._recorder = recorder
+        self._clock = clock
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self.members: dict[str, Member] = {}
+        self.locked = False
+        self.participants_muted = False
+        self.recording = False
+        self.ended = False
+        self._organizer_gone_at: float | None = None
+        self._was_used = False  # a room closes when its last member leaves, not before the first joins
+        self._led_once = settings.already_led  # the organizer has been in the bridge at least once
+
+    # -- member side (called from call tasks) --------------------------------------------------
+
+    async def join(self, member: Member) -> str:
+        """'joined', 'waiting' (for the organizer), 'locked', 'full', 'in_use' or 'ended'."""
+        reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Join(member, reply))
+        return await reply
+
+    def leave(self, member: Member, reason: str) -> None:
+        self._queue.put_nowait(_Leave(member, reason))
+
+    async def command(self, member: Member, keys: str) -> list[str]:
+        """Apply a DTMF command (``*6``...); returns the prompts to play to the member."""
+        cmd = _Command(member, keys)
+        self._queue.put_nowait(cmd)
+        return await cmd.reply
+
+    # -- the owner task ------------------------------------------------------------------------
+
+    @property
+    def present(self) -> list[Member]:
+        return [m for m in self.members.values() if m.in_bridge]
+
+    async def run(self) -> None:
+        s = self.settings
+        await self._ops.create_bridge(self.bridge_id, f"conference {s.conference_id}")
+        log.info("conference_room_opened", conference_id=s.conference_id, bridge=self.bridge_id)
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.ended:
+                timeout = None
+                if self._organizer_gone_at is not None:
+                    timeout = max(0.0, self._organizer_gone_at + s.organizer_leave_grace_s - loop.time())
+                try:
+                    async with asyncio.timeout(timeout):
+                        request = await self._queue.get()
+                except TimeoutError:
+                    log.info("conference_ended", conference_id=s.conference_id, reason="organizer_left")
+                    await self._end("organizer_left")
+                    break
+                try:
+                    await self._apply(request)
+                except AriError as exc:  # one member's channel vanishing must not end the room
+                    log.warning("conference_request_failed", conference_id=s.conference_id, error=exc.message)
+                    if isinstance(request, _Join) and not request.reply.done():
+                        request.reply.set_result("ended")
+                    if isinstance(request, _Command) and not request.reply.done():
+                        request.reply.set_result([])
+                if not self.members and self._organizer_gone_at is None and self._was_used:
+                    break
+        finally:
+            self.ended = True
+            while not self._queue.empty():
+                pending = self._queue.get_nowait()
+                if isinstance(pending, _Join) and not pending.reply.done():
+                    pending.reply.set_result("ended")
+                elif isinstance(pending, _Command) and not pending.reply.done():
+                    pending.reply.set_result([])
+            with contextlib.suppress(AriError):
+                await self._ops.destroy_bridge(self.bridge_id)
+            log.info("conference_room_closed", conference_id=s.conference_id)
+
+    async def _apply(self, request: _Request) -> None:
+        if isinstance(request, _Join):
+            result = await self._join(request.member)
+            if not request.reply.done():
+                request.reply.set_result(result)
+        elif isinstance(request, _Leave):
+            await self._leave(request.member, request.reason)
+        else:
+            prompts = await self._command(request.member, request.keys)
+            if not request.reply.done():
+                request.reply.set_result(prompts)
+
+    async def _join(self, m: Member) -> str:
+        s = self.settings
+        if self.ended:
+            return "ended"
+        if any(other.person == m.person for other in self.members.values()):
+            return "in_use"
+        if self.locked:
+            return "locked"
+        if len(self.members) >= s.max_members:
+            return "full"
+        self._was_used = True
+        self.members[m.channel_id] = m
+        self._record(m, "join", None)
+        if m.role == ORGANIZER:
+            self._organizer_gone_at = None
+            await self._enter_bridge(m)
+            for waiting in [w for w in self.members.values() if not w.in_bridge]:
+                await self._ops.stop_moh(waiting.channel_id)
+                await self._enter_bridge(waiting)
+            return "joined"
+        led = any(p.role == ORGANIZER for p in self.present)
+        goes_on = s.organizer_leave_policy == "continue" and self._led_once
+        if not led and not goes_on:
+            await self._ops.start_moh(m.channel_id)
+            return "waiting"
+        await self._enter_bridge(m)
+        return "joined"
+
+    async def _enter_bridge(self, m: Member) -> None:
+        if m.role == ORGANIZER:
+            self._led_once = True
+        await self._ops.add_to_bridge(self.bridge_id, m.channel_id)
+        m.in_bridge = True
+        if self.participants_muted and m.role == PARTICIPANT:
+            await self._ops.mute(m.channel_id, True)
+            m.muted = True
+        await self._play_bridge([TONE_ENTER])
+        if len(self.present) == 1:
+            await self._ops.play(m.channel_id, ["sound:conf-onlyperson"], uuid.uuid4().hex, m.language)
+
+    async def _leave(self, m: Member, reason: str) -> None:
+        member = self.members.pop(m.channel_id, None)
+        if member is None:
+            return
+        self._record(member, "leave", reason)
+        if member.in_bridge:
+            await self._ops.remove_from_bridge(self.bridge_id, member.channel_id)
+            if self.present:
+                await self._play_bridge([TONE_LEAVE])
+        if member.role == ORGANIZER and self.settings.organizer_leave_policy == "end" and self.members:
+            self._organizer_gone_at = asyncio.get_running_loop().time()
+            log.info("conference_organizer_left", conference_id=self.settings.conference_id,
+                     grace_s=self.settings.organizer_leave_grace_s)
+        if not self.members:
+            self._organizer_gone_at = None
+
+    async def _command(self, m: Member, keys: str) -> list[str]:
+        if m.channel_id not in self.members:
+            return []
+        organizer = m.role == ORGANIZER
+        if keys == "*6":
+            m.muted = not m.muted
+            await self._ops.mute(m.channel_id, m.muted)
+            return ["sound:conf-muted" if m.muted else "sound:conf-unmuted"]
+        if keys == "*#":
+            others = len(self.present) - (1 if m.in_bridge else 0)
+            if others <= 0:
+                return ["sound:conf-onlyperson"]
+            return ["sound:conf-thereare", f"number:{others}", "sound:conf-otherinparty"]
+        if keys == "*0":
+            return ["sound:conf-adminmenu" if organizer else "sound:conf-usermenu"]
+        if not organizer:
+            return ["sound:conf-errormenu"]
+        if keys == "*1":
+            self.locked = not self.locked
+            return ["sound:conf-lockednow" if self.locked else "sound:conf-unlockednow"]
+        if keys == "*2":
+            self.participants_muted = not self.participants_muted
+            for p in self.present:
+                if p.role == PARTICIPANT:
+                    await self._ops.mute(p.channel_id, self.participants_muted)
+                    p.muted = self.participants_muted
+            return ["sound:conf-now-muted" if self.participants_muted else "sound:conf-now-unmuted"]
+        if keys == "*3":
+            if self._recorder is None:
+                return ["sound:feature-not-avail-line"]
+            self.recording = not self.recording
+            self._recorder(self.bridge_id, self.recording)
+            return ["sound:conf-now-recording"] if self.recording else ["sound:beep"]
+        if keys == "*9":
+            await self._end("ended_by_organizer")
+            return []
+        return ["sound:conf-errormenu"]
+
+    async def _end(self, reason: str) -> None:
+        self.ended = True
+        with contextlib.suppress(AriError):
+            await self._play_bridge(["sound:conf-kicked"] if reason == "ended_by_organizer"
+                                    else ["sound:conf-leaderhasleft"])
+        for member in list(self.members.values()):
+            self._record(member, "leave", reason)
+            with contextlib.suppress(AriError):
+                await self._ops.hang_up(member.channel_id, "normal")
+        self.members.clear()
+
+    async def _play_bridge(self, media: list[str]) -> None:
+        await self._ops.play_to_bridge(self.bridge_id, media, uuid.uuid4().hex, self.settings.language)
+
+    def _record(self, m: Member, what: str, reason: str | None) -> None:
+        at = self._clock()
+        if what == "join":
+            m.joined_at = at
+        self._timeline.record(self.settings.conference_id, m.person, m.role, what, at, reason, m.leg_id)
+        log.info(f"conference_member_{what}", conference_id=self.settings.conference_id, role=m.role,
+                 reason=reason, present=len(self.members))
