@@ -35,6 +35,13 @@ class Settings:
     reconnect_max_s: float = 30.0
     ari_heartbeat_s: float = 5.0
     log_level: str = "info"
+    # conferences
+    conference_code_length: int = 8
+    conference_access_numbers: str = ""  # comma-separated E.164 numbers offered by default
+    reservation_address: str = "reservations@callctl.invalid"
+    mail_from: str = "callctl <no-reply@callctl.invalid>"
+    smtp_relay: str = ""  # host:port; empty: messages are only written to outbox_dir
+    outbox_dir: Path = Path("/var/lib/callctl/outbox")
     source: str = "defaults"
 
     @property
@@ -55,6 +62,11 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
     try:
         if kind == "Path":
             return Path(str(raw))
+        if kind == "int":
+            number = int(raw)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
         if kind == "float":
             value = float(raw)
             if value < 0:
@@ -111,5 +123,7 @@ def _validate(s: Settings) -> None:
         s.http_host_port  # noqa: B018 - validates the port
     except ValueError:
         raise ConfigError(f"http_listen '{s.http_listen}' must be HOST:PORT") from None
+    if not 4 <= s.conference_code_length <= 16:
+        raise ConfigError(f"conference_code_length {s.conference_code_length} must be between 4 and 16")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

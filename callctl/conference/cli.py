@@ -1,0 +1,227 @@
+"""`callctl conference create|book|list|show|cancel|reissue`: bookings and codes from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import email.message
+import json
+import smtplib
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from callctl.conference.booking import BookingError, Person, messages_for, parse_invitation
+from callctl.config import Settings
+from callctl.errors import CallctlError
+from callctl.numbers import to_e164
+from callctl.store import conferences as store
+from callctl.store.db import connect_pool
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    conf = sub.add_parser("conference", parents=[common], help="book and manage dial-in conferences")
+    csub = conf.add_subparsers(dest="conference_command", metavar="ACTION", required=True)
+
+    create = csub.add_parser("create", parents=[common], help="book a conference; prints JSON with the codes")
+    create.add_argument("--subject", required=True)
+    create.add_argument("--start", required=True, help="ISO 8601 with offset, e.g. 2026-12-01T14:00:00+01:00")
+    create.add_argument("--duration", type=int, required=True, help="minutes")
+    create.add_argument("--organizer", required=True, metavar="EMAIL")
+    create.add_argument("--participant", action="append", default=[], metavar="EMAIL")
+    _booking_options(create)
+    create.set_defaults(func=_create)
+
+    book = csub.add_parser("book", parents=[common], help="book (or update) from a calendar invitation")
+    book.add_argument("file", type=Path, metavar="FILE.ics")
+    _booking_options(book)
+    book.set_defaults(func=_book)
+
+    csub.add_parser("list", parents=[common], help="all conferences").set_defaults(func=_list)
+    show = csub.add_parser("show", parents=[common], help="a conference, its codes and its participant timeline")
+    show.add_argument("id", type=uuid.UUID)
+    show.set_defaults(func=_show)
+    cancel = csub.add_parser("cancel", parents=[common], help="cancel: its codes stop working")
+    cancel.add_argument("id", type=uuid.UUID)
+    cancel.set_defaults(func=_cancel)
+    reissue = csub.add_parser("reissue", parents=[common], help="new codes (old ones stop working at once)")
+    reissue.add_argument("id", type=uuid.UUID)
+    reissue.add_argument("--person", metavar="EMAIL", help="only this person's code (default: everyone's)")
+    reissue.set_defaults(func=_reissue)
+
+
+def _booking_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--access-number", action="append", default=[], metavar="E164")
+    p.add_argument("--language", choices=("en", "fr"), default="en")
+    p.add_argument("--max-members", type=int, default=50)
+    p.add_argument("--leave-policy", choices=("end", "continue"), default="end",
+                   help="when the organizer leaves: end the conference after a grace, or continue")
+
+
+def _access_numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
+    raw = args.access_number or [n for n in settings.conference_access_numbers.split(",") if n.strip()]
+    if not raw:
+        raise CallctlError("no access number: pass --access-number E164 or set conference_access_numbers")
+    numbers = [to_e164(n, None) for n in raw]
+    bad = [n for n in numbers if not n.startswith("+")]
+    if bad:
+        raise CallctlError(f"access numbers must be E.164 (+CC...): {', '.join(bad)}")
+    return numbers
+
+
+def _run(coro: Any) -> int:
+    return int(asyncio.run(coro))
+
+
+async def _with_pool(settings: Settings, work: Any) -> Any:
+    pool = await connect_pool(settings.database_url)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+def _summary(conf: store.Conference, codes: list[store.Code], created: bool | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(conf.id), "subject": conf.subject,
+        "starts_at": conf.starts_at.isoformat(), "ends_at": conf.ends_at.isoformat(),
+        "access_numbers": list(conf.access_numbers), "language": conf.language,
+        "organizer": next(({"email": c.email, "code": c.code} for c in codes if c.role == "organizer"), None),
+        "participants": [{"email": c.email, "code": c.code} for c in codes if c.role == "participant"],
+        "status": "cancelled" if conf.cancelled_at else ("ended" if conf.ended_at else "booked"),
+    }
+    if created is not None:
+        out["created"] = created
+    return out
+
+
+def _deliver(settings: Settings, conf: store.Conference, codes: list[store.Code]) -> list[str]:
+    people = [Person(c.email, c.role, c.code) for c in codes]
+    msgs = messages_for(conference_id=str(conf.id), subject=conf.subject, starts_at=conf.starts_at,
+                        ends_at=conf.ends_at, access_numbers=list(conf.access_numbers), people=people,
+                        sender=settings.mail_from)
+    return write_outbox(settings, msgs)
+
+
+def write_outbox(settings: Settings, msgs: list[email.message.EmailMessage]) -> list[str]:
+    outbox = settings.outbox_dir
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CallctlError(f"outbox {outbox}: cannot create: {exc.strerror}") from None
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    paths = []
+    for msg in msgs:
+        path = outbox / f"{stamp}-{msg['X-Callctl-Conference']}-{msg['To']}.eml"
+        path.write_bytes(bytes(msg))
+        paths.append(str(path))
+    if settings.smtp_relay:
+        host, _, port = settings.smtp_relay.rpartition(":")
+        try:
+            with smtplib.SMTP(host or settings.smtp_relay, int(port or 25), timeout=30) as smtp:
+                for msg in msgs:
+                    smtp.send_message(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            print(f"callctl: warning: SMTP relay {settings.smtp_relay} failed ({exc}); messages kept in {outbox}",
+                  file=sys.stderr)
+    return paths
+
+
+def _create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        start = dt.datetime.fromisoformat(args.start)
+    except ValueError:
+        raise CallctlError(f"--start {args.start!r} is not ISO 8601 (e.g. 2026-12-01T14:00:00+01:00)") from None
+    if start.tzinfo is None:
+        raise CallctlError(f"--start {args.start!r} needs a UTC offset (e.g. +01:00 or Z)")
+    if args.duration <= 0:
+        raise CallctlError("--duration must be a positive number of minutes")
+    numbers = _access_numbers(args, settings)
+
+    async def work(pool: Any) -> int:
+        conf, codes, created = await store.save_booking(
+            pool, subject=args.subject, starts_at=start.astimezone(dt.UTC),
+            ends_at=start.astimezone(dt.UTC) + dt.timedelta(minutes=args.duration), organizer=args.organizer,
+            participants=args.participant, access_numbers=numbers, language=args.language,
+            code_length=settings.conference_code_length, max_members=args.max_members,
+            organizer_leave_policy=args.leave_policy)
+        out = _summary(conf, codes, created)
+        out["messages"] = _deliver(settings, conf, codes)
+        print(json.dumps(out, indent=2))
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+def _book(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise CallctlError(f"{args.file}: cannot read: {exc.strerror}") from None
+    inv = parse_invitation(data, settings.reservation_address, str(args.file))
+    if not inv.participants:
+        raise BookingError(f"{args.file}: no participant besides the organizer and the reservation address")
+    numbers = _access_numbers(args, settings)
+
+    async def work(pool: Any) -> int:
+        conf, codes, created = await store.save_booking(
+            pool, subject=inv.subject, starts_at=inv.starts_at, ends_at=inv.ends_at, organizer=inv.organizer,
+            participants=list(inv.participants), access_numbers=numbers, language=args.language, ics_uid=inv.uid,
+            code_length=settings.conference_code_length, max_members=args.max_members,
+            organizer_leave_policy=args.leave_policy)
+        out = _summary(conf, codes, created)
+        out["messages"] = _deliver(settings, conf, codes)
+        print(json.dumps(out, indent=2))
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(pool: Any) -> int:
+        for conf in await store.list_all(pool):
+            status = "cancelled" if conf.cancelled_at else ("ended" if conf.ended_at else "booked")
+            print(f"{conf.id}  {conf.starts_at:%Y-%m-%d %H:%M}Z  {status:9}  {conf.subject}")
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(pool: Any) -> int:
+        conf = await store.get(pool, args.id)
+        if conf is None:
+            raise CallctlError(f"no conference {args.id}")
+        out = _summary(conf, await store.live_codes(pool, conf.id))
+        out["timeline"] = [{**row, "at": row["at"].isoformat(), "leg_id": str(row["leg_id"])}
+                           for row in await store.timeline(pool, conf.id)]
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+def _cancel(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(pool: Any) -> int:
+        if not await store.cancel(pool, args.id):
+            raise CallctlError(f"no conference {args.id} to cancel (unknown or already cancelled)")
+        print(json.dumps({"id": str(args.id), "status": "cancelled"}))
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+def _reissue(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(pool: Any) -> int:
+        conf = await store.get(pool, args.id)
+        if conf is None:
+            raise CallctlError(f"no conference {args.id}")
+        codes = await store.reissue(pool, conf.id, args.person, settings.conference_code_length)
+        paths = _deliver(settings, conf, codes)
+        print(json.dumps({"id": str(conf.id), "codes": [{"email": c.email, "role": c.role, "code": c.code}
+                                                        for c in codes], "messages": paths}, indent=2))
+        return 0
+
+    return _run(_with_pool(settings, work))

@@ -1,0 +1,222 @@
+"""Conference bookings, access codes, rejected attempts and the participant timeline (SQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from callctl.conference.codes import Window, new_code
+from callctl.errors import StoreError, StoreUnavailable
+
+CODE_LOCK = 0x63616C6C  # advisory lock serialising code issuance ("call")
+
+
+@dataclass(frozen=True)
+class Conference:
+    id: uuid.UUID
+    subject: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    organizer_email: str
+    access_numbers: tuple[str, ...]
+    language: str
+    max_members: int
+    organizer_leave_policy: str
+    organizer_leave_grace_s: int
+    lead_s: int
+    grace_s: int
+    ics_uid: str | None
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    cancelled_at: dt.datetime | None
+
+    @property
+    def window(self) -> Window:
+        return Window(self.starts_at, self.ends_at, dt.timedelta(seconds=self.lead_s), dt.timedelta(seconds=self.grace_s))
+
+    def admission(self, now: dt.datetime) -> str:
+        if self.cancelled_at is not None or self.ended_at is not None:
+            return "over"
+        return self.window.admission(now)
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    email: str
+    role: str
+
+
+@dataclass(frozen=True)
+class CodeMatch:
+    conference: Conference
+    email: str
+    role: str
+
+
+def _conf(row: Any) -> Conference:
+    data = dict(row)
+    data["access_numbers"] = tuple(data["access_numbers"])
+    return Conference(**{k: data[k] for k in Conference.__dataclass_fields__})
+
+
+_COLUMNS = ", ".join(Conference.__dataclass_fields__)
+
+
+def translate(exc: BaseException) -> StoreError:
+    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError |
+                  asyncpg.exceptions.CannotConnectNowError | asyncpg.exceptions.InterfaceError):
+        return StoreUnavailable(f"PostgreSQL unavailable: {exc}")
+    return StoreError(f"conference store: {exc}")
+
+
+async def save_booking(conn: Any, *, subject: str, starts_at: dt.datetime, ends_at: dt.datetime, organizer: str,
+                       participants: list[str], access_numbers: list[str], language: str = "en",
+                       ics_uid: str | None = None, code_length: int = 8, max_members: int = 50,
+                       organizer_leave_policy: str = "end") -> tuple[Conference, list[Code], bool]:
+    """Create a conference (or update the one booked with the same ``ics_uid``).
+
+    Returns the conference, the live codes of every person, and whether it was created. On update,
+    people who stay keep their codes; removed people's codes are revoked; new people get codes.
+    """
+    people = {organizer.lower(): "organizer"}
+    for email in participants:
+        people.setdefault(email.lower(), "participant")
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CODE_LOCK)
+        existing = None
+        if ics_uid is not None:
+            existing = await conn.fetchrow(f"SELECT {_COLUMNS} FROM conference WHERE ics_uid = $1 FOR UPDATE", ics_uid)
+        if existing is None:
+            conf_id = uuid.uuid4()
+            row = await conn.fetchrow(
+                f"""INSERT INTO conference (id, subject, starts_at, ends_at, organizer_email, ics_uid, access_numbers,
+                       language, max_members, organizer_leave_policy)
+                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING {_COLUMNS}""",
+                conf_id, subject, starts_at, ends_at, organizer.lower(), ics_uid, access_numbers, language,
+                max_members, organizer_leave_policy)
+            created = True
+        else:
+            row = await conn.fetchrow(
+                f"""UPDATE conference SET subject=$2, starts_at=$3, ends_at=$4, organizer_email=$5, access_numbers=$6,
+                       cancelled_at=NULL, updated_at=now() WHERE id=$1 RETURNING {_COLUMNS}""",
+                existing["id"], subject, starts_at, ends_at, organizer.lower(), access_numbers)
+            created = False
+        conf = _conf(row)
+        live = {r["email"]: r for r in await conn.fetch(
+            "SELECT code, email, role FROM conference_code WHERE conference_id=$1 AND revoked_at IS NULL", conf.id)}
+        for email, r in live.items():
+            if people.get(email) != r["role"]:
+                await conn.execute("UPDATE conference_code SET revoked_at=now() WHERE conference_id=$1 AND email=$2 "
+                                   "AND revoked_at IS NULL", conf.id, email)
+        taken = await _taken_codes(conn)
+        codes: list[Code] = []
+        for email, role in people.items():
+            r = live.get(email)
+            if r is not None and r["role"] == role:
+                codes.append(Code(r["code"], email, role))
+                continue
+            code = new_code(taken, code_length)
+            taken.add(code)
+            await conn.execute("INSERT INTO conference_code (code, conference_id, email, role) VALUES ($1,$2,$3,$4)",
+                               code, conf.id, email, role)
+            codes.append(Code(code, email, role))
+    return conf, codes, created
+
+
+async def _taken_codes(conn: Any) -> set[str]:
+    rows = await conn.fetch("SELECT code FROM conference_code WHERE revoked_at IS NULL")
+    return {r["code"] for r in rows}
+
+
+async def reissue(conn: Any, conference_id: uuid.UUID, email: str | None, code_length: int = 8) -> list[Code]:
+    """New codes for one person (or everyone); the old ones stop working at once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CODE_LOCK)
+        rows = await conn.fetch(
+            """UPDATE conference_code SET revoked_at=now()
+               WHERE conference_id=$1 AND revoked_at IS NULL AND ($2::text IS NULL OR email=$2)
+               RETURNING email, role""", conference_id, email.lower() if email else None)
+        if not rows:
+            raise StoreError(f"conference {conference_id}: no live code for {email or 'anyone'}")
+        taken = await _taken_codes(conn)
+        out = []
+        for r in rows:
+            code = new_code(taken, code_length)
+            taken.add(code)
+            await conn.execute("INSERT INTO conference_code (code, conference_id, email, role) VALUES ($1,$2,$3,$4)",
+                               code, conference_id, r["email"], r["role"])
+            out.append(Code(code, r["email"], r["role"]))
+    return out
+
+
+async def get(conn: Any, conference_id: uuid.UUID) -> Conference | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM conference WHERE id=$1", conference_id)
+    return _conf(row) if row else None
+
+
+async def list_all(conn: Any) -> list[Conference]:
+    return [_conf(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM conference ORDER BY starts_at")]
+
+
+async def live_codes(conn: Any, conference_id: uuid.UUID) -> list[Code]:
+    rows = await conn.fetch("SELECT code, email, role FROM conference_code WHERE conference_id=$1 "
+                            "AND revoked_at IS NULL ORDER BY role DESC, email", conference_id)
+    return [Code(r["code"], r["email"], r["role"]) for r in rows]
+
+
+async def cancel(conn: Any, conference_id: uuid.UUID) -> bool:
+    res = await conn.execute("UPDATE conference SET cancelled_at=now(), updated_at=now() WHERE id=$1 "
+                             "AND cancelled_at IS NULL", conference_id)
+    return bool(res.endswith(" 1"))
+
+
+async def find_code(conn: Any, code: str, access_number: str) -> CodeMatch | None:
+    """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's)."""
+    row = await conn.fetchrow(
+        f"""SELECT c.email AS code_email, c.role AS code_role, {', '.join('f.' + k for k in Conference.__dataclass_fields__)}
+            FROM conference_code c JOIN conference f ON f.id = c.conference_id
+            WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers)""", code, access_number)
+    if row is None:
+        return None
+    return CodeMatch(_conf(row), row["code_email"], row["code_role"])
+
+
+async def mark_started(conn: Any, conference_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE conference SET started_at=coalesce(started_at, now()) WHERE id=$1", conference_id)
+
+
+async def mark_ended(conn: Any, conference_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE conference SET ended_at=coalesce(ended_at, now()) WHERE id=$1", conference_id)
+
+
+async def record_attempt(conn: Any, caller: str, access_number: str, reason: str,
+                         conference_id: uuid.UUID | None = None) -> None:
+    await conn.execute("INSERT INTO conference_attempt (caller, access_number, reason, conference_id) "
+                       "VALUES ($1,$2,$3,$4)", caller, access_number, reason, conference_id)
+
+
+async def recent_failures(conn: Any, caller: str, access_number: str, window_s: float) -> tuple[int, int]:
+    """Failed code entries in the last ``window_s`` seconds: (by this caller, on this access number)."""
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE caller=$1) AS by_caller, count(*) FILTER (WHERE access_number=$2) AS by_number
+           FROM conference_attempt WHERE at > now() - make_interval(secs => $3) AND (caller=$1 OR access_number=$2)
+           AND reason IN ('wrong_code')""", caller, access_number, float(window_s))
+    return int(row["by_caller"]), int(row["by_number"])
+
+
+async def record_event(conn: Any, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
+                       reason: str | None, leg_id: str) -> None:
+    await conn.execute("INSERT INTO conference_event (conference_id, person, role, what, at, reason, leg_id) "
+                       "VALUES ($1,$2,$3,$4,$5,$6,$7)", uuid.UUID(conference_id), person, role, what, at, reason,
+                       uuid.UUID(leg_id))
+
+
+async def timeline(conn: Any, conference_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await conn.fetch("SELECT person, role, what, at, reason, leg_id FROM conference_event "
+                            "WHERE conference_id=$1 ORDER BY at, id", conference_id)
+    return [dict(r) for r in rows]
