@@ -18,7 +18,6 @@ from callctl.config import Settings
 from callctl.errors import CallctlError
 from callctl.numbers import to_e164
 from callctl.store import conferences as store
-from callctl.store.db import connect_pool
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -76,6 +75,8 @@ def _run(coro: Any) -> int:
 
 
 async def _with_pool(settings: Settings, work: Any) -> Any:
+    from callctl.store.db import connect_pool
+
     pool = await connect_pool(settings.database_url)
     try:
         return await work(pool)
