@@ -11,7 +11,7 @@ import collections
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from callctl.ari.dispatch import Mailbox
 from callctl.ari.events import (
@@ -51,6 +51,7 @@ class Call:
         self.called = channel.exten
         self.language = language
         self.country: str | None = None  # ISO alpha-2 of the number called, set from the route
+        self.cdr_fields: dict[str, Any] = {}  # features tag the leg's CDR (conference_id, person, role...)
         self.lifecycle = Lifecycle(started_at=channel.created_at)
         if channel.answered_at is not None:  # adopted after a restart: answered by a previous engine
             self.lifecycle.answered(channel.answered_at)
@@ -59,6 +60,10 @@ class Call:
         self._digits: collections.deque[str] = collections.deque()
         self._gone = False  # the channel has left Stasis or been hung up
         self.ended = asyncio.Event()
+
+    @property
+    def channel_id(self) -> str:
+        return self.channel.id
 
     # -- event intake --------------------------------------------------------------------------
 

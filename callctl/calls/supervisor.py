@@ -31,6 +31,7 @@ log = get_logger("callctl.calls")
 
 FALLBACK_CONTEXT = "callctl-fallback"
 END_WAIT_S = 5.0
+CDR_TAGS = ("account_id", "user_id", "conference_id", "person", "role")
 
 
 class SupervisorOps(ChannelOps, Protocol):
@@ -157,6 +158,7 @@ class Supervisor:
             disposition=lc.disposition, hangup_cause=lc.hangup_cause, hangup_reason=lc.hangup_reason,
             channel_id=call.channel.id, flow=flow, dialplan_version=version,
             extra={"outcome": outcome, "ended_by": lc.ended_by},
+            **{k: v for k, v in call.cdr_fields.items() if k in CDR_TAGS},
         )
         self._cdrs.submit(record)
         self._metrics.inc("callctl_calls_total", outcome=outcome)

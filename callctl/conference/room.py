@@ -104,12 +104,14 @@ _Request = _Join | _Leave | _Command
 class Room:
     def __init__(self, settings: RoomSettings, ops: RoomOps, timeline: TimelineSink,
                  recorder: Callable[[str, bool], None] | None = None,
+                 on_end: Callable[[str, str], None] | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.bridge_id = f"conf-{settings.conference_id}-{uuid.uuid4().hex[:8]}"
         self._ops = ops
         self._timeline = timeline
         self._recorder = recorder
+        self._on_end = on_end
         self._clock = clock
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.members: dict[str, Member] = {}
@@ -218,6 +220,8 @@ class Room:
         led = any(p.role == ORGANIZER for p in self.present)
         goes_on = s.organizer_leave_policy == "continue" and self._led_once
         if not led and not goes_on:
+            # Queued on the channel: the music starts once the message has played.
+            await self._ops.play(m.channel_id, ["sound:conf-waitforleader"], uuid.uuid4().hex, m.language)
             await self._ops.start_moh(m.channel_id)
             return "waiting"
         await self._enter_bridge(m)
@@ -291,6 +295,8 @@ class Room:
 
     async def _end(self, reason: str) -> None:
         self.ended = True
+        if self._on_end is not None:
+            self._on_end(self.settings.conference_id, reason)
         with contextlib.suppress(AriError):
             await self._play_bridge(["sound:conf-kicked"] if reason == "ended_by_organizer"
                                     else ["sound:conf-leaderhasleft"])

@@ -36,7 +36,8 @@ class Conference:
 
     @property
     def window(self) -> Window:
-        return Window(self.starts_at, self.ends_at, dt.timedelta(seconds=self.lead_s), dt.timedelta(seconds=self.grace_s))
+        return Window(self.starts_at, self.ends_at, dt.timedelta(seconds=self.lead_s),
+                      dt.timedelta(seconds=self.grace_s))
 
     def admission(self, now: dt.datetime) -> str:
         if self.cancelled_at is not None or self.ended_at is not None:
@@ -65,6 +66,7 @@ def _conf(row: Any) -> Conference:
 
 
 _COLUMNS = ", ".join(Conference.__dataclass_fields__)
+_F_COLUMNS = ", ".join("f." + k for k in Conference.__dataclass_fields__)
 
 
 def translate(exc: BaseException) -> StoreError:
@@ -178,7 +180,7 @@ async def cancel(conn: Any, conference_id: uuid.UUID) -> bool:
 async def find_code(conn: Any, code: str, access_number: str) -> CodeMatch | None:
     """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's)."""
     row = await conn.fetchrow(
-        f"""SELECT c.email AS code_email, c.role AS code_role, {', '.join('f.' + k for k in Conference.__dataclass_fields__)}
+        f"""SELECT c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
             FROM conference_code c JOIN conference f ON f.id = c.conference_id
             WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers)""", code, access_number)
     if row is None:

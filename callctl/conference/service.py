@@ -1,0 +1,234 @@
+"""Dial-in conference service: admits callers by personal code and hands them to their room.
+
+Admission, in order: brute-force lockout (failures per caller number and per access number over
+a sliding window, kept in PostgreSQL so they count across calls and restarts), up to ``attempts``
+code entries ending with ``#``, the code's admission window, then the room's own rules (lock,
+capacity, one live leg per code). Every refusal is recorded with its reason. Prompts never say
+whether a code exists: a wrong code and a revoked code sound the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from callctl.conference.room import ORGANIZER, Member, Room, RoomOps, RoomSettings
+from callctl.errors import CallHungUp, StoreError
+from callctl.logging import get_logger
+from callctl.numbers import to_e164
+from callctl.store import conferences as store
+
+log = get_logger("callctl.conference")
+
+
+class EntryCall(Protocol):
+    call_id: str
+    caller: str
+    language: str
+    country: str | None
+    cdr_fields: dict[str, Any]
+
+    @property
+    def channel_id(self) -> str: ...
+    async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
+    async def read_digit(self, timeout_s: float) -> str | None: ...
+    def clear_digits(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EntryPrompts:
+    """Media per situation; defaults are stock Asterisk prompts, the dialplan may name its own."""
+
+    ask: tuple[str, ...] = ("sound:conf-getpin",)
+    invalid: tuple[str, ...] = ("sound:conf-invalidpin",)
+    too_early: tuple[str, ...] = ("sound:conf-nonextended",)
+    over: tuple[str, ...] = ("sound:conf-noempty",)
+    locked: tuple[str, ...] = ("sound:conf-locked",)
+    full: tuple[str, ...] = ("sound:conf-full",)
+    in_use: tuple[str, ...] = ("sound:conf-invalidpin",)
+    locked_out: tuple[str, ...] = ("sound:tt-allbusy",)
+    unavailable: tuple[str, ...] = ("sound:tt-somethingwrong",)
+    waiting: tuple[str, ...] = ("sound:conf-waitforleader",)
+    goodbye: tuple[str, ...] = ("sound:vm-goodbye",)
+
+
+@dataclass(frozen=True)
+class EntryOptions:
+    attempts: int = 3
+    max_digits: int = 16
+    first_digit_timeout_s: float = 10.0
+    digit_timeout_s: float = 5.0
+    prompts: EntryPrompts = field(default_factory=EntryPrompts)
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    caller_failures: int = 5
+    number_failures: int = 50
+    window_s: float = 600.0
+
+
+class ConferenceService:
+    def __init__(self, pool: Any, ops: RoomOps, *, lockout: LockoutPolicy | None = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self._pool = pool
+        self._ops = ops
+        self._lockout = lockout or LockoutPolicy()
+        self._clock = clock
+        self._rooms: dict[uuid.UUID, tuple[Room, asyncio.Task[None]]] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    # -- timeline (the rooms' sink) ------------------------------------------------------------
+
+    def record(self, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
+               reason: str | None, leg_id: str) -> None:
+        self._spawn(store.record_event(self._pool, conference_id, person, role, what, at, reason, leg_id),
+                    "conference_timeline_write_failed")
+
+    def _spawn(self, coro: Any, failure_event: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except (StoreError, OSError) as exc:
+                log.error(failure_event, error=str(exc))
+            except Exception as exc:  # a store bug must not surface in a room
+                log.error(failure_event, error=repr(exc))
+
+        task = asyncio.create_task(guarded())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self) -> None:
+        for _room, task in list(self._rooms.values()):
+            task.cancel()
+        if self._rooms:
+            await asyncio.wait([t for _r, t in self._rooms.values()], timeout=5)
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=5)
+
+    # -- admission -----------------------------------------------------------------------------
+
+    async def _locked_out(self, caller: str, access_number: str) -> bool:
+        by_caller, by_number = await store.recent_failures(self._pool, caller, access_number, self._lockout.window_s)
+        return by_caller >= self._lockout.caller_failures or by_number >= self._lockout.number_failures
+
+    async def _collect_code(self, call: EntryCall, prompts: tuple[str, ...], opts: EntryOptions) -> str | None:
+        digits = ""
+        first = await call.play(list(prompts))
+        timeout = opts.digit_timeout_s if first else opts.first_digit_timeout_s
+        while len(digits) < opts.max_digits:
+            digit = await call.read_digit(timeout)
+            if digit is None or digit == "#":
+                break
+            if digit.isdigit():
+                digits += digit
+            timeout = opts.digit_timeout_s
+        call.clear_digits()
+        return digits or None
+
+    async def enter(self, call: EntryCall, access_number: str, opts: EntryOptions) -> str:
+        """Run the whole conference part of a call; returns its outcome for the CDR and logs."""
+        p = opts.prompts
+        caller = to_e164(call.caller, call.country) or "anonymous"
+        try:
+            if await self._locked_out(caller, access_number):
+                await store.record_attempt(self._pool, caller, access_number, "locked_out")
+                log.warning("conference_caller_locked_out", access_number=access_number)
+                await call.play(list(p.locked_out), interruptible=False)
+                return "locked_out"
+            for attempt in range(opts.attempts):
+                code = await self._collect_code(call, p.ask, opts)
+                if code is None:
+                    continue
+                match = await store.find_code(self._pool, code, access_number)
+                if match is None:
+                    await store.record_attempt(self._pool, caller, access_number, "wrong_code")
+                    log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code")
+                    if await self._locked_out(caller, access_number):
+                        await call.play(list(p.locked_out), interruptible=False)
+                        return "locked_out"
+                    await call.play(list(p.invalid), interruptible=False)
+                    continue
+                admission = match.conference.admission(self._clock())
+                if admission != "open":
+                    await store.record_attempt(self._pool, caller, access_number, admission, match.conference.id)
+                    log.info("conference_code_rejected", reason=admission, conference_id=str(match.conference.id))
+                    await call.play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
+                    return admission
+                return await self._join(call, match, opts, caller, access_number)
+        except StoreError as exc:
+            log.error("conference_store_unavailable", error=str(exc))
+            await call.play(list(p.unavailable), interruptible=False)
+            return "store_unavailable"
+        await call.play(list(p.goodbye), interruptible=False)
+        return "no_valid_code"
+
+    def _room_for(self, conf: store.Conference) -> Room:
+        held = self._rooms.get(conf.id)
+        if held is not None and not held[0].ended:
+            return held[0]
+        settings = RoomSettings(str(conf.id), conf.subject, language=conf.language, max_members=conf.max_members,
+                                organizer_leave_policy=conf.organizer_leave_policy,
+                                organizer_leave_grace_s=float(conf.organizer_leave_grace_s),
+                                already_led=conf.started_at is not None)
+        room = Room(settings, self._ops, self, on_end=self._on_room_end)
+        task = asyncio.create_task(room.run(), name=f"conference-{conf.id}")
+        self._rooms[conf.id] = (room, task)
+        task.add_done_callback(self._forget)
+        return room
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for conference_id, (_room, held) in list(self._rooms.items()):
+            if held is task:
+                del self._rooms[conference_id]
+
+    def _on_room_end(self, conference_id: str, reason: str) -> None:
+        if reason == "ended_by_organizer":
+            self._spawn(store.mark_ended(self._pool, uuid.UUID(conference_id)), "conference_end_write_failed")
+
+    async def _join(self, call: EntryCall, match: store.CodeMatch, opts: EntryOptions, caller: str,
+                    access_number: str) -> str:
+        p = opts.prompts
+        conf = match.conference
+        member = Member(call.channel_id, match.email, match.role, str(call.call_id), call.language)
+        room = self._room_for(conf)
+        result = await room.join(member)
+        if result == "ended":  # the room closed between lookup and join: open a new one
+            room = self._room_for(conf)
+            result = await room.join(member)
+        if result not in ("joined", "waiting"):
+            await store.record_attempt(self._pool, caller, access_number, result, conf.id)
+            log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
+            await call.play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
+                            interruptible=False)
+            return result
+        call.cdr_fields.update(conference_id=str(conf.id), person=match.email, role=match.role)
+        if match.role == ORGANIZER:
+            self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
+        try:
+            await self._in_room(call, room, member)
+        except CallHungUp:
+            room.leave(member, "hangup")
+            raise
+        room.leave(member, "ended")
+        return "conference_left"
+
+    async def _in_room(self, call: EntryCall, room: Room, member: Member) -> None:
+        """Read DTMF commands (``*`` then a key) until the caller hangs up or the room ends."""
+        call.clear_digits()
+        while not room.ended:
+            digit = await call.read_digit(5.0)
+            if digit != "*":
+                continue
+            key = await call.read_digit(3.0)
+            if key is None:
+                continue
+            prompts = await room.command(member, "*" + key)
+            if prompts and not room.ended:
+                with contextlib.suppress(CallHungUp):
+                    await call.play(prompts, interruptible=False)
