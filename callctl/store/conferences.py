@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
 from callctl.conference.codes import Window, new_code
 from callctl.errors import StoreError, StoreUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 CODE_LOCK = 0x63616C6C  # advisory lock serialising code issuance ("call")
 
@@ -69,14 +74,33 @@ _COLUMNS = ", ".join(Conference.__dataclass_fields__)
 _F_COLUMNS = ", ".join("f." + k for k in Conference.__dataclass_fields__)
 
 
-def translate(exc: BaseException) -> StoreError:
-    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError |
-                  asyncpg.exceptions.CannotConnectNowError | asyncpg.exceptions.InterfaceError):
-        return StoreUnavailable(f"PostgreSQL unavailable: {exc}")
-    return StoreError(f"conference store: {exc}")
+@contextlib.asynccontextmanager
+async def _connection(db: Any) -> Any:
+    """A connection from a pool (or the connection itself) for work that needs a transaction."""
+    if hasattr(db, "acquire"):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
 
 
-async def save_booking(conn: Any, *, subject: str, starts_at: dt.datetime, ends_at: dt.datetime, organizer: str,
+def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """asyncpg and socket errors become StoreUnavailable / StoreError here, never above."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (TimeoutError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable ({fn.__name__}): {exc}") from None
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"conference store ({fn.__name__}): {exc}") from None
+
+    return wrapper
+
+
+@_translated
+async def save_booking(db: Any, *, subject: str, starts_at: dt.datetime, ends_at: dt.datetime, organizer: str,
                        participants: list[str], access_numbers: list[str], language: str = "en",
                        ics_uid: str | None = None, code_length: int = 8, max_members: int = 50,
                        organizer_leave_policy: str = "end") -> tuple[Conference, list[Code], bool]:
@@ -88,7 +112,7 @@ async def save_booking(conn: Any, *, subject: str, starts_at: dt.datetime, ends_
     people = {organizer.lower(): "organizer"}
     for email in participants:
         people.setdefault(email.lower(), "participant")
-    async with conn.transaction():
+    async with _connection(db) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", CODE_LOCK)
         existing = None
         if ics_uid is not None:
@@ -135,9 +159,10 @@ async def _taken_codes(conn: Any) -> set[str]:
     return {r["code"] for r in rows}
 
 
-async def reissue(conn: Any, conference_id: uuid.UUID, email: str | None, code_length: int = 8) -> list[Code]:
+@_translated
+async def reissue(db: Any, conference_id: uuid.UUID, email: str | None, code_length: int = 8) -> list[Code]:
     """New codes for one person (or everyone); the old ones stop working at once."""
-    async with conn.transaction():
+    async with _connection(db) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", CODE_LOCK)
         rows = await conn.fetch(
             """UPDATE conference_code SET revoked_at=now()
@@ -156,27 +181,32 @@ async def reissue(conn: Any, conference_id: uuid.UUID, email: str | None, code_l
     return out
 
 
+@_translated
 async def get(conn: Any, conference_id: uuid.UUID) -> Conference | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM conference WHERE id=$1", conference_id)
     return _conf(row) if row else None
 
 
+@_translated
 async def list_all(conn: Any) -> list[Conference]:
     return [_conf(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM conference ORDER BY starts_at")]
 
 
+@_translated
 async def live_codes(conn: Any, conference_id: uuid.UUID) -> list[Code]:
     rows = await conn.fetch("SELECT code, email, role FROM conference_code WHERE conference_id=$1 "
                             "AND revoked_at IS NULL ORDER BY role DESC, email", conference_id)
     return [Code(r["code"], r["email"], r["role"]) for r in rows]
 
 
+@_translated
 async def cancel(conn: Any, conference_id: uuid.UUID) -> bool:
     res = await conn.execute("UPDATE conference SET cancelled_at=now(), updated_at=now() WHERE id=$1 "
                              "AND cancelled_at IS NULL", conference_id)
     return bool(res.endswith(" 1"))
 
 
+@_translated
 async def find_code(conn: Any, code: str, access_number: str) -> CodeMatch | None:
     """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's)."""
     row = await conn.fetchrow(
@@ -188,20 +218,24 @@ async def find_code(conn: Any, code: str, access_number: str) -> CodeMatch | Non
     return CodeMatch(_conf(row), row["code_email"], row["code_role"])
 
 
+@_translated
 async def mark_started(conn: Any, conference_id: uuid.UUID) -> None:
     await conn.execute("UPDATE conference SET started_at=coalesce(started_at, now()) WHERE id=$1", conference_id)
 
 
+@_translated
 async def mark_ended(conn: Any, conference_id: uuid.UUID) -> None:
     await conn.execute("UPDATE conference SET ended_at=coalesce(ended_at, now()) WHERE id=$1", conference_id)
 
 
+@_translated
 async def record_attempt(conn: Any, caller: str, access_number: str, reason: str,
                          conference_id: uuid.UUID | None = None) -> None:
     await conn.execute("INSERT INTO conference_attempt (caller, access_number, reason, conference_id) "
                        "VALUES ($1,$2,$3,$4)", caller, access_number, reason, conference_id)
 
 
+@_translated
 async def recent_failures(conn: Any, caller: str, access_number: str, window_s: float) -> tuple[int, int]:
     """Failed code entries in the last ``window_s`` seconds: (by this caller, on this access number)."""
     row = await conn.fetchrow(
@@ -211,6 +245,7 @@ async def recent_failures(conn: Any, caller: str, access_number: str, window_s: 
     return int(row["by_caller"]), int(row["by_number"])
 
 
+@_translated
 async def record_event(conn: Any, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
                        reason: str | None, leg_id: str) -> None:
     await conn.execute("INSERT INTO conference_event (conference_id, person, role, what, at, reason, leg_id) "
@@ -218,6 +253,7 @@ async def record_event(conn: Any, conference_id: str, person: str, role: str, wh
                        uuid.UUID(leg_id))
 
 
+@_translated
 async def timeline(conn: Any, conference_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT person, role, what, at, reason, leg_id FROM conference_event "
                             "WHERE conference_id=$1 ORDER BY at, id", conference_id)
