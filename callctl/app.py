@@ -23,6 +23,8 @@ from callctl.ari.client import AriClient
 from callctl.calls.call import Call
 from callctl.calls.supervisor import Supervisor
 from callctl.cdr.writer import CdrWriter
+from callctl.conference import steps as conference_steps
+from callctl.conference.service import ConferenceService
 from callctl.config import Settings
 from callctl.errors import AriError, DialplanError
 from callctl.flows.engine import run_flow
@@ -30,6 +32,7 @@ from callctl.flows.loader import load_dialplan
 from callctl.health import HealthServer, LoopLagMonitor
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s
 
 log = get_logger("callctl.app")
@@ -145,6 +148,11 @@ class Daemon:
             self.ari = AriClient(s, self._route_event, self._on_ari_connected, self._on_ari_disconnected)
             self.supervisor = Supervisor(self.ari, self.writer, self.run_flow_for, self.metrics,
                                          lambda: self._asterisk_id)
+            pool = await stack.enter_async_context(lazy_pool(s.database_url))
+            conferences = ConferenceService(pool, self.ari)
+            conference_steps.bind(conferences)
+            stack.push_async_callback(conferences.close)
+            stack.callback(conference_steps.bind, None)
             await stack.enter_async_context(self.ari)
             self._install_signals()
             notify("READY=1", f"STATUS=callctl {__version__} running")
