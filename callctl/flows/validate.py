@@ -1,0 +1,231 @@
+"""Checks across the whole dialplan once it is read: references, languages, reachability, loops,
+numbers claimed twice. Pure: adds problems, never raises.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from callctl.flows.loader import Refs
+from callctl.flows.model import (
+    BUILTIN_VARIABLES,
+    Collect,
+    Custom,
+    Dial,
+    Dialplan,
+    Flow,
+    GotoFlow,
+    HangUp,
+    Menu,
+    Play,
+    Python,
+    Step,
+    When,
+)
+from callctl.flows.yamlsafe import Problems
+
+WAITING_STEPS = (Play, Menu, Collect, Dial, Python, Custom)
+
+Node = tuple[str, int]  # (flow, step index)
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(set(names))
+    return ", ".join(listed) if listed else "none"
+
+
+def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
+    _check_flow_refs(plan, refs, problems)
+    reach = _flow_reach(plan)
+    _check_prompts(plan, refs, reach, problems)
+    _check_variables(refs, problems)
+    _check_when(plan, reach, problems)
+    for flow in plan.flows.values():
+        _check_unreachable(flow, problems)
+    _check_loops(plan, problems)
+    _check_numbers(plan, problems)
+
+
+def _check_flow_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None:
+    for pos, source, target in refs.flows:
+        if target not in plan.flows:
+            problems.add(pos, f"flow '{source}' continues in unknown flow '{target}' (known: {_known(plan.flows)})")
+
+
+def _flow_reach(plan: Dialplan) -> dict[str, set[tuple[str, str, str]]]:
+    """For each flow, the (language, country, number) of the numbers whose calls may run it."""
+    reach: dict[str, set[tuple[str, str, str]]] = {name: set() for name in plan.flows}
+    queue: deque[tuple[str, tuple[str, str, str]]] = deque()
+    for entry in plan.numbers:
+        if entry.flow in reach:
+            queue.append((entry.flow, (entry.language, entry.country, f"{entry.text} ({entry.pos})")))
+    while queue:
+        name, origin = queue.popleft()
+        if origin in reach[name]:
+            continue
+        reach[name].add(origin)
+        for step in plan.flows[name].steps:
+            if isinstance(step, GotoFlow) and step.flow in reach:
+                queue.append((step.flow, origin))
+    return reach
+
+
+def _check_prompts(plan: Dialplan, refs: Refs, reach: dict[str, set[tuple[str, str, str]]],
+                   problems: Problems) -> None:
+    for pos, flow, name in refs.prompts:
+        prompt = plan.prompts.get(name)
+        if prompt is None:
+            problems.add(pos, f"unknown prompt '{name}' (known: {_known(plan.prompts)}; or media like sound:{name})")
+            continue
+        missing: dict[str, str] = {}
+        for language, _, number in sorted(reach.get(flow, ())):
+            if prompt.version(language) is None:
+                missing.setdefault(language, number)
+        for language, number in missing.items():
+            has = ", ".join(sorted(prompt.versions))
+            problems.add(pos, f"prompt '{name}' has no '{language}' version (it has: {has}; {prompt.pos}) but "
+                              f"number {number} runs flow '{flow}' in '{language}'")
+
+
+def _check_variables(refs: Refs, problems: Problems) -> None:
+    known = set(refs.stored) | set(BUILTIN_VARIABLES)
+    for pos, _, var in refs.variables:
+        if var not in known:
+            problems.add(pos, f"unknown variable '{{{var}}}' (known: {_known(known)}; a collect 'into' or a "
+                              "'set' stores one)")
+
+
+def _check_when(plan: Dialplan, reach: dict[str, set[tuple[str, str, str]]], problems: Problems) -> None:
+    for flow in plan.flows.values():
+        for step in flow.steps:
+            if not isinstance(step, When) or step.window_name != "canvassing":
+                continue
+            for _, code, number in sorted(reach.get(flow.name, ())):
+                country = plan.countries.get(code)
+                if country is not None and country.canvassing is None:
+                    problems.add(step.pos, f"step '{step.label}' uses the canvassing window, but country {code} "
+                                           f"has none in the country table (number {number})")
+
+
+def _successors(flow: Flow, i: int) -> tuple[list[int], bool]:
+    """Indexes the step may go to next in its flow, and whether it may end the flow or leave it."""
+    step = flow.steps[i]
+    nexts = [flow.index_of(t) for t in step.targets() if _has(flow, t)]
+    ends = isinstance(step, HangUp | GotoFlow)
+    if isinstance(step, Menu | Collect) and step.on_failure is None:
+        ends = True  # hangs up after the last attempt
+    if isinstance(step, Custom) and not step.continues:
+        ends = True
+    if step.falls_through():
+        if i + 1 < len(flow.steps):
+            nexts.append(i + 1)
+        else:
+            ends = True
+    return nexts, ends
+
+
+def _has(flow: Flow, name: str) -> bool:
+    return any(s.name == name for s in flow.steps)
+
+
+def _check_unreachable(flow: Flow, problems: Problems) -> None:
+    if not flow.steps:
+        return
+    seen = {0}
+    queue = deque([0])
+    while queue:
+        for n in _successors(flow, queue.popleft())[0]:
+            if n not in seen:
+                seen.add(n)
+                queue.append(n)
+    for i, step in enumerate(flow.steps):
+        if i not in seen:
+            problems.add(step.pos, f"step '{step.label}' of flow '{flow.name}' can never run (nothing leads to it: "
+                                   "give it a name and goto it, or remove it)")
+
+
+def _check_loops(plan: Dialplan, problems: Problems) -> None:
+    """Every cycle of steps must wait for something (play, menu, collect, dial) and have a way out."""
+    for flow in plan.flows.values():
+        graph = {i: _successors(flow, i) for i in range(len(flow.steps))}
+        for component in _cycles({i: nexts for i, (nexts, _) in graph.items()}):
+            steps: list[Step] = [flow.steps[i] for i in sorted(component)]
+            path = " -> ".join(f"'{s.label}'" for s in steps)
+            exits = any(graph[i][1] or any(n not in component for n in graph[i][0]) for i in component)
+            first = steps[0]
+            if not exits:
+                problems.add(first.pos, f"loop {path} in flow '{flow.name}' has no exit: the call would never "
+                                        "end (add a menu, a hangup or a way out)")
+            elif not any(isinstance(s, WAITING_STEPS) for s in steps):
+                problems.add(first.pos, f"loop {path} in flow '{flow.name}' never waits (no play, menu, collect "
+                                        "or dial with a timeout): it would spin forever")
+
+
+def _cycles(graph: dict[int, list[int]]) -> list[set[int]]:
+    """Strongly connected components that contain a cycle (Tarjan, iterative)."""
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    stack: list[int] = []
+    on_stack: set[int] = set()
+    out: list[set[int]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, child = work.pop()
+            if child == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack.add(v)
+            recurse = False
+            for j in range(child, len(graph[v])):
+                w = graph[v][j]
+                if w not in index:
+                    work.append((v, j + 1))
+                    work.append((w, 0))
+                    recurse = True
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            if recurse:
+                continue
+            if low[v] == index[v]:
+                component: set[int] = set()
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.add(w)
+                    if w == v:
+                        break
+                if len(component) > 1 or v in graph[v]:
+                    out.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+    return out
+
+
+def _check_numbers(plan: Dialplan, problems: Problems) -> None:
+    exact: dict[str, str] = {}
+    for entry in plan.numbers:
+        if entry.number is None:
+            continue
+        if entry.number in exact:
+            problems.add(entry.pos, f"number {entry.number} is claimed twice: flow '{entry.flow}' here and "
+                                    f"{exact[entry.number]}")
+        else:
+            exact[entry.number] = f"flow '{entry.flow}' at {entry.pos}"
+    patterns = [e for e in plan.numbers if e.pattern is not None]
+    for i, a in enumerate(patterns):
+        for b in patterns[:i]:
+            assert a.pattern is not None and b.pattern is not None
+            if a.pattern.text == b.pattern.text:
+                problems.add(a.pos, f"pattern {a.pattern.text} is claimed twice: flow '{a.flow}' here and flow "
+                                    f"'{b.flow}' at {b.pos}")
+            elif a.pattern.specificity == b.pattern.specificity and a.pattern.overlaps(b.pattern):
+                problems.add(a.pos, f"pattern {a.pattern.text} and pattern {b.pattern.text} ({b.pos}) can match "
+                                    "the same number and neither is more specific: make one of them narrower")
