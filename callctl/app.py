@@ -24,7 +24,7 @@ from callctl.calls.call import Call
 from callctl.calls.supervisor import Supervisor
 from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
-from callctl.conference.service import ConferenceService
+from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
 from callctl.errors import AriError, DialplanError
 from callctl.flows.engine import run_flow
@@ -149,7 +149,8 @@ class Daemon:
             self.supervisor = Supervisor(self.ari, self.writer, self.run_flow_for, self.metrics,
                                          lambda: self._asterisk_id)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
-            conferences = ConferenceService(pool, self.ari)
+            conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
+                s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
             conference_steps.bind(conferences)
             stack.push_async_callback(conferences.close)
             stack.callback(conference_steps.bind, None)

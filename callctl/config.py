@@ -37,7 +37,10 @@ class Settings:
     log_level: str = "info"
     # conferences
     conference_code_length: int = 8
-    conference_access_numbers: str = ""  # comma-separated E.164 numbers offered by default
+    conference_access_numbers: str = ""
+    conference_lockout_failures: int = 5  # wrong codes from one caller number within the window
+    conference_lockout_number_failures: int = 50  # wrong codes on one access number within the window
+    conference_lockout_window_s: float = 600.0  # comma-separated E.164 numbers offered by default
     reservation_address: str = "reservations@callctl.invalid"
     mail_from: str = "callctl <no-reply@callctl.invalid>"
     smtp_relay: str = ""  # host:port; empty: messages are only written to outbox_dir

@@ -262,6 +262,7 @@ class Room:
         if keys == "*6":
             m.muted = not m.muted
             await self._ops.mute(m.channel_id, m.muted)
+            log.info("conference_member_muted", conference_id=self.settings.conference_id, muted=m.muted)
             return ["sound:conf-muted" if m.muted else "sound:conf-unmuted"]
         if keys == "*#":
             others = len(self.present) - (1 if m.in_bridge else 0)
