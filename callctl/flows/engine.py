@@ -148,7 +148,8 @@ class FlowRun:
             return FlowResult(flow.name, last, "error", steps_run, error=f"{type(exc).__name__}: {exc}")
 
     def _emit(self, flow: Flow, step: Step) -> None:
-        log.debug("flow_step", flow=flow.name, step=step.label, kind=step.kind, notes=self._notes)
+        if self._trace is None:
+            log.debug("flow_step", flow=flow.name, step=step.label, kind=step.kind, notes=self._notes)
         self._trace_line(flow.name, step.label)
 
     def _trace_line(self, flow: str, label: str) -> None:
@@ -277,7 +278,13 @@ class FlowRun:
                 return digits + key, f"key '{key}' is not a digit"
             digits += key
             if len(digits) >= step.max_digits:
-                return digits, "ok"
+                if not step.terminator:
+                    return digits, "ok"
+                # "4 digits then #": take the # too, so it does not cut the next prompt short.
+                key = await self._read(step.digit_timeout_s)
+                if key is None or key == step.terminator:
+                    return digits, "ok"
+                return digits + key, f"more than {step.max_digits} digits"
 
     async def _dial(self, step: Dial) -> str | None:
         target = fill_template(step.target, self.variables)

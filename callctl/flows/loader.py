@@ -208,6 +208,10 @@ class StepReader:
         self.targets.append(name)
         return name
 
+    def stores(self, *names: str) -> None:
+        """Declare variables this step sets, so later ``{name}`` uses are known."""
+        self._refs.stored.update(names)
+
     def variable(self, node: Node | None, what: str) -> str | None:
         name = self.text(node, what, pattern=VAR_RE, hint=" (letters, digits and _)")
         if name is not None:
@@ -762,6 +766,7 @@ class _Loader:
 
     def _custom(self, kind: str, r: StepReader, base: dict[str, Any]) -> Step | None:
         spec = registry.step_types()[kind]
+        self.refs.stored.update(spec.stores)
         before = len(self.problems)
         try:
             config = spec.parse(r)

@@ -49,6 +49,7 @@ class StepType:
     run: RunFn
     ends_flow: bool = False
     timeout_s: float | None = None
+    stores: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,15 @@ RESERVED = frozenset({"answer", "play", "collect", "menu", "set", "goto", "flow"
 
 
 def register_step_type(name: str, parse_fn: ParseFn, run_fn: RunFn, *, ends_flow: bool = False,
-                       timeout_s: float | None = None) -> None:
+                       timeout_s: float | None = None, stores: Sequence[str] = ()) -> None:
     """Add a step type ``name`` to the language. ``ends_flow``: the step never continues to the
-    next one (like hangup). ``timeout_s``: a bound on the whole step (None: the step bounds itself)."""
+    next one (like hangup). ``timeout_s``: a bound on the whole step (None: the step bounds itself).
+    ``stores``: variables the step sets, so flows may use them as ``{name}`` after it."""
     if name in RESERVED:
         raise ValueError(f"step type '{name}' is built in")
     if name in _STEP_TYPES and _STEP_TYPES[name].run is not run_fn:
         raise ValueError(f"step type '{name}' is already registered")
-    _STEP_TYPES[name] = StepType(name, parse_fn, run_fn, ends_flow, timeout_s)
+    _STEP_TYPES[name] = StepType(name, parse_fn, run_fn, ends_flow, timeout_s, tuple(stores))
 
 
 def register_python_step(name: str, *, timeout_s: float = 60.0) -> Callable[[PythonStepFn], PythonStepFn]:

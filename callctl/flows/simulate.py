@@ -1,0 +1,121 @@
+"""Dry run of a flow: a fake call that feeds scripted DTMF and answers dials as told, so an
+operator sees each step taken and why, without a phone (``callctl dialplan simulate``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from callctl.calls.port import DialOutcome
+from callctl.errors import CallHungUp
+from callctl.flows.engine import FlowResult, run_flow
+from callctl.flows.model import Dialplan, Route
+from callctl.ids import CallId
+
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+
+@dataclass
+class FakeCall:
+    """A ``CallPort`` without a phone: ``digits`` are pressed as soon as a prompt starts (type-ahead),
+    a read with no digit left times out at once, and hanging up after ``hang_up_after_plays``
+    prompts raises ``CallHungUp`` like a real caller who puts the phone down."""
+
+    caller: str = "+33100000000"
+    called: str = ""
+    language: str = "en"
+    digits: deque[str] = field(default_factory=deque)
+    dial_status: str = "answered"
+    hang_up_after_plays: int | None = None
+    call_id: CallId = field(default_factory=lambda: CallId("simulated"))
+    log: list[str] = field(default_factory=list)
+    hung_up: str | None = None
+    answered: bool = False
+    plays: int = 0
+
+    async def answer(self) -> None:
+        self.answered = True
+
+    async def play(self, media: Sequence[str], *, interruptible: bool = True) -> str | None:
+        self.plays += 1
+        if self.hang_up_after_plays is not None and self.plays > self.hang_up_after_plays:
+            self.log.append("caller hangs up during the prompt")
+            raise CallHungUp("the caller hung up")
+        self.log.append("play " + " ".join(media))
+        if interruptible and self.digits:
+            return self.digits[0]
+        return None
+
+    async def read_digit(self, timeout_s: float) -> str | None:
+        if self.digits:
+            return self.digits.popleft()
+        self.log.append(f"no key within {timeout_s:g} s")
+        return None
+
+    def clear_digits(self) -> None:
+        self.digits.clear()
+
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome:
+        self.log.append(f"dial {target} ({timeout_s:g} s) -> {self.dial_status}")
+        return DialOutcome(self.dial_status, talk_s=60.0 if self.dial_status == "answered" else 0.0)
+
+    async def hang_up(self, cause: str = "normal") -> None:
+        self.hung_up = cause
+
+
+def parse_dtmf(text: str) -> deque[str]:
+    """"2 1234#" -> the keys in order (spaces and commas ignored); ValueError on other characters."""
+    keys = [ch.upper() for ch in text if ch not in " ,"]
+    wrong = [k for k in keys if k not in DTMF_KEYS]
+    if wrong:
+        raise ValueError(f"'{''.join(wrong)}' are not phone keys (0-9 * # A-D)")
+    return deque(keys)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    route: Route | None
+    result: FlowResult | None
+    lines: tuple[str, ...]
+
+
+async def simulate(plan: Dialplan, called: str, *, caller: str = "+33100000000", dtmf: str = "",
+                   at: dt.datetime | None = None, dial_status: str = "answered") -> Simulation:
+    """Route ``called`` and run its flow on a FakeCall; ``lines`` is the human-readable trace."""
+    lines: list[str] = []
+    route = plan.route(called)
+    if route is None:
+        lines.append(f"{called}: no number entry matches (the engine plays 'not in service' and hangs up)")
+        return Simulation(None, None, tuple(lines))
+    tags = ", ".join(route.tags) or "none"
+    lines.append(f"{route.number} -> flow '{route.flow}' (entry {route.entry} at {route.pos}; language "
+                 f"{route.language}, country {route.country}, tags {tags}; dialplan {plan.version})")
+    call = FakeCall(caller=caller, called=called, language=route.language, digits=parse_dtmf(dtmf),
+                    dial_status=dial_status)
+    moment = at or dt.datetime.now(dt.UTC)
+    if moment.tzinfo is None:  # a time without offset is the local time of the number's country
+        country = plan.countries.get(route.country)
+        moment = moment.replace(tzinfo=zoneinfo.ZoneInfo(country.timezone if country else "UTC"))
+    now: Callable[[], dt.datetime] = lambda: moment  # noqa: E731 - a frozen clock
+
+    def trace(flow: str, step: str, why: str) -> None:
+        lines.append(f"  [{flow}] {step}: {why or 'done'}")
+
+    try:
+        result = await run_flow(plan, route, call, now=now, trace=trace)
+    except CallHungUp:
+        lines.append("caller hung up")
+        return Simulation(route, None, tuple(lines))
+    end = f"outcome {result.outcome} after {result.steps_run} steps (last step '{result.last_step}'"
+    if call.hung_up:
+        end += f", hang-up cause {call.hung_up}"
+    if result.error:
+        end += f", error: {result.error}"
+    lines.append(end + ")")
+    if call.digits:
+        lines.append(f"keys never read: {''.join(call.digits)}")
+    return Simulation(route, result, tuple(lines))
