@@ -202,7 +202,7 @@ class StepReader:
         if name is None or node is None:
             return None
         if name not in self.step_names:
-            self.error(f"step '{self._label()}' {what} '{name}' is not a step of flow '{self.flow}' "
+            self.error(f"step '{self._label()}' {what} unknown step '{name}' "
                        f"(known: {_known(n for n in self.step_names if n)})", node)
             return None
         self.targets.append(name)
@@ -874,7 +874,7 @@ def _country_of(literal: str | None) -> str | None:
         return None
     digits = literal[1:]
     for size in (1, 2, 3):
-        if len(digits) > size:
+        if len(digits) >= size:
             region = phonenumbers.region_code_for_country_code(int(digits[:size]))
             if region != phonenumbers.UNKNOWN_REGION:
                 return str(region)

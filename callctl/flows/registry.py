@@ -114,5 +114,6 @@ async def say_caller_number(ctx: FlowContext, args: Mapping[str, Any]) -> str | 
         ctx.note("caller number unknown: nothing to say")
         return None
     ctx.note(f"saying the caller's number ({len(digits)} digits)")
-    await ctx.play([f"digits:{digits}"], interruptible=bool(args.get("interruptible", True)))
+    interruptible = str(args.get("interruptible", "true")).lower() not in ("false", "no", "off")
+    await ctx.play([f"digits:{digits}"], interruptible=interruptible)
     return None
