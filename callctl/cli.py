@@ -15,8 +15,6 @@ from callctl.errors import CallctlError, DialplanError
 
 # Feature packages that add commands; each has ``register(subparsers, common)``.
 FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli")
-# Feature packages that add flow step types; imported before any dialplan is loaded.
-FEATURE_STEPS = ("callctl.conference.steps",)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -38,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground",
                          description="Connect to Asterisk ARI and handle calls until SIGTERM.")
     run.set_defaults(func=_run)
-    for name in FEATURE_STEPS:
-        importlib.import_module(name)
     for name in FEATURE_CLIS:
         importlib.import_module(name).register(sub, common)
     return parser
