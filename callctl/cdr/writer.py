@@ -1,0 +1,303 @@
+"""The CDR writer: takes records from calls without ever waiting, makes them durable in the local spool
+first, then batches them into PostgreSQL idempotently. A database outage never stalls or loses a record.
+
+Two tasks, so a slow database never delays the spool:
+    submit() -> incoming (memory) -> spool task: append + fsync (thread) -> pending
+    pending -> store task: INSERT .. ON CONFLICT DO NOTHING -> ack in the spool
+Shutdown (``__aexit__``): spool what is still in memory, drain to PostgreSQL up to ``drain_grace_s``,
+leave the rest in the spool for the next start.
+
+The writer talks to PostgreSQL only through the ``CdrStore`` protocol (``callctl.store.cdrs.PgCdrStore``
+in production, a fake in unit tests): no asyncpg below this line, directly or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import structlog
+
+from callctl.cdr.record import CdrRecord
+from callctl.cdr.spool import DEFAULT_SEGMENT_MAX_BYTES, Position, Spool
+from callctl.errors import SpoolError, StoreError, StoreUnavailable
+
+log = structlog.get_logger("callctl.cdr.writer")
+
+SPOOL_BATCH_MAX = 2000  # records per append+fsync
+RETRY_MIN_S = 0.1
+
+Item = tuple[Position | None, CdrRecord]  # position None: the spool was unwritable, memory only
+
+
+class CdrStore(Protocol):
+    """Where records end up. ``insert`` is idempotent (a leg already stored is skipped) and returns
+    the rows added; it raises StoreUnavailable (retry later) or StoreError (a record is malformed)."""
+
+    description: str
+
+    async def connect(self) -> None: ...
+
+    async def insert(self, records: Sequence[CdrRecord]) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+def postgres_store(database_url: str) -> CdrStore:
+    # Resolved at run time: callctl.cdr must not import the asyncpg adapter (import-linter contract);
+    # the composition root can pass ``store_factory`` instead.
+    module = importlib.import_module("callctl.store.cdrs")
+    store: CdrStore = module.PgCdrStore(database_url)
+    return store
+
+
+class CdrWriter:
+    """``async with CdrWriter(url, spool_dir) as w: w.submit(record)``; starts with PostgreSQL down."""
+
+    def __init__(self, database_url: str, spool_dir: Path, *, batch_max: int = 500, flush_interval_s: float = 0.2,
+                 retry_max_s: float = 2.0, drain_grace_s: float = 5.0,
+                 segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
+                 store_factory: Callable[[str], CdrStore] = postgres_store) -> None:
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        self.database_url = database_url
+        self.spool_dir = spool_dir
+        self.batch_max = batch_max
+        self.flush_interval_s = flush_interval_s
+        self.retry_max_s = retry_max_s
+        self.drain_grace_s = drain_grace_s
+        self._segment_max_bytes = segment_max_bytes
+        self._spool: Spool | None = None
+        self._incoming: collections.deque[CdrRecord] = collections.deque()
+        self._spooling = 0  # taken from incoming, append in progress
+        self._pending: collections.deque[Item] = collections.deque()
+        self._incoming_ready = asyncio.Event()
+        self._pending_ready = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._store = store_factory(database_url)
+        self._store_up = False
+        self._down_since: float | None = None
+        self._spool_ok = True
+        self._closing = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.written_total = 0
+        self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
+
+    # -- the call side -------------------------------------------------------------------------
+    def submit(self, record: CdrRecord) -> None:
+        """Hand a record over; never blocks, never raises for a database or disk problem."""
+        if self._closed:
+            self._submit_after_close(record)
+            return
+        self._incoming.append(record)
+        self._drained.clear()
+        self._incoming_ready.set()
+
+    @property
+    def queue_depth(self) -> int:
+        """Records not yet in PostgreSQL (in memory or in the spool)."""
+        return len(self._incoming) + self._spooling + len(self._pending)
+
+    @property
+    def store_up(self) -> bool:
+        return self._store_up
+
+    async def wait_for_drained(self, timeout_s: float) -> bool:
+        """True once every submitted record is in PostgreSQL; False if ``timeout_s`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.queue_depth:
+                    await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> CdrWriter:
+        self._spool = await asyncio.to_thread(Spool.open, self.spool_dir,
+                                              segment_max_bytes=self._segment_max_bytes)
+        replayed = await asyncio.to_thread(self._spool.replay)
+        if replayed:
+            self._pending.extend(replayed)
+            self._pending_ready.set()
+            self._drained.clear()
+            log.info("cdr_spool_replayed", records=len(replayed), spool=str(self.spool_dir))
+        self._tasks = [asyncio.create_task(self._spool_loop(), name="cdr-spool"),
+                       asyncio.create_task(self._store_loop(), name="cdr-store")]
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close(self.drain_grace_s)
+
+    async def close(self, drain_grace_s: float) -> None:
+        if self._closed or self._spool is None:
+            self._closed = True
+            return
+        self._closing = True
+        self._incoming_ready.set()
+        self._pending_ready.set()
+        self._batch_full.set()
+        drained = await self.wait_for_drained(drain_grace_s)
+        spool_task = self._tasks[0]
+        # The spool task ends by itself once memory is empty; an fsync stuck on a dead disk is bounded.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(spool_task), 10.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._closed = True
+        await self._store.close()
+        await asyncio.to_thread(self._save_memory_only)
+        depth = self.queue_depth
+        self._spool.close(all_acked=depth == 0)
+        if not drained:
+            log.warning("cdr_left_in_spool", records=depth, spool=str(self.spool_dir),
+                        hint="replayed into PostgreSQL at the next start")
+
+    def _save_memory_only(self) -> None:
+        """Last chance for records the spool could not take while running: spool them, else log them."""
+        assert self._spool is not None
+        loose = [r for p, r in self._pending if p is None] + list(self._incoming)
+        if not loose:
+            return
+        try:
+            self._spool.append(loose)
+        except SpoolError as exc:
+            for record in loose:
+                log.error("cdr_record_unsaved", error=exc.message, record=record.to_json())
+
+    def _submit_after_close(self, record: CdrRecord) -> None:
+        # A call that ends after the writer closed (should not happen: calls drain first). Blocking
+        # here is better than losing the record; the next start replays it.
+        log.warning("cdr_submitted_after_close", leg_id=str(record.leg_id))
+        try:
+            assert self._spool is not None
+            self._spool.append([record])
+        except (SpoolError, AssertionError) as exc:
+            log.error("cdr_record_unsaved", error=str(exc), record=record.to_json())
+
+    # -- spool task ----------------------------------------------------------------------------
+    async def _spool_loop(self) -> None:
+        assert self._spool is not None
+        while True:
+            while not self._incoming:
+                if self._closing:
+                    return
+                self._incoming_ready.clear()
+                await self._incoming_ready.wait()
+            batch = [self._incoming.popleft() for _ in range(min(len(self._incoming), SPOOL_BATCH_MAX))]
+            self._spooling = len(batch)
+            items: list[Item]
+            try:
+                positions = await asyncio.to_thread(self._spool.append, batch)
+                items = list(zip(positions, batch, strict=True))
+                if not self._spool_ok:
+                    self._spool_ok = True
+                    log.info("cdr_spool_recovered", spool=str(self.spool_dir))
+            except SpoolError as exc:
+                # Keep going from memory: PostgreSQL may still take them; the shutdown retries the spool.
+                if self._spool_ok:
+                    self._spool_ok = False
+                    log.error("cdr_spool_unwritable", error=exc.message)
+                items = [(None, r) for r in batch]
+            self._pending.extend(items)
+            self._spooling = 0
+            self._pending_ready.set()
+            if len(self._pending) >= self.batch_max:
+                self._batch_full.set()
+
+    # -- store task ----------------------------------------------------------------------------
+    async def _store_loop(self) -> None:
+        delay_s = 0.0
+        while True:
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            if self._store_up or self._closing:
+                await self._wait_for_batch(wait_to_fill=delay_s == 0.0)
+            try:
+                await self._write_batch()
+            except StoreUnavailable as exc:
+                self._went_down(exc)
+                delay_s = min(max(delay_s * 2, RETRY_MIN_S), self.retry_max_s)
+                continue
+            delay_s = 0.0
+
+    async def _wait_for_batch(self, *, wait_to_fill: bool) -> None:
+        while not self._pending:
+            self._pending_ready.clear()
+            await self._pending_ready.wait()
+        if wait_to_fill and len(self._pending) < self.batch_max and self.flush_interval_s > 0 and not self._closing:
+            self._batch_full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._batch_full.wait(), self.flush_interval_s)
+
+    async def _write_batch(self) -> None:
+        await self._store.connect()
+        if not self._pending:  # connected while idle (e.g. after an outage): nothing to write
+            self._came_up(0)
+            return
+        batch = [self._pending[i] for i in range(min(len(self._pending), self.batch_max))]
+        try:
+            inserted = await self._store.insert([r for _, r in batch])
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            inserted = await self._write_one_by_one(batch)
+        self._came_up(len(self._pending))
+        for _ in batch:
+            self._pending.popleft()
+        self.written_total += inserted
+        self.skipped_total += len(batch) - inserted
+        positions = [p for p, _ in batch if p is not None]
+        if positions:
+            assert self._spool is not None
+            await asyncio.to_thread(self._spool.ack, positions[-1])
+        if not self.queue_depth:
+            self._drained.set()
+
+    async def _write_one_by_one(self, batch: list[Item]) -> int:
+        """A batch was refused for a bad row: store the good ones, set the bad ones aside."""
+        assert self._spool is not None
+        inserted = 0
+        for _, record in batch:
+            try:
+                inserted += await self._store.insert([record])
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                log.error("cdr_rejected", leg_id=str(record.leg_id), call_id=str(record.call_id), error=exc.message,
+                          kept_in=str(self.spool_dir / "rejected.jsonl"))
+                try:
+                    await asyncio.to_thread(self._spool.reject, record, exc.message)
+                except SpoolError as spool_exc:
+                    log.error("cdr_record_unsaved", error=spool_exc.message, record=record.to_json())
+        return inserted
+
+    def _went_down(self, exc: StoreUnavailable) -> None:
+        if self._store_up or self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("cdr_store_unavailable", error=exc.message, database=self._store.description,
+                        spooled=self.queue_depth)
+        self._store_up = False
+
+    def _came_up(self, spooled: int) -> None:
+        if self._store_up:
+            return
+        self._store_up = True
+        if self._down_since is not None:
+            log.info("cdr_store_recovered", database=self._store.description, spooled=spooled,
+                     down_s=round(time.monotonic() - self._down_since, 3))
+            self._down_since = None

@@ -1,0 +1,203 @@
+"""CDR rows in PostgreSQL: idempotent batch insert (a replayed leg is skipped) and the queries tests
+and statements need."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+
+from callctl.cdr.record import CdrRecord
+from callctl.errors import StoreError, StoreUnavailable
+from callctl.store.db import close_quietly, connect, describe_url, translate
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Column order shared by the insert paths; ``billed_s`` is derived, the rest are CdrRecord fields.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("leg_id", "uuid"), ("call_id", "uuid"), ("direction", "text"), ("from_number", "text"),
+    ("to_number", "text"), ("started_at", "timestamptz"), ("answered_at", "timestamptz"),
+    ("ended_at", "timestamptz"), ("billed_s", "int4"), ("disposition", "text"), ("hangup_cause", "int4"),
+    ("hangup_reason", "text"), ("channel_id", "text"), ("account_id", "text"), ("user_id", "text"),
+    ("flow", "text"), ("dialplan_version", "text"), ("conference_id", "text"), ("person", "text"),
+    ("role", "text"), ("extra", "jsonb"),
+)
+_NAMES = ", ".join(name for name, _ in COLUMNS)
+_UNNEST_ARGS = ", ".join(f"${i}::{'text' if kind == 'jsonb' else kind}[]" for i, (_, kind) in enumerate(COLUMNS, 1))
+_UNNEST_SELECT = ", ".join(f"{name}::jsonb" if kind == "jsonb" else name for name, kind in COLUMNS)
+
+INSERT_UNNEST = (f"INSERT INTO cdr ({_NAMES}) SELECT {_UNNEST_SELECT} FROM unnest({_UNNEST_ARGS}) "
+                 f"AS t({_NAMES}) ON CONFLICT DO NOTHING")
+_TEMP = "cdr_incoming"
+CREATE_TEMP = f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP} (LIKE cdr INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+INSERT_FROM_TEMP = f"INSERT INTO cdr ({_NAMES}) SELECT {_NAMES} FROM {_TEMP} ON CONFLICT DO NOTHING"
+
+
+def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """asyncpg/socket errors leave this module as StoreUnavailable or StoreError, never as themselves."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+                raise translate(exc, None, fn.__name__) from None
+            raise
+
+    return wrapper
+
+
+def _extra_json(record: CdrRecord) -> str:
+    # default=str: a stray non-JSON value in ``extra`` must not make the whole record unwritable.
+    return json.dumps(record.extra, default=str, separators=(",", ":"))
+
+
+def row(record: CdrRecord) -> tuple[Any, ...]:
+    """The record as a tuple in COLUMNS order (``extra`` as JSON text)."""
+    return tuple(_extra_json(record) if name == "extra" else
+                 record.billed_s if name == "billed_s" else getattr(record, name) for name, _ in COLUMNS)
+
+
+def _inserted(status: str) -> int:
+    # "INSERT 0 <rows>"
+    return int(status.rsplit(" ", 1)[-1])
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Any) -> AsyncIterator[Any]:
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
+
+
+@_translated
+async def insert_cdrs(db: Any, records: Sequence[CdrRecord]) -> int:
+    """Insert ``records`` in one statement; legs already stored are skipped. Returns the rows added.
+
+    Raises StoreUnavailable (retry later: server down, table missing) or StoreError (a row is bad).
+    """
+    if not records:
+        return 0
+    columns = list(zip(*(row(r) for r in records), strict=True))
+    status: str = await db.execute(INSERT_UNNEST, *columns)
+    return _inserted(status)
+
+
+@_translated
+async def insert_cdrs_copy(db: Any, records: Sequence[CdrRecord]) -> int:
+    """Same contract as insert_cdrs, through COPY into a temporary table then INSERT .. ON CONFLICT."""
+    if not records:
+        return 0
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute(CREATE_TEMP)
+        await conn.copy_records_to_table(_TEMP, records=[row(r) for r in records],
+                                         columns=[name for name, _ in COLUMNS])
+        status: str = await conn.execute(INSERT_FROM_TEMP)
+    return _inserted(status)
+
+
+@_translated
+async def ensure_partitions(db: Any, moments: Iterable[dt.datetime]) -> list[str]:
+    """Create the monthly partitions holding ``moments`` (and move their rows out of DEFAULT)."""
+    months = sorted({_month(m) for m in moments})
+    return [str(await db.fetchval("SELECT cdr_ensure_partition($1)", month)) for month in months]
+
+
+@_translated
+async def count(db: Any) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM cdr"))
+
+
+@_translated
+async def count_legs(db: Any) -> int:
+    """Distinct legs stored (equal to ``count`` unless a leg was written twice)."""
+    return int(await db.fetchval("SELECT count(DISTINCT leg_id) FROM cdr"))
+
+
+@_translated
+async def leg_ids(db: Any) -> set[uuid.UUID]:
+    return {r["leg_id"] for r in await db.fetch("SELECT leg_id FROM cdr")}
+
+
+@_translated
+async def fetch_by_call_id(db: Any, call_id: uuid.UUID) -> list[CdrRecord]:
+    rows = await db.fetch(f"SELECT {_NAMES} FROM cdr WHERE call_id = $1 ORDER BY started_at, leg_id", call_id)
+    return [_record(r) for r in rows]
+
+
+@_translated
+async def partitions(db: Any) -> list[str]:
+    """The partitions of cdr, by name (``cdr_YYYYmMM`` and ``cdr_default``)."""
+    rows = await db.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                          "WHERE i.inhparent = 'cdr'::regclass ORDER BY 1")
+    return [r["relname"] for r in rows]
+
+
+def _record(r: Any) -> CdrRecord:
+    data = {name: r[name] for name, _ in COLUMNS if name != "billed_s"}
+    data["extra"] = json.loads(data["extra"]) if isinstance(data["extra"], str) else data["extra"]
+    try:
+        return CdrRecord(**data)
+    except TypeError as exc:
+        raise StoreError(f"cdr row for leg {r['leg_id']} does not match CdrRecord: {exc}") from None
+
+
+class PgCdrStore:
+    """The CDR writer's PostgreSQL side: one connection, reopened after a failure, partitions created
+    for the months it writes. Implements ``callctl.cdr.writer.CdrStore``."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.description = describe_url(database_url)
+        self._conn: Any = None
+        self._months: set[dt.datetime] = set()
+
+    async def connect(self) -> None:
+        """A live connection (no-op when one is open); StoreUnavailable otherwise."""
+        if self._conn is not None and not self._conn.is_closed():
+            return
+        self._conn = None
+        conn = await connect(self.database_url)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            await self._ensure(conn, [now, now + dt.timedelta(days=31)])
+        except StoreError:
+            await close_quietly(conn)
+            raise
+        self._conn = conn
+
+    async def insert(self, records: Sequence[CdrRecord]) -> int:
+        """insert_cdrs on the store's connection; on StoreUnavailable the connection is dropped."""
+        await self.connect()
+        try:
+            await self._ensure(self._conn, [r.started_at for r in records])
+            return await insert_cdrs(self._conn, records)
+        except StoreUnavailable:
+            await self.close()
+            raise
+
+    async def _ensure(self, conn: Any, moments: Iterable[dt.datetime]) -> None:
+        months = {_month(m) for m in moments} - self._months
+        if months:
+            await ensure_partitions(conn, months)
+            self._months |= months
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        await close_quietly(conn)
+
+
+def _month(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
