@@ -27,7 +27,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None,
+    # SUPPRESS: a subcommand's own --config must not reset one given before the subcommand.
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS,
                         help="settings file (default /etc/callctl/callctl.yaml, then ./callctl.yaml)")
     parser = argparse.ArgumentParser(prog="callctl", parents=[common],
                                      description="Call-control engine for Asterisk (ARI).")
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(getattr(args, "config", None))
         return int(args.func(args, settings))
     except DialplanError as exc:
         for problem in exc.problems:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import re
@@ -32,6 +33,7 @@ log = structlog.get_logger("callctl.cdr.spool")
 
 SEGMENT = re.compile(r"^cdr-(\d{12})\.jsonl$")
 ACK_FILE = "ack.json"
+LOCK_FILE = ".lock"
 REJECTED_FILE = "rejected.jsonl"
 DEFAULT_SEGMENT_MAX_BYTES = 4 * 1024 * 1024
 
@@ -68,11 +70,17 @@ class Spool:
         self._acked: Position | None = None
         self._closed: set[int] = set()  # rolled segments still holding unacknowledged lines
         self._segment_lines: dict[int, int] = {}
+        self._lock_fd: int | None = None
 
     # -- start ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: Path, *, segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES) -> Spool:
-        """Check the directory is usable (creating it if needed); SpoolError names the path and errno."""
+    def open(cls, directory: Path, *, segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
+             exclusive: bool = True) -> Spool:
+        """Check the directory is usable (creating it if needed); SpoolError names the path and errno.
+
+        ``exclusive``: hold a lock on the directory until ``close`` (two writers on one spool would
+        delete each other's segments).
+        """
         spool = cls(directory, segment_max_bytes=segment_max_bytes)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -91,11 +99,27 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"CDR spool {directory}: cannot write there: {_describe(exc)}: fix spool_dir "
                              "(CALLCTL_SPOOL_DIR), its permissions or free space") from None
+        if exclusive:
+            spool._take_lock()
         # Never reuse a segment number the ack file may still cover: that would hide new records.
         acked = spool._read_ack()
         newest = max([*spool._segments(), acked.segment if acked else 0])
         spool._seq = newest + 1
         return spool
+
+    def _take_lock(self) -> None:
+        path = self.directory / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"CDR spool {path}: cannot create the lock file: {_describe(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolError(f"CDR spool {self.directory} is in use by another process: give each callctl "
+                             "its own spool_dir (CALLCTL_SPOOL_DIR)") from None
+        self._lock_fd = fd
 
     def _segments(self) -> list[int]:
         try:
@@ -283,6 +307,9 @@ class Spool:
                     self._unlink(self.directory / _segment_name(seq))
                 self._closed.clear()
                 self._unlink(self.directory / ACK_FILE)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     def stats(self) -> dict[str, Any]:
         return {"segment": self._seq, "lines": self._lines, "size": self._size,
