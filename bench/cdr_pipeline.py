@@ -1,0 +1,144 @@
+"""CDR pipeline benchmark on a throwaway PostgreSQL 15 (fsync on): CdrWriter vs raw COPY of the same rows.
+
+    .venv/bin/python -m bench.cdr_pipeline [--records 20000] [--rate 500] [--seconds 5]
+
+Prints rows/s for: raw COPY into cdr (the ceiling), each insert path the writer could use (unnest
+multi-row INSERT .. ON CONFLICT, COPY into a temp table + INSERT .. ON CONFLICT; batches of 500),
+the whole CdrWriter (submit -> spool fsync -> PostgreSQL, burst of N), and the submit-to-durable-in-
+PostgreSQL latency (p50/p99) at a steady submit rate. Not run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from callctl.cdr.record import CdrRecord
+from callctl.cdr.writer import CdrWriter
+from callctl.store import cdrs
+from callctl.store.db import connect
+from callctl.store.migrate import migrate
+from tests.support.postgres import MIGRATIONS, PostgresCluster
+from tests.unit.test_cdr_spool import record
+
+
+class TimedStore(cdrs.PgCdrStore):
+    """PgCdrStore noting when each leg became durable (the INSERT statement committed)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.durable_at: dict[Any, float] = {}
+
+    async def insert(self, records: Sequence[CdrRecord]) -> int:
+        inserted = await super().insert(records)
+        now = time.perf_counter()
+        for r in records:
+            self.durable_at.setdefault(r.leg_id, now)
+        return inserted
+
+
+async def fresh(cluster: PostgresCluster, name: str) -> str:
+    url = await asyncio.to_thread(cluster.new_database, name)
+    await migrate(url, MIGRATIONS)
+    return url
+
+
+async def raw_copy(url: str, records: list[CdrRecord]) -> float:
+    conn = await connect(url)
+    try:
+        rows = [cdrs.row(r) for r in records]
+        started = time.perf_counter()
+        await conn.copy_records_to_table("cdr", records=rows, columns=[n for n, _ in cdrs.COLUMNS])
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def batched(url: str, records: list[CdrRecord], how: str, batch: int = 500) -> float:
+    conn = await connect(url)
+    insert = cdrs.insert_cdrs if how == "unnest" else cdrs.insert_cdrs_copy
+    try:
+        await cdrs.ensure_partitions(conn, [r.started_at for r in records])
+        started = time.perf_counter()
+        for i in range(0, len(records), batch):
+            await insert(conn, records[i:i + batch])
+        return len(records) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def writer_burst(url: str, records: list[CdrRecord], spool: Path) -> float:
+    async with CdrWriter(url, spool) as w:
+        started = time.perf_counter()
+        for r in records:
+            w.submit(r)
+        assert await w.wait_for_drained(600), "writer did not drain"
+        return len(records) / (time.perf_counter() - started)
+
+
+async def writer_latency(url: str, records: list[CdrRecord], spool: Path, rate: float) -> list[float]:
+    store: list[TimedStore] = []
+
+    def factory(u: str) -> TimedStore:
+        store.append(TimedStore(u))
+        return store[0]
+
+    submitted: dict[Any, float] = {}
+    async with CdrWriter(url, spool, store_factory=factory) as w:
+        start = time.perf_counter()
+        for i, r in enumerate(records):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            submitted[r.leg_id] = time.perf_counter()
+            w.submit(r)
+        assert await w.wait_for_drained(600), "writer did not drain"
+    return sorted(store[0].durable_at[leg] - at for leg, at in submitted.items())
+
+
+def pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000
+
+
+async def run(n: int, rate: float, seconds: float) -> None:
+    cluster = PostgresCluster.throwaway_cluster()
+    await asyncio.to_thread(cluster.start)
+    try:
+        records = [record(i) for i in range(n)]
+        with tempfile.TemporaryDirectory(prefix="callctl-bench-") as tmp:
+            copy_rps = await raw_copy(await fresh(cluster, "b_copy"), records)
+            unnest_rps = await batched(await fresh(cluster, "b_unnest"), records, "unnest")
+            temp_rps = await batched(await fresh(cluster, "b_temp"), records, "copy")
+            writer_rps = await writer_burst(await fresh(cluster, "b_writer"), records, Path(tmp) / "burst")
+            paced = [record(i) for i in range(n, n + int(rate * seconds))]
+            lat = await writer_latency(await fresh(cluster, "b_latency"), paced, Path(tmp) / "paced", rate)
+        print(f"records: {n} (PostgreSQL 15, fsync on, one connection; insert batches of 500)")
+        print(f"raw COPY into cdr:                        {copy_rps:10,.0f} rows/s")
+        print(f"INSERT .. SELECT unnest(..) ON CONFLICT:  {unnest_rps:10,.0f} rows/s")
+        print(f"COPY to temp + INSERT .. ON CONFLICT:     {temp_rps:10,.0f} rows/s")
+        print(f"CdrWriter (submit -> spool -> PostgreSQL):{writer_rps:10,.0f} rows/s "
+              f"= {writer_rps / copy_rps:.2f} x raw COPY")
+        print(f"submit -> durable in PostgreSQL at {rate:.0f}/s for {seconds:.0f} s ({len(lat)} records): "
+              f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, max {lat[-1] * 1000:.1f} ms, "
+              f"mean {statistics.fmean(lat) * 1000:.1f} ms")
+    finally:
+        await asyncio.to_thread(cluster.destroy)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--rate", type=float, default=500.0, help="submits/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    args = parser.parse_args()
+    asyncio.run(run(args.records, args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
