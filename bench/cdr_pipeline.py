@@ -74,7 +74,7 @@ async def batched(url: str, records: list[CdrRecord], how: str, batch: int = 500
 
 
 async def writer_burst(url: str, records: list[CdrRecord], spool: Path) -> float:
-    async with CdrWriter(url, spool) as w:
+    async with CdrWriter(url, spool, store_factory=cdrs.PgCdrStore) as w:
         started = time.perf_counter()
         for r in records:
             w.submit(r)

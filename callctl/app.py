@@ -32,6 +32,7 @@ from callctl.flows.loader import load_dialplan
 from callctl.health import HealthServer, LoopLagMonitor
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s
 
@@ -137,7 +138,8 @@ class Daemon:
         log.info("callctl_starting", version=__version__, settings=s.source, dialplan=self.dialplans.current.summary())
         self._register_metrics()
         async with contextlib.AsyncExitStack() as stack:
-            self.writer = await stack.enter_async_context(CdrWriter(s.database_url, s.spool_dir))
+            self.writer = await stack.enter_async_context(CdrWriter(s.database_url, s.spool_dir,
+                                                                    store_factory=PgCdrStore))
             host, port = s.http_host_port
             await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness))
             stack.enter_context(_pid_file(s.pid_file))

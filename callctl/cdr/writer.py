@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,21 +49,13 @@ class CdrStore(Protocol):
     async def close(self) -> None: ...
 
 
-def postgres_store(database_url: str) -> CdrStore:
-    # Resolved at run time: callctl.cdr must not import the asyncpg adapter (import-linter contract);
-    # the composition root can pass ``store_factory`` instead.
-    module = importlib.import_module("callctl.store.cdrs")
-    store: CdrStore = module.PgCdrStore(database_url)
-    return store
-
-
 class CdrWriter:
     """``async with CdrWriter(url, spool_dir) as w: w.submit(record)``; starts with PostgreSQL down."""
 
     def __init__(self, database_url: str, spool_dir: Path, *, batch_max: int = 500, flush_interval_s: float = 0.2,
                  retry_max_s: float = 2.0, drain_grace_s: float = 5.0,
                  segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
-                 store_factory: Callable[[str], CdrStore] = postgres_store) -> None:
+                 store_factory: Callable[[str], CdrStore]) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
         self.database_url = database_url

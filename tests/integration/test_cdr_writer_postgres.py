@@ -40,7 +40,7 @@ async def stored(url: str) -> tuple[int, int]:
 async def test_postgresql_stopped_mid_run_loses_and_duplicates_nothing(
         postgres: PostgresCluster, database_url: str, tmp_path: Path) -> None:
     with capture_logs() as logs:
-        async with CdrWriter(database_url, tmp_path / "spool", retry_max_s=0.5) as w:
+        async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore, retry_max_s=0.5) as w:
             for i in range(100):
                 w.submit(record(i))
             assert await w.wait_for_drained(30)
@@ -76,7 +76,7 @@ async def test_crash_after_spooling_is_replayed_by_a_new_writer_without_loss_or_
     finally:
         await conn.close()
     crashed.ack(positions[49])  # the last ack that made it to disk
-    async with CdrWriter(database_url, tmp_path / "spool") as w:
+    async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore) as w:
         w.submit(record(1000))
         assert await w.wait_for_drained(30)
         assert w.written_total == 301 - 120 and w.skipped_total == 120 - 50
@@ -87,7 +87,7 @@ async def test_writer_started_with_postgresql_down_spools_then_delivers(
         postgres: PostgresCluster, database_url: str, tmp_path: Path) -> None:
     await asyncio.to_thread(postgres.stop, "fast")
     try:
-        async with CdrWriter(database_url, tmp_path / "spool", retry_max_s=0.5) as w:
+        async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore, retry_max_s=0.5) as w:
             for i in range(25):
                 w.submit(record(i))
             await wait_for(lambda: w.queue_depth == 25 and not w.store_up, "records spooled, store down")
@@ -103,12 +103,12 @@ async def test_shutdown_with_postgresql_down_leaves_records_for_the_next_start(
         postgres: PostgresCluster, database_url: str, tmp_path: Path) -> None:
     await asyncio.to_thread(postgres.stop, "fast")
     try:
-        async with CdrWriter(database_url, tmp_path / "spool", drain_grace_s=0.2) as w:
+        async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore, drain_grace_s=0.2) as w:
             for i in range(40):
                 w.submit(record(i))
     finally:
         await asyncio.to_thread(postgres.start)
-    async with CdrWriter(database_url, tmp_path / "spool") as w:
+    async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore) as w:
         assert w.queue_depth == 40
         assert await w.wait_for_drained(30)
     assert await stored(database_url) == (40, 40)

@@ -69,7 +69,8 @@ def test_bad_invitations_are_refused_with_the_file_and_reason(mutate, message) -
 
 
 def test_each_participant_message_holds_only_their_own_code() -> None:
-    people = [Person("alice@example.com", "organizer", "11111111"), Person("bob@example.com", "participant", "22222222"),
+    people = [Person("alice@example.com", "organizer", "11111111"),
+              Person("bob@example.com", "participant", "22222222"),
               Person("carol@example.com", "participant", "33333333")]
     msgs = messages_for(conference_id="c1", subject="Review", starts_at=dt.datetime(2026, 12, 1, 13, tzinfo=dt.UTC),
                         ends_at=dt.datetime(2026, 12, 1, 14, tzinfo=dt.UTC), access_numbers=["+33170000000"],
