@@ -56,6 +56,13 @@ class CdrRecord:
     role: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Storage precision is the millisecond, in UTC: truncate once, here, for every producer.
+        for name in ("started_at", "answered_at", "ended_at"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, utc_ms(value))
+
     @property
     def billed_s(self) -> int:
         return billed_seconds(self.answered_at, self.ended_at)

@@ -66,9 +66,20 @@ class Daemon:
     def start(self) -> Daemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "callctl", "run"], env=self.env, cwd=self.workdir,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True).start()
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True)]
+        for reader in self._readers:
+            reader.start()
         return self
+
+    def close_pipes(self) -> None:
+        """After the process ended: let the readers reach EOF, then close the pipes."""
+        for reader in getattr(self, "_readers", []):
+            reader.join(timeout=5)
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
 
     def _read(self, stream: Any, is_stdout: bool) -> None:
         for line in stream:
@@ -155,3 +166,4 @@ def daemon_factory(tmp_path: Path, asterisk: AsteriskInstance,
     yield make
     for d in started:
         d.stop()
+        d.close_pipes()
