@@ -75,6 +75,7 @@ class Daemon:
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
+        call.cdr_fields["dialplan_version"] = plan.version
         route = plan.route(call.called)
         if route is None:
             log.warning("call_no_route", called=call.called)
@@ -84,6 +85,7 @@ class Daemon:
             return "no_route", None, plan.version
         call.language = route.language
         call.country = route.country
+        call.cdr_fields["flow"] = route.flow
         result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
 

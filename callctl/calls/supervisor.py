@@ -127,6 +127,9 @@ class Supervisor:
         except Exception as exc:  # a bug in one call must never reach another
             outcome = "error"
             log.exception("call_failed", error=str(exc))
+        # A call that ended by hang-up still says which flow and dialplan version it ran.
+        flow = flow or call.cdr_fields.get("flow")
+        version = version or call.cdr_fields.get("dialplan_version")
         try:
             await self._finish(call, outcome, flow, version, time.monotonic() - started)
         finally:

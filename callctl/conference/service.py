@@ -148,7 +148,7 @@ class ConferenceService:
                 match = await store.find_code(self._pool, code, access_number)
                 if match is None:
                     await store.record_attempt(self._pool, caller, access_number, "wrong_code")
-                    log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code")
+                    log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code", digits=len(code))
                     if await self._locked_out(caller, access_number):
                         await call.play(list(p.locked_out), interruptible=False)
                         return "locked_out"

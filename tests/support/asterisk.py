@@ -167,3 +167,5 @@ def daemon_factory(tmp_path: Path, asterisk: AsteriskInstance,
     for d in started:
         d.stop()
         d.close_pipes()
+        # Shown by pytest only when the test failed.
+        print(f"--- daemon log ({len(d.raw)} lines, last 80) ---", *d.raw[-80:], *d.stderr[-20:], sep="\n")

@@ -1,7 +1,7 @@
 """Real SIP callers for tests: SIPp scenarios built from a short script of steps.
 
 A caller dials a number, waits for 200 OK, then runs steps: ("dtmf", "1234#") sends RFC 2833 digits
-from Debian's captures (400 ms apart), ("audio", seconds) sends G.711 A-law speech, ("pause", ms),
+(tests/support/dtmf.py, 400 ms apart), ("audio", seconds) sends G.711 A-law speech, ("pause", ms),
 then either hangs up itself ("bye") or waits for the far end's BYE ("wait_bye").
 """
 
@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.devstack import free_port, free_port_pair
+from tests.support.dtmf import write_pcap
 
 PCAPS = Path("/usr/share/sip-tester")
-DTMF_FILES = {**{str(d): f"dtmf_2833_{d}.pcap" for d in range(10)}, "*": "dtmf_2833_star.pcap",
-              "#": "dtmf_2833_pound.pcap"}
 
 _INVITE = """
   <send retrans="500">
@@ -100,13 +99,18 @@ _WAIT_BYE = """
 """
 
 
-def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", bye_timeout_s: float = 30) -> str:
+def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", bye_timeout_s: float = 30,
+             work: Path | None = None) -> str:
     parts = [_INVITE.format(caller=caller)]
-    for kind, arg in steps:
+    for n, (kind, arg) in enumerate(steps):
         if kind == "dtmf":
-            for digit in str(arg):
-                parts.append(f'  <nop><action><exec play_pcap_audio="{PCAPS / DTMF_FILES[digit]}"/></action></nop>\n'
-                             '  <pause milliseconds="400"/>\n')
+            if work is None:
+                raise ValueError("dtmf steps need a work folder for their capture")
+            pcap = work / f"dtmf-{n}.pcap"
+            seconds = write_pcap(pcap, str(arg))
+            # play_pcap_audio returns at once: pause for as long as the capture lasts.
+            parts.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
+                         f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>\n')
         elif kind == "audio":
             parts.append(f'  <nop><action><exec play_pcap_audio="{PCAPS / "g711a.pcap"}"/></action></nop>\n'
                          f'  <pause milliseconds="{int(float(str(arg)) * 1000)}"/>\n')
@@ -179,7 +183,7 @@ def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, c
                bye_timeout_s: float = 30) -> tuple[subprocess.Popen[str], Path]:
     """Start SIPp in the background; finish it with ``finish``."""
     work = Path(tempfile.mkdtemp(prefix="sipp-"))
-    (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s))
+    (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s, work=work))
     cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(work / "scenario.xml"), "-s", number,
            "-i", "127.0.0.1", "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate),
            "-l", str(concurrent or calls),
