@@ -32,14 +32,18 @@ def _frame(rtp: bytes) -> bytes:
     return b"\x00" * 12 + b"\x08\x00" + ip + udp
 
 
-def write_pcap(path: Path, digits: str, ssrc: int = 0x43414C4C) -> float:
-    """Write ``digits`` as RFC 2833 events; returns how long the capture lasts, in seconds."""
+def write_pcap(path: Path, digits: str, ssrc: int = 0x43414C4C, part: int = 0) -> float:
+    """Write ``digits`` as RFC 2833 events; returns how long the capture lasts, in seconds.
+
+    ``part`` numbers the captures of one call: each gets timestamps and sequence numbers of its
+    own, or Asterisk would take a later code's digits for repeats of an earlier one's.
+    """
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    seq = 1000
+    seq = 1000 + part * 1000
     at_ms = 0
     for i, key in enumerate(digits):
         event = EVENTS[key]
-        timestamp = 160_000 + i * SPACING_MS * 8  # each digit its own event timestamp
+        timestamp = 160_000 + part * 800_000 + i * SPACING_MS * 8  # each digit its own event timestamp
         packets: list[tuple[int, int, bool, bool]] = []  # (time ms, duration, marker, end)
         for k in range(TONE_MS // PACKET_MS):
             packets.append((at_ms + k * PACKET_MS, (k + 1) * PACKET_MS * 8, k == 0, False))

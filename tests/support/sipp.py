@@ -107,7 +107,7 @@ def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", by
             if work is None:
                 raise ValueError("dtmf steps need a work folder for their capture")
             pcap = work / f"dtmf-{n}.pcap"
-            seconds = write_pcap(pcap, str(arg))
+            seconds = write_pcap(pcap, str(arg), part=n)
             # play_pcap_audio returns at once: pause for as long as the capture lasts.
             parts.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
                          f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>\n')
