@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -177,7 +178,8 @@ class ConferenceService:
                                 organizer_leave_grace_s=float(conf.organizer_leave_grace_s),
                                 already_led=conf.started_at is not None)
         room = Room(settings, self._ops, self, on_end=self._on_room_end)
-        task = asyncio.create_task(room.run(), name=f"conference-{conf.id}")
+        # A fresh context: the room outlives the call that opened it and must not log its call_id.
+        task = asyncio.create_task(room.run(), name=f"conference-{conf.id}", context=contextvars.Context())
         self._rooms[conf.id] = (room, task)
         task.add_done_callback(self._forget)
         return room

@@ -108,9 +108,11 @@ def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", by
                 raise ValueError("dtmf steps need a work folder for their capture")
             pcap = work / f"dtmf-{n}.pcap"
             seconds = write_pcap(pcap, str(arg), part=n)
-            # play_pcap_audio returns at once: pause for as long as the capture lasts.
-            parts.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n'
-                         f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>\n')
+            parts.append(f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n')
+            # play_pcap_audio returns at once: pause for as long as the capture lasts, unless the
+            # far end's BYE is awaited next (a BYE arriving during a pause aborts the SIPp call).
+            if n + 1 >= len(steps) or steps[n + 1][0] != "wait_bye":
+                parts.append(f'  <pause milliseconds="{int(seconds * 1000) + 100}"/>\n')
         elif kind == "audio":
             parts.append(f'  <nop><action><exec play_pcap_audio="{PCAPS / "g711a.pcap"}"/></action></nop>\n'
                          f'  <pause milliseconds="{int(float(str(arg)) * 1000)}"/>\n')
