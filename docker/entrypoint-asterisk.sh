@@ -4,7 +4,7 @@ set -eu
 : "${ARI_PASSWORD:?set ARI_PASSWORD (no default password is shipped)}"
 : "${DEMO_SIP_PASSWORD:?set DEMO_SIP_PASSWORD}"
 inst=/var/lib/callctl-instances/docker
-mkdir -p "$inst/etc" "$inst/db" "$inst/spool" "$inst/run" "$inst/log" "$inst/cache"
+mkdir -p "$inst/etc" "$inst/db" "$inst/spool/recording" "$inst/run" "$inst/log" "$inst/cache"
 for f in /opt/callctl/asterisk-conf/*.conf; do
   sed -e "s|@ETC_DIR@|$inst/etc|g" -e "s|@STATE_DIR@|$inst|g" -e "s|@SYSTEM_NAME@|callctl-docker|g" \
       -e "s|@HTTP_PORT@|${HTTP_PORT:-8088}|g" -e "s|@SIP_PORT@|${SIP_PORT:-5060}|g" \

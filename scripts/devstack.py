@@ -99,7 +99,7 @@ class AsteriskInstance:
         }
         etc = self.host_dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)
-        for sub in ("db", "spool", "run", "log", "cache"):
+        for sub in ("db", "spool", "spool/recording", "run", "log", "cache"):
             (self.host_dir / sub).mkdir(exist_ok=True)
         for src in sorted(CONF_SRC.glob("*.conf")):
             text = src.read_text()

@@ -228,7 +228,8 @@ def test_star_six_really_mutes_the_caller_in_the_bridge(daemon_factory: Any, ast
     wait_for(lambda: 1 in bridged_channels(asterisk), 15, "the organizer in the room")
     # The participant talks (G.711 speech) for the whole call; *6 after the first recording.
     talker = caller(asterisk, conf["participants"][0]["code"],
-                    [("audio", 0.1), ("pause", 6000), ("dtmf", "*6"), ("pause", 8000), ("bye", None)], "33611000072")
+                    [("audio", 0.1), ("pause", 6000), ("dtmf", "*6"), ("audio", 0.1), ("pause", 8000), ("bye", None)],
+                    "33611000072")
     wait_for(lambda: 2 in bridged_channels(asterisk), 15, "the participant in the room")
     loud = _record_bridge_rms(asterisk, 2, "unmuted")
     d.wait_for_log("conference_member_muted", 20, muted=True)
