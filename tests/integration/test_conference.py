@@ -28,7 +28,8 @@ ACCESS = "+33900000100"  # dialplan: conference entry, English
 
 def cli(database_url: str, tmp_path: Path, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
-    env.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_OUTBOX_DIR=str(tmp_path / "outbox"))
+    env.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_OUTBOX_DIR=str(tmp_path / "outbox"),
+               CALLCTL_RESERVATION_ADDRESS="reservations@conf.example")
     res = subprocess.run([sys.executable, "-m", "callctl", "conference", *args], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
