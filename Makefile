@@ -7,7 +7,7 @@ export CALLCTL_ASTERISK_ROOT ?= /var/cache/callctl/asterisk-root
 # Debian's PostgreSQL keeps its server binaries off PATH.
 export PATH := $(PATH):$(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin)))
 
-.PHONY: run test lint unit integration deps venv asterisk-root bench clean
+.PHONY: run test lint unit integration deps venv asterisk-root bench bench-cdr clean
 
 deps:
 	@scripts/system-deps.sh
@@ -35,6 +35,11 @@ lint: venv
 	$(VENV)/bin/ruff check callctl tests scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+bench: bench-cdr
+
+bench-cdr: deps venv
+	$(PY) -m bench.cdr_pipeline
 
 clean:
 	rm -rf $(VENV) $(STATE)
