@@ -91,7 +91,7 @@ def _summary(conf: store.Conference, codes: list[store.Code], created: bool | No
         "access_numbers": list(conf.access_numbers), "language": conf.language,
         "organizer": next(({"email": c.email, "code": c.code} for c in codes if c.role == "organizer"), None),
         "participants": [{"email": c.email, "code": c.code} for c in codes if c.role == "participant"],
-        "status": "cancelled" if conf.cancelled_at else ("ended" if conf.ended_at else "booked"),
+        "status": conf.status,
     }
     if created is not None:
         out["created"] = created
@@ -141,19 +141,9 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
         raise CallctlError("--duration must be a positive number of minutes")
     numbers = _access_numbers(args, settings)
 
-    async def work(pool: Any) -> int:
-        conf, codes, created = await store.save_booking(
-            pool, subject=args.subject, starts_at=start.astimezone(dt.UTC),
-            ends_at=start.astimezone(dt.UTC) + dt.timedelta(minutes=args.duration), organizer=args.organizer,
-            participants=args.participant, access_numbers=numbers, language=args.language,
-            code_length=settings.conference_code_length, max_members=args.max_members,
-            organizer_leave_policy=args.leave_policy)
-        out = _summary(conf, codes, created)
-        out["messages"] = _deliver(settings, conf, codes)
-        print(json.dumps(out, indent=2))
-        return 0
-
-    return _run(_with_pool(settings, work))
+    return _save(args, settings, subject=args.subject, starts_at=start.astimezone(dt.UTC),
+                 ends_at=start.astimezone(dt.UTC) + dt.timedelta(minutes=args.duration), organizer=args.organizer,
+                 participants=args.participant, access_numbers=numbers)
 
 
 def _book(args: argparse.Namespace, settings: Settings) -> int:
@@ -166,12 +156,17 @@ def _book(args: argparse.Namespace, settings: Settings) -> int:
         raise BookingError(f"{args.file}: no participant besides the organizer and the reservation address")
     numbers = _access_numbers(args, settings)
 
+    return _save(args, settings, subject=inv.subject, starts_at=inv.starts_at, ends_at=inv.ends_at,
+                 organizer=inv.organizer, participants=list(inv.participants), access_numbers=numbers, ics_uid=inv.uid)
+
+
+def _save(args: argparse.Namespace, settings: Settings, **booking: Any) -> int:
+    """Save a booking (create or update), write the messages, print the JSON summary."""
+
     async def work(pool: Any) -> int:
         conf, codes, created = await store.save_booking(
-            pool, subject=inv.subject, starts_at=inv.starts_at, ends_at=inv.ends_at, organizer=inv.organizer,
-            participants=list(inv.participants), access_numbers=numbers, language=args.language, ics_uid=inv.uid,
-            code_length=settings.conference_code_length, max_members=args.max_members,
-            organizer_leave_policy=args.leave_policy)
+            pool, language=args.language, code_length=settings.conference_code_length,
+            max_members=args.max_members, organizer_leave_policy=args.leave_policy, **booking)
         out = _summary(conf, codes, created)
         out["messages"] = _deliver(settings, conf, codes)
         print(json.dumps(out, indent=2))
@@ -183,8 +178,7 @@ def _book(args: argparse.Namespace, settings: Settings) -> int:
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(pool: Any) -> int:
         for conf in await store.list_all(pool):
-            status = "cancelled" if conf.cancelled_at else ("ended" if conf.ended_at else "booked")
-            print(f"{conf.id}  {conf.starts_at:%Y-%m-%d %H:%M}Z  {status:9}  {conf.subject}")
+            print(f"{conf.id}  {conf.starts_at:%Y-%m-%d %H:%M}Z  {conf.status:9}  {conf.subject}")
         return 0
 
     return _run(_with_pool(settings, work))

@@ -45,6 +45,10 @@ class Conference:
         return Window(self.starts_at, self.ends_at, dt.timedelta(seconds=self.lead_s),
                       dt.timedelta(seconds=self.grace_s))
 
+    @property
+    def status(self) -> str:
+        return "cancelled" if self.cancelled_at else ("ended" if self.ended_at else "booked")
+
     def admission(self, now: dt.datetime) -> str:
         if self.cancelled_at is not None or self.ended_at is not None:
             return "over"
