@@ -4,8 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STATE ?= .state
 export CALLCTL_ASTERISK_ROOT ?= /var/cache/callctl/asterisk-root
-# Debian's PostgreSQL keeps its server binaries off PATH.
-export PATH := $(PATH):$(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin)))
 
 .PHONY: run test lint unit integration deps venv asterisk-root bench bench-cdr clean
 

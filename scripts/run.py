@@ -56,6 +56,7 @@ def main() -> int:
             database_url = out.splitlines()[-1] if out else f"postgresql://callctl@127.0.0.1:{pg_port}/callctl"
         else:
             database_url = os.environ["CALLCTL_DATABASE_URL"]
+        (state / "database-url").write_text(database_url + "\n")
         env = dict(os.environ, CALLCTL_DATABASE_URL=database_url)
         subprocess.run([py, "-m", "callctl", "db", "migrate"], check=True, env=env, cwd=REPO)
 
