@@ -57,6 +57,8 @@ def _booking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-members", type=int, default=50)
     p.add_argument("--leave-policy", choices=("end", "continue"), default="end",
                    help="when the organizer leaves: end the conference after a grace, or continue")
+    p.add_argument("--leave-grace", type=int, default=60, metavar="SECONDS",
+                   help="with --leave-policy end: how long the others stay after the organizer left (default 60)")
 
 
 def _access_numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
@@ -166,7 +168,8 @@ def _save(args: argparse.Namespace, settings: Settings, **booking: Any) -> int:
     async def work(pool: Any) -> int:
         conf, codes, created = await store.save_booking(
             pool, language=args.language, code_length=settings.conference_code_length,
-            max_members=args.max_members, organizer_leave_policy=args.leave_policy, **booking)
+            max_members=args.max_members, organizer_leave_policy=args.leave_policy,
+            organizer_leave_grace_s=args.leave_grace, **booking)
         out = _summary(conf, codes, created)
         out["messages"] = _deliver(settings, conf, codes)
         print(json.dumps(out, indent=2))

@@ -109,7 +109,8 @@ def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
 async def save_booking(db: Any, *, subject: str, starts_at: dt.datetime, ends_at: dt.datetime, organizer: str,
                        participants: list[str], access_numbers: list[str], language: str = "en",
                        ics_uid: str | None = None, code_length: int = 8, max_members: int = 50,
-                       organizer_leave_policy: str = "end") -> tuple[Conference, list[Code], bool]:
+                       organizer_leave_policy: str = "end",
+                       organizer_leave_grace_s: int = 60) -> tuple[Conference, list[Code], bool]:
     """Create a conference (or update the one booked with the same ``ics_uid``).
 
     Returns the conference, the live codes of every person, and whether it was created. On update,
@@ -127,10 +128,10 @@ async def save_booking(db: Any, *, subject: str, starts_at: dt.datetime, ends_at
             conf_id = uuid.uuid4()
             row = await conn.fetchrow(
                 f"""INSERT INTO conference (id, subject, starts_at, ends_at, organizer_email, ics_uid, access_numbers,
-                       language, max_members, organizer_leave_policy)
-                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING {_COLUMNS}""",
+                       language, max_members, organizer_leave_policy, organizer_leave_grace_s)
+                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {_COLUMNS}""",
                 conf_id, subject, starts_at, ends_at, organizer.lower(), ics_uid, access_numbers, language,
-                max_members, organizer_leave_policy)
+                max_members, organizer_leave_policy, organizer_leave_grace_s)
             created = True
         else:
             row = await conn.fetchrow(

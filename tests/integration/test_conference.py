@@ -275,3 +275,20 @@ def test_reissue_invalidates_the_old_code(database_url: str, tmp_path: Path) -> 
     assert new["code"] != old
     live = db(database_url, "SELECT code FROM conference_code WHERE revoked_at IS NULL")
     assert old not in {r["code"] for r in live} and new["code"] in {r["code"] for r in live}
+
+
+def test_when_the_organizer_leaves_the_others_are_hung_up_after_the_grace(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    conf = book(database_url, tmp_path, participants=1, leave_grace="2")
+    d = daemon_factory()
+    d.wait_until_ready()
+    part = caller(asterisk, conf["participants"][0]["code"], [("wait_bye", None)], "33611000081")
+    org = caller(asterisk, conf["organizer"]["code"], [("pause", 3000), ("bye", None)], "33611000082", lead_ms=2500)
+    org_result = sipp.finish(*org)
+    part_result = sipp.finish(*part)
+    assert org_result.ok and part_result.ok, part_result.stderr
+    left = org_result.first("UDP message sent", "BYE")
+    cut = part_result.first("UDP message received", "BYE")
+    assert 1.5 < (cut - left).total_seconds() < 6
+    timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
+    assert ("p0@example.com", "leave", "organizer_left") in [(e["person"], e["what"], e["reason"]) for e in timeline]
