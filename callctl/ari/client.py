@@ -216,6 +216,20 @@ class AriClient:
     async def hang_up(self, channel_id: str, reason: str = "normal") -> None:
         await self._request("DELETE", f"channels/{channel_id}", params={"reason": reason}, channel=channel_id)
 
+    async def originate(self, channel_id: str, endpoint: str, *, timeout_s: float, caller_id: str | None,
+                        variables: dict[str, str] | None = None) -> None:
+        """Create an outbound leg that enters our app (args "callctl-leg") when it answers."""
+        params = {"endpoint": endpoint, "app": self._settings.ari_app, "appArgs": "callctl-leg",
+                  "timeout": str(max(1, int(timeout_s)))}
+        if caller_id:
+            params["callerId"] = caller_id
+        await self._request("POST", f"channels/{channel_id}", params=params, json_body={"variables": variables or {}})
+
+    async def ring(self, channel_id: str, ringing: bool) -> None:
+        """Indicate ringing to an unanswered caller (180 Ringing), or stop it."""
+        with contextlib.suppress(ChannelGone):
+            await self._request("POST" if ringing else "DELETE", f"channels/{channel_id}/ring", channel=channel_id)
+
     async def set_var(self, channel_id: str, name: str, value: str) -> None:
         await self._request("POST", f"channels/{channel_id}/variable", params={"variable": name, "value": value},
                             channel=channel_id)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from callctl.ari.dispatch import Mailbox
@@ -22,11 +24,12 @@ from callctl.ari.events import (
     HangupRequest,
     PlaybackFinished,
     StasisEnd,
+    StasisStart,
 )
 from callctl.calls.lifecycle import Lifecycle
 from callctl.calls.port import DialOutcome
-from callctl.errors import CallHungUp, ChannelGone
-from callctl.ids import CallId
+from callctl.errors import AriError, CallHungUp, ChannelGone
+from callctl.ids import CallId, ChannelId
 
 # An upper bound on any single prompt: a playback whose PlaybackFinished never arrives (lost
 # websocket) must not hold the call forever.
@@ -43,8 +46,41 @@ class ChannelOps(Protocol):
     async def set_var(self, channel_id: str, name: str, value: str) -> None: ...
 
 
+class DialOps(ChannelOps, Protocol):
+    """What ``Call.dial`` needs on top: an outbound leg and a bridge."""
+
+    async def originate(self, channel_id: str, endpoint: str, *, timeout_s: float, caller_id: str | None,
+                        variables: dict[str, str] | None = None) -> None: ...
+    async def ring(self, channel_id: str, ringing: bool) -> None: ...
+    async def create_bridge(self, bridge_id: str, name: str) -> None: ...
+    async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None: ...
+    async def destroy_bridge(self, bridge_id: str) -> None: ...
+
+
+@dataclass
+class OutboundLeg:
+    """A leg the call dialled: its own lifecycle and, at the end of the call, its own CDR."""
+
+    channel_id: ChannelId
+    target: str
+    lifecycle: Lifecycle
+    caller_id: str | None = None
+
+
+# Q.850 causes of an unanswered leg -> the dial outcome the flow branches on.
+def dial_status(cause: int | None) -> str:
+    if cause == 17:
+        return "busy"
+    if cause in (18, 19, 21, 16, None):
+        return "noanswer"
+    if cause in (34, 38, 41, 42, 44, 47):
+        return "congestion"
+    return "failed"
+
+
 class Call:
-    def __init__(self, ops: ChannelOps, channel: ChannelInfo, mailbox: Mailbox, *, language: str = "en") -> None:
+    def __init__(self, ops: ChannelOps, channel: ChannelInfo, mailbox: Mailbox, *, language: str = "en",
+                 register_leg: Callable[[ChannelId, bool], None] | None = None) -> None:
         self.call_id = CallId(str(uuid.uuid4()))
         self.channel = channel
         self.caller = channel.caller_number
@@ -59,6 +95,8 @@ class Call:
         self._mailbox = mailbox
         self._digits: collections.deque[str] = collections.deque()
         self._gone = False  # the channel has left Stasis or been hung up
+        self._register_leg = register_leg
+        self.legs: list[OutboundLeg] = []
         self.ended = asyncio.Event()
 
     @property
@@ -68,7 +106,12 @@ class Call:
     # -- event intake --------------------------------------------------------------------------
 
     def _absorb(self, event: Event) -> None:
-        """Apply an event's facts; every wait goes through here."""
+        """Apply an event's facts about this call's own channel; every wait goes through here.
+
+        Events of an outbound leg share the mailbox; they are returned to the dial loop untouched.
+        """
+        if getattr(event, "channel_id", self.channel.id) != self.channel.id:
+            return
         if isinstance(event, DtmfReceived):
             self._digits.append(event.digit)
         elif isinstance(event, HangupRequest):
@@ -164,10 +207,92 @@ class Call:
         self._digits.clear()
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome:
-        # Bridged outbound legs arrive with the business-lines work (issue 5); until then a dial
-        # step fails cleanly and the flow takes its failure branch.
+        """Ring ``target``; on answer bridge it with this call until either side hangs up.
+
+        The caller hears ringing meanwhile (180 Ringing if not yet answered, else a ring tone).
+        Raises CallHungUp if the caller hangs up (the leg is hung up too).
+        """
         self._check_up()
-        return DialOutcome(status="failed", cause=None)
+        ops: DialOps = self._ops  # type: ignore[assignment]
+        leg = OutboundLeg(ChannelId(str(uuid.uuid4())), target, Lifecycle(dt.datetime.now(dt.UTC)), caller_id)
+        self.legs.append(leg)
+        if self._register_leg is not None:
+            self._register_leg(leg.channel_id, True)
+        ringtone: str | None = None
+        bridge_id: str | None = None
+        try:
+            try:
+                await ops.originate(leg.channel_id, target, timeout_s=timeout_s, caller_id=caller_id)
+            except AriError as exc:
+                leg.lifecycle.ended(dt.datetime.now(dt.UTC), 38, f"originate failed: {exc.message}")
+                return DialOutcome("failed", 38)
+            if self.lifecycle.answered_at is None:
+                await ops.ring(self.channel.id, True)
+            else:
+                ringtone = str(uuid.uuid4())
+                await ops.play(self.channel.id, ["tone:ring"], ringtone, self.language)
+            # Ringing: until the leg answers (enters Stasis) or ends; a margin over Asterisk's timeout.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s + 5
+            while leg.lifecycle.answered_at is None:
+                event = await self._wait_leg_event(leg, deadline - loop.time())
+                if event is None:
+                    leg.lifecycle.ended(dt.datetime.now(dt.UTC), 19, "no answer (engine timeout)")
+                    with contextlib.suppress(AriError):
+                        await ops.hang_up(leg.channel_id, "no_answer")
+                    return DialOutcome("noanswer", 19)
+                if isinstance(event, StasisStart):
+                    leg.lifecycle.answered(event.at)
+                elif isinstance(event, ChannelDestroyed):
+                    return DialOutcome(dial_status(leg.lifecycle.hangup_cause), leg.lifecycle.hangup_cause)
+            if ringtone is not None:
+                await ops.stop_playback(ringtone)
+                ringtone = None
+            await self.answer()
+            bridge_id = f"call-{leg.channel_id}"
+            await ops.create_bridge(bridge_id, f"call {self.call_id}")
+            await ops.add_to_bridge(bridge_id, self.channel.id)
+            await ops.add_to_bridge(bridge_id, leg.channel_id)
+            # Talking: until the far end hangs up (the caller hanging up raises CallHungUp).
+            while leg.lifecycle.ended_at is None:
+                await self._wait_leg_event(leg, 24 * 3600.0)
+            assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
+            talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
+            return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
+        finally:
+            if leg.lifecycle.ended_at is None:  # the caller left first: the far end goes too
+                leg.lifecycle.hangup_requested("caller")
+                with contextlib.suppress(AriError):
+                    await ops.hang_up(leg.channel_id, "normal")
+                leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "caller hung up")
+            if ringtone is not None:
+                with contextlib.suppress(AriError):
+                    await ops.stop_playback(ringtone)
+            if bridge_id is not None:
+                with contextlib.suppress(AriError):
+                    await ops.destroy_bridge(bridge_id)
+            if self._register_leg is not None:
+                self._register_leg(leg.channel_id, False)
+
+    async def _wait_leg_event(self, leg: OutboundLeg, timeout_s: float) -> Event | None:
+        """Next event of ``leg`` (applied to its lifecycle) within ``timeout_s``; the caller's own
+        events are absorbed on the way (hang-up raises CallHungUp)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            event = await self._next_event(max(0.0, deadline - loop.time()))
+            if event is None:
+                return None
+            if getattr(event, "channel_id", None) == leg.channel_id or (
+                    isinstance(event, StasisStart) and event.channel.id == leg.channel_id):
+                lc = leg.lifecycle
+                if isinstance(event, HangupRequest):
+                    lc.hangup_requested("callee", event.cause)
+                elif isinstance(event, ChannelDestroyed):
+                    lc.ended(event.at, event.cause, event.cause_txt)
+                elif isinstance(event, StasisEnd) and lc.answered_at is not None:
+                    lc.ended(event.at, None, "far end hung up")
+                return event
 
     async def hang_up(self, cause: str = "normal") -> None:
         if self._gone:

@@ -19,7 +19,7 @@ import structlog
 
 from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
-from callctl.calls.call import Call, ChannelOps
+from callctl.calls.call import Call, ChannelOps, OutboundLeg
 from callctl.cdr.record import CdrRecord, leg_id_for
 from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone
 from callctl.ids import CallId, ChannelId
@@ -84,11 +84,22 @@ class Supervisor:
     def _start_call(self, channel: ChannelInfo, *, adopted: bool) -> None:
         mailbox: Mailbox = asyncio.Queue()
         leg = leg_id_for(self._asterisk_id(), channel.id, channel.created_raw)
-        call = Call(self._ops, channel, mailbox)
+        call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox))
         call.call_id = CallId(str(leg))  # an inbound call's id is its first leg's id
         self.dispatcher.register(channel.id, mailbox)
         task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
         self._calls[channel.id] = (call, task)
+
+    def _leg_registrar(self, mailbox: Mailbox) -> Callable[[ChannelId, bool], None]:
+        """Route a dialled leg's events to the mailbox of the call that dialled it."""
+
+        def register(channel_id: ChannelId, on: bool) -> None:
+            if on:
+                self.dispatcher.register(channel_id, mailbox)
+            else:
+                self.dispatcher.unregister(channel_id)
+
+        return register
 
     async def _hand_back(self, channel_id: ChannelId) -> None:
         with contextlib.suppress(AriError):
@@ -153,9 +164,9 @@ class Supervisor:
         if lc.ended_at is None:
             lc.ended(dt.datetime.now(dt.UTC), None, "end not reported by Asterisk")
         assert lc.ended_at is not None
-        leg = uuid.UUID(call.call_id)
+        first_leg = uuid.UUID(call.call_id)
         record = CdrRecord(
-            leg_id=leg, call_id=leg, direction="inbound",
+            leg_id=first_leg, call_id=first_leg, direction="inbound",
             from_number=to_e164(call.caller, call.country), to_number=to_e164(call.called, call.country),
             started_at=lc.started_at, answered_at=lc.answered_at, ended_at=lc.ended_at,
             disposition=lc.disposition, hangup_cause=lc.hangup_cause, hangup_reason=lc.hangup_reason,
@@ -164,12 +175,32 @@ class Supervisor:
             **{k: v for k, v in call.cdr_fields.items() if k in CDR_TAGS},
         )
         self._cdrs.submit(record)
+        for leg in call.legs:
+            self._cdrs.submit(self._leg_record(call, record, leg))
         self._metrics.inc("callctl_calls_total", outcome=outcome)
         log.info("call_finished", outcome=outcome, disposition=record.disposition, billed_s=record.billed_s,
                  duration_ms=int((lc.ended_at - lc.started_at).total_seconds() * 1000),
                  hangup_cause=lc.hangup_cause, ended_by=lc.ended_by, flow=flow, dialplan_version=version,
                  handled_ms=int(elapsed_s * 1000))
         structlog.contextvars.unbind_contextvars("call_id")
+
+    @staticmethod
+    def _leg_record(call: Call, first: CdrRecord, leg: OutboundLeg) -> CdrRecord:
+        """The CDR of a leg the call dialled, linked to the call by ``call_id``."""
+        lc = leg.lifecycle
+        if lc.ended_at is None:
+            lc.ended(dt.datetime.now(dt.UTC), None, "end not reported by Asterisk")
+        assert lc.ended_at is not None
+        dest = leg.target.split("/", 1)[-1].split("@", 1)[0]
+        return CdrRecord(
+            leg_id=uuid.UUID(leg.channel_id), call_id=first.call_id, direction="outbound",
+            from_number=to_e164(leg.caller_id or first.to_number, call.country), to_number=to_e164(dest, call.country),
+            started_at=lc.started_at, answered_at=lc.answered_at, ended_at=lc.ended_at,
+            disposition=lc.disposition, hangup_cause=lc.hangup_cause, hangup_reason=lc.hangup_reason,
+            channel_id=leg.channel_id, flow=first.flow, dialplan_version=first.dialplan_version,
+            account_id=first.account_id, user_id=first.user_id,
+            extra={"target": leg.target, "ended_by": lc.ended_by},
+        )
 
     # -- resynchronisation ---------------------------------------------------------------------
 
