@@ -39,7 +39,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval
 def asterisk() -> Iterator[AsteriskInstance]:
     ensure_root()
     inst = AsteriskInstance(f"test-{os.getpid()}", http_port=free_port(), sip_port=free_port_pair(),
-                            rtp_start=30000, rtp_end=30999)
+                            rtp_start=30000, rtp_end=30999, trunk_port=free_port_pair())
     inst.start()
     render_prompts(inst)
     try:

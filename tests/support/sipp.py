@@ -206,3 +206,105 @@ def finish(proc: subprocess.Popen[str], work: Path, timeout_s: float = 90) -> Si
 def call(sip_port: int, number: str, steps: list[tuple[str, object]], **kw: object) -> SippResult:
     proc, work = start_call(sip_port, number, steps, **kw)  # type: ignore[arg-type]
     return finish(proc, work)
+
+
+_UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="callctl far end">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 100 Trying
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+_UAS_RING = """
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="{ring_ms}"/>
+"""
+
+_UAS_ANSWER = """
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+    ]]>
+  </send>
+  <recv request="ACK" rtd="true" crlf="true"/>
+  <recv request="BYE" timeout="{talk_timeout_ms}"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+_UAS_BUSY = """
+  <send>
+    <![CDATA[
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK"/>
+"""
+
+
+def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls: int = 1,
+                  talk_timeout_s: float = 60) -> tuple[subprocess.Popen[str], Path]:
+    """SIPp as the far end of a trunk (the PSTN) on ``port``: "answer" (then waits for BYE) or "busy"."""
+    work = Path(tempfile.mkdtemp(prefix="sipp-uas-"))
+    body = _UAS_HEAD + _UAS_RING.format(ring_ms=ring_ms)
+    body += _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)) if mode == "answer" else _UAS_BUSY
+    (work / "scenario.xml").write_text(body + "</scenario>\n")
+    cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", str(calls),
+           "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",
+           "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
+           "-mp", str(_free_media_port())]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, work
