@@ -14,7 +14,7 @@ from callctl.config import Settings, load_settings
 from callctl.errors import CallctlError, DialplanError
 
 # Feature packages that add commands; each has ``register(subparsers, common)``.
-FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli")
+FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli", "callctl.lines.cli")
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
