@@ -16,11 +16,6 @@ for f in /opt/callctl/asterisk-conf/*.conf; do
       -e "s|@DB_PORT@|${DB_PORT:-5432}|g" \
       -e "s|@DB_NAME@|${DB_NAME:-callctl}|g" \
       -e "s|@DB_USER@|${DB_USER:-callctl}|g" \
-      -e "s|@DB_PASSWORD@|${DB_PASSWORD:-}|g" \
-      -e "s|@DB_HOST@|${DB_HOST:-postgres}|g" \
-      -e "s|@DB_PORT@|${DB_PORT:-5432}|g" \
-      -e "s|@DB_NAME@|${DB_NAME:-callctl}|g" \
-      -e "s|@DB_USER@|${DB_USER:-callctl}|g" \
       -e "s|@DB_PASSWORD@|${DB_PASSWORD:-}|g" "$f" > "$inst/etc/$(basename "$f")"
 done
 # http.conf binds ARI to loopback: in compose, callctl shares this container's network namespace.

@@ -71,13 +71,6 @@ class AsteriskInstance:
     db_name: str = "callctl"
     db_user: str = "callctl"
     db_password: str = ""
-    # Realtime PJSIP users (asterisk-conf/res_pgsql.conf); the default is refused at once, so only the
-    # static pjsip.conf objects work until a database is given.
-    db_host: str = "127.0.0.1"
-    db_port: int = 1
-    db_name: str = "callctl"
-    db_user: str = "callctl"
-    db_password: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,11 +104,6 @@ class AsteriskInstance:
             "ARI_PASSWORD": self.ari_password,
             "ARI_APP": self.ari_app,
             "DEMO_SIP_PASSWORD": self.demo_sip_password,
-            "DB_HOST": self.db_host,
-            "DB_PORT": str(self.db_port),
-            "DB_NAME": self.db_name,
-            "DB_USER": self.db_user,
-            "DB_PASSWORD": self.db_password,
             "DB_HOST": self.db_host,
             "DB_PORT": str(self.db_port),
             "DB_NAME": self.db_name,
