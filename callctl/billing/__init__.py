@@ -1,0 +1,1 @@
+"""Billing: rate decks, per-second rating, plans, prepaid credit and monthly statements."""

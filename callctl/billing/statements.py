@@ -1,0 +1,150 @@
+"""Rating a call under a plan, and monthly statements built from CDRs (pure).
+
+Each call's cost is rounded once (4 decimals); a statement line sums its calls' costs and is shown
+rounded to 2 decimals; the total excluding VAT is the sum of the shown lines, so lines add up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from callctl.billing.plans import Plan, included_seconds_left, inclusion
+from callctl.billing.rating import ZERO, Deck, billed_seconds, call_cost, effective_deck, round_statement
+
+
+@dataclass(frozen=True)
+class Rating:
+    deck: str | None
+    prefix: str | None
+    destination: str | None
+    zone: str | None
+    included: bool
+    billed_seconds: int
+    cost: Decimal
+    currency: str | None
+    why: str
+    rate_per_minute: Decimal | None = None
+    included_s: int = 0  # seconds drawn from the plan's per-user allowance
+
+    def to_json(self) -> dict[str, object]:
+        return {"deck": self.deck, "prefix": self.prefix, "destination": self.destination, "zone": self.zone,
+                "included": self.included, "billed_seconds": self.billed_seconds, "cost": str(self.cost),
+                "currency": self.currency, "rate_per_minute": None if self.rate_per_minute is None
+                else str(self.rate_per_minute), "why": self.why}
+
+
+def rate_call(decks: Iterable[Deck], plan: Plan, from_e164: str, to_e164: str, seconds: int, at: dt.datetime,
+              *, included_used_s: int = 0) -> Rating:
+    """Rate one call: the deck in force at ``at``, the longest prefix, the plan's inclusion, the cost.
+
+    ``included_used_s``: included seconds the user already used (plans with a per-user allowance);
+    seconds beyond the allowance are billed at the deck rate.
+    """
+    deck = effective_deck(decks, at)
+    if deck is None:
+        return Rating(None, None, None, None, False, 0, ZERO, None,
+                      f"no rate deck in force at {at.isoformat()}: import one with `callctl rates import`")
+    rate = deck.match(to_e164)
+    if rate is None:
+        return Rating(deck.name, None, None, None, False, 0, ZERO, None,
+                      f"no prefix of {to_e164} in deck {deck.name}: the destination is not rated (call refused)")
+    inc = inclusion(plan, rate, from_e164, to_e164)
+    charged_s = seconds
+    why = inc.why
+    if inc.included:
+        left = included_seconds_left(plan, included_used_s)
+        if left is None or seconds <= left:
+            return Rating(deck.name, rate.prefix, rate.destination, rate.zone, True, 0, call_cost(rate, 0),
+                          rate.currency, why, rate.rate_per_minute, seconds)
+        charged_s = seconds - left
+        why += (f"; {left} s of the {plan.included_seconds_per_user} s per user left, "
+                f"{charged_s} s billed at the deck rate")
+    billed = billed_seconds(rate, charged_s)
+    cost = call_cost(rate, charged_s)
+    why += (f"; {rate.prefix} ({rate.destination}) at {rate.rate_per_minute} {rate.currency}/min, "
+            f"first block {rate.first_block_s} s then {rate.increment_s} s"
+            + (f", connect fee {rate.connect_fee}" if rate.connect_fee else "")
+            + (f", per call {rate.per_call}" if rate.per_call else "")
+            + f": {billed} s billed, cost {cost}")
+    return Rating(deck.name, rate.prefix, rate.destination, rate.zone, False, billed, cost, rate.currency, why,
+                  rate.rate_per_minute, seconds - charged_s)
+
+
+@dataclass(frozen=True)
+class CdrLeg:
+    """What a statement needs of a CDR row."""
+
+    leg_id: uuid.UUID
+    started_at: dt.datetime
+    from_number: str
+    to_number: str
+    billed_s: int
+    user_id: str | None
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    destination: str
+    zone: str
+    included: bool
+    calls: int
+    seconds: int
+    billed_seconds: int
+    amount: Decimal  # 2 decimals
+    exact_amount: Decimal  # sum of the calls' 4-decimal costs
+    leg_ids: tuple[uuid.UUID, ...]
+
+
+@dataclass(frozen=True)
+class Statement:
+    month: str
+    currency: str
+    lines: tuple[StatementLine, ...]
+    total_excl_vat: Decimal
+    vat_rate: Decimal
+    vat: Decimal
+    total: Decimal
+    unrated: tuple[uuid.UUID, ...] = field(default=())
+
+
+def build_statement(month: str, currency: str, legs: Sequence[CdrLeg], decks: Sequence[Deck], plan: Plan,
+                    vat_rate: Decimal) -> Statement:
+    """The statement of ``legs`` (one account, one month): lines by destination and inclusion."""
+    groups: dict[tuple[str, str, bool], list[tuple[CdrLeg, Rating]]] = {}
+    used: dict[str | None, int] = {}
+    unrated: list[uuid.UUID] = []
+    for leg in sorted(legs, key=lambda x: (x.started_at, str(x.leg_id))):
+        if leg.billed_s <= 0:
+            continue
+        rating = rate_call(decks, plan, leg.from_number, leg.to_number, leg.billed_s, leg.started_at,
+                           included_used_s=used.get(leg.user_id, 0))
+        if rating.destination is None:
+            unrated.append(leg.leg_id)
+            continue
+        if rating.currency != currency:
+            raise ValueError(f"leg {leg.leg_id}: rated in {rating.currency}, the account pays in {currency}")
+        used[leg.user_id] = used.get(leg.user_id, 0) + rating.included_s
+        groups.setdefault((rating.destination, rating.zone or "", rating.included), []).append((leg, rating))
+    lines = []
+    for (destination, zone, included), items in sorted(groups.items()):
+        exact = sum((r.cost for _, r in items), ZERO)
+        lines.append(StatementLine(destination, zone, included, len(items), sum(leg.billed_s for leg, _ in items),
+                                   sum(r.billed_seconds for _, r in items), round_statement(exact), exact,
+                                   tuple(leg.leg_id for leg, _ in items)))
+    total_excl = sum((line.amount for line in lines), round_statement(ZERO))
+    vat = round_statement(total_excl * vat_rate)
+    return Statement(month, currency, tuple(lines), total_excl, vat_rate, vat, total_excl + vat, tuple(unrated))
+
+
+def fair_use_flags(monthly_avg_s: dict[str, Decimal], factor: Decimal) -> dict[str, Decimal]:
+    """Accounts whose average monthly usage is above ``factor`` x the average of all (account -> ratio)."""
+    if not monthly_avg_s:
+        return {}
+    overall = sum(monthly_avg_s.values(), ZERO) / len(monthly_avg_s)
+    if overall <= 0:
+        return {}
+    return {acct: avg / overall for acct, avg in monthly_avg_s.items() if avg > factor * overall}

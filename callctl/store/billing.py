@@ -1,0 +1,268 @@
+"""Billing SQL: rate decks, account terms, prepaid credit (reserve/settle under a row lock), the CDR
+queries statements and fair use need, and CDR partition retention."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+
+from callctl.billing.rating import Deck, Rate
+from callctl.billing.statements import CdrLeg
+from callctl.errors import StoreError
+from callctl.store.db import translate
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """asyncpg/socket errors leave this module as StoreUnavailable or StoreError, never as themselves."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+                raise translate(exc, None, f"billing: {fn.__name__}") from None
+            raise
+
+    return wrapper
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Any) -> AsyncIterator[Any]:
+    if hasattr(db, "acquire"):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
+
+
+# -- accounts (table owned by migrations/0003_lines.sql) -------------------------------------------
+@dataclass(frozen=True)
+class AccountTerms:
+    account_id: uuid.UUID
+    country: str
+    currency: str
+    plan: str
+    created_at: dt.datetime
+    users: int
+    numbers: int
+
+
+@_translated
+async def account_terms(db: Any, account_id: uuid.UUID) -> AccountTerms | None:
+    """Country, currency, plan, creation time, live users and numbers of an account (None: unknown)."""
+    row = await db.fetchrow(
+        "SELECT a.country, a.currency, a.plan, a.created_at, "
+        "(SELECT count(*) FROM sip_user u WHERE u.account_id = a.id AND u.removed_at IS NULL) AS users, "
+        "(SELECT count(*) FROM did d JOIN sip_user u ON u.id = d.user_id WHERE u.account_id = a.id) AS numbers "
+        "FROM account a WHERE a.id = $1", account_id)
+    if row is None:
+        return None
+    return AccountTerms(account_id, row["country"].strip(), row["currency"].strip(), row["plan"],
+                        row["created_at"], int(row["users"]), int(row["numbers"]))
+
+
+# -- rate decks ------------------------------------------------------------------------------------
+_RATE_COLUMNS = ("deck_id", "prefix", "destination", "zone", "rate_per_minute", "currency", "connect_fee",
+                 "first_block_s", "increment_s", "per_call")
+
+
+@_translated
+async def import_deck(db: Any, name: str, effective_at: dt.datetime, source: str, rates: Sequence[Rate]) -> int:
+    """Store a deck version and all its rows in one transaction (all or nothing); returns its id."""
+    async with _connection(db) as conn, conn.transaction():
+        deck_id = int(await conn.fetchval(
+            "INSERT INTO rate_deck (name, effective_at, source, row_count) VALUES ($1, $2, $3, $4) RETURNING id",
+            name, effective_at, source, len(rates)))
+        await conn.copy_records_to_table(
+            "rate", columns=list(_RATE_COLUMNS),
+            records=[(deck_id, r.prefix, r.destination, r.zone, r.rate_per_minute, r.currency, r.connect_fee,
+                      r.first_block_s, r.increment_s, r.per_call) for r in rates])
+    return deck_id
+
+
+@_translated
+async def load_decks(db: Any, start: dt.datetime, end: dt.datetime | None = None) -> list[Deck]:
+    """The decks in force at some instant of [start, end] (end None: at ``start`` only), with their rows."""
+    end = start if end is None else end
+    rows = await db.fetch(
+        "SELECT id, name, effective_at FROM rate_deck WHERE id = (SELECT id FROM rate_deck WHERE effective_at <= $1 "
+        "ORDER BY effective_at DESC, id DESC LIMIT 1) OR (effective_at > $1 AND effective_at <= $2) "
+        "ORDER BY effective_at, id", start, end)
+    decks = []
+    for d in rows:
+        rates = await db.fetch(f"SELECT {', '.join(_RATE_COLUMNS[1:])} FROM rate WHERE deck_id = $1", d["id"])
+        decks.append(Deck(d["name"], d["effective_at"], {r["prefix"]: Rate(**dict(r)) for r in rates}, d["id"]))
+    return decks
+
+
+@_translated
+async def deck_rows(db: Any, deck_id: int) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM rate WHERE deck_id = $1", deck_id))
+
+
+@_translated
+async def deck_count(db: Any) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM rate_deck"))
+
+
+# -- prepaid credit --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Credit:
+    account_id: uuid.UUID
+    currency: str
+    balance: Decimal
+    reserved: Decimal
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: uuid.UUID
+    account_id: uuid.UUID
+    amount: Decimal
+    max_seconds: int
+    rate: dict[str, Any]
+    settled_at: dt.datetime | None
+    cost: Decimal | None
+
+
+@_translated
+async def add_credit(db: Any, account_id: uuid.UUID, currency: str, amount: Decimal, note: str = "") -> Credit:
+    """Top up (amount > 0) and return the new state; refused if the balance is in another currency."""
+    if amount <= 0:
+        raise StoreError(f"credit for account {account_id}: the amount must be positive, got {amount}")
+    async with _connection(db) as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO credit_balance (account_id, currency, balance) VALUES ($1, $2, $3) "
+            "ON CONFLICT (account_id) DO UPDATE SET balance = credit_balance.balance + EXCLUDED.balance, "
+            "updated_at = now() WHERE credit_balance.currency = EXCLUDED.currency "
+            "RETURNING currency, balance, reserved", account_id, currency, amount)
+        if row is None:
+            raise StoreError(f"credit for account {account_id}: the balance is not in {currency}")
+        await conn.execute("INSERT INTO credit_ledger (account_id, kind, amount, note) VALUES ($1, 'credit', $2, $3)",
+                           account_id, amount, note or None)
+    return Credit(account_id, row["currency"], row["balance"], row["reserved"])
+
+
+@_translated
+async def credit(db: Any, account_id: uuid.UUID) -> Credit | None:
+    row = await db.fetchrow("SELECT currency, balance, reserved FROM credit_balance WHERE account_id = $1",
+                            account_id)
+    return None if row is None else Credit(account_id, row["currency"], row["balance"], row["reserved"])
+
+
+@_translated
+async def reserve(db: Any, account_id: uuid.UUID, amount: Decimal, *, max_seconds: int = 0,
+                  rate: dict[str, Any] | None = None) -> uuid.UUID | None:
+    """Hold ``amount`` on the balance if what is available covers it; None otherwise (nothing held).
+
+    The balance row is locked FOR UPDATE, so two reservations on one balance are serialised: the
+    second sees the first's hold and can never overdraw.
+    """
+    async with _connection(db) as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT balance, reserved FROM credit_balance WHERE account_id = $1 FOR UPDATE",
+                                  account_id)
+        if row is None or row["balance"] - row["reserved"] < amount:
+            return None
+        rid = uuid.uuid4()
+        await conn.execute("UPDATE credit_balance SET reserved = reserved + $2, updated_at = now() "
+                           "WHERE account_id = $1", account_id, amount)
+        await conn.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate) "
+                           "VALUES ($1, $2, $3, $4, $5::jsonb)", rid, account_id, amount, max_seconds,
+                           json.dumps(rate or {}))
+    return rid
+
+
+@_translated
+async def reservation(db: Any, reservation_id: uuid.UUID) -> Reservation | None:
+    row = await db.fetchrow("SELECT id, account_id, amount, max_seconds, rate, settled_at, cost "
+                            "FROM credit_reservation WHERE id = $1", reservation_id)
+    if row is None:
+        return None
+    data = dict(row)
+    data["rate"] = json.loads(data["rate"]) if isinstance(data["rate"], str) else data["rate"]
+    return Reservation(**data)
+
+
+@_translated
+async def settle(db: Any, reservation_id: uuid.UUID, true_cost: Decimal, billed_s: int) -> Decimal:
+    """Release the hold and debit ``true_cost`` (capped at the amount held) atomically; returns the debit.
+
+    Idempotent: settling an already settled reservation returns its recorded cost and changes nothing.
+    """
+    async with _connection(db) as conn, conn.transaction():
+        res = await conn.fetchrow("SELECT account_id, amount, settled_at, cost FROM credit_reservation "
+                                  "WHERE id = $1 FOR UPDATE", reservation_id)
+        if res is None:
+            raise StoreError(f"credit reservation {reservation_id} does not exist")
+        if res["settled_at"] is not None:
+            return Decimal(res["cost"])
+        cost: Decimal = min(max(true_cost, Decimal(0)), Decimal(res["amount"]))
+        await conn.execute("SELECT 1 FROM credit_balance WHERE account_id = $1 FOR UPDATE", res["account_id"])
+        await conn.execute("UPDATE credit_balance SET balance = balance - $2, reserved = reserved - $3, "
+                           "updated_at = now() WHERE account_id = $1", res["account_id"], cost, res["amount"])
+        await conn.execute("UPDATE credit_reservation SET settled_at = now(), cost = $2, billed_s = $3 WHERE id = $1",
+                           reservation_id, cost, billed_s)
+        await conn.execute("INSERT INTO credit_ledger (account_id, kind, amount, reservation_id) "
+                           "VALUES ($1, 'call', $2, $3)", res["account_id"], -cost, reservation_id)
+    return cost
+
+
+# -- CDRs for statements and fair use --------------------------------------------------------------
+@_translated
+async def outbound_legs(db: Any, account_id: uuid.UUID, start: dt.datetime, end: dt.datetime) -> list[CdrLeg]:
+    """The account's answered outbound legs started in [start, end)."""
+    rows = await db.fetch(
+        "SELECT leg_id, started_at, from_number, to_number, billed_s, user_id FROM cdr "
+        "WHERE account_id = $1 AND started_at >= $2 AND started_at < $3 AND direction = 'outbound' "
+        "AND billed_s > 0 ORDER BY started_at, leg_id", str(account_id), start, end)
+    return [CdrLeg(**dict(r)) for r in rows]
+
+
+@_translated
+async def unlimited_monthly_usage(db: Any, since: dt.datetime, months: int) -> dict[str, Decimal]:
+    """Average outbound seconds per month since ``since`` of every unlimited-plan account (0 if none)."""
+    rows = await db.fetch(
+        "SELECT a.id::text AS account_id, COALESCE(sum(c.billed_s), 0) AS seconds FROM account a "
+        "LEFT JOIN cdr c ON c.account_id = a.id::text AND c.started_at >= $1 AND c.direction = 'outbound' "
+        "WHERE a.plan = 'unlimited' GROUP BY a.id", since)
+    return {r["account_id"]: Decimal(r["seconds"]) / months for r in rows}
+
+
+# -- CDR retention ---------------------------------------------------------------------------------
+@_translated
+async def cdr_month_partitions(db: Any) -> list[tuple[str, dt.datetime]]:
+    """Monthly partitions of cdr with the first instant of their month, oldest first."""
+    rows = await db.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                          "WHERE i.inhparent = 'cdr'::regclass AND c.relname ~ '^cdr_[0-9]{4}m[0-9]{2}$' ORDER BY 1")
+    return [(r["relname"], dt.datetime(int(r["relname"][4:8]), int(r["relname"][9:11]), 1, tzinfo=dt.UTC))
+            for r in rows]
+
+
+@_translated
+async def drop_cdr_partitions(db: Any, names: Sequence[str], purge_default_before: dt.datetime) -> int:
+    """Drop the named cdr partitions and delete DEFAULT-partition rows older than the cutoff, in one
+    transaction; returns the rows deleted from DEFAULT."""
+    async with _connection(db) as conn, conn.transaction():
+        for name in names:
+            await conn.execute(f'DROP TABLE "{name}"')
+        status: str = await conn.execute("DELETE FROM cdr_default WHERE started_at < $1", purge_default_before)
+    return int(status.rsplit(" ", 1)[-1])
