@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -53,3 +54,21 @@ def test_a_busy_far_end_takes_the_flows_busy_branch(daemon_factory: Any, asteris
     outbound = next(r for r in rows if r["direction"] == "outbound")
     assert outbound["disposition"] == "BUSY" and outbound["hangup_cause"] == 17 and outbound["billed_s"] == 0
     assert d.wait_for_log("call_finished")["outcome"] == "hangup"
+
+
+def test_the_far_end_hanging_up_first_ends_the_call_with_linked_cdrs(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    far = sipp.start_far_end(asterisk.trunk_port, "hang_up", talk_ms=2500)
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, PSTN_DEMO, [("wait_bye", None)])
+    assert result.ok, result.stderr  # the caller got a BYE from the engine
+    far_result = sipp.finish(*far)
+    assert far_result.ok, far_result.stderr
+    rows = wait_for_cdrs(database_url, 2)
+    inbound = next(r for r in rows if r["direction"] == "inbound")
+    outbound = next(r for r in rows if r["direction"] == "outbound")
+    assert inbound["call_id"] == outbound["call_id"]
+    assert json.loads(outbound["extra"])["ended_by"] == "callee"
+    assert abs((outbound["ended_at"] - outbound["answered_at"]).total_seconds() - 2.5) < 1.0
+    assert abs((inbound["ended_at"] - outbound["ended_at"]).total_seconds()) < 1.0

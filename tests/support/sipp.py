@@ -210,7 +210,7 @@ def call(sip_port: int, number: str, steps: list[tuple[str, object]], **kw: obje
 
 _UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="callctl far end">
-  <recv request="INVITE" crlf="true"/>
+  <recv request="INVITE" crlf="true">{capture}</recv>
   <send>
     <![CDATA[
       SIP/2.0 100 Trying
@@ -279,6 +279,47 @@ _UAS_ANSWER = """
   </send>
 """
 
+_UAS_HANG_UP = """
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <pause milliseconds="{talk_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [$remote_contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:far-end@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$remote_from]
+      [last_Call-ID:]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+
 _UAS_BUSY = """
   <send>
     <![CDATA[
@@ -296,11 +337,20 @@ _UAS_BUSY = """
 
 
 def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls: int = 1,
-                  talk_timeout_s: float = 60) -> tuple[subprocess.Popen[str], Path]:
-    """SIPp as the far end of a trunk (the PSTN) on ``port``: "answer" (then waits for BYE) or "busy"."""
+                  talk_timeout_s: float = 60, talk_ms: int = 3000) -> tuple[subprocess.Popen[str], Path]:
+    """SIPp as the far end of a trunk (the PSTN) on ``port``: "answer" (then waits for BYE), "hang_up"
+    (answers, hangs up itself after ``talk_ms``) or "busy"."""
     work = Path(tempfile.mkdtemp(prefix="sipp-uas-"))
-    body = _UAS_HEAD + _UAS_RING.format(ring_ms=ring_ms)
-    body += _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)) if mode == "answer" else _UAS_BUSY
+    # SIPp refuses variables that are assigned but never used: capture only when hanging up.
+    capture = ("""
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
+    </action>
+  """ if mode == "hang_up" else "")
+    body = _UAS_HEAD.replace("{capture}", capture) + _UAS_RING.format(ring_ms=ring_ms)
+    body += {"answer": _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)),
+             "hang_up": _UAS_HANG_UP.format(talk_ms=talk_ms), "busy": _UAS_BUSY}[mode]
     (work / "scenario.xml").write_text(body + "</scenario>\n")
     cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", str(calls),
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",
