@@ -14,7 +14,8 @@ from callctl.config import Settings, load_settings
 from callctl.errors import CallctlError, DialplanError
 
 # Feature packages that add commands; each has ``register(subparsers, common)``.
-FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli", "callctl.lines.cli")
+FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli", "callctl.lines.cli",
+                "callctl.billing.cli")
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,103 @@
+"""Prepaid authorisation for outbound calls: before a call, the longest duration the account can pay
+for, held on its balance; after it, the true cost debited. For the outbound call path to call."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from callctl.billing.plans import Plans, load_plans, trial_problem
+from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
+from callctl.billing.rating import Rate, call_cost, effective_deck
+from callctl.billing.statements import Rating, rate_call
+from callctl.errors import StoreError
+from callctl.store import billing as store
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """``max_seconds`` 0 means refused (``reason`` says why, for the caller's announcement)."""
+
+    max_seconds: int
+    reservation_id: uuid.UUID | None
+    rating: Rating | None
+    reason: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.max_seconds > 0
+
+
+def _rate_json(rate: Rate) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in dataclasses.asdict(rate).items()}
+
+
+def _rate_from_json(data: dict[str, Any]) -> Rate:
+    return Rate(prefix=data["prefix"], destination=data["destination"], zone=data["zone"],
+                rate_per_minute=Decimal(data["rate_per_minute"]), currency=data["currency"],
+                connect_fee=Decimal(data["connect_fee"]), first_block_s=int(data["first_block_s"]),
+                increment_s=int(data["increment_s"]), per_call=Decimal(data["per_call"]))
+
+
+async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
+                    plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1) -> Authorization:
+    """Authorise a call: included calls get ``cap_s`` with no hold; billed calls get the longest duration
+    the available credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0,
+    ``reason`` set) when the account, rate or credit is missing or pays for less than ``min_seconds``.
+
+    Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
+    """
+    plans = plans or load_plans()
+    terms = await store.account_terms(pool, account_id)
+    if terms is None:
+        return Authorization(0, None, None, f"account {account_id} does not exist")
+    plan = plans.get(terms.plan)
+    problem = trial_problem(plan, terms.created_at, at, terms.users, terms.numbers)
+    if problem is not None:
+        return Authorization(0, None, None, problem)
+    decks = await store.load_decks(pool, at)
+    rating = rate_call(decks, plan, from_e164, to_e164, 1, at)
+    if rating.prefix is None:
+        return Authorization(0, None, rating, rating.why)
+    if rating.included:
+        return Authorization(cap_s, None, rating)
+    deck = effective_deck(decks, at)
+    rate = deck.match(to_e164) if deck is not None else None
+    if rate is None:  # cannot happen: rating.prefix is set
+        return Authorization(0, None, rating, rating.why)
+    if rate.currency != terms.currency:
+        return Authorization(0, None, rating, f"destination rated in {rate.currency}, the account pays in "
+                                              f"{terms.currency}: no rate applies")
+    credit = await store.credit(pool, account_id)
+    available = credit.available if credit is not None else Decimal(0)
+    seconds = max_authorised_seconds(available, rate, cap_s=cap_s)
+    if seconds < min_seconds:
+        return Authorization(0, None, rating, f"prepaid credit {available} {terms.currency} does not pay for "
+                                              f"{min_seconds} s to {rate.destination}: top up the account")
+    rid = await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
+                              rate=_rate_json(rate))
+    if rid is None:
+        # Another call took the credit between our read and our hold: recompute once with what is left.
+        credit = await store.credit(pool, account_id)
+        available = credit.available if credit is not None else Decimal(0)
+        seconds = max_authorised_seconds(available, rate, cap_s=cap_s)
+        rid = (await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
+                                   rate=_rate_json(rate))) if seconds >= min_seconds else None
+        if rid is None:
+            return Authorization(0, None, rating, f"prepaid credit is held by other calls on account "
+                                                  f"{account_id}: not enough left for {min_seconds} s")
+    return Authorization(seconds, rid, rating)
+
+
+async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> Decimal:
+    """Debit the true cost of a call that lasted ``billed_seconds`` (answer to end, whole seconds) and
+    release its hold; returns the cost debited (never more than was held). Safe to call twice."""
+    res = await store.reservation(pool, reservation_id)
+    if res is None:
+        raise StoreError(f"credit reservation {reservation_id} does not exist")
+    cost = call_cost(_rate_from_json(res.rate), max(0, min(billed_seconds, res.max_seconds)))
+    return await store.settle(pool, reservation_id, cost, billed_seconds)
