@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 from pathlib import Path
@@ -26,12 +27,15 @@ from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
-from callctl.errors import AriError, DialplanError
+from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
+from callctl.flows.model import normalise_called
 from callctl.health import HealthServer, LoopLagMonitor
+from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s
@@ -72,11 +76,23 @@ class Daemon:
         self.writer: CdrWriter | None = None
         self.ari: AriClient | None = None
         self.supervisor: Supervisor | None = None
+        self.lines: LineService | None = None
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
         call.cdr_fields["dialplan_version"] = plan.version
+        assert self.lines is not None
+        if "line-outbound" in call.args:  # a business-line user calling out (extensions.conf [from-users])
+            call.cdr_fields["flow"] = "line-outbound"
+            return await self.lines.outbound(call, endpoint_of(call.channel.name)), "line-outbound", plan.version
         route = plan.route(call.called)
+        if route is None or route.entry != route.number:
+            # Not one of the dialplan's own numbers: a business-line DID rings its user.
+            user = await self._did_user(call.called)
+            if user is not None:
+                call.country = user.country
+                call.cdr_fields["flow"] = "line-inbound"
+                return await self.lines.inbound(call, user), "line-inbound", plan.version
         if route is None:
             log.warning("call_no_route", called=call.called)
             await call.answer()
@@ -88,6 +104,15 @@ class Daemon:
         call.cdr_fields["flow"] = route.flow
         result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
+
+    async def _did_user(self, called: str) -> Any:
+        assert self.lines is not None
+        number = normalise_called(called)
+        try:
+            return await self.lines.user_for_did(number)
+        except StoreError as exc:
+            log.error("line_lookup_failed", error=exc.message)
+            return None
 
     def readiness(self) -> dict[str, Any]:
         ari_up = self.ari is not None and self.ari.connected.is_set()
@@ -153,6 +178,8 @@ class Daemon:
             self.supervisor = Supervisor(self.ari, self.writer, self.run_flow_for, self.metrics,
                                          lambda: self._asterisk_id)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
+            self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
+                                                 functools.partial(lines_store.user_for_endpoint, pool)))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
             conference_steps.bind(conferences)

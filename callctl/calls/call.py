@@ -80,7 +80,8 @@ def dial_status(cause: int | None) -> str:
 
 class Call:
     def __init__(self, ops: ChannelOps, channel: ChannelInfo, mailbox: Mailbox, *, language: str = "en",
-                 register_leg: Callable[[ChannelId, bool], None] | None = None) -> None:
+                 register_leg: Callable[[ChannelId, bool], None] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.call_id = CallId(str(uuid.uuid4()))
         self.channel = channel
         self.caller = channel.caller_number
@@ -96,6 +97,7 @@ class Call:
         self._digits: collections.deque[str] = collections.deque()
         self._gone = False  # the channel has left Stasis or been hung up
         self._register_leg = register_leg
+        self.args = args  # Stasis() arguments from extensions.conf, e.g. ("line-outbound",)
         self.legs: list[OutboundLeg] = []
         self.ended = asyncio.Event()
 

@@ -79,12 +79,12 @@ class Supervisor:
         if not self.accepting:
             self._spawn_side(self._hand_back(event.channel.id))
             return
-        self._start_call(event.channel, adopted=False)
+        self._start_call(event.channel, adopted=False, args=event.args)
 
-    def _start_call(self, channel: ChannelInfo, *, adopted: bool) -> None:
+    def _start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = ()) -> None:
         mailbox: Mailbox = asyncio.Queue()
         leg = leg_id_for(self._asterisk_id(), channel.id, channel.created_raw)
-        call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox))
+        call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox), args=args)
         call.call_id = CallId(str(leg))  # an inbound call's id is its first leg's id
         self.dispatcher.register(channel.id, mailbox)
         task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
@@ -171,7 +171,8 @@ class Supervisor:
             started_at=lc.started_at, answered_at=lc.answered_at, ended_at=lc.ended_at,
             disposition=lc.disposition, hangup_cause=lc.hangup_cause, hangup_reason=lc.hangup_reason,
             channel_id=call.channel.id, flow=flow, dialplan_version=version,
-            extra={"outcome": outcome, "ended_by": lc.ended_by},
+            extra={"outcome": outcome, "ended_by": lc.ended_by,
+                   **{k[6:]: v for k, v in call.cdr_fields.items() if k.startswith("extra_")}},
             **{k: v for k, v in call.cdr_fields.items() if k in CDR_TAGS},
         )
         self._cdrs.submit(record)

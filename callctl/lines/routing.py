@@ -1,0 +1,160 @@
+"""Business-line calls: a DID rings its user's SIP phone (then the forward number), and a SIP user's
+call goes out to the PSTN trunk with the user's DID as caller ID.
+
+Channel limits: one call at a time per user, plus the account's extra channels. The count is
+kept in this engine's memory and checked-and-taken without an await in between, so two calls
+arriving at the same instant cannot both pass (one engine per Asterisk; see docs/lines.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from callctl.calls.port import DialOutcome
+from callctl.logging import get_logger
+from callctl.numbers import to_e164
+
+log = get_logger("callctl.lines")
+
+TRUNK = "pstn"
+RING_TIMEOUT_S = 25.0
+UNAVAILABLE = ["sound:vm-nobodyavail"]
+INVALID_NUMBER = ["sound:ss-noservice"]
+
+
+class LineCall(Protocol):
+    @property
+    def caller(self) -> str: ...
+    @property
+    def called(self) -> str: ...
+    @property
+    def cdr_fields(self) -> dict[str, Any]: ...
+
+    async def answer(self) -> None: ...
+    async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome: ...
+    async def hang_up(self, cause: str = "normal") -> None: ...
+
+
+class LineUserLike(Protocol):
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def account_id(self) -> uuid.UUID: ...
+    @property
+    def sip_username(self) -> str: ...
+    @property
+    def forward_to(self) -> str | None: ...
+    @property
+    def country(self) -> str: ...
+    @property
+    def numbers(self) -> tuple[str, ...]: ...
+
+    @property
+    def channel_limit(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LineLookups:
+    user_for_did: Callable[[str], Awaitable[LineUserLike | None]]
+    user_for_endpoint: Callable[[str], Awaitable[LineUserLike | None]]
+
+
+class ChannelLimits:
+    """Calls in progress per user, taken and released synchronously (atomic on the event loop)."""
+
+    def __init__(self) -> None:
+        self._active: Counter[uuid.UUID] = Counter()
+
+    def take(self, user: LineUserLike) -> bool:
+        if self._active[user.user_id] >= user.channel_limit:
+            return False
+        self._active[user.user_id] += 1
+        return True
+
+    def release(self, user: LineUserLike) -> None:
+        self._active[user.user_id] -= 1
+        if self._active[user.user_id] <= 0:
+            del self._active[user.user_id]
+
+    def active(self, user_id: uuid.UUID) -> int:
+        return self._active[user_id]
+
+
+def endpoint_of(channel_name: str) -> str:
+    """'PJSIP/alice-0000002a' -> 'alice' (the endpoint that placed the call)."""
+    tech, _, rest = channel_name.partition("/")
+    return rest.rsplit("-", 1)[0] if tech and rest else ""
+
+
+class LineService:
+    def __init__(self, lookups: LineLookups, limits: ChannelLimits | None = None, *,
+                 ring_timeout_s: float = RING_TIMEOUT_S) -> None:
+        self._lookups = lookups
+        self.limits = limits or ChannelLimits()
+        self._ring_timeout_s = ring_timeout_s
+
+    async def user_for_did(self, number: str) -> LineUserLike | None:
+        return await self._lookups.user_for_did(number)
+
+    def _tag(self, call: LineCall, user: LineUserLike) -> None:
+        call.cdr_fields.update(account_id=str(user.account_id), user_id=str(user.user_id))
+
+    async def inbound(self, call: LineCall, user: LineUserLike) -> str:
+        """A call to one of ``user``'s numbers: ring the phone, then forward, else a message."""
+        self._tag(call, user)
+        if not self.limits.take(user):
+            log.info("line_user_busy", reason="channel_limit", limit=user.channel_limit)
+            outcome = DialOutcome("busy", 17)
+        else:
+            try:
+                outcome = await call.dial(f"PJSIP/{user.sip_username}", timeout_s=self._ring_timeout_s,
+                                          caller_id=call.caller or None)
+            finally:
+                self.limits.release(user)
+        if outcome.status == "answered":
+            return "answered"
+        log.info("line_not_answered", status=outcome.status, forward=bool(user.forward_to))
+        if user.forward_to:
+            forwarded = await call.dial(f"PJSIP/{user.forward_to}@{TRUNK}", timeout_s=self._ring_timeout_s,
+                                        caller_id=call.caller or None)
+            call.cdr_fields["extra_forwarded"] = forwarded.status
+            if forwarded.status == "answered":
+                return "forwarded"
+        await call.answer()
+        await call.play(UNAVAILABLE, interruptible=False)
+        await call.hang_up("normal")
+        return f"unavailable_{outcome.status}"
+
+    async def outbound(self, call: LineCall, endpoint: str) -> str:
+        """A call placed by a SIP user: normalise, check the channel limit, dial the trunk."""
+        user = await self._lookups.user_for_endpoint(endpoint)
+        if user is None:
+            log.warning("line_unknown_endpoint", endpoint=endpoint)
+            await call.hang_up("rejected")
+            return "unknown_user"
+        self._tag(call, user)
+        number = to_e164(call.called, user.country)
+        if not number.startswith("+"):
+            log.info("line_invalid_number", dialled_len=len(call.called))
+            await call.answer()
+            await call.play(INVALID_NUMBER, interruptible=False)
+            await call.hang_up("unallocated")
+            return "invalid_number"
+        if not self.limits.take(user):
+            log.info("line_user_busy", reason="channel_limit", limit=user.channel_limit)
+            call.cdr_fields["extra_refused"] = "channel_limit"
+            await call.hang_up("busy")
+            return "channel_limit"
+        try:
+            caller_id = user.numbers[0] if user.numbers else None
+            outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id)
+        finally:
+            self.limits.release(user)
+        if outcome.status != "answered":
+            await call.hang_up({"busy": "busy", "congestion": "congestion"}.get(outcome.status, "normal"))
+        return f"dialled_{outcome.status}"

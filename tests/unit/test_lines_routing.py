@@ -1,0 +1,114 @@
+"""Business-line routing with a fake call (the real thing: tests/integration/test_lines_calls.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from callctl.calls.port import DialOutcome
+from callctl.lines.routing import LineLookups, LineService, endpoint_of
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    account_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    sip_username: str = "alice"
+    forward_to: str | None = "+33611111111"
+    country: str = "FR"
+    numbers: tuple[str, ...] = ("+33170000001",)
+    extra_channels: int = 0
+
+    @property
+    def channel_limit(self) -> int:
+        return 1 + self.extra_channels
+
+
+class FakeCall:
+    def __init__(self, called: str, outcomes: dict[str, str], hold: asyncio.Event | None = None) -> None:
+        self.caller, self.called = "+33612345678", called
+        self.cdr_fields: dict[str, Any] = {}
+        self.dialled: list[tuple[str, str | None]] = []
+        self.hung_up: str | None = None
+        self._outcomes = outcomes
+        self._hold = hold
+
+    async def answer(self) -> None:
+        pass
+
+    async def play(self, media: Any, *, interruptible: bool = True) -> str | None:
+        return None
+
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome:
+        self.dialled.append((target, caller_id))
+        if self._hold is not None:
+            await self._hold.wait()
+        return DialOutcome(self._outcomes.get(target.split("@")[0], "answered"))
+
+    async def hang_up(self, cause: str = "normal") -> None:
+        self.hung_up = cause
+
+
+def service(user: User) -> LineService:
+    async def by_did(number: str) -> User | None:
+        return user if number in user.numbers else None
+
+    async def by_endpoint(name: str) -> User | None:
+        return user if name == user.sip_username else None
+
+    return LineService(LineLookups(by_did, by_endpoint))
+
+
+async def test_outbound_national_number_goes_to_the_trunk_in_e164_with_the_users_did() -> None:
+    user = User()
+    call = FakeCall("0123456789", {})
+    assert await service(user).outbound(call, "alice") == "dialled_answered"
+    assert call.dialled == [("PJSIP/+33123456789@pstn", "+33170000001")]
+    assert call.cdr_fields["user_id"] == str(user.user_id)
+
+
+async def test_two_simultaneous_calls_from_a_one_channel_user_one_is_refused_busy() -> None:
+    user = User()
+    svc = service(user)
+    hold = asyncio.Event()
+    first, second = FakeCall("0123456789", {}, hold), FakeCall("0123456780", {})
+    task = asyncio.create_task(svc.outbound(first, "alice"))
+    await asyncio.sleep(0)
+    assert await svc.outbound(second, "alice") == "channel_limit"
+    assert second.hung_up == "busy" and second.cdr_fields["extra_refused"] == "channel_limit"
+    hold.set()
+    assert await task == "dialled_answered"
+    assert svc.limits.active(user.user_id) == 0
+
+
+async def test_an_extra_channel_allows_the_second_call() -> None:
+    user = User(extra_channels=1)
+    svc = service(user)
+    hold = asyncio.Event()
+    task = asyncio.create_task(svc.outbound(FakeCall("0123456789", {}, hold), "alice"))
+    await asyncio.sleep(0)
+    assert await svc.outbound(FakeCall("0123456780", {}), "alice") == "dialled_answered"
+    hold.set()
+    await task
+
+
+async def test_inbound_no_answer_forwards_to_the_mobile_through_the_trunk() -> None:
+    user = User()
+    call = FakeCall("+33170000001", {"PJSIP/alice": "noanswer"})
+    assert await service(user).inbound(call, user) == "forwarded"
+    assert [t for t, _ in call.dialled] == ["PJSIP/alice", "PJSIP/+33611111111@pstn"]
+
+
+async def test_inbound_without_forward_number_hears_a_message() -> None:
+    user = User(forward_to=None)
+    call = FakeCall("+33170000001", {"PJSIP/alice": "busy"})
+    assert await service(user).inbound(call, user) == "unavailable_busy"
+    assert call.hung_up == "normal"
+
+
+def test_endpoint_of_channel_name() -> None:
+    assert endpoint_of("PJSIP/alice-0000002a") == "alice"
+    assert endpoint_of("PJSIP/u-acme-01-00000001") == "u-acme-01"
+    assert endpoint_of("garbage") == ""
