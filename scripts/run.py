@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -74,6 +75,14 @@ def main() -> int:
             "CALLCTL_SPOOL_DIR": str(state / "spool"), "CALLCTL_RUNTIME_DIR": str(state / "run"),
             "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{_port(8099)}",
         })
+        env["CALLCTL_OUTBOX_DIR"] = str(state / "outbox")
+        env["CALLCTL_CONFERENCE_ACCESS_NUMBERS"] = "+33900000100,+33900000101"
+        # ./callctl.yaml is a default settings path: the CLI run from the checkout finds this stack.
+        settings = {k.removeprefix("CALLCTL_").lower(): v for k, v in env.items() if k.startswith("CALLCTL_")
+                    and k != "CALLCTL_ASTERISK_ROOT"}
+        (REPO / "callctl.yaml").write_text("# Written by `make run` for this checkout's stack.\n" + "".join(
+            f"{k}: {json.dumps(v)}\n" for k, v in sorted(settings.items())))
+        (REPO / "callctl.yaml").chmod(0o600)
         summary = subprocess.run([py, "-m", "callctl", "dialplan", "check", str(REPO / "dialplan")],
                                  capture_output=True, text=True, env=env, cwd=REPO).stdout.strip()
         print(_banner(asterisk, env, summary), flush=True)
