@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from callctl.config import Settings
 from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
 
 
@@ -78,8 +80,9 @@ def main() -> int:
         env["CALLCTL_OUTBOX_DIR"] = str(state / "outbox")
         env["CALLCTL_CONFERENCE_ACCESS_NUMBERS"] = "+33900000100,+33900000101"
         # ./callctl.yaml is a default settings path: the CLI run from the checkout finds this stack.
+        known = {f.name for f in dataclasses.fields(Settings)} - {"source"}
         settings = {k.removeprefix("CALLCTL_").lower(): v for k, v in env.items() if k.startswith("CALLCTL_")
-                    and k != "CALLCTL_ASTERISK_ROOT"}
+                    and k.removeprefix("CALLCTL_").lower() in known}
         (REPO / "callctl.yaml").write_text("# Written by `make run` for this checkout's stack.\n" + "".join(
             f"{k}: {json.dumps(v)}\n" for k, v in sorted(settings.items())))
         (REPO / "callctl.yaml").chmod(0o600)
