@@ -45,6 +45,8 @@ class Settings:
     mail_from: str = "callctl <no-reply@callctl.invalid>"
     smtp_relay: str = ""  # host:port; empty: messages are only written to outbox_dir
     outbox_dir: Path = Path("/var/lib/callctl/outbox")
+    # billing: plans (payg, unlimited, trial), editable by operators; kept out of dialplan/ (its own schema)
+    plans_file: Path = Path(__file__).resolve().parent.parent / "billing" / "plans.yaml"
     source: str = "defaults"
 
     @property

@@ -148,7 +148,7 @@ async def _terms(conn: Any, account_id: uuid.UUID) -> store.AccountTerms:
 
 
 def _rate(args: argparse.Namespace, settings: Settings) -> int:
-    plans = load_plans()
+    plans = load_plans(settings.plans_file)
     at = args.at or dt.datetime.now(dt.UTC)
     if args.seconds < 0:
         raise ConfigError("--seconds must be >= 0")
@@ -201,7 +201,7 @@ def _next_month(start: dt.datetime) -> dt.datetime:
 
 
 def _bill(args: argparse.Namespace, settings: Settings) -> int:
-    plans = load_plans()
+    plans = load_plans(settings.plans_file)
     start: dt.datetime = args.month
     end = _next_month(start)
 
@@ -241,7 +241,7 @@ def _bill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _fairuse(args: argparse.Namespace, settings: Settings) -> int:
-    plan = load_plans().get("unlimited")
+    plan = load_plans(settings.plans_file).get("unlimited")
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=round(30.44 * plan.fair_use_months))
     usage = asyncio.run(_with_conn(settings, lambda c: store.unlimited_monthly_usage(
         c, since, plan.fair_use_months)))

@@ -1,4 +1,4 @@
-"""Plans (pure): loaded once from dialplan/plans.yaml into frozen objects; what a plan includes,
+"""Plans (pure): loaded once from billing/plans.yaml into frozen objects; what a plan includes,
 trial limits, VAT by country. Every file error carries FILE:LINE:COL."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 from callctl.billing.rating import Rate
 from callctl.errors import ConfigError
 
-DEFAULT_PLANS_FILE = Path(__file__).resolve().parent.parent.parent / "dialplan" / "plans.yaml"
+DEFAULT_PLANS_FILE = Path(__file__).resolve().parent.parent.parent / "billing" / "plans.yaml"
 
 
 @dataclass(frozen=True)
