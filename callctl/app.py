@@ -21,6 +21,8 @@ from typing import Any
 
 from callctl import __version__
 from callctl.ari.client import AriClient
+from callctl.billing.plans import load_plans
+from callctl.billing.service import PrepaidBilling
 from callctl.calls.call import Call
 from callctl.calls.supervisor import Supervisor
 from callctl.cdr.writer import CdrWriter
@@ -70,6 +72,7 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics()
         self.dialplans = DialplanHolder(settings.dialplan_dir)
+        self.plans = load_plans(settings.plans_file)  # refused at start like the dialplan
         self.stopping = asyncio.Event()
         self.lag = LoopLagMonitor()
         self._asterisk_id = "unknown"
@@ -179,7 +182,8 @@ class Daemon:
                                          lambda: self._asterisk_id)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
-                                                 functools.partial(lines_store.user_for_endpoint, pool)))
+                                                 functools.partial(lines_store.user_for_endpoint, pool)),
+                                     billing=PrepaidBilling(pool, self.plans))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
             conference_steps.bind(conferences)

@@ -101,3 +101,18 @@ async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> D
         raise StoreError(f"credit reservation {reservation_id} does not exist")
     cost = call_cost(_rate_from_json(res.rate), max(0, min(billed_seconds, res.max_seconds)))
     return await store.settle(pool, reservation_id, cost, billed_seconds)
+
+
+class PrepaidBilling:
+    """The outbound call path's view of billing (callctl.lines.routing.Billing) over a pool."""
+
+    def __init__(self, pool: Any, plans: Plans) -> None:
+        self._pool = pool
+        self._plans = plans
+
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Authorization:
+        return await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
+                               plans=self._plans)
+
+    async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> Decimal:
+        return await settle(self._pool, reservation_id, billed_seconds)

@@ -31,6 +31,9 @@ from callctl.calls.port import DialOutcome
 from callctl.errors import AriError, CallHungUp, ChannelGone
 from callctl.ids import CallId, ChannelId
 
+# How long before a paid call's limit the caller hears a warning beep.
+LIMIT_WARNING_S = 10.0
+
 # An upper bound on any single prompt: a playback whose PlaybackFinished never arrives (lost
 # websocket) must not hold the call forever.
 MAX_PLAYBACK_S = 600.0
@@ -208,7 +211,8 @@ class Call:
     def clear_digits(self) -> None:
         self._digits.clear()
 
-    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome:
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
+                   max_talk_s: float | None = None) -> DialOutcome:
         """Ring ``target``; on answer bridge it with this call until either side hangs up.
 
         The caller hears ringing meanwhile (180 Ringing if not yet answered, else a ring tone).
@@ -223,8 +227,12 @@ class Call:
         ringtone: str | None = None
         bridge_id: str | None = None
         try:
+            limit = {"TIMEOUT(absolute)": str(int(max_talk_s + timeout_s))} if max_talk_s else None
             try:
-                await ops.originate(leg.channel_id, target, timeout_s=timeout_s, caller_id=caller_id)
+                # The limit is set at creation (ringing counts: never more than paid for) and again
+                # exactly at answer, inside Asterisk: it holds even if the engine dies meanwhile.
+                await ops.originate(leg.channel_id, target, timeout_s=timeout_s, caller_id=caller_id,
+                                    variables=limit)
             except AriError as exc:
                 leg.lifecycle.ended(dt.datetime.now(dt.UTC), 38, f"originate failed: {exc.message}")
                 return DialOutcome("failed", 38)
@@ -255,9 +263,20 @@ class Call:
             await ops.create_bridge(bridge_id, f"call {self.call_id}")
             await ops.add_to_bridge(bridge_id, self.channel.id)
             await ops.add_to_bridge(bridge_id, leg.channel_id)
+            warn_at: float | None = None
+            if max_talk_s:
+                await ops.set_var(leg.channel_id, "TIMEOUT(absolute)", str(int(max_talk_s)))
+                # The caller's own channel too (a little later), so neither side outlives the credit.
+                await ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(max_talk_s) + 2))
+                warn_at = loop.time() + max(0.0, max_talk_s - LIMIT_WARNING_S)
             # Talking: until the far end hangs up (the caller hanging up raises CallHungUp).
             while leg.lifecycle.ended_at is None:
-                await self._wait_leg_event(leg, 24 * 3600.0)
+                wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
+                event = await self._wait_leg_event(leg, wait_s)
+                if event is None and warn_at is not None:
+                    warn_at = None  # once: a beep to the caller shortly before the limit
+                    with contextlib.suppress(AriError):
+                        await ops.play(self.channel.id, ["sound:beep"], str(uuid.uuid4()), self.language)
             assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
             talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
             return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from callctl.calls.port import DialOutcome
+from callctl.cdr.record import billed_seconds
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
 
@@ -24,6 +25,7 @@ TRUNK = "pstn"
 RING_TIMEOUT_S = 25.0
 UNAVAILABLE = ["sound:vm-nobodyavail"]
 INVALID_NUMBER = ["sound:ss-noservice"]
+NO_CREDIT = ["sound:cannot-complete-as-dialed"]
 
 
 class LineCall(Protocol):
@@ -36,8 +38,11 @@ class LineCall(Protocol):
 
     async def answer(self) -> None: ...
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
-    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome: ...
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
+                   max_talk_s: float | None = None) -> DialOutcome: ...
     async def hang_up(self, cause: str = "normal") -> None: ...
+    @property
+    def legs(self) -> list[Any]: ...
 
 
 class LineUserLike(Protocol):
@@ -56,6 +61,24 @@ class LineUserLike(Protocol):
 
     @property
     def channel_limit(self) -> int: ...
+
+
+class Authorization(Protocol):
+    @property
+    def max_seconds(self) -> int: ...
+    @property
+    def reservation_id(self) -> uuid.UUID | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def allowed(self) -> bool: ...
+
+
+class Billing(Protocol):
+    """Prepaid authorisation before an outbound call and settlement after it (callctl.billing.service)."""
+
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Authorization: ...
+    async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -93,8 +116,9 @@ def endpoint_of(channel_name: str) -> str:
 
 class LineService:
     def __init__(self, lookups: LineLookups, limits: ChannelLimits | None = None, *,
-                 ring_timeout_s: float = RING_TIMEOUT_S) -> None:
+                 ring_timeout_s: float = RING_TIMEOUT_S, billing: Billing | None = None) -> None:
         self._lookups = lookups
+        self._billing = billing
         self.limits = limits or ChannelLimits()
         self._ring_timeout_s = ring_timeout_s
 
@@ -152,7 +176,25 @@ class LineService:
             return "channel_limit"
         try:
             caller_id = user.numbers[0] if user.numbers else None
-            outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id)
+            auth = None
+            if self._billing is not None:
+                auth = await self._billing.authorize(user.account_id, caller_id or "", number)
+                if not auth.allowed:
+                    log.info("line_call_refused", reason=auth.reason)
+                    call.cdr_fields["extra_refused"] = auth.reason or "not authorised"
+                    await call.answer()
+                    await call.play(NO_CREDIT, interruptible=False)
+                    await call.hang_up("normal")
+                    return "not_authorised"
+            try:
+                outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,
+                                          max_talk_s=float(auth.max_seconds) if auth is not None else None)
+            finally:
+                if auth is not None and auth.reservation_id is not None and self._billing is not None:
+                    billed = call.legs[-1].lifecycle if call.legs else None
+                    seconds = billed_seconds(billed.answered_at, billed.ended_at) if billed and billed.ended_at else 0
+                    cost = await self._billing.settle(auth.reservation_id, seconds)
+                    call.cdr_fields["extra_cost"] = str(cost)
         finally:
             self.limits.release(user)
         if outcome.status != "answered":

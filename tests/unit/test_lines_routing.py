@@ -32,6 +32,8 @@ class FakeCall:
         self.cdr_fields: dict[str, Any] = {}
         self.dialled: list[tuple[str, str | None]] = []
         self.hung_up: str | None = None
+        self.legs: list[Any] = []
+        self.max_talk: list[float | None] = []
         self._outcomes = outcomes
         self._hold = hold
 
@@ -41,8 +43,10 @@ class FakeCall:
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None:
         return None
 
-    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None) -> DialOutcome:
+    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
+                   max_talk_s: float | None = None) -> DialOutcome:
         self.dialled.append((target, caller_id))
+        self.max_talk.append(max_talk_s)
         if self._hold is not None:
             await self._hold.wait()
         return DialOutcome(self._outcomes.get(target.split("@")[0], "answered"))
@@ -112,3 +116,48 @@ def test_endpoint_of_channel_name() -> None:
     assert endpoint_of("PJSIP/alice-0000002a") == "alice"
     assert endpoint_of("PJSIP/u-acme-01-00000001") == "u-acme-01"
     assert endpoint_of("garbage") == ""
+
+
+@dataclass(frozen=True)
+class Auth:
+    max_seconds: int
+    reservation_id: uuid.UUID | None
+    reason: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.max_seconds > 0
+
+
+class FakeBilling:
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.settled: list[tuple[uuid.UUID, int]] = []
+
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Auth:
+        if not self.seconds:
+            return Auth(0, None, "prepaid credit 0 EUR does not pay for 1 s")
+        return Auth(self.seconds, uuid.uuid4())
+
+    async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> str:
+        self.settled.append((reservation_id, billed_seconds))
+        return "0.0100"
+
+
+async def test_prepaid_limit_goes_to_the_dial_and_the_reservation_is_settled() -> None:
+    user = User()
+    billing = FakeBilling(seconds=42)
+    svc = LineService(service(user)._lookups, billing=billing)
+    call = FakeCall("0123456789", {})
+    assert await svc.outbound(call, "alice") == "dialled_answered"
+    assert call.max_talk == [42.0]
+    assert len(billing.settled) == 1 and call.cdr_fields["extra_cost"] == "0.0100"
+
+
+async def test_no_credit_refuses_the_call_with_a_message_and_nothing_is_dialled() -> None:
+    user = User()
+    svc = LineService(service(user)._lookups, billing=FakeBilling(seconds=0))
+    call = FakeCall("0123456789", {})
+    assert await svc.outbound(call, "alice") == "not_authorised"
+    assert call.dialled == [] and "does not pay" in call.cdr_fields["extra_refused"]
+    assert svc.limits.active(user.user_id) == 0
