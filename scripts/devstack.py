@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,18 @@ class AsteriskInstance:
             if "@" in text and any(f"@{k}@" in text for k in values):  # pragma: no cover
                 raise RuntimeError(f"{src}: unfilled placeholder")
             (etc / src.name).write_text(text)
-        (etc / "ari.conf").chmod(0o600)
+        for secret in ("ari.conf", "res_pgsql.conf"):
+            if (etc / secret).exists():
+                (etc / secret).chmod(0o600)
+
+    def use_database(self, url: str) -> None:
+        """Point Asterisk realtime (business-line SIP users) at the database of ``url``."""
+        parts = urllib.parse.urlsplit(url)
+        self.db_host = parts.hostname or "127.0.0.1"
+        self.db_port = parts.port or 5432
+        self.db_name = parts.path.lstrip("/") or "callctl"
+        self.db_user = urllib.parse.unquote(parts.username or "callctl")
+        self.db_password = urllib.parse.unquote(parts.password or "")
 
     def _cmd(self, *args: str) -> list[str]:
         return ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", f"{self.inner_dir}/etc/asterisk.conf", *args]

@@ -70,6 +70,7 @@ def main() -> int:
         )
         subprocess.run([py, "-m", "callctl", "dialplan", "render-prompts", str(REPO / "dialplan"),
                         "--out", str(asterisk.sounds_dir)], check=True, cwd=REPO)
+        asterisk.use_database(database_url)  # business-line SIP users come from PostgreSQL (realtime)
         asterisk.start()
         env.update({
             "CALLCTL_ARI_URL": asterisk.ari_url, "CALLCTL_ARI_USER": asterisk.ari_user,

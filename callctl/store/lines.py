@@ -17,7 +17,7 @@ from callctl.store.conferences import _connection, _translated
 
 # PJSIP settings of every business-line phone: the codec order of the brief (OPUS, Speex, G.711 A/mu),
 # RFC 4733 DTMF, media anchored in Asterisk (bridging, recording), NAT-friendly (phones behind routers).
-ENDPOINT_CONTEXT = "from-callers"
+ENDPOINT_CONTEXT = "from-users"  # extensions.conf: Stasis(callctl,line-outbound)
 ENDPOINT_ALLOW = "opus,speex,alaw,ulaw"
 
 

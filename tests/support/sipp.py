@@ -21,7 +21,7 @@ from tests.support.dtmf import write_pcap
 
 PCAPS = Path("/usr/share/sip-tester")
 
-_INVITE = """
+_INVITE_SEND = """
   <send retrans="500">
     <![CDATA[
       INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -29,9 +29,9 @@ _INVITE = """
       From: "{caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: sip:sipp@[local_ip]:[local_port]
-      Max-Forwards: 70
+      CSeq: {cseq} INVITE
+      Contact: sip:{caller}@[local_ip]:[local_port]
+      Max-Forwards: 70{auth}
       Content-Type: application/sdp
       Content-Length: [len]
 
@@ -47,23 +47,49 @@ _INVITE = """
     ]]>
   </send>
   <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
+"""
+
+_ACK = """
   <send>
     <![CDATA[
       ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      {via}
       From: "{caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 1 ACK
-      Contact: sip:sipp@[local_ip]:[local_port]
+      CSeq: {cseq} ACK
+      Contact: sip:{caller}@[local_ip]:[local_port]
       Max-Forwards: 70
       Content-Length: 0
     ]]>
   </send>
 """
+
+
+def _invite(caller: str, auth: tuple[str, str] | None, expect: int) -> str:
+    """INVITE (answered a digest challenge first when ``auth``), then the final response ``expect``."""
+    parts = []
+    cseq = 1
+    if auth is not None:
+        parts.append(_INVITE_SEND.format(caller=caller, cseq=cseq, auth=""))
+        parts.append('  <recv response="401" auth="true"/>\n')
+        # The ACK of a non-2xx reuses the INVITE's Via (same transaction).
+        parts.append(_ACK.format(caller=caller, cseq=cseq, via="[last_Via:]"))
+        cseq = 2
+        line = f"\n      [authentication username={auth[0]} password={auth[1]}]"
+        parts.append(_INVITE_SEND.format(caller=caller, cseq=cseq, auth=line))
+    else:
+        parts.append(_INVITE_SEND.format(caller=caller, cseq=cseq, auth=""))
+    parts.append('  <recv response="180" optional="true"/>\n  <recv response="183" optional="true"/>\n')
+    if expect == 200:
+        parts.append('  <recv response="200" rtd="true"/>\n')
+        parts.append(_ACK.format(caller=caller, cseq=cseq,
+                                 via="Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"))
+    else:
+        parts.append(f'  <recv response="{expect}"/>\n')
+        parts.append(_ACK.format(caller=caller, cseq=cseq, via="[last_Via:]"))
+    return "".join(parts)
+
 
 _BYE = """
   <send retrans="500">
@@ -73,7 +99,7 @@ _BYE = """
       From: "{caller}" <sip:{caller}@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
       To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
       Call-ID: [call_id]
-      CSeq: 2 BYE
+      CSeq: {cseq} BYE
       Contact: sip:sipp@[local_ip]:[local_port]
       Max-Forwards: 70
       Content-Length: 0
@@ -100,8 +126,8 @@ _WAIT_BYE = """
 
 
 def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", bye_timeout_s: float = 30,
-             work: Path | None = None) -> str:
-    parts = [_INVITE.format(caller=caller)]
+             work: Path | None = None, auth: tuple[str, str] | None = None, expect: int = 200) -> str:
+    parts = [_invite(caller, auth, expect)]
     for n, (kind, arg) in enumerate(steps):
         if kind == "dtmf":
             if work is None:
@@ -119,7 +145,7 @@ def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", by
         elif kind == "pause":
             parts.append(f'  <pause milliseconds="{int(str(arg))}"/>\n')
         elif kind == "bye":
-            parts.append(_BYE.format(caller=caller))
+            parts.append(_BYE.format(caller=caller, cseq=3 if auth else 2))
         elif kind == "wait_bye":
             parts.append(_WAIT_BYE.format(timeout_ms=int(bye_timeout_s * 1000)))
         else:
@@ -182,12 +208,15 @@ def _parse_trace(text: str) -> list[tuple[dt.datetime, str]]:
 
 def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, calls: int = 1, rate: float = 10,
                caller: str = "33612345678", timeout_s: float = 60, concurrent: int | None = None,
-               bye_timeout_s: float = 30) -> tuple[subprocess.Popen[str], Path]:
-    """Start SIPp in the background; finish it with ``finish``."""
+               bye_timeout_s: float = 30, auth: tuple[str, str] | None = None, expect: int = 200,
+               local_ip: str = "127.0.0.1") -> tuple[subprocess.Popen[str], Path]:
+    """Start SIPp in the background; finish it with ``finish``. ``auth``: (user, password) answers the
+    digest challenge of a business-line user's INVITE; ``expect``: the final response awaited."""
     work = Path(tempfile.mkdtemp(prefix="sipp-"))
-    (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s, work=work))
+    (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s, work=work,
+                                                auth=auth, expect=expect))
     cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(work / "scenario.xml"), "-s", number,
-           "-i", "127.0.0.1", "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate),
+           "-i", local_ip, "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate),
            "-l", str(concurrent or calls),
            "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
@@ -337,7 +366,8 @@ _UAS_BUSY = """
 
 
 def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls: int = 1,
-                  talk_timeout_s: float = 60, talk_ms: int = 3000) -> tuple[subprocess.Popen[str], Path]:
+                  talk_timeout_s: float = 60, talk_ms: int = 3000,
+                  local_ip: str = "127.0.0.1") -> tuple[subprocess.Popen[str], Path]:
     """SIPp as the far end of a trunk (the PSTN) on ``port``: "answer" (then waits for BYE), "hang_up"
     (answers, hangs up itself after ``talk_ms``) or "busy"."""
     work = Path(tempfile.mkdtemp(prefix="sipp-uas-"))
@@ -352,7 +382,7 @@ def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls:
     body += {"answer": _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)),
              "hang_up": _UAS_HANG_UP.format(talk_ms=talk_ms), "busy": _UAS_BUSY}[mode]
     (work / "scenario.xml").write_text(body + "</scenario>\n")
-    cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", str(calls),
+    cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", local_ip, "-p", str(port), "-m", str(calls),
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
            "-mp", str(_free_media_port())]

@@ -1,0 +1,169 @@
+"""Business-line calls on a real Asterisk whose SIP users come from PostgreSQL (realtime):
+SIPp plays the user's phone (on 127.0.0.2, known only by its SIP user name) and the PSTN far end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair
+from tests.integration.test_daemon import wait_for_cdrs
+from tests.integration.test_lines_cli import cli, db
+from tests.support import sipp
+from tests.support.asterisk import wait_for
+
+pytestmark = pytest.mark.integration
+
+PHONE_IP = "127.0.0.2"
+DID = "+33170000001"
+MOBILE = "+33611111111"
+
+
+@pytest.fixture
+def asterisk(database_url: str) -> Iterator[AsteriskInstance]:
+    """Overrides the session Asterisk for this module: realtime users from this test's database."""
+    ensure_root()
+    inst = AsteriskInstance(f"calls-{os.getpid()}", http_port=free_port(), sip_port=free_port_pair(),
+                            rtp_start=31100, rtp_end=31299, trunk_port=free_port_pair())
+    inst.use_database(database_url)
+    inst.start()
+    try:
+        yield inst
+    finally:
+        inst.stop()
+
+
+def line_user(database_url: str, *, extra_channels: int = 0, forward: str | None = None,
+              credit: str | None = None) -> dict[str, Any]:
+    acc = cli(database_url, "account", "create", "--name", "Acme", "--country", "FR",
+              "--extra-channels", str(extra_channels))
+    args = ["user", "add", "--account", acc["id"], "--name", "Alice", "--number", DID]
+    if forward:
+        args += ["--forward", forward]
+    user = cli(database_url, *args)
+    user["account_id"] = acc["id"]
+    if credit is not None:
+        deck = Path(os.environ.get("TMPDIR", "/tmp")) / f"deck-{acc['id']}.csv"
+        deck.write_text("prefix,destination,zone,rate_per_minute,currency\n33,France,2,0.60,EUR\n")
+        from tests.integration.test_lines_cli import run_cli
+        assert run_cli(database_url, "rates", "import", str(deck), "--deck", "test").returncode == 0
+        assert run_cli(database_url, "credit", "add", "--account", acc["id"], credit).returncode == 0
+    return user
+
+
+def phone_at(database_url: str, user: dict[str, Any], port: int) -> None:
+    """The user's phone has a fixed address (as if registered): SIPp listening there."""
+    db(database_url, "UPDATE ps_aors SET contact=$1 WHERE id=$2",
+       f"sip:{user['sip_username']}@{PHONE_IP}:{port}", user["sip_username"])
+
+
+def test_a_call_to_a_did_rings_the_users_phone_and_both_legs_are_linked(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    user = line_user(database_url)
+    port = free_port_pair()
+    phone_at(database_url, user, port)
+    phone = sipp.start_far_end(port, "answer", local_ip=PHONE_IP)
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, DID, [("pause", 2500), ("bye", None)], caller="0612345678")
+    assert result.ok, result.stderr
+    assert sipp.finish(*phone).ok
+    rows = wait_for_cdrs(database_url, 2)
+    assert {r["direction"] for r in rows} == {"inbound", "outbound"}
+    assert len({r["call_id"] for r in rows}) == 1
+    assert {str(r["user_id"]) for r in rows} == {user["id"]} and rows[0]["flow"] == "line-inbound"
+
+
+def test_no_answer_forwards_to_the_mobile_through_the_trunk(daemon_factory: Any, asterisk: AsteriskInstance,
+                                                           database_url: str) -> None:
+    user = line_user(database_url, forward=MOBILE)
+    port = free_port_pair()
+    phone_at(database_url, user, port)
+    phone = sipp.start_far_end(port, "busy", local_ip=PHONE_IP)
+    mobile = sipp.start_far_end(asterisk.trunk_port, "answer")
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, DID, [("pause", 2000), ("bye", None)])
+    assert result.ok, result.stderr
+    assert sipp.finish(*phone).ok
+    mobile_result = sipp.finish(*mobile)
+    assert mobile_result.ok, mobile_result.stderr
+    invite = next(text for _at, text in mobile_result.messages if "INVITE sip:" in text)
+    assert f"INVITE sip:{MOBILE}@" in invite
+    rows = wait_for_cdrs(database_url, 3)
+    outbound = sorted((r for r in rows if r["direction"] == "outbound"), key=lambda r: r["started_at"])
+    assert [r["disposition"] for r in outbound] == ["BUSY", "ANSWERED"]
+
+
+def test_an_outbound_national_number_reaches_the_trunk_in_e164_with_the_users_did(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    user = line_user(database_url, credit="10")
+    far = sipp.start_far_end(asterisk.trunk_port, "answer")
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, "0123456789", [("pause", 2000), ("bye", None)],
+                       caller=user["sip_username"], auth=(user["sip_username"], user["sip_password"]),
+                       local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    far_result = sipp.finish(*far)
+    assert far_result.ok, far_result.stderr
+    invite = next(text for _at, text in far_result.messages if "INVITE sip:" in text)
+    assert "INVITE sip:+33123456789@" in invite
+    assert DID in invite.split("From:", 1)[1].splitlines()[0]
+    rows = wait_for_cdrs(database_url, 2)
+    outbound = next(r for r in rows if r["direction"] == "outbound")
+    assert outbound["to_number"] == "+33123456789" and str(outbound["account_id"]) == user["account_id"]
+    inbound = next(r for r in rows if r["direction"] == "inbound")
+    assert json.loads(inbound["extra"])["cost"]  # the reservation was settled with the true cost
+
+
+@pytest.mark.parametrize(("extra", "second"), [(0, 486), (1, 200)])
+def test_a_second_simultaneous_call_is_refused_busy_unless_the_account_has_an_extra_channel(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, extra: int, second: int) -> None:
+    user = line_user(database_url, extra_channels=extra, credit="10")
+    far = sipp.start_far_end(asterisk.trunk_port, "answer", calls=2 if second == 200 else 1)
+    d = daemon_factory()
+    d.wait_until_ready()
+    auth = (user["sip_username"], user["sip_password"])
+    first = sipp.start_call(asterisk.sip_port, "0123456789", [("pause", 5000), ("bye", None)],
+                            caller=user["sip_username"], auth=auth, local_ip=PHONE_IP)
+    d.wait_for_log("call_started")
+    time.sleep(1.0)  # the first call is through the trunk and talking
+    then = [("pause", 1000), ("bye", None)] if second == 200 else []
+    res = sipp.call(asterisk.sip_port, "0123456780", then, caller=user["sip_username"], auth=auth,
+                    local_ip=PHONE_IP, expect=second)
+    assert res.ok, res.stderr
+    assert sipp.finish(*first).ok
+    far_result = sipp.finish(*far)
+    assert far_result.ok, far_result.stderr
+    if second == 486:
+        refused = wait_for(lambda: [r for r in wait_for_cdrs(database_url, 3) if r["disposition"] == "BUSY"], 10,
+                           "the refused call's CDR")
+        assert json.loads(refused[0]["extra"])["refused"] == "channel_limit"
+
+
+def test_a_prepaid_call_is_cut_by_asterisk_at_its_limit_while_the_engine_is_stopped(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    # 0.60 EUR/min and 0.06 EUR of credit: 6 seconds.
+    user = line_user(database_url, credit="0.06")
+    far = sipp.start_far_end(asterisk.trunk_port, "answer")
+    d = daemon_factory()
+    d.wait_until_ready()
+    call = sipp.start_call(asterisk.sip_port, "0123456789", [("wait_bye", None)], caller=user["sip_username"],
+                           auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP,
+                           bye_timeout_s=40)
+    wait_for(lambda: "Up" in asterisk.rx("core show channels concise", check=False), 15, "the call to be up")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)  # no engine from here on: only Asterisk can end the call
+    far_result = sipp.finish(*far)
+    assert far_result.ok, far_result.stderr  # the far end received a BYE
+    talk = (far_result.first("UDP message received", "BYE") - far_result.first("UDP message received", "ACK"))
+    assert 4.0 < talk.total_seconds() < 8.0, talk
+    assert sipp.finish(*call).ok
