@@ -31,6 +31,11 @@ from callctl.calls.port import DialOutcome
 from callctl.errors import AriError, CallHungUp, ChannelGone
 from callctl.ids import CallId, ChannelId
 
+# ARI hang-up reasons -> the Q.850 cause the CDR records when the engine hangs up.
+HANGUP_CAUSES = {"normal": 16, "busy": 17, "no_answer": 19, "timeout": 19, "rejected": 21, "unallocated": 1,
+                 "congestion": 34, "normal_unspecified": 31, "number_incomplete": 28, "codec_mismatch": 58,
+                 "interworking": 127, "failure": 38, "answered_elsewhere": 26}
+
 # How long before a paid call's limit the caller hears a warning beep.
 LIMIT_WARNING_S = 10.0
 
@@ -318,7 +323,7 @@ class Call:
     async def hang_up(self, cause: str = "normal") -> None:
         if self._gone:
             return
-        self.lifecycle.hangup_requested("engine")
+        self.lifecycle.hangup_requested("engine", HANGUP_CAUSES.get(cause))
         self._gone = True
         try:
             await self._ops.hang_up(self.channel.id, cause)

@@ -127,7 +127,7 @@ def test_an_outbound_national_number_reaches_the_trunk_in_e164_with_the_users_di
 @pytest.mark.parametrize(("extra", "second"), [(0, 486), (1, 200)])
 def test_a_second_simultaneous_call_is_refused_busy_unless_the_account_has_an_extra_channel(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, extra: int, second: int) -> None:
-    user = line_user(database_url, extra_channels=extra, credit="10")
+    user = line_user(database_url, extra_channels=extra, credit="1000")  # two 4-hour holds fit
     far = sipp.start_far_end(asterisk.trunk_port, "answer", calls=2 if second == 200 else 1)
     d = daemon_factory()
     d.wait_until_ready()
