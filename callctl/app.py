@@ -187,7 +187,6 @@ class Daemon:
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
             conference_steps.bind(conferences)
-            stack.push_async_callback(conferences.close)
             stack.callback(conference_steps.bind, None)
             await stack.enter_async_context(self.ari)
             self._install_signals()
@@ -198,6 +197,7 @@ class Daemon:
             notify("STOPPING=1")
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
+            await conferences.close()  # rooms destroy their bridges while ARI is still connected
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)
             for task in background:

@@ -57,6 +57,7 @@ def ari(asterisk: AsteriskInstance, path: str) -> Any:
 
 
 def bridged_channels(asterisk: AsteriskInstance) -> list[int]:
+    """Members of each live conference bridge (rooms destroy their bridge when they close)."""
     return [len(b["channels"]) for b in ari(asterisk, "bridges") if b["id"].startswith("conf-")]
 
 
@@ -199,8 +200,8 @@ def test_star_nine_ends_the_conference_for_everyone(daemon_factory: Any, asteris
     assert rows[0]["ended_at"] is not None
 
 
-def _record_bridge_rms(asterisk: AsteriskInstance, seconds: float, name: str) -> float:
-    [bridge] = [b for b in ari(asterisk, "bridges") if b["id"].startswith("conf-")]
+def _record_bridge_rms(asterisk: AsteriskInstance, seconds: float, name: str, conference_id: str) -> float:
+    [bridge] = [b for b in ari(asterisk, "bridges") if b["id"].startswith(f"conf-{conference_id}-")]
     req = urllib.request.Request(f"{asterisk.ari_url}ari/bridges/{bridge['id']}/record?name={name}&format=wav"
                                  f"&maxDurationSeconds={int(seconds)}&ifExists=overwrite", method="POST")
     token = base64.b64encode(f"{asterisk.ari_user}:{asterisk.ari_password}".encode()).decode()
@@ -232,9 +233,9 @@ def test_star_six_really_mutes_the_caller_in_the_bridge(daemon_factory: Any, ast
                     [("audio", 0.1), ("pause", 6000), ("dtmf", "*6"), ("audio", 0.1), ("pause", 8000), ("bye", None)],
                     "33611000072")
     wait_for(lambda: 2 in bridged_channels(asterisk), 15, "the participant in the room")
-    loud = _record_bridge_rms(asterisk, 2, "unmuted")
+    loud = _record_bridge_rms(asterisk, 2, "unmuted", conf["id"])
     d.wait_for_log("conference_member_muted", 20, muted=True)
-    quiet = _record_bridge_rms(asterisk, 2, "muted")
+    quiet = _record_bridge_rms(asterisk, 2, "muted", conf["id"])
     assert loud > 0.01 and quiet < loud / 10, (loud, quiet)
     assert sipp.finish(*talker).ok and sipp.finish(*org).ok
 

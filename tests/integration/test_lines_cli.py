@@ -70,7 +70,7 @@ def test_user_add_writes_the_realtime_pjsip_rows_and_remove_deletes_them(databas
     [ep] = db(database_url, "SELECT * FROM ps_endpoints WHERE id = $1", name)
     assert (ep["context"], ep["disallow"], ep["allow"], ep["dtmf_mode"], ep["direct_media"], ep["rtp_symmetric"],
             ep["force_rport"], ep["rewrite_contact"], ep["auth"], ep["aors"]) == \
-        ("from-callers", "all", "opus,speex,alaw,ulaw", "rfc4733", "no", "yes", "yes", "yes", name, name)
+        ("from-users", "all", "opus,speex,alaw,ulaw", "rfc4733", "no", "yes", "yes", "yes", name, name)
     [auth] = db(database_url, "SELECT * FROM ps_auths WHERE id = $1", name)
     assert (auth["auth_type"], auth["username"], auth["password"]) == ("userpass", name, user["sip_password"])
     [aor] = db(database_url, "SELECT * FROM ps_aors WHERE id = $1", name)
