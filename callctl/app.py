@@ -25,6 +25,7 @@ from callctl.billing.plans import load_plans
 from callctl.billing.service import PrepaidBilling
 from callctl.calls.call import Call
 from callctl.calls.supervisor import Supervisor
+from callctl.cdr.journal import CallJournal
 from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
 from callctl.conference.service import ConferenceService, LockoutPolicy
@@ -178,8 +179,10 @@ class Daemon:
             if interval:
                 background.add(asyncio.create_task(self._watchdog(interval), name="watchdog"))
             self.ari = AriClient(s, self._route_event, self._on_ari_connected, self._on_ari_disconnected)
+            journal = CallJournal(s.spool_dir)
+            stack.callback(journal.close)
             self.supervisor = Supervisor(self.ari, self.writer, self.run_flow_for, self.metrics,
-                                         lambda: self._asterisk_id)
+                                         lambda: self._asterisk_id, journal)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),

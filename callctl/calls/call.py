@@ -89,7 +89,7 @@ def dial_status(cause: int | None) -> str:
 class Call:
     def __init__(self, ops: ChannelOps, channel: ChannelInfo, mailbox: Mailbox, *, language: str = "en",
                  register_leg: Callable[[ChannelId, bool], None] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), on_answer: Callable[[dt.datetime], None] | None = None) -> None:
         self.call_id = CallId(str(uuid.uuid4()))
         self.channel = channel
         self.caller = channel.caller_number
@@ -106,6 +106,7 @@ class Call:
         self._gone = False  # the channel has left Stasis or been hung up
         self._register_leg = register_leg
         self.args = args  # Stasis() arguments from extensions.conf, e.g. ("line-outbound",)
+        self._on_answer = on_answer
         self.legs: list[OutboundLeg] = []
         self.ended = asyncio.Event()
 
@@ -173,6 +174,8 @@ class Call:
             await self._ops.answer(self.channel.id)
             answered_at = dt.datetime.now(dt.UTC)
             self.lifecycle.answered(answered_at)
+            if self._on_answer is not None:
+                self._on_answer(answered_at)
             # Kept in Asterisk so an engine restarted mid-call bills from the true answer time.
             await self._ops.set_var(self.channel.id, "CALLCTL_ANSWERED_AT", answered_at.isoformat())
         except ChannelGone:

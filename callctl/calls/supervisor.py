@@ -20,6 +20,7 @@ import structlog
 from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
 from callctl.calls.call import Call, ChannelOps, OutboundLeg
+from callctl.cdr.journal import CallJournal
 from callctl.cdr.record import CdrRecord, leg_id_for
 from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone
 from callctl.ids import CallId, ChannelId
@@ -53,8 +54,9 @@ class FlowRunner(Protocol):
 
 class Supervisor:
     def __init__(self, ops: SupervisorOps, cdrs: CdrSink, run_flow: FlowRunner, metrics: Metrics,
-                 asterisk_id: Callable[[], str]) -> None:
+                 asterisk_id: Callable[[], str], journal: CallJournal | None = None) -> None:
         self._ops = ops
+        self._journal = journal
         self._cdrs = cdrs
         self._run_flow = run_flow
         self._metrics = metrics
@@ -84,11 +86,21 @@ class Supervisor:
     def _start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = ()) -> None:
         mailbox: Mailbox = asyncio.Queue()
         leg = leg_id_for(self._asterisk_id(), channel.id, channel.created_raw)
-        call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox), args=args)
+        call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox), args=args,
+                    on_answer=self._journal_answer(str(leg)))
         call.call_id = CallId(str(leg))  # an inbound call's id is its first leg's id
+        if self._journal is not None:
+            self._journal.opened(str(leg), call=str(leg), channel=channel.id, started_at=channel.created_at.isoformat(),
+                                 caller=channel.caller_number, called=channel.exten, args=list(args))
         self.dispatcher.register(channel.id, mailbox)
         task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
         self._calls[channel.id] = (call, task)
+
+    def _journal_answer(self, leg: str) -> Callable[[dt.datetime], None] | None:
+        journal = self._journal
+        if journal is None:
+            return None
+        return lambda at: journal.answered(leg, at)
 
     def _leg_registrar(self, mailbox: Mailbox) -> Callable[[ChannelId, bool], None]:
         """Route a dialled leg's events to the mailbox of the call that dialled it."""
@@ -178,6 +190,8 @@ class Supervisor:
         self._cdrs.submit(record)
         for leg in call.legs:
             self._cdrs.submit(self._leg_record(call, record, leg))
+        if self._journal is not None:
+            self._journal.closed(call.call_id)
         self._metrics.inc("callctl_calls_total", outcome=outcome)
         log.info("call_finished", outcome=outcome, disposition=record.disposition, billed_s=record.billed_s,
                  duration_ms=int((lc.ended_at - lc.started_at).total_seconds() * 1000),
@@ -229,7 +243,40 @@ class Supervisor:
                 continue
             self._start_call(info, adopted=True)
             adopted += 1
-        log.info("ari_resynced", in_app=len(in_app), adopted=adopted, active=len(self._calls))
+        recovered = self._recover_lost(in_app)
+        log.info("ari_resynced", in_app=len(in_app), adopted=adopted, recovered=recovered, active=len(self._calls))
+
+    def _recover_lost(self, in_app: set[str]) -> int:
+        """Record the calls a previous engine took that ended while no engine was connected."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        owned = {call.call_id for call, _task in self._calls.values()}
+        now = dt.datetime.now(dt.UTC)
+        recovered = 0
+        for leg, entry in list(journal.pending.items()):
+            if entry.get("channel") in in_app or leg in owned:
+                continue
+            started = dt.datetime.fromisoformat(entry["started_at"])
+            answered = dt.datetime.fromisoformat(entry["answered_at"]) if entry.get("answered_at") else None
+            # The end is unknown: after the previous engine's last sign of life, before now. The CDR
+            # takes the earlier bound (never bill more than certain) and keeps the later one.
+            last_seen = journal.previous_activity or started
+            record = CdrRecord(
+                leg_id=uuid.UUID(leg), call_id=uuid.UUID(entry.get("call", leg)), direction="inbound",
+                from_number=to_e164(str(entry.get("caller", "")), None),
+                to_number=to_e164(str(entry.get("called", "")), None),
+                started_at=started, answered_at=answered, ended_at=max(last_seen, answered or started),
+                disposition="ANSWERED" if answered else "NO ANSWER", hangup_cause=None,
+                hangup_reason="ended while no engine was connected", channel_id=str(entry.get("channel", "")),
+                extra={"outcome": "ended_without_engine", "incomplete": True, "ended_before": now.isoformat()},
+            )
+            self._cdrs.submit(record)
+            journal.closed(leg)
+            recovered += 1
+        if recovered:
+            log.warning("calls_recovered_from_journal", count=recovered)
+        return recovered
 
     # -- shutdown ------------------------------------------------------------------------------
 
