@@ -1,0 +1,262 @@
+"""`callctl privacy inventory|export|erase` and `callctl suspension suspend|resume|purge`: personal
+data on request and by retention rule (BRIEF section 6), every change audited under a pseudonym."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from callctl.config import Settings
+from callctl.errors import CallctlError
+from callctl.privacy.inventory import ITEMS
+from callctl.privacy.rules import billing_cutoff, pseudonym, purge_due
+from callctl.store import privacy as store
+
+_E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+RECORDINGS_NOTE = "recording files are not exported yet (future work: the recording issue); none are held today"
+ERASE_RULE = ("erasure on request: own bookings, codes, timeline and attempts deleted; CDRs within the "
+              "12-month billing retention pseudonymised, older ones deleted")
+PURGE_RULE = ("suspended more than one month: users, SIP credentials, numbers and credit deleted; "
+              "CDRs within the 12-month billing retention pseudonymised, older ones deleted")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    privacy = sub.add_parser("privacy", parents=[common], help="personal data: inventory, export, erasure")
+    psub = privacy.add_subparsers(dest="privacy_command", metavar="ACTION", required=True)
+    inv = psub.add_parser("inventory", parents=[common],
+                          help="per category: people, records, files and the oldest item (JSON)")
+    inv.set_defaults(func=_inventory)
+    for name, helptext in (("export", "write everything held about one person as JSON"),
+                           ("erase", "delete one person's data; pseudonymise their CDRs still kept for billing")):
+        cmd = psub.add_parser(name, parents=[common], help=helptext)
+        who = cmd.add_mutually_exclusive_group(required=True)
+        who.add_argument("--email", metavar="ADDRESS")
+        who.add_argument("--number", metavar="E164")
+        if name == "export":
+            cmd.add_argument("--out", type=Path, metavar="FILE", help="write there (mode 0600) instead of stdout")
+            cmd.set_defaults(func=_export)
+        else:
+            cmd.add_argument("--dry-run", action="store_true", help="count what would go, change nothing")
+            cmd.add_argument("--now", metavar="ISO8601", help="the instant the retention rules read (tests)")
+            cmd.set_defaults(func=_erase)
+
+    susp = sub.add_parser("suspension", parents=[common],
+                          help="account suspensions: a suspended account's data goes one month later")
+    ssub = susp.add_subparsers(dest="suspension_command", metavar="ACTION", required=True)
+    for name, func in (("suspend", _suspend), ("resume", _resume)):
+        cmd = ssub.add_parser(name, parents=[common], help=f"{name} an account")
+        cmd.add_argument("id", type=uuid.UUID, metavar="ID")
+        cmd.add_argument("--now", metavar="ISO8601", help="the instant to record (default: now)")
+        cmd.set_defaults(func=func)
+    purge = ssub.add_parser("purge", parents=[common],
+                            help="delete the data of accounts suspended for more than one month")
+    purge.add_argument("--dry-run", action="store_true", help="count what would go, change nothing")
+    purge.add_argument("--now", metavar="ISO8601", help="the instant the rules read (default: now)")
+    purge.set_defaults(func=_purge)
+
+
+def _now(raw: str | None) -> dt.datetime:
+    if raw is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        at = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise CallctlError(f"--now {raw!r} is not ISO 8601 (e.g. 2026-12-01T14:00:00+00:00)") from None
+    if at.tzinfo is None:
+        raise CallctlError(f"--now {raw!r} has no time zone: add +00:00 or Z")
+    return at
+
+
+def _who(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    if args.email is not None:
+        email = args.email.strip().lower()
+        if not _EMAIL.fullmatch(email):
+            raise CallctlError(f"--email {args.email!r} is not an e-mail address")
+        return email, None
+    number = args.number.strip()
+    if not _E164.fullmatch(number):
+        raise CallctlError(f"--number {args.number!r} is not in E.164 form (e.g. +33123456789)")
+    return None, number
+
+
+def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        from callctl.store.db import close_quietly, connect_pool
+
+        pool = await connect_pool(settings.database_url)
+        try:
+            return await work(pool)
+        finally:
+            await close_quietly(pool)
+
+    return asyncio.run(run())
+
+
+def _print(doc: Any) -> int:
+    print(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _files(directory: Path, pattern: str) -> list[Path]:
+    try:
+        return sorted(p for p in directory.glob(pattern) if p.is_file())
+    except OSError:
+        return []
+
+
+def _file_census(paths: list[Path]) -> dict[str, Any]:
+    mtimes = []
+    for p in paths:
+        try:
+            mtimes.append(p.stat().st_mtime)
+        except OSError:
+            continue
+    oldest = dt.datetime.fromtimestamp(min(mtimes), dt.UTC) if mtimes else None
+    return {"files": len(paths), "oldest": _iso(oldest)}
+
+
+def _outbox_people(paths: list[Path]) -> int:
+    # Outbox files are named <stamp>-<conference>-<recipient>.eml.
+    return len({p.stem.rsplit("-", 1)[-1].lower() for p in paths})
+
+
+def _inventory(args: argparse.Namespace, settings: Settings) -> int:
+    counts: dict[str, store.Census] = _with_pool(settings, store.census)
+    outbox = _files(settings.outbox_dir, "*.eml")
+    spool = _files(settings.spool_dir, "*.jsonl")
+    out = []
+    for item in ITEMS:
+        entry: dict[str, Any] = {"item": item.key, "kind": item.kind, "where": item.where, "holds": item.holds,
+                                 "kept": item.retention, "deleted_by": item.deleted_by}
+        if item.key in counts:
+            c = counts[item.key]
+            entry.update(people=c.people, records=c.records, oldest=_iso(c.oldest))
+        elif item.key == "outbox":
+            entry.update(people=_outbox_people(outbox), **_file_census(outbox), directory=str(settings.outbox_dir))
+        elif item.key == "cdr_spool":
+            entry.update(**_file_census(spool), directory=str(settings.spool_dir))
+        elif item.key == "recording":
+            entry.update(files=0, note=RECORDINGS_NOTE)
+        else:
+            entry.update(note="not counted: see journald (`journalctl -u callctl`)")
+        out.append(entry)
+    return _print({"generated_at": dt.datetime.now(dt.UTC).isoformat(), "items": out})
+
+
+def _mentions(path: Path, needle: str) -> bool:
+    if needle in path.name.lower():
+        return True
+    try:
+        return needle.encode() in path.read_bytes().lower()
+    except OSError:
+        return False
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    email, number = _who(args)
+    rows = _with_pool(settings, lambda db: store.collect(db, email=email, number=number))
+    needle = (email or number or "").lower()
+    doc = {"subject": {"email": email} if email else {"number": number},
+           "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+           "database": rows,
+           "outbox_files": [str(p) for p in _files(settings.outbox_dir, "*.eml") if _mentions(p, needle)],
+           "recordings": {"files": [], "note": RECORDINGS_NOTE}}
+    text = json.dumps(doc, indent=2, default=str)
+    if args.out is None:
+        print(text)
+        return 0
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        raise CallctlError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+    print(f"callctl: export written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _erase(args: argparse.Namespace, settings: Settings) -> int:
+    email, number = _who(args)
+    now = _now(args.now)
+    value = email or number or ""
+
+    async def work(db: Any) -> dict[str, Any]:
+        key = await store.secret(db)
+        counts = await store.erase_person(db, email=email, number=number, key=key, cutoff=billing_cutoff(now),
+                                          dry_run=args.dry_run)
+        files = [p for p in _files(settings.outbox_dir, "*.eml") if _mentions(p, value.lower())]
+        if not args.dry_run:
+            for p in files:
+                p.unlink(missing_ok=True)
+        counts["outbox_files"] = len(files)
+        subject = pseudonym(key, value)
+        await store.audit(db, command="privacy erase " + ("--email" if email else "--number"), rule=ERASE_RULE,
+                          subject=subject, dry_run=args.dry_run, counts=counts, at=now)
+        return {"subject": subject, "dry_run": args.dry_run, "rule": ERASE_RULE, "counts": counts,
+                "kept": ["numbers (DIDs) and forwarding targets belong to their account: "
+                         "`callctl user remove` or `callctl suspension purge`",
+                         "the CDR spool until PostgreSQL acknowledges it; journald logs (numbers masked)"]}
+
+    return _print(_with_pool(settings, work))
+
+
+def _suspension_json(s: store.Suspension) -> dict[str, Any]:
+    return {"account_id": str(s.account_id), "suspended_at": _iso(s.suspended_at),
+            "resumed_at": _iso(s.resumed_at), "purged_at": _iso(s.purged_at)}
+
+
+def _suspend(args: argparse.Namespace, settings: Settings) -> int:
+    at = _now(args.now)
+
+    async def work(db: Any) -> dict[str, Any]:
+        s = await store.suspend(db, args.id, at)
+        await store.audit(db, command="suspension suspend", rule="account suspended", subject=str(args.id),
+                          dry_run=False, counts={}, at=at)
+        return _suspension_json(s)
+
+    return _print(_with_pool(settings, work))
+
+
+def _resume(args: argparse.Namespace, settings: Settings) -> int:
+    at = _now(args.now)
+
+    async def work(db: Any) -> dict[str, Any]:
+        s = await store.resume(db, args.id, at)
+        await store.audit(db, command="suspension resume", rule="account resumed", subject=str(args.id),
+                          dry_run=False, counts={}, at=at)
+        return _suspension_json(s)
+
+    return _print(_with_pool(settings, work))
+
+
+def _purge(args: argparse.Namespace, settings: Settings) -> int:
+    now = _now(args.now)
+
+    async def work(db: Any) -> dict[str, Any]:
+        key = await store.secret(db)
+        done = []
+        for s in await store.suspended(db):
+            if not purge_due(s.suspended_at, now):
+                continue
+            counts = await store.purge_account(db, s.account_id, key=key, cutoff=billing_cutoff(now), at=now,
+                                               dry_run=args.dry_run)
+            await store.audit(db, command="suspension purge", rule=PURGE_RULE, subject=str(s.account_id),
+                              dry_run=args.dry_run, counts=counts, at=now)
+            done.append({"account_id": str(s.account_id), "suspended_at": _iso(s.suspended_at), "counts": counts})
+        return {"now": now.isoformat(), "dry_run": args.dry_run, "rule": PURGE_RULE, "purged": done}
+
+    return _print(_with_pool(settings, work))
