@@ -1,0 +1,281 @@
+"""Gating storage (SQL): emergency status, dialer profile, decision records, opposition list, report."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+
+from callctl.errors import StoreError, StoreUnavailable
+from callctl.gating import Verdict
+from callctl.gating.emergency import EmergencyStatus
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Dialer:
+    automated: bool
+    sector: str | None
+
+
+@dataclass(frozen=True)
+class DialerFacts:
+    """What the dialer rules need about one attempt, read under the (account, callee) lock."""
+
+    sector: str | None
+    list_version: int | None
+    listed: bool
+    exception: str | None  # 'customer' | 'consent' | None
+    recent_calls: int  # allowed automated calls to this callee by this account in the cap window
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    account_id: uuid.UUID
+    decided_at: dt.datetime
+    caller: str
+    callee: str
+    verdict: Verdict
+    emergency: bool
+    automated: bool
+    illegitimate: bool
+    list_version: int | None
+
+
+@contextlib.asynccontextmanager
+async def _connection(db: Any) -> AsyncIterator[Any]:
+    if hasattr(db, "acquire"):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db
+
+
+def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """asyncpg and socket errors become StoreUnavailable / StoreError here, never above."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (TimeoutError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable ({fn.__name__}): {exc}") from None
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"gating store ({fn.__name__}): {exc}") from None
+
+    return wrapper
+
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+@_translated
+async def account_country(db: Any, account_id: uuid.UUID) -> str | None:
+    value = await db.fetchval("SELECT country FROM account WHERE id = $1", account_id)
+    return None if value is None else str(value).strip()
+
+
+@_translated
+async def get_emergency(db: Any, account_id: uuid.UUID) -> EmergencyStatus | None:
+    row = await db.fetchrow("SELECT enabled, location, verified_at FROM account_emergency WHERE account_id = $1",
+                            account_id)
+    return None if row is None else EmergencyStatus(row["enabled"], row["location"], row["verified_at"])
+
+
+@_translated
+async def set_emergency(db: Any, account_id: uuid.UUID, *, enabled: bool, location: str | None,
+                        verified: bool) -> EmergencyStatus:
+    """Enable (with a location, proved now if ``verified``) or disable. A changed location that is not
+    re-verified loses its proof; disabling keeps the location on file."""
+    row = await db.fetchrow(
+        """INSERT INTO account_emergency AS e (account_id, enabled, location, verified_at, updated_at)
+           VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END, now())
+           ON CONFLICT (account_id) DO UPDATE SET
+               enabled = EXCLUDED.enabled,
+               location = COALESCE(EXCLUDED.location, e.location),
+               verified_at = CASE WHEN $4 THEN now()
+                                  WHEN EXCLUDED.location IS NOT NULL AND EXCLUDED.location IS DISTINCT FROM e.location
+                                      THEN NULL
+                                  ELSE e.verified_at END,
+               updated_at = now()
+           RETURNING enabled, location, verified_at""",
+        account_id, enabled, location, verified)
+    return EmergencyStatus(row["enabled"], row["location"], row["verified_at"])
+
+
+@_translated
+async def get_dialer(db: Any, account_id: uuid.UUID) -> Dialer | None:
+    row = await db.fetchrow("SELECT automated, sector FROM account_dialer WHERE account_id = $1", account_id)
+    return None if row is None else Dialer(row["automated"], row["sector"])
+
+
+@_translated
+async def set_dialer(db: Any, account_id: uuid.UUID, *, automated: bool, sector: str | None) -> Dialer:
+    row = await db.fetchrow(
+        """INSERT INTO account_dialer (account_id, automated, sector, updated_at) VALUES ($1, $2, $3, now())
+           ON CONFLICT (account_id) DO UPDATE SET automated = $2, sector = $3, updated_at = now()
+           RETURNING automated, sector""", account_id, automated, sector)
+    return Dialer(row["automated"], row["sector"])
+
+
+# -- decisions ----------------------------------------------------------------------------------
+
+_INSERT_DECISION = """INSERT INTO gating_decision (account_id, decided_at, caller, callee, decision, rule, reason,
+                          emergency, automated, illegitimate, list_version)
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"""
+
+
+def _decision_args(rec: DecisionRecord) -> tuple[Any, ...]:
+    return (rec.account_id, rec.decided_at, rec.caller, rec.callee, rec.verdict.decision, rec.verdict.rule,
+            rec.verdict.reason, rec.emergency, rec.automated, rec.illegitimate, rec.list_version)
+
+
+@_translated
+async def record_decision(db: Any, rec: DecisionRecord) -> None:
+    await db.execute(_INSERT_DECISION, *_decision_args(rec))
+
+
+@_translated
+async def decisions(db: Any, account_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await db.fetch("SELECT * FROM gating_decision WHERE account_id = $1 ORDER BY id", account_id)
+    return [dict(r) for r in rows]
+
+
+@_translated
+async def dialer_attempt(db: Any, account_id: uuid.UUID, caller: str, callee: str, at: dt.datetime,
+                         cap_window: dt.timedelta,
+                         rules: Callable[[DialerFacts], Verdict]) -> tuple[Verdict, int | None]:
+    """Apply ``rules`` to one automated attempt and record it, atomically per (account, callee).
+
+    The transaction-scoped advisory lock serialises parallel dialers calling the same number from the
+    same account: the count of recent allowed calls and the insert of this attempt happen under it, so
+    a fifth call can never slip between another dialer's count and insert.
+    """
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{account_id}|{callee}")
+        row = await conn.fetchrow(
+            """SELECT (SELECT sector FROM account_dialer WHERE account_id = $1) AS sector,
+                      c.version AS list_version,
+                      EXISTS (SELECT 1 FROM optout_number o WHERE o.version = c.version AND o.number = $2) AS listed,
+                      (SELECT kind FROM optout_exception x WHERE x.account_id = $1 AND x.number = $2) AS exception,
+                      (SELECT count(*) FROM gating_decision d
+                        WHERE d.account_id = $1 AND d.callee = $2 AND d.decision = 'allow' AND d.automated
+                          AND d.decided_at > $3::timestamptz - $4::interval AND d.decided_at <= $3) AS recent
+               FROM optout_current c""", account_id, callee, at, cap_window)
+        facts = DialerFacts(sector=row["sector"], list_version=row["list_version"], listed=row["listed"],
+                            exception=row["exception"], recent_calls=int(row["recent"]))
+        verdict = rules(facts)
+        await conn.execute(_INSERT_DECISION, account_id, at, caller, callee, verdict.decision, verdict.rule,
+                           verdict.reason, False, True, not verdict.allowed, facts.list_version)
+    return verdict, facts.list_version
+
+
+# -- opposition list ----------------------------------------------------------------------------
+
+
+@_translated
+async def optout_version(db: Any) -> int | None:
+    value = await db.fetchval("SELECT version FROM optout_current")
+    return None if value is None else int(value)
+
+
+@_translated
+async def optout_lookup(db: Any, number: str) -> tuple[int | None, bool]:
+    """(live list version, listed): one primary-key probe in the live partition."""
+    row = await db.fetchrow(
+        """SELECT c.version, EXISTS (SELECT 1 FROM optout_number o WHERE o.version = c.version AND o.number = $1)
+           FROM optout_current c""", number)
+    return (None if row[0] is None else int(row[0])), bool(row[1])
+
+
+@_translated
+async def begin_optout_version(db: Any, source: str) -> int:
+    """A new, not yet live, list version with its empty staging table."""
+    async with _connection(db) as conn, conn.transaction():
+        version = int(await conn.fetchval("INSERT INTO optout_list (source) VALUES ($1) RETURNING version", source))
+        await conn.execute(f"CREATE UNLOGGED TABLE optout_staging_v{version} (number text NOT NULL)")
+    return version
+
+
+@_translated
+async def load_optout_batch(db: Any, version: int, numbers: Iterable[str]) -> None:
+    async with _connection(db) as conn:
+        await conn.copy_records_to_table(f"optout_staging_v{int(version)}", records=[(n,) for n in numbers],
+                                         columns=["number"])
+
+
+@_translated
+async def activate_optout_version(db: Any, version: int, rejected: int) -> int:
+    """Build the version's partition off-line, then attach it and switch the pointer in one transaction.
+    Lookups keep seeing the previous version until that commit. Returns the distinct numbers loaded."""
+    v = int(version)
+    async with _connection(db) as conn:
+        await conn.execute(f"""
+            CREATE TABLE optout_number_v{v} (version bigint NOT NULL CHECK (version = {v}), number text NOT NULL);
+            INSERT INTO optout_number_v{v} SELECT DISTINCT {v}, number FROM optout_staging_v{v};
+            ALTER TABLE optout_number_v{v} ADD PRIMARY KEY (version, number);
+            DROP TABLE optout_staging_v{v};""")
+        count = int(await conn.fetchval(f"SELECT count(*) FROM optout_number_v{v}"))
+        async with conn.transaction():
+            await conn.execute(f"ALTER TABLE optout_number ATTACH PARTITION optout_number_v{v} FOR VALUES IN ({v})")
+            # An older import finishing late never replaces a newer live list.
+            await conn.execute("UPDATE optout_current SET version = $1 WHERE version IS NULL OR version < $1", v)
+            await conn.execute("UPDATE optout_list SET activated_at = now(), numbers = $2, rejected = $3 "
+                               "WHERE version = $1", v, count, rejected)
+        live = await conn.fetchval("SELECT version FROM optout_current")
+        old = await conn.fetch(
+            """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               WHERE i.inhparent = 'optout_number'::regclass AND c.relname <> $1""", f"optout_number_v{live}")
+        for row in old:
+            await conn.execute(f'DROP TABLE IF EXISTS "{row["relname"]}"')
+    return count
+
+
+@_translated
+async def abandon_optout_version(db: Any, version: int) -> None:
+    await db.execute(f"DROP TABLE IF EXISTS optout_staging_v{int(version)}")
+
+
+@_translated
+async def add_exceptions(db: Any, account_id: uuid.UUID, numbers: Iterable[str], kind: str) -> int:
+    rows = [(account_id, n, kind) for n in numbers]
+    async with _connection(db) as conn:
+        await conn.executemany(
+            """INSERT INTO optout_exception (account_id, number, kind) VALUES ($1, $2, $3)
+               ON CONFLICT (account_id, number) DO UPDATE SET kind = EXCLUDED.kind, recorded_at = now()""", rows)
+    return len(rows)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+@_translated
+async def compliance_figures(db: Any, account_id: uuid.UUID, lo: dt.datetime, hi: dt.datetime,
+                             short_call_s: int) -> dict[str, Any]:
+    row = await db.fetchrow(
+        """SELECT count(*) AS decisions,
+                  count(*) FILTER (WHERE decision = 'allow') AS allowed,
+                  count(*) FILTER (WHERE decision = 'deny') AS denied,
+                  count(*) FILTER (WHERE illegitimate) AS illegitimate
+           FROM gating_decision WHERE account_id = $1 AND decided_at >= $2 AND decided_at < $3""",
+        account_id, lo, hi)
+    rules = await db.fetch(
+        """SELECT rule, count(*) AS n FROM gating_decision
+           WHERE account_id = $1 AND decided_at >= $2 AND decided_at < $3 AND decision = 'deny'
+           GROUP BY rule ORDER BY rule""", account_id, lo, hi)
+    cdr = await db.fetchrow(
+        """SELECT count(*) AS calls, count(*) FILTER (WHERE billed_s < $4) AS short
+           FROM cdr WHERE account_id = $1 AND direction = 'outbound' AND started_at >= $2 AND started_at < $3""",
+        str(account_id), lo, hi, short_call_s)
+    return {"decisions": int(row["decisions"]), "allowed": int(row["allowed"]), "denied": int(row["denied"]),
+            "illegitimate": int(row["illegitimate"]), "denied_by_rule": {r["rule"]: int(r["n"]) for r in rules},
+            "outbound_calls": int(cdr["calls"]), "short_calls": int(cdr["short"])}
