@@ -196,9 +196,11 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(db: Any) -> dict[str, Any]:
         key = await store.secret(db)
-        counts = await store.erase_person(db, email=email, number=number, key=key, cutoff=billing_cutoff(now),
-                                          dry_run=args.dry_run)
-        files = [p for p in _files(settings.outbox_dir, "*.eml") if _mentions(p, value.lower())]
+        counts, conferences = await store.erase_person(db, email=email, number=number, key=key,
+                                                       cutoff=billing_cutoff(now), dry_run=args.dry_run)
+        # Invitations name their conference in the file name; those of a deleted conference go with it.
+        files = [p for p in _files(settings.outbox_dir, "*.eml")
+                 if _mentions(p, value.lower()) or any(f"-{c}-" in p.name for c in conferences)]
         if not args.dry_run:
             for p in files:
                 p.unlink(missing_ok=True)

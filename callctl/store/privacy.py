@@ -141,12 +141,14 @@ async def _pseudonymise_cdrs(conn: Any, value: str, pseudo: str, cutoff: dt.date
 
 @_translated
 async def erase_person(db: Any, *, email: str | None, number: str | None, key: bytes, cutoff: dt.datetime,
-                       dry_run: bool) -> dict[str, int]:
-    """Delete one person's own data and pseudonymise their CDRs; counts per table (exact in a dry run)."""
+                       dry_run: bool) -> tuple[dict[str, int], list[str]]:
+    """Delete one person's own data and pseudonymise their CDRs: counts per table (exact in a dry run)
+    and the ids of the conferences deleted with their organizer."""
     value = email if email is not None else number
     if value is None:
         raise StoreError("privacy store: erase needs an e-mail address or a number")
     counts: dict[str, int] = {}
+    organised: list[uuid.UUID] = []
     try:
         async with _connection(db) as conn, conn.transaction():
             if email is not None:
@@ -174,7 +176,7 @@ async def erase_person(db: Any, *, email: str | None, number: str | None, key: b
                 raise _Rollback
     except _Rollback:
         pass
-    return counts
+    return counts, [str(c) for c in organised]
 
 
 @_translated
@@ -249,10 +251,12 @@ async def purge_account(db: Any, account_id: uuid.UUID, *, key: bytes, cutoff: d
                 "SELECT from_number AS v FROM cdr WHERE account_id = $1 UNION SELECT to_number FROM cdr "
                 "WHERE account_id = $1 UNION SELECT person FROM cdr WHERE account_id = $1 AND person IS NOT NULL",
                 acc)}
-            updated = deleted = 0
+            # A leg matches once per personal value it holds: count legs, not updates.
+            updated = await conn.fetchval("SELECT count(*) FROM cdr WHERE account_id = $1 AND started_at >= $2",
+                                          acc, cutoff)
+            deleted = 0
             for value in sorted(v for v in values if v and not v.startswith("pseudo:")):
-                u, d = await _pseudonymise_cdrs(conn, value, pseudonym(key, value), cutoff, acc)
-                updated, deleted = updated + u, deleted + d
+                deleted += (await _pseudonymise_cdrs(conn, value, pseudonym(key, value), cutoff, acc))[1]
             deleted += _count(await conn.execute("DELETE FROM cdr WHERE account_id = $1 AND started_at < $2",
                                                   acc, cutoff))
             counts["cdr_pseudonymised"] = updated
