@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -143,8 +144,12 @@ def _parse_at(raw: str | None) -> dt.datetime:
 
 
 def _gate(args: argparse.Namespace, settings: Settings) -> int:
+    from callctl.flows.cli import STEP_MODULES
     from callctl.flows.loader import load_dialplan
     from callctl.gating.service import decide
+
+    for module in STEP_MODULES:  # step types of feature packages, so their flows load
+        importlib.import_module(module)
     from callctl.store import gating as store
 
     at = _parse_at(args.at)
