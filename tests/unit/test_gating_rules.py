@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import callctl.conference.steps  # noqa: F401  (registers the conference step type)
-
 from callctl.flows.loader import load_dialplan
 from callctl.gating.compliance import caller_id_verdict, cap_verdict, is_french_mobile, window_verdict
 from callctl.gating.emergency import NOT_ACTIVATED, EmergencyStatus, emergency_number, emergency_verdict
