@@ -41,7 +41,7 @@ async def test_normal_session_gets_its_variables() -> None:
     assert commands == ['SET VARIABLE CALLCTL_GATE "deny"\n', 'SET VARIABLE CALLCTL_GATE_RULE "abc:15"\n']
 
 
-@pytest.mark.xfail(reason="an unclosed StreamWriter ResourceWarning (test or server side) still to track down", strict=False)
+@pytest.mark.xfail(reason="unclosed StreamWriter ResourceWarning to track down", strict=False)
 async def test_hostile_sessions_do_not_stall_a_normal_one() -> None:
     async with AgiServer("127.0.0.1", 0, _handler, read_timeout_s=1.0, header_timeout_s=1.5) as srv:
         async def half_sent() -> None:
@@ -86,7 +86,7 @@ async def test_hostile_sessions_do_not_stall_a_normal_one() -> None:
         assert done[1] == b"" and done[2] == b""  # closed without an answer
 
 
-@pytest.mark.xfail(reason="an unclosed StreamWriter ResourceWarning (test or server side) still to track down", strict=False)
+@pytest.mark.xfail(reason="unclosed StreamWriter ResourceWarning to track down", strict=False)
 async def test_peer_outside_the_allow_list_is_refused() -> None:
     async with AgiServer("127.0.0.1", 0, _handler, allow=("10.0.0.0/8",)) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
