@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 
-import pytest
-
 from callctl.agi.server import AgiRequest, AgiServer
 
 HEADERS = (b"agi_network: yes\nagi_network_script: gate?account=abc\nagi_request: agi://127.0.0.1/gate?account=abc\n"
@@ -18,6 +16,14 @@ async def _close(w: asyncio.StreamWriter) -> None:
     w.close()
     with contextlib.suppress(ConnectionError):
         await w.wait_closed()
+
+
+async def _read_all(r: asyncio.StreamReader) -> bytes:
+    """What the server sent before closing; a reset (closed with our bytes unread) counts as nothing."""
+    try:
+        return await r.read()
+    except ConnectionResetError:
+        return b""
 
 
 async def _handler(request: AgiRequest) -> Mapping[str, str]:
@@ -41,7 +47,6 @@ async def test_normal_session_gets_its_variables() -> None:
     assert commands == ['SET VARIABLE CALLCTL_GATE "deny"\n', 'SET VARIABLE CALLCTL_GATE_RULE "abc:15"\n']
 
 
-@pytest.mark.xfail(reason="unclosed StreamWriter ResourceWarning to track down", strict=False)
 async def test_hostile_sessions_do_not_stall_a_normal_one() -> None:
     async with AgiServer("127.0.0.1", 0, _handler, read_timeout_s=1.0, header_timeout_s=1.5) as srv:
         async def half_sent() -> None:
@@ -58,7 +63,7 @@ async def test_hostile_sessions_do_not_stall_a_normal_one() -> None:
                     await w.drain()
             except ConnectionError:
                 pass
-            data = await r.read()
+            data = await _read_all(r)
             await _close(w)
             return data
 
@@ -73,7 +78,7 @@ async def test_hostile_sessions_do_not_stall_a_normal_one() -> None:
                         break
             except ConnectionError:
                 pass
-            data = await r.read()
+            data = await _read_all(r)
             await _close(w)
             return data
 
@@ -86,10 +91,9 @@ async def test_hostile_sessions_do_not_stall_a_normal_one() -> None:
         assert done[1] == b"" and done[2] == b""  # closed without an answer
 
 
-@pytest.mark.xfail(reason="unclosed StreamWriter ResourceWarning to track down", strict=False)
 async def test_peer_outside_the_allow_list_is_refused() -> None:
     async with AgiServer("127.0.0.1", 0, _handler, allow=("10.0.0.0/8",)) as srv:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         writer.write(HEADERS)
-        assert await asyncio.wait_for(reader.read(), 2) == b""
+        assert await asyncio.wait_for(_read_all(reader), 2) == b""
         await _close(writer)
