@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import os
 import signal
@@ -34,6 +35,7 @@ from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import normalise_called
+from callctl.gating.service import Decision, decide
 from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
@@ -108,6 +110,14 @@ class Daemon:
         call.cdr_fields["flow"] = route.flow
         result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
+
+    def _gate_for(self, pool: Any) -> Any:
+        async def gate(user: Any, from_e164: str, dialled: str) -> Decision:
+            # Business-line users dial by hand: the emergency gate applies, the dialer rules do not.
+            return await decide(pool, self.dialplans.current.countries, user.account_id, from_e164, dialled,
+                                dt.datetime.now(dt.UTC), account_country=user.country, automated=False)
+
+        return gate
 
     async def _did_user(self, called: str) -> Any:
         assert self.lines is not None
@@ -186,7 +196,7 @@ class Daemon:
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
-                                     billing=PrepaidBilling(pool, self.plans))
+                                     billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
             conference_steps.bind(conferences)

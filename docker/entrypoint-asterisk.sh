@@ -11,7 +11,7 @@ for f in /opt/callctl/asterisk-conf/*.conf; do
       -e "s|@SIP_BIND@|${SIP_BIND:-0.0.0.0}|g" -e "s|@RTP_START@|${RTP_START:-20000}|g" \
       -e "s|@RTP_END@|${RTP_END:-22000}|g" -e "s|@ARI_USER@|${ARI_USER:-callctl}|g" \
       -e "s|@ARI_PASSWORD@|$ARI_PASSWORD|g" -e "s|@ARI_APP@|${ARI_APP:-callctl}|g" \
-      -e "s|@DEMO_SIP_PASSWORD@|$DEMO_SIP_PASSWORD|g" -e "s|@TRUNK_PORT@|${TRUNK_PORT:-5070}|g" \
+      -e "s|@DEMO_SIP_PASSWORD@|$DEMO_SIP_PASSWORD|g" -e "s|@TRUNK_PORT@|${TRUNK_PORT:-5070}|g" -e "s|@EMERGENCY_PORT@|${EMERGENCY_PORT:-5071}|g" \
       -e "s|@DB_HOST@|${DB_HOST:-postgres}|g" \
       -e "s|@DB_PORT@|${DB_PORT:-5432}|g" \
       -e "s|@DB_NAME@|${DB_NAME:-callctl}|g" \

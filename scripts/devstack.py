@@ -65,6 +65,7 @@ class AsteriskInstance:
     ari_app: str = "callctl"
     demo_sip_password: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     trunk_port: int = 5070  # the PSTN gateway the "pstn" trunk sends calls to (SIPp in tests)
+    emergency_port: int = 5071  # the emergency services gateway (SIPp in tests)
     # Realtime PJSIP users (asterisk-conf/res_pgsql.conf); the default is refused at once, so only the
     # static pjsip.conf objects work until a database is given.
     db_host: str = "127.0.0.1"
@@ -111,6 +112,7 @@ class AsteriskInstance:
             "DB_USER": self.db_user,
             "DB_PASSWORD": self.db_password,
             "TRUNK_PORT": str(self.trunk_port),
+            "EMERGENCY_PORT": str(self.emergency_port),
         }
         etc = self.host_dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)

@@ -220,7 +220,7 @@ class Call:
         self._digits.clear()
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
         """Ring ``target``; on answer bridge it with this call until either side hangs up.
 
         The caller hears ringing meanwhile (180 Ringing if not yet answered, else a ring tone).
@@ -235,12 +235,14 @@ class Call:
         ringtone: str | None = None
         bridge_id: str | None = None
         try:
-            limit = {"TIMEOUT(absolute)": str(int(max_talk_s + timeout_s))} if max_talk_s else None
+            variables = {f"PJSIP_HEADER(add,{name})": value for name, value in (headers or {}).items()}
+            if max_talk_s:
+                variables["TIMEOUT(absolute)"] = str(int(max_talk_s + timeout_s))
             try:
                 # The limit is set at creation (ringing counts: never more than paid for) and again
                 # exactly at answer, inside Asterisk: it holds even if the engine dies meanwhile.
                 await ops.originate(leg.channel_id, target, timeout_s=timeout_s, caller_id=caller_id,
-                                    variables=limit)
+                                    variables=variables or None)
             except AriError as exc:
                 leg.lifecycle.ended(dt.datetime.now(dt.UTC), 38, f"originate failed: {exc.message}")
                 return DialOutcome("failed", 38)

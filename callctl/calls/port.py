@@ -46,11 +46,12 @@ class CallPort(Protocol):
         """Forget buffered DTMF digits."""
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
         """Ring ``target`` (a PJSIP endpoint "PJSIP/alice" or trunk dial string), bridge on answer.
 
         ``max_talk_s``: the call is cut by Asterisk itself (TIMEOUT(absolute)) after that long,
-        even if the engine dies; the caller hears a warning before the end."""
+        even if the engine dies; the caller hears a warning before the end. ``headers``: SIP headers
+        added to the outgoing INVITE (e.g. the location of an emergency call)."""
 
     async def hang_up(self, cause: str = "normal") -> None:
         """Hang up with an ARI reason: normal, busy, congestion, no_answer, unallocated, ..."""

@@ -60,7 +60,7 @@ class FakeCall:
         self.digits.clear()
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
         self.log.append(f"dial {target} ({timeout_s:g} s) -> {self.dial_status}")
         return DialOutcome(self.dial_status, talk_s=60.0 if self.dial_status == "answered" else 0.0)
 

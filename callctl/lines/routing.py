@@ -26,9 +26,13 @@ RING_TIMEOUT_S = 25.0
 UNAVAILABLE = ["sound:vm-nobodyavail"]
 INVALID_NUMBER = ["sound:ss-noservice"]
 NO_CREDIT = ["sound:cannot-complete-as-dialed"]
+GATED = ["sound:cannot-complete-as-dialed"]
+EMERGENCY_TRUNK = "emergency"
 
 
 class LineCall(Protocol):
+    @property
+    def language(self) -> str: ...
     @property
     def caller(self) -> str: ...
     @property
@@ -39,7 +43,7 @@ class LineCall(Protocol):
     async def answer(self) -> None: ...
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None) -> DialOutcome: ...
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome: ...
     async def hang_up(self, cause: str = "normal") -> None: ...
     @property
     def legs(self) -> list[Any]: ...
@@ -81,6 +85,23 @@ class Billing(Protocol):
     async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> Any: ...
 
 
+class GateDecision(Protocol):
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def emergency(self) -> bool: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def location(self) -> str | None: ...
+
+
+# Decides before anything else whether a call may leave (callctl.gating.service.decide).
+Gate = Callable[["LineUserLike", str, str], Awaitable[GateDecision]]
+
+
 @dataclass(frozen=True)
 class LineLookups:
     user_for_did: Callable[[str], Awaitable[LineUserLike | None]]
@@ -116,9 +137,11 @@ def endpoint_of(channel_name: str) -> str:
 
 class LineService:
     def __init__(self, lookups: LineLookups, limits: ChannelLimits | None = None, *,
-                 ring_timeout_s: float = RING_TIMEOUT_S, billing: Billing | None = None) -> None:
+                 ring_timeout_s: float = RING_TIMEOUT_S, billing: Billing | None = None,
+                 gate: Gate | None = None) -> None:
         self._lookups = lookups
         self._billing = billing
+        self._gate = gate
         self.limits = limits or ChannelLimits()
         self._ring_timeout_s = ring_timeout_s
 
@@ -162,6 +185,20 @@ class LineService:
             await call.hang_up("rejected")
             return "unknown_user"
         self._tag(call, user)
+        caller_id = user.numbers[0] if user.numbers else None
+        if self._gate is not None:
+            # First, before credit, channel limits or compliance: an emergency call is classified by
+            # the caller's country and, when allowed, routed at once, free, never blocked.
+            decision = await self._gate(user, caller_id or "", call.called)
+            if decision.emergency:
+                return await self._emergency(call, decision, caller_id)
+            if not decision.allowed:
+                log.warning("line_call_gated", rule=decision.rule, reason=decision.reason)
+                call.cdr_fields["extra_refused"] = decision.rule
+                await call.answer()
+                await call.play(GATED, interruptible=False)
+                await call.hang_up("normal")
+                return f"gated_{decision.rule}"
         number = to_e164(call.called, user.country)
         if not number.startswith("+"):
             log.info("line_invalid_number", dialled_len=len(call.called))
@@ -175,7 +212,6 @@ class LineService:
             await call.hang_up("busy")
             return "channel_limit"
         try:
-            caller_id = user.numbers[0] if user.numbers else None
             auth = None
             if self._billing is not None:
                 auth = await self._billing.authorize(user.account_id, caller_id or "", number)
@@ -200,3 +236,22 @@ class LineService:
         if outcome.status != "answered":
             await call.hang_up({"busy": "busy", "congestion": "congestion"}.get(outcome.status, "normal"))
         return f"dialled_{outcome.status}"
+
+    async def _emergency(self, call: LineCall, decision: GateDecision, callback: str | None) -> str:
+        call.cdr_fields["extra_emergency"] = True
+        if not decision.allowed:
+            log.warning("emergency_call_refused", rule=decision.rule, reason=decision.reason)
+            call.cdr_fields["disposition"] = "EMERGENCY_REFUSED"
+            call.cdr_fields["extra_refused"] = decision.rule
+            await call.answer()
+            lang = call.language if call.language in ("en", "fr") else "en"
+            await call.play([f"sound:callctl/{lang}/emergency-unavailable"], interruptible=False)
+            await call.hang_up("normal")
+            return "emergency_refused"
+        log.warning("emergency_call", rule=decision.rule)
+        call.cdr_fields["extra_cost"] = "0"
+        # The location on file travels in a header the emergency gateway reads; the callback number
+        # is the user's DID (caller ID).
+        outcome = await call.dial(f"PJSIP/{call.called}@{EMERGENCY_TRUNK}", timeout_s=120.0, caller_id=callback,
+                                  headers={"X-Callctl-Location": decision.location or "unknown"})
+        return f"emergency_{outcome.status}"

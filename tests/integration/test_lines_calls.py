@@ -31,7 +31,8 @@ def asterisk(database_url: str) -> Iterator[AsteriskInstance]:
     """Overrides the session Asterisk for this module: realtime users from this test's database."""
     ensure_root()
     inst = AsteriskInstance(f"calls-{os.getpid()}", http_port=free_port(), sip_port=free_port_pair(),
-                            rtp_start=31100, rtp_end=31299, trunk_port=free_port_pair())
+                            rtp_start=31100, rtp_end=31299, trunk_port=free_port_pair(),
+                            emergency_port=free_port_pair())
     inst.use_database(database_url)
     inst.start()
     try:
@@ -167,3 +168,46 @@ def test_a_prepaid_call_is_cut_by_asterisk_at_its_limit_while_the_engine_is_stop
     talk = (far_result.first("UDP message received", "BYE") - far_result.first("UDP message received", "ACK"))
     assert 4.0 < talk.total_seconds() < 8.0, talk
     assert sipp.finish(*call).ok
+
+
+def test_an_emergency_call_from_a_line_without_emergency_hears_why_and_nothing_leaves(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    from tests.support.asterisk import render_prompts
+
+    render_prompts(asterisk)
+    user = line_user(database_url)  # no credit, emergency never enabled
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, "112", [("wait_bye", None)], caller=user["sip_username"],
+                       auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    assert result.talk_s() > 3  # the announcement, not silence
+    assert d.wait_for_log("emergency_call_refused")["rule"] == "emergency_not_enabled"
+    [row] = wait_for_cdrs(database_url, 1)
+    assert row["disposition"] == "EMERGENCY_REFUSED" and json.loads(row["extra"])["emergency"] is True
+    assert not d.events("emergency_call")
+
+
+def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_even_with_zero_credit(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    from tests.integration.test_lines_cli import run_cli
+
+    user = line_user(database_url)  # zero credit, one channel
+    res = run_cli(database_url, "emergency", "set", user["account_id"], "--enable", "--location",
+                  "12 rue de la Paix, 75002 Paris", "--verified")
+    assert res.returncode == 0, res.stderr
+    gateway = sipp.start_far_end(asterisk.emergency_port, "answer")
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, "15", [("pause", 2000), ("bye", None)], caller=user["sip_username"],
+                       auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    gw = sipp.finish(*gateway)
+    assert gw.ok, gw.stderr
+    invite = next(text for _at, text in gw.messages if "INVITE sip:" in text)
+    assert "INVITE sip:15@" in invite
+    assert "X-Callctl-Location: 12 rue de la Paix, 75002 Paris" in invite
+    assert DID in invite.split("From:", 1)[1].splitlines()[0]  # the callback number
+    rows = wait_for_cdrs(database_url, 2)
+    inbound = next(r for r in rows if r["direction"] == "inbound")
+    assert json.loads(inbound["extra"])["cost"] == "0"

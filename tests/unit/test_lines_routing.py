@@ -28,7 +28,7 @@ class User:
 
 class FakeCall:
     def __init__(self, called: str, outcomes: dict[str, str], hold: asyncio.Event | None = None) -> None:
-        self.caller, self.called = "+33612345678", called
+        self.caller, self.called, self.language = "+33612345678", called, "en"
         self.cdr_fields: dict[str, Any] = {}
         self.dialled: list[tuple[str, str | None]] = []
         self.hung_up: str | None = None
@@ -44,7 +44,7 @@ class FakeCall:
         return None
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
         self.dialled.append((target, caller_id))
         self.max_talk.append(max_talk_s)
         if self._hold is not None:
