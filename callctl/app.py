@@ -17,10 +17,13 @@ import datetime as dt
 import functools
 import os
 import signal
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from callctl import __version__
+from callctl.agi.gate import gate_handler
+from callctl.agi.server import AgiServer
 from callctl.ari.client import AriClient
 from callctl.billing.plans import load_plans
 from callctl.billing.service import PrepaidBilling
@@ -34,7 +37,7 @@ from callctl.config import Settings
 from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
-from callctl.flows.model import normalise_called
+from callctl.flows.model import Country, normalise_called
 from callctl.gating.service import Decision, decide
 from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
@@ -193,6 +196,7 @@ class Daemon:
             stack.callback(journal.close)
             self.supervisor = Supervisor(self.ari, self.writer, self.run_flow_for, self.metrics,
                                          lambda: self._asterisk_id, journal)
+            self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
@@ -201,6 +205,11 @@ class Daemon:
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
+            if s.agi_listen:
+                agi_host, _, agi_port = s.agi_listen.rpartition(":")
+                await stack.enter_async_context(AgiServer(
+                    agi_host or "127.0.0.1", int(agi_port), gate_handler(pool, _LiveCountries(self.dialplans)),
+                    allow=tuple(a.strip() for a in s.agi_allow.split(",") if a.strip())))
             await stack.enter_async_context(self.ari)
             self._install_signals()
             notify("READY=1", f"STATUS=callctl {__version__} running")
@@ -237,6 +246,22 @@ class Daemon:
         m.gauge("callctl_event_loop_lag_max_seconds", "Largest event-loop lag since start", lambda: self.lag.max_s)
         m.gauge("callctl_ari_events", "ARI events received",
                 lambda: float(self.supervisor.dispatcher.events_total) if self.supervisor else 0.0)
+
+
+class _LiveCountries(Mapping[str, Country]):
+    """The country table of the current dialplan (a reload applies to the next FastAGI request)."""
+
+    def __init__(self, holder: DialplanHolder) -> None:
+        self._holder = holder
+
+    def __getitem__(self, key: str) -> Country:
+        return self._holder.current.countries[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._holder.current.countries)
+
+    def __len__(self) -> int:
+        return len(self._holder.current.countries)
 
 
 @contextlib.contextmanager

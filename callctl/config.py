@@ -35,6 +35,10 @@ class Settings:
     reconnect_max_s: float = 30.0
     ari_heartbeat_s: float = 5.0
     log_level: str = "info"
+    log_number_digits: int = 4  # digits of a phone number left visible in logs (the rest masked)
+    # FastAGI gate for an operator's own extensions.conf: AGI(agi://127.0.0.1:4573/gate?account=ID)
+    agi_listen: str = "127.0.0.1:4573"  # empty: no FastAGI server
+    agi_allow: str = "127.0.0.0/8,::1/128"  # peers allowed to connect (FastAGI has no authentication)
     # conferences
     conference_code_length: int = 8
     conference_access_numbers: str = ""
@@ -128,6 +132,8 @@ def _validate(s: Settings) -> None:
         s.http_host_port  # noqa: B018 - validates the port
     except ValueError:
         raise ConfigError(f"http_listen '{s.http_listen}' must be HOST:PORT") from None
+    if s.agi_listen and not s.agi_listen.rpartition(":")[2].isdigit():
+        raise ConfigError(f"agi_listen '{s.agi_listen}' must be HOST:PORT (or empty to disable FastAGI)")
     if not 4 <= s.conference_code_length <= 16:
         raise ConfigError(f"conference_code_length {s.conference_code_length} must be between 4 and 16")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):

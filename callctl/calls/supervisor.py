@@ -65,6 +65,7 @@ class Supervisor:
         self._calls: dict[ChannelId, tuple[Call, asyncio.Task[None]]] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
+        self.log_number_digits = 4
         metrics.counter("callctl_calls_total", "Calls finished, by outcome")
         metrics.gauge("callctl_active_calls", "Calls in progress", lambda: len(self._calls))
 
@@ -128,7 +129,8 @@ class Supervisor:
     async def _run_call(self, call: Call, adopted: bool) -> None:
         structlog.contextvars.bind_contextvars(call_id=call.call_id)
         started = time.monotonic()
-        log.info("call_started", caller=mask(call.caller), called=call.called, channel=call.channel.id,
+        log.info("call_started", caller=mask(call.caller, self.log_number_digits), called=call.called,
+                 channel=call.channel.id,
                  adopted=adopted)
         outcome, flow, version = "error", None, None
         try:
