@@ -62,6 +62,8 @@ class LineUserLike(Protocol):
     def country(self) -> str: ...
     @property
     def numbers(self) -> tuple[str, ...]: ...
+    @property
+    def suspended(self) -> bool: ...
 
     @property
     def channel_limit(self) -> int: ...
@@ -154,6 +156,11 @@ class LineService:
     async def inbound(self, call: LineCall, user: LineUserLike) -> str:
         """A call to one of ``user``'s numbers: ring the phone, then forward, else a message."""
         self._tag(call, user)
+        if user.suspended:
+            log.info("line_call_refused", reason="account suspended")
+            call.cdr_fields["extra_refused"] = "account_suspended"
+            await call.hang_up("unallocated")
+            return "account_suspended"
         if not self.limits.take(user):
             log.info("line_user_busy", reason="channel_limit", limit=user.channel_limit)
             outcome = DialOutcome("busy", 17)
@@ -199,6 +206,11 @@ class LineService:
                 await call.play(GATED, interruptible=False)
                 await call.hang_up("normal")
                 return f"gated_{decision.rule}"
+        if user.suspended:
+            log.warning("line_call_refused", reason="account suspended")
+            call.cdr_fields["extra_refused"] = "account_suspended"
+            await call.hang_up("rejected")
+            return "account_suspended"
         number = to_e164(call.called, user.country)
         if not number.startswith("+"):
             log.info("line_invalid_number", dialled_len=len(call.called))

@@ -59,6 +59,7 @@ class LineUser:
     extra_channels: int
     recording: bool
     numbers: tuple[str, ...]
+    suspended: bool = False  # the account is suspended: no calls but emergency ones
 
     @property
     def channel_limit(self) -> int:
@@ -85,7 +86,9 @@ _LINE_SELECT = """
     SELECT u.id AS user_id, u.account_id, u.sip_username, u.forward_to, a.country, a.currency, a.plan,
            a.extra_channels, a.recording,
            coalesce((SELECT array_agg(d.number ORDER BY d.number) FROM did d WHERE d.user_id = u.id), '{}')
-               AS numbers
+               AS numbers,
+           EXISTS (SELECT 1 FROM account_suspension s WHERE s.account_id = a.id AND s.resumed_at IS NULL)
+               AS suspended
       FROM sip_user u JOIN account a ON a.id = u.account_id"""
 
 

@@ -20,6 +20,7 @@ class User:
     country: str = "FR"
     numbers: tuple[str, ...] = ("+33170000001",)
     extra_channels: int = 0
+    suspended: bool = False
 
     @property
     def channel_limit(self) -> int:
@@ -161,3 +162,12 @@ async def test_no_credit_refuses_the_call_with_a_message_and_nothing_is_dialled(
     assert await svc.outbound(call, "alice") == "not_authorised"
     assert call.dialled == [] and "does not pay" in call.cdr_fields["extra_refused"]
     assert svc.limits.active(user.user_id) == 0
+
+
+async def test_a_suspended_account_cannot_call_out_or_be_called() -> None:
+    user = User(suspended=True)
+    call = FakeCall("0123456789", {})
+    assert await service(user).outbound(call, "alice") == "account_suspended"
+    assert call.dialled == [] and call.hung_up == "rejected"
+    inbound = FakeCall("+33170000001", {})
+    assert await service(user).inbound(inbound, user) == "account_suspended"
