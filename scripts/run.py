@@ -121,7 +121,7 @@ def _banner(a: AsteriskInstance, env: dict[str, str], summary: str) -> str:
    Softphone (any SIP client on this machine):
      server   127.0.0.1:{a.sip_port} (UDP or TCP)     user  demo     password  {a.demo_sip_password}
    Without registering (SIPp, trusted from 127.0.0.1):
-     sipp -sn uac -s +33900000001 127.0.0.1:{a.sip_port} -m 1
+     sipp -sn uac -s +33900000002 127.0.0.1:{a.sip_port} -m 1 -d 5000
    Numbers to dial (dialplan/numbers.yaml):
      +33900000001  welcome prompt, then hang-up
      +33900000002  menu: 1 plays a prompt, 2 asks for 4 digits ending with # and reads them back
