@@ -3,54 +3,24 @@ queries statements and fair use need, and CDR partition retention."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar
-
-import asyncpg
+from typing import Any
 
 from callctl.billing.rating import Deck, Rate
 from callctl.billing.statements import CdrLeg
 from callctl.errors import StoreError
-from callctl.store.db import translate
+from callctl.store.db import connection, translated
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """asyncpg/socket errors leave this module as StoreUnavailable or StoreError, never as themselves."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except StoreError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
-                raise translate(exc, None, f"billing: {fn.__name__}") from None
-            raise
-
-    return wrapper
+_translated = translated("billing")
+_connection = connection
 
 
-@contextlib.asynccontextmanager
-async def _connection(db: Any) -> AsyncIterator[Any]:
-    if hasattr(db, "acquire"):
-        async with db.acquire() as conn:
-            yield conn
-    else:
-        yield db
 
-
-# -- accounts (table owned by migrations/0003_lines.sql) -------------------------------------------
 @dataclass(frozen=True)
 class AccountTerms:
     account_id: uuid.UUID

@@ -3,22 +3,19 @@ and statements need."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar
-
-import asyncpg
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from callctl.cdr.record import CdrRecord
 from callctl.errors import StoreError, StoreUnavailable
-from callctl.store.db import close_quietly, connect, describe_url, translate
+from callctl.store.db import close_quietly, connect, connection, describe_url, translated
 
-P = ParamSpec("P")
-T = TypeVar("T")
+_translated = translated("cdr store")
+_connection = connection
+
 
 # Column order shared by the insert paths; ``billed_s`` is derived, the rest are CdrRecord fields.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -40,23 +37,6 @@ CREATE_TEMP = f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP} (LIKE cdr INCLUDING DEFA
 INSERT_FROM_TEMP = f"INSERT INTO cdr ({_NAMES}) SELECT {_NAMES} FROM {_TEMP} ON CONFLICT DO NOTHING"
 
 
-def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """asyncpg/socket errors leave this module as StoreUnavailable or StoreError, never as themselves."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except StoreError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
-                raise translate(exc, None, fn.__name__) from None
-            raise
-
-    return wrapper
-
-
 def _extra_json(record: CdrRecord) -> str:
     # default=str: a stray non-JSON value in ``extra`` must not make the whole record unwritable.
     return json.dumps(record.extra, default=str, separators=(",", ":"))
@@ -71,15 +51,6 @@ def row(record: CdrRecord) -> tuple[Any, ...]:
 def _inserted(status: str) -> int:
     # "INSERT 0 <rows>"
     return int(status.rsplit(" ", 1)[-1])
-
-
-@contextlib.asynccontextmanager
-async def _connection(db: Any) -> AsyncIterator[Any]:
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            yield conn
-    else:
-        yield db
 
 
 @_translated

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
-
-import asyncpg
+from typing import Any
 
 from callctl.conference.codes import Window, new_code
-from callctl.errors import StoreError, StoreUnavailable
+from callctl.errors import StoreError
+from callctl.store.db import connection, translated
 
-P = ParamSpec("P")
-T = TypeVar("T")
+_translated = translated("conference store")
+_connection = connection
+
 
 CODE_LOCK = 0x63616C6C  # advisory lock serialising code issuance ("call")
 
@@ -77,32 +74,6 @@ def _conf(row: Any) -> Conference:
 
 _COLUMNS = ", ".join(Conference.__dataclass_fields__)
 _F_COLUMNS = ", ".join("f." + k for k in Conference.__dataclass_fields__)
-
-
-@contextlib.asynccontextmanager
-async def _connection(db: Any) -> Any:
-    """A connection from a pool (or the connection itself) for work that needs a transaction."""
-    if hasattr(db, "acquire"):
-        async with db.acquire() as conn:
-            yield conn
-    else:
-        yield db
-
-
-def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """asyncpg and socket errors become StoreUnavailable / StoreError here, never above."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (TimeoutError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable ({fn.__name__}): {exc}") from None
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"conference store ({fn.__name__}): {exc}") from None
-
-    return wrapper
 
 
 @_translated

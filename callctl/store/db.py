@@ -4,13 +4,19 @@ that names the server (never the password), the reason and what to do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import socket
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
 from callctl.errors import StoreError, StoreUnavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -116,3 +122,32 @@ async def close_quietly(conn_or_pool: Any, *, timeout_s: float = 2.0) -> None:
         await asyncio.wait_for(conn_or_pool.close(), timeout_s)
     except Exception:
         conn_or_pool.terminate()
+
+
+def translated(area: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """Decorator for a store function: asyncpg and socket errors leave it as StoreUnavailable or
+    StoreError (naming ``area`` and the function), never as themselves."""
+
+    def decorate(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await fn(*args, **kwargs)
+            except StoreError:
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                raise translate(exc, None, f"{area}: {fn.__name__}") from None
+
+        return wrapper
+
+    return decorate
+
+
+@contextlib.asynccontextmanager
+async def connection(db: Any) -> AsyncIterator[Any]:
+    """A connection from a pool (or the connection itself) for work that needs a transaction."""
+    if hasattr(db, "acquire"):
+        async with db.acquire() as conn:
+            yield conn
+    else:
+        yield db

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-import asyncpg
-
-from callctl.errors import StoreError, StoreUnavailable
 from callctl.gating import Verdict
 from callctl.gating.emergency import EmergencyStatus
+from callctl.store.db import connection, translated
 
-P = ParamSpec("P")
-T = TypeVar("T")
+_translated = translated("gating store")
+_connection = connection
+
 
 
 @dataclass(frozen=True)
@@ -48,31 +45,6 @@ class DecisionRecord:
     automated: bool
     illegitimate: bool
     list_version: int | None
-
-
-@contextlib.asynccontextmanager
-async def _connection(db: Any) -> AsyncIterator[Any]:
-    if hasattr(db, "acquire"):
-        async with db.acquire() as conn:
-            yield conn
-    else:
-        yield db
-
-
-def _translated(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """asyncpg and socket errors become StoreUnavailable / StoreError here, never above."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (TimeoutError, OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable ({fn.__name__}): {exc}") from None
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"gating store ({fn.__name__}): {exc}") from None
-
-    return wrapper
 
 
 # -- accounts -----------------------------------------------------------------------------------

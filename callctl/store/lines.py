@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from callctl.lines.accounts import AccountOptions, LineError, new_sip_password, sip_username_for
-from callctl.store.conferences import _connection, _translated
+from callctl.store.db import connection as _connection
+from callctl.store.db import translated
+
+_translated = translated("lines store")
 
 # PJSIP settings of every business-line phone: the codec order of the brief (OPUS, Speex, G.711 A/mu),
 # RFC 4733 DTMF, media anchored in Asterisk (bridging, recording), NAT-friendly (phones behind routers).

@@ -12,7 +12,10 @@ from typing import Any
 
 from callctl.errors import StoreError
 from callctl.privacy.rules import RATING_PREFIX_DIGITS, pseudonym
-from callctl.store.conferences import _connection, _translated
+from callctl.store.db import connection as _connection
+from callctl.store.db import translated
+
+_translated = translated("privacy store")
 
 
 @dataclass(frozen=True)
