@@ -98,6 +98,10 @@ def test_organizer_and_three_participants_end_up_in_one_bridge(daemon_factory: A
     whats = [(e["person"], e["what"]) for e in shown["timeline"]]
     assert len([w for w in whats if w[1] == "join"]) == 4 and len([w for w in whats if w[1] == "leave"]) == 4
     assert not d.tracebacks()
+    logs = "\n".join(d.raw + d.stderr)
+    codes = [conf["organizer"]["code"], *(p["code"] for p in conf["participants"])]
+    assert not [c for c in codes if c in logs]  # access codes never reach the logs (issue 11)
+    assert "33611000001" not in logs  # caller numbers are masked
 
 
 def test_participant_arriving_first_waits_then_joins_the_organizer(daemon_factory: Any, asterisk: AsteriskInstance,

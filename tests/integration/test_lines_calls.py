@@ -123,6 +123,7 @@ def test_an_outbound_national_number_reaches_the_trunk_in_e164_with_the_users_di
     assert outbound["to_number"] == "+33123456789" and str(outbound["account_id"]) == user["account_id"]
     inbound = next(r for r in rows if r["direction"] == "inbound")
     assert json.loads(inbound["extra"])["cost"]  # the reservation was settled with the true cost
+    assert user["sip_password"] not in "\n".join(d.raw + d.stderr)  # never in the logs (issue 11)
 
 
 @pytest.mark.parametrize(("extra", "second"), [(0, 486), (1, 200)])
