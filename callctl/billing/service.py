@@ -6,16 +6,40 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from callctl.billing.plans import Plans, load_plans, trial_problem
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
-from callctl.billing.rating import Rate, call_cost, effective_deck
+from callctl.billing.rating import Deck, Rate, call_cost, effective_deck
 from callctl.billing.statements import Rating, rate_call
 from callctl.errors import StoreError
 from callctl.store import billing as store
+
+DeckLoader = Callable[[Any, dt.datetime], Awaitable[list[Deck]]]
+
+
+class DeckCache:
+    """Rate decks kept in memory by id: a deck's rows never change once imported (a new import is a
+    new deck), so a call costs one small query for which decks are in force, not a 100,000-row read."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self._decks: dict[int, Deck] = {}
+        self._keep = keep
+
+    async def __call__(self, pool: Any, at: dt.datetime) -> list[Deck]:
+        out = []
+        for header in await store.deck_headers(pool, at):
+            deck = self._decks.get(header.deck_id)
+            if deck is None:
+                deck = await store.deck_with_rates(pool, header)
+                self._decks[header.deck_id] = deck
+                for old in sorted(self._decks)[:-self._keep]:
+                    del self._decks[old]
+            out.append(deck)
+        return out
 
 
 @dataclass(frozen=True)
@@ -44,7 +68,8 @@ def _rate_from_json(data: dict[str, Any]) -> Rate:
 
 
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
-                    plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1) -> Authorization:
+                    plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1,
+                    decks: DeckLoader | None = None) -> Authorization:
     """Authorise a call: included calls get ``cap_s`` with no hold; billed calls get the longest duration
     the available credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0,
     ``reason`` set) when the account, rate or credit is missing or pays for less than ``min_seconds``.
@@ -59,13 +84,13 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
     problem = trial_problem(plan, terms.created_at, at, terms.users, terms.numbers)
     if problem is not None:
         return Authorization(0, None, None, problem)
-    decks = await store.load_decks(pool, at)
-    rating = rate_call(decks, plan, from_e164, to_e164, 1, at)
+    in_force = await (decks or store.load_decks)(pool, at)
+    rating = rate_call(in_force, plan, from_e164, to_e164, 1, at)
     if rating.prefix is None:
         return Authorization(0, None, rating, rating.why)
     if rating.included:
         return Authorization(cap_s, None, rating)
-    deck = effective_deck(decks, at)
+    deck = effective_deck(in_force, at)
     rate = deck.match(to_e164) if deck is not None else None
     if rate is None:  # cannot happen: rating.prefix is set
         return Authorization(0, None, rating, rating.why)
@@ -109,10 +134,11 @@ class PrepaidBilling:
     def __init__(self, pool: Any, plans: Plans) -> None:
         self._pool = pool
         self._plans = plans
+        self._decks = DeckCache()
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Authorization:
         return await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
-                               plans=self._plans)
+                               plans=self._plans, decks=self._decks)
 
     async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> Decimal:
         return await settle(self._pool, reservation_id, billed_seconds)

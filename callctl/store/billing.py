@@ -68,16 +68,24 @@ async def import_deck(db: Any, name: str, effective_at: dt.datetime, source: str
 @_translated
 async def load_decks(db: Any, start: dt.datetime, end: dt.datetime | None = None) -> list[Deck]:
     """The decks in force at some instant of [start, end] (end None: at ``start`` only), with their rows."""
+    return [await deck_with_rates(db, d) for d in await deck_headers(db, start, end)]
+
+
+@_translated
+async def deck_headers(db: Any, start: dt.datetime, end: dt.datetime | None = None) -> list[Deck]:
+    """The decks in force at some instant of [start, end], without their rows (one cheap query)."""
     end = start if end is None else end
     rows = await db.fetch(
         "SELECT id, name, effective_at FROM rate_deck WHERE id = (SELECT id FROM rate_deck WHERE effective_at <= $1 "
         "ORDER BY effective_at DESC, id DESC LIMIT 1) OR (effective_at > $1 AND effective_at <= $2) "
         "ORDER BY effective_at, id", start, end)
-    decks = []
-    for d in rows:
-        rates = await db.fetch(f"SELECT {', '.join(_RATE_COLUMNS[1:])} FROM rate WHERE deck_id = $1", d["id"])
-        decks.append(Deck(d["name"], d["effective_at"], {r["prefix"]: Rate(**dict(r)) for r in rates}, d["id"]))
-    return decks
+    return [Deck(d["name"], d["effective_at"], {}, d["id"]) for d in rows]
+
+
+@_translated
+async def deck_with_rates(db: Any, header: Deck) -> Deck:
+    rates = await db.fetch(f"SELECT {', '.join(_RATE_COLUMNS[1:])} FROM rate WHERE deck_id = $1", header.deck_id)
+    return Deck(header.name, header.effective_at, {r["prefix"]: Rate(**dict(r)) for r in rates}, header.deck_id)
 
 
 @_translated

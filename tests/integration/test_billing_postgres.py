@@ -159,3 +159,22 @@ async def test_retention_drops_only_partitions_older_than_12_months(database_url
     finally:
         await conn.close()
     assert set(before) - set(after) == {f"cdr_{old:%Y}m{old:%m}"}
+
+
+async def test_the_deck_cache_reads_a_deck_once_and_follows_a_new_import(database_url, tmp_path: Path):
+    path = tmp_path / "deck.csv"
+    path.write_text(HEADER + "1,USA,3,0.60,EUR\n")
+    at = dt.datetime.now(dt.UTC)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await store.import_deck(pool, "std", at - dt.timedelta(days=1), str(path), load_deck_file(path))
+        cache = service.DeckCache()
+        [first] = await cache(pool, at)
+        [again] = await cache(pool, at)
+        assert again is first  # the rows were not read a second time
+        path.write_text(HEADER + "1,USA,3,0.30,EUR\n")
+        await store.import_deck(pool, "std", at - dt.timedelta(hours=1), str(path), load_deck_file(path))
+        [newer] = await cache(pool, at)
+        assert newer is not first and newer.match("+12025550143").rate_per_minute == D("0.30")
+    finally:
+        await pool.close()
