@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import importlib
 import json
@@ -74,16 +73,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[dict[str, Any]]]) -> int:
-    async def run() -> dict[str, Any]:
-        from callctl.store.db import close_quietly, connect_pool
+    from callctl.store.db import run_with_pool
 
-        pool = await connect_pool(settings.database_url)
-        try:
-            return await work(pool)
-        finally:
-            await close_quietly(pool)
-
-    print(json.dumps(asyncio.run(run()), indent=2))
+    print(json.dumps(run_with_pool(settings.database_url, work), indent=2))
     return 0
 
 

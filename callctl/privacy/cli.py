@@ -4,7 +4,6 @@ data on request and by retention rule (BRIEF section 6), every change audited un
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -90,16 +89,9 @@ def _who(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
-    async def run() -> Any:
-        from callctl.store.db import close_quietly, connect_pool
+    from callctl.store.db import run_with_pool
 
-        pool = await connect_pool(settings.database_url)
-        try:
-            return await work(pool)
-        finally:
-            await close_quietly(pool)
-
-    return asyncio.run(run())
+    return run_with_pool(settings.database_url, work)
 
 
 def _print(doc: Any) -> int:

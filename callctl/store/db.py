@@ -151,3 +151,16 @@ async def connection(db: Any) -> AsyncIterator[Any]:
             yield conn
     else:
         yield db
+
+
+def run_with_pool(database_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """For one-shot commands: open a pool, run ``work(pool)`` to completion, close the pool."""
+
+    async def run() -> T:
+        pool = await connect_pool(database_url)
+        try:
+            return await work(pool)
+        finally:
+            await close_quietly(pool)
+
+    return asyncio.run(run())

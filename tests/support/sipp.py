@@ -269,7 +269,7 @@ _UAS_RING = """
   <pause milliseconds="{ring_ms}"/>
 """
 
-_UAS_ANSWER = """
+_UAS_200 = """
   <send retrans="500">
     <![CDATA[
       SIP/2.0 200 OK
@@ -294,6 +294,9 @@ _UAS_ANSWER = """
     ]]>
   </send>
   <recv request="ACK" rtd="true" crlf="true"/>
+"""
+
+_UAS_ANSWER = _UAS_200 + """
   <recv request="BYE" timeout="{talk_timeout_ms}"/>
   <send>
     <![CDATA[
@@ -308,31 +311,7 @@ _UAS_ANSWER = """
   </send>
 """
 
-_UAS_HANG_UP = """
-  <send retrans="500">
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-    ]]>
-  </send>
-  <recv request="ACK" crlf="true"/>
+_UAS_HANG_UP = _UAS_200 + """
   <pause milliseconds="{talk_ms}"/>
   <send retrans="500">
     <![CDATA[
