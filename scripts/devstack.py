@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -194,8 +193,6 @@ class AsteriskInstance:
         self.stop()
         self.start()
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 def _basic(user: str, password: str) -> str:
@@ -203,6 +200,3 @@ def _basic(user: str, password: str) -> str:
 
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-
-def sipp_available() -> bool:
-    return shutil.which("sipp") is not None

@@ -273,12 +273,6 @@ class AriClient:
         with contextlib.suppress(ChannelGone):
             await self._request("DELETE", f"channels/{channel_id}/moh", channel=channel_id)
 
-    async def get_bridge(self, bridge_id: str) -> dict[str, Any]:
-        return dict(await self._request("GET", f"bridges/{bridge_id}", channel=bridge_id))
-
-    async def list_channels(self) -> list[dict[str, Any]]:
-        return list(await self._request("GET", "channels") or [])
-
     async def application_channel_ids(self) -> set[str]:
         app = await self._request("GET", f"applications/{self._settings.ari_app}") or {}
         return {ref.removeprefix("channel:") for ref in app.get("channel_ids", [])} | {

@@ -12,8 +12,6 @@ from typing import Any
 # the same id (a spool replay or a re-adoption after a restart can never write it twice).
 LEG_NAMESPACE = uuid.UUID("8a1f6f5e-3c1b-4d4e-9a43-1f0c2b7f6e10")
 
-DISPOSITIONS = ("ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CONGESTION")
-
 
 def leg_id_for(asterisk_id: str, channel_id: str, created_at: str) -> uuid.UUID:
     return uuid.uuid5(LEG_NAMESPACE, f"{asterisk_id}/{channel_id}/{created_at}")
