@@ -14,9 +14,20 @@ from callctl.numbers import to_e164
 from callctl.store import lines as store
 
 
+# `callctl account ACTION` groups actions of several features (lines here; emergency, recording,
+# suspension elsewhere): they add theirs through account_actions(sub), registered after this module.
+_ACCOUNT_ACTIONS: dict[int, Any] = {}
+
+
+def account_actions(sub: Any) -> Any:
+    """The sub-parsers of `callctl account`, for another feature's register() to add an action to."""
+    return _ACCOUNT_ACTIONS[id(sub)]
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     account = sub.add_parser("account", parents=[common], help="business-line accounts")
     asub = account.add_subparsers(dest="account_command", metavar="ACTION", required=True)
+    _ACCOUNT_ACTIONS[id(sub)] = asub
     create = asub.add_parser("create", parents=[common], help="create an account; prints JSON with its id")
     create.add_argument("--name", required=True)
     create.add_argument("--country", required=True, metavar="CC", help="ISO 3166 alpha-2, e.g. FR")
