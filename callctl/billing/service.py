@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from callctl.billing.plans import Plans, load_plans, trial_problem
+from callctl.billing.plans import Plans, included_seconds_left, load_plans, trial_problem
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
 from callctl.billing.rating import Deck, Rate, call_cost, effective_deck
 from callctl.billing.statements import Rating, rate_call
@@ -69,10 +69,11 @@ def _rate_from_json(data: dict[str, Any]) -> Rate:
 
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
                     plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1,
-                    decks: DeckLoader | None = None) -> Authorization:
-    """Authorise a call: included calls get ``cap_s`` with no hold; billed calls get the longest duration
-    the available credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0,
-    ``reason`` set) when the account, rate or credit is missing or pays for less than ``min_seconds``.
+                    decks: DeckLoader | None = None, user_id: uuid.UUID | None = None) -> Authorization:
+    """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
+    at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
+    credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
+    when the account, rate or credit is missing or pays for less than ``min_seconds``.
 
     Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
     """
@@ -85,11 +86,15 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
     if problem is not None:
         return Authorization(0, None, None, problem)
     in_force = await (decks or store.load_decks)(pool, at)
-    rating = rate_call(in_force, plan, from_e164, to_e164, 1, at)
+    used_s = 0
+    if plan.included_seconds_per_user is not None and user_id is not None:
+        used_s = await store.included_seconds_used(pool, account_id, user_id, terms.created_at)
+    rating = rate_call(in_force, plan, from_e164, to_e164, 1, at, included_used_s=used_s)
     if rating.prefix is None:
         return Authorization(0, None, rating, rating.why)
     if rating.included:
-        return Authorization(cap_s, None, rating)
+        left = included_seconds_left(plan, used_s)
+        return Authorization(cap_s if left is None else min(cap_s, left), None, rating)
     deck = effective_deck(in_force, at)
     rate = deck.match(to_e164) if deck is not None else None
     if rate is None:  # cannot happen: rating.prefix is set
@@ -128,6 +133,15 @@ async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> D
     return await store.settle(pool, reservation_id, cost, billed_seconds)
 
 
+def cdr_rating(auth: Authorization, cost: Decimal | None) -> dict[str, Any]:
+    """The CDR rating columns (callctl.cdr.record.RATING_FIELDS) of an authorised call that cost ``cost``."""
+    r = auth.rating
+    if r is None:
+        return {}
+    return {"rating_deck": r.deck, "rating_prefix": r.prefix, "rate_per_minute": r.rate_per_minute,
+            "cost": Decimal(0) if r.included else cost, "currency": r.currency, "included": r.included}
+
+
 class PrepaidBilling:
     """The outbound call path's view of billing (callctl.lines.routing.Billing) over a pool."""
 
@@ -136,9 +150,14 @@ class PrepaidBilling:
         self._plans = plans
         self._decks = DeckCache()
 
-    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Authorization:
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
+                        user_id: uuid.UUID | None = None) -> Authorization:
         return await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
-                               plans=self._plans, decks=self._decks)
+                               plans=self._plans, decks=self._decks, user_id=user_id)
 
-    async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> Decimal:
-        return await settle(self._pool, reservation_id, billed_seconds)
+    async def finish(self, auth: Authorization, billed_seconds: int) -> dict[str, Any]:
+        """Settle the call's hold (if any) with its true cost; the CDR rating columns of the leg."""
+        cost = None
+        if auth.reservation_id is not None:
+            cost = await settle(self._pool, auth.reservation_id, billed_seconds)
+        return cdr_rating(auth, cost)

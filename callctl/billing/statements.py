@@ -84,6 +84,28 @@ class CdrLeg:
     to_number: str
     billed_s: int
     user_id: str | None
+    # The rating the engine stored at call end (None: not rated then; the statement rates the numbers).
+    rating_prefix: str | None = None
+    cost: Decimal | None = None
+    included: bool | None = None
+
+
+def stored_rating(decks: Iterable[Deck], leg: CdrLeg) -> Rating | None:
+    """The leg's rating as charged at call end (destination and zone read from the deck then in force),
+    or None when the engine did not rate it. A leg charged 0 with no prefix is a free call (emergency)."""
+    if leg.cost is None:
+        return None
+    if leg.rating_prefix is None:
+        return Rating(None, None, "Free calls (emergency)", "", True, 0, leg.cost, None, "free of charge",
+                      included_s=0)
+    deck = effective_deck(decks, leg.started_at)
+    rate = deck.rates.get(leg.rating_prefix) if deck is not None else None
+    if rate is None or deck is None:
+        return None  # the deck row is gone: rate the numbers instead
+    billed = 0 if leg.included else billed_seconds(rate, leg.billed_s)
+    return Rating(deck.name, rate.prefix, rate.destination, rate.zone, bool(leg.included), billed, leg.cost,
+                  rate.currency, "as charged at the end of the call", rate.rate_per_minute,
+                  leg.billed_s if leg.included else 0)
 
 
 @dataclass(frozen=True)
@@ -120,12 +142,12 @@ def build_statement(month: str, currency: str, legs: Sequence[CdrLeg], decks: Se
     for leg in sorted(legs, key=lambda x: (x.started_at, str(x.leg_id))):
         if leg.billed_s <= 0:
             continue
-        rating = rate_call(decks, plan, leg.from_number, leg.to_number, leg.billed_s, leg.started_at,
-                           included_used_s=used.get(leg.user_id, 0))
+        rating = stored_rating(decks, leg) or rate_call(decks, plan, leg.from_number, leg.to_number, leg.billed_s,
+                                                        leg.started_at, included_used_s=used.get(leg.user_id, 0))
         if rating.destination is None:
             unrated.append(leg.leg_id)
             continue
-        if rating.currency != currency:
+        if rating.currency not in (currency, None):
             raise ValueError(f"leg {leg.leg_id}: rated in {rating.currency}, the account pays in {currency}")
         used[leg.user_id] = used.get(leg.user_id, 0) + rating.included_s
         groups.setdefault((rating.destination, rating.zone or "", rating.included), []).append((leg, rating))

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callctl.ari.dispatch import Mailbox
@@ -73,6 +73,7 @@ class OutboundLeg:
     target: str
     lifecycle: Lifecycle
     caller_id: str | None = None
+    cdr_fields: dict[str, Any] = field(default_factory=dict)  # e.g. its rating (cdr.record.RATING_FIELDS)
 
 
 # Q.850 causes of an unanswered leg -> the dial outcome the flow branches on.

@@ -21,7 +21,7 @@ from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
 from callctl.calls.call import Call, ChannelOps, OutboundLeg
 from callctl.cdr.journal import CallJournal
-from callctl.cdr.record import CdrRecord, leg_id_for
+from callctl.cdr.record import RATING_FIELDS, CdrRecord, leg_id_for
 from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone
 from callctl.ids import CallId, ChannelId
 from callctl.logging import get_logger
@@ -187,7 +187,7 @@ class Supervisor:
             hangup_reason=lc.hangup_reason, channel_id=call.channel.id, flow=flow, dialplan_version=version,
             extra={"outcome": outcome, "ended_by": lc.ended_by,
                    **{k[6:]: v for k, v in call.cdr_fields.items() if k.startswith("extra_")}},
-            **{k: v for k, v in call.cdr_fields.items() if k in CDR_TAGS},
+            **{k: v for k, v in call.cdr_fields.items() if k in CDR_TAGS or k in RATING_FIELDS},
         )
         self._cdrs.submit(record)
         for leg in call.legs:
@@ -217,6 +217,7 @@ class Supervisor:
             channel_id=leg.channel_id, flow=first.flow, dialplan_version=first.dialplan_version,
             account_id=first.account_id, user_id=first.user_id,
             extra={"target": leg.target, "ended_by": lc.ended_by},
+            **{k: v for k, v in leg.cdr_fields.items() if k in RATING_FIELDS},
         )
 
     # -- resynchronisation ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import math
 import uuid
+from decimal import Decimal
 from typing import Any
 
 # Leg ids are uuid5 of the Asterisk system and channel identity, so the same leg always maps to
@@ -31,6 +32,10 @@ def utc_ms(moment: dt.datetime) -> dt.datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+# The rating columns a feature sets on a leg (OutboundLeg.cdr_fields) when it charges the leg.
+RATING_FIELDS = ("rating_deck", "rating_prefix", "rate_per_minute", "cost", "currency", "included")
+
+
 @dataclasses.dataclass(frozen=True)
 class CdrRecord:
     leg_id: uuid.UUID
@@ -53,6 +58,13 @@ class CdrRecord:
     person: str | None = None
     role: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Rating at call end (RATING_FIELDS; None: not rated by the engine, statements rate it from the deck).
+    rating_deck: str | None = None
+    rating_prefix: str | None = None
+    rate_per_minute: Decimal | None = None
+    cost: Decimal | None = None
+    currency: str | None = None
+    included: bool | None = None
 
     def __post_init__(self) -> None:
         # Storage precision is the millisecond, in UTC: truncate once, here, for every producer.
@@ -66,16 +78,8 @@ class CdrRecord:
         return billed_seconds(self.answered_at, self.ended_at)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict (ISO timestamps, string uuids) for the spool."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, dt.datetime):
-                value = value.isoformat(timespec="milliseconds")
-            elif isinstance(value, uuid.UUID):
-                value = str(value)
-            out[f.name] = value
-        return out
+        """Plain JSON-able dict (ISO timestamps, string uuids and decimals) for the spool."""
+        return {name: _plain(getattr(self, name)) for name in _FIELD_NAMES}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CdrRecord:
@@ -85,4 +89,18 @@ class CdrRecord:
         for name in ("started_at", "answered_at", "ended_at"):
             if kwargs.get(name) is not None:
                 kwargs[name] = dt.datetime.fromisoformat(kwargs[name])
+        for name in ("rate_per_minute", "cost"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = Decimal(kwargs[name])
         return cls(**kwargs)
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(CdrRecord))
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | dict):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="milliseconds")
+    return str(value)  # uuid.UUID, Decimal

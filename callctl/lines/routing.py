@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 
 from callctl.calls.port import DialOutcome
@@ -83,8 +84,12 @@ class Authorization(Protocol):
 class Billing(Protocol):
     """Prepaid authorisation before an outbound call and settlement after it (callctl.billing.service)."""
 
-    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Authorization: ...
-    async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> Any: ...
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
+                        user_id: uuid.UUID | None = None) -> Authorization: ...
+
+    async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]:
+        """Settle the call (debit its true cost); returns the CDR rating columns of the dialled leg."""
+        ...
 
 
 class GateDecision(Protocol):
@@ -226,7 +231,7 @@ class LineService:
         try:
             auth = None
             if self._billing is not None:
-                auth = await self._billing.authorize(user.account_id, caller_id or "", number)
+                auth = await self._billing.authorize(user.account_id, caller_id or "", number, user_id=user.user_id)
                 if not auth.allowed:
                     log.info("line_call_refused", reason=auth.reason)
                     call.cdr_fields["extra_refused"] = auth.reason or "not authorised"
@@ -238,11 +243,15 @@ class LineService:
                 outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,
                                           max_talk_s=float(auth.max_seconds) if auth is not None else None)
             finally:
-                if auth is not None and auth.reservation_id is not None and self._billing is not None:
-                    billed = call.legs[-1].lifecycle if call.legs else None
-                    seconds = billed_seconds(billed.answered_at, billed.ended_at) if billed and billed.ended_at else 0
-                    cost = await self._billing.settle(auth.reservation_id, seconds)
-                    call.cdr_fields["extra_cost"] = str(cost)
+                if auth is not None and self._billing is not None:
+                    leg = call.legs[-1] if call.legs else None
+                    lc = leg.lifecycle if leg is not None else None
+                    seconds = billed_seconds(lc.answered_at, lc.ended_at) if lc and lc.ended_at else 0
+                    rating = await self._billing.finish(auth, seconds)
+                    if leg is not None:
+                        leg.cdr_fields.update(rating)
+                    if rating.get("cost") is not None:
+                        call.cdr_fields["extra_cost"] = str(rating["cost"])
         finally:
             self.limits.release(user)
         if outcome.status != "answered":
@@ -264,6 +273,10 @@ class LineService:
         call.cdr_fields["extra_cost"] = "0"
         # The location on file travels in a header the emergency gateway reads; the callback number
         # is the user's DID (caller ID).
-        outcome = await call.dial(f"PJSIP/{call.called}@{EMERGENCY_TRUNK}", timeout_s=120.0, caller_id=callback,
-                                  headers={"X-Callctl-Location": decision.location or "unknown"})
+        try:
+            outcome = await call.dial(f"PJSIP/{call.called}@{EMERGENCY_TRUNK}", timeout_s=120.0, caller_id=callback,
+                                      headers={"X-Callctl-Location": decision.location or "unknown"})
+        finally:
+            if call.legs:  # free of charge, however it ends: the leg's CDR says so (statements list it at 0)
+                call.legs[-1].cdr_fields.update(cost=Decimal(0), included=True)
         return f"emergency_{outcome.status}"

@@ -206,10 +206,23 @@ async def settle(db: Any, reservation_id: uuid.UUID, true_cost: Decimal, billed_
 
 # -- CDRs for statements and fair use --------------------------------------------------------------
 @_translated
+async def included_seconds_used(db: Any, account_id: uuid.UUID, user_id: uuid.UUID, since: dt.datetime) -> int:
+    """Seconds of ``user_id``'s calls since ``since`` that the engine rated as included in the plan."""
+    return int(await db.fetchval(
+        "SELECT COALESCE(sum(billed_s), 0) FROM cdr WHERE account_id = $1 AND user_id = $2 AND started_at >= $3 "
+        "AND direction = 'outbound' AND included", str(account_id), str(user_id), since))
+
+
+@_translated
 async def outbound_legs(db: Any, account_id: uuid.UUID, start: dt.datetime, end: dt.datetime) -> list[CdrLeg]:
     """The account's answered outbound legs started in [start, end)."""
+    # A pseudonymised number (privacy erase) is rated on the prefix kept in extra.rating_prefix.
     rows = await db.fetch(
-        "SELECT leg_id, started_at, from_number, to_number, billed_s, user_id FROM cdr "
+        "SELECT leg_id, started_at, "
+        "CASE WHEN from_number LIKE 'pseudo:%' THEN COALESCE(extra->'rating_prefix'->>'from', '') "
+        "ELSE from_number END AS from_number, "
+        "CASE WHEN to_number LIKE 'pseudo:%' THEN COALESCE(extra->'rating_prefix'->>'to', '') "
+        "ELSE to_number END AS to_number, billed_s, user_id, rating_prefix, cost, included FROM cdr "
         "WHERE account_id = $1 AND started_at >= $2 AND started_at < $3 AND direction = 'outbound' "
         "AND billed_s > 0 ORDER BY started_at, leg_id", str(account_id), start, end)
     return [CdrLeg(**dict(r)) for r in rows]

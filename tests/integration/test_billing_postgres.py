@@ -4,6 +4,7 @@ statements traceable to CDRs, CDR retention."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from decimal import Decimal as D
@@ -138,6 +139,64 @@ async def test_statement_lines_add_up_and_reference_cdr_ids(database_url, tmp_pa
     assert st.total == st.total_excl_vat + st.vat
     # USA: 61..65 s at 0.03/min = 0.0305+0.031+0.0315+0.032+0.0325 = 0.1575
     assert by_dest["USA"].exact_amount == D("0.1575") and by_dest["USA"].amount == D("0.16")
+
+
+async def test_a_trial_users_included_call_is_authorised_for_what_is_left_of_the_hour(database_url, tmp_path: Path):
+    path = tmp_path / "deck.csv"
+    path.write_text(HEADER + "33,France,1,0.02,EUR\n")
+    at = dt.datetime.now(dt.UTC)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await store.import_deck(pool, "std", at - dt.timedelta(days=1), str(path), load_deck_file(path))
+        account = await _account(pool, plan="trial")
+        await pool.execute("UPDATE account SET created_at = now() - interval '1 day' WHERE id = $1", account)
+        user = uuid.uuid4()
+        used = dataclasses.replace(_cdr(account, "+33612345678", at - dt.timedelta(hours=1), 3550),
+                                   user_id=str(user), cost=D(0), included=True)
+        billed = dataclasses.replace(_cdr(account, "+33612345678", at - dt.timedelta(hours=2), 600),
+                                     user_id=str(user), cost=D("0.2"), included=False)  # not from the allowance
+        await cdrs.ensure_partitions(pool, [used.started_at, billed.started_at])
+        await cdrs.insert_cdrs(pool, [used, billed])
+        auth = await service.authorize(pool, account, "+33123456789", "+33612345678", at, user_id=user)
+        assert auth.allowed and auth.reservation_id is None and auth.max_seconds == 50, auth.reason
+        other = await service.authorize(pool, account, "+33123456789", "+33612345678", at, user_id=uuid.uuid4())
+        assert other.max_seconds == 3600
+    finally:
+        await pool.close()
+
+
+async def test_stored_ratings_make_the_statement_and_survive_erasing_the_numbers(database_url, tmp_path: Path):
+    from callctl.store import privacy
+
+    path = tmp_path / "deck.csv"
+    path.write_text(HEADER + "1,USA,3,0.03,EUR\n")
+    month = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await store.import_deck(conn, "std", month - dt.timedelta(days=30), str(path), load_deck_file(path))
+        account = await _account(conn)
+        charged = dataclasses.replace(_cdr(account, "+12025550143", month, 61), rating_deck="std", rating_prefix="1",
+                                      rate_per_minute=D("0.03"), cost=D("0.0305"), currency="EUR", included=False)
+        await cdrs.ensure_partitions(conn, [month])
+        await cdrs.insert_cdrs_copy(conn, [charged])
+        [stored] = await cdrs.fetch_by_call_id(conn, charged.call_id)
+        assert stored == charged  # the rating columns round-trip
+
+        async def statement():
+            legs = await store.outbound_legs(conn, account, month, dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+            decks = await store.load_decks(conn, month, dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+            return build_statement("2026-03", "EUR", legs, decks, load_plans().get("payg"), D("0.20"))
+
+        before = await statement()
+        await privacy.erase_person(conn, email=None, number="+12025550143", key=b"k" * 32,
+                                   cutoff=month - dt.timedelta(days=365), dry_run=False)
+        row = await conn.fetchrow("SELECT to_number, cost FROM cdr")
+        assert row["to_number"].startswith("pseudo:") and row["cost"] == D("0.0305")
+        after = await statement()
+    finally:
+        await conn.close()
+    assert before.lines[0].exact_amount == after.lines[0].exact_amount == D("0.0305")
+    assert after.lines[0].destination == "USA" and after.lines[0].leg_ids == (charged.leg_id,)
 
 
 async def test_retention_drops_only_partitions_older_than_12_months(database_url, capsys, monkeypatch):

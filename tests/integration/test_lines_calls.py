@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,12 @@ def test_an_outbound_national_number_reaches_the_trunk_in_e164_with_the_users_di
     assert outbound["to_number"] == "+33123456789" and str(outbound["account_id"]) == user["account_id"]
     inbound = next(r for r in rows if r["direction"] == "inbound")
     assert json.loads(inbound["extra"])["cost"]  # the reservation was settled with the true cost
+    # The dialled leg carries its rating: 0.60 EUR/min, per second from the first, rounded once.
+    assert outbound["billed_s"] >= 2
+    assert (outbound["rating_deck"], outbound["rating_prefix"], outbound["currency"]) == ("test", "33", "EUR")
+    assert outbound["rate_per_minute"] == Decimal("0.60") and outbound["included"] is False
+    assert outbound["cost"] == (Decimal("0.60") * outbound["billed_s"] / 60).quantize(Decimal("0.0001"))
+    assert str(outbound["cost"]) == json.loads(inbound["extra"])["cost"]
     assert user["sip_password"] not in "\n".join(d.raw + d.stderr)  # never in the logs (issue 11)
 
 
@@ -212,3 +219,5 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_even_wi
     rows = wait_for_cdrs(database_url, 2)
     inbound = next(r for r in rows if r["direction"] == "inbound")
     assert json.loads(inbound["extra"])["cost"] == "0"
+    outbound = next(r for r in rows if r["direction"] == "outbound")
+    assert outbound["cost"] == 0 and outbound["included"] is True  # free of charge, on the leg's CDR

@@ -121,6 +121,22 @@ def test_statement_vat_france_20_percent_and_lines_add_up():
     assert st_.total_excl_vat == D("0.03") and st_.vat == D("0.01") and st_.total == D("0.04")
 
 
+def test_statement_uses_the_rating_stored_at_call_end_even_when_the_numbers_are_pseudonyms():
+    charged = CdrLeg(uuid.uuid4(), T0, "pseudo:ab", "pseudo:cd", 61, "u1", rating_prefix="1", cost=D("0.0102"),
+                     included=False)
+    free = CdrLeg(uuid.uuid4(), T0, FR, "15", 30, "u1", cost=D(0), included=True)
+    st_ = build_statement("2026-03", "EUR", [charged, free], [FR_DECK], PLANS.get("payg"), PLANS.vat_rate("FR"))
+    by_dest = {line.destination: line for line in st_.lines}
+    assert by_dest["USA"].exact_amount == D("0.0102") and by_dest["USA"].leg_ids == (charged.leg_id,)
+    assert by_dest["Free calls (emergency)"].amount == D("0.00") and not st_.unrated
+
+
+def test_statement_rates_from_the_numbers_when_the_stored_prefix_left_the_deck():
+    leg = CdrLeg(uuid.uuid4(), T0, FR, US, 60, "u1", rating_prefix="999", cost=D("9"), included=False)
+    st_ = build_statement("2026-03", "EUR", [leg], [FR_DECK], PLANS.get("payg"), PLANS.vat_rate("FR"))
+    assert st_.lines[0].destination == "USA" and st_.lines[0].exact_amount == D("0.0100")
+
+
 def test_fair_use_flags_above_five_times_the_average():
     usage = {str(i): D(100) for i in range(20)} | {"heavy": D(3000)}
     assert set(fair_use_flags(usage, D(5))) == {"heavy"}

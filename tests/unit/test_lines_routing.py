@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from callctl.calls.port import DialOutcome
@@ -135,14 +136,16 @@ class FakeBilling:
         self.seconds = seconds
         self.settled: list[tuple[uuid.UUID, int]] = []
 
-    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str) -> Auth:
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
+                        user_id: uuid.UUID | None = None) -> Auth:
         if not self.seconds:
             return Auth(0, None, "prepaid credit 0 EUR does not pay for 1 s")
         return Auth(self.seconds, uuid.uuid4())
 
-    async def settle(self, reservation_id: uuid.UUID, billed_seconds: int) -> str:
-        self.settled.append((reservation_id, billed_seconds))
-        return "0.0100"
+    async def finish(self, auth: Auth, billed_seconds: int) -> dict[str, Any]:
+        assert auth.reservation_id is not None
+        self.settled.append((auth.reservation_id, billed_seconds))
+        return {"rating_prefix": "331", "cost": Decimal("0.0100")}
 
 
 async def test_prepaid_limit_goes_to_the_dial_and_the_reservation_is_settled() -> None:
