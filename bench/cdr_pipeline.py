@@ -35,8 +35,8 @@ class TimedStore(cdrs.PgCdrStore):
         super().__init__(url)
         self.durable_at: dict[Any, float] = {}
 
-    async def insert(self, records: Sequence[CdrRecord]) -> int:
-        inserted = await super().insert(records)
+    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
+        inserted = await super().insert(records, prepared)
         now = time.perf_counter()
         for r in records:
             self.durable_at.setdefault(r.leg_id, now)
@@ -62,7 +62,7 @@ async def raw_copy(url: str, records: list[CdrRecord]) -> float:
 
 async def batched(url: str, records: list[CdrRecord], how: str, batch: int = 500) -> float:
     conn = await connect(url)
-    insert = cdrs.insert_cdrs if how == "unnest" else cdrs.insert_cdrs_copy
+    insert = {"unnest": cdrs.insert_cdrs, "copy": cdrs.insert_cdrs_copy, "fast": cdrs.insert_cdrs_fast}[how]
     try:
         await cdrs.ensure_partitions(conn, [r.started_at for r in records])
         started = time.perf_counter()
@@ -115,6 +115,7 @@ async def run(n: int, rate: float, seconds: float) -> None:
             copy_rps = await raw_copy(await fresh(cluster, "b_copy"), records)
             unnest_rps = await batched(await fresh(cluster, "b_unnest"), records, "unnest")
             temp_rps = await batched(await fresh(cluster, "b_temp"), records, "copy")
+            fast_rps = await batched(await fresh(cluster, "b_fast"), records, "fast")
             writer_rps = await writer_burst(await fresh(cluster, "b_writer"), records, Path(tmp) / "burst")
             paced = [record(i) for i in range(n, n + int(rate * seconds))]
             lat = await writer_latency(await fresh(cluster, "b_latency"), paced, Path(tmp) / "paced", rate)
@@ -122,6 +123,7 @@ async def run(n: int, rate: float, seconds: float) -> None:
         print(f"raw COPY into cdr:                        {copy_rps:10,.0f} rows/s")
         print(f"INSERT .. SELECT unnest(..) ON CONFLICT:  {unnest_rps:10,.0f} rows/s")
         print(f"COPY to temp + INSERT .. ON CONFLICT:     {temp_rps:10,.0f} rows/s")
+        print(f"COPY into cdr, temp path on a replay:     {fast_rps:10,.0f} rows/s")
         print(f"CdrWriter (submit -> spool -> PostgreSQL):{writer_rps:10,.0f} rows/s "
               f"= {writer_rps / copy_rps:.2f} x raw COPY")
         print(f"submit -> durable in PostgreSQL at {rate:.0f}/s for {seconds:.0f} s ({len(lat)} records): "

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -30,10 +30,12 @@ from callctl.errors import SpoolError, StoreError, StoreUnavailable
 
 log = structlog.get_logger("callctl.cdr.writer")
 
-SPOOL_BATCH_MAX = 2000  # records per append+fsync
+SPOOL_BATCH_MAX = 5000  # records per append+fsync
 RETRY_MIN_S = 0.1
 
-Item = tuple[Position | None, CdrRecord]  # position None: the spool was unwritable, memory only
+# (spool position, record, the record as the store writes it). Position None: the spool was unwritable,
+# memory only; prepared None: not prepared yet (the store prepares it when it writes).
+Item = tuple[Position | None, CdrRecord, Any]
 
 
 class CdrStore(Protocol):
@@ -42,9 +44,14 @@ class CdrStore(Protocol):
 
     description: str
 
+    def prepare(self, record: CdrRecord) -> Any:
+        """The record as ``insert`` will write it. Pure and thread-safe: the writer calls it in the spool's
+        worker thread, so that work overlaps the database writing the previous batch."""
+        ...
+
     async def connect(self) -> None: ...
 
-    async def insert(self, records: Sequence[CdrRecord]) -> int: ...
+    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int: ...
 
     async def close(self) -> None: ...
 
@@ -52,7 +59,7 @@ class CdrStore(Protocol):
 class CdrWriter:
     """``async with CdrWriter(url, spool_dir) as w: w.submit(record)``; starts with PostgreSQL down."""
 
-    def __init__(self, database_url: str, spool_dir: Path, *, batch_max: int = 500, flush_interval_s: float = 0.2,
+    def __init__(self, database_url: str, spool_dir: Path, *, batch_max: int = 5000, flush_interval_s: float = 0.05,
                  retry_max_s: float = 2.0, drain_grace_s: float = 5.0,
                  segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
                  store_factory: Callable[[str], CdrStore]) -> None:
@@ -119,7 +126,7 @@ class CdrWriter:
                                               segment_max_bytes=self._segment_max_bytes)
         replayed = await asyncio.to_thread(self._spool.replay)
         if replayed:
-            self._pending.extend(replayed)
+            self._pending.extend((p, r, None) for p, r in replayed)
             self._pending_ready.set()
             self._drained.clear()
             log.info("cdr_spool_replayed", records=len(replayed), spool=str(self.spool_dir))
@@ -161,7 +168,7 @@ class CdrWriter:
     def _save_memory_only(self) -> None:
         """Last chance for records the spool could not take while running: spool them, else log them."""
         assert self._spool is not None
-        loose = [r for p, r in self._pending if p is None] + list(self._incoming)
+        loose = [r for p, r, _ in self._pending if p is None] + list(self._incoming)
         if not loose:
             return
         try:
@@ -193,8 +200,8 @@ class CdrWriter:
             self._spooling = len(batch)
             items: list[Item]
             try:
-                positions = await asyncio.to_thread(self._spool.append, batch)
-                items = list(zip(positions, batch, strict=True))
+                positions, prepared = await asyncio.to_thread(self._append_and_prepare, batch)
+                items = list(zip(positions, batch, prepared, strict=True))
                 if not self._spool_ok:
                     self._spool_ok = True
                     log.info("cdr_spool_recovered", spool=str(self.spool_dir))
@@ -203,12 +210,17 @@ class CdrWriter:
                 if self._spool_ok:
                     self._spool_ok = False
                     log.error("cdr_spool_unwritable", error=exc.message)
-                items = [(None, r) for r in batch]
+                items = [(None, r, None) for r in batch]
             self._pending.extend(items)
             self._spooling = 0
             self._pending_ready.set()
             if len(self._pending) >= self.batch_max:
                 self._batch_full.set()
+
+    def _append_and_prepare(self, batch: list[CdrRecord]) -> tuple[list[Position], list[Any]]:
+        assert self._spool is not None
+        positions = self._spool.append(batch)
+        return positions, [self._store.prepare(r) for r in batch]
 
     # -- store task ----------------------------------------------------------------------------
     async def _store_loop(self) -> None:
@@ -222,6 +234,11 @@ class CdrWriter:
                 await self._write_batch()
             except StoreUnavailable as exc:
                 self._went_down(exc)
+                delay_s = min(max(delay_s * 2, RETRY_MIN_S), self.retry_max_s)
+                continue
+            except Exception as exc:  # a bug below must not end the task: the records wait in the spool
+                log.exception("cdr_store_failed", error=repr(exc), spooled=self.queue_depth,
+                              hint="a bug in the CDR store: records stay in the spool and are retried")
                 delay_s = min(max(delay_s * 2, RETRY_MIN_S), self.retry_max_s)
                 continue
             delay_s = 0.0
@@ -242,7 +259,7 @@ class CdrWriter:
             return
         batch = [self._pending[i] for i in range(min(len(self._pending), self.batch_max))]
         try:
-            inserted = await self._store.insert([r for _, r in batch])
+            inserted = await self._store.insert([r for _, r, _ in batch], [p for _, _, p in batch])
         except StoreUnavailable:
             raise
         except StoreError:
@@ -252,7 +269,7 @@ class CdrWriter:
             self._pending.popleft()
         self.written_total += inserted
         self.skipped_total += len(batch) - inserted
-        positions = [p for p, _ in batch if p is not None]
+        positions = [p for p, _, _ in batch if p is not None]
         if positions:
             assert self._spool is not None
             await asyncio.to_thread(self._spool.ack, positions[-1])
@@ -263,9 +280,9 @@ class CdrWriter:
         """A batch was refused for a bad row: store the good ones, set the bad ones aside."""
         assert self._spool is not None
         inserted = 0
-        for _, record in batch:
+        for _, record, prepared in batch:
             try:
-                inserted += await self._store.insert([record])
+                inserted += await self._store.insert([record], [prepared])
             except StoreUnavailable:
                 raise
             except StoreError as exc:

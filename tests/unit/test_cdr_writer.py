@@ -33,7 +33,11 @@ class FakeStore:
         if not self.up:
             raise StoreUnavailable("fake store down")
 
-    async def insert(self, records: Sequence[CdrRecord]) -> int:
+    def prepare(self, record: CdrRecord) -> Any:
+        return record.leg_id
+
+    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
+        assert prepared is None or len(prepared) == len(records)
         await self.connect()
         self.inserts += 1
         if any(r.channel_id in self.bad_channels for r in records):
@@ -194,9 +198,9 @@ async def test_records_are_durable_in_the_spool_while_the_store_is_stuck(tmp_pat
     gate = asyncio.Event()
     real_insert = store.insert
 
-    async def stuck(records: Sequence[CdrRecord]) -> int:
+    async def stuck(records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
         await gate.wait()
-        return await real_insert(records)
+        return await real_insert(records, prepared)
 
     store.insert = stuck  # type: ignore[method-assign]
     async with writer(tmp_path, store) as w:
@@ -209,3 +213,22 @@ async def test_records_are_durable_in_the_spool_while_the_store_is_stuck(tmp_pat
         gate.set()
         assert await w.wait_for_drained(10)
     assert len(store.rows) == 1000
+
+
+async def test_a_bug_in_the_store_is_logged_and_retried_never_ending_the_writer(tmp_path: Path) -> None:
+    store = FakeStore()
+    real_insert = store.insert
+    failures = [RuntimeError("bug")]
+
+    async def buggy(records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
+        if failures:
+            raise failures.pop()
+        return await real_insert(records, prepared)
+
+    store.insert = buggy  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        async with writer(tmp_path, store) as w:
+            w.submit(record(1))
+            assert await w.wait_for_drained(10)
+    assert len(store.rows) == 1
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["cdr_store_failed"]
