@@ -57,7 +57,8 @@ def dial_free(asterisk: AsteriskInstance, code: str, then: list[tuple[str, objec
 
 
 def holds(database_url: str) -> list[dict[str, Any]]:
-    return db(database_url, "SELECT id, leg_id, person, held_s, used_s, settled_at FROM minutes_hold ORDER BY created_at")
+    return db(database_url, "SELECT id, leg_id, person, held_s, used_s, settled_at FROM minutes_hold "
+                            "ORDER BY created_at")
 
 
 def pool(database_url: str, account: uuid.UUID) -> dict[str, Any]:

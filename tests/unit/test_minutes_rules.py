@@ -43,8 +43,8 @@ def test_statement_groups_legs_by_conference_and_adds_up() -> None:
         return PaidLeg(uuid.uuid4(), conf, subject, "p@example.com", "+33800000102", uuid.uuid4(),
                        t0 + dt.timedelta(minutes=minutes), used)
 
-    st = pool_statement(uuid.uuid4(), "2026-11", [leg(b, "Sales", 5, 30), leg(a, "Board", 0, 61), leg(a, "Board", 9, 1)],
-                        3600, 3508)
+    legs = [leg(b, "Sales", 5, 30), leg(a, "Board", 0, 61), leg(a, "Board", 9, 1)]
+    st = pool_statement(uuid.uuid4(), "2026-11", legs, 3600, 3508)
     assert [(x.subject, x.legs, x.seconds, str(x.minutes)) for x in st.lines] == [("Board", 2, 62, "1.03"),
                                                                                  ("Sales", 1, 30, "0.50")]
     assert st.used_s == 92 and as_minutes(st.used_s) == as_minutes(62 + 30)
