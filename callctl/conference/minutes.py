@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ class MeterOps(Protocol):
     async def set_var(self, channel_id: str, name: str, value: str) -> None: ...
     async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None: ...
     async def hang_up(self, channel_id: str, reason: str = "normal") -> None: ...
+    async def stop_playback(self, playback_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,11 @@ class PaidLine:
 
 class LegMeter:
     """One leg's hold on a pool: started when the leg enters the conference, closed (settled with the
-    seconds used) when it leaves. ``on_exhausted`` takes the leg out of the room."""
+    seconds used) when it leaves. ``on_exhausted`` takes the leg out of the room (returns once it is out)."""
 
     def __init__(self, pool: Any, ops: MeterOps, line: PaidLine, hold: store.Hold, *, channel_id: str,
-                 language: str, local_number: str | None, on_exhausted: Callable[[], None]) -> None:
+                 language: str, local_number: str | None,
+                 on_exhausted: Callable[[], Awaitable[None]]) -> None:
         self._pool = pool
         self._ops = ops
         self._line = line
@@ -68,7 +70,13 @@ class LegMeter:
         self._on_exhausted = on_exhausted
         self._started: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._warning_id: str | None = None
         self.exhausted = False
+
+    @property
+    def moved(self) -> bool:
+        """The leg was taken out of the room to the local-number message ("move")."""
+        return self.exhausted and self._terms.when_exhausted == "move"
 
     def elapsed_s(self) -> float:
         return 0.0 if self._started is None else asyncio.get_running_loop().time() - self._started
@@ -107,7 +115,7 @@ class LegMeter:
                 return
             if left <= t.warn_before_s and not warned:
                 warned = True
-                await self._say(self._line.warning)
+                self._warning_id = await self._say(self._line.warning)
                 log.info("minutes_leg_warned", hold_id=str(self.hold_id), left_s=round(left, 1))
             if left > t.extend_when_left_s:
                 wait = left - t.extend_when_left_s
@@ -134,18 +142,27 @@ class LegMeter:
         self.exhausted = True
         log.info("minutes_leg_exhausted", hold_id=str(self.hold_id), policy=self._terms.when_exhausted,
                  held_s=self.held_s)
-        self._on_exhausted()
         if self._terms.when_exhausted == "move":
-            await self._say(self._line.exhausted)
+            if self._warning_id is not None:
+                # A bridged channel runs ARI commands only between playbacks: end the warning first.
+                with contextlib.suppress(AriError):
+                    await self._ops.stop_playback(self._warning_id)
             await self._enforce_in_asterisk(MOVE_ANNOUNCE_S)  # Asterisk ends the call after the message
+            await self._on_exhausted()
+            await self._say(self._line.exhausted)
             return
+        await self._on_exhausted()
         with contextlib.suppress(AriError):
             await self._ops.hang_up(self._channel_id, "normal")
 
-    async def _say(self, media: Sequence[str]) -> None:
-        with contextlib.suppress(AriError):
-            await self._ops.play(self._channel_id, self._line.with_number(media, self._local), uuid.uuid4().hex,
+    async def _say(self, media: Sequence[str]) -> str | None:
+        playback_id = uuid.uuid4().hex
+        try:
+            await self._ops.play(self._channel_id, self._line.with_number(media, self._local), playback_id,
                                  self._language)
+        except AriError:
+            return None
+        return playback_id
 
     async def _enforce_in_asterisk(self, seconds: int) -> None:
         try:
@@ -161,6 +178,19 @@ async def open_leg(pool: Any, line: PaidLine, *, conference_id: uuid.UUID, leg_i
     return await store.reserve(pool, line.account_id, max(t.hold_s, t.min_leg_s), t.min_leg_s,
                                conference_id=conference_id, leg_id=leg_id, access_number=access_number,
                                person=person)
+
+
+class DigitReader(Protocol):
+    async def read_digit(self, timeout_s: float) -> str | None: ...
+
+
+async def wait_for_moved_leg_end(call: DigitReader) -> None:
+    """A moved leg hears the local-number message out of the room until Asterisk ends the call (the
+    meter set its TIMEOUT(absolute)): the conference step must not hang it up in the middle."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(MOVE_ANNOUNCE_S + ASTERISK_GRACE_S):
+            while True:
+                await call.read_digit(1.0)  # raises CallHungUp when Asterisk hangs up
 
 
 ABANDONED_GRACE_S = 120

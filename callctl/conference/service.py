@@ -234,7 +234,7 @@ class ConferenceService:
         if paid is not None and hold is not None and self._meter_ops is not None:
             meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
                                      language=call.language, local_number=paid.local_for(conf.access_numbers),
-                                     on_exhausted=lambda: room.leave(member, "minutes_exhausted"))
+                                     on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
         try:
             if meter is not None:
                 await meter.start()
@@ -245,8 +245,17 @@ class ConferenceService:
         finally:
             if meter is not None:
                 await meter.close()
+        if meter is not None and meter.moved:
+            await minutes.wait_for_moved_leg_end(call)
         room.leave(member, "ended")
         return "conference_left"
+
+    @staticmethod
+    async def _take_out(room: Room, member: Member, reason: str) -> None:
+        """Take a member out of the room and return once the room has done it: the room applies requests
+        in order, so an (empty) command queued after the leave is answered only after it."""
+        room.leave(member, reason)
+        await room.command(member, "")
 
     async def _refuse_unpaid(self, call: EntryCall, paid: minutes.PaidLine, conf: store.Conference, caller: str,
                              access_number: str) -> str:

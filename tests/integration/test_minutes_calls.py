@@ -29,9 +29,11 @@ def paid_dialplan(tmp_path: Path, account: uuid.UUID, **terms: object) -> Path:
     target = tmp_path / "dialplan"
     shutil.copytree(REPO / "dialplan", target)
     numbers = target / "numbers.yaml"
-    extra = "".join(f"\n      {key}: {value}" for key, value in terms.items())
-    text = numbers.read_text().replace(f'account: "{DEMO_ACCOUNT}"', f'account: "{account}"{extra}')
-    text = text.replace("      warn_before: 60 ", "      # warn_before: 60 ")  # the test's terms win
+    text = numbers.read_text()
+    start = text.index("    organizer_paid:\n")
+    end = text.index("\n\n", start)
+    block = "".join(f"\n      {key}: {value}" for key, value in {"account": f'"{account}"', **terms}.items())
+    text = text[:start] + "    organizer_paid:" + block + text[end:]
     numbers.write_text(text)
     return target
 
@@ -131,3 +133,40 @@ def test_two_conferences_drain_one_pool_to_zero_then_their_legs_are_warned_and_e
         timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
         assert [(e["what"], e["reason"]) for e in timeline] == [("join", None), ("leave", "minutes_exhausted")]
     assert not d.tracebacks()
+
+
+def test_with_the_move_policy_an_exhausted_leg_leaves_the_room_and_hears_the_local_number(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    account = account_with_pool(database_url, tmp_path, 4)
+    conf = book(database_url, tmp_path)
+    d = daemon_factory(dialplan_dir=str(paid_dialplan(tmp_path, account, hold=3, min_leg=2, warn_before=1,
+                                                      when_exhausted="move")), log_level="debug")
+    d.wait_until_ready()
+    proc, work = dial_free(asterisk, conf["organizer"]["code"], [("pause", 12000), ("bye", None)], "33611000061")
+    d.wait_for_log("minutes_leg_exhausted", policy="move")
+    wait_for(lambda: bridged_channels(asterisk) in ([0], []), 10, "the leg out of the bridge, its call still up")
+    assert sipp.finish(proc, work).ok  # the caller hung up after the message: the engine did not cut it
+    finished = d.wait_for_log("call_finished")
+    assert finished["ended_by"] == "caller"
+    (hold,) = holds(database_url)
+    assert hold["used_s"] == hold["held_s"] == 4  # the message after the room is not drawn from the pool
+    timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
+    assert [(e["what"], e["reason"]) for e in timeline] == [("join", None), ("leave", "minutes_exhausted")]
+
+
+def test_asterisk_ends_a_paid_leg_at_its_hold_when_the_engine_has_died(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    account = account_with_pool(database_url, tmp_path, 600)
+    conf = book(database_url, tmp_path)
+    d = daemon_factory(dialplan_dir=str(paid_dialplan(tmp_path, account, hold=4, min_leg=2, warn_before=1)))
+    d.wait_until_ready()
+    proc, work = dial_free(asterisk, conf["organizer"]["code"], [("wait_bye", None)], "33611000071")
+    d.wait_for_log("conference_member_join")
+    wait_for(lambda: holds(database_url), 10, "the leg's hold")
+    assert d.proc is not None
+    d.proc.kill()  # no engine left to end the leg: only the TIMEOUT(absolute) set on its channel can
+    d.wait_exit(10)
+    assert sipp.finish(proc, work).ok  # Asterisk hung up (a BYE to the caller), not SIPp's own timeout
+    (hold,) = holds(database_url)
+    assert hold["settled_at"] is None  # left for the next start's sweep (store.settle_expired)
+    assert pool(database_url, account) == {"balance_s": 600, "reserved_s": hold["held_s"]}
