@@ -255,7 +255,10 @@ class ConferenceService:
         """Take a member out of the room and return once the room has done it: the room applies requests
         in order, so an (empty) command queued after the leave is answered only after it."""
         room.leave(member, reason)
-        await room.command(member, "")
+        if not room.ended:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):  # a room that closes meanwhile answers nothing more
+                    await room.command(member, "")
 
     async def _refuse_unpaid(self, call: EntryCall, paid: minutes.PaidLine, conf: store.Conference, caller: str,
                              access_number: str) -> str:
