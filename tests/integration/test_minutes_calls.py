@@ -5,7 +5,10 @@ two conferences drain one pool together to exactly zero and are warned, then end
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,16 @@ def dial_free(asterisk: AsteriskInstance, code: str, then: list[tuple[str, objec
               number: str) -> tuple[Any, Path]:
     return sipp.start_call(asterisk.sip_port, FREE, [("pause", 1200), ("dtmf", code + "#"), *then],
                            caller=number, bye_timeout_s=60)
+
+
+def bill(database_url: str, account: uuid.UUID) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
+    env["CALLCTL_DATABASE_URL"] = database_url
+    res = subprocess.run([sys.executable, "-m", "callctl", "bill", "--account", str(account), "--month",
+                          f"{dt.datetime.now(dt.UTC):%Y-%m}"], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
 
 
 def holds(database_url: str) -> list[dict[str, Any]]:
@@ -132,6 +145,12 @@ def test_two_conferences_drain_one_pool_to_zero_then_their_legs_are_warned_and_e
     for conf in confs:
         timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
         assert [(e["what"], e["reason"]) for e in timeline] == [("join", None), ("leave", "minutes_exhausted")]
+    statement = bill(database_url, account)
+    by_person = {h["person"]: h["used_s"] for h in rows}
+    for subject in ("Board", "Sales"):  # one line per conference, with the seconds its leg drew
+        (line,) = [x for x in statement.splitlines() if x.strip().startswith(subject)]
+        assert f" 1 leg(s) {by_person[f'org-{subject.lower()}@example.com']:>8} s " in line
+    assert "(14 s)" in statement.split("Pool drawn")[1].splitlines()[0]
     assert not d.tracebacks()
 
 

@@ -173,3 +173,63 @@ async def test_minutes_add_refuses_an_unknown_account_and_a_bad_amount(database_
     with pytest.raises(SystemExit):
         await asyncio.to_thread(main, ["minutes", "add", "--account", str(unknown), "-3"])
     assert "MINUTES must be a whole number of minutes above 0, not '-3'" in capsys.readouterr().err
+
+
+class _FakeChannel:
+    """The ARI side of a meter (the real one is covered by tests/integration/test_minutes_calls.py)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def set_var(self, channel_id: str, name: str, value: str) -> None:
+        self.calls.append(("set_var", name, value))
+
+    async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None:
+        self.calls.append(("play", *media))
+
+    async def hang_up(self, channel_id: str, reason: str = "normal") -> None:
+        self.calls.append(("hang_up",))
+
+    async def stop_playback(self, playback_id: str) -> None:
+        self.calls.append(("stop_playback",))
+
+
+async def test_a_warned_leg_is_rescued_by_a_purchase_and_keeps_its_call(database_url: str) -> None:
+    from callctl.billing.minutes import MeterTerms
+    from callctl.conference.minutes import LegMeter, PaidLine, open_leg
+    from tests.support.asterisk import wait_for
+
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            account = await _account(conn)
+            conf = await _conference(conn, "Weekly")
+        await store.add(pool, account, 3)
+        # Warned 2 s before the end of its hold: the purchase below has those 2 s to arrive.
+        line = PaidLine(account, MeterTerms(hold_s=3, min_leg_s=1, warn_before_s=2), None, frozenset(),
+                        (), ("sound:warn",), ("sound:out",))
+        hold = await open_leg(pool, line, conference_id=conf, leg_id=uuid.uuid4(), access_number="+33800000102",
+                              person="p@example.com")
+        assert hold is not None and hold.held_s == 3
+        ops = _FakeChannel()
+        exhausted: list[bool] = []
+
+        async def take_out() -> None:
+            exhausted.append(True)
+
+        meter = LegMeter(pool, ops, line, hold, channel_id="c1", language="en", local_number="+33900000100",
+                         on_exhausted=take_out)
+        await meter.start()
+        assert ops.calls[0] == ("set_var", "TIMEOUT(absolute)", "5")  # hold + Asterisk's grace
+        await asyncio.to_thread(wait_for, lambda: ("play", "sound:warn", "digits:33900000100") in ops.calls, 10,
+                                "the warning with the local number")
+        await store.add(pool, account, 60)  # bought while the leg is being warned
+        await asyncio.to_thread(wait_for, lambda: meter.held_s > 3, 10, "the leg's hold extended")
+        assert not exhausted and ("hang_up",) not in ops.calls
+        assert ops.calls[-1][:2] == ("set_var", "TIMEOUT(absolute)")  # Asterisk's cut-off moved with the hold
+        used = await meter.close()
+        assert 2 <= used <= meter.held_s
+        p = await store.pool(pool, account)
+        assert p is not None and (p.balance_s, p.reserved_s) == (63 - used, 0)
+    finally:
+        await pool.close()
