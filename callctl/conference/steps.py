@@ -10,7 +10,8 @@
           too_early: conf_too_early
 
 After the step, ``{conference_outcome}`` holds what happened (joined then left: conference_left;
-no_valid_code, locked_out, too_early, over, locked, full, in_use, store_unavailable).
+no_valid_code, locked_out, too_early, over, locked, full, in_use, store_unavailable, and on an
+organizer-paid number minutes_unavailable: docs/minutes.md).
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def paid_line(ctx: FlowContext) -> PaidLine | None:
         return None
 
     def media(name: str) -> tuple[str, ...]:
-        if name not in ctx.plan.prompts:
+        try:
+            return tuple(ctx.plan.media(name, ctx.route.language))
+        except KeyError:  # not in prompts.yaml, or not in this number's language
             return MINUTES_PROMPTS[name]
-        return tuple(ctx.plan.media(name, ctx.route.language))
 
     return PaidLine(
         account_id=uuid.UUID(paid.account),
