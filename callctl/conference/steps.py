@@ -87,6 +87,9 @@ class _StepCall:
 async def run(ctx: FlowContext, opts: EntryOptions) -> str | None:
     if _service is None:
         ctx.note("conference: would ask for a personal access code and join its conference (no service here)")
+        if ctx.route.organizer_paid is not None:
+            ctx.note(f"conference: organizer-paid number: the leg would draw the free-minutes pool of account "
+                     f"{ctx.route.organizer_paid.account} while in the room")
         ctx.variables["conference_outcome"] = "simulated"
         return None
     outcome = await _service.enter(_StepCall(ctx), ctx.route.number, opts, paid=paid_line(ctx))
