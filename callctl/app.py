@@ -32,6 +32,7 @@ from callctl.calls.supervisor import Supervisor
 from callctl.cdr.journal import CallJournal
 from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
+from callctl.conference.minutes import settle_abandoned_holds
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
 from callctl.errors import AriError, DialplanError, StoreError
@@ -202,7 +203,9 @@ class Daemon:
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
-                s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
+                s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
+                meter_ops=self.ari)
+            background.add(asyncio.create_task(settle_abandoned_holds(pool), name="minutes-sweep"))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
             if s.agi_listen:

@@ -195,10 +195,20 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         out = _summary(conf, await store.live_codes(pool, conf.id))
         out["timeline"] = [{**row, "at": row["at"].isoformat(), "leg_id": str(row["leg_id"])}
                            for row in await store.timeline(pool, conf.id)]
+        await _mark_organizer_paid(pool, out["timeline"])
         print(json.dumps(out, indent=2, default=str))
         return 0
 
     return _run(_with_pool(settings, work))
+
+
+async def _mark_organizer_paid(pool: Any, timeline: list[dict[str, Any]]) -> None:
+    """Each event says whether its leg was organizer-paid (drew a free-minutes pool, issue 10)."""
+    from callctl.store import minutes as minutes_store
+
+    paid = await minutes_store.paid_leg_ids(pool, [uuid.UUID(e["leg_id"]) for e in timeline if e["leg_id"] != "None"])
+    for event in timeline:
+        event["organizer_paid"] = event["leg_id"] in {str(x) for x in paid}
 
 
 def _cancel(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from callctl.conference import minutes
 from callctl.conference.room import ORGANIZER, Member, Room, RoomOps, RoomSettings
 from callctl.errors import CallHungUp, StoreError
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
 from callctl.store import conferences as store
+from callctl.store import minutes as minutes_store
 
 log = get_logger("callctl.conference")
 
@@ -76,9 +78,11 @@ class LockoutPolicy:
 
 class ConferenceService:
     def __init__(self, pool: Any, ops: RoomOps, *, lockout: LockoutPolicy | None = None,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 meter_ops: minutes.MeterOps | None = None) -> None:
         self._pool = pool
         self._ops = ops
+        self._meter_ops = meter_ops  # organizer-paid legs (issue 10); without it such legs are refused
         self._lockout = lockout or LockoutPolicy()
         self._clock = clock
         self._rooms: dict[uuid.UUID, tuple[Room, asyncio.Task[None]]] = {}
@@ -132,8 +136,12 @@ class ConferenceService:
         call.clear_digits()
         return digits or None
 
-    async def enter(self, call: EntryCall, access_number: str, opts: EntryOptions) -> str:
-        """Run the whole conference part of a call; returns its outcome for the CDR and logs."""
+    async def enter(self, call: EntryCall, access_number: str, opts: EntryOptions,
+                    paid: minutes.PaidLine | None = None) -> str:
+        """Run the whole conference part of a call; returns its outcome for the CDR and logs.
+
+        ``paid``: the access number is organizer-paid; the leg draws that pool while in the room.
+        """
         p = opts.prompts
         caller = to_e164(call.caller, call.country) or "anonymous"
         try:
@@ -161,7 +169,7 @@ class ConferenceService:
                     log.info("conference_code_rejected", reason=admission, conference_id=str(match.conference.id))
                     await call.play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
                     return admission
-                return await self._join(call, match, opts, caller, access_number)
+                return await self._join(call, match, opts, caller, access_number, paid)
         except StoreError as exc:
             log.error("conference_store_unavailable", error=str(exc))
             await call.play(list(p.unavailable), interruptible=False)
@@ -194,16 +202,26 @@ class ConferenceService:
             self._spawn(store.mark_ended(self._pool, uuid.UUID(conference_id)), "conference_end_write_failed")
 
     async def _join(self, call: EntryCall, match: store.CodeMatch, opts: EntryOptions, caller: str,
-                    access_number: str) -> str:
+                    access_number: str, paid: minutes.PaidLine | None = None) -> str:
         p = opts.prompts
         conf = match.conference
         member = Member(call.channel_id, match.email, match.role, str(call.call_id), call.language)
+        hold = None
+        if paid is not None and self._meter_ops is None:
+            return await self._refuse_unpaid(call, paid, conf, caller, access_number)
+        if paid is not None:
+            hold = await minutes.open_leg(self._pool, paid, conference_id=conf.id, leg_id=uuid.UUID(str(call.call_id)),
+                                          access_number=access_number, person=match.email)
+            if hold is None:
+                return await self._refuse_unpaid(call, paid, conf, caller, access_number)
         room = self._room_for(conf)
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
             room = self._room_for(conf)
             result = await room.join(member)
         if result not in ("joined", "waiting"):
+            if hold is not None:
+                await minutes_store.settle(self._pool, hold.id, 0)
             await store.record_attempt(self._pool, caller, access_number, result, conf.id)
             log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
             await call.play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
@@ -212,13 +230,45 @@ class ConferenceService:
         call.cdr_fields.update(conference_id=str(conf.id), person=match.email, role=match.role)
         if match.role == ORGANIZER:
             self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
+        meter = None
+        if paid is not None and hold is not None and self._meter_ops is not None:
+            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
+                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
+                                     on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
         try:
+            if meter is not None:
+                await meter.start()
             await self._in_room(call, room, member)
         except CallHungUp:
             room.leave(member, "hangup")
             raise
+        finally:
+            if meter is not None:
+                await meter.close()
+        if meter is not None and meter.moved:
+            await minutes.wait_for_moved_leg_end(call)
         room.leave(member, "ended")
         return "conference_left"
+
+    @staticmethod
+    async def _take_out(room: Room, member: Member, reason: str) -> None:
+        """Take a member out of the room and return once the room has done it: the room applies requests
+        in order, so an (empty) command queued after the leave is answered only after it."""
+        room.leave(member, reason)
+        if not room.ended:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):  # a room that closes meanwhile answers nothing more
+                    await room.command(member, "")
+
+    async def _refuse_unpaid(self, call: EntryCall, paid: minutes.PaidLine, conf: store.Conference, caller: str,
+                             access_number: str) -> str:
+        """The pool cannot cover a new leg: say the free line is not available and give the local number."""
+        local = paid.local_for(conf.access_numbers)
+        await store.record_attempt(self._pool, caller, access_number, "minutes_unavailable", conf.id)
+        log.info("conference_join_refused", reason="minutes_unavailable", conference_id=str(conf.id),
+                 local_number_given=local is not None)
+        await call.play(paid.with_number(paid.unavailable, local), interruptible=False)
+        return "minutes_unavailable"
 
     async def _in_room(self, call: EntryCall, room: Room, member: Member) -> None:
         """Read DTMF commands (``*`` then a key) until the caller hangs up or the room ends."""

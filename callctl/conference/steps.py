@@ -10,15 +10,19 @@
           too_early: conf_too_early
 
 After the step, ``{conference_outcome}`` holds what happened (joined then left: conference_left;
-no_valid_code, locked_out, too_early, over, locked, full, in_use, store_unavailable).
+no_valid_code, locked_out, too_early, over, locked, full, in_use, store_unavailable, and on an
+organizer-paid number minutes_unavailable: docs/minutes.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from callctl.billing.minutes import MeterTerms
+from callctl.conference.minutes import PaidLine
 from callctl.conference.service import ConferenceService, EntryOptions, EntryPrompts
 from callctl.flows.registry import FlowContext, register_step_type
 
@@ -83,12 +87,42 @@ class _StepCall:
 async def run(ctx: FlowContext, opts: EntryOptions) -> str | None:
     if _service is None:
         ctx.note("conference: would ask for a personal access code and join its conference (no service here)")
+        if ctx.route.organizer_paid is not None:
+            ctx.note(f"conference: organizer-paid number: the leg would draw the free-minutes pool of account "
+                     f"{ctx.route.organizer_paid.account} while in the room")
         ctx.variables["conference_outcome"] = "simulated"
         return None
-    outcome = await _service.enter(_StepCall(ctx), ctx.route.number, opts)
+    outcome = await _service.enter(_StepCall(ctx), ctx.route.number, opts, paid=paid_line(ctx))
     ctx.variables["conference_outcome"] = outcome
     ctx.note(f"conference: {outcome}")
     return None
 
 
 register_step_type("conference", parse, run)
+
+
+# Prompts of organizer-paid lines (issue 10): names looked up in the dialplan, stock media otherwise.
+MINUTES_PROMPTS = {"minutes-unavailable": ("sound:ss-noservice",), "minutes-warning": ("sound:beep",),
+                   "minutes-exhausted": ("sound:ss-noservice",)}
+
+
+def paid_line(ctx: FlowContext) -> PaidLine | None:
+    """The organizer-paid terms of the number called (numbers.yaml ``organizer_paid``), or None."""
+    paid = ctx.route.organizer_paid
+    if paid is None:
+        return None
+
+    def media(name: str) -> tuple[str, ...]:
+        try:
+            return tuple(ctx.plan.media(name, ctx.route.language))
+        except KeyError:  # not in prompts.yaml, or not in this number's language
+            return MINUTES_PROMPTS[name]
+
+    return PaidLine(
+        account_id=uuid.UUID(paid.account),
+        terms=MeterTerms(hold_s=paid.hold_s, min_leg_s=paid.min_leg_s, warn_before_s=paid.warn_before_s,
+                         when_exhausted=paid.when_exhausted),
+        local_number=paid.local_number,
+        paid_numbers=frozenset(e.number for e in ctx.plan.numbers if e.organizer_paid is not None and e.number),
+        unavailable=media("minutes-unavailable"), warning=media("minutes-warning"),
+        exhausted=media("minutes-exhausted"))

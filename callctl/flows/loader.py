@@ -40,6 +40,7 @@ from callctl.flows.model import (
     Menu,
     NumberEntry,
     NumberPattern,
+    OrganizerPaid,
     Play,
     Pos,
     Prompt,
@@ -60,6 +61,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PROMPT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+ORGANIZER_PAID_KEYS = ("account", "local_number", "when_exhausted", "warn_before", "hold", "min_leg")
 DTMF = "0123456789*#ABCD"
 MAX_TIMEOUT_S = 3600.0
 
@@ -467,7 +470,7 @@ class _Loader:
 
     def _number(self, node: Node, countries: dict[str, Country], flow_names: set[str]) -> NumberEntry | None:
         r = self._reader("number", node)
-        opts = r.mapping(("number", "pattern", "flow", "language", "country", "tags"), ("flow",))
+        opts = r.mapping(("number", "pattern", "flow", "language", "country", "tags", "organizer_paid"), ("flow",))
         if opts is None:
             return None
         if ("number" in opts) == ("pattern" in opts):
@@ -505,10 +508,36 @@ class _Loader:
                 tag = r.text(item, "tag", pattern=NAME_RE, hint=" (letters, digits, - and _)")
                 if tag is not None:
                     tags.append(tag)
+        paid = None
+        if "organizer_paid" in opts:
+            if pattern is not None:
+                r.error("organizer_paid is for one exact number (a freephone access number), not a pattern",
+                        opts["organizer_paid"])
+            paid = self._organizer_paid(r, opts["organizer_paid"])
         if flow is None or language is None or (number is None and pattern is None):
             return None
         return NumberEntry(flow=flow, language=language, country=country_code, tags=tuple(tags), pos=node.pos,
-                           number=number, pattern=pattern)
+                           number=number, pattern=pattern, organizer_paid=paid)
+
+    def _organizer_paid(self, r: StepReader, node: Node) -> OrganizerPaid | None:
+        """``organizer_paid: {account: UUID, ...}``: calls draw that account's free-minutes pool."""
+        opts = r.mapping(ORGANIZER_PAID_KEYS, ("account",), node=node)
+        if opts is None:
+            return None
+        account = r.text(opts.get("account"), "organizer_paid account", pattern=UUID_RE,
+                         hint=" (the organizer's account id, a uuid as printed by `callctl account create`)")
+        local = r.text(opts.get("local_number"), "organizer_paid local_number", pattern=E164_RE,
+                       hint=" (E.164: + then country code and number, no spaces; quote it)")
+        when = r.text(opts.get("when_exhausted"), "organizer_paid when_exhausted") or "end"
+        if when not in ("end", "move"):
+            r.error(f"organizer_paid when_exhausted must be 'end' or 'move', not '{when}'", opts["when_exhausted"])
+        hold = r.integer(opts.get("hold"), "organizer_paid hold (seconds)", 120, 1, 3600)
+        warn = r.integer(opts.get("warn_before"), "organizer_paid warn_before (seconds)", 60, 0, 600)
+        min_leg = r.integer(opts.get("min_leg"), "organizer_paid min_leg (seconds)", 60, 1, 3600)
+        if account is None:
+            return None
+        return OrganizerPaid(account=account.lower(), local_number=local, when_exhausted=when, warn_before_s=warn,
+                             hold_s=hold, min_leg_s=min_leg)
 
     # -- flows ----------------------------------------------------------------------------------
 

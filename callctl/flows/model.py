@@ -337,6 +337,19 @@ class NumberPattern:
 
 
 @dataclass(frozen=True)
+class OrganizerPaid:
+    """numbers.yaml ``organizer_paid``: calls to the number draw the free-minutes pool of ``account``
+    (issue 10, docs/minutes.md) instead of being the caller's own call."""
+
+    account: str  # the organizer's account id (uuid text)
+    local_number: str | None = None  # None: the conference's first access number that is not organizer-paid
+    when_exhausted: str = "end"  # end | move
+    warn_before_s: int = 60
+    hold_s: int = 120  # seconds a leg holds on the pool at a time
+    min_leg_s: int = 60  # a new leg is refused unless the pool can hold this much for it
+
+
+@dataclass(frozen=True)
 class NumberEntry:
     """One line of numbers.yaml: an exact E.164 ``number`` or a ``pattern``, routed to a flow."""
 
@@ -347,6 +360,7 @@ class NumberEntry:
     pos: Pos
     number: str | None = None
     pattern: NumberPattern | None = None
+    organizer_paid: OrganizerPaid | None = None
 
     @property
     def text(self) -> str:
@@ -364,6 +378,7 @@ class Route:
     number: str  # the called number, E.164
     entry: str  # the numbers.yaml entry that matched (a number or a pattern)
     pos: Pos
+    organizer_paid: OrganizerPaid | None = None
 
 
 @dataclass(frozen=True)
@@ -413,7 +428,7 @@ class Dialplan:
     @staticmethod
     def _route(entry: NumberEntry, number: str) -> Route:
         return Route(flow=entry.flow, language=entry.language, country=entry.country, tags=entry.tags,
-                     number=number, entry=entry.text, pos=entry.pos)
+                     number=number, entry=entry.text, pos=entry.pos, organizer_paid=entry.organizer_paid)
 
     def summary(self) -> str:
         steps = sum(len(f.steps) for f in self.flows.values())

@@ -45,6 +45,7 @@ def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
         _check_unreachable(flow, problems)
     _check_loops(plan, problems)
     _check_numbers(plan, problems)
+    _check_organizer_paid(plan, problems)
 
 
 def _check_flow_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None:
@@ -229,3 +230,13 @@ def _check_numbers(plan: Dialplan, problems: Problems) -> None:
             elif a.pattern.specificity == b.pattern.specificity and a.pattern.overlaps(b.pattern):
                 problems.add(a.pos, f"pattern {a.pattern.text} and pattern {b.pattern.text} ({b.pos}) can match "
                                     "the same number and neither is more specific: make one of them narrower")
+
+
+def _check_organizer_paid(plan: Dialplan, problems: Problems) -> None:
+    """The local number an organizer-paid line refers callers to must not be organizer-paid itself."""
+    paid = {e.number for e in plan.numbers if e.organizer_paid is not None and e.number is not None}
+    for entry in plan.numbers:
+        local = entry.organizer_paid.local_number if entry.organizer_paid is not None else None
+        if local is not None and local in paid:
+            problems.add(entry.pos, f"organizer_paid local_number {local} is itself organizer-paid: give the "
+                                    "conference's local (caller-paid) access number")
