@@ -112,6 +112,8 @@ class AsteriskInstance:
             "DB_PASSWORD": self.db_password,
             "TRUNK_PORT": str(self.trunk_port),
             "EMERGENCY_PORT": str(self.emergency_port),
+            # Channel events go to the database when there is one (cdr reconcile reads them).
+            "CEL_ENABLED": "no" if self.db_port == 1 else "yes",
         }
         etc = self.host_dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)
@@ -124,7 +126,7 @@ class AsteriskInstance:
             if "@" in text and any(f"@{k}@" in text for k in values):  # pragma: no cover
                 raise RuntimeError(f"{src}: unfilled placeholder")
             (etc / src.name).write_text(text)
-        for secret in ("ari.conf", "res_pgsql.conf"):
+        for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf"):
             if (etc / secret).exists():
                 (etc / secret).chmod(0o600)
 

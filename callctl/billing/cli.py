@@ -1,4 +1,4 @@
-"""`callctl rates import | rate | credit add|show | bill | fairuse report | cdr retention`."""
+"""`callctl rates import | rate | credit add|show | bill | fairuse report | cdr retention|reconcile`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from callctl.billing.statements import Statement, build_statement, fair_use_flag
 from callctl.config import Settings
 from callctl.errors import CallctlError, ConfigError
 from callctl.store import billing as store
+from callctl.store import cel
 from callctl.store.db import close_quietly, connect
 
 RETENTION_MONTHS = 12
@@ -97,6 +98,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                            help=f"drop CDR partitions older than {RETENTION_MONTHS} months")
     ret.add_argument("--dry-run", action="store_true", help="list what would be dropped")
     ret.set_defaults(func=_retention)
+    rec = cdsub.add_parser("reconcile", parents=[common],
+                           help="list the calls Asterisk ended without a CDR (JSON; exit 1 when any)")
+    rec.add_argument("--since", required=True, type=_instant, metavar="ISO8601")
+    rec.add_argument("--until", type=_instant, metavar="ISO8601",
+                     help="default: a minute ago (a call that just ended may still be on its way)")
+    rec.set_defaults(func=_reconcile)
 
 
 async def _with_conn(settings: Settings, work: Any) -> Any:
@@ -264,17 +271,35 @@ def retention_cutoff(now: dt.datetime) -> dt.datetime:
 def _retention(args: argparse.Namespace, settings: Settings) -> int:
     cutoff = retention_cutoff(dt.datetime.now(dt.UTC))
 
-    async def work(conn: Any) -> tuple[list[str], int]:
+    cel_cutoff = dt.datetime.now(dt.UTC) - cel.CEL_RETENTION
+
+    async def work(conn: Any) -> tuple[list[str], int, int]:
         # A partition goes only when its whole month ended before the cutoff.
         old = [name for name, first in await store.cdr_month_partitions(conn) if _next_month(first) <= cutoff]
+        events = await cel.purge(conn, cel_cutoff, dry_run=args.dry_run)
         if args.dry_run:
-            return old, 0
-        return old, await store.drop_cdr_partitions(conn, old, cutoff)
+            return old, 0, events
+        return old, await store.drop_cdr_partitions(conn, old, cutoff), events
 
-    old, purged = asyncio.run(_with_conn(settings, work))
+    old, purged, events = asyncio.run(_with_conn(settings, work))
     verb = "would drop" if args.dry_run else "dropped"
     for name in old:
         print(f"{verb} {name}")
     print(f"cdr retention ({RETENTION_MONTHS} months, cutoff {cutoff.isoformat()}): {verb} {len(old)} "
-          f"partition(s)" + ("" if args.dry_run else f", {purged} old row(s) deleted from cdr_default"))
+          f"partition(s)" + ("" if args.dry_run else f", {purged} old row(s) deleted from cdr_default")
+          + f"; Asterisk channel events ({cel.CEL_RETENTION.days} days): {verb} {events}")
     return 0
+
+
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    until = args.until or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    if until <= args.since:
+        raise ConfigError(f"cdr reconcile: --until {until.isoformat()} is not after --since {args.since.isoformat()}")
+    channels = asyncio.run(_with_conn(settings, lambda conn: cel.ended_channels(conn, args.since, until)))
+    missing = [c.to_json() for c in channels if not c.has_cdr]
+    print(json.dumps({"since": args.since.isoformat(), "until": until.isoformat(),
+                      "channels_ended": len(channels), "with_cdr": len(channels) - len(missing),
+                      "without_cdr": missing,
+                      "note": "from Asterisk's channel events (cel); a CDR still in callctl's local spool "
+                              "(PostgreSQL was down) is listed until the spool drains"}, indent=2))
+    return 1 if missing else 0
