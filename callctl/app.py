@@ -43,6 +43,7 @@ from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.store import gating as gating_store
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
@@ -86,6 +87,8 @@ class Daemon:
         self.ari: AriClient | None = None
         self.supervisor: Supervisor | None = None
         self.lines: LineService | None = None
+        self._pool: Any = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
@@ -169,8 +172,21 @@ class Daemon:
 
     def _reload(self) -> None:
         notify("RELOADING=1")
-        self.dialplans.reload()
+        if self.dialplans.reload() and self._pool is not None:
+            task = asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars")
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
         notify("READY=1")
+
+    async def _refresh_emergency_vars(self) -> None:
+        """Asterisk's copy of every account's emergency status (endpoint set_var), from the current country
+        table: written at start and after a reload, so an edited table reaches Asterisk (docs/gating.md)."""
+        try:
+            changed = await gating_store.refresh_endpoint_vars(self._pool, self.dialplans.current.countries)
+        except StoreError as exc:
+            log.warning("emergency_vars_refresh_failed", error=exc.message)
+            return
+        log.info("emergency_vars_refreshed", changed=changed)
 
     async def _watchdog(self, interval_s: float) -> None:
         while True:
@@ -198,6 +214,8 @@ class Daemon:
                                          lambda: self._asterisk_id, journal)
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
+            self._pool = pool
+            background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,16 +17,22 @@ from callctl.gating.compliance import PENALTY_EUR, SHORT_CALL_S, penalty_eur
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    from callctl.lines.cli import account_actions
+
     em = sub.add_parser("emergency", parents=[common], help="an account's emergency calling status")
     esub = em.add_subparsers(dest="emergency_command", metavar="ACTION", required=True)
-    es = esub.add_parser("set", parents=[common], help="enable (with a proved location) or disable")
-    es.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
-    mode = es.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--enable", action="store_true")
-    mode.add_argument("--disable", action="store_true")
-    es.add_argument("--location", metavar="TEXT", help="the line's geographic location (address)")
-    es.add_argument("--verified", action="store_true", help="the location has been proved (dated now)")
-    es.set_defaults(func=_emergency_set)
+    # The spelling `callctl account emergency ID ...` and `callctl emergency set ID ...`: one parser shape,
+    # one handler.
+    for parent, name in ((esub, "set"), (account_actions(sub), "emergency")):
+        es = parent.add_parser(name, parents=[common], help="enable emergency calls (with a proved location) "
+                                                            "or disable them")
+        es.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
+        mode = es.add_mutually_exclusive_group(required=True)
+        mode.add_argument("--enable", action="store_true")
+        mode.add_argument("--disable", action="store_true")
+        es.add_argument("--location", metavar="TEXT", help="the line's geographic location (address)")
+        es.add_argument("--verified", action="store_true", help="the location has been proved (dated now)")
+        es.set_defaults(func=_emergency_set)
     eshow = esub.add_parser("show", parents=[common], help="the account's emergency status")
     eshow.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
     eshow.set_defaults(func=_emergency_show)
@@ -86,16 +91,19 @@ def _status_json(account_id: uuid.UUID, status: Any) -> dict[str, Any]:
 
 
 def _emergency_set(args: argparse.Namespace, settings: Settings) -> int:
+    from callctl.gating.service import load_countries, set_emergency
     from callctl.store import gating as store
 
     if args.enable and not (args.location or "").strip():
         raise GatingError("emergency set --enable needs --location TEXT (the line's address)")
 
+    countries = load_countries(settings.dialplan_dir)
+
     async def work(pool: Any) -> dict[str, Any]:
         if await store.account_country(pool, args.id) is None:
             raise GatingError(f"no account {args.id} (see: callctl account create)")
-        status = await store.set_emergency(pool, args.id, enabled=bool(args.enable),
-                                           location=(args.location or "").strip() or None, verified=args.verified)
+        status = await set_emergency(pool, countries, args.id, enabled=bool(args.enable),
+                                     location=(args.location or "").strip() or None, verified=args.verified)
         return _status_json(args.id, status)
 
     return _with_pool(settings, work)
@@ -136,16 +144,11 @@ def _parse_at(raw: str | None) -> dt.datetime:
 
 
 def _gate(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.flows.cli import STEP_MODULES
-    from callctl.flows.loader import load_dialplan
-    from callctl.gating.service import decide
-
-    for module in STEP_MODULES:  # step types of feature packages, so their flows load
-        importlib.import_module(module)
+    from callctl.gating.service import decide, load_countries
     from callctl.store import gating as store
 
     at = _parse_at(args.at)
-    countries = load_dialplan(settings.dialplan_dir).countries
+    countries = load_countries(settings.dialplan_dir)
 
     async def work(pool: Any) -> dict[str, Any]:
         country = await store.account_country(pool, args.account)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -106,3 +108,24 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
     if not verdict.allowed:
         log.info("dialer_call_refused", account_id=str(account_id), number=mask(number), rule=verdict.rule)
     return Decision(verdict.decision, verdict.rule, verdict.reason, False, number, None, version)
+
+
+def load_countries(dialplan_dir: Path) -> Mapping[str, Country]:
+    """The country table of the operator's dialplan, for one-shot commands (the daemon keeps its own)."""
+    from callctl.flows.cli import STEP_MODULES
+    from callctl.flows.loader import load_dialplan
+
+    for module in STEP_MODULES:  # step types of feature packages, so their flows load
+        importlib.import_module(module)
+    return load_dialplan(dialplan_dir).countries
+
+
+async def set_emergency(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, *, enabled: bool,
+                        location: str | None, verified: bool) -> Any:
+    """Change an account's emergency status and Asterisk's copy of it on its endpoints, in one transaction."""
+    from callctl.store.db import connection
+
+    async with connection(pool) as conn, conn.transaction():
+        status = await store.set_emergency(conn, account_id, enabled=enabled, location=location, verified=verified)
+        await store.refresh_endpoint_vars(conn, countries, account_id)
+    return status

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from callctl.flows.model import Country
 from callctl.gating import Verdict
-from callctl.gating.emergency import EmergencyStatus
+from callctl.gating.emergency import NOT_ACTIVATED, EmergencyStatus, endpoint_variables, realtime_set_var
 from callctl.store.db import connection, translated
 
 _translated = translated("gating store")
 _connection = connection
-
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,47 @@ async def set_dialer(db: Any, account_id: uuid.UUID, *, automated: bool, sector:
            ON CONFLICT (account_id) DO UPDATE SET automated = $2, sector = $3, updated_at = now()
            RETURNING automated, sector""", account_id, automated, sector)
     return Dialer(row["automated"], row["sector"])
+
+
+# -- Asterisk's copy of the emergency status (ps_endpoints.set_var) ------------------------------
+
+
+@_translated
+async def refresh_endpoint_vars(db: Any, countries: Mapping[str, Country],
+                                account_id: uuid.UUID | None = None) -> int:
+    """Rewrite the emergency variables of the live users' PJSIP endpoints, of one account or of all.
+    Returns how many endpoint rows changed.
+
+    Per account, in one transaction that first locks the account row: two refreshes of the same
+    account (a status change and a new number at the same moment) run one after the other, so the
+    last one to commit has read the last status and numbers.
+    """
+    if account_id is None:
+        ids = [r["id"] for r in await db.fetch("SELECT id FROM account ORDER BY id")]
+    else:
+        ids = [account_id]
+    changed = 0
+    async with _connection(db) as conn:
+        for acc in ids:
+            async with conn.transaction():
+                country = await conn.fetchval("SELECT country FROM account WHERE id = $1 FOR UPDATE", acc)
+                if country is None:
+                    continue
+                status_row = await conn.fetchrow(
+                    "SELECT enabled, location, verified_at FROM account_emergency WHERE account_id = $1", acc)
+                status = NOT_ACTIVATED if status_row is None else EmergencyStatus(
+                    status_row["enabled"], status_row["location"], status_row["verified_at"])
+                users = await conn.fetch(
+                    """SELECT u.sip_username, (SELECT min(d.number) FROM did d WHERE d.user_id = u.id) AS callback
+                       FROM sip_user u WHERE u.account_id = $1 AND u.removed_at IS NULL""", acc)
+                for user in users:
+                    value = realtime_set_var(endpoint_variables(str(acc), countries.get(str(country).strip()), status,
+                                                                user["callback"]))
+                    result = await conn.execute(
+                        "UPDATE ps_endpoints SET set_var = $1 WHERE id = $2 AND set_var IS DISTINCT FROM $1",
+                        value, user["sip_username"])
+                    changed += int(result.rsplit(" ", 1)[-1])
+    return changed
 
 
 # -- decisions ----------------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""Emergency calls decided by Asterisk alone (engine stopped) and the FastAGI gate in extensions.conf,
+with real SIP calls from SIPp to a real Asterisk whose users come from PostgreSQL (realtime)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from scripts.devstack import AsteriskInstance
+from tests.integration.test_lines_calls import DID, PHONE_IP, asterisk, line_user
+from tests.integration.test_lines_cli import cli, db
+from tests.support import sipp
+from tests.support.asterisk import render_prompts, wait_for
+
+pytestmark = pytest.mark.integration
+__all__ = ["asterisk"]  # the per-test Asterisk with realtime users from this test's database
+
+# A ';' and a ',' on purpose: the realtime set_var column escapes the first, Set() must keep the second.
+LOCATION = "Bat. B; 12 rue de la Paix, 75002 Paris"
+
+
+def endpoint_vars(database_url: str, user: dict[str, Any]) -> str:
+    [row] = db(database_url, "SELECT set_var FROM ps_endpoints WHERE id = $1", user["sip_username"])
+    return str(row["set_var"] or "")
+
+
+@contextlib.contextmanager
+def silent_gateways(*ports: int) -> Iterator[list[socket.socket]]:
+    """UDP sockets on the trunks' SIP ports: whatever Asterisk sends there is kept, nothing answered."""
+    socks = []
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", port))
+            s.setblocking(False)
+            socks.append(s)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def received(sock: socket.socket) -> list[bytes]:
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            out.append(sock.recv(65536))
+    return out
+
+
+def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_while_the_engine_is_stopped(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    user = line_user(database_url)  # no credit, and the engine is down: Asterisk alone decides
+    enabled = cli(database_url, "account", "emergency", user["account_id"], "--enable", "--location", LOCATION,
+                  "--verified")
+    assert enabled["enabled"] is True and enabled["verified_at"]
+    assert "CALLCTL_EMERGENCY=allow" in endpoint_vars(database_url, user)
+    d = daemon_factory()
+    d.wait_until_ready()
+    assert d.stop() == 0  # stopped: Stasis() fails at once, the dialplan takes over
+    gateway = sipp.start_far_end(asterisk.emergency_port, "answer")
+    result = sipp.call(asterisk.sip_port, "15", [("pause", 1500), ("bye", None)], caller=user["sip_username"],
+                       auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    gw = sipp.finish(*gateway)
+    assert gw.ok, gw.stderr
+    invite = next(text for _at, text in gw.messages if "INVITE sip:" in text)
+    assert "INVITE sip:15@" in invite
+    assert f"X-Callctl-Location: {LOCATION}" in invite
+    assert DID in invite.split("From:", 1)[1].splitlines()[0]  # the callback number
+    log = (asterisk.host_dir / "log" / "messages.log").read_text(errors="replace")
+    assert "decided by Asterisk: allow (emergency_allowed)" in log
+
+
+def test_a_refused_emergency_call_is_announced_and_nothing_leaves_while_the_engine_is_stopped(
+        asterisk: AsteriskInstance, database_url: str) -> None:
+    render_prompts(asterisk)
+    user = line_user(database_url)
+    # Enabled but the location never proved: refused, like the engine would.
+    cli(database_url, "account", "emergency", user["account_id"], "--enable", "--location", LOCATION)
+    set_var = endpoint_vars(database_url, user)
+    assert "CALLCTL_EMERGENCY=deny" in set_var and "CALLCTL_EMERGENCY_RULE=emergency_location_unverified" in set_var
+    assert LOCATION.split(";")[1].strip() not in set_var  # the location travels with allowed calls only
+    with silent_gateways(asterisk.emergency_port, asterisk.trunk_port) as gateways:
+        result = sipp.call(asterisk.sip_port, "112", [("wait_bye", None)], caller=user["sip_username"],
+                           auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+        assert result.ok, result.stderr
+        assert result.talk_s() > 3  # the announcement, not silence
+        assert [received(g) for g in gateways] == [[], []]
+    log = (asterisk.host_dir / "log" / "messages.log").read_text(errors="replace")
+    assert "decided by Asterisk: deny (emergency_location_unverified)" in log
+
+
+def test_disabling_emergency_calls_and_a_new_number_reach_asterisks_copy(database_url: str) -> None:
+    user = line_user(database_url)
+    cli(database_url, "emergency", "set", user["account_id"], "--enable", "--location", LOCATION, "--verified")
+    allowed = endpoint_vars(database_url, user)
+    assert "CALLCTL_EMERGENCY_LOCATION=Bat. B^3B 12 rue de la Paix, 75002 Paris" in allowed
+    assert f"CALLCTL_EMERGENCY_CALLBACK={DID}" in allowed and "CALLCTL_EMERGENCY_NUMBERS=112-15-17-18-" in allowed
+    cli(database_url, "number", "assign", "+33170000000", "--user", user["id"])
+    assert "CALLCTL_EMERGENCY_CALLBACK=+33170000000" in endpoint_vars(database_url, user)  # the caller ID DID
+    off = cli(database_url, "account", "emergency", user["account_id"], "--disable")
+    assert off["enabled"] is False and off["location"] == LOCATION  # kept on file
+    disabled = endpoint_vars(database_url, user)
+    assert "CALLCTL_EMERGENCY=deny" in disabled and "LOCATION" not in disabled
+
+
+# -- the FastAGI gate from extensions.conf -------------------------------------------------------
+
+
+def _hostile_sessions(port: int, stop: threading.Event) -> list[threading.Thread]:
+    """Half-sent headers then close, 1 MB of headers, 1 byte per second, non-UTF-8: until ``stop``."""
+
+    def half_sent() -> None:
+        while not stop.is_set():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"agi_network: yes\nagi_chan")
+            time.sleep(0.05)
+
+    def huge() -> None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            for _ in range(256):
+                s.sendall(b"agi_x: " + b"y" * 4000 + b"\n")
+
+    def slow_loris() -> None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            for byte in b"agi_network: yes\nagi_request: agi://127.0.0.1/gate\n":
+                if stop.wait(1.0):
+                    break
+                s.sendall(bytes([byte]))
+
+    def not_utf8() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"agi_network_script: gate\nagi_calleridname: Ren\xe9 \xff\xfe\n\x80\x81: \xc3\n\n")
+                s.settimeout(2)
+                s.recv(4096)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (half_sent, huge, slow_loris, not_utf8)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_extensions_conf_branches_on_the_fastagi_gate_while_hostile_agi_sessions_run(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    render_prompts(asterisk)
+    user = line_user(database_url, credit="10")
+    # The operator's own dialplan for this phone: AGI(agi://127.0.0.1:PORT/gate?account=...), no Stasis.
+    db(database_url, "UPDATE ps_endpoints SET context = 'callctl-agi-gate' WHERE id = $1", user["sip_username"])
+    d = daemon_factory()
+    d.wait_for_log("agi_listening", 20)
+    agi_port = int(d.env["CALLCTL_AGI_LISTEN"].rpartition(":")[2])
+    asterisk.rx(f"dialplan set global CALLCTL_AGI agi://127.0.0.1:{agi_port}")
+    stop = threading.Event()
+    hostile = _hostile_sessions(agi_port, stop)
+    try:
+        far = sipp.start_far_end(asterisk.trunk_port, "answer")
+        auth = (user["sip_username"], user["sip_password"])
+        ordinary = sipp.call(asterisk.sip_port, "0123456789", [("pause", 1000), ("bye", None)],
+                             caller=user["sip_username"], auth=auth, local_ip=PHONE_IP)
+        assert ordinary.ok, ordinary.stderr
+        far_result = sipp.finish(*far)
+        assert far_result.ok, far_result.stderr
+        invite = next(text for _at, text in far_result.messages if "INVITE sip:" in text)
+        assert "INVITE sip:+33123456789@" in invite  # CALLCTL_GATE_NUMBER: the gate's E.164
+        refused = sipp.call(asterisk.sip_port, "112", [("wait_bye", None)], caller=user["sip_username"],
+                            auth=auth, local_ip=PHONE_IP)
+        assert refused.ok, refused.stderr
+        assert refused.talk_s() > 3  # the emergency announcement, decided by the gate
+    finally:
+        stop.set()
+        for t in hostile:
+            t.join(timeout=10)
+    rules = [row["rule"] for row in db(database_url, "SELECT rule FROM gating_decision WHERE account_id = $1::uuid",
+                                       user["account_id"])]
+    assert rules == ["emergency_not_enabled"]  # the emergency decision recorded by the gate, over AGI
+    refusals = {e["reason"] for e in d.events("agi_session_refused")}
+    assert {"closed_mid_header", "headers_too_large"} <= refusals
+    assert not d.tracebacks()
+    wait_for(lambda: d.get("/livez")[0] == 200, 5, "the daemon to stay alive")
