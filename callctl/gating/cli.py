@@ -1,10 +1,12 @@
-"""`callctl emergency|dialer|gate|optout|compliance ...`: gating from the command line."""
+"""`callctl emergency|dialer|gate|originate|optout|compliance ...`: gating from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -54,6 +56,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     gate.add_argument("--automated", action="store_true", help="apply the dialer rules (default: the "
                                                                 "account's dialer profile)")
     gate.set_defaults(func=_gate)
+
+    orig = sub.add_parser("originate", parents=[common],
+                          help="have the running daemon place an automated call that runs a flow when answered, "
+                               "after the dialer rules (prints the decision as JSON; exit 1 if refused)")
+    orig.add_argument("--account", required=True, type=uuid.UUID, metavar="ID")
+    orig.add_argument("--from", dest="from_number", required=True, metavar="E164", help="the caller ID presented")
+    orig.add_argument("--to", required=True, metavar="E164", help="the callee (national form: the account's country)")
+    orig.add_argument("--flow", required=True, metavar="NAME", help="the dialplan flow the answered call runs")
+    orig.set_defaults(func=_originate)
 
     optout = sub.add_parser("optout", parents=[common], help="the opposition list (BLOCTEL)")
     osub = optout.add_subparsers(dest="optout_command", metavar="ACTION", required=True)
@@ -161,6 +172,28 @@ def _gate(args: argparse.Namespace, settings: Settings) -> int:
         return {**decision.as_json(), "automated": automated, "at": at.isoformat()}
 
     return _with_pool(settings, work)
+
+
+def _originate(args: argparse.Namespace, settings: Settings) -> int:
+    """Asks the daemon over its loopback HTTP (http_listen): the daemon owns the ARI connection."""
+    host, port = settings.http_host_port
+    body = json.dumps({"account": str(args.account), "from": args.from_number, "to": args.to,
+                       "flow": args.flow}).encode()
+    request = urllib.request.Request(f"http://{host}:{port}/originate", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        answer = json.loads(exc.read() or b"{}")
+        raise GatingError(f"originate refused by the daemon at {host}:{port}: "
+                          f"{answer.get('error', f'HTTP {exc.code}')}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GatingError(f"no callctl daemon answering at {host}:{port} (http_listen): {reason}: "
+                          "start it with `callctl run`") from None
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("originated") else 1
 
 
 def _optout_import(args: argparse.Namespace, settings: Settings) -> int:

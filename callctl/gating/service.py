@@ -68,7 +68,8 @@ def dialer_rules(country: Country | None, from_e164: str,
     return apply
 
 
-def _callee_country(e164: str, countries: Mapping[str, Country], fallback: str) -> Country | None:
+def callee_country(e164: str, countries: Mapping[str, Country], fallback: str) -> Country | None:
+    """The country of the number called (its canvassing window, its language), else ``fallback``'s."""
     try:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
     except phonenumbers.NumberParseException:
@@ -102,9 +103,9 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
     if not automated:
         return Decision(ALLOW, "not_gated", "not an emergency number; no dialer rules for manual calls", False,
                         number, None, None)
-    callee_country = _callee_country(number, countries, account_country)
+    callee_country_ = callee_country(number, countries, account_country)
     verdict, version = await store.dialer_attempt(pool, account_id, from_e164, number, at, rules.CAP_WINDOW,
-                                                  dialer_rules(callee_country, from_e164, at))
+                                                  dialer_rules(callee_country_, from_e164, at))
     if not verdict.allowed:
         log.info("dialer_call_refused", account_id=str(account_id), number=mask(number), rule=verdict.rule)
     return Decision(verdict.decision, verdict.rule, verdict.reason, False, number, None, version)
@@ -129,3 +130,16 @@ async def set_emergency(pool: Any, countries: Mapping[str, Country], account_id:
         status = await store.set_emergency(conn, account_id, enabled=enabled, location=location, verified=verified)
         await store.refresh_endpoint_vars(conn, countries, account_id)
     return status
+
+
+async def decide_originated(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, from_e164: str,
+                            dialled: str, at: dt.datetime, *, account_country: str) -> Decision:
+    """An automated call the engine itself would place (``callctl originate``): never to an emergency
+    number, always under the dialer rules (whatever the account's dialer profile says)."""
+    if emergency_number(countries, account_country, dialled) is not None:
+        verdict = Verdict(DENY, "emergency_not_originated", "the engine never originates calls to emergency numbers")
+        await store.record_decision(pool, store.DecisionRecord(account_id, at, from_e164, dialled, verdict, True,
+                                                               True, False, None))
+        return Decision(verdict.decision, verdict.rule, verdict.reason, True, dialled, None, None)
+    return await decide(pool, countries, account_id, from_e164, dialled, at, account_country=account_country,
+                        automated=True)

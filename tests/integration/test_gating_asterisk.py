@@ -4,7 +4,11 @@ with real SIP calls from SIPp to a real Asterisk whose users come from PostgreSQ
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from scripts.devstack import AsteriskInstance
+from scripts.devstack import REPO, AsteriskInstance
+from tests.integration.test_daemon import wait_for_cdrs
 from tests.integration.test_lines_calls import DID, PHONE_IP, asterisk, line_user
 from tests.integration.test_lines_cli import cli, db
 from tests.support import sipp
@@ -186,3 +191,45 @@ def test_extensions_conf_branches_on_the_fastagi_gate_while_hostile_agi_sessions
     assert {"closed_mid_header", "headers_too_large"} <= refusals
     assert not d.tracebacks()
     wait_for(lambda: d.get("/livez")[0] == 200, 5, "the daemon to stay alive")
+
+
+# -- automated calls the engine originates -------------------------------------------------------
+
+
+def originate(database_url: str, daemon: Any, *args: str) -> tuple[int, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
+    env.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_HTTP_LISTEN=daemon.http)
+    res = subprocess.run([sys.executable, "-m", "callctl", "originate", *args], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode in (0, 1), res.stderr
+    return res.returncode, json.loads(res.stdout)
+
+
+def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its_flow_when_answered(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    acc = cli(database_url, "account", "create", "--name", "Dialer SAS", "--country", "FR")
+    far = sipp.start_far_end(asterisk.trunk_port, "answer")  # exactly one call may arrive
+    d = daemon_factory()
+    d.wait_until_ready()
+    common = ["--account", acc["id"], "--flow", "welcome"]
+    code, mobile = originate(database_url, d, *common, "--from", "06 11 11 11 11", "--to", "+442079460000")
+    assert code == 1 and (mobile["decision"], mobile["rule"], mobile["originated"]) == \
+        ("deny", "mobile_caller_id", False)
+    code, emergency = originate(database_url, d, *common, "--from", "+33170000001", "--to", "112")
+    assert code == 1 and emergency["rule"] == "emergency_not_originated"
+    code, placed = originate(database_url, d, *common, "--from", "+33170000001", "--to", "+442079460000")
+    assert code == 0 and placed["decision"] == "allow" and placed["originated"] is True, placed
+    far_result = sipp.finish(*far)  # the flow played its prompt and hung up: the far end got a BYE
+    assert far_result.ok, far_result.stderr
+    invites = [text for _at, text in far_result.messages if "INVITE sip:" in text]
+    assert len(invites) == 1 and "INVITE sip:+442079460000@" in invites[0]
+    assert "+33170000001" in invites[0].split("From:", 1)[1].splitlines()[0]
+    decisions = db(database_url, "SELECT rule, decision, automated, illegitimate FROM gating_decision "
+                                 "WHERE account_id = $1::uuid ORDER BY id", acc["id"])
+    assert [(r["rule"], r["decision"], r["automated"], r["illegitimate"]) for r in decisions] == [
+        ("mobile_caller_id", "deny", True, True), ("emergency_not_originated", "deny", True, False),
+        ("compliant", "allow", True, False)]
+    [row] = wait_for_cdrs(database_url, 1)
+    assert (row["flow"], str(row["account_id"]), row["to_number"]) == ("welcome", acc["id"], "+442079460000")
+    assert json.loads(row["extra"])["originated"] is True
+    assert not d.tracebacks()
