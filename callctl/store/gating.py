@@ -285,9 +285,11 @@ async def compliance_figures(db: Any, account_id: uuid.UUID, lo: dt.datetime, hi
         """SELECT rule, count(*) AS n FROM gating_decision
            WHERE account_id = $1 AND decided_at >= $2 AND decided_at < $3 AND decision = 'deny'
            GROUP BY rule ORDER BY rule""", account_id, lo, hi)
+    # Outbound legs, and calls the engine originated (their first leg is written as inbound).
     cdr = await db.fetchrow(
         """SELECT count(*) AS calls, count(*) FILTER (WHERE billed_s < $4) AS short
-           FROM cdr WHERE account_id = $1 AND direction = 'outbound' AND started_at >= $2 AND started_at < $3""",
+           FROM cdr WHERE account_id = $1 AND started_at >= $2 AND started_at < $3
+                      AND (direction = 'outbound' OR extra @> '{"originated": true}')""",
         str(account_id), lo, hi, short_call_s)
     return {"decisions": int(row["decisions"]), "allowed": int(row["allowed"]), "denied": int(row["denied"]),
             "illegitimate": int(row["illegitimate"]), "denied_by_rule": {r["rule"]: int(r["n"]) for r in rules},

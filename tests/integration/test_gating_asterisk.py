@@ -232,4 +232,8 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
     [row] = wait_for_cdrs(database_url, 1)
     assert (row["flow"], str(row["account_id"]), row["to_number"]) == ("welcome", acc["id"], "+442079460000")
     assert json.loads(row["extra"])["originated"] is True
+    report = cli(database_url, "compliance", "report", "--account", acc["id"], "--month",
+                 row["started_at"].strftime("%Y-%m"))
+    assert (report["illegitimate"], report["penalty_eur"], report["outbound_calls"], report["short_calls"]) == \
+        (1, "0.02", 1, 1)  # the mobile caller ID attempt; the originated call lasted a prompt
     assert not d.tracebacks()
