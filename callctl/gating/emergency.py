@@ -70,6 +70,7 @@ VAR_RULE = "CALLCTL_EMERGENCY_RULE"
 VAR_LANGUAGE = "CALLCTL_EMERGENCY_LANG"  # language of the refusal announcement
 VAR_LOCATION = "CALLCTL_EMERGENCY_LOCATION"  # allowed only
 VAR_CALLBACK = "CALLCTL_EMERGENCY_CALLBACK"  # allowed only: the user's DID
+VAR_COUNTRY = "CALLCTL_EMERGENCY_COUNTRY"  # allowed only: the PIDF-LO civicAddress country
 
 
 def endpoint_variables(account_id: str, country: Country | None, status: EmergencyStatus,
@@ -88,6 +89,7 @@ def endpoint_variables(account_id: str, country: Country | None, status: Emergen
     if verdict.allowed:
         out[VAR_LOCATION] = " ".join((status.location or "").split())
         out[VAR_CALLBACK] = callback or ""
+        out[VAR_COUNTRY] = country.code if country is not None else ""
     return out
 
 

@@ -79,6 +79,10 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_while_t
     assert "INVITE sip:15@" in invite
     assert f"X-Callctl-Location: {LOCATION}" in invite
     assert DID in invite.split("From:", 1)[1].splitlines()[0]  # the callback number
+    # ... and as a PIDF-LO body (RFC 4119, civicAddress): the account's country, the text on file.
+    assert "Content-Type: multipart/mixed" in invite and "Content-Type: application/pidf+xml" in invite
+    assert "Geolocation: <cid:" in invite
+    assert "<ca:country>FR</ca:country>" in invite and f"<ca:LOC>{LOCATION}</ca:LOC>" in invite
     log = (asterisk.host_dir / "log" / "messages.log").read_text(errors="replace")
     assert "decided by Asterisk: allow (emergency_allowed)" in log
 
