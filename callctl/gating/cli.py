@@ -102,7 +102,7 @@ def _status_json(account_id: uuid.UUID, status: Any) -> dict[str, Any]:
 
 
 def _emergency_set(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.gating.service import load_countries, set_emergency
+    from callctl.gating.service import load_countries
     from callctl.store import gating as store
 
     if args.enable and not (args.location or "").strip():
@@ -113,8 +113,8 @@ def _emergency_set(args: argparse.Namespace, settings: Settings) -> int:
     async def work(pool: Any) -> dict[str, Any]:
         if await store.account_country(pool, args.id) is None:
             raise GatingError(f"no account {args.id} (see: callctl account create)")
-        status = await set_emergency(pool, countries, args.id, enabled=bool(args.enable),
-                                     location=(args.location or "").strip() or None, verified=args.verified)
+        status = await store.set_emergency(pool, args.id, enabled=bool(args.enable), countries=countries,
+                                           location=(args.location or "").strip() or None, verified=args.verified)
         return _status_json(args.id, status)
 
     return _with_pool(settings, work)

@@ -121,17 +121,6 @@ def load_countries(dialplan_dir: Path) -> Mapping[str, Country]:
     return load_dialplan(dialplan_dir).countries
 
 
-async def set_emergency(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, *, enabled: bool,
-                        location: str | None, verified: bool) -> Any:
-    """Change an account's emergency status and Asterisk's copy of it on its endpoints, in one transaction."""
-    from callctl.store.db import connection
-
-    async with connection(pool) as conn, conn.transaction():
-        status = await store.set_emergency(conn, account_id, enabled=enabled, location=location, verified=verified)
-        await store.refresh_endpoint_vars(conn, countries, account_id)
-    return status
-
-
 async def decide_originated(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, from_e164: str,
                             dialled: str, at: dt.datetime, *, account_country: str) -> Decision:
     """An automated call the engine itself would place (``callctl originate``): never to an emergency

@@ -65,9 +65,19 @@ async def get_emergency(db: Any, account_id: uuid.UUID) -> EmergencyStatus | Non
 
 @_translated
 async def set_emergency(db: Any, account_id: uuid.UUID, *, enabled: bool, location: str | None,
-                        verified: bool) -> EmergencyStatus:
+                        verified: bool, countries: Mapping[str, Country] | None = None) -> EmergencyStatus:
     """Enable (with a location, proved now if ``verified``) or disable. A changed location that is not
-    re-verified loses its proof; disabling keeps the location on file."""
+    re-verified loses its proof; disabling keeps the location on file. With ``countries`` (the country
+    table), Asterisk's copy on the account's endpoints is rewritten in the same transaction."""
+    async with _connection(db) as conn, conn.transaction():
+        status = await _upsert_emergency(conn, account_id, enabled, location, verified)
+        if countries is not None:
+            await refresh_endpoint_vars(conn, countries, account_id)
+    return status
+
+
+async def _upsert_emergency(db: Any, account_id: uuid.UUID, enabled: bool, location: str | None,
+                            verified: bool) -> EmergencyStatus:
     row = await db.fetchrow(
         """INSERT INTO account_emergency AS e (account_id, enabled, location, verified_at, updated_at)
            VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END, now())

@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,6 +121,25 @@ def test_disabling_emergency_calls_and_a_new_number_reach_asterisks_copy(databas
     assert off["enabled"] is False and off["location"] == LOCATION  # kept on file
     disabled = endpoint_vars(database_url, user)
     assert "CALLCTL_EMERGENCY=deny" in disabled and "LOCATION" not in disabled
+
+
+def test_the_daemon_rewrites_asterisks_copy_at_start_and_after_a_reload_of_the_country_table(
+        daemon_factory: Any, database_url: str, tmp_path: Path) -> None:
+    user = line_user(database_url)
+    # A status written behind the commands' back (by hand, or before the copy existed).
+    db(database_url, "INSERT INTO account_emergency (account_id, enabled, location, verified_at) "
+                     "VALUES ($1::uuid, true, 'Rue X', now())", user["account_id"])
+    assert "CALLCTL_EMERGENCY=deny" in endpoint_vars(database_url, user)
+    dialplan = tmp_path / "dialplan"
+    shutil.copytree(REPO / "dialplan", dialplan)
+    d = daemon_factory(dialplan_dir=str(dialplan))
+    assert d.wait_for_log("emergency_vars_refreshed")["changed"] == 1
+    assert "CALLCTL_EMERGENCY=allow" in endpoint_vars(database_url, user)
+    countries = dialplan / "countries.yaml"
+    countries.write_text(countries.read_text().replace('numbers: ["112", "15", "17",', 'numbers: ["112", "17",'))
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: len(d.events("emergency_vars_refreshed")) == 2, 20, "the refresh after the reload")
+    assert "CALLCTL_EMERGENCY_NUMBERS=112-17-18-" in endpoint_vars(database_url, user)
 
 
 # -- the FastAGI gate from extensions.conf -------------------------------------------------------
