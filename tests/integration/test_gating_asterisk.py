@@ -90,6 +90,31 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_while_t
     assert "decided by Asterisk: allow (emergency_allowed)" in log
 
 
+def test_an_emergency_call_the_draining_engine_hands_back_is_still_routed_by_asterisk(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    user = line_user(database_url, credit="10", extra_channels=1)
+    cli(database_url, "account", "emergency", user["account_id"], "--enable", "--location", LOCATION, "--verified")
+    auth = (user["sip_username"], user["sip_password"])
+    trunk = sipp.start_far_end(asterisk.trunk_port, "answer")
+    d = daemon_factory()
+    d.wait_until_ready()
+    ongoing = sipp.start_call(asterisk.sip_port, "0123456789", [("pause", 6000), ("bye", None)],
+                              caller=user["sip_username"], auth=auth, local_ip=PHONE_IP)
+    wait_for(lambda: "Up" in asterisk.rx("core show channels concise", check=False), 15, "the first call to be up")
+    d.signal(signal.SIGTERM)  # draining: the engine waits for that call and hands new ones back
+    d.wait_for_log("callctl_stopping")
+    gateway = sipp.start_far_end(asterisk.emergency_port, "answer")
+    result = sipp.call(asterisk.sip_port, "112", [("pause", 1000), ("bye", None)], caller=user["sip_username"],
+                       auth=auth, local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    gw = sipp.finish(*gateway)
+    assert gw.ok, gw.stderr
+    invite = next(text for _at, text in gw.messages if "INVITE sip:" in text)
+    assert "INVITE sip:112@" in invite and f"X-Callctl-Location: {LOCATION}" in invite
+    assert d.events("call_handed_back")
+    assert sipp.finish(*ongoing).ok and sipp.finish(*trunk).ok
+
+
 def test_a_refused_emergency_call_is_announced_and_nothing_leaves_while_the_engine_is_stopped(
         asterisk: AsteriskInstance, database_url: str) -> None:
     render_prompts(asterisk)
