@@ -35,6 +35,7 @@ class Decision:
     number_e164: str  # the emergency short number as dialled, for emergency calls
     location: str | None  # the location on file, sent with an allowed emergency call
     list_version: int | None  # opposition list version consulted (automated calls)
+    language: str | None = None  # emergency calls: the caller's country language (the refusal announcement)
 
     @property
     def allowed(self) -> bool:
@@ -92,7 +93,8 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
         if not verdict.allowed:
             log.warning("emergency_call_refused", account_id=str(account_id), number=short, rule=verdict.rule)
         location = status.location if verdict.allowed else None
-        return Decision(verdict.decision, verdict.rule, verdict.reason, True, short, location, None)
+        return Decision(verdict.decision, verdict.rule, verdict.reason, True, short, location, None,
+                        country.language)
 
     number = to_e164(dialled, account_country)
     if not number.startswith("+"):
