@@ -17,7 +17,6 @@ import datetime as dt
 import functools
 import os
 import signal
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,13 @@ from callctl.config import Settings
 from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
-from callctl.flows.model import Country, Route, normalise_called
-from callctl.gating.service import Decision, callee_country, decide, decide_originated
+from callctl.flows.model import Country, normalise_called
+from callctl.gating.originate import Dialer
+from callctl.gating.service import Decision, decide
 from callctl.health import HealthServer, LoopLagMonitor
-from callctl.lines.routing import TRUNK, LineLookups, LineService, endpoint_of
+from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
-from callctl.numbers import mask, to_e164
 from callctl.store import gating as gating_store
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
@@ -54,7 +53,6 @@ from callctl.systemd import notify, watchdog_interval_s
 log = get_logger("callctl.app")
 
 NO_ROUTE_MEDIA = ["sound:ss-noservice"]
-ORIGINATE_ARG = "callctl-originate"  # Stasis args of a call this engine originated (then flow, account, ...)
 
 
 class DialplanHolder:
@@ -91,14 +89,16 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.lines: LineService | None = None
         self._pool: Any = None
+        self.dialer: Dialer | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
         call.cdr_fields["dialplan_version"] = plan.version
         assert self.lines is not None
-        if call.args[:1] == (ORIGINATE_ARG,):  # a dialer call this engine placed (callctl originate)
-            return await self._run_originated(plan, call)
+        if Dialer.is_originated(call.args):  # a dialer call this engine placed (callctl originate)
+            assert self.dialer is not None
+            return await self.dialer.run(plan, call)
         if "line-outbound" in call.args:  # a business-line user calling out (extensions.conf [from-users])
             call.cdr_fields["flow"] = "line-outbound"
             return await self.lines.outbound(call, endpoint_of(call.channel.name)), "line-outbound", plan.version
@@ -122,61 +122,15 @@ class Daemon:
         result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
 
-    async def originate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """POST /originate {account, from, to, flow}: the dialer gate first (its decision recorded), then,
-        if allowed, an ARI originate to the PSTN trunk; the answered call runs ``flow``."""
-        plan = self.dialplans.current
-        try:
-            account_id = uuid.UUID(str(body["account"]))
-            from_number, to_number, flow = str(body["from"]), str(body["to"]), str(body["flow"])
-        except (KeyError, ValueError):
-            return 400, {"error": "originate needs account (a UUID), from, to and flow"}
-        if flow not in plan.flows:
-            return 400, {"error": f"unknown flow '{flow}' (known: {', '.join(sorted(plan.flows))})"}
-        if self.ari is None or not self.ari.connected.is_set() or self._pool is None:
-            return 503, {"error": "not connected to Asterisk: no call can be placed now"}
-        try:
-            country = await gating_store.account_country(self._pool, account_id)
-            if country is None:
-                return 404, {"error": f"no account {account_id} (see: callctl account create)"}
-            caller = to_e164(from_number, country)
-            if not caller.startswith("+"):
-                return 400, {"error": f"from '{from_number}' is not a number in E.164 or of {country}"}
-            decision = await decide_originated(self._pool, plan.countries, account_id, caller, to_number,
-                                               dt.datetime.now(dt.UTC), account_country=country)
-        except StoreError as exc:
-            return 503, {"error": exc.message}
-        answer = {**decision.as_json(), "originated": False}
-        if not decision.allowed:
-            return 200, answer
-        callee = callee_country(decision.number_e164, plan.countries, country)
-        channel_id = str(uuid.uuid4())
-        args = ",".join((ORIGINATE_ARG, flow, str(account_id), decision.number_e164, caller,
-                         callee.code if callee is not None else country))
-        try:
-            await self.ari.originate(channel_id, f"PJSIP/{decision.number_e164}@{TRUNK}", timeout_s=45.0,
-                                     caller_id=caller, app_args=args)
-        except AriError as exc:
-            log.warning("originate_failed", error=exc.message)
-            return 502, {**answer, "error": exc.message}
-        log.info("call_originated", account_id=str(account_id), flow=flow, number=mask(decision.number_e164),
-                 channel=channel_id)
-        return 200, {**answer, "originated": True, "channel_id": channel_id}
+    async def _originate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST /originate (callctl originate): served once the dialer exists."""
+        if self.dialer is None:
+            return 503, {"error": "starting: no call can be placed yet"}
+        return await self.dialer.request(body)
 
-    async def _run_originated(self, plan: Any, call: Call) -> tuple[str, str | None, str | None]:
-        _, flow, account_id, to_number, from_number, country_code = (list(call.args) + [""] * 6)[:6]
-        call.called, call.caller = to_number, from_number
-        call.cdr_fields.update(flow=flow, account_id=account_id, extra_originated=True)
-        country = plan.countries.get(country_code)
-        if flow not in plan.flows or country is None:  # a reload removed it while the callee's phone rang
-            log.warning("originated_flow_missing", flow=flow)
-            await call.hang_up("normal")
-            return "flow_missing", None, plan.version
-        call.language, call.country = country.language, country.code
-        route = Route(flow=flow, language=country.language, country=country.code, tags=("originated",),
-                      number=to_number, entry=to_number, pos=plan.flows[flow].pos)
-        result = await run_flow(plan, route, call)
-        return result.outcome, result.flow, plan.version
+    def _can_originate(self) -> bool:
+        return (self.ari is not None and self.ari.connected.is_set() and self.supervisor is not None
+                and self.supervisor.accepting)
 
     def _gate_for(self, pool: Any) -> Any:
         async def gate(user: Any, from_e164: str, dialled: str) -> Decision:
@@ -263,7 +217,7 @@ class Daemon:
                                                                     store_factory=PgCdrStore))
             host, port = s.http_host_port
             await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness,
-                                                         actions={"/originate": self.originate}))
+                                                         actions={"/originate": self._originate}))
             stack.enter_context(_pid_file(s.pid_file))
             background: set[asyncio.Task[None]] = {asyncio.create_task(self.lag.run(), name="loop-lag")}
             interval = watchdog_interval_s()
@@ -277,6 +231,7 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self._pool = pool
+            self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate)
             background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
@@ -302,7 +257,7 @@ class Daemon:
             await conferences.close()  # rooms destroy their bridges while ARI is still connected
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)
-            for task in background:
+            for task in background | self._side_tasks:
                 task.cancel()
             log.info("callctl_stopped", cdrs_drained=drained, cdrs_spooled=self.writer.queue_depth)
         return 0

@@ -247,11 +247,15 @@ def test_extensions_conf_branches_on_the_fastagi_gate_while_hostile_agi_sessions
 # -- automated calls the engine originates -------------------------------------------------------
 
 
-def originate(database_url: str, daemon: Any, *args: str) -> tuple[int, dict[str, Any]]:
+def run_originate(database_url: str, http: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
-    env.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_HTTP_LISTEN=daemon.http)
-    res = subprocess.run([sys.executable, "-m", "callctl", "originate", *args], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    env.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_HTTP_LISTEN=http)
+    return subprocess.run([sys.executable, "-m", "callctl", "originate", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def originate(database_url: str, daemon: Any, *args: str) -> tuple[int, dict[str, Any]]:
+    res = run_originate(database_url, daemon.http, *args)
     assert res.returncode in (0, 1), res.stderr
     return res.returncode, json.loads(res.stdout)
 
@@ -260,9 +264,14 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
     acc = cli(database_url, "account", "create", "--name", "Dialer SAS", "--country", "FR")
     far = sipp.start_far_end(asterisk.trunk_port, "answer")  # exactly one call may arrive
-    d = daemon_factory()
-    d.wait_until_ready()
+    d = daemon_factory(start=False)
     common = ["--account", acc["id"], "--flow", "welcome"]
+    down = run_originate(database_url, d.http, *common, "--from", "+33170000001", "--to", "+442079460000")
+    assert down.returncode == 2 and down.stderr.count("\n") == 1 and "no callctl daemon answering" in down.stderr
+    d.start().wait_until_ready()
+    typo = run_originate(database_url, d.http, "--account", acc["id"], "--flow", "welcom", "--from", "+33170000001",
+                         "--to", "+442079460000")
+    assert typo.returncode == 2 and "unknown flow 'welcom'" in typo.stderr, typo.stderr
     code, mobile = originate(database_url, d, *common, "--from", "06 11 11 11 11", "--to", "+442079460000")
     assert code == 1 and (mobile["decision"], mobile["rule"], mobile["originated"]) == \
         ("deny", "mobile_caller_id", False)
