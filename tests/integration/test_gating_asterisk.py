@@ -239,7 +239,7 @@ def test_extensions_conf_branches_on_the_fastagi_gate_while_hostile_agi_sessions
                                        user["account_id"])]
     assert rules == ["emergency_not_enabled"]  # the emergency decision recorded by the gate, over AGI
     refusals = {e["reason"] for e in d.events("agi_session_refused")}
-    assert {"closed_mid_header", "headers_too_large"} <= refusals
+    assert {"closed_mid_header", "headers_too_large", "malformed_header"} <= refusals
     assert not d.tracebacks()
     wait_for(lambda: d.get("/livez")[0] == 200, 5, "the daemon to stay alive")
 
