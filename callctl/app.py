@@ -173,6 +173,7 @@ class Daemon:
         except AriError as exc:
             log.warning("asterisk_info_failed", error=exc.message)
         await self.supervisor.resync()
+        self._spawn_side(self._import_asterisk_decisions())
         notify("STATUS=connected to Asterisk")
 
     def _on_ari_disconnected(self) -> None:
@@ -188,10 +189,27 @@ class Daemon:
     def _reload(self) -> None:
         notify("RELOADING=1")
         if self.dialplans.reload() and self._pool is not None:
-            task = asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars")
-            self._side_tasks.add(task)
-            task.add_done_callback(self._side_tasks.discard)
+            self._spawn_side(self._refresh_emergency_vars())
         notify("READY=1")
+
+    def _spawn_side(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _import_asterisk_decisions(self) -> None:
+        """Emergency calls Asterisk decided while this engine was away: into gating_decision, once."""
+        if self._pool is None:
+            return
+        try:
+            imported = await gating_store.import_asterisk_decisions(self._pool)
+        except StoreError as exc:
+            log.warning("asterisk_emergency_import_failed", error=exc.message)
+            return
+        if imported:
+            log.warning("emergency_calls_decided_by_asterisk", calls=len(imported),
+                        refused=sum(1 for decision, _ in imported if decision == "deny"),
+                        rules=sorted({rule for _, rule in imported}))
 
     async def _refresh_emergency_vars(self) -> None:
         """Asterisk's copy of every account's emergency status (endpoint set_var), from the current country

@@ -150,6 +150,25 @@ async def refresh_endpoint_vars(db: Any, countries: Mapping[str, Country],
     return changed
 
 
+@_translated
+async def import_asterisk_decisions(db: Any) -> list[tuple[str, str]]:
+    """Copy the emergency calls Asterisk decided alone (engine down) into gating_decision, once each:
+    the rows are marked imported in the same statement. Returns (decision, rule) per imported call."""
+    rows = await db.fetch(
+        """WITH moved AS (
+               UPDATE asterisk_emergency_call SET imported_at = now()
+               WHERE imported_at IS NULL AND decision IN ('allow', 'deny')
+                 AND account_id ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+               RETURNING decided_at, account_id, caller, callee, decision, rule)
+           INSERT INTO gating_decision (account_id, decided_at, caller, callee, decision, rule, reason, emergency,
+                                        automated, illegitimate, list_version)
+           SELECT account_id::uuid, decided_at, coalesce(caller, ''), coalesce(callee, ''), decision,
+                  coalesce(rule, ''), 'decided by Asterisk while the engine was unavailable', true, false, false, NULL
+           FROM moved
+           RETURNING decision, rule""")
+    return [(r["decision"], r["rule"]) for r in rows]
+
+
 # -- decisions ----------------------------------------------------------------------------------
 
 _INSERT_DECISION = """INSERT INTO gating_decision (account_id, decided_at, caller, callee, decision, rule, reason,

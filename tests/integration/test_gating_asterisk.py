@@ -88,6 +88,8 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_while_t
     assert "<ca:country>FR</ca:country>" in invite and f"<ca:LOC>{LOCATION}</ca:LOC>" in invite
     log = (asterisk.host_dir / "log" / "messages.log").read_text(errors="replace")
     assert "decided by Asterisk: allow (emergency_allowed)" in log
+    [kept] = db(database_url, "SELECT decision, rule, caller FROM asterisk_emergency_call")
+    assert kept == {"decision": "allow", "rule": "emergency_allowed", "caller": DID}
 
 
 def test_an_emergency_call_the_draining_engine_hands_back_is_still_routed_by_asterisk(
@@ -116,7 +118,7 @@ def test_an_emergency_call_the_draining_engine_hands_back_is_still_routed_by_ast
 
 
 def test_a_refused_emergency_call_is_announced_and_nothing_leaves_while_the_engine_is_stopped(
-        asterisk: AsteriskInstance, database_url: str) -> None:
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
     render_prompts(asterisk)
     user = line_user(database_url)
     # Enabled but the location never proved: refused, like the engine would.
@@ -132,6 +134,16 @@ def test_a_refused_emergency_call_is_announced_and_nothing_leaves_while_the_engi
         assert [received(g) for g in gateways] == [[], []]
     log = (asterisk.host_dir / "log" / "messages.log").read_text(errors="replace")
     assert "decided by Asterisk: deny (emergency_location_unverified)" in log
+    # Asterisk kept the decision; the engine records it when it connects again.
+    [kept] = db(database_url, "SELECT account_id, callee, decision, rule FROM asterisk_emergency_call")
+    assert kept == {"account_id": user["account_id"], "callee": "112", "decision": "deny",
+                    "rule": "emergency_location_unverified"}
+    d = daemon_factory()
+    assert d.wait_for_log("emergency_calls_decided_by_asterisk")["refused"] == 1
+    [row] = db(database_url, "SELECT caller, callee, rule, emergency, automated FROM gating_decision "
+                             "WHERE account_id = $1::uuid", user["account_id"])
+    assert row == {"caller": DID, "callee": "112", "rule": "emergency_location_unverified", "emergency": True,
+                   "automated": False}
 
 
 def test_disabling_emergency_calls_and_a_new_number_reach_asterisks_copy(database_url: str) -> None:
