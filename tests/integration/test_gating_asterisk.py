@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from scripts.devstack import REPO, AsteriskInstance
+from scripts.devstack import REPO, AsteriskInstance, free_port
 from tests.integration.test_daemon import wait_for_cdrs
 from tests.integration.test_lines_calls import DID, PHONE_IP, asterisk, line_user
 from tests.integration.test_lines_cli import cli, db
@@ -309,3 +309,19 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
     assert (report["illegitimate"], report["penalty_eur"], report["outbound_calls"], report["short_calls"]) == \
         (1, "0.02", 1, 1)  # the mobile caller ID attempt; the originated call lasted a prompt
     assert not d.tracebacks()
+
+
+def test_with_the_fastagi_gate_unreachable_an_emergency_call_still_gets_asterisks_own_decision(
+        asterisk: AsteriskInstance, database_url: str) -> None:
+    user = line_user(database_url)
+    cli(database_url, "account", "emergency", user["account_id"], "--enable", "--location", LOCATION, "--verified")
+    db(database_url, "UPDATE ps_endpoints SET context = 'callctl-agi-gate' WHERE id = $1", user["sip_username"])
+    asterisk.rx(f"dialplan set global CALLCTL_AGI agi://127.0.0.1:{free_port()}")  # nobody listens there
+    gateway = sipp.start_far_end(asterisk.emergency_port, "answer")
+    result = sipp.call(asterisk.sip_port, "112", [("pause", 1000), ("bye", None)], caller=user["sip_username"],
+                       auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    gw = sipp.finish(*gateway)
+    assert gw.ok, gw.stderr
+    invite = next(text for _at, text in gw.messages if "INVITE sip:" in text)
+    assert "INVITE sip:112@" in invite and f"X-Callctl-Location: {LOCATION}" in invite
