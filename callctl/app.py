@@ -39,11 +39,13 @@ from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import Country, normalise_called
+from callctl.gating.originate import Dialer
 from callctl.gating.service import Decision, decide
 from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.store import gating as gating_store
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
@@ -87,11 +89,17 @@ class Daemon:
         self.ari: AriClient | None = None
         self.supervisor: Supervisor | None = None
         self.lines: LineService | None = None
+        self._pool: Any = None
+        self.dialer: Dialer | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
         call.cdr_fields["dialplan_version"] = plan.version
         assert self.lines is not None
+        if Dialer.is_originated(call.args):  # a dialer call this engine placed (callctl originate)
+            assert self.dialer is not None
+            return await self.dialer.run(plan, call)
         if "line-outbound" in call.args:  # a business-line user calling out (extensions.conf [from-users])
             call.cdr_fields["flow"] = "line-outbound"
             return await self.lines.outbound(call, endpoint_of(call.channel.name)), "line-outbound", plan.version
@@ -114,6 +122,16 @@ class Daemon:
         call.cdr_fields["flow"] = route.flow
         result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
+
+    async def _originate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """POST /originate (callctl originate): served once the dialer exists."""
+        if self.dialer is None:
+            return 503, {"error": "starting: no call can be placed yet"}
+        return await self.dialer.request(body)
+
+    def _can_originate(self) -> bool:
+        return (self.ari is not None and self.ari.connected.is_set() and self.supervisor is not None
+                and self.supervisor.accepting)
 
     def _gate_for(self, pool: Any) -> Any:
         async def gate(user: Any, from_e164: str, dialled: str) -> Decision:
@@ -156,6 +174,7 @@ class Daemon:
         except AriError as exc:
             log.warning("asterisk_info_failed", error=exc.message)
         await self.supervisor.resync()
+        self._spawn_side(self._import_asterisk_decisions())
         notify("STATUS=connected to Asterisk")
 
     def _on_ari_disconnected(self) -> None:
@@ -170,8 +189,38 @@ class Daemon:
 
     def _reload(self) -> None:
         notify("RELOADING=1")
-        self.dialplans.reload()
+        if self.dialplans.reload() and self._pool is not None:
+            self._spawn_side(self._refresh_emergency_vars())
         notify("READY=1")
+
+    def _spawn_side(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _import_asterisk_decisions(self) -> None:
+        """Emergency calls Asterisk decided while this engine was away: into gating_decision, once."""
+        if self._pool is None:
+            return
+        try:
+            imported = await gating_store.import_asterisk_decisions(self._pool)
+        except StoreError as exc:
+            log.warning("asterisk_emergency_import_failed", error=exc.message)
+            return
+        if imported:
+            log.warning("emergency_calls_decided_by_asterisk", calls=len(imported),
+                        refused=sum(1 for decision, _ in imported if decision == "deny"),
+                        rules=sorted({rule for _, rule in imported}))
+
+    async def _refresh_emergency_vars(self) -> None:
+        """Asterisk's copy of every account's emergency status (endpoint set_var), from the current country
+        table: written at start and after a reload, so an edited table reaches Asterisk (docs/gating.md)."""
+        try:
+            changed = await gating_store.refresh_endpoint_vars(self._pool, self.dialplans.current.countries)
+        except StoreError as exc:
+            log.warning("emergency_vars_refresh_failed", error=exc.message)
+            return
+        log.info("emergency_vars_refreshed", changed=changed)
 
     async def _watchdog(self, interval_s: float) -> None:
         while True:
@@ -186,7 +235,8 @@ class Daemon:
             self.writer = await stack.enter_async_context(CdrWriter(s.database_url, s.spool_dir,
                                                                     store_factory=PgCdrStore))
             host, port = s.http_host_port
-            await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness))
+            await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness,
+                                                         actions={"/originate": self._originate}))
             stack.enter_context(_pid_file(s.pid_file))
             background: set[asyncio.Task[None]] = {asyncio.create_task(self.lag.run(), name="loop-lag")}
             interval = watchdog_interval_s()
@@ -199,6 +249,9 @@ class Daemon:
                                          lambda: self._asterisk_id, journal)
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
+            self._pool = pool
+            self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate)
+            background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))
@@ -225,7 +278,7 @@ class Daemon:
             await conferences.close()  # rooms destroy their bridges while ARI is still connected
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)
-            for task in background:
+            for task in background | self._side_tasks:
                 task.cancel()
             log.info("callctl_stopped", cdrs_drained=drained, cdrs_spooled=self.writer.queue_depth)
         return 0

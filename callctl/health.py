@@ -1,10 +1,11 @@
-"""Loopback HTTP for probes and scraping: /livez, /readyz (JSON) and /metrics (Prometheus text)."""
+"""Loopback HTTP for probes and scraping: /livez, /readyz (JSON) and /metrics (Prometheus text), plus the
+control actions the composition root registers (POST /originate: docs/gating.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -12,12 +13,17 @@ from aiohttp import web
 from callctl.errors import ConfigError
 from callctl.metrics import Metrics
 
+# A control action on the loopback HTTP server: the JSON body in, (HTTP status, JSON answer) out.
+Action = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+
 
 class HealthServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Callable[[], dict[str, Any]],
+                 actions: Mapping[str, Action] | None = None) -> None:
         self._host, self._port = host, port
         self._metrics = metrics
         self._readiness = readiness
+        self._actions = dict(actions or {})
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> HealthServer:
@@ -25,6 +31,8 @@ class HealthServer:
         app.router.add_get("/livez", self._live)
         app.router.add_get("/readyz", self._ready)
         app.router.add_get("/metrics", self._scrape)
+        for path in self._actions:
+            app.router.add_post(path, self._act)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         try:
@@ -45,6 +53,17 @@ class HealthServer:
         state = self._readiness()
         return web.Response(text=json.dumps(state) + "\n", content_type="application/json",
                             status=200 if state.get("ready") else 503)
+
+    async def _act(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            status, answer = 400, {"error": "the request body must be a JSON object"}
+        else:
+            status, answer = await self._actions[request.path](body)
+        return web.Response(text=json.dumps(answer) + "\n", content_type="application/json", status=status)
 
     async def _scrape(self, _request: web.Request) -> web.Response:
         return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")

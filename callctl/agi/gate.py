@@ -40,7 +40,9 @@ def gate_handler(pool: Any, countries: Mapping[str, Country],
                                 automated=automated)
         return {"CALLCTL_GATE": decision.decision, "CALLCTL_GATE_RULE": decision.rule,
                 "CALLCTL_GATE_REASON": decision.reason, "CALLCTL_GATE_ROUTE": decision.route or "",
+                "CALLCTL_GATE_NUMBER": decision.number_e164,
                 "CALLCTL_GATE_EMERGENCY": "1" if decision.emergency else "0",
-                "CALLCTL_GATE_LOCATION": decision.location or ""}
+                "CALLCTL_GATE_LOCATION": decision.location or "",
+                "CALLCTL_GATE_COUNTRY": country.strip().upper()}
 
     return handle

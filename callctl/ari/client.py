@@ -217,9 +217,10 @@ class AriClient:
         await self._request("DELETE", f"channels/{channel_id}", params={"reason": reason}, channel=channel_id)
 
     async def originate(self, channel_id: str, endpoint: str, *, timeout_s: float, caller_id: str | None,
-                        variables: dict[str, str] | None = None) -> None:
-        """Create an outbound leg that enters our app (args "callctl-leg") when it answers."""
-        params = {"endpoint": endpoint, "app": self._settings.ari_app, "appArgs": "callctl-leg",
+                        variables: dict[str, str] | None = None, app_args: str = "callctl-leg") -> None:
+        """Create an outbound channel that enters our app when it answers: by default a call's leg (args
+        "callctl-leg"); other ``app_args`` make it a call of its own (an originated dialer call)."""
+        params = {"endpoint": endpoint, "app": self._settings.ari_app, "appArgs": app_args,
                   "timeout": str(max(1, int(timeout_s)))}
         if caller_id:
             params["callerId"] = caller_id

@@ -1,11 +1,12 @@
-"""`callctl emergency|dialer|gate|optout|compliance ...`: gating from the command line."""
+"""`callctl emergency|dialer|gate|originate|optout|compliance ...`: gating from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -18,16 +19,22 @@ from callctl.gating.compliance import PENALTY_EUR, SHORT_CALL_S, penalty_eur
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    from callctl.lines.cli import account_actions
+
     em = sub.add_parser("emergency", parents=[common], help="an account's emergency calling status")
     esub = em.add_subparsers(dest="emergency_command", metavar="ACTION", required=True)
-    es = esub.add_parser("set", parents=[common], help="enable (with a proved location) or disable")
-    es.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
-    mode = es.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--enable", action="store_true")
-    mode.add_argument("--disable", action="store_true")
-    es.add_argument("--location", metavar="TEXT", help="the line's geographic location (address)")
-    es.add_argument("--verified", action="store_true", help="the location has been proved (dated now)")
-    es.set_defaults(func=_emergency_set)
+    # The issue's spelling `callctl account emergency ID ...` and `callctl emergency set ID ...`: one parser shape,
+    # one handler.
+    for parent, name in ((esub, "set"), (account_actions(sub), "emergency")):
+        es = parent.add_parser(name, parents=[common], help="enable emergency calls (with a proved location) "
+                                                            "or disable them")
+        es.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
+        mode = es.add_mutually_exclusive_group(required=True)
+        mode.add_argument("--enable", action="store_true")
+        mode.add_argument("--disable", action="store_true")
+        es.add_argument("--location", metavar="TEXT", help="the line's geographic location (address)")
+        es.add_argument("--verified", action="store_true", help="the location has been proved (dated now)")
+        es.set_defaults(func=_emergency_set)
     eshow = esub.add_parser("show", parents=[common], help="the account's emergency status")
     eshow.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
     eshow.set_defaults(func=_emergency_show)
@@ -49,6 +56,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     gate.add_argument("--automated", action="store_true", help="apply the dialer rules (default: the "
                                                                 "account's dialer profile)")
     gate.set_defaults(func=_gate)
+
+    orig = sub.add_parser("originate", parents=[common],
+                          help="have the running daemon place an automated call that runs a flow when answered, "
+                               "after the dialer rules (prints the decision as JSON; exit 1 if refused)")
+    orig.add_argument("--account", required=True, type=uuid.UUID, metavar="ID")
+    orig.add_argument("--from", dest="from_number", required=True, metavar="E164", help="the caller ID presented")
+    orig.add_argument("--to", required=True, metavar="E164", help="the callee (national form: the account's country)")
+    orig.add_argument("--flow", required=True, metavar="NAME", help="the dialplan flow the answered call runs")
+    orig.set_defaults(func=_originate)
 
     optout = sub.add_parser("optout", parents=[common], help="the opposition list (BLOCTEL)")
     osub = optout.add_subparsers(dest="optout_command", metavar="ACTION", required=True)
@@ -86,15 +102,18 @@ def _status_json(account_id: uuid.UUID, status: Any) -> dict[str, Any]:
 
 
 def _emergency_set(args: argparse.Namespace, settings: Settings) -> int:
+    from callctl.gating.service import load_countries
     from callctl.store import gating as store
 
     if args.enable and not (args.location or "").strip():
         raise GatingError("emergency set --enable needs --location TEXT (the line's address)")
 
+    countries = load_countries(settings.dialplan_dir)
+
     async def work(pool: Any) -> dict[str, Any]:
         if await store.account_country(pool, args.id) is None:
             raise GatingError(f"no account {args.id} (see: callctl account create)")
-        status = await store.set_emergency(pool, args.id, enabled=bool(args.enable),
+        status = await store.set_emergency(pool, args.id, enabled=bool(args.enable), countries=countries,
                                            location=(args.location or "").strip() or None, verified=args.verified)
         return _status_json(args.id, status)
 
@@ -136,16 +155,11 @@ def _parse_at(raw: str | None) -> dt.datetime:
 
 
 def _gate(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.flows.cli import STEP_MODULES
-    from callctl.flows.loader import load_dialplan
-    from callctl.gating.service import decide
-
-    for module in STEP_MODULES:  # step types of feature packages, so their flows load
-        importlib.import_module(module)
+    from callctl.gating.service import decide, load_countries
     from callctl.store import gating as store
 
     at = _parse_at(args.at)
-    countries = load_dialplan(settings.dialplan_dir).countries
+    countries = load_countries(settings.dialplan_dir)
 
     async def work(pool: Any) -> dict[str, Any]:
         country = await store.account_country(pool, args.account)
@@ -158,6 +172,28 @@ def _gate(args: argparse.Namespace, settings: Settings) -> int:
         return {**decision.as_json(), "automated": automated, "at": at.isoformat()}
 
     return _with_pool(settings, work)
+
+
+def _originate(args: argparse.Namespace, settings: Settings) -> int:
+    """Asks the daemon over its loopback HTTP (http_listen): the daemon owns the ARI connection."""
+    host, port = settings.http_host_port
+    body = json.dumps({"account": str(args.account), "from": args.from_number, "to": args.to,
+                       "flow": args.flow}).encode()
+    request = urllib.request.Request(f"http://{host}:{port}/originate", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        answer = json.loads(exc.read() or b"{}")
+        raise GatingError(f"originate refused by the daemon at {host}:{port}: "
+                          f"{answer.get('error', f'HTTP {exc.code}')}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GatingError(f"no callctl daemon answering at {host}:{port} (http_listen): {reason}: "
+                          "start it with `callctl run`") from None
+    print(json.dumps(answer, indent=2))
+    return 0 if answer.get("originated") else 1
 
 
 def _optout_import(args: argparse.Namespace, settings: Settings) -> int:

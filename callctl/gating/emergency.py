@@ -58,3 +58,46 @@ def emergency_verdict(country: Country, status: EmergencyStatus) -> Verdict:
         return Verdict(DENY, "emergency_location_unverified",
                        "the account's location has not been proved; emergency calling stays off until it is")
     return Verdict(ALLOW, "emergency_allowed", "emergency call routed to the emergency trunk with the location on file")
+
+
+# -- Asterisk's own copy (docs/gating.md) ---------------------------------------------------------
+# Each business-line endpoint carries these channel variables (PJSIP realtime `set_var`), so
+# extensions.conf can route or refuse an emergency call by itself while the engine is down.
+VAR_ACCOUNT = "CALLCTL_ACCOUNT"
+VAR_NUMBERS = "CALLCTL_EMERGENCY_NUMBERS"  # the account country's emergency numbers, "-" separated
+VAR_DECISION = "CALLCTL_EMERGENCY"  # allow | deny
+VAR_RULE = "CALLCTL_EMERGENCY_RULE"
+VAR_LANGUAGE = "CALLCTL_EMERGENCY_LANG"  # language of the refusal announcement
+VAR_LOCATION = "CALLCTL_EMERGENCY_LOCATION"  # allowed only
+VAR_CALLBACK = "CALLCTL_EMERGENCY_CALLBACK"  # allowed only: the user's DID
+VAR_COUNTRY = "CALLCTL_EMERGENCY_COUNTRY"  # allowed only: the PIDF-LO civicAddress country
+
+
+def endpoint_variables(account_id: str, country: Country | None, status: EmergencyStatus,
+                       callback: str | None) -> dict[str, str]:
+    """What Asterisk needs to decide an emergency call of this endpoint on its own (same rules as the
+    engine: the numbers of the account's country, eligibility, activation, proved location)."""
+    if country is None:
+        verdict = Verdict(DENY, "emergency_not_offered", "the account's country is not in the country table")
+        numbers = ""
+    else:
+        verdict = emergency_verdict(country, status)
+        numbers = "-".join(country.emergency_numbers)
+    language = country.language if country is not None and country.language in ("en", "fr") else "en"
+    out = {VAR_ACCOUNT: account_id, VAR_NUMBERS: numbers, VAR_DECISION: verdict.decision, VAR_RULE: verdict.rule,
+           VAR_LANGUAGE: language}
+    if verdict.allowed:
+        out[VAR_LOCATION] = " ".join((status.location or "").split())
+        out[VAR_CALLBACK] = callback or ""
+        out[VAR_COUNTRY] = country.code if country is not None else ""
+    return out
+
+
+def realtime_set_var(variables: Mapping[str, str]) -> str:
+    """The ``set_var`` column of a realtime ps_endpoints row: res_config_pgsql splits a column on ';'
+    into several values (one variable each) and decodes ^XX escapes, so ';' and '^' are escaped."""
+
+    def escape(value: str) -> str:
+        return value.replace("^", "^5E").replace(";", "^3B")
+
+    return ";".join(f"{name}={escape(value)}" for name, value in variables.items())

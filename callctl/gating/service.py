@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -33,6 +35,7 @@ class Decision:
     number_e164: str  # the emergency short number as dialled, for emergency calls
     location: str | None  # the location on file, sent with an allowed emergency call
     list_version: int | None  # opposition list version consulted (automated calls)
+    language: str | None = None  # emergency calls: the caller's country language (the refusal announcement)
 
     @property
     def allowed(self) -> bool:
@@ -66,7 +69,8 @@ def dialer_rules(country: Country | None, from_e164: str,
     return apply
 
 
-def _callee_country(e164: str, countries: Mapping[str, Country], fallback: str) -> Country | None:
+def callee_country(e164: str, countries: Mapping[str, Country], fallback: str) -> Country | None:
+    """The country of the number called (its canvassing window, its language), else ``fallback``'s."""
     try:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
     except phonenumbers.NumberParseException:
@@ -89,7 +93,8 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
         if not verdict.allowed:
             log.warning("emergency_call_refused", account_id=str(account_id), number=short, rule=verdict.rule)
         location = status.location if verdict.allowed else None
-        return Decision(verdict.decision, verdict.rule, verdict.reason, True, short, location, None)
+        return Decision(verdict.decision, verdict.rule, verdict.reason, True, short, location, None,
+                        country.language)
 
     number = to_e164(dialled, account_country)
     if not number.startswith("+"):
@@ -100,9 +105,32 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
     if not automated:
         return Decision(ALLOW, "not_gated", "not an emergency number; no dialer rules for manual calls", False,
                         number, None, None)
-    callee_country = _callee_country(number, countries, account_country)
+    callee_country_ = callee_country(number, countries, account_country)
     verdict, version = await store.dialer_attempt(pool, account_id, from_e164, number, at, rules.CAP_WINDOW,
-                                                  dialer_rules(callee_country, from_e164, at))
+                                                  dialer_rules(callee_country_, from_e164, at))
     if not verdict.allowed:
         log.info("dialer_call_refused", account_id=str(account_id), number=mask(number), rule=verdict.rule)
     return Decision(verdict.decision, verdict.rule, verdict.reason, False, number, None, version)
+
+
+def load_countries(dialplan_dir: Path) -> Mapping[str, Country]:
+    """The country table of the operator's dialplan, for one-shot commands (the daemon keeps its own)."""
+    from callctl.flows.cli import STEP_MODULES
+    from callctl.flows.loader import load_dialplan
+
+    for module in STEP_MODULES:  # step types of feature packages, so their flows load
+        importlib.import_module(module)
+    return load_dialplan(dialplan_dir).countries
+
+
+async def decide_originated(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, from_e164: str,
+                            dialled: str, at: dt.datetime, *, account_country: str) -> Decision:
+    """An automated call the engine itself would place (``callctl originate``): never to an emergency
+    number, always under the dialer rules (whatever the account's dialer profile says)."""
+    if emergency_number(countries, account_country, dialled) is not None:
+        verdict = Verdict(DENY, "emergency_not_originated", "the engine never originates calls to emergency numbers")
+        await store.record_decision(pool, store.DecisionRecord(account_id, at, from_e164, dialled, verdict, True,
+                                                               True, False, None))
+        return Decision(verdict.decision, verdict.rule, verdict.reason, True, dialled, None, None)
+    return await decide(pool, countries, account_id, from_e164, dialled, at, account_country=account_country,
+                        automated=True)

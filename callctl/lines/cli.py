@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,6 +75,22 @@ def _number(raw: str, country: str, what: str) -> str:
     return require_e164(to_e164(raw, country), what)
 
 
+async def _refresh_emergency_vars(pool: Any, settings: Settings, account_id: uuid.UUID) -> None:
+    """Asterisk's copy of the emergency status on the account's endpoints (the callback number is a DID;
+    docs/gating.md). A dialplan that does not load leaves it to the daemon's next start or reload."""
+    from callctl.errors import CallctlError
+    from callctl.gating.service import load_countries
+    from callctl.store.gating import refresh_endpoint_vars
+
+    try:
+        countries = load_countries(settings.dialplan_dir)
+    except CallctlError as exc:
+        print(f"callctl: warning: emergency variables of the account's phones not written "
+              f"({exc.message.splitlines()[0]}); the daemon writes them at its next start or reload", file=sys.stderr)
+        return
+    await refresh_endpoint_vars(pool, countries, account_id)
+
+
 def _account_json(acc: store.Account) -> dict[str, Any]:
     return {"id": str(acc.id), "name": acc.name, "country": acc.country.strip(), "currency": acc.currency,
             "plan": acc.plan, "extra_channels": acc.extra_channels, "recording": acc.recording,
@@ -119,6 +136,7 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
         numbers = list(dict.fromkeys(_number(n, country, "--number") for n in args.number))
         forward = _number(args.forward, country, "--forward") if args.forward else None
         user, password = await store.add_user(pool, acc.id, name, numbers=numbers, forward_to=forward)
+        await _refresh_emergency_vars(pool, settings, acc.id)
         out = _user_json(user)
         out["sip_password"] = password
         return out
@@ -146,6 +164,7 @@ def _number_assign(args: argparse.Namespace, settings: Settings) -> int:
         assert acc is not None  # foreign key
         number = _number(args.number, acc.country.strip(), "number")
         user = await store.assign_number(pool, number, user.id)
+        await _refresh_emergency_vars(pool, settings, acc.id)
         return {"number": number, "user_id": str(user.id), "numbers": list(user.numbers)}
 
     return _with_pool(settings, work)

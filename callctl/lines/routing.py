@@ -103,6 +103,8 @@ class GateDecision(Protocol):
     def reason(self) -> str: ...
     @property
     def location(self) -> str | None: ...
+    @property
+    def language(self) -> str | None: ...
 
 
 # Decides before anything else whether a call may leave (callctl.gating.service.decide).
@@ -265,7 +267,8 @@ class LineService:
             call.cdr_fields["disposition"] = "EMERGENCY_REFUSED"
             call.cdr_fields["extra_refused"] = decision.rule
             await call.answer()
-            lang = call.language if call.language in ("en", "fr") else "en"
+            lang = decision.language or call.language  # the line's country, as the dialplan does
+            lang = lang if lang in ("en", "fr") else "en"
             await call.play([f"sound:callctl/{lang}/emergency-unavailable"], interruptible=False)
             await call.hang_up("normal")
             return "emergency_refused"

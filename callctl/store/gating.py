@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from callctl.flows.model import Country
 from callctl.gating import Verdict
-from callctl.gating.emergency import EmergencyStatus
+from callctl.gating.emergency import NOT_ACTIVATED, EmergencyStatus, endpoint_variables, realtime_set_var
 from callctl.store.db import connection, translated
 
 _translated = translated("gating store")
 _connection = connection
-
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,19 @@ async def get_emergency(db: Any, account_id: uuid.UUID) -> EmergencyStatus | Non
 
 @_translated
 async def set_emergency(db: Any, account_id: uuid.UUID, *, enabled: bool, location: str | None,
-                        verified: bool) -> EmergencyStatus:
+                        verified: bool, countries: Mapping[str, Country] | None = None) -> EmergencyStatus:
     """Enable (with a location, proved now if ``verified``) or disable. A changed location that is not
-    re-verified loses its proof; disabling keeps the location on file."""
+    re-verified loses its proof; disabling keeps the location on file. With ``countries`` (the country
+    table), Asterisk's copy on the account's endpoints is rewritten in the same transaction."""
+    async with _connection(db) as conn, conn.transaction():
+        status = await _upsert_emergency(conn, account_id, enabled, location, verified)
+        if countries is not None:
+            await refresh_endpoint_vars(conn, countries, account_id)
+    return status
+
+
+async def _upsert_emergency(db: Any, account_id: uuid.UUID, enabled: bool, location: str | None,
+                            verified: bool) -> EmergencyStatus:
     row = await db.fetchrow(
         """INSERT INTO account_emergency AS e (account_id, enabled, location, verified_at, updated_at)
            VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END, now())
@@ -97,6 +107,66 @@ async def set_dialer(db: Any, account_id: uuid.UUID, *, automated: bool, sector:
            ON CONFLICT (account_id) DO UPDATE SET automated = $2, sector = $3, updated_at = now()
            RETURNING automated, sector""", account_id, automated, sector)
     return Dialer(row["automated"], row["sector"])
+
+
+# -- Asterisk's copy of the emergency status (ps_endpoints.set_var) ------------------------------
+
+
+@_translated
+async def refresh_endpoint_vars(db: Any, countries: Mapping[str, Country],
+                                account_id: uuid.UUID | None = None) -> int:
+    """Rewrite the emergency variables of the live users' PJSIP endpoints, of one account or of all.
+    Returns how many endpoint rows changed.
+
+    Per account, in one transaction that first locks the account row: two refreshes of the same
+    account (a status change and a new number at the same moment) run one after the other, so the
+    last one to commit has read the last status and numbers.
+    """
+    if account_id is None:
+        ids = [r["id"] for r in await db.fetch("SELECT id FROM account ORDER BY id")]
+    else:
+        ids = [account_id]
+    changed = 0
+    async with _connection(db) as conn:
+        for acc in ids:
+            async with conn.transaction():
+                country = await conn.fetchval("SELECT country FROM account WHERE id = $1 FOR UPDATE", acc)
+                if country is None:
+                    continue
+                status_row = await conn.fetchrow(
+                    "SELECT enabled, location, verified_at FROM account_emergency WHERE account_id = $1", acc)
+                status = NOT_ACTIVATED if status_row is None else EmergencyStatus(
+                    status_row["enabled"], status_row["location"], status_row["verified_at"])
+                users = await conn.fetch(
+                    """SELECT u.sip_username, (SELECT min(d.number) FROM did d WHERE d.user_id = u.id) AS callback
+                       FROM sip_user u WHERE u.account_id = $1 AND u.removed_at IS NULL""", acc)
+                for user in users:
+                    value = realtime_set_var(endpoint_variables(str(acc), countries.get(str(country).strip()), status,
+                                                                user["callback"]))
+                    result = await conn.execute(
+                        "UPDATE ps_endpoints SET set_var = $1 WHERE id = $2 AND set_var IS DISTINCT FROM $1",
+                        value, user["sip_username"])
+                    changed += int(result.rsplit(" ", 1)[-1])
+    return changed
+
+
+@_translated
+async def import_asterisk_decisions(db: Any) -> list[tuple[str, str]]:
+    """Copy the emergency calls Asterisk decided alone (engine down) into gating_decision, once each:
+    the rows are marked imported in the same statement. Returns (decision, rule) per imported call."""
+    rows = await db.fetch(
+        """WITH moved AS (
+               UPDATE asterisk_emergency_call SET imported_at = now()
+               WHERE imported_at IS NULL AND decision IN ('allow', 'deny')
+                 AND account_id ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+               RETURNING decided_at, account_id, caller, callee, decision, rule)
+           INSERT INTO gating_decision (account_id, decided_at, caller, callee, decision, rule, reason, emergency,
+                                        automated, illegitimate, list_version)
+           SELECT account_id::uuid, decided_at, coalesce(caller, ''), coalesce(callee, ''), decision,
+                  coalesce(rule, ''), 'decided by Asterisk while the engine was unavailable', true, false, false, NULL
+           FROM moved
+           RETURNING decision, rule""")
+    return [(r["decision"], r["rule"]) for r in rows]
 
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -244,9 +314,11 @@ async def compliance_figures(db: Any, account_id: uuid.UUID, lo: dt.datetime, hi
         """SELECT rule, count(*) AS n FROM gating_decision
            WHERE account_id = $1 AND decided_at >= $2 AND decided_at < $3 AND decision = 'deny'
            GROUP BY rule ORDER BY rule""", account_id, lo, hi)
+    # Outbound legs, and calls the engine originated (their first leg is written as inbound).
     cdr = await db.fetchrow(
         """SELECT count(*) AS calls, count(*) FILTER (WHERE billed_s < $4) AS short
-           FROM cdr WHERE account_id = $1 AND direction = 'outbound' AND started_at >= $2 AND started_at < $3""",
+           FROM cdr WHERE account_id = $1 AND started_at >= $2 AND started_at < $3
+                      AND (direction = 'outbound' OR extra @> '{"originated": true}')""",
         str(account_id), lo, hi, short_call_s)
     return {"decisions": int(row["decisions"]), "allowed": int(row["allowed"]), "denied": int(row["denied"]),
             "illegitimate": int(row["illegitimate"]), "denied_by_rule": {r["rule"]: int(r["n"]) for r in rules},

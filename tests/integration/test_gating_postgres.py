@@ -62,7 +62,7 @@ async def test_refusals_leave_a_decision_record(database_url: str) -> None:
                           automated=True)
         d3 = await decide(pool, COUNTRIES, acc, CALLER, "15", AT, account_country="FR", automated=False)
         assert (d1.rule, d2.rule, d3.rule) == ("canvassing_hours", "mobile_caller_id", "emergency_not_enabled")
-        assert d3.emergency and d3.route is None
+        assert d3.emergency and d3.route is None and d3.language == "fr"  # announced in the line's language
         rows = await store.decisions(pool, acc)
         assert [r["rule"] for r in rows] == ["canvassing_hours", "mobile_caller_id", "emergency_not_enabled"]
         manual = await decide(pool, COUNTRIES, acc, CALLER, "0612345678", AT, account_country="FR", automated=False)

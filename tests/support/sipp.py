@@ -183,15 +183,22 @@ class SippResult:
         return (bye - ack).total_seconds()
 
 
-def _free_media_port() -> int:
-    """An even UDP port with the next one free too (RTP + RTCP)."""
+def _free_media_port(local_ip: str = "127.0.0.1") -> int:
+    """An even UDP port with the next three free too, on the address SIPp binds: SIPp opens audio
+    RTP + RTCP there and video RTP + RTCP on the two after (checked on 127.0.0.1 only, a SIPp on
+    127.0.0.2 could be handed a port another one already holds there)."""
     for _ in range(100):
         port = free_port(socket.SOCK_DGRAM)
         if port % 2 == 0 and port < 65000:
-            with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s2:
-                s2.bind(("127.0.0.1", port + 1))
+            with contextlib.ExitStack() as held:
+                try:
+                    for p in range(port, port + 4):
+                        s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                        s.bind((local_ip, p))
+                except OSError:
+                    continue
                 return port
-    raise RuntimeError("no free RTP port pair")
+    raise RuntimeError("no free RTP port range")
 
 
 _TRACE_HEAD = re.compile(r"^-+ (\d{4}-\d\d-\d\d\s+\d\d:\d\d:\d\d\.\d+)", re.M)
@@ -220,7 +227,7 @@ def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, c
            "-l", str(concurrent or calls),
            "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
-           "-max_recv_loops", "1000", "-mp", str(_free_media_port())]
+           "-max_recv_loops", "1000", "-mp", str(_free_media_port(local_ip))]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, work
 
@@ -364,6 +371,6 @@ def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls:
     cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", local_ip, "-p", str(port), "-m", str(calls),
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
-           "-mp", str(_free_media_port())]
+           "-mp", str(_free_media_port(local_ip))]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, work

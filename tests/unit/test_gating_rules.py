@@ -11,7 +11,14 @@ import pytest
 import callctl.conference.steps  # noqa: F401  (registers the conference step type)
 from callctl.flows.loader import load_dialplan
 from callctl.gating.compliance import caller_id_verdict, cap_verdict, is_french_mobile, window_verdict
-from callctl.gating.emergency import NOT_ACTIVATED, EmergencyStatus, emergency_number, emergency_verdict
+from callctl.gating.emergency import (
+    NOT_ACTIVATED,
+    EmergencyStatus,
+    emergency_number,
+    emergency_verdict,
+    endpoint_variables,
+    realtime_set_var,
+)
 
 COUNTRIES = load_dialplan(Path(__file__).resolve().parents[2] / "dialplan").countries
 PARIS = ZoneInfo("Europe/Paris")
@@ -99,3 +106,37 @@ def test_fifth_call_is_over_the_cap() -> None:
     assert cap_verdict(3) is None
     verdict = cap_verdict(4)
     assert verdict is not None and verdict.rule == "callee_cap"
+
+
+# -- Asterisk's copy of the emergency status (endpoint set_var) -----------------------------------
+
+
+def _parse_set_var(value: str) -> dict[str, str]:
+    """What res_config_pgsql + res_pjsip make of the column: split on ';', ^XX decoded, name=value."""
+    out = {}
+    for chunk in value.split(";"):
+        name, _, raw = chunk.partition("=")
+        out[name] = raw.replace("^3B", ";").replace("^5E", "^")
+    return out
+
+
+def test_endpoint_variables_follow_the_engines_rules_and_carry_the_location_only_when_allowed() -> None:
+    allowed = endpoint_variables("acc", COUNTRIES["FR"], VERIFIED, "+33170000001")
+    assert allowed["CALLCTL_EMERGENCY"] == "allow" and allowed["CALLCTL_EMERGENCY_RULE"] == "emergency_allowed"
+    assert allowed["CALLCTL_EMERGENCY_NUMBERS"].split("-") == list(COUNTRIES["FR"].emergency_numbers)
+    assert allowed["CALLCTL_EMERGENCY_CALLBACK"] == "+33170000001" and allowed["CALLCTL_EMERGENCY_LANG"] == "fr"
+    assert allowed["CALLCTL_EMERGENCY_LOCATION"] == VERIFIED.location
+    refused = endpoint_variables("acc", COUNTRIES["FR"], NOT_ACTIVATED, "+33170000001")
+    assert refused["CALLCTL_EMERGENCY_RULE"] == "emergency_not_enabled"
+    assert "CALLCTL_EMERGENCY_LOCATION" not in refused and "CALLCTL_EMERGENCY_CALLBACK" not in refused
+    us = endpoint_variables("acc", COUNTRIES["US"], VERIFIED, None)
+    assert (us["CALLCTL_EMERGENCY"], us["CALLCTL_EMERGENCY_NUMBERS"]) == ("deny", "911")  # recognised, refused
+    unknown = endpoint_variables("acc", None, VERIFIED, None)
+    assert (unknown["CALLCTL_EMERGENCY"], unknown["CALLCTL_EMERGENCY_NUMBERS"]) == ("deny", "")
+
+
+def test_set_var_escapes_what_realtime_would_split() -> None:
+    status = EmergencyStatus(True, "Bat. B; 3^e etage,\n 12 rue X", VERIFIED.verified_at)
+    variables = endpoint_variables("acc", COUNTRIES["FR"], status, "+33170000001")
+    assert _parse_set_var(realtime_set_var(variables)) == variables
+    assert variables["CALLCTL_EMERGENCY_LOCATION"] == "Bat. B; 3^e etage, 12 rue X"  # one line for the header

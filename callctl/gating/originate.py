@@ -1,0 +1,101 @@
+"""Automated calls the engine itself places (``callctl originate``): the dialer gate first, then an ARI
+originate to the PSTN trunk; the answered call enters the app and runs the requested flow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from callctl.errors import AriError, StoreError
+from callctl.flows.engine import run_flow
+from callctl.flows.model import Dialplan, Route
+from callctl.gating.service import callee_country, decide_originated
+from callctl.logging import get_logger
+from callctl.numbers import mask, to_e164
+from callctl.store import gating as store
+
+log = get_logger("callctl.gating")
+
+ORIGINATE_ARG = "callctl-originate"  # first Stasis arg of an originated call; then flow, account, to, from, country
+TRUNK = "pstn"
+RING_TIMEOUT_S = 45.0
+
+
+class Originate(Protocol):
+    async def __call__(self, channel_id: str, endpoint: str, *, timeout_s: float, caller_id: str | None,
+                       app_args: str) -> None: ...
+
+
+class Dialer:
+    """Owns the originate action: ``request`` (the HTTP action's body) and ``run`` (the answered call)."""
+
+    def __init__(self, pool: Any, dialplan: Callable[[], Dialplan], originate: Originate,
+                 ready: Callable[[], bool], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self._pool = pool
+        self._dialplan = dialplan
+        self._originate = originate
+        self._ready = ready
+        self._clock = clock
+
+    async def request(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """{account, from, to, flow} -> (HTTP status, answer): the gate's decision (recorded), and whether
+        the call was placed."""
+        plan = self._dialplan()
+        try:
+            account_id = uuid.UUID(str(body["account"]))
+            from_number, to_number, flow = str(body["from"]), str(body["to"]), str(body["flow"])
+        except (KeyError, ValueError):
+            return 400, {"error": "originate needs account (a UUID), from, to and flow"}
+        if flow not in plan.flows:
+            return 400, {"error": f"unknown flow '{flow}' (known: {', '.join(sorted(plan.flows))})"}
+        if not self._ready():
+            return 503, {"error": "not connected to Asterisk, or draining: no call can be placed now"}
+        try:
+            country = await store.account_country(self._pool, account_id)
+            if country is None:
+                return 404, {"error": f"no account {account_id} (see: callctl account create)"}
+            caller = to_e164(from_number, country)
+            if not caller.startswith("+"):
+                return 400, {"error": f"from '{from_number}' is not a number in E.164 or of {country}"}
+            decision = await decide_originated(self._pool, plan.countries, account_id, caller, to_number,
+                                               self._clock(), account_country=country)
+        except StoreError as exc:
+            return 503, {"error": exc.message}
+        answer = {**decision.as_json(), "originated": False}
+        if not decision.allowed:
+            return 200, answer
+        callee = callee_country(decision.number_e164, plan.countries, country)
+        channel_id = str(uuid.uuid4())
+        args = ",".join((ORIGINATE_ARG, flow, str(account_id), decision.number_e164, caller,
+                         callee.code if callee is not None else country))
+        try:
+            await self._originate(channel_id, f"PJSIP/{decision.number_e164}@{TRUNK}", timeout_s=RING_TIMEOUT_S,
+                                  caller_id=caller, app_args=args)
+        except AriError as exc:
+            log.warning("originate_failed", error=exc.message)
+            return 502, {**answer, "error": exc.message}
+        log.info("call_originated", account_id=str(account_id), flow=flow, number=mask(decision.number_e164),
+                 channel=channel_id)
+        return 200, {**answer, "originated": True, "channel_id": channel_id}
+
+    @staticmethod
+    def is_originated(args: tuple[str, ...]) -> bool:
+        return args[:1] == (ORIGINATE_ARG,)
+
+    async def run(self, plan: Dialplan, call: Any) -> tuple[str, str | None, str | None]:
+        """The answered call: its flow, in the callee country's language; CDR tagged with the account."""
+        _, flow, account_id, to_number, from_number, country_code = (list(call.args) + [""] * 6)[:6]
+        call.called, call.caller = to_number, from_number
+        call.cdr_fields.update(flow=flow, account_id=account_id, extra_originated=True)
+        country = plan.countries.get(country_code)
+        if flow not in plan.flows or country is None:  # a reload removed it while the callee's phone rang
+            log.warning("originated_flow_missing", flow=flow)
+            await call.hang_up("normal")
+            return "flow_missing", None, plan.version
+        call.language, call.country = country.language, country.code
+        route = Route(flow=flow, language=country.language, country=country.code, tags=("originated",),
+                      number=to_number, entry=to_number, pos=plan.flows[flow].pos)
+        result = await run_flow(plan, route, call)
+        return result.outcome, result.flow, plan.version
