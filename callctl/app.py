@@ -43,6 +43,8 @@ from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.recording.conference import ConferenceRecorder
+from callctl.recording.service import RecordingService
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
@@ -86,6 +88,7 @@ class Daemon:
         self.ari: AriClient | None = None
         self.supervisor: Supervisor | None = None
         self.lines: LineService | None = None
+        self.recordings: RecordingService | None = None
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
@@ -155,6 +158,8 @@ class Daemon:
         except AriError as exc:
             log.warning("asterisk_info_failed", error=exc.message)
         await self.supervisor.resync()
+        if self.recordings is not None:
+            await self.recordings.resync()
         notify("STATUS=connected to Asterisk")
 
     def _on_ari_disconnected(self) -> None:
@@ -201,8 +206,13 @@ class Daemon:
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))
+            # Recordings live next to the spool (/var/lib/callctl/recordings by default).
+            self.recordings = RecordingService(pool, self.ari, s.spool_dir.parent / "recordings")
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
-                s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s))
+                s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
+                recorder=ConferenceRecorder(self.recordings))
+            background.add(asyncio.create_task(self.recordings.serve_requests(
+                lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
             if s.agi_listen:
@@ -220,6 +230,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await conferences.close()  # rooms destroy their bridges while ARI is still connected
+            await self.recordings.close()  # recordings stopped by the rooms are filed over ARI
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)
             for task in background:

@@ -273,6 +273,65 @@ class AriClient:
         with contextlib.suppress(ChannelGone):
             await self._request("DELETE", f"channels/{channel_id}/moh", channel=channel_id)
 
+    # -- recordings (callctl.recording) ---------------------------------------------------------
+
+    async def record_bridge(self, bridge_id: str, name: str, fmt: str) -> None:
+        """Start recording everything the bridge mixes, as ``name`` in Asterisk's recording spool."""
+        await self._request("POST", f"bridges/{bridge_id}/record", channel=bridge_id,
+                            params={"name": name, "format": fmt, "ifExists": "fail", "beep": "false",
+                                    "terminateOn": "none"})
+
+    async def stop_recording(self, name: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("POST", f"recordings/live/{name}/stop", channel=name)
+
+    async def live_recording_state(self, name: str) -> str | None:
+        """The live recording's state ('queued', 'recording', 'paused'...), None once it is over."""
+        try:
+            live = await self._request("GET", f"recordings/live/{name}", channel=name)
+        except ChannelGone:
+            return None
+        return str((live or {}).get("state") or "") or None
+
+    async def stored_recording(self, name: str) -> bytes | None:
+        """The finished recording's file, None if Asterisk has none by that name."""
+        if self._client is None:
+            raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
+        session: aiohttp.ClientSession = self._client.swagger.http_client.session
+        s = self._settings
+        try:
+            async with session.get(self._base + f"ari/recordings/stored/{name}/file",
+                                   auth=aiohttp.BasicAuth(s.ari_user, s.ari_password),
+                                   timeout=aiohttp.ClientTimeout(total=120)) as resp:
+                if resp.status == 404:
+                    return None
+                if resp.status >= 400:
+                    raise AriError(f"ARI GET recordings/stored/{name}/file failed: HTTP {resp.status}")
+                return await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise AriUnavailable(f"ARI GET recordings/stored/{name}/file at {self._where} failed: "
+                                 f"{_describe(exc)}") from None
+
+    async def delete_stored_recording(self, name: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("DELETE", f"recordings/stored/{name}", channel=name)
+
+    async def bridge_channel_count(self, bridge_id: str) -> int | None:
+        """How many channels the bridge holds, None if it no longer exists."""
+        try:
+            bridge = await self._request("GET", f"bridges/{bridge_id}", channel=bridge_id)
+        except ChannelGone:
+            return None
+        return len((bridge or {}).get("channels") or [])
+
+    async def playback_live(self, playback_id: str) -> bool:
+        """True while the playback is queued or playing (Asterisk forgets it once it has finished)."""
+        try:
+            await self._request("GET", f"playbacks/{playback_id}", channel=playback_id)
+        except ChannelGone:
+            return False
+        return True
+
     async def application_channel_ids(self) -> set[str]:
         app = await self._request("GET", f"applications/{self._settings.ari_app}") or {}
         return {ref.removeprefix("channel:") for ref in app.get("channel_ids", [])} | {
