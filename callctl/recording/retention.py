@@ -16,11 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from callctl.errors import CallctlError
-from callctl.logging import get_logger
 from callctl.recording import rules
 from callctl.store import recordings as store
-
-log = get_logger("callctl.recording")
 
 
 class RecordingError(CallctlError):
@@ -111,7 +108,6 @@ async def delete(db: Any, rec: store.Recording, rule: str, at: dt.datetime) -> d
               "sha256": rec.sha256, "location": rec.location, "file": file_result, "at": at.isoformat()}
     if not await store.delete(db, rec.id, rule, detail):
         raise RecordingError(f"recording {rec.id} was deleted or put under hold meanwhile")
-    log.info("recording_deleted", recording_id=str(rec.id), rule=rule, file=file_result)
     return {"id": str(rec.id), "rule": rule, "file": file_result}
 
 
