@@ -43,6 +43,7 @@ from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.recording.calls import LineRecorder
 from callctl.recording.conference import ConferenceRecorder
 from callctl.recording.service import RecordingService
 from callctl.store import lines as lines_store
@@ -203,11 +204,12 @@ class Daemon:
                                          lambda: self._asterisk_id, journal)
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
-            self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
-                                                 functools.partial(lines_store.user_for_endpoint, pool)),
-                                     billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))
             # Recordings live next to the spool (/var/lib/callctl/recordings by default).
             self.recordings = RecordingService(pool, self.ari, s.spool_dir.parent / "recordings")
+            self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
+                                                 functools.partial(lines_store.user_for_endpoint, pool)),
+                                     billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool),
+                                     recorder=LineRecorder(self.recordings))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
                 recorder=ConferenceRecorder(self.recordings))

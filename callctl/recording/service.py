@@ -82,6 +82,10 @@ class RecordingService:
         self._watched: set[uuid.UUID] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def pool(self) -> Any:
+        return self._pool
+
     # -- notice --------------------------------------------------------------------------------
 
     async def tell(self, source: str, parties: list[Party],
