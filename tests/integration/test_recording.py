@@ -3,6 +3,7 @@ organizer starts recording with *3, a late joiner arrives, the command line stop
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import subprocess
@@ -99,3 +100,32 @@ def test_organizer_records_the_conference_after_everyone_heard_the_notice(
     assert out.read_bytes() == data
     assert not d.tracebacks()
     assert "33611000093" not in "\n".join(d.raw)
+
+
+def test_a_recording_survives_the_engine_being_killed_and_is_filed_by_the_next_one(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    conf = book(database_url, tmp_path, participants=1)
+    first = daemon_factory()
+    first.wait_until_ready()
+    org = caller(asterisk, conf["organizer"]["code"], [("pause", 6000), ("dtmf", "*3"), *talk(28), ("bye", None)],
+                 "33611000094")
+    part = caller(asterisk, conf["participants"][0]["code"], [*talk(35), ("bye", None)], "33611000095",
+                  lead_ms=2500)
+    started = first.wait_for_log("recording_started", 40)
+    assert first.proc is not None
+    first.proc.kill()  # no goodbye: Asterisk goes on recording the bridge
+    first.wait_exit()
+    second = daemon_factory()
+    second.wait_until_ready()
+    reattached = second.wait_for_log("recording_reattached", 20)
+    assert reattached["recording_id"] == started["recording_id"]
+    for proc, work in (org, part):
+        sipp.finish(proc, work)  # the adopted calls restart their flow; how each SIPp run ends is not the point
+    filed = second.wait_for_log("recording_filed", 40)
+    assert filed["recording_id"] == started["recording_id"]
+    [rec] = db(database_url, "SELECT * FROM recording WHERE id = $1", uuid.UUID(started["recording_id"]))
+    assert rec["state"] == "stored"
+    # It holds what was said across the restart: longer than the first engine's share of it.
+    first_share_s = (dt.datetime.fromisoformat(reattached["ts"]) - dt.datetime.fromisoformat(started["ts"]))
+    assert rec["duration_ms"] / 1000 > first_share_s.total_seconds()
+    assert sox_stat(Path(rec["location"]))["RMS     amplitude"] > 0.01
