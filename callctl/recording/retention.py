@@ -141,14 +141,25 @@ async def purge(db: Any, now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
             "problems": problems}
 
 
-async def delete_account_calls(db: Any, account_id: uuid.UUID, now: dt.datetime) -> dict[str, Any]:
-    """The account's recording option ended: every call recording of it goes (held ones stay)."""
-    deleted, held = [], []
-    for rec in await store.list_recordings(db, account_id=account_id):
-        if rec.source != rules.CALL or rec.state == "recording":
+async def delete_all(db: Any, recs: list[store.Recording], rule: str, now: dt.datetime, *,
+                     dry_run: bool = False) -> dict[str, Any]:
+    """Delete each recording (not those under legal hold, nor one still being captured)."""
+    deleted: list[dict[str, Any]] = []
+    held: list[str] = []
+    for rec in recs:
+        if rec.state == "recording":
             continue
         if rec.legal_hold:
             held.append(str(rec.id))
-            continue
-        deleted.append(await delete(db, rec, rules.RULE_ACCOUNT_OPTION_OFF, now))
+        elif dry_run:
+            deleted.append({"id": str(rec.id), "rule": rule, "file": file_status(rec)})
+        else:
+            deleted.append(await delete(db, rec, rule, now))
     return {"deleted": deleted, "held": held}
+
+
+async def delete_account_calls(db: Any, account_id: uuid.UUID, now: dt.datetime,
+                               rule: str = rules.RULE_ACCOUNT_OPTION_OFF, *, dry_run: bool = False) -> dict[str, Any]:
+    """The account's recording option or service ended: every call recording of it goes."""
+    recs = [r for r in await store.list_recordings(db, account_id=account_id) if r.source == rules.CALL]
+    return await delete_all(db, recs, rule, now, dry_run=dry_run)

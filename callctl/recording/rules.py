@@ -33,6 +33,7 @@ RULE_ACCOUNT_OPTION_OFF = "account_recording_off"
 RULE_ACCOUNT_GONE = "account_service_ended"
 RULE_ORGANIZER = "deleted_on_request"
 RULE_OBJECTION = "objection"
+RULE_PRIVACY_ERASE = "privacy_erase"
 
 
 def notice_media(source: str, language: str) -> tuple[str, str]:

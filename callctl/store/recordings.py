@@ -130,6 +130,25 @@ async def list_recordings(db: Any, *, account_id: uuid.UUID | None = None,
 
 
 @_translated
+async def of_person(db: Any, *, email: str | None = None, number: str | None = None) -> list[Recording]:
+    """Recordings a person is in: by e-mail, conferences they organised or heard the notice in; by
+    number, the calls (CDR legs) and conferences they called from or were called on."""
+    if email is not None:
+        rows = await db.fetch(
+            f"SELECT {_COLUMNS} FROM recording WHERE conference_id IN "
+            "(SELECT id FROM conference WHERE lower(organizer_email) = lower($1)) "
+            "OR id IN (SELECT recording_id FROM recording_notice WHERE lower(party) = lower($1)) ORDER BY started_at",
+            email)
+    else:
+        rows = await db.fetch(
+            f"SELECT {_COLUMNS} FROM recording WHERE call_id IN "
+            "(SELECT call_id FROM cdr WHERE from_number = $1 OR to_number = $1) "
+            "OR conference_id::text IN (SELECT conference_id FROM cdr WHERE (from_number = $1 OR to_number = $1) "
+            "AND conference_id IS NOT NULL) ORDER BY started_at", number)
+    return [_recording(r) for r in rows]
+
+
+@_translated
 async def purge_candidates(db: Any) -> list[tuple[Recording, bool | None]]:
     """Every recording with its account's recording option now (None: the account is gone)."""
     rows = await db.fetch(f"SELECT {', '.join('r.' + c.strip() for c in _COLUMNS.split(','))}, "

@@ -24,9 +24,11 @@ T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.UTC)
 
 
 def make(database_url: str, tmp_path: Path, source: str, *, ended_at: dt.datetime = T0,
-         account_id: uuid.UUID | None = None, content: bytes = b"RIFF-fake-audio") -> uuid.UUID:
-    """A stored recording with a file, as the engine leaves it."""
+         account_id: uuid.UUID | None = None, content: bytes = b"RIFF-fake-audio",
+         conference_id: str | None = None, heard_by: str | None = None) -> uuid.UUID:
+    """A stored recording with a file, as the engine leaves it (in ``tmp_path``)."""
     rid = uuid.uuid4()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / f"{rid}.WAV"
     path.write_bytes(content + rid.bytes)
     data = path.read_bytes()
@@ -37,10 +39,13 @@ def make(database_url: str, tmp_path: Path, source: str, *, ended_at: dt.datetim
             await store.create(conn, recording_id=rid, source=source, asterisk_name=f"callctl-{rid}",
                                bridge_id="b", fmt="wav49", started_at=ended_at - dt.timedelta(minutes=10),
                                retention_class=source,
-                               conference_id=uuid.uuid4() if source == "conference" else None,
+                               conference_id=(uuid.UUID(conference_id) if conference_id else uuid.uuid4())
+                               if source == "conference" else None,
                                call_id=uuid.uuid4() if source == "call" else None, account_id=account_id)
             await store.finish(conn, rid, ended_at=ended_at, duration_ms=600_000, size_bytes=len(data),
                                sha256=hashlib.sha256(data).hexdigest(), location=str(path))
+            if heard_by is not None:
+                await store.add_notice(conn, rid, heard_by, "leg", "recording-notice-conference:en", "en", ended_at)
         finally:
             await conn.close()
 
@@ -141,3 +146,33 @@ def test_export_refuses_a_tampered_file_and_list_and_purge_report_missing_ones(d
     assert gone == {"id": str(missing), "rule": "deleted_on_request", "file": "already_missing"}
     unknown = callctl(database_url, "recordings", "delete", str(missing))
     assert unknown.returncode != 0 and f"no recording {missing}" in unknown.stderr
+
+
+def test_privacy_export_and_erase_cover_the_recordings_a_person_is_in(database_url: str, tmp_path: Path) -> None:
+    from tests.integration.test_conference import book
+    from tests.integration.test_privacy_postgres import cli as privacy
+
+    folder = tmp_path / "recordings"  # where the daemon files them: spool_dir/../recordings
+    conf = book(database_url, tmp_path, participants=1)
+    organised = make(database_url, folder, "conference", conference_id=conf["id"])
+    heard = make(database_url, folder, "conference", heard_by="p9@example.com")
+    other = make(database_url, folder, "conference", heard_by="someone@example.com")
+    acc = account(database_url)
+    calls = [make(database_url, folder, "call", account_id=acc) for _ in range(2)]
+
+    inventory = {i["item"]: i for i in privacy(database_url, tmp_path, "privacy", "inventory")["items"]}
+    assert inventory["recording"]["files"] == 5
+    exported = privacy(database_url, tmp_path, "privacy", "export", "--email", "P9@example.com")
+    assert [r["id"] for r in exported["recordings"]["recordings"]] == [str(heard)]
+    erased = privacy(database_url, tmp_path, "privacy", "erase", "--email", "p9@example.com")
+    assert erased["counts"]["recordings"] == 1 and not (folder / f"{heard}.WAV").exists()
+    erased = privacy(database_url, tmp_path, "privacy", "erase", "--email", "org@example.com")
+    assert erased["counts"]["recordings"] == 1 and not (folder / f"{organised}.WAV").exists()
+    # A suspended account's call recordings go with its data a month later.
+    privacy(database_url, tmp_path, "suspension", "suspend", str(acc), "--now", "2026-01-01T00:00:00+00:00")
+    purged = privacy(database_url, tmp_path, "suspension", "purge", "--now", "2026-02-02T00:00:00+00:00")
+    assert purged["purged"][0]["counts"]["recordings"] == 2
+    assert not any((folder / f"{c}.WAV").exists() for c in calls)
+    assert [r["id"] for r in ok(database_url, "recordings", "list")] == [str(other)]
+    rules_seen = [r["rule"] for r in db(database_url, "SELECT rule FROM recording_audit ORDER BY id")]
+    assert rules_seen == ["privacy_erase", "privacy_erase", "account_service_ended", "account_service_ended"]
