@@ -159,6 +159,8 @@ class Room:
 
     async def set_recording(self, on: bool) -> str:
         """'started', 'stopped', 'already_recording', 'not_recording', 'failed', 'unavailable' or 'ended'."""
+        if self.ended:  # nobody reads the queue any more
+            return "ended"
         req = _Record(on)
         self._queue.put_nowait(req)
         return await req.reply

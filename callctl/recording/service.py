@@ -32,6 +32,7 @@ log = get_logger("callctl.recording")
 NOTICE_MAX_S = 60.0  # an upper bound on a notice playback whose end is never seen
 POLL_S = 0.1  # how often a notice playback is checked for its end
 FINISH_WAIT_S = 15.0  # how long Asterisk may take to close a stopped recording
+REQUEST_TIMEOUT_S = 90.0  # a command-line request the room cannot answer must not stall the others
 
 
 class RecordingOps(Protocol):
@@ -278,7 +279,11 @@ class RecordingService:
         while True:
             try:
                 for request in await store.pending_requests(self._pool):
-                    result = await handle(request)
+                    try:
+                        async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                            result = await handle(request)
+                    except TimeoutError:
+                        result = "timed_out"
                     await store.answer_request(self._pool, request.id, result)
                     log.info("recording_request_answered", action=request.action, result=result,
                              conference_id=str(request.conference_id))
