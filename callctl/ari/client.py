@@ -181,8 +181,10 @@ class AriClient:
     # -- REST ----------------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                       json_body: Any = None, channel: str | None = None) -> Any:
-        """One ARI REST call through aioari's HTTP session (shared connection pool)."""
+                       json_body: Any = None, channel: str | None = None, raw: bool = False,
+                       timeout_s: float = 10.0) -> Any:
+        """One ARI REST call through aioari's HTTP session (shared connection pool); ``raw``: the
+        body as bytes (a recording's file) instead of decoded JSON."""
         if self._client is None:
             raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
         session: aiohttp.ClientSession = self._client.swagger.http_client.session
@@ -190,14 +192,17 @@ class AriClient:
         try:
             async with session.request(method, self._base + "ari/" + path, params=params, json=json_body,
                                        auth=aiohttp.BasicAuth(s.ari_user, s.ari_password),
-                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                text = await resp.text()
+                                       timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                body = await resp.read()
+                text = "" if raw and resp.status < 400 else body.decode("utf-8", "replace")
                 if resp.status == 404 and channel is not None:
                     raise ChannelGone(f"channel {channel} no longer exists ({method} {path})")
                 if resp.status == 401:
                     raise AriAuthError(f"ARI at {self._where} refused credentials for {method} {path}")
                 if resp.status >= 400:
                     raise AriError(f"ARI {method} {path} failed: HTTP {resp.status} {text.strip()[:200]}")
+                if raw:
+                    return body
                 return json.loads(text) if text else None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI {method} {path} at {self._where} failed: {_describe(exc)}") from None
@@ -295,22 +300,11 @@ class AriClient:
 
     async def stored_recording(self, name: str) -> bytes | None:
         """The finished recording's file, None if Asterisk has none by that name."""
-        if self._client is None:
-            raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
-        session: aiohttp.ClientSession = self._client.swagger.http_client.session
-        s = self._settings
         try:
-            async with session.get(self._base + f"ari/recordings/stored/{name}/file",
-                                   auth=aiohttp.BasicAuth(s.ari_user, s.ari_password),
-                                   timeout=aiohttp.ClientTimeout(total=120)) as resp:
-                if resp.status == 404:
-                    return None
-                if resp.status >= 400:
-                    raise AriError(f"ARI GET recordings/stored/{name}/file failed: HTTP {resp.status}")
-                return await resp.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise AriUnavailable(f"ARI GET recordings/stored/{name}/file at {self._where} failed: "
-                                 f"{_describe(exc)}") from None
+            return bytes(await self._request("GET", f"recordings/stored/{name}/file", channel=name, raw=True,
+                                             timeout_s=120.0))
+        except ChannelGone:
+            return None
 
     async def delete_stored_recording(self, name: str) -> None:
         with contextlib.suppress(ChannelGone):

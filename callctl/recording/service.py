@@ -213,8 +213,11 @@ class RecordingService:
                 return
             await asyncio.sleep(POLL_S)
 
-    async def _file(self, recording_id: uuid.UUID, name: str) -> None:
-        """Fetch the finished recording from Asterisk, write it under recordings_dir, store its facts."""
+    async def _file(self, recording_id: uuid.UUID, name: str, started_at: dt.datetime | None = None) -> None:
+        """Fetch the finished recording from Asterisk, write it under recordings_dir, store its facts.
+
+        ``started_at`` (a recording re-attached after a restart): its end is the start plus what
+        Asterisk wrote, not the moment this engine noticed."""
         ended_at = self._clock()
         try:
             await self._wait_for_closed(name)
@@ -229,14 +232,16 @@ class RecordingService:
         path = self._dir / f"{recording_id}.{rules.EXTENSION}"
         await asyncio.to_thread(_write_durably, path, data)
         digest = hashlib.sha256(data).hexdigest()
-        await store.finish(self._pool, recording_id, ended_at=ended_at, duration_ms=rules.wav_duration_ms(data),
+        duration_ms = rules.wav_duration_ms(data)
+        if started_at is not None and duration_ms is not None:
+            ended_at = started_at + dt.timedelta(milliseconds=duration_ms)
+        await store.finish(self._pool, recording_id, ended_at=ended_at, duration_ms=duration_ms,
                            size_bytes=len(data), sha256=digest, location=str(path))
         try:
             await self._ops.delete_stored_recording(name)
         except AriError as exc:  # harmless: a copy left in Asterisk's spool
             log.warning("recording_spool_cleanup_failed", error=exc.message)
-        log.info("recording_filed", recording_id=str(recording_id), size_bytes=len(data),
-                 duration_ms=rules.wav_duration_ms(data))
+        log.info("recording_filed", recording_id=str(recording_id), size_bytes=len(data), duration_ms=duration_ms)
 
     # -- resynchronisation ---------------------------------------------------------------------
 
@@ -265,7 +270,7 @@ class RecordingService:
                     await self._ops.stop_recording(row.asterisk_name)
                     break
                 await asyncio.sleep(self._watch_poll_s)
-            await self._file(row.id, row.asterisk_name)
+            await self._file(row.id, row.asterisk_name, row.started_at)
         except AriError as exc:
             log.warning("recording_watch_interrupted", recording_id=str(row.id), error=exc.message)
         finally:
