@@ -118,6 +118,11 @@ class Daemon:
         result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
 
+    def _language_of(self, country: str) -> str | None:
+        """A country's prompt language in the current dialplan (None if the table has no such country)."""
+        found = self.dialplans.current.countries.get(country)
+        return found.language if found is not None else None
+
     def _gate_for(self, pool: Any) -> Any:
         async def gate(user: Any, from_e164: str, dialled: str) -> Decision:
             # Business-line users dial by hand: the emergency gate applies, the dialer rules do not.
@@ -209,7 +214,7 @@ class Daemon:
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool),
-                                     recorder=LineRecorder(self.recordings))
+                                     recorder=LineRecorder(self.recordings, language_of=self._language_of))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
                 recorder=ConferenceRecorder(self.recordings))

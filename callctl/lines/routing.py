@@ -116,7 +116,7 @@ class CallRecording(Protocol):
 class Recorder(Protocol):
     """Automatic recording of an account's calls (callctl.recording.calls.LineRecorder)."""
 
-    def for_call(self, call_id: str, account_id: uuid.UUID, language: str, *,
+    def for_call(self, call_id: str, account_id: uuid.UUID, account_country: str, remote_number: str, *,
                  remote_is_caller: bool) -> CallRecording: ...
 
 
@@ -170,11 +170,12 @@ class LineService:
     def _tag(self, call: LineCall, user: LineUserLike) -> None:
         call.cdr_fields.update(account_id=str(user.account_id), user_id=str(user.user_id))
 
-    def _recording(self, call: LineCall, user: LineUserLike, *, remote_is_caller: bool) -> CallRecording | None:
+    def _recording(self, call: LineCall, user: LineUserLike, remote_number: str, *,
+                   remote_is_caller: bool) -> CallRecording | None:
         if self._recorder is None or not user.recording:
             return None
-        return self._recorder.for_call(str(getattr(call, "call_id", "")), user.account_id, call.language,
-                                       remote_is_caller=remote_is_caller)
+        return self._recorder.for_call(str(getattr(call, "call_id", "")), user.account_id, user.country,
+                                       remote_number, remote_is_caller=remote_is_caller)
 
     @staticmethod
     def _hooks(recording: CallRecording | None) -> dict[str, Any]:
@@ -182,7 +183,7 @@ class LineService:
 
     async def inbound(self, call: LineCall, user: LineUserLike) -> str:
         """A call to one of ``user``'s numbers; recorded when the account has the option."""
-        recording = self._recording(call, user, remote_is_caller=True)
+        recording = self._recording(call, user, call.caller, remote_is_caller=True)
         try:
             return await self._inbound(call, user, recording)
         finally:
@@ -270,7 +271,7 @@ class LineService:
                     await call.play(NO_CREDIT, interruptible=False)
                     await call.hang_up("normal")
                     return "not_authorised"
-            recording = self._recording(call, user, remote_is_caller=False)
+            recording = self._recording(call, user, number, remote_is_caller=False)
             try:
                 outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,
                                           max_talk_s=float(auth.max_seconds) if auth is not None else None,

@@ -1,5 +1,6 @@
 """Automatic recording of business-line calls on a real Asterisk (realtime SIP users): both parties
-hear the notice, the remote party's objection key (9) stops the recording and discards it."""
+hear the notice (each in their language), the remote party's objection key (9) stops the recording
+and discards it."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_the_remote_party_objects_with_9_and_the_recording_is_discarded_another_
     d.wait_until_ready()
     # The notice plays once both are bridged (~5 s); the caller talks, then presses 9.
     objecting = sipp.call(asterisk.sip_port, lines.DID, [("audio", 7.0), ("audio", 7.0), ("dtmf", "9"),
-                                                         ("pause", 1500), ("bye", None)], caller="0612345678")
+                                                         ("pause", 1500), ("bye", None)], caller="+442079460123")
     assert objecting.ok, objecting.stderr
     objection = d.wait_for_log("recording_discarded", 20)
     assert objection["rule"] == "objection"
@@ -53,8 +54,9 @@ def test_the_remote_party_objects_with_9_and_the_recording_is_discarded_another_
     assert discarded["account_id"] == uuid.UUID(user["account_id"]) and discarded["retention_class"] == "call"
     notices = db(database_url, "SELECT party, prompt, objected_at, objection_key FROM recording_notice "
                                "WHERE recording_id = $1 ORDER BY party", discarded["id"])
+    # Each in their language: the British caller in English, the user of a French account in French.
     assert [(n["party"], n["prompt"]) for n in notices] == [("remote", "recording-notice-call:en"),
-                                                            ("user", "recording-notice-call:en")]
+                                                            ("user", "recording-notice-call:fr")]
     assert notices[0]["objection_key"] == "9" and notices[0]["objected_at"] is not None
     assert notices[1]["objected_at"] is None
     [audit] = db(database_url, "SELECT action, rule FROM recording_audit WHERE recording_id = $1", discarded["id"])

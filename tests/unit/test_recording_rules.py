@@ -56,3 +56,18 @@ def test_wav_duration_from_the_header_for_gsm_and_pcm() -> None:
     pcm = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
     assert rules.wav_duration_ms(_wav(pcm, 16000)) == 1000
     assert rules.wav_duration_ms(b"not a wav") is None
+
+
+def test_each_party_of_a_line_call_hears_the_notice_in_their_countrys_language() -> None:
+    import uuid
+
+    from callctl.recording.calls import LineRecorder
+
+    languages = {"FR": "fr", "GB": "en", "BE": "fr"}
+    recorder = LineRecorder(service=None, language_of=languages.get)  # type: ignore[arg-type]
+    inbound = recorder.for_call("c", uuid.uuid4(), "FR", "+442079460123", remote_is_caller=True)
+    assert (inbound._remote_language, inbound._user_language) == ("en", "fr")
+    national = recorder.for_call("c", uuid.uuid4(), "GB", "0612345678", remote_is_caller=False)
+    assert (national._remote_language, national._user_language) == ("en", "en")  # national: read in GB
+    unknown = recorder.for_call("c", uuid.uuid4(), "BE", "+12025550123", remote_is_caller=True)
+    assert (unknown._remote_language, unknown._user_language) == ("fr", "fr")  # US not in the table
