@@ -81,7 +81,8 @@ class RecordingService:
         self._watch_poll_s = watch_poll_s
         self._active: dict[uuid.UUID, Active] = {}
         self._watched: set[uuid.UUID] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # filing: finished before shutdown
+        self._watchers: set[asyncio.Task[None]] = set()  # re-attached recordings: the next engine resumes them
 
     @property
     def pool(self) -> Any:
@@ -257,7 +258,7 @@ class RecordingService:
                 continue
             self._watched.add(row.id)
             log.info("recording_reattached", recording_id=str(row.id), source=row.source)
-            self._spawn(self._watch(row))
+            self._spawn(self._watch(row), self._watchers)
 
     async def _watch(self, row: store.Recording) -> None:
         try:
@@ -303,19 +304,23 @@ class RecordingService:
 
     # -- ownership -----------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], owner: set[asyncio.Task[None]] | None = None) -> None:
         async def guarded() -> None:
             try:
                 await coro
             except (StoreError, AriError, OSError) as exc:
                 log.error("recording_task_failed", error=str(exc))
 
+        tasks = self._tasks if owner is None else owner
         task = asyncio.create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def close(self) -> None:
-        """Let filing finish (bounded); unfinished rows are filed by the next engine's resync."""
+        """Let filing finish (bounded); unfinished rows are filed by the next engine's resync, and
+        recordings still only watched are left to it at once (Asterisk keeps writing them)."""
+        for watcher in list(self._watchers):
+            watcher.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=20)
         for task in list(self._tasks):
