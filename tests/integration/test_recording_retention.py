@@ -75,6 +75,11 @@ def test_purge_deletes_by_class_at_the_right_age_keeps_held_ones_and_audits(data
     call = make(database_url, tmp_path, "call", account_id=acc)
     held = make(database_url, tmp_path, "conference")
     ok(database_url, "recordings", "hold", str(held), "--reason", "court order 42")
+    shown = ok(database_url, "recordings", "show", str(held))
+    assert shown["legal_hold"] is True and shown["file"] == "ok" and shown["notices"] == []
+    assert [(a["action"], a["detail"]) for a in shown["audit"]] == [("held", {"reason": "court order 42"})]
+    refused = callctl(database_url, "recordings", "delete", str(held))
+    assert refused.returncode != 0 and "legal hold (court order 42)" in refused.stderr, refused.stderr
 
     # Just under 3 months: nothing goes.
     first = ok(database_url, "recordings", "purge", "--now", "2026-04-10T08:59:00+00:00")
