@@ -74,6 +74,7 @@ def test_organizer_records_the_conference_after_everyone_heard_the_notice(
     path = Path(rec["location"])
     data = path.read_bytes()
     assert len(data) == rec["size_bytes"] and hashlib.sha256(data).hexdigest() == rec["sha256"]
+    assert path.stat().st_mode & 0o777 == 0o600
     stats = sox_stat(path)
     assert stats["RMS     amplitude"] > 0.01, stats  # speech, not silence
     # As long as it was recording: from the start to the stop the engine stored.
