@@ -45,6 +45,9 @@ from callctl.health import HealthServer, LoopLagMonitor
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.recording.calls import LineRecorder
+from callctl.recording.conference import ConferenceRecorder
+from callctl.recording.service import RecordingService
 from callctl.store import gating as gating_store
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
@@ -92,6 +95,7 @@ class Daemon:
         self._pool: Any = None
         self.dialer: Dialer | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.recordings: RecordingService | None = None
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
@@ -132,6 +136,11 @@ class Daemon:
     def _can_originate(self) -> bool:
         return (self.ari is not None and self.ari.connected.is_set() and self.supervisor is not None
                 and self.supervisor.accepting)
+
+    def _language_of(self, country: str) -> str | None:
+        """A country's prompt language in the current dialplan (None if the table has no such country)."""
+        found = self.dialplans.current.countries.get(country)
+        return found.language if found is not None else None
 
     def _gate_for(self, pool: Any) -> Any:
         async def gate(user: Any, from_e164: str, dialled: str) -> Decision:
@@ -175,6 +184,8 @@ class Daemon:
             log.warning("asterisk_info_failed", error=exc.message)
         await self.supervisor.resync()
         self._spawn_side(self._import_asterisk_decisions())
+        if self.recordings is not None:
+            await self.recordings.resync()
         notify("STATUS=connected to Asterisk")
 
     def _on_ari_disconnected(self) -> None:
@@ -252,13 +263,19 @@ class Daemon:
             self._pool = pool
             self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate)
             background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))
+            # Recordings live next to the spool (/var/lib/callctl/recordings by default).
+            self.recordings = RecordingService(pool, self.ari, s.spool_dir.parent / "recordings")
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
-                                     billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool))
+                                     billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool),
+                                     recorder=LineRecorder(self.recordings, language_of=self._language_of))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
-                meter_ops=self.ari)
+                meter_ops=self.ari,
+                recorder=ConferenceRecorder(self.recordings))
             background.add(asyncio.create_task(settle_abandoned_holds(pool), name="minutes-sweep"))
+            background.add(asyncio.create_task(self.recordings.serve_requests(
+                lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
             if s.agi_listen:
@@ -276,6 +293,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await conferences.close()  # rooms destroy their bridges while ARI is still connected
+            await self.recordings.close()  # recordings stopped by the rooms are filed over ARI
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)
             for task in background | self._side_tasks:

@@ -181,8 +181,10 @@ class AriClient:
     # -- REST ----------------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                       json_body: Any = None, channel: str | None = None) -> Any:
-        """One ARI REST call through aioari's HTTP session (shared connection pool)."""
+                       json_body: Any = None, channel: str | None = None, raw: bool = False,
+                       timeout_s: float = 10.0) -> Any:
+        """One ARI REST call through aioari's HTTP session (shared connection pool); ``raw``: the
+        body as bytes (a recording's file) instead of decoded JSON."""
         if self._client is None:
             raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
         session: aiohttp.ClientSession = self._client.swagger.http_client.session
@@ -190,14 +192,17 @@ class AriClient:
         try:
             async with session.request(method, self._base + "ari/" + path, params=params, json=json_body,
                                        auth=aiohttp.BasicAuth(s.ari_user, s.ari_password),
-                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                text = await resp.text()
+                                       timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                body = await resp.read()
+                text = "" if raw and resp.status < 400 else body.decode("utf-8", "replace")
                 if resp.status == 404 and channel is not None:
                     raise ChannelGone(f"channel {channel} no longer exists ({method} {path})")
                 if resp.status == 401:
                     raise AriAuthError(f"ARI at {self._where} refused credentials for {method} {path}")
                 if resp.status >= 400:
                     raise AriError(f"ARI {method} {path} failed: HTTP {resp.status} {text.strip()[:200]}")
+                if raw:
+                    return body
                 return json.loads(text) if text else None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI {method} {path} at {self._where} failed: {_describe(exc)}") from None
@@ -273,6 +278,54 @@ class AriClient:
     async def stop_moh(self, channel_id: str) -> None:
         with contextlib.suppress(ChannelGone):
             await self._request("DELETE", f"channels/{channel_id}/moh", channel=channel_id)
+
+    # -- recordings (callctl.recording) ---------------------------------------------------------
+
+    async def record_bridge(self, bridge_id: str, name: str, fmt: str) -> None:
+        """Start recording everything the bridge mixes, as ``name`` in Asterisk's recording spool."""
+        await self._request("POST", f"bridges/{bridge_id}/record", channel=bridge_id,
+                            params={"name": name, "format": fmt, "ifExists": "fail", "beep": "false",
+                                    "terminateOn": "none"})
+
+    async def stop_recording(self, name: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("POST", f"recordings/live/{name}/stop", channel=name)
+
+    async def live_recording_state(self, name: str) -> str | None:
+        """The live recording's state ('queued', 'recording', 'paused'...), None once it is over."""
+        try:
+            live = await self._request("GET", f"recordings/live/{name}", channel=name)
+        except ChannelGone:
+            return None
+        return str((live or {}).get("state") or "") or None
+
+    async def stored_recording(self, name: str) -> bytes | None:
+        """The finished recording's file, None if Asterisk has none by that name."""
+        try:
+            return bytes(await self._request("GET", f"recordings/stored/{name}/file", channel=name, raw=True,
+                                             timeout_s=120.0))
+        except ChannelGone:
+            return None
+
+    async def delete_stored_recording(self, name: str) -> None:
+        with contextlib.suppress(ChannelGone):
+            await self._request("DELETE", f"recordings/stored/{name}", channel=name)
+
+    async def bridge_channel_count(self, bridge_id: str) -> int | None:
+        """How many channels the bridge holds, None if it no longer exists."""
+        try:
+            bridge = await self._request("GET", f"bridges/{bridge_id}", channel=bridge_id)
+        except ChannelGone:
+            return None
+        return len((bridge or {}).get("channels") or [])
+
+    async def playback_live(self, playback_id: str) -> bool:
+        """True while the playback is queued or playing (Asterisk forgets it once it has finished)."""
+        try:
+            await self._request("GET", f"playbacks/{playback_id}", channel=playback_id)
+        except ChannelGone:
+            return False
+        return True
 
     async def application_channel_ids(self) -> set[str]:
         app = await self._request("GET", f"applications/{self._settings.ari_app}") or {}

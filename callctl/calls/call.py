@@ -11,7 +11,7 @@ import collections
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +27,7 @@ from callctl.ari.events import (
     StasisStart,
 )
 from callctl.calls.lifecycle import Lifecycle
-from callctl.calls.port import DialOutcome
+from callctl.calls.port import DialHooks, DialOutcome
 from callctl.errors import AriError, CallHungUp, ChannelGone
 from callctl.ids import CallId, ChannelId
 
@@ -221,7 +221,8 @@ class Call:
         self._digits.clear()
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None,
+                   hooks: DialHooks | None = None) -> DialOutcome:
         """Ring ``target``; on answer bridge it with this call until either side hangs up.
 
         The caller hears ringing meanwhile (180 Ringing if not yet answered, else a ring tone).
@@ -274,6 +275,8 @@ class Call:
             await ops.create_bridge(bridge_id, f"call {self.call_id}")
             await ops.add_to_bridge(bridge_id, self.channel.id)
             await ops.add_to_bridge(bridge_id, leg.channel_id)
+            if hooks is not None and hooks.on_bridged is not None:
+                await hooks.on_bridged(bridge_id, self.channel.id, leg.channel_id)
             warn_at: float | None = None
             if max_talk_s:
                 await ops.set_var(leg.channel_id, "TIMEOUT(absolute)", str(int(max_talk_s)))
@@ -283,7 +286,7 @@ class Call:
             # Talking: until the far end hangs up (the caller hanging up raises CallHungUp).
             while leg.lifecycle.ended_at is None:
                 wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
-                event = await self._wait_leg_event(leg, wait_s)
+                event = await self._wait_leg_event(leg, wait_s, hooks.on_digit if hooks else None)
                 if event is None and warn_at is not None:
                     warn_at = None  # once: a beep to the caller shortly before the limit
                     with contextlib.suppress(AriError):
@@ -306,15 +309,20 @@ class Call:
             if self._register_leg is not None:
                 self._register_leg(leg.channel_id, False)
 
-    async def _wait_leg_event(self, leg: OutboundLeg, timeout_s: float) -> Event | None:
+    async def _wait_leg_event(self, leg: OutboundLeg, timeout_s: float,
+                              on_digit: Callable[[str, str], Awaitable[None]] | None = None) -> Event | None:
         """Next event of ``leg`` (applied to its lifecycle) within ``timeout_s``; the caller's own
-        events are absorbed on the way (hang-up raises CallHungUp)."""
+        events are absorbed on the way (hang-up raises CallHungUp). ``on_digit`` sees DTMF of both."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
             event = await self._next_event(max(0.0, deadline - loop.time()))
             if event is None:
                 return None
+            if on_digit is not None and isinstance(event, DtmfReceived):
+                if event.channel_id == self.channel.id and self._digits:
+                    self._digits.pop()  # consumed here, not type-ahead for a later step
+                await on_digit(event.channel_id, event.digit)
             if getattr(event, "channel_id", None) == leg.channel_id or (
                     isinstance(event, StasisStart) and event.channel.id == leg.channel_id):
                 lc = leg.lifecycle

@@ -6,7 +6,7 @@ checks for it: the supervisor records it as a normal end of call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,16 @@ class DialOutcome:
     status: str
     cause: int | None = None
     talk_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class DialHooks:
+    """Work a feature does while a dialled call is up (recording), inside the call's own task:
+    ``on_bridged(bridge_id, caller_channel, leg_channel)`` once both are bridged, before talking;
+    ``on_digit(channel_id, digit)`` for each DTMF key either side presses while talking."""
+
+    on_bridged: Callable[[str, str, str], Awaitable[None]] | None = None
+    on_digit: Callable[[str, str], Awaitable[None]] | None = None
 
 
 class CallPort(Protocol):

@@ -49,6 +49,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     reissue.add_argument("id", type=uuid.UUID)
     reissue.add_argument("--person", metavar="EMAIL", help="only this person's code (default: everyone's)")
     reissue.set_defaults(func=_reissue)
+    record = csub.add_parser("record", parents=[common],
+                             help="start or stop recording a live conference (everyone hears the notice first)")
+    record.add_argument("id", type=uuid.UUID)
+    which = record.add_mutually_exclusive_group(required=True)
+    which.add_argument("--start", action="store_true")
+    which.add_argument("--stop", action="store_true")
+    record.add_argument("--wait", type=int, default=60, metavar="SECONDS",
+                        help="how long to wait for the running engine to act (default 60)")
+    record.set_defaults(func=_record)
 
 
 def _booking_options(p: argparse.ArgumentParser) -> None:
@@ -230,6 +239,36 @@ def _reissue(args: argparse.Namespace, settings: Settings) -> int:
         paths = _deliver(settings, conf, codes)
         print(json.dumps({"id": str(conf.id), "codes": [{"email": c.email, "role": c.role, "code": c.code}
                                                         for c in codes], "messages": paths}, indent=2))
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+# How long the engine may take to act: starting plays the notice to everyone first.
+_RECORD_POLL_S = 0.2
+
+
+def _record(args: argparse.Namespace, settings: Settings) -> int:
+    """A request row the engine that owns the room picks up (docs/recording.md)."""
+    from callctl.store import recordings as rec_store
+
+    async def work(pool: Any) -> int:
+        conf = await store.get(pool, args.id)
+        if conf is None:
+            raise CallctlError(f"no conference {args.id}")
+        action = "start" if args.start else "stop"
+        request_id = await rec_store.add_request(pool, conf.id, action, float(args.wait))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.wait
+        while (result := await rec_store.request_result(pool, request_id)) is None:
+            if loop.time() > deadline:
+                await rec_store.expire_request(pool, request_id)
+                raise CallctlError(f"conference {conf.id}: no running engine answered the {action} request within "
+                                   f"{args.wait} s: is `callctl run` up and connected to this database?")
+            await asyncio.sleep(_RECORD_POLL_S)
+        if result not in ("started", "stopped"):
+            raise CallctlError(f"conference {conf.id}: recording not {action}ed: {result.replace('_', ' ')}")
+        print(json.dumps({"id": str(conf.id), "recording": result}))
         return 0
 
     return _run(_with_pool(settings, work))

@@ -51,6 +51,14 @@ class RoomOps(Protocol):
     async def hang_up(self, channel_id: str, reason: str = "normal") -> None: ...
 
 
+class RoomRecorder(Protocol):
+    """Recording of a room (callctl.recording.conference): the notice is heard before capture starts."""
+
+    async def start(self, room: Room) -> bool: ...
+    async def stop(self, room: Room) -> None: ...
+    async def tell(self, room: Room, members: list[Member]) -> None: ...
+
+
 class TimelineSink(Protocol):
     def record(self, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
                reason: str | None, leg_id: str) -> None: ...
@@ -77,6 +85,7 @@ class Member:
     muted: bool = False
     in_bridge: bool = False
     joined_at: dt.datetime | None = None
+    heard_notice: bool = False  # heard that the conference is recorded (before entering the bridge)
 
 
 @dataclass
@@ -98,12 +107,20 @@ class _Command:
     reply: asyncio.Future[list[str]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-_Request = _Join | _Leave | _Command
+@dataclass
+class _Record:
+    """Start or stop recording on request from outside the room (the command line)."""
+
+    on: bool
+    reply: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+_Request = _Join | _Leave | _Command | _Record
 
 
 class Room:
     def __init__(self, settings: RoomSettings, ops: RoomOps, timeline: TimelineSink,
-                 recorder: Callable[[str, bool], None] | None = None,
+                 recorder: RoomRecorder | None = None,
                  on_end: Callable[[str, str], None] | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
@@ -140,6 +157,14 @@ class Room:
         self._queue.put_nowait(cmd)
         return await cmd.reply
 
+    async def set_recording(self, on: bool) -> str:
+        """'started', 'stopped', 'already_recording', 'not_recording', 'failed', 'unavailable' or 'ended'."""
+        if self.ended:  # nobody reads the queue any more
+            return "ended"
+        req = _Record(on)
+        self._queue.put_nowait(req)
+        return await req.reply
+
     # -- the owner task ------------------------------------------------------------------------
 
     @property
@@ -171,6 +196,8 @@ class Room:
                         request.reply.set_result("ended")
                     if isinstance(request, _Command) and not request.reply.done():
                         request.reply.set_result([])
+                    if isinstance(request, _Record) and not request.reply.done():
+                        request.reply.set_result("failed")
                 if not self.members and self._organizer_gone_at is None and self._was_used:
                     break
         finally:
@@ -181,6 +208,12 @@ class Room:
                     pending.reply.set_result("ended")
                 elif isinstance(pending, _Command) and not pending.reply.done():
                     pending.reply.set_result([])
+                elif isinstance(pending, _Record) and not pending.reply.done():
+                    pending.reply.set_result("ended")
+            if self.recording and self._recorder is not None:
+                self.recording = False
+                with contextlib.suppress(AriError):
+                    await self._recorder.stop(self)
             with contextlib.suppress(AriError):
                 await self._ops.destroy_bridge(self.bridge_id)
             log.info("conference_room_closed", conference_id=s.conference_id)
@@ -192,6 +225,10 @@ class Room:
                 request.reply.set_result(result)
         elif isinstance(request, _Leave):
             await self._leave(request.member, request.reason)
+        elif isinstance(request, _Record):
+            result = await self._set_recording(request.on)
+            if not request.reply.done():
+                request.reply.set_result(result)
         else:
             prompts = await self._command(request.member, request.keys)
             if not request.reply.done():
@@ -230,6 +267,10 @@ class Room:
     async def _enter_bridge(self, m: Member) -> None:
         if m.role == ORGANIZER:
             self._led_once = True
+        if self.recording and not m.heard_notice and self._recorder is not None:
+            # Normally heard before joining (ConferenceService); this covers a recording started
+            # meanwhile, and the waiting participants taken in when the organizer arrives.
+            await self._recorder.tell(self, [m])
         await self._ops.add_to_bridge(self.bridge_id, m.channel_id)
         m.in_bridge = True
         if self.participants_muted and m.role == PARTICIPANT:
@@ -284,15 +325,36 @@ class Room:
                     p.muted = self.participants_muted
             return ["sound:conf-now-muted" if self.participants_muted else "sound:conf-now-unmuted"]
         if keys == "*3":
-            if self._recorder is None:
+            result = await self._set_recording(not self.recording)
+            if result == "unavailable":
                 return ["sound:feature-not-avail-line"]
-            self.recording = not self.recording
-            self._recorder(self.bridge_id, self.recording)
+            if result == "failed":
+                return ["sound:tt-somethingwrong"]
             return ["sound:conf-now-recording"] if self.recording else ["sound:beep"]
         if keys == "*9":
             await self._end("ended_by_organizer")
             return []
         return ["sound:conf-errormenu"]
+
+    async def _set_recording(self, on: bool) -> str:
+        if self._recorder is None:
+            return "unavailable"
+        if self.ended:
+            return "ended"
+        if on == self.recording:
+            return "already_recording" if on else "not_recording"
+        if on:
+            if not await self._recorder.start(self):
+                return "failed"
+            self.recording = True
+            log.info("conference_recording", conference_id=self.settings.conference_id, recording=True)
+            return "started"
+        self.recording = False
+        for member in self.members.values():
+            member.heard_notice = False  # a later recording is announced again
+        await self._recorder.stop(self)
+        log.info("conference_recording", conference_id=self.settings.conference_id, recording=False)
+        return "stopped"
 
     async def _end(self, reason: str) -> None:
         self.ended = True

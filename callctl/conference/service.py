@@ -14,12 +14,12 @@ import contextlib
 import contextvars
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callctl.conference import minutes
-from callctl.conference.room import ORGANIZER, Member, Room, RoomOps, RoomSettings
+from callctl.conference.room import ORGANIZER, Member, Room, RoomOps, RoomRecorder, RoomSettings
 from callctl.errors import CallHungUp, StoreError
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
@@ -41,6 +41,13 @@ class EntryCall(Protocol):
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
     async def read_digit(self, timeout_s: float) -> str | None: ...
     def clear_digits(self) -> None: ...
+
+
+class Recorder(RoomRecorder, Protocol):
+    """The rooms' recorder (callctl.recording.conference.ConferenceRecorder)."""
+
+    async def tell_before_join(self, room: Room, member: Member,
+                               play: Callable[[list[str]], Awaitable[Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,10 @@ class LockoutPolicy:
 class ConferenceService:
     def __init__(self, pool: Any, ops: RoomOps, *, lockout: LockoutPolicy | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 meter_ops: minutes.MeterOps | None = None) -> None:
+                 meter_ops: minutes.MeterOps | None = None,
+                 recorder: Recorder | None = None) -> None:
         self._pool = pool
+        self._recorder = recorder
         self._ops = ops
         self._meter_ops = meter_ops  # organizer-paid legs (issue 10); without it such legs are refused
         self._lockout = lockout or LockoutPolicy()
@@ -185,12 +194,19 @@ class ConferenceService:
                                 organizer_leave_policy=conf.organizer_leave_policy,
                                 organizer_leave_grace_s=float(conf.organizer_leave_grace_s),
                                 already_led=conf.started_at is not None)
-        room = Room(settings, self._ops, self, on_end=self._on_room_end)
+        room = Room(settings, self._ops, self, recorder=self._recorder, on_end=self._on_room_end)
         # A fresh context: the room outlives the call that opened it and must not log its call_id.
         task = asyncio.create_task(room.run(), name=f"conference-{conf.id}", context=contextvars.Context())
         self._rooms[conf.id] = (room, task)
         task.add_done_callback(self._forget)
         return room
+
+    async def set_recording(self, conference_id: uuid.UUID, on: bool) -> str:
+        """Start or stop the recording of a live room (a request from the command line)."""
+        held = self._rooms.get(conference_id)
+        if held is None or held[0].ended:
+            return "no_live_room"
+        return await held[0].set_recording(on)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for conference_id, (_room, held) in list(self._rooms.items()):
@@ -215,6 +231,8 @@ class ConferenceService:
             if hold is None:
                 return await self._refuse_unpaid(call, paid, conf, caller, access_number)
         room = self._room_for(conf)
+        if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
+            await self._recorder.tell_before_join(room, member, lambda media: call.play(media, interruptible=False))
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
             room = self._room_for(conf)

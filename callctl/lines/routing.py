@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from callctl.calls.port import DialOutcome
+from callctl.calls.port import DialHooks, DialOutcome
 from callctl.cdr.record import billed_seconds
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
@@ -44,7 +44,8 @@ class LineCall(Protocol):
     async def answer(self) -> None: ...
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome: ...
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None,
+                   hooks: DialHooks | None = None) -> DialOutcome: ...
     async def hang_up(self, cause: str = "normal") -> None: ...
     @property
     def legs(self) -> list[Any]: ...
@@ -65,6 +66,8 @@ class LineUserLike(Protocol):
     def numbers(self) -> tuple[str, ...]: ...
     @property
     def suspended(self) -> bool: ...
+    @property
+    def recording(self) -> bool: ...
 
     @property
     def channel_limit(self) -> int: ...
@@ -111,6 +114,19 @@ class GateDecision(Protocol):
 Gate = Callable[["LineUserLike", str, str], Awaitable[GateDecision]]
 
 
+class CallRecording(Protocol):
+    @property
+    def hooks(self) -> DialHooks: ...
+    async def finish(self) -> None: ...
+
+
+class Recorder(Protocol):
+    """Automatic recording of an account's calls (callctl.recording.calls.LineRecorder)."""
+
+    def for_call(self, call_id: str, account_id: uuid.UUID, account_country: str, remote_number: str, *,
+                 remote_is_caller: bool) -> CallRecording: ...
+
+
 @dataclass(frozen=True)
 class LineLookups:
     user_for_did: Callable[[str], Awaitable[LineUserLike | None]]
@@ -147,8 +163,9 @@ def endpoint_of(channel_name: str) -> str:
 class LineService:
     def __init__(self, lookups: LineLookups, limits: ChannelLimits | None = None, *,
                  ring_timeout_s: float = RING_TIMEOUT_S, billing: Billing | None = None,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, recorder: Recorder | None = None) -> None:
         self._lookups = lookups
+        self._recorder = recorder
         self._billing = billing
         self._gate = gate
         self.limits = limits or ChannelLimits()
@@ -160,7 +177,27 @@ class LineService:
     def _tag(self, call: LineCall, user: LineUserLike) -> None:
         call.cdr_fields.update(account_id=str(user.account_id), user_id=str(user.user_id))
 
+    def _recording(self, call: LineCall, user: LineUserLike, remote_number: str, *,
+                   remote_is_caller: bool) -> CallRecording | None:
+        if self._recorder is None or not user.recording:
+            return None
+        return self._recorder.for_call(str(getattr(call, "call_id", "")), user.account_id, user.country,
+                                       remote_number, remote_is_caller=remote_is_caller)
+
+    @staticmethod
+    def _hooks(recording: CallRecording | None) -> dict[str, Any]:
+        return {"hooks": recording.hooks} if recording is not None else {}
+
     async def inbound(self, call: LineCall, user: LineUserLike) -> str:
+        """A call to one of ``user``'s numbers; recorded when the account has the option."""
+        recording = self._recording(call, user, call.caller, remote_is_caller=True)
+        try:
+            return await self._inbound(call, user, recording)
+        finally:
+            if recording is not None:
+                await recording.finish()
+
+    async def _inbound(self, call: LineCall, user: LineUserLike, recording: CallRecording | None) -> str:
         """A call to one of ``user``'s numbers: ring the phone, then forward, else a message."""
         self._tag(call, user)
         if user.suspended:
@@ -174,7 +211,7 @@ class LineService:
         else:
             try:
                 outcome = await call.dial(f"PJSIP/{user.sip_username}", timeout_s=self._ring_timeout_s,
-                                          caller_id=call.caller or None)
+                                          caller_id=call.caller or None, **self._hooks(recording))
             finally:
                 self.limits.release(user)
         if outcome.status == "answered":
@@ -182,7 +219,7 @@ class LineService:
         log.info("line_not_answered", status=outcome.status, forward=bool(user.forward_to))
         if user.forward_to:
             forwarded = await call.dial(f"PJSIP/{user.forward_to}@{TRUNK}", timeout_s=self._ring_timeout_s,
-                                        caller_id=call.caller or None)
+                                        caller_id=call.caller or None, **self._hooks(recording))
             call.cdr_fields["extra_forwarded"] = forwarded.status
             if forwarded.status == "answered":
                 return "forwarded"
@@ -241,10 +278,14 @@ class LineService:
                     await call.play(NO_CREDIT, interruptible=False)
                     await call.hang_up("normal")
                     return "not_authorised"
+            recording = self._recording(call, user, number, remote_is_caller=False)
             try:
                 outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,
-                                          max_talk_s=float(auth.max_seconds) if auth is not None else None)
+                                          max_talk_s=float(auth.max_seconds) if auth is not None else None,
+                                          **self._hooks(recording))
             finally:
+                if recording is not None:
+                    await recording.finish()
                 if auth is not None and self._billing is not None:
                     leg = call.legs[-1] if call.legs else None
                     lc = leg.lifecycle if leg is not None else None

@@ -18,11 +18,14 @@ from callctl.config import Settings
 from callctl.errors import CallctlError
 from callctl.privacy.inventory import ITEMS
 from callctl.privacy.rules import billing_cutoff, pseudonym, purge_due
+from callctl.recording import retention as recordings
+from callctl.recording import rules as recording_rules
 from callctl.store import privacy as store
+from callctl.store import recordings as recordings_store
 
 _E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-RECORDINGS_NOTE = "recording files are not exported yet (future work: the recording issue); none are held today"
+RECORDINGS_NOTE = "each file: `callctl recordings export ID DEST` (checks its sha256)"
 ERASE_RULE = ("erasure on request: own bookings, codes, timeline and attempts deleted; CDRs within the "
               "12-month billing retention pseudonymised, older ones deleted")
 PURGE_RULE = ("suspended more than one month: users, SIP credentials, numbers and credit deleted; "
@@ -142,11 +145,16 @@ def _inventory(args: argparse.Namespace, settings: Settings) -> int:
         elif item.key == "cdr_spool":
             entry.update(**_file_census(spool), directory=str(settings.spool_dir))
         elif item.key == "recording":
-            entry.update(files=0, note=RECORDINGS_NOTE)
+            entry.update(**_file_census(_files(_recordings_dir(settings), "*.WAV")),
+                         directory=str(_recordings_dir(settings)))
         else:
             entry.update(note="not counted: see journald (`journalctl -u callctl`)")
         out.append(entry)
     return _print({"generated_at": dt.datetime.now(dt.UTC).isoformat(), "items": out})
+
+
+def _recordings_dir(settings: Settings) -> Path:
+    return settings.spool_dir.parent / "recordings"  # as the daemon files them (docs/recording.md)
 
 
 def _mentions(path: Path, needle: str) -> bool:
@@ -160,13 +168,18 @@ def _mentions(path: Path, needle: str) -> bool:
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     email, number = _who(args)
-    rows = _with_pool(settings, lambda db: store.collect(db, email=email, number=number))
+    async def work(db: Any) -> tuple[dict[str, Any], list[recordings_store.Recording]]:
+        return (await store.collect(db, email=email, number=number),
+                await recordings_store.of_person(db, email=email, number=number))
+
+    rows, recs = _with_pool(settings, work)
     needle = (email or number or "").lower()
     doc = {"subject": {"email": email} if email else {"number": number},
            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
            "database": rows,
            "outbox_files": [str(p) for p in _files(settings.outbox_dir, "*.eml") if _mentions(p, needle)],
-           "recordings": {"files": [], "note": RECORDINGS_NOTE}}
+           "recordings": {"recordings": [recordings.describe(r, check=False) for r in recs],
+                          "note": RECORDINGS_NOTE}}
     text = json.dumps(doc, indent=2, default=str)
     if args.out is None:
         print(text)
@@ -188,6 +201,8 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(db: Any) -> dict[str, Any]:
         key = await store.secret(db)
+        # Found before the erasure deletes the conferences and pseudonymises the CDRs that lead to them.
+        recs = await recordings_store.of_person(db, email=email, number=number)
         counts, conferences = await store.erase_person(db, email=email, number=number, key=key,
                                                        cutoff=billing_cutoff(now), dry_run=args.dry_run)
         # Invitations name their conference in the file name; those of a deleted conference go with it.
@@ -197,6 +212,9 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
             for p in files:
                 p.unlink(missing_ok=True)
         counts["outbox_files"] = len(files)
+        gone = await recordings.delete_all(db, recs, recording_rules.RULE_PRIVACY_ERASE, now, dry_run=args.dry_run)
+        counts["recordings"] = len(gone["deleted"])
+        counts["recordings_held"] = len(gone["held"])
         subject = pseudonym(key, value)
         await store.audit(db, command="privacy erase " + ("--email" if email else "--number"), rule=ERASE_RULE,
                           subject=subject, dry_run=args.dry_run, counts=counts, at=now)
@@ -248,6 +266,9 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             counts = await store.purge_account(db, s.account_id, key=key, cutoff=billing_cutoff(now), at=now,
                                                dry_run=args.dry_run)
+            gone = await recordings.delete_account_calls(db, s.account_id, now, recording_rules.RULE_ACCOUNT_GONE,
+                                                         dry_run=args.dry_run)
+            counts["recordings"] = len(gone["deleted"])
             await store.audit(db, command="suspension purge", rule=PURGE_RULE, subject=str(s.account_id),
                               dry_run=args.dry_run, counts=counts, at=now)
             done.append({"account_id": str(s.account_id), "suspended_at": _iso(s.suspended_at), "counts": counts})

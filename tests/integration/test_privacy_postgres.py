@@ -94,7 +94,7 @@ def test_export_then_erase_of_a_participant_leaves_no_trace_outside_pseudonymise
     codes = by_mail["database"]["conference_codes"]
     assert [c["role"] for c in codes] == ["participant"] and codes[0]["code"]
     assert len(by_mail["database"]["conference_events"]) == 1 and len(by_mail["database"]["cdrs"]) == 2
-    assert "future work" in by_mail["recordings"]["note"] and by_mail["outbox_files"]
+    assert by_mail["recordings"]["recordings"] == [] and by_mail["outbox_files"]
     out = tmp_path / "export.json"
     res = run_cli(database_url, tmp_path, "privacy", "export", "--number", P1_NUMBER, "--out", str(out))
     assert res.returncode == 0 and res.stdout == "", res.stderr
@@ -108,7 +108,8 @@ def test_export_then_erase_of_a_participant_leaves_no_trace_outside_pseudonymise
 
     erased = cli(database_url, tmp_path, "privacy", "erase", "--email", P1)
     assert erased["counts"] == {"conference_attempt": 0, "conference_event": 1, "conference_code": 1,
-                                "conference": 0, "cdr_pseudonymised": 1, "cdr_deleted": 1, "outbox_files": 1}
+                                "conference": 0, "cdr_pseudonymised": 1, "cdr_deleted": 1, "outbox_files": 1,
+                                "recordings": 0, "recordings_held": 0}
     cli(database_url, tmp_path, "privacy", "erase", "--number", P1_NUMBER)
 
     assert traces(database_url, P1) == {}
@@ -191,5 +192,5 @@ def test_inventory_counts_people_records_files_and_the_oldest_item(database_url:
     assert dt.datetime.fromisoformat(items["cdr_number"]["oldest"]) == oldest
     assert items["cdr_person"]["people"] == 2
     assert (items["outbox"]["files"], items["outbox"]["people"]) == (3, 3)
-    assert items["recording"]["files"] == 0 and "future work" in items["recording"]["note"]
+    assert items["recording"]["files"] == 0 and items["recording"]["directory"].endswith("recordings")
     assert items["account"]["records"] == 0

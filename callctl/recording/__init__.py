@@ -1,0 +1,1 @@
+"""Recording of calls and conferences: notice, capture, retention (issue 7)."""

@@ -1,0 +1,165 @@
+"""Recording files at rest: their health (present, intact), export with verification, deletion with
+its audit, and the idempotent purge that applies the retention rules (``rules.purge_decision``).
+
+A file is always deleted before its row: a crash in between leaves a row whose file is missing,
+which the next purge deletes; never a file nobody knows about.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from callctl.errors import CallctlError
+from callctl.recording import rules
+from callctl.store import recordings as store
+
+
+class RecordingError(CallctlError):
+    """A recording command cannot do what was asked (unknown id, tampered file, held...)."""
+
+    code = "recording_error"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_status(rec: store.Recording) -> str:
+    """'ok', 'missing', 'corrupt' (size or sha256 differ), or the row's state if it has no file yet."""
+    if rec.state != "stored" or rec.location is None:
+        return rec.state
+    path = Path(rec.location)
+    try:
+        if path.stat().st_size != rec.size_bytes:
+            return "corrupt"
+        return "ok" if _sha256(path) == rec.sha256 else "corrupt"
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
+
+
+def describe(rec: store.Recording, *, check: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(rec.id), "source": rec.source,
+        "conference_id": str(rec.conference_id) if rec.conference_id else None,
+        "call_id": str(rec.call_id) if rec.call_id else None,
+        "account_id": str(rec.account_id) if rec.account_id else None,
+        "state": rec.state, "started_at": rec.started_at.isoformat(),
+        "ended_at": rec.ended_at.isoformat() if rec.ended_at else None,
+        "duration_ms": rec.duration_ms, "size_bytes": rec.size_bytes, "sha256": rec.sha256,
+        "format": rec.format, "location": rec.location, "retention_class": rec.retention_class,
+        "delete_after": rules.delete_after(rec.retention_class, rec.ended_at or rec.started_at).isoformat(),
+        "legal_hold": rec.legal_hold, "hold_reason": rec.hold_reason, "error": rec.error,
+    }
+    if check:
+        out["file"] = file_status(rec)
+    return out
+
+
+def export(rec: store.Recording, dest: Path) -> Path:
+    """Copy the recording to ``dest`` (a file or a folder) after checking its sha256."""
+    status = file_status(rec)
+    if status != "ok":
+        raise RecordingError(f"recording {rec.id}: file {rec.location} is {status}"
+                             + (" (its sha256 no longer matches the one stored when it was recorded): "
+                                "not exported" if status == "corrupt" else ": not exported"))
+    assert rec.location is not None
+    target = dest / Path(rec.location).name if dest.is_dir() else dest
+    tmp = target.with_name(target.name + ".part")
+    shutil.copyfile(rec.location, tmp)
+    if _sha256(tmp) != rec.sha256:  # changed while copying
+        tmp.unlink()
+        raise RecordingError(f"recording {rec.id}: the copy at {target} does not match the stored sha256: "
+                             "not exported")
+    os.replace(tmp, target)
+    return target
+
+
+def _remove_file(rec: store.Recording) -> str:
+    if rec.location is None:
+        return "no_file"
+    try:
+        Path(rec.location).unlink()
+        return "deleted"
+    except FileNotFoundError:
+        return "already_missing"
+
+
+async def delete(db: Any, rec: store.Recording, rule: str, at: dt.datetime) -> dict[str, Any]:
+    """Delete file then row, and audit it; RecordingError if under legal hold."""
+    if rec.legal_hold:
+        raise RecordingError(f"recording {rec.id} is under legal hold ({rec.hold_reason or 'no reason given'}): "
+                             f"release it first with `callctl recordings release {rec.id}`")
+    file_result = _remove_file(rec)
+    detail = {"source": rec.source, "conference_id": str(rec.conference_id) if rec.conference_id else None,
+              "account_id": str(rec.account_id) if rec.account_id else None,
+              "started_at": rec.started_at.isoformat(), "ended_at": rec.ended_at.isoformat() if rec.ended_at else None,
+              "sha256": rec.sha256, "location": rec.location, "file": file_result, "at": at.isoformat()}
+    if not await store.delete(db, rec.id, rule, detail):
+        raise RecordingError(f"recording {rec.id} was deleted or put under hold meanwhile")
+    return {"id": str(rec.id), "rule": rule, "file": file_result}
+
+
+async def purge(db: Any, now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
+    """Apply every retention rule once; safe to repeat (what is gone stays gone, the rest is kept)."""
+    deleted: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    kept = 0
+    for rec, account_option in await store.purge_candidates(db):
+        candidate = rules.Candidate(str(rec.id), rec.retention_class, rec.started_at, rec.ended_at, rec.legal_hold,
+                                    account_option if rec.source == rules.CALL else True)
+        decision = rules.purge_decision(candidate, now)
+        status = file_status(rec)
+        if status in ("missing", "corrupt", "unreadable"):
+            problems.append({"id": str(rec.id), "file": status, "location": rec.location})
+        if decision.held:
+            held.append({"id": str(rec.id), "rule": decision.rule, "hold_reason": rec.hold_reason})
+            continue
+        if not decision.delete or (rec.state == "recording" and decision.rule != rules.RULE_AGE):
+            kept += 1  # a recording in progress is filed first (the account rules apply to it next time)
+            continue
+        if dry_run:
+            deleted.append({"id": str(rec.id), "rule": decision.rule, "file": status})
+            continue
+        try:
+            deleted.append(await delete(db, rec, decision.rule, now))
+        except (RecordingError, OSError) as exc:
+            problems.append({"id": str(rec.id), "error": str(exc)})
+    return {"now": now.isoformat(), "dry_run": dry_run, "deleted": deleted, "held": held, "kept": kept,
+            "problems": problems}
+
+
+async def delete_all(db: Any, recs: list[store.Recording], rule: str, now: dt.datetime, *,
+                     dry_run: bool = False) -> dict[str, Any]:
+    """Delete each recording (not those under legal hold, nor one still being captured)."""
+    deleted: list[dict[str, Any]] = []
+    held: list[str] = []
+    for rec in recs:
+        if rec.state == "recording":
+            continue
+        if rec.legal_hold:
+            held.append(str(rec.id))
+        elif dry_run:
+            deleted.append({"id": str(rec.id), "rule": rule, "file": file_status(rec)})
+        else:
+            deleted.append(await delete(db, rec, rule, now))
+    return {"deleted": deleted, "held": held}
+
+
+async def delete_account_calls(db: Any, account_id: uuid.UUID, now: dt.datetime,
+                               rule: str = rules.RULE_ACCOUNT_OPTION_OFF, *, dry_run: bool = False) -> dict[str, Any]:
+    """The account's recording option or service ended: every call recording of it goes."""
+    recs = [r for r in await store.list_recordings(db, account_id=account_id) if r.source == rules.CALL]
+    return await delete_all(db, recs, rule, now, dry_run=dry_run)
