@@ -16,6 +16,7 @@ from typing import Any
 
 from callctl.config import Settings
 from callctl.errors import CallctlError
+from callctl.lines.cli import account_actions
 from callctl.privacy.inventory import ITEMS
 from callctl.privacy.rules import billing_cutoff, pseudonym, purge_due
 from callctl.recording import retention as recordings
@@ -55,11 +56,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     susp = sub.add_parser("suspension", parents=[common],
                           help="account suspensions: a suspended account's data goes one month later")
     ssub = susp.add_subparsers(dest="suspension_command", metavar="ACTION", required=True)
-    for name, func in (("suspend", _suspend), ("resume", _resume)):
-        cmd = ssub.add_parser(name, parents=[common], help=f"{name} an account")
-        cmd.add_argument("id", type=uuid.UUID, metavar="ID")
-        cmd.add_argument("--now", metavar="ISO8601", help="the instant to record (default: now)")
-        cmd.set_defaults(func=func)
+    # The same two actions also as `callctl account suspend|resume ID` (the spelling).
+    for group in (ssub, account_actions(sub)):
+        for name, func in (("suspend", _suspend), ("resume", _resume)):
+            cmd = group.add_parser(name, parents=[common], help=f"{name} an account (its data goes one month after "
+                                   "suspension)" if name == "suspend" else "resume a suspended account")
+            cmd.add_argument("id", type=uuid.UUID, metavar="ID")
+            cmd.add_argument("--now", metavar="ISO8601", help="the instant to record (default: now)")
+            cmd.set_defaults(func=func)
     purge = ssub.add_parser("purge", parents=[common],
                             help="delete the data of accounts suspended for more than one month")
     purge.add_argument("--dry-run", action="store_true", help="count what would go, change nothing")

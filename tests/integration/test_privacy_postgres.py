@@ -146,7 +146,7 @@ def test_a_suspended_account_is_purged_after_a_month_and_not_before(database_url
     suspended_at = NOW - dt.timedelta(days=40)
     add_cdr(database_url, NOW - dt.timedelta(days=45), "+33145678901", "+33611223344", account_id=acc["id"])
     add_cdr(database_url, NOW - dt.timedelta(days=500), "+33145678901", "+33611223344", account_id=acc["id"])
-    cli(database_url, tmp_path, "suspension", "suspend", acc["id"], "--now", suspended_at.isoformat())
+    cli(database_url, tmp_path, "account", "suspend", acc["id"], "--now", suspended_at.isoformat())
 
     not_yet = (suspended_at + dt.timedelta(days=27)).isoformat()
     early = cli(database_url, tmp_path, "suspension", "purge", "--now", not_yet)
