@@ -54,7 +54,17 @@ _CENSUS = {
     "sip_registration": "SELECT count(DISTINCT endpoint), count(*), NULL::timestamptz FROM ps_contacts",
     "credit": "SELECT count(DISTINCT account_id), count(*), min(at) FROM credit_ledger",
     "privacy_audit": "SELECT count(DISTINCT subject), count(*), min(at) FROM privacy_audit",
+    "gating_decision": "SELECT count(DISTINCT callee), count(*), min(decided_at) FROM gating_decision",
+    "optout_number": "SELECT count(*), count(*), min(l.activated_at) FROM optout_number n "
+                     "JOIN optout_current c ON c.version = n.version JOIN optout_list l ON l.version = n.version",
+    "optout_exception": "SELECT count(DISTINCT number), count(*), min(recorded_at) FROM optout_exception",
+    "emergency_location": "SELECT count(*), count(*), min(verified_at) FROM account_emergency "
+                          "WHERE location IS NOT NULL",
+    "asterisk_emergency_call": "SELECT count(DISTINCT caller), count(*), min(decided_at) FROM asterisk_emergency_call",
+    "asterisk_cel": "SELECT count(DISTINCT cid_num), count(*), min(eventtime) AT TIME ZONE 'UTC' FROM cel",
 }
+# Compliance rows younger than this keep the callee's number: the per-callee cap must still count them.
+GATING_KEEP = "30 days"
 
 
 def _count(status: str) -> int:
@@ -111,6 +121,14 @@ async def collect(db: Any, *, email: str | None = None, number: str | None = Non
             "SELECT id AS user_id, account_id, created_at, removed_at FROM sip_user WHERE forward_to = $1", number))
         out["numbers_assigned"] = _rows(await db.fetch(
             "SELECT number, user_id, assigned_at FROM did WHERE number = $1", number))
+        out["gating_decisions"] = _rows(await db.fetch(
+            "SELECT account_id, decided_at, caller, callee, decision, rule, reason, emergency, automated "
+            "FROM gating_decision WHERE caller = $1 OR callee = $1 ORDER BY decided_at", number))
+        out["optout_exceptions"] = _rows(await db.fetch(
+            "SELECT account_id, kind, recorded_at FROM optout_exception WHERE number = $1", number))
+        out["asterisk_channel_events"] = _rows(await db.fetch(
+            "SELECT eventtype, eventtime AT TIME ZONE 'UTC' AS at, channame, context, exten, cid_num FROM cel "
+            "WHERE $1 IN (cid_num, cid_ani, cid_dnid, exten) ORDER BY eventtime", number))
     out["cdrs"] = _rows(await db.fetch(
         "SELECT leg_id, call_id, direction, from_number, to_number, started_at, answered_at, ended_at, billed_s, "
         "disposition, account_id, conference_id, person, role FROM cdr "
@@ -172,6 +190,19 @@ async def erase_person(db: Any, *, email: str | None, number: str | None, key: b
                     "DELETE FROM conference_attempt WHERE caller = $1", number))
                 counts["conference_event"] = _count(await conn.execute(
                     "DELETE FROM conference_event WHERE person = $1", number))
+                pseudo = pseudonym(key, value)
+                counts["gating_decision_pseudonymised"] = _count(await conn.execute(
+                    "UPDATE gating_decision SET caller = CASE WHEN caller = $1 THEN $2 ELSE caller END, "
+                    "callee = CASE WHEN callee = $1 THEN $2 ELSE callee END "
+                    f"WHERE (caller = $1 OR callee = $1) AND decided_at < now() - interval '{GATING_KEEP}'",
+                    number, pseudo))
+                counts["optout_exception"] = _count(await conn.execute(
+                    "DELETE FROM optout_exception WHERE number = $1", number))
+                counts["asterisk_emergency_call"] = _count(await conn.execute(
+                    "DELETE FROM asterisk_emergency_call WHERE imported_at IS NOT NULL "
+                    "AND (caller = $1 OR callee = $1)", number))
+                counts["asterisk_cel"] = _count(await conn.execute(
+                    "DELETE FROM cel WHERE $1 IN (cid_num, cid_ani, cid_dnid, exten)", number))
             updated, deleted = await _pseudonymise_cdrs(conn, value, pseudonym(key, value), cutoff, None)
             counts["cdr_pseudonymised"] = updated
             counts["cdr_deleted"] = deleted
@@ -241,6 +272,11 @@ async def purge_account(db: Any, account_id: uuid.UUID, *, key: bytes, cutoff: d
                 names, [n + ";@%" for n in names]))
             counts["ps_rows"] = sip_rows
             counts["sip_user"] = _count(await conn.execute("DELETE FROM sip_user WHERE account_id = $1", account_id))
+            counts["gating"] = sum([
+                _count(await conn.execute("DELETE FROM account_emergency WHERE account_id = $1", account_id)),
+                _count(await conn.execute("DELETE FROM optout_exception WHERE account_id = $1", account_id)),
+                _count(await conn.execute("DELETE FROM gating_decision WHERE account_id = $1", account_id)),
+                _count(await conn.execute("DELETE FROM asterisk_emergency_call WHERE account_id = $1", acc))])
             counts["credit"] = sum([
                 _count(await conn.execute("DELETE FROM credit_reservation WHERE account_id = $1", account_id)),
                 _count(await conn.execute("DELETE FROM credit_balance WHERE account_id = $1", account_id)),

@@ -146,6 +146,9 @@ def test_a_suspended_account_is_purged_after_a_month_and_not_before(database_url
     suspended_at = NOW - dt.timedelta(days=40)
     add_cdr(database_url, NOW - dt.timedelta(days=45), "+33145678901", "+33611223344", account_id=acc["id"])
     add_cdr(database_url, NOW - dt.timedelta(days=500), "+33145678901", "+33611223344", account_id=acc["id"])
+    # The emergency location (and its copy on the SIP endpoint) goes with the rest ("Dupont" below).
+    assert run_cli(database_url, tmp_path, "account", "emergency", acc["id"], "--enable", "--location",
+                   "12 rue Dupont, 75002 Paris", "--verified").returncode == 0
     cli(database_url, tmp_path, "account", "suspend", acc["id"], "--now", suspended_at.isoformat())
 
     not_yet = (suspended_at + dt.timedelta(days=27)).isoformat()
@@ -194,3 +197,34 @@ def test_inventory_counts_people_records_files_and_the_oldest_item(database_url:
     assert (items["outbox"]["files"], items["outbox"]["people"]) == (3, 3)
     assert items["recording"]["files"] == 0 and items["recording"]["directory"].endswith("recordings")
     assert items["account"]["records"] == 0
+
+
+def test_erasing_a_number_reaches_dialer_records_exceptions_and_asterisk_events(database_url: str,
+                                                                                  tmp_path: Path) -> None:
+    number, acc = "+33612121212", str(uuid.uuid4())
+    old, recent = NOW - dt.timedelta(days=40), NOW - dt.timedelta(days=2)
+    for at in (old, recent):
+        sql(database_url, "INSERT INTO gating_decision (account_id, decided_at, caller, callee, decision, rule, "
+            "reason, emergency, automated) VALUES ($1, $2, '+33170000001', $3, 'allow', 'ok', 'ok', false, true)",
+            uuid.UUID(acc), at, number)
+    sql(database_url, "INSERT INTO account (id, name, country, currency, plan) VALUES ($1, 'acme', 'FR', 'EUR', "
+        "'payg')", uuid.UUID(acc))
+    sql(database_url, "INSERT INTO optout_exception (account_id, number, kind) VALUES ($1, $2, 'consent')",
+        uuid.UUID(acc), number)
+    sql(database_url, "INSERT INTO cel (eventtype, eventtime, cid_num, exten, channame) "
+        "VALUES ('CHAN_START', now(), $1, '+33900000001', 'PJSIP/x-1')", number)
+    items = {i["item"]: i for i in cli(database_url, tmp_path, "privacy", "inventory")["items"]}
+    assert items["gating_decision"]["records"] == 2 and items["optout_exception"]["people"] == 1
+    assert items["asterisk_cel"]["records"] == 1
+    exported = tmp_path / "export.json"
+    res = run_cli(database_url, tmp_path, "privacy", "export", "--number", number, "--out", str(exported))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(exported.read_text())["database"]
+    assert len(data["gating_decisions"]) == 2 and len(data["asterisk_channel_events"]) == 1
+
+    erased = cli(database_url, tmp_path, "privacy", "erase", "--number", number)
+    assert erased["counts"]["gating_decision_pseudonymised"] == 1  # the last 30 days still count for the cap
+    assert erased["counts"]["optout_exception"] == 1 and erased["counts"]["asterisk_cel"] == 1
+    left = sql(database_url, "SELECT callee, decided_at FROM gating_decision ORDER BY decided_at")
+    assert left[0]["callee"].startswith(PSEUDO_PREFIX) and left[1]["callee"] == number
+    assert not sql(database_url, "SELECT 1 FROM cel") and not sql(database_url, "SELECT 1 FROM optout_exception")
