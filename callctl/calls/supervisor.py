@@ -180,7 +180,7 @@ class Supervisor:
         assert lc.ended_at is not None
         first_leg = uuid.UUID(call.call_id)
         record = CdrRecord(
-            leg_id=first_leg, call_id=first_leg, direction="inbound",
+            leg_id=first_leg, call_id=first_leg, direction=str(call.cdr_fields.get("direction", "inbound")),
             from_number=to_e164(call.caller, call.country), to_number=to_e164(call.called, call.country),
             started_at=lc.started_at, answered_at=lc.answered_at, ended_at=lc.ended_at,
             disposition=str(call.cdr_fields.get("disposition", lc.disposition)), hangup_cause=lc.hangup_cause,

@@ -88,7 +88,7 @@ class Dialer:
         """The answered call: its flow, in the callee country's language; CDR tagged with the account."""
         _, flow, account_id, to_number, from_number, country_code = (list(call.args) + [""] * 6)[:6]
         call.called, call.caller = to_number, from_number
-        call.cdr_fields.update(flow=flow, account_id=account_id, extra_originated=True)
+        call.cdr_fields.update(flow=flow, account_id=account_id, extra_originated=True, direction="outbound")
         country = plan.countries.get(country_code)
         if flow not in plan.flows or country is None:  # a reload removed it while the callee's phone rang
             log.warning("originated_flow_missing", flow=flow)

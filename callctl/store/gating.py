@@ -314,7 +314,7 @@ async def compliance_figures(db: Any, account_id: uuid.UUID, lo: dt.datetime, hi
         """SELECT rule, count(*) AS n FROM gating_decision
            WHERE account_id = $1 AND decided_at >= $2 AND decided_at < $3 AND decision = 'deny'
            GROUP BY rule ORDER BY rule""", account_id, lo, hi)
-    # Outbound legs, and calls the engine originated (their first leg is written as inbound).
+    # Outbound legs: dialled legs and the calls the engine originated (marked extra.originated too).
     cdr = await db.fetchrow(
         """SELECT count(*) AS calls, count(*) FILTER (WHERE billed_s < $4) AS short
            FROM cdr WHERE account_id = $1 AND started_at >= $2 AND started_at < $3

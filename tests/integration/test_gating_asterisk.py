@@ -303,7 +303,7 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
         ("compliant", "allow", True, False)]
     [row] = wait_for_cdrs(database_url, 1)
     assert (row["flow"], str(row["account_id"]), row["to_number"]) == ("welcome", acc["id"], "+442079460000")
-    assert json.loads(row["extra"])["originated"] is True
+    assert json.loads(row["extra"])["originated"] is True and row["direction"] == "outbound"
     report = cli(database_url, "compliance", "report", "--account", acc["id"], "--month",
                  row["started_at"].strftime("%Y-%m"))
     assert (report["illegitimate"], report["penalty_eur"], report["outbound_calls"], report["short_calls"]) == \
