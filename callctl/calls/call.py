@@ -222,8 +222,9 @@ class Call:
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
                    max_talk_s: float | None = None, headers: dict[str, str] | None = None,
-                   hooks: DialHooks | None = None) -> DialOutcome:
+                   hooks: DialHooks | None = None, variables: dict[str, str] | None = None) -> DialOutcome:
         """Ring ``target``; on answer bridge it with this call until either side hangs up.
+        ``variables``: channel variables set on the new leg (e.g. what its endpoint's geolocation reads).
 
         The caller hears ringing meanwhile (180 Ringing if not yet answered, else a ring tone).
         Raises CallHungUp if the caller hangs up (the leg is hung up too).
@@ -237,7 +238,8 @@ class Call:
         ringtone: str | None = None
         bridge_id: str | None = None
         try:
-            variables = {f"PJSIP_HEADER(add,{name})": value for name, value in (headers or {}).items()}
+            variables = {**(variables or {}),
+                         **{f"PJSIP_HEADER(add,{name})": value for name, value in (headers or {}).items()}}
             if max_talk_s:
                 variables["TIMEOUT(absolute)"] = str(int(max_talk_s + timeout_s))
             try:

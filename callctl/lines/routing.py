@@ -28,7 +28,7 @@ UNAVAILABLE = ["sound:vm-nobodyavail"]
 INVALID_NUMBER = ["sound:ss-noservice"]
 NO_CREDIT = ["sound:cannot-complete-as-dialed"]
 GATED = ["sound:cannot-complete-as-dialed"]
-EMERGENCY_TRUNK = "emergency"
+EMERGENCY_PIDF_TRUNK = "emergency-pidf"  # the same gateway, with the location as PIDF-LO
 
 
 class LineCall(Protocol):
@@ -45,7 +45,7 @@ class LineCall(Protocol):
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
                    max_talk_s: float | None = None, headers: dict[str, str] | None = None,
-                   hooks: DialHooks | None = None) -> DialOutcome: ...
+                   hooks: DialHooks | None = None, variables: dict[str, str] | None = None) -> DialOutcome: ...
     async def hang_up(self, cause: str = "normal") -> None: ...
     @property
     def legs(self) -> list[Any]: ...
@@ -242,7 +242,7 @@ class LineService:
             # the caller's country and, when allowed, routed at once, free, never blocked.
             decision = await self._gate(user, caller_id or "", call.called)
             if decision.emergency:
-                return await self._emergency(call, decision, caller_id)
+                return await self._emergency(call, decision, caller_id, user.country)
             if not decision.allowed:
                 log.warning("line_call_gated", rule=decision.rule, reason=decision.reason)
                 call.cdr_fields["extra_refused"] = decision.rule
@@ -301,7 +301,7 @@ class LineService:
             await call.hang_up({"busy": "busy", "congestion": "congestion"}.get(outcome.status, "normal"))
         return f"dialled_{outcome.status}"
 
-    async def _emergency(self, call: LineCall, decision: GateDecision, callback: str | None) -> str:
+    async def _emergency(self, call: LineCall, decision: GateDecision, callback: str | None, country: str) -> str:
         call.cdr_fields["extra_emergency"] = True
         if not decision.allowed:
             log.warning("emergency_call_refused", rule=decision.rule, reason=decision.reason)
@@ -318,8 +318,12 @@ class LineService:
         # The location on file travels in a header the emergency gateway reads; the callback number
         # is the user's DID (caller ID).
         try:
-            outcome = await call.dial(f"PJSIP/{call.called}@{EMERGENCY_TRUNK}", timeout_s=120.0, caller_id=callback,
-                                      headers={"X-Callctl-Location": decision.location or "unknown"})
+            # The emergency-pidf endpoint (same gateway) also sends the location as a PIDF-LO body
+            # (asterisk-conf/geolocation.conf reads these two variables), as the engine-down path does.
+            location = decision.location or "unknown"
+            outcome = await call.dial(f"PJSIP/{call.called}@{EMERGENCY_PIDF_TRUNK}", timeout_s=120.0,
+                                      caller_id=callback, headers={"X-Callctl-Location": location},
+                                      variables={"CALLCTL_LOCATION_OUT": location, "CALLCTL_PIDF_COUNTRY": country})
         finally:
             if call.legs:  # free of charge, however it ends: the leg's CDR says so (statements list it at 0)
                 call.legs[-1].cdr_fields.update(cost=Decimal(0), included=True)

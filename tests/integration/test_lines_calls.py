@@ -215,6 +215,9 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_even_wi
     invite = next(text for _at, text in gw.messages if "INVITE sip:" in text)
     assert "INVITE sip:15@" in invite
     assert "X-Callctl-Location: 12 rue de la Paix, 75002 Paris" in invite
+    # ... and as a PIDF-LO body (RFC 4119), as when Asterisk routes the call alone.
+    assert "Content-Type: application/pidf+xml" in invite and "Geolocation: <cid:" in invite
+    assert "<ca:country>FR</ca:country>" in invite and "<ca:LOC>12 rue de la Paix, 75002 Paris</ca:LOC>" in invite
     assert DID in invite.split("From:", 1)[1].splitlines()[0]  # the callback number
     rows = wait_for_cdrs(database_url, 2)
     inbound = next(r for r in rows if r["direction"] == "inbound")
