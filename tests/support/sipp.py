@@ -228,7 +228,8 @@ def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, c
            "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
            "-max_recv_loops", "1000", "-mp", str(_free_media_port(local_ip))]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # errors="replace": SIPp echoes stray binary (a late RTCP packet on its SIP port) to stderr.
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     return proc, work
 
 
@@ -372,5 +373,6 @@ def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls:
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
            "-mp", str(_free_media_port(local_ip))]
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # errors="replace": SIPp echoes stray binary (a late RTCP packet on its SIP port) to stderr.
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     return proc, work
