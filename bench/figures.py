@@ -77,7 +77,8 @@ class Step:
             return None if v is None else round(v, 1)
 
         return {
-            "impl": self.impl, "rate": self.rate, "calls": self.calls, "ok": self.ok, "failed": self.failed,
+            "impl": self.impl, "rate": self.rate, "calls": self.calls, "ok": self.ok, "successful": self.successful,
+            "failed": self.failed,
             "joined": self.joined, "wall_s": round(self.wall_s, 1),
             "asterisk_cpu_ms_per_call": r(self.per_call_ms(self.asterisk_cpu_s)),
             "engine_cpu_ms_per_call": r(self.per_call_ms(self.engine_cpu_s)),
