@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one bounded run (about 10 minutes on 2 cores), then one report
 whose last lines are the two ratios of issue 9.
 
-    .venv/bin/python -m bench [--rates 2,4,8,12,16,24] [--step-s 20] [--hold-s 10] [--memory-calls 1000]
+    .venv/bin/python -m bench [--rates 2,4,8,12,16,20] [--step-s 20] [--hold-s 10] [--memory-calls 1000]
                               [--skip cdr,rating,agi,conference] [--out .state/bench] [--png docs/bench-latency.png]
 
 Longer runs: more and higher rates, longer steps and holds (e.g. --rates 2,4,8,16,24,32 --step-s 60
@@ -99,7 +99,7 @@ def _pair(s: dict[str, Any], key: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="2,4,8,12,16,24")
+    parser.add_argument("--rates", default="2,4,8,12,16,20")
     parser.add_argument("--step-s", default="20")
     parser.add_argument("--hold-s", default="10")
     parser.add_argument("--memory-calls", default="1000")

@@ -21,8 +21,12 @@ CALLER_FIELD = "[field1]"
 
 
 def scenario(work: Path, code_length: int, lead_ms: int, hold_ms: int) -> Path:
-    """Write the scenario and its captures into ``work``; returns the scenario path."""
+    """Write the scenario and its captures into ``work``; returns the scenario path. ``code_length``
+    0: the caller keys nothing and hangs up after ``hold_ms`` (the memory figure's idle callers)."""
     parts = [_invite(CALLER_FIELD, None, 200), f'  <pause milliseconds="{lead_ms}"/>\n']
+    if not code_length:
+        return _write(work, [*parts, f'  <pause milliseconds="{hold_ms}"/>\n', _BYE.format(caller=CALLER_FIELD,
+                                                                                           cseq=2)])
     for pos in range(code_length):
         tests = "".join(f'    <test assign_to="is{d}" variable="digit" compare="equal" value="{d}"/>\n'
                         for d in range(10))
@@ -40,6 +44,10 @@ def scenario(work: Path, code_length: int, lead_ms: int, hold_ms: int) -> Path:
                  f'    <exec play_pcap_audio="{hash_pcap}"/>\n  </action></nop>\n')
     parts.append(f'  <pause milliseconds="{SPACING_MS + hold_ms}"/>\n')
     parts.append(_BYE.format(caller=CALLER_FIELD, cseq=2))
+    return _write(work, parts)
+
+
+def _write(work: Path, parts: list[str]) -> Path:
     path = work / "scenario.xml"
     path.write_text('<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="callctl bench caller">\n'
                     + "".join(parts) + "</scenario>\n")

@@ -1,7 +1,7 @@
 """Conference access-code flow under SIPp load on one real Asterisk: callctl against the same flow
 written natively in extensions.conf (bench/native.py), at stepped call rates, in the same run.
 
-    .venv/bin/python -m bench.conference_load [--rates 2,4,8,12,16,24] [--step-s 20] [--hold-s 10]
+    .venv/bin/python -m bench.conference_load [--rates 2,4,8,12,16,20] [--step-s 20] [--hold-s 10]
                                                [--memory-calls 1000] [--out .state/bench]
 
 Per implementation and rate: failed calls, CPU per call (Asterisk, callctl, PostgreSQL, SIPp),
@@ -20,6 +20,8 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import callers, native
-from bench.figures import Step, parse_cel, timings
+from bench.figures import Step, ari_event_types, parse_cel, timings
 from callctl.store import conferences as store
 from callctl.store.db import connect_pool
 from callctl.store.migrate import migrate
@@ -111,6 +113,9 @@ class Bench:
     memory_calls: int
     memory_rate: float
     out: Path
+    profile: Path | None = None
+    ari_debug: bool = False
+    impls: tuple[str, ...] = ("native", "callctl")
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="callctl-bench-")))
     steps: list[Step] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
@@ -150,18 +155,20 @@ class Bench:
 
     # -- one step ------------------------------------------------------------------------------
     def run_step(self, impl: str, rate: float, calls: int, hold_s: float, inst: AsteriskInstance,
-                 daemon: Daemon, pg_dir: Path, codes: list[str], sample_rss: bool = False) -> Step:
+                 daemon: Daemon, pg_dir: Path, codes: list[str], sample_rss: bool = False,
+                 keys: bool = True) -> Step:
         assert inst.proc is not None and daemon.proc is not None
         step_dir = self.work / f"{impl}-{rate:g}-{calls}"
         step_dir.mkdir()
-        scenario = callers.scenario(step_dir, len(codes[0]), LEAD_MS, int(hold_s * 1000))
+        scenario = callers.scenario(step_dir, len(codes[0]) if keys else 0, LEAD_MS, int(hold_s * 1000))
         self._caller_base += 10000
         callers.write_codes(step_dir / "codes.csv", codes[:calls], self._caller_base)
         numbers = [str(self._caller_base + i) for i in range(calls)]
         self.cel_since_last(inst)  # skip what earlier steps left
         per_call_s = LEAD_MS / 1000 + (len(codes[0]) + 2) * 0.4 + hold_s
         pg = postgres_pids(pg_dir)
-        before = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), sum(_safe_cpu(p) for p in pg), children_cpu_s())
+        pg_before = {p: _safe_cpu(p) for p in pg}
+        before = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), 0.0, children_cpu_s())
         rss: list[tuple[int, int]] = []
         stop = threading.Event()
 
@@ -173,6 +180,16 @@ class Bench:
         watcher = threading.Thread(target=watch_rss, daemon=True)
         if sample_rss:
             watcher.start()
+        spy = None
+        if self.profile is not None and impl == "callctl":
+            # Collapsed stacks of the daemon under this load (py-spy, non-blocking sampling).
+            self.profile.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                    str(daemon.proc.pid), "--nonblocking", "--format", "raw", "--rate", "50",
+                                    "-o", str(self.profile / f"callctl-{rate:g}.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        console = inst.host_dir / "log" / "console.log"
+        console_at = console.stat().st_size
         started = time.monotonic()
         with LagSampler(daemon.http) as lag:
             run = callers.run(inst.sip_port, native.NATIVE_ACCESS if impl == "native" else CALLCTL_ACCESS,
@@ -180,7 +197,12 @@ class Bench:
                               timeout_s=calls / rate + per_call_s + 60, media_port=50000)
         wall = time.monotonic() - started
         stop.set()
-        after = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), sum(_safe_cpu(p) for p in pg), children_cpu_s())
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        # Backends that ended during the step take their CPU with them (callctl's pool keeps its own).
+        pg_s = sum(max(0.0, _safe_cpu(p) - was) for p, was in pg_before.items())
+        after = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), pg_s, children_cpu_s())
         cel = parse_cel(self.cel_since_last(inst))
         answer, join, joined = timings(cel, run.hash_at, numbers)
         step = Step(impl, rate, calls, run.successful, run.failed, joined, wall,
@@ -189,13 +211,17 @@ class Bench:
                     postgres_cpu_s=after[2] - before[2], sipp_cpu_s=after[3] - before[3],
                     answer_ms=answer, join_ms=join, lag_ms=lag.samples if impl == "callctl" else [],
                     load_avg=os.getloadavg())
+        if self.ari_debug and impl == "callctl":
+            with console.open("rb") as f:
+                f.seek(console_at)
+                step.ari_events = ari_event_types(f.read().decode(errors="replace"))
         if sample_rss and rss:
-            up = _peak_up(cel)
+            up = _peak_up(cel, joined=keys)
             engine_peak, asterisk_peak = max(r[0] for r in rss), max(r[1] for r in rss)
             self.memory[impl] = {"calls": calls, "peak_calls_up": up, "engine_rss_mib": round(engine_peak / 1024, 1),
                                  "asterisk_rss_mib": round(asterisk_peak / 1024, 1),
                                  "engine_rss_idle_mib": round(rss[0][0] / 1024, 1),
-                                 "failed": run.failed, "joined": joined}
+                                 "failed": run.failed, "joined": joined, "keyed_code": keys}
         if not step.ok:
             (step_dir / "sipp-stderr.txt").write_text(run.stderr)
             print(f"  {impl} @ {rate:g}/s: {run.failed} failed, {joined}/{calls} joined; see {step_dir}", flush=True)
@@ -221,12 +247,14 @@ class Bench:
             inst.start()
             render_prompts(inst)
             daemon = self.start_daemon(inst, url)
+            if self.ari_debug:  # every event sent to callctl, pretty-printed into the console log
+                inst.rx(f"ari set debug {inst.ari_app} on")
             self.machine = machine(inst)
             print(f"machine: {self.machine['cpu']}, {self.machine['ram_gib']} GiB, kernel {self.machine['kernel']}, "
                   f"{self.machine['asterisk']}; load {self.machine['load_avg_start']}", flush=True)
             failed: set[str] = set()
             for rate in self.rates:
-                for impl in ("native", "callctl"):
+                for impl in self.impls:
                     if impl in failed:
                         continue
                     calls = max(1, int(rate * self.step_s))
@@ -237,8 +265,10 @@ class Bench:
                         failed.add(impl)
             if self.memory_calls:
                 ramp_s = self.memory_calls / self.memory_rate
-                step = self.run_step("callctl", self.memory_rate, self.memory_calls, ramp_s + 15, inst, daemon,
-                                     cluster.data_dir, codes, sample_rss=True)
+                # Callers who key nothing: each call is answered, hears the code prompt, then waits in
+                # Stasis without media. 1,000 calls in mixing rooms would need ~4 cores of Asterisk mixing.
+                self.run_step("callctl", self.memory_rate, self.memory_calls, ramp_s + 15, inst, daemon,
+                              cluster.data_dir, codes, sample_rss=True, keys=False)
                 print(f"memory: {json.dumps(self.memory.get('callctl'))}", flush=True)
             self.machine["load_avg_end"] = list(os.getloadavg())
         finally:
@@ -255,7 +285,7 @@ class Bench:
         env.update({
             "CALLCTL_DATABASE_URL": url, "CALLCTL_ARI_URL": inst.ari_url, "CALLCTL_ARI_USER": inst.ari_user,
             "CALLCTL_ARI_PASSWORD": inst.ari_password, "CALLCTL_ARI_APP": inst.ari_app,
-            "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"), "CALLCTL_SPOOL_DIR": str(self.work / "spool"),
+            "CALLCTL_DIALPLAN_DIR": str(self.dialplan()), "CALLCTL_SPOOL_DIR": str(self.work / "spool"),
             "CALLCTL_RUNTIME_DIR": str(self.work / "run"), "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
             "CALLCTL_AGI_LISTEN": "", "CALLCTL_LOG_LEVEL": "info",
             "CALLCTL_OUTBOX_DIR": str(self.work / "outbox"),
@@ -263,6 +293,19 @@ class Bench:
         d = Daemon(env, self.work).start()
         d.wait_until_ready(60)
         return d
+
+    def dialplan(self) -> Path:
+        """The repo's dialplan, but a caller who keys nothing waits for the first digit long enough to
+        stay up for the memory figure (callers who key their code are not affected)."""
+        copy = self.work / "dialplan"
+        shutil.copytree(REPO / "dialplan", copy)
+        flow = copy / "flows" / "conference.yaml"
+        text = flow.read_text()
+        wait_s = int(self.memory_calls / self.memory_rate + 120)
+        extra = f"\n        first_digit_timeout: {wait_s}"
+        flow.write_text(text.replace("        attempts: 3", "        attempts: 3" + extra, 1))
+        assert f"first_digit_timeout: {wait_s}" in flow.read_text(), "conference.yaml changed: update bench"
+        return copy
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -283,10 +326,11 @@ def _safe_cpu(pid: int) -> float:
         return 0.0
 
 
-def _peak_up(cel: dict[str, Any]) -> int:
-    """Most calls joined at the same time, from bridge entries and hang-ups."""
-    edges = sorted([(t.join, 1) for t in cel.values() if t.join is not None]
-                   + [(t.hangup, -1) for t in cel.values() if t.join is not None and t.hangup is not None])
+def _peak_up(cel: dict[str, Any], joined: bool) -> int:
+    """Most calls up at the same time: joined (or else answered) and not yet hung up."""
+    key = "join" if joined else "answer"
+    up_at = [(getattr(t, key), t.hangup) for t in cel.values() if getattr(t, key) is not None]
+    edges = sorted([(at, 1) for at, _ in up_at] + [(end, -1) for _, end in up_at if end is not None])
     up = peak = 0
     for _, delta in edges:
         up += delta
@@ -322,15 +366,20 @@ def machine(inst: AsteriskInstance | None = None) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="2,4,8,12,16,24", help="calls/s, comma-separated, increasing")
+    parser.add_argument("--rates", default="2,4,8,12,16,20", help="calls/s, comma-separated, increasing")
     parser.add_argument("--step-s", type=float, default=20.0, help="seconds of new calls per step")
     parser.add_argument("--hold-s", type=float, default=10.0, help="seconds each caller stays in the room")
     parser.add_argument("--memory-calls", type=int, default=1000, help="calls up for the memory figure (0: skip)")
-    parser.add_argument("--memory-rate", type=float, default=25.0, help="calls/s while filling up for memory")
+    parser.add_argument("--memory-rate", type=float, default=12.0, help="calls/s while filling up for memory")
     parser.add_argument("--out", type=Path, default=REPO / ".state" / "bench")
+    parser.add_argument("--profile", type=Path, help="py-spy the daemon in each callctl step into this folder")
+    parser.add_argument("--impls", default="native,callctl", help="which implementations to run")
+    parser.add_argument("--ari-debug", action="store_true", help="count the ARI events sent to callctl, by type "
+                        "(Asterisk logs each one: costs Asterisk CPU, do not compare CPU figures)")
     args = parser.parse_args()
     rates = sorted(float(r) for r in args.rates.split(",") if r.strip())
-    bench = Bench(rates, args.step_s, args.hold_s, args.memory_calls, args.memory_rate, args.out)
+    bench = Bench(rates, args.step_s, args.hold_s, args.memory_calls, args.memory_rate, args.out, args.profile,
+                  args.ari_debug, tuple(i.strip() for i in args.impls.split(",") if i.strip()))
     asyncio.run(bench.run())
 
 

@@ -63,6 +63,7 @@ class Step:
     join_ms: list[float] = field(default_factory=list)  # first packet of '#' -> bridge entry
     lag_ms: list[float] = field(default_factory=list)  # event-loop lag samples (callctl only)
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ari_events: dict[str, int] = field(default_factory=dict)  # type -> count sent to callctl (--ari-debug)
 
     @property
     def ok(self) -> bool:
@@ -89,7 +90,20 @@ class Step:
             "lag_ms_p99": r(pct(self.lag_ms, 99)), "lag_ms_max": r(max(self.lag_ms, default=None) if self.lag_ms
                                                                    else None),
             "load_avg": list(self.load_avg),
+            "ari_events_per_call": round(sum(self.ari_events.values()) / self.calls, 1) if self.ari_events else None,
+            "ari_events": self.ari_events,
         }
+
+
+def ari_event_types(console: str) -> dict[str, int]:
+    """Event types in Asterisk's ``ari set debug APP on`` output (one JSON object per event sent)."""
+    counts: dict[str, int] = {}
+    for line in console.splitlines():
+        stripped = line.strip()
+        if stripped.startswith('"type": "') and line.startswith('  "type"'):
+            kind = stripped.split('"')[3]
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def timings(calls: Mapping[str, CallTimes], hash_at: Mapping[str, float],
