@@ -13,7 +13,6 @@ from callctl.lines.accounts import LineError, account_options, require_e164, req
 from callctl.numbers import to_e164
 from callctl.store import lines as store
 
-
 # `callctl account ACTION` groups actions of several features (lines here; emergency, recording,
 # suspension elsewhere): they add theirs through account_actions(sub), registered after this module.
 _ACCOUNT_ACTIONS: dict[int, Any] = {}
