@@ -84,7 +84,7 @@ def report(out: Path, texts: dict[str, str]) -> str:
         native, mine = sustained_rate(steps, "native"), sustained_rate(steps, "callctl")
         lines.append("=" * 100)
         lines.append(f"sustained with zero failed calls: native {native:g} calls/s, callctl {mine:g} calls/s "
-                     f"(highest step tried: {max(conf['settings']['rates']):g}/s)")
+                     f"(highest step run: {max(s.rate for s in steps):g}/s)")
         cpu = "n/a" if r.cpu is None else f"{r.cpu:.3f}"
         rate = "n/a" if r.rate is None else f"{r.rate:.2f}"
         lines.append(f"RATIO callctl CPU / Asterisk CPU per call (at {r.cpu_step_rate:g} calls/s): {cpu}  "
