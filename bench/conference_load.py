@@ -279,6 +279,11 @@ class Bench:
                 inst.stop()
             await asyncio.to_thread(cluster.destroy)
         self.save()
+        failed_memory = any(m.get("failed") for m in self.memory.values())
+        if inst is not None and self.steps and all(s.ok for s in self.steps) and not failed_memory:
+            # Nothing to diagnose: drop SIPp's files and the instance's logs (kept after a failure).
+            shutil.rmtree(self.work, ignore_errors=True)
+            shutil.rmtree(inst.host_dir, ignore_errors=True)
 
     def start_daemon(self, inst: AsteriskInstance, url: str) -> Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
@@ -316,7 +321,8 @@ class Bench:
                 "raw": [{"impl": s.impl, "rate": s.rate, "answer_ms": s.answer_ms, "join_ms": s.join_ms}
                         for s in self.steps]}
         (self.out / "conference.json").write_text(json.dumps(data, indent=1))
-        print(f"results: {self.out / 'conference.json'} (SIPp work files: {self.work})", flush=True)
+        print(f"results: {self.out / 'conference.json'} (SIPp work files, kept after a failed call: {self.work})",
+              flush=True)
 
 
 def _safe_cpu(pid: int) -> float:
