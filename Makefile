@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STATE ?= .state
 export CALLCTL_ASTERISK_ROOT ?= /var/cache/callctl/asterisk-root
 
-.PHONY: run test lint unit integration deps venv asterisk-root bench bench-cdr clean
+.PHONY: run test lint unit integration deps venv asterisk-root bench bench-cdr bench-conference bench-agi clean
 
 deps:
 	@scripts/system-deps.sh
@@ -34,10 +34,23 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: bench-cdr
+# Every benchmark, bounded (about 10 minutes on 2 cores), the two ratios of issue 9 printed last.
+# Longer: make bench BENCH_ARGS="--rates 2,4,8,16,24,32 --step-s 60 --hold-s 30". See docs/benchmarks.md.
+bench: deps venv asterisk-root $(VENV)/.bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+$(VENV)/.bench: setup.cfg
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	touch $@
 
 bench-cdr: deps venv
 	$(PY) -m bench.cdr_pipeline
+
+bench-conference: deps venv asterisk-root $(VENV)/.bench
+	$(PY) -m bench.conference_load $(BENCH_ARGS)
+
+bench-agi: deps venv
+	$(PY) -m bench.agi_gate
 
 clean:
 	rm -rf $(VENV) $(STATE)

@@ -72,6 +72,9 @@ class AsteriskInstance:
     db_name: str = "callctl"
     db_user: str = "callctl"
     db_password: str = ""
+    # Extra configuration text per file name, appended after asterisk-conf/'s version of the file (or
+    # written alone when asterisk-conf/ has none): e.g. the benchmark's native dialplan and its CEL log.
+    extra_conf: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,7 +128,10 @@ class AsteriskInstance:
                 text = text.replace(f"@{key}@", value)
             if "@" in text and any(f"@{k}@" in text for k in values):  # pragma: no cover
                 raise RuntimeError(f"{src}: unfilled placeholder")
-            (etc / src.name).write_text(text)
+            (etc / src.name).write_text(text + self.extra_conf.get(src.name, ""))
+        for name, text in self.extra_conf.items():
+            if not (CONF_SRC / name).exists():
+                (etc / name).write_text(text)
         for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf"):
             if (etc / secret).exists():
                 (etc / secret).chmod(0o600)

@@ -27,7 +27,7 @@ import aioari
 import aiohttp
 from aiohttp import web_exceptions
 
-from callctl.ari.events import Event, decode
+from callctl.ari.events import DECODED_TYPES, Event, decode
 from callctl.config import Settings
 from callctl.errors import AriAuthError, AriError, AriUnavailable, ChannelGone
 from callctl.logging import get_logger
@@ -35,7 +35,6 @@ from callctl.logging import get_logger
 log = get_logger("callctl.ari")
 
 # Event types no call logic reads; dropping them in Asterisk cuts ~85 % of the event volume.
-DISALLOWED_EVENTS = ("ChannelVarset", "ChannelDialplan", "ChannelCallerId", "ChannelConnectedLine")
 
 
 class AriClient:
@@ -152,8 +151,10 @@ class AriClient:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI events websocket at {self._where} failed: {_describe(exc)}") from None
         try:
+            # Only the types decode() uses: Asterisk then neither encodes nor sends the others
+            # (ChannelVarset floods, and PlaybackStarted, ChannelEnteredBridge/LeftBridge, Bridge*).
             await self._request("PUT", f"applications/{s.ari_app}/eventFilter",
-                                json_body={"disallowed": [{"type": t} for t in DISALLOWED_EVENTS]})
+                                json_body={"allowed": [{"type": t} for t in DECODED_TYPES]})
         except AriError as exc:  # older Asterisk: no filter, just more events
             log.warning("ari_event_filter_refused", error=exc.message)
         self.connected.set()

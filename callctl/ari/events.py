@@ -107,9 +107,16 @@ class PlaybackFinished(ChannelEvent):
     state: str
 
 
+# The event types decode() turns into events; the client asks Asterisk for these only (eventFilter).
+DECODED_TYPES = ("StasisStart", "ChannelDtmfReceived", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed",
+                 "ChannelStateChange", "PlaybackFinished")
+
+
 def decode(raw: dict[str, Any]) -> Event | None:
     """Decode one ARI event; None for event types no one in callctl listens to."""
     kind = raw.get("type")
+    if kind not in DECODED_TYPES:
+        return None
     at = parse_ari_time(raw.get("timestamp"))
     channel = raw.get("channel") or {}
     cid = ChannelId(str(channel.get("id", "")))

@@ -286,7 +286,8 @@ class Room:
             return
         self._record(member, "leave", reason)
         if member.in_bridge:
-            await self._ops.remove_from_bridge(self.bridge_id, member.channel_id)
+            if reason != "hangup":  # a channel that hung up has already left the bridge
+                await self._ops.remove_from_bridge(self.bridge_id, member.channel_id)
             if self.present:
                 await self._play_bridge([TONE_LEAVE])
         if member.role == ORGANIZER and self.settings.organizer_leave_policy == "end" and self.members:

@@ -10,6 +10,7 @@ import pytest
 
 from callctl.ari.dispatch import Dispatcher
 from callctl.ari.events import (
+    DECODED_TYPES,
     ChannelDestroyed,
     ChannelInfo,
     DtmfReceived,
@@ -149,6 +150,18 @@ def test_decode_ignores_unknown_events_and_maps_playbacks_to_their_channel() -> 
                  "playback": {"id": "p1", "target_uri": "channel:c9", "state": "done"}})
     assert isinstance(ev, PlaybackFinished) and ev.channel_id == "c9"
     assert ev.at == T0 + dt.timedelta(seconds=1, milliseconds=250)
+
+
+def test_the_event_filter_asks_asterisk_for_exactly_the_types_decode_uses() -> None:
+    # client.py sends DECODED_TYPES as the app's "allowed" eventFilter: a type decode() maps but the
+    # filter lacks would never arrive; one the filter allows but decode() drops is wasted work.
+    samples = {"StasisStart": {"channel": {"id": "c1", "caller": {}, "dialplan": {}}, "args": []},
+               "PlaybackFinished": {"playback": {"id": "p1", "target_uri": "channel:c1", "state": "done"}}}
+    for kind in DECODED_TYPES:
+        assert decode({"type": kind, "timestamp": "2026-11-23T10:00:01.250+0000", "channel": {"id": "c1"},
+                       **samples.get(kind, {})}) is not None, kind
+    for kind in ("PlaybackStarted", "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeDestroyed"):
+        assert kind not in DECODED_TYPES and decode({"type": kind, "channel": {"id": "c1"}}) is None
 
 
 def test_dispatcher_routes_to_owner_and_reports_new_channels() -> None:
