@@ -79,7 +79,8 @@ def test_the_caller_script_plays_each_digit_of_its_own_code(tmp_path: Path) -> N
 
 
 def test_extra_conf_is_appended_to_a_file_of_asterisk_conf_or_written_alone(tmp_path: Path) -> None:
-    inst = AsteriskInstance("unit", root=tmp_path, extra_conf={"extensions.conf": "\n; extra\n", "confbridge.conf": "x\n"})
+    inst = AsteriskInstance("unit", root=tmp_path,
+                            extra_conf={"extensions.conf": "\n; extra\n", "confbridge.conf": "x\n"})
     inst.install_conf()
     etc = inst.host_dir / "etc"
     extensions = (etc / "extensions.conf").read_text()
