@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import os
 import secrets
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from callctl.config import Settings
 from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
@@ -89,7 +91,8 @@ def main() -> int:
         (REPO / "callctl.yaml").chmod(0o600)
         summary = subprocess.run([py, "-m", "callctl", "dialplan", "check", str(REPO / "dialplan")],
                                  capture_output=True, text=True, env=env, cwd=REPO).stdout.strip()
-        print(_banner(asterisk, env, summary), flush=True)
+        demo = _demo(py, env, state)
+        print(_banner(asterisk, env, summary, demo), flush=True)
         daemon = subprocess.Popen([py, "-m", "callctl", "run"], env=env, cwd=REPO)
         stopping.append(daemon)
         signal.signal(signal.SIGTERM, lambda *_: daemon.send_signal(signal.SIGTERM))
@@ -114,7 +117,46 @@ def main() -> int:
         print("make run: everything stopped.", flush=True)
 
 
-def _banner(a: AsteriskInstance, env: dict[str, str], summary: str) -> str:
+def _cli(py: str, env: dict[str, str], *args: str) -> Any:
+    res = subprocess.run([py, "-m", "callctl", *args], capture_output=True, text=True, env=env, cwd=REPO)
+    if res.returncode != 0:
+        raise RuntimeError(f"callctl {' '.join(args)}: {res.stderr.strip() or res.stdout.strip()}")
+    return json.loads(res.stdout) if res.stdout.strip().startswith("{") else res.stdout
+
+
+def _demo(py: str, env: dict[str, str], state: Path) -> str:
+    """Demo data: a conference open now (fresh codes every run) and, once per state dir, a
+    business-line account with a SIP user, a DID, a small rate deck and prepaid credit."""
+    try:
+        start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        conf = _cli(py, env, "conference", "create", "--subject", "callctl demo", "--start", start.isoformat(),
+                    "--duration", "480", "--organizer", "organizer@example.com", "--participant",
+                    "guest@example.com", "--access-number", "+33900000100", "--leave-policy", "continue")
+        line_file = state / "demo-line.json"
+        if not line_file.exists():
+            acc = _cli(py, env, "account", "create", "--name", "Demo company", "--country", "FR")
+            user = _cli(py, env, "user", "add", "--account", acc["id"], "--name", "Demo user",
+                        "--number", "+33170000001")
+            deck = state / "demo-deck.csv"
+            deck.write_text("prefix,destination,zone,rate_per_minute,currency\n33,France,1,0.02,EUR\n"
+                            "336,France mobile,2,0.10,EUR\n44,United Kingdom,2,0.03,EUR\n1,USA,3,0.01,EUR\n")
+            _cli(py, env, "rates", "import", str(deck), "--deck", "demo")
+            _cli(py, env, "credit", "add", "--account", acc["id"], "5.00")
+            line_file.write_text(json.dumps({"account": acc["id"], "sip_username": user["sip_username"],
+                                             "sip_password": user["sip_password"]}))
+            line_file.chmod(0o600)
+        line = json.loads(line_file.read_text())
+    except (RuntimeError, KeyError, ValueError) as exc:
+        return f" Demo data not created: {exc}\n"
+    return f"""   Dial-in conference (until {conf["ends_at"][:16]}Z): call +33900000100, key the code, then #
+     organizer code {conf["organizer"]["code"]}   participant code {conf["participants"][0]["code"]}
+   Business line (account {line["account"]}, 5.00 EUR prepaid):
+     register a softphone as  user {line["sip_username"]}  password {line["sip_password"]}
+     it rings on +33170000001; its outbound calls go to the PSTN trunk (127.0.0.1:5070, none here)
+"""
+
+
+def _banner(a: AsteriskInstance, env: dict[str, str], summary: str, demo: str) -> str:
     return f"""
 ================================================================================
  callctl is starting. Place a call:
@@ -128,7 +170,7 @@ def _banner(a: AsteriskInstance, env: dict[str, str], summary: str) -> str:
    Dialplan: {summary}
    Health:   http://{env['CALLCTL_HTTP_LISTEN']}/readyz    Metrics: http://{env['CALLCTL_HTTP_LISTEN']}/metrics
    Database: {env['CALLCTL_DATABASE_URL']}   (CDRs: SELECT * FROM cdr ORDER BY started_at DESC;)
- Ctrl-C stops callctl, Asterisk and PostgreSQL.
+{demo} Ctrl-C stops callctl, Asterisk and PostgreSQL.
 ================================================================================
 """
 
