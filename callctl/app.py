@@ -261,13 +261,15 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self._pool = pool
-            self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate)
+            billing = PrepaidBilling(pool, self.plans)  # one deck cache for SIP users' and originated calls
+            self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate,
+                                 billing=billing)
             background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))
             # Recordings live next to the spool (/var/lib/callctl/recordings by default).
             self.recordings = RecordingService(pool, self.ari, s.spool_dir.parent / "recordings")
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
-                                     billing=PrepaidBilling(pool, self.plans), gate=self._gate_for(pool),
+                                     billing=billing, gate=self._gate_for(pool),
                                      recorder=LineRecorder(self.recordings, language_of=self._language_of))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),

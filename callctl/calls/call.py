@@ -336,6 +336,11 @@ class Call:
                     lc.ended(event.at, None, "far end hung up")
                 return event
 
+    async def limit_talk(self, seconds: int) -> None:
+        """Asterisk hangs this call up ``seconds`` from now, even if the engine dies (TIMEOUT(absolute))."""
+        self._check_up()
+        await self._ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(seconds)))
+
     async def hang_up(self, cause: str = "normal") -> None:
         if self._gone:
             return

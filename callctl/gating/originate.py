@@ -3,7 +3,9 @@ originate to the PSTN trunk; the answered call enters the app and runs the reque
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,23 +23,39 @@ log = get_logger("callctl.gating")
 ORIGINATE_ARG = "callctl-originate"  # first Stasis arg of an originated call; then flow, account, to, from, country
 TRUNK = "pstn"
 RING_TIMEOUT_S = 45.0
+UNANSWERED_MARGIN_S = 15.0  # after the ring timeout, an authorisation nobody answered is released
 
 
 class Originate(Protocol):
     async def __call__(self, channel_id: str, endpoint: str, *, timeout_s: float, caller_id: str | None,
-                       app_args: str) -> None: ...
+                       variables: dict[str, str] | None = None, app_args: str) -> None: ...
+
+
+class Billing(Protocol):
+    """Prepaid authorisation and settlement (callctl.billing.service.PrepaidBilling), as for SIP users."""
+
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
+                        user_id: uuid.UUID | None = None) -> Any: ...
+
+    async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]: ...
 
 
 class Dialer:
     """Owns the originate action: ``request`` (the HTTP action's body) and ``run`` (the answered call)."""
 
     def __init__(self, pool: Any, dialplan: Callable[[], Dialplan], originate: Originate,
-                 ready: Callable[[], bool], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 ready: Callable[[], bool], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 *, billing: Billing | None = None) -> None:
         self._pool = pool
         self._dialplan = dialplan
         self._originate = originate
         self._ready = ready
         self._clock = clock
+        self._billing = billing
+        # Authorisations of calls placed and not answered yet, by channel id (run() takes them over;
+        # a call never answered gives its hold back after the ring timeout).
+        self._held: dict[str, Any] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def request(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """{account, from, to, flow} -> (HTTP status, answer): the gate's decision (recorded), and whether
@@ -66,16 +84,34 @@ class Dialer:
         answer = {**decision.as_json(), "originated": False}
         if not decision.allowed:
             return 200, answer
+        auth: Any = None
+        if self._billing is not None:
+            # Like a SIP user's call: prepaid credit pays for it, the limit is enforced inside Asterisk.
+            try:
+                auth = await self._billing.authorize(account_id, caller, decision.number_e164)
+            except StoreError as exc:
+                return 503, {**answer, "error": exc.message}
+            if not auth.allowed:
+                log.info("originate_not_authorised", reason=auth.reason)
+                return 200, {**answer, "error": f"not placed: {auth.reason}"}
         callee = callee_country(decision.number_e164, plan.countries, country)
         channel_id = str(uuid.uuid4())
         args = ",".join((ORIGINATE_ARG, flow, str(account_id), decision.number_e164, caller,
                          callee.code if callee is not None else country))
+        variables = None
+        if auth is not None:
+            # Ringing counts here; the limit is set again at answer (run), exactly.
+            variables = {"TIMEOUT(absolute)": str(int(auth.max_seconds + RING_TIMEOUT_S))}
+            self._held[channel_id] = auth
         try:
             await self._originate(channel_id, f"PJSIP/{decision.number_e164}@{TRUNK}", timeout_s=RING_TIMEOUT_S,
-                                  caller_id=caller, app_args=args)
+                                  caller_id=caller, variables=variables, app_args=args)
         except AriError as exc:
             log.warning("originate_failed", error=exc.message)
+            await self._release(channel_id, 0)
             return 502, {**answer, "error": exc.message}
+        if auth is not None:
+            asyncio.get_running_loop().call_later(RING_TIMEOUT_S + UNANSWERED_MARGIN_S, self._unanswered, channel_id)
         log.info("call_originated", account_id=str(account_id), flow=flow, number=mask(decision.number_e164),
                  channel=channel_id)
         return 200, {**answer, "originated": True, "channel_id": channel_id}
@@ -97,5 +133,30 @@ class Dialer:
         call.language, call.country = country.language, country.code
         route = Route(flow=flow, language=country.language, country=country.code, tags=("originated",),
                       number=to_number, entry=to_number, pos=plan.flows[flow].pos)
-        result = await run_flow(plan, route, call)
+        auth = self._held.pop(call.channel.id, None)
+        answered = self._clock()
+        try:
+            if auth is not None and auth.max_seconds:
+                await call.limit_talk(auth.max_seconds)
+            result = await run_flow(plan, route, call)
+        finally:
+            if auth is not None and self._billing is not None:
+                seconds = max(0, math.ceil((self._clock() - answered).total_seconds()))
+                call.cdr_fields.update(await self._billing.finish(auth, seconds))
         return result.outcome, result.flow, plan.version
+
+    def _unanswered(self, channel_id: str) -> None:
+        """The ring timeout passed and the call never entered the app: give its hold back."""
+        if channel_id in self._held:
+            task = asyncio.ensure_future(self._release(channel_id, 0))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, channel_id: str, seconds: int) -> None:
+        auth = self._held.pop(channel_id, None)
+        if auth is None or self._billing is None:
+            return
+        try:
+            await self._billing.finish(auth, seconds)
+        except StoreError as exc:
+            log.warning("originate_hold_not_released", error=exc.message, channel=channel_id)

@@ -22,7 +22,7 @@ import pytest
 from scripts.devstack import REPO, AsteriskInstance, free_port
 from tests.integration.test_daemon import wait_for_cdrs
 from tests.integration.test_lines_calls import DID, PHONE_IP, asterisk, line_user
-from tests.integration.test_lines_cli import cli, db
+from tests.integration.test_lines_cli import cli, db, run_cli
 from tests.support import sipp
 from tests.support.asterisk import render_prompts, wait_for
 
@@ -289,6 +289,15 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
         ("deny", "mobile_caller_id", False)
     code, emergency = originate(database_url, d, *common, "--from", "+33170000001", "--to", "112")
     assert code == 1 and emergency["rule"] == "emergency_not_originated"
+    # Prepaid like any call of the account: nothing rates it yet, so it is not placed.
+    code, unpaid = originate(database_url, d, *common, "--from", "+33170000001", "--to", "+442079460000")
+    assert code == 1 and unpaid["decision"] == "allow" and unpaid["originated"] is False
+    assert "not placed: no rate deck" in unpaid["error"], unpaid
+    deck = Path(os.environ.get("TMPDIR", "/tmp")) / f"deck-{acc['id']}.csv"
+    deck.write_text("prefix,destination,zone,rate_per_minute,currency\n44,United Kingdom,2,0.60,EUR\n")
+    cli_ok = [run_cli(database_url, "rates", "import", str(deck), "--deck", "uk"),
+              run_cli(database_url, "credit", "add", "--account", acc["id"], "1.00")]
+    assert all(r.returncode == 0 for r in cli_ok), [r.stderr for r in cli_ok]
     code, placed = originate(database_url, d, *common, "--from", "+33170000001", "--to", "+442079460000")
     assert code == 0 and placed["decision"] == "allow" and placed["originated"] is True, placed
     far_result = sipp.finish(*far)  # the flow played its prompt and hung up: the far end got a BYE
@@ -300,10 +309,15 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
                                  "WHERE account_id = $1::uuid ORDER BY id", acc["id"])
     assert [(r["rule"], r["decision"], r["automated"], r["illegitimate"]) for r in decisions] == [
         ("mobile_caller_id", "deny", True, True), ("emergency_not_originated", "deny", True, False),
-        ("compliant", "allow", True, False)]
+        ("compliant", "allow", True, False), ("compliant", "allow", True, False)]
     [row] = wait_for_cdrs(database_url, 1)
     assert (row["flow"], str(row["account_id"]), row["to_number"]) == ("welcome", acc["id"], "+442079460000")
     assert json.loads(row["extra"])["originated"] is True and row["direction"] == "outbound"
+    # Charged like a SIP user's call: the rating is on the CDR and the credit was debited by as much.
+    assert (row["rating_deck"], row["rating_prefix"], row["included"]) == ("uk", "44", False)
+    assert row["cost"] is not None and row["cost"] > 0
+    [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid", acc["id"])
+    assert credit["reserved"] == 0 and credit["balance"] == 1 - row["cost"]
     report = cli(database_url, "compliance", "report", "--account", acc["id"], "--month",
                  row["started_at"].strftime("%Y-%m"))
     assert (report["illegitimate"], report["penalty_eur"], report["outbound_calls"], report["short_calls"]) == \
