@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from callctl.cdr.record import billed_seconds
 from callctl.errors import AriError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
@@ -141,7 +141,7 @@ class Dialer:
             result = await run_flow(plan, route, call)
         finally:
             if auth is not None and self._billing is not None:
-                seconds = max(0, math.ceil((self._clock() - answered).total_seconds()))
+                seconds = billed_seconds(answered, self._clock())  # the CDR's rounding rule
                 call.cdr_fields.update(await self._billing.finish(auth, seconds))
         return result.outcome, result.flow, plan.version
 

@@ -58,9 +58,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     ssub = susp.add_subparsers(dest="suspension_command", metavar="ACTION", required=True)
     # The same two actions also as `callctl account suspend|resume ID` (the spelling).
     for group in (ssub, account_actions(sub)):
-        for name, func in (("suspend", _suspend), ("resume", _resume)):
-            cmd = group.add_parser(name, parents=[common], help=f"{name} an account (its data goes one month after "
-                                   "suspension)" if name == "suspend" else "resume a suspended account")
+        for name, func, helptext in (("suspend", _suspend, "suspend an account (its data goes a month later)"),
+                                     ("resume", _resume, "resume a suspended account")):
+            cmd = group.add_parser(name, parents=[common], help=helptext)
             cmd.add_argument("id", type=uuid.UUID, metavar="ID")
             cmd.add_argument("--now", metavar="ISO8601", help="the instant to record (default: now)")
             cmd.set_defaults(func=func)

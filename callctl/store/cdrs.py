@@ -120,7 +120,7 @@ async def insert_cdrs_fast(db: Any, records: Sequence[CdrRecord],
 @_translated
 async def ensure_partitions(db: Any, moments: Iterable[dt.datetime]) -> list[str]:
     """Create the monthly partitions holding ``moments`` (and move their rows out of DEFAULT)."""
-    months = sorted({_month(m) for m in moments})
+    months = sorted(_months(moments))
     return [str(await db.fetchval("SELECT cdr_ensure_partition($1)", month)) for month in months]
 
 
@@ -217,7 +217,3 @@ def _months(moments: Iterable[dt.datetime]) -> set[dt.datetime]:
     pairs = {(t.year, t.month) if t.tzinfo is dt.UTC else ((u := t.astimezone(dt.UTC)).year, u.month)
              for t in moments}
     return {dt.datetime(y, m, 1, tzinfo=dt.UTC) for y, m in pairs}
-
-
-def _month(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
