@@ -81,8 +81,11 @@ class LegMeter:
     def elapsed_s(self) -> float:
         return 0.0 if self._started is None else asyncio.get_running_loop().time() - self._started
 
-    async def start(self) -> None:
-        self._started = asyncio.get_running_loop().time()
+    async def start(self, since: float | None = None) -> None:
+        """Start drawing; ``since`` (loop time) is when the leg entered the room: the room may answer a
+        join only seconds later (it moves waiting channels into the bridge first), and the leg is in
+        the room, and on the free line, all that time."""
+        self._started = asyncio.get_running_loop().time() if since is None else since
         await self._enforce_in_asterisk(self.held_s + ASTERISK_GRACE_S)
         self._task = asyncio.create_task(self._run(), name=f"minutes-{self.hold_id}")
 

@@ -233,9 +233,11 @@ class ConferenceService:
         room = self._room_for(conf)
         if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
             await self._recorder.tell_before_join(room, member, lambda media: call.play(media, interruptible=False))
+        entered = asyncio.get_running_loop().time()  # the pool is drawn from here, as the timeline says
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
             room = self._room_for(conf)
+            entered = asyncio.get_running_loop().time()
             result = await room.join(member)
         if result not in ("joined", "waiting"):
             if hold is not None:
@@ -255,7 +257,7 @@ class ConferenceService:
                                      on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
         try:
             if meter is not None:
-                await meter.start()
+                await meter.start(since=entered)
             await self._in_room(call, room, member)
         except CallHungUp:
             room.leave(member, "hangup")
