@@ -2,16 +2,20 @@
 
     .venv/bin/python -m bench.cdr_pipeline [--records 20000] [--rate 500] [--seconds 5]
 
-Prints rows/s for: raw COPY into cdr (the ceiling), each insert path the writer could use (unnest
-multi-row INSERT .. ON CONFLICT, COPY into a temp table + INSERT .. ON CONFLICT; batches of 500),
-the whole CdrWriter (submit -> spool fsync -> PostgreSQL, burst of N), and the submit-to-durable-in-
-PostgreSQL latency (p50/p99) at a steady submit rate. Not run by the tests.
+Prints rows/s for: raw COPY into cdr (the ceiling: binary COPY of rows built before the clock starts),
+raw COPY of the writer's text lines encoded before the clock starts (what PostgreSQL alone costs on the
+writer's format), each insert path the writer could use (unnest multi-row INSERT .. ON CONFLICT, COPY
+into a temp table + INSERT .. ON CONFLICT, COPY of encoded lines straight into cdr; batches of 500),
+the whole CdrWriter (submit -> encode + spool fsync -> PostgreSQL, burst of N), and the submit-to-
+durable-in-PostgreSQL latency (p50/p99) at a steady submit rate, with the load average before and
+after (the machine may be shared). Not run by the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from callctl.cdr import copyline
 from callctl.cdr.record import CdrRecord
 from callctl.cdr.writer import CdrWriter
 from callctl.store import cdrs
@@ -35,8 +40,8 @@ class TimedStore(cdrs.PgCdrStore):
         super().__init__(url)
         self.durable_at: dict[Any, float] = {}
 
-    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
-        inserted = await super().insert(records, prepared)
+    async def insert(self, records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int:
+        inserted = await super().insert(records, lines)
         now = time.perf_counter()
         for r in records:
             self.durable_at.setdefault(r.leg_id, now)
@@ -56,6 +61,17 @@ async def raw_copy(url: str, records: list[CdrRecord]) -> float:
         started = time.perf_counter()
         await conn.copy_records_to_table("cdr", records=rows, columns=[n for n, _ in cdrs.COLUMNS])
         return len(rows) / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def raw_copy_text(url: str, records: list[CdrRecord]) -> float:
+    conn = await connect(url)
+    try:
+        data = memoryview(b"".join(copyline.encode(r) for r in records))
+        started = time.perf_counter()
+        await conn.copy_to_table("cdr", source=data, columns=list(copyline.COLUMN_NAMES), format="text")
+        return len(records) / (time.perf_counter() - started)
     finally:
         await conn.close()
 
@@ -112,18 +128,23 @@ async def run(n: int, rate: float, seconds: float) -> None:
     try:
         records = [record(i) for i in range(n)]
         with tempfile.TemporaryDirectory(prefix="callctl-bench-") as tmp:
+            load_before = os.getloadavg()
             copy_rps = await raw_copy(await fresh(cluster, "b_copy"), records)
+            text_rps = await raw_copy_text(await fresh(cluster, "b_text"), records)
             unnest_rps = await batched(await fresh(cluster, "b_unnest"), records, "unnest")
             temp_rps = await batched(await fresh(cluster, "b_temp"), records, "copy")
             fast_rps = await batched(await fresh(cluster, "b_fast"), records, "fast")
             writer_rps = await writer_burst(await fresh(cluster, "b_writer"), records, Path(tmp) / "burst")
             paced = [record(i) for i in range(n, n + int(rate * seconds))]
             lat = await writer_latency(await fresh(cluster, "b_latency"), paced, Path(tmp) / "paced", rate)
+        load_after = os.getloadavg()
         print(f"records: {n} (PostgreSQL 15, fsync on, one connection; insert batches of 500)")
+        print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
         print(f"raw COPY into cdr:                        {copy_rps:10,.0f} rows/s")
+        print(f"raw COPY of encoded text lines into cdr:  {text_rps:10,.0f} rows/s")
         print(f"INSERT .. SELECT unnest(..) ON CONFLICT:  {unnest_rps:10,.0f} rows/s")
         print(f"COPY to temp + INSERT .. ON CONFLICT:     {temp_rps:10,.0f} rows/s")
-        print(f"COPY into cdr, temp path on a replay:     {fast_rps:10,.0f} rows/s")
+        print(f"encode + COPY lines, temp path on replay: {fast_rps:10,.0f} rows/s")
         print(f"CdrWriter (submit -> spool -> PostgreSQL):{writer_rps:10,.0f} rows/s "
               f"= {writer_rps / copy_rps:.2f} x raw COPY")
         print(f"submit -> durable in PostgreSQL at {rate:.0f}/s for {seconds:.0f} s ({len(lat)} records): "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -18,12 +17,15 @@ def leg_id_for(asterisk_id: str, channel_id: str, created_at: str) -> uuid.UUID:
     return uuid.uuid5(LEG_NAMESPACE, f"{asterisk_id}/{channel_id}/{created_at}")
 
 
+_MS = dt.timedelta(milliseconds=1)
+
+
 def billed_seconds(answered_at: dt.datetime | None, ended_at: dt.datetime) -> int:
     """Answer to end, rounded up to the whole second (a 0.001 s call bills 1 s; unanswered bills 0)."""
     if answered_at is None:
         return 0
-    ms = (ended_at - answered_at) // dt.timedelta(milliseconds=1)
-    return max(0, math.ceil(ms / 1000))
+    ms = (ended_at - answered_at) // _MS
+    return -(-ms // 1000) if ms > 0 else 0  # integer ceiling: runs for every CDR written
 
 
 def utc_ms(moment: dt.datetime) -> dt.datetime:

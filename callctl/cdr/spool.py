@@ -1,10 +1,13 @@
-"""The durable local CDR spool: append-only JSON-lines segments, fsync'ed before a record counts as
-kept, acknowledged once PostgreSQL holds it, replayed at start. Blocking I/O: call it from a thread.
+"""The durable local CDR spool: append-only segments of PostgreSQL COPY text lines (callctl.cdr.copyline),
+fsync'ed before a record counts as kept, acknowledged once PostgreSQL holds it, replayed at start.
+Blocking I/O: call it from a thread.
 
-Layout of ``spool_dir``: ``cdr-<seq>.jsonl`` segments (a new one per start and whenever the active
-one passes ``segment_max_bytes``), ``ack.json`` = the acknowledged prefix ({"segment": seq, "lines": n}:
+Layout of ``spool_dir``: ``cdr-<seq>.copy`` segments (a new one per start and whenever the active one
+passes ``segment_max_bytes``), ``ack.json`` = the acknowledged prefix ({"segment": seq, "lines": n}:
 every segment before seq and the first n lines of seq are in PostgreSQL), ``rejected.jsonl`` =
-records PostgreSQL refused as malformed (kept for an operator, never retried).
+records PostgreSQL refused as malformed (kept for an operator, never retried). ``cdr-<seq>.jsonl``
+segments (one JSON object a line) are what versions before the COPY format wrote: they are still
+replayed, and numbered in the same sequence.
 
 The ack file is replaced atomically but not fsync'ed: losing an ack only means replaying rows that
 PostgreSQL already holds, and the idempotent insert skips them.
@@ -27,18 +30,28 @@ from typing import Any
 import orjson
 import structlog
 
+from callctl.cdr import copyline
 from callctl.cdr.record import CdrRecord
 from callctl.errors import SpoolError
 
 log = structlog.get_logger("callctl.cdr.spool")
 
-# One JSON object a line; str() for anything JSON has no type for (never fail on one odd value).
-_JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-SEGMENT = re.compile(r"^cdr-(\d{12})\.jsonl$")
+SEGMENT = re.compile(r"^cdr-(\d{12})\.(copy|jsonl)$")
+SUFFIX = "copy"
+OLD_SUFFIX = "jsonl"  # JSON lines, written before the COPY format: read, never written
 ACK_FILE = "ack.json"
 LOCK_FILE = ".lock"
 REJECTED_FILE = "rejected.jsonl"
 DEFAULT_SEGMENT_MAX_BYTES = 4 * 1024 * 1024
+
+
+def _read_copy(raw: bytes) -> tuple[CdrRecord, bytes]:
+    return copyline.decode(raw), raw + b"\n"
+
+
+def _read_json(raw: bytes) -> tuple[CdrRecord, bytes]:
+    record = CdrRecord.from_json(orjson.loads(raw))
+    return record, copyline.encode(record)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -49,8 +62,8 @@ class Position:
     line: int
 
 
-def _segment_name(seq: int) -> str:
-    return f"cdr-{seq:012d}.jsonl"
+def _segment_name(seq: int, suffix: str = SUFFIX) -> str:
+    return f"cdr-{seq:012d}.{suffix}"
 
 
 def _describe(exc: OSError) -> str:
@@ -73,6 +86,7 @@ class Spool:
         self._acked: Position | None = None
         self._closed: set[int] = set()  # rolled segments still holding unacknowledged lines
         self._segment_lines: dict[int, int] = {}
+        self._suffixes: dict[int, str] = {}  # segments of the old format found at replay
         self._lock_fd: int | None = None
 
     # -- start ---------------------------------------------------------------------------------
@@ -106,9 +120,12 @@ class Spool:
             spool._take_lock()
         # Never reuse a segment number the ack file may still cover: that would hide new records.
         acked = spool._read_ack()
-        newest = max([*spool._segments(), acked.segment if acked else 0])
+        newest = max([*(seq for seq, _ in spool._segments()), acked.segment if acked else 0])
         spool._seq = newest + 1
         return spool
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / _segment_name(seq, self._suffixes.get(seq, SUFFIX))
 
     def _take_lock(self) -> None:
         path = self.directory / LOCK_FILE
@@ -124,12 +141,13 @@ class Spool:
                              "its own spool_dir (CALLCTL_SPOOL_DIR)") from None
         self._lock_fd = fd
 
-    def _segments(self) -> list[int]:
+    def _segments(self) -> list[tuple[int, str]]:
+        """(seq, suffix) of every segment on disk, in order."""
         try:
             names = os.listdir(self.directory)
         except OSError as exc:
             raise SpoolError(f"CDR spool {self.directory}: cannot list: {_describe(exc)}") from None
-        return sorted(int(m.group(1)) for n in names if (m := SEGMENT.match(n)))
+        return sorted((int(m.group(1)), m.group(2)) for n in names if (m := SEGMENT.match(n)))
 
     def _read_ack(self) -> Position | None:
         path = self.directory / ACK_FILE
@@ -143,18 +161,21 @@ class Spool:
             log.warning("cdr_spool_ack_unreadable", path=str(path), error=str(exc))
             return None
 
-    def replay(self) -> list[tuple[Position, CdrRecord]]:
-        """Every record spooled by earlier runs and not acknowledged, in spool order.
+    def replay(self) -> list[tuple[Position, CdrRecord, bytes]]:
+        """Every record spooled by earlier runs and not acknowledged, in spool order, with its COPY line
+        (the spooled bytes; encoded here for a segment of the old JSON-lines format).
 
         A torn last line (the process died mid-append: that record was never reported durable) is
-        skipped with a warning naming file:line; so is any other undecodable line.
+        skipped with a warning naming file:line, even when it happens to decode (a cut number still
+        reads as a number); so is any other undecodable line.
         """
         acked = self._read_ack()
-        out: list[tuple[Position, CdrRecord]] = []
-        for seq in self._segments():
+        out: list[tuple[Position, CdrRecord, bytes]] = []
+        for seq, suffix in self._segments():
             if seq >= self._seq:
                 continue
-            path = self.directory / _segment_name(seq)
+            self._suffixes[seq] = suffix
+            path = self._path(seq)
             if acked is not None and seq < acked.segment:
                 self._unlink(path)
                 continue
@@ -166,6 +187,7 @@ class Spool:
             torn_tail = lines[-1] != b""
             if not torn_tail:
                 lines.pop()
+            read = _read_copy if suffix == SUFFIX else _read_json
             kept = 0
             last = -1
             for index, raw in enumerate(lines):
@@ -173,13 +195,15 @@ class Spool:
                 if acked is not None and position <= acked:
                     continue
                 try:
-                    record = CdrRecord.from_json(orjson.loads(raw))
+                    if torn_tail and index == len(lines) - 1:
+                        raise ValueError("no newline at the end of the segment")
+                    record, line = read(raw)
                 except (ValueError, TypeError, KeyError) as exc:
                     what = "torn last line" if torn_tail and index == len(lines) - 1 else "undecodable line"
                     log.warning("cdr_spool_line_skipped", where=f"{path}:{index + 1}", reason=what,
                                 error=str(exc)[:200])
                     continue
-                out.append((position, record))
+                out.append((position, record, line))
                 kept += 1
                 last = index
             self._segment_lines[seq] = last + 1
@@ -191,16 +215,18 @@ class Spool:
 
     # -- append --------------------------------------------------------------------------------
     def append(self, records: Sequence[CdrRecord]) -> list[Position]:
-        """Write and fsync ``records``; on return they survive a crash. SpoolError on any failure
-        (the segment is truncated back, so a failed append leaves no partial line behind)."""
-        if not records:
+        """``append_lines`` of the records' COPY lines."""
+        return self.append_lines([copyline.encode(r) for r in records])
+
+    def append_lines(self, lines: Sequence[bytes]) -> list[Position]:
+        """Write and fsync ``lines`` (``copyline.encode`` lines); on return they survive a crash. SpoolError
+        on any failure (the segment is truncated back, so a failed append leaves no partial line behind)."""
+        if not lines:
             return []
-        # orjson writes the dataclass itself (uuids, ISO timestamps; Decimal through str): CdrRecord.from_json
-        # reads it back. This runs for every leg, so it is the fast path, not to_json().
-        payload = b"".join(orjson.dumps(r, default=str, option=_JSON_OPTIONS) for r in records)
+        payload = b"".join(lines)
         with self._lock:
             new_segment = self._fd is None
-            path = self.directory / _segment_name(self._seq)
+            path = self._path(self._seq)
             try:
                 if self._fd is None:
                     self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -222,9 +248,9 @@ class Spool:
                 raise SpoolError(f"CDR spool {path}: cannot write: {_describe(exc)}: free space or fix "
                                  "permissions; records are kept in memory meanwhile") from None
             first = self._lines
-            self._lines += len(records)
+            self._lines += len(lines)
             self._size += len(payload)
-            positions = [Position(self._seq, first + i) for i in range(len(records))]
+            positions = [Position(self._seq, first + i) for i in range(len(lines))]
             if self._size >= self.segment_max_bytes:
                 self._roll()
             return positions
@@ -273,7 +299,7 @@ class Spool:
         for seq in sorted(self._closed):
             if seq < self._acked.segment or (seq == self._acked.segment
                                                and self._acked.line + 1 >= self._segment_lines.get(seq, 0)):
-                self._unlink(self.directory / _segment_name(seq))
+                self._unlink(self._path(seq))
                 self._closed.discard(seq)
 
     def _unlink(self, path: Path) -> None:
@@ -308,7 +334,7 @@ class Spool:
                 self._fd = None
             if all_acked:
                 for seq in [*self._closed, self._seq]:
-                    self._unlink(self.directory / _segment_name(seq))
+                    self._unlink(self._path(seq))
                 self._closed.clear()
                 self._unlink(self.directory / ACK_FILE)
         if self._lock_fd is not None:

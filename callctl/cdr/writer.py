@@ -2,8 +2,9 @@
 first, then batches them into PostgreSQL idempotently. A database outage never stalls or loses a record.
 
 Two tasks, so a slow database never delays the spool:
-    submit() -> incoming (memory) -> spool task: append + fsync (thread) -> pending
-    pending -> store task: INSERT .. ON CONFLICT DO NOTHING -> ack in the spool
+    submit() -> incoming (memory) -> spool task: encode as COPY lines + append + fsync (thread) -> pending
+    pending -> store task: COPY of those same bytes (idempotent, see CdrStore) -> ack in the spool
+Each record is encoded once (callctl.cdr.copyline): the line fsync'ed in the spool is the line sent.
 Shutdown (``__aexit__``): spool what is still in memory, drain to PostgreSQL up to ``drain_grace_s``,
 leave the rest in the spool for the next start.
 
@@ -20,10 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
+from callctl.cdr import copyline
 from callctl.cdr.record import CdrRecord
 from callctl.cdr.spool import DEFAULT_SEGMENT_MAX_BYTES, Position, Spool
 from callctl.errors import SpoolError, StoreError, StoreUnavailable
@@ -33,25 +35,20 @@ log = structlog.get_logger("callctl.cdr.writer")
 SPOOL_BATCH_MAX = 5000  # records per append+fsync
 RETRY_MIN_S = 0.1
 
-# (spool position, record, the record as the store writes it). Position None: the spool was unwritable,
-# memory only; prepared None: not prepared yet (the store prepares it when it writes).
-Item = tuple[Position | None, CdrRecord, Any]
+# (spool position, record, its COPY line). Position None: the spool was unwritable, memory only.
+Item = tuple[Position | None, CdrRecord, bytes]
 
 
 class CdrStore(Protocol):
-    """Where records end up. ``insert`` is idempotent (a leg already stored is skipped) and returns
-    the rows added; it raises StoreUnavailable (retry later) or StoreError (a record is malformed)."""
+    """Where records end up. ``insert`` writes ``lines`` (``copyline.encode`` of ``records``, one each, as
+    spooled) idempotently (a leg already stored is skipped) and returns the rows added; it raises
+    StoreUnavailable (retry later) or StoreError (a record is malformed)."""
 
     description: str
 
-    def prepare(self, record: CdrRecord) -> Any:
-        """The record as ``insert`` will write it. Pure and thread-safe: the writer calls it in the spool's
-        worker thread, so that work overlaps the database writing the previous batch."""
-        ...
-
     async def connect(self) -> None: ...
 
-    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int: ...
+    async def insert(self, records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int: ...
 
     async def close(self) -> None: ...
 
@@ -126,7 +123,7 @@ class CdrWriter:
                                               segment_max_bytes=self._segment_max_bytes)
         replayed = await asyncio.to_thread(self._spool.replay)
         if replayed:
-            self._pending.extend((p, r, None) for p, r in replayed)
+            self._pending.extend(replayed)
             self._pending_ready.set()
             self._drained.clear()
             log.info("cdr_spool_replayed", records=len(replayed), spool=str(self.spool_dir))
@@ -168,13 +165,14 @@ class CdrWriter:
     def _save_memory_only(self) -> None:
         """Last chance for records the spool could not take while running: spool them, else log them."""
         assert self._spool is not None
-        loose = [r for p, r, _ in self._pending if p is None] + list(self._incoming)
+        loose = [(r, line) for p, r, line in self._pending if p is None]
+        loose += self._encode(list(self._incoming))
         if not loose:
             return
         try:
-            self._spool.append(loose)
+            self._spool.append_lines([line for _, line in loose])
         except SpoolError as exc:
-            for record in loose:
+            for record, _ in loose:
                 log.error("cdr_record_unsaved", error=exc.message, record=record.to_json())
 
     def _submit_after_close(self, record: CdrRecord) -> None:
@@ -183,7 +181,7 @@ class CdrWriter:
         log.warning("cdr_submitted_after_close", leg_id=str(record.leg_id))
         try:
             assert self._spool is not None
-            self._spool.append([record])
+            self._spool.append_lines([line for _, line in self._encode([record])])
         except (SpoolError, AssertionError) as exc:
             log.error("cdr_record_unsaved", error=str(exc), record=record.to_json())
 
@@ -198,29 +196,43 @@ class CdrWriter:
                 await self._incoming_ready.wait()
             batch = [self._incoming.popleft() for _ in range(min(len(self._incoming), SPOOL_BATCH_MAX))]
             self._spooling = len(batch)
-            items: list[Item]
-            try:
-                positions, prepared = await asyncio.to_thread(self._append_and_prepare, batch)
-                items = list(zip(positions, batch, prepared, strict=True))
+            encoded, positions, error = await asyncio.to_thread(self._encode_and_append, batch)
+            if error is None:
                 if not self._spool_ok:
                     self._spool_ok = True
                     log.info("cdr_spool_recovered", spool=str(self.spool_dir))
-            except SpoolError as exc:
+            elif self._spool_ok:
                 # Keep going from memory: PostgreSQL may still take them; the shutdown retries the spool.
-                if self._spool_ok:
-                    self._spool_ok = False
-                    log.error("cdr_spool_unwritable", error=exc.message)
-                items = [(None, r, None) for r in batch]
-            self._pending.extend(items)
+                self._spool_ok = False
+                log.error("cdr_spool_unwritable", error=error.message)
+            self._pending.extend((p, r, line) for p, (r, line) in zip(positions, encoded, strict=True))
             self._spooling = 0
             self._pending_ready.set()
             if len(self._pending) >= self.batch_max:
                 self._batch_full.set()
 
-    def _append_and_prepare(self, batch: list[CdrRecord]) -> tuple[list[Position], list[Any]]:
+    def _encode_and_append(self, batch: list[CdrRecord]) \
+            -> tuple[list[tuple[CdrRecord, bytes]], Sequence[Position | None], SpoolError | None]:
+        """In the worker thread: encode, then append + fsync (None positions if the spool refused)."""
         assert self._spool is not None
-        positions = self._spool.append(batch)
-        return positions, [self._store.prepare(r) for r in batch]
+        encoded = self._encode(batch)
+        try:
+            return encoded, self._spool.append_lines([line for _, line in encoded]), None
+        except SpoolError as exc:
+            return encoded, [None] * len(encoded), exc
+
+    def _encode(self, records: list[CdrRecord]) -> list[tuple[CdrRecord, bytes]]:
+        """The records with their COPY lines; one that cannot be encoded (a bug) is set aside, not retried."""
+        try:
+            return [(r, copyline.encode(r)) for r in records]
+        except Exception:  # find the culprit; the others go on
+            encoded = []
+            for record in records:
+                try:
+                    encoded.append((record, copyline.encode(record)))
+                except Exception as exc:
+                    self._set_aside(record, f"cannot encode: {exc!r}")
+            return encoded
 
     # -- store task ----------------------------------------------------------------------------
     async def _store_loop(self) -> None:
@@ -278,21 +290,25 @@ class CdrWriter:
 
     async def _write_one_by_one(self, batch: list[Item]) -> int:
         """A batch was refused for a bad row: store the good ones, set the bad ones aside."""
-        assert self._spool is not None
         inserted = 0
-        for _, record, prepared in batch:
+        for _, record, line in batch:
             try:
-                inserted += await self._store.insert([record], [prepared])
+                inserted += await self._store.insert([record], [line])
             except StoreUnavailable:
                 raise
             except StoreError as exc:
-                log.error("cdr_rejected", leg_id=str(record.leg_id), call_id=str(record.call_id), error=exc.message,
-                          kept_in=str(self.spool_dir / "rejected.jsonl"))
-                try:
-                    await asyncio.to_thread(self._spool.reject, record, exc.message)
-                except SpoolError as spool_exc:
-                    log.error("cdr_record_unsaved", error=spool_exc.message, record=record.to_json())
+                await asyncio.to_thread(self._set_aside, record, exc.message)
         return inserted
+
+    def _set_aside(self, record: CdrRecord, reason: str) -> None:
+        """Blocking: keep a record that can never be written in rejected.jsonl, loudly."""
+        assert self._spool is not None
+        log.error("cdr_rejected", leg_id=str(record.leg_id), call_id=str(record.call_id), error=reason,
+                  kept_in=str(self.spool_dir / "rejected.jsonl"))
+        try:
+            self._spool.reject(record, reason)
+        except SpoolError as spool_exc:
+            log.error("cdr_record_unsaved", error=spool_exc.message, record=record.to_json())
 
     def _went_down(self, exc: StoreUnavailable) -> None:
         if self._store_up or self._down_since is None:

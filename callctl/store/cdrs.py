@@ -1,5 +1,6 @@
 """CDR rows in PostgreSQL: idempotent batch insert (a replayed leg is skipped) and the queries tests
-and statements need."""
+and statements need. The writer's path sends the COPY text lines of callctl.cdr.copyline as they were
+spooled; ``insert_cdrs`` (unnest) and ``insert_cdrs_copy`` (binary COPY) write CdrRecords directly."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from callctl.cdr import copyline
 from callctl.cdr.record import CdrRecord
 from callctl.errors import StoreError, StoreUnavailable
 from callctl.store.db import close_quietly, connect, connection, describe_url, translated
@@ -21,16 +23,8 @@ _translated = translated("cdr store")
 _connection = connection
 
 
-# Column order shared by the insert paths; ``billed_s`` is derived, the rest are CdrRecord fields.
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("leg_id", "uuid"), ("call_id", "uuid"), ("direction", "text"), ("from_number", "text"),
-    ("to_number", "text"), ("started_at", "timestamptz"), ("answered_at", "timestamptz"),
-    ("ended_at", "timestamptz"), ("billed_s", "int4"), ("disposition", "text"), ("hangup_cause", "int4"),
-    ("hangup_reason", "text"), ("channel_id", "text"), ("account_id", "text"), ("user_id", "text"),
-    ("flow", "text"), ("dialplan_version", "text"), ("conference_id", "text"), ("person", "text"),
-    ("role", "text"), ("extra", "jsonb"), ("rating_deck", "text"), ("rating_prefix", "text"),
-    ("rate_per_minute", "numeric"), ("cost", "numeric"), ("currency", "text"), ("included", "bool"),
-)
+# Column order shared by the insert paths (the COPY line's); ``billed_s`` is derived, the rest are CdrRecord fields.
+COLUMNS = copyline.COLUMNS
 _NAMES = ", ".join(name for name, _ in COLUMNS)
 _UNNEST_ARGS = ", ".join(f"${i}::{'text' if kind == 'jsonb' else kind}[]" for i, (_, kind) in enumerate(COLUMNS, 1))
 _UNNEST_SELECT = ", ".join(f"{name}::jsonb" if kind == "jsonb" else name for name, kind in COLUMNS)
@@ -38,6 +32,7 @@ _UNNEST_SELECT = ", ".join(f"{name}::jsonb" if kind == "jsonb" else name for nam
 INSERT_UNNEST = (f"INSERT INTO cdr ({_NAMES}) SELECT {_UNNEST_SELECT} FROM unnest({_UNNEST_ARGS}) "
                  f"AS t({_NAMES}) ON CONFLICT DO NOTHING")
 _TEMP = "cdr_incoming"
+_COPY_OPTIONS: dict[str, Any] = {"columns": list(copyline.COLUMN_NAMES), "format": "text"}
 CREATE_TEMP = f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP} (LIKE cdr INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 INSERT_FROM_TEMP = f"INSERT INTO cdr ({_NAMES}) SELECT {_NAMES} FROM {_TEMP} ON CONFLICT DO NOTHING"
 
@@ -98,23 +93,33 @@ async def _via_temp(conn: Any, rows: list[tuple[Any, ...]]) -> int:
 
 
 @_translated
-async def insert_cdrs_fast(db: Any, records: Sequence[CdrRecord],
-                           rows: Sequence[tuple[Any, ...] | None] | None = None) -> int:
-    """Same contract as insert_cdrs, fastest path first: COPY straight into cdr (a replayed leg, rare,
-    makes the COPY fail on the primary key and nothing of it is kept), then the temp-table path.
-    ``rows``: row(record) of each record if already computed (None items are computed here)."""
-    if not records:
+async def insert_cdrs_fast(db: Any, records: Sequence[CdrRecord]) -> int:
+    """Same contract as insert_cdrs, through ``insert_lines`` (the writer's path)."""
+    return await insert_lines(db, [copyline.encode(r) for r in records])
+
+
+@_translated
+async def insert_lines(db: Any, lines: Sequence[bytes]) -> int:
+    """Write COPY lines (``copyline.encode``) idempotently; returns the rows added. Fastest path first:
+    COPY straight into cdr; a leg already stored (a spool replay after a lost ack, rare) makes that
+    COPY fail on the primary key and keeps nothing of it, then the same bytes go through a temporary
+    table and INSERT .. ON CONFLICT DO NOTHING."""
+    if not lines:
         return 0
-    ready = [r if r is not None else row(rec) for r, rec in zip(rows, records, strict=True)] if rows is not None \
-        else [row(r) for r in records]
+    # A memoryview, not bytes: asyncpg takes a bytes ``source`` for a file name.
+    data = memoryview(b"".join(lines))
     async with _connection(db) as conn:
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table("cdr", records=ready, columns=_NAME_LIST)
-            return len(ready)
+                status: str = await conn.copy_to_table("cdr", source=data, **_COPY_OPTIONS)
+            return _inserted(status)
         except asyncpg.UniqueViolationError:
-            pass  # some legs are already stored (a spool replay after a lost ack)
-        return await _via_temp(conn, ready)
+            pass  # some legs are already stored
+        async with conn.transaction():
+            await conn.execute(CREATE_TEMP)
+            await conn.copy_to_table(_TEMP, source=data, **_COPY_OPTIONS)
+            status = await conn.execute(INSERT_FROM_TEMP)
+        return _inserted(status)
 
 
 @_translated
@@ -187,15 +192,13 @@ class PgCdrStore:
             raise
         self._conn = conn
 
-    prepare = staticmethod(row)
-
-    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
-        """insert_cdrs on the store's connection; on StoreUnavailable the connection is dropped."""
+    async def insert(self, records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int:
+        """insert_lines on the store's connection; on StoreUnavailable the connection is dropped."""
         await self.connect()
         try:
             await self._ensure(self._conn, [r.started_at for r in records])
             # Straight COPY measured fastest; a replayed leg falls back to ON CONFLICT (bench/cdr_pipeline.py).
-            return await insert_cdrs_fast(self._conn, records, prepared)
+            return await insert_lines(self._conn, lines)
         except StoreUnavailable:
             await self.close()
             raise

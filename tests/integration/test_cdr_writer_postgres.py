@@ -62,7 +62,7 @@ async def test_postgresql_stopped_mid_run_loses_and_duplicates_nothing(
     events = [e["event"] for e in logs]
     assert events.count("cdr_store_unavailable") == 1 and events.count("cdr_store_recovered") == 1
     assert next(e for e in logs if e["event"] == "cdr_store_recovered")["spooled"] == 100
-    assert not list((tmp_path / "spool").glob("cdr-*.jsonl"))
+    assert not list((tmp_path / "spool").glob("cdr-*.copy"))
 
 
 async def test_crash_after_spooling_is_replayed_by_a_new_writer_without_loss_or_duplicate(

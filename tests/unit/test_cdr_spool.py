@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from callctl.cdr import copyline
 from callctl.cdr.record import CdrRecord, leg_id_for
 from callctl.cdr.spool import ACK_FILE, Position, Spool
 from callctl.errors import SpoolError
@@ -31,7 +32,7 @@ def record(i: int, **overrides: object) -> CdrRecord:
 
 
 def segments(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.glob("cdr-*.jsonl"))
+    return sorted(p.name for p in directory.glob("cdr-*.copy"))
 
 
 def test_appended_records_are_replayed_by_the_next_instance_in_order(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ def test_appended_records_are_replayed_by_the_next_instance_in_order(tmp_path: P
     assert positions == sorted(positions) and len(set(positions)) == 5
     # no close(): as after kill -9
     replayed = Spool.open(tmp_path, exclusive=False).replay()
-    assert [r for _, r in replayed] == records
+    assert [r for _, r, _ in replayed] == records
 
 
 def test_acknowledged_records_are_not_replayed_and_full_segments_are_deleted(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_acknowledged_records_are_not_replayed_and_full_segments_are_deleted(tmp
     spool.ack(positions[11])
     assert all(int(name[4:16]) >= positions[11].segment for name in segments(tmp_path))
     replayed = Spool.open(tmp_path, exclusive=False).replay()
-    assert [r for _, r in replayed] == records[12:]
+    assert [r for _, r, _ in replayed] == records[12:]
 
 
 def test_clean_close_with_everything_acknowledged_leaves_an_empty_spool(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_segment_numbers_are_never_reused_under_an_old_ack(tmp_path: Path) -> No
     assert (tmp_path / ACK_FILE).exists()
     again = Spool.open(tmp_path, exclusive=False)
     again.append([record(99)])
-    assert [r.channel_id for _, r in Spool.open(tmp_path, exclusive=False).replay()] == ["chan-99"]
+    assert [r.channel_id for _, r, _ in Spool.open(tmp_path, exclusive=False).replay()] == ["chan-99"]
 
 
 def test_torn_last_line_after_kill_is_skipped_with_file_and_line(tmp_path: Path) -> None:
@@ -80,10 +81,10 @@ def test_torn_last_line_after_kill_is_skipped_with_file_and_line(tmp_path: Path)
     spool.append([record(1), record(2)])
     [name] = segments(tmp_path)
     with open(tmp_path / name, "ab") as f:
-        f.write(b'{"leg_id": "1234')  # the process died in the middle of this write
+        f.write(copyline.encode(record(3))[:-5])  # the process died in the middle of this write
     with capture_logs() as logs:
         replayed = Spool.open(tmp_path, exclusive=False).replay()
-    assert [r.channel_id for _, r in replayed] == ["chan-1", "chan-2"]
+    assert [r.channel_id for _, r, _ in replayed] == ["chan-1", "chan-2"]
     [warning] = [e for e in logs if e["event"] == "cdr_spool_line_skipped"]
     assert warning["where"] == f"{tmp_path / name}:3" and warning["reason"] == "torn last line"
 
@@ -94,7 +95,8 @@ def test_replayed_positions_can_be_acknowledged(tmp_path: Path) -> None:
     replayed = second.replay()
     second.ack(replayed[1][0])
     second.append([record(9)])
-    assert [r.channel_id for _, r in Spool.open(tmp_path, exclusive=False).replay()] == ["chan-2", "chan-3", "chan-9"]
+    replayed = Spool.open(tmp_path, exclusive=False).replay()
+    assert [r.channel_id for _, r, _ in replayed] == ["chan-2", "chan-3", "chan-9"]
 
 
 def test_spool_dir_that_cannot_be_created_names_the_path_and_the_reason(tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_full_disk_raises_spool_error_and_leaves_no_partial_line(tmp_path: Path,
     spool.append([record(4)])
     with capture_logs() as logs:
         replayed = Spool.open(tmp_path, exclusive=False).replay()
-    assert [r.channel_id for _, r in replayed] == ["chan-1", "chan-4"]
+    assert [r.channel_id for _, r, _ in replayed] == ["chan-1", "chan-4"]
     assert not [e for e in logs if e["event"] == "cdr_spool_line_skipped"]
 
 

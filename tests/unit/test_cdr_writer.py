@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from callctl.cdr import copyline
 from callctl.cdr.record import CdrRecord
 from callctl.cdr.spool import Spool
 from callctl.cdr.writer import CdrWriter
@@ -33,11 +34,8 @@ class FakeStore:
         if not self.up:
             raise StoreUnavailable("fake store down")
 
-    def prepare(self, record: CdrRecord) -> Any:
-        return record.leg_id
-
-    async def insert(self, records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
-        assert prepared is None or len(prepared) == len(records)
+    async def insert(self, records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int:
+        assert [copyline.decode(line) for line in lines] == list(records)
         await self.connect()
         self.inserts += 1
         if any(r.channel_id in self.bad_channels for r in records):
@@ -62,7 +60,7 @@ async def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 
 
 
 def spooled_lines(directory: Path) -> int:
-    return sum(p.read_bytes().count(b"\n") for p in directory.glob("cdr-*.jsonl"))
+    return sum(p.read_bytes().count(b"\n") for p in directory.glob("cdr-*.copy"))
 
 
 def writer(tmp_path: Path, store: FakeStore, **kwargs: Any) -> CdrWriter:
@@ -81,7 +79,7 @@ async def test_submitted_records_reach_the_store_and_the_spool_is_emptied(tmp_pa
         assert await w.wait_for_drained(10)
         assert w.store_up and w.queue_depth == 0
     assert len(store.rows) == 50
-    assert not list((tmp_path / "spool").glob("cdr-*.jsonl"))
+    assert not list((tmp_path / "spool").glob("cdr-*.copy"))
 
 
 async def test_batches_are_capped_at_batch_max(tmp_path: Path) -> None:
@@ -172,12 +170,12 @@ async def test_unwritable_spool_at_run_time_still_delivers_to_the_store(tmp_path
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     store = FakeStore()
 
-    def disk_full(self: Spool, records: Sequence[CdrRecord]) -> list[Any]:
+    def disk_full(self: Spool, lines: Sequence[bytes]) -> list[Any]:
         raise SpoolError(f"CDR spool {self.directory}: cannot write: No space left on device (ENOSPC)")
 
     with capture_logs() as logs:
         async with writer(tmp_path, store) as w:
-            monkeypatch.setattr(Spool, "append", disk_full)
+            monkeypatch.setattr(Spool, "append_lines", disk_full)
             for i in range(5):
                 w.submit(record(i))
             assert await w.wait_for_drained(10)
@@ -198,9 +196,9 @@ async def test_records_are_durable_in_the_spool_while_the_store_is_stuck(tmp_pat
     gate = asyncio.Event()
     real_insert = store.insert
 
-    async def stuck(records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
+    async def stuck(records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int:
         await gate.wait()
-        return await real_insert(records, prepared)
+        return await real_insert(records, lines)
 
     store.insert = stuck  # type: ignore[method-assign]
     async with writer(tmp_path, store) as w:
@@ -220,10 +218,10 @@ async def test_a_bug_in_the_store_is_logged_and_retried_never_ending_the_writer(
     real_insert = store.insert
     failures = [RuntimeError("bug")]
 
-    async def buggy(records: Sequence[CdrRecord], prepared: Sequence[Any] | None = None) -> int:
+    async def buggy(records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int:
         if failures:
             raise failures.pop()
-        return await real_insert(records, prepared)
+        return await real_insert(records, lines)
 
     store.insert = buggy  # type: ignore[method-assign]
     with capture_logs() as logs:
