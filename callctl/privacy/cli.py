@@ -136,7 +136,7 @@ def _outbox_people(paths: list[Path]) -> int:
 def _inventory(args: argparse.Namespace, settings: Settings) -> int:
     counts: dict[str, store.Census] = _with_pool(settings, store.census)
     outbox = _files(settings.outbox_dir, "*.eml")
-    spool = _files(settings.spool_dir, "*.jsonl")
+    spool = _files(settings.spool_dir, "*.jsonl") + _files(settings.spool_dir, "cdr-*.copy")
     out = []
     for item in ITEMS:
         entry: dict[str, Any] = {"item": item.key, "kind": item.kind, "where": item.where, "holds": item.holds,

@@ -89,7 +89,7 @@ ITEMS: tuple[Item, ...] = (
     Item("outbox", "file", "outbox_dir/*.eml", "booking messages: e-mail addresses, subject, access codes",
          "delivery to the organizer and each invitee (kept when no SMTP relay is configured)",
          "until delivered or erased", f"{ERASE} --email (files naming the address)"),
-    Item("cdr_spool", "file", "spool_dir/cdr-*.jsonl, spool_dir/rejected.jsonl, open-calls journal",
+    Item("cdr_spool", "file", "spool_dir/cdr-*.copy, spool_dir/rejected.jsonl, open-calls journal",
          "CDRs (phone numbers) not yet in PostgreSQL", "no CDR lost while PostgreSQL is down",
          "until acknowledged by PostgreSQL (segments are then removed)", "the CDR writer"),
     Item("recording", "file", "spool_dir/../recordings/*.WAV; recording, recording_notice.party",
