@@ -310,9 +310,13 @@ class Spool:
 
     # -- rejected ------------------------------------------------------------------------------
     def reject(self, record: CdrRecord, reason: str) -> None:
-        """Keep a record PostgreSQL refused (malformed) aside for an operator, fsync'ed."""
+        """Keep a record PostgreSQL refused (malformed) or that cannot be encoded aside for an operator, fsync'ed."""
         path = self.directory / REJECTED_FILE
-        line = json.dumps({"reason": reason, "record": record.to_json()}, default=str).encode() + b"\n"
+        try:
+            text = json.dumps({"reason": reason, "record": record.to_json()}, default=str)
+        except (TypeError, ValueError):  # e.g. a circular ``extra``: keep what repr() shows
+            text = json.dumps({"reason": reason, "record": repr(record)})
+        line = text.encode() + b"\n"
         with self._lock:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import os
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
@@ -162,3 +165,59 @@ def test_a_second_process_on_the_same_spool_dir_is_refused(tmp_path: Path) -> No
         Spool.open(tmp_path)
     first.close(all_acked=False)
     Spool.open(tmp_path).close(all_acked=False)
+
+
+# A line exactly as the JSON-lines spool (before the COPY format) wrote it: orjson of the dataclass.
+OLD_FORMAT_LINE = (
+    b'{"leg_id":"1e6cad43-2718-5cc4-afd5-3f3499fb1c93","call_id":"dddcb155-c488-4793-8c77-1247f773d3cc",'
+    b'"direction":"outbound","from_number":"+33612345678","to_number":"+442079460000",'
+    b'"started_at":"2026-03-14T09:26:53.589000+00:00","answered_at":"2026-03-14T09:26:55.589000+00:00",'
+    b'"ended_at":"2026-03-14T09:27:56.590000+00:00","disposition":"ANSWERED","hangup_cause":16,'
+    b'"hangup_reason":"normal","channel_id":"chan-old","account_id":"acct-1","user_id":null,"flow":"outbound",'
+    b'"dialplan_version":"v7","conference_id":null,"person":"Zo\xc3\xab\\t\\"the\\" caller\\n\\\\","role":null,'
+    b'"extra":{"trunk":"ovh","note":"\xc3\xa9\\u0000"},"rating_deck":"uk","rating_prefix":"4420",'
+    b'"rate_per_minute":"0.03","cost":"0.0305","currency":"GBP","included":false}\n')
+
+
+def old_format(records: list[CdrRecord]) -> bytes:
+    """Lines as the JSON-lines spool wrote them (its append, verbatim)."""
+    options = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+    return b"".join(orjson.dumps(r, default=str, option=options) for r in records)
+
+
+def test_a_json_lines_segment_left_by_the_previous_version_is_replayed_as_copy_lines(tmp_path: Path) -> None:
+    records = [record(i, person=f"a\tb\\{i}") for i in range(4)]
+    (tmp_path / "cdr-000000000007.jsonl").write_bytes(OLD_FORMAT_LINE + old_format(records))
+    (tmp_path / ACK_FILE).write_text('{"segment": 7, "lines": 2}')  # the old line and records[0] are stored
+    spool = Spool.open(tmp_path, exclusive=False)
+    replayed = spool.replay()
+    assert [(p.segment, p.line) for p, _, _ in replayed] == [(7, 2), (7, 3), (7, 4)]
+    assert [r for _, r, _ in replayed] == records[1:]
+    assert [line for _, _, line in replayed] == [copyline.encode(r) for r in records[1:]]
+    [new] = spool.append([record(9)])
+    assert new.segment == 8 and segments(tmp_path) == ["cdr-000000000008.copy"]
+    spool.ack(replayed[-1][0])
+    assert not (tmp_path / "cdr-000000000007.jsonl").exists()
+    assert [r.channel_id for _, r, _ in Spool.open(tmp_path, exclusive=False).replay()] == ["chan-9"]
+
+
+def test_the_old_format_line_decodes_to_the_record_it_held(tmp_path: Path) -> None:
+    (tmp_path / "cdr-000000000001.jsonl").write_bytes(OLD_FORMAT_LINE)
+    [(_, r, line)] = Spool.open(tmp_path, exclusive=False).replay()
+    assert r.person == 'Zoë\t"the" caller\n\\' and r.cost == Decimal("0.0305") and r.included is False
+    assert r.extra == {"trunk": "ovh", "note": "é\x00"} and r.user_id is None
+    assert copyline.decode(line) == dataclasses.replace(r, extra={"trunk": "ovh", "note": "é\ufffd"})
+
+
+def test_a_copy_line_cut_after_its_last_tab_is_skipped_though_it_decodes(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path, exclusive=False)
+    spool.append([record(1)])
+    cut = copyline.encode(record(2, cost=Decimal("0.0305")))[:-3]  # "...\t0.03": still a number
+    copyline.decode(cut)
+    [name] = segments(tmp_path)
+    with open(tmp_path / name, "ab") as f:
+        f.write(cut)
+    with capture_logs() as logs:
+        replayed = Spool.open(tmp_path, exclusive=False).replay()
+    assert [r.channel_id for _, r, _ in replayed] == ["chan-1"]
+    assert [e["reason"] for e in logs if e["event"] == "cdr_spool_line_skipped"] == ["torn last line"]

@@ -230,3 +230,20 @@ async def test_a_bug_in_the_store_is_logged_and_retried_never_ending_the_writer(
             assert await w.wait_for_drained(10)
     assert len(store.rows) == 1
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["cdr_store_failed"]
+
+
+async def test_a_record_that_cannot_be_encoded_is_set_aside_and_the_others_are_written(tmp_path: Path) -> None:
+    store = FakeStore()
+    circular: dict[str, Any] = {}
+    circular["self"] = circular  # a producer's bug: no JSON for it
+    with capture_logs() as logs:
+        async with writer(tmp_path, store) as w:
+            for i in range(5):
+                w.submit(record(i, extra=circular) if i == 2 else record(i))
+            assert await w.wait_for_drained(10)
+            w.submit(record(5))  # the spool task is still alive
+            assert await w.wait_for_drained(10)
+    assert sorted(r.channel_id for r in store.rows.values()) == ["chan-0", "chan-1", "chan-3", "chan-4", "chan-5"]
+    assert "chan-2" in (tmp_path / "spool" / "rejected.jsonl").read_text()
+    [rejected] = [e for e in logs if e["event"] == "cdr_rejected"]
+    assert rejected["leg_id"] == str(record(2).leg_id) and "cannot encode" in rejected["error"]
