@@ -1,4 +1,5 @@
-"""The CDR writer against a real PostgreSQL that goes away and comes back: nothing lost, nothing twice."""
+"""The CDR writer against a real PostgreSQL that goes away and comes back: nothing lost, nothing twice; hostile
+text stored in its column; a spool of the previous (JSON-lines) format drained after an upgrade."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from callctl.cdr.record import CdrRecord
 from callctl.cdr.spool import Spool
 from callctl.cdr.writer import CdrWriter
 from callctl.store import cdrs
 from callctl.store.db import connect
 from tests.support.postgres import PostgresCluster
-from tests.unit.test_cdr_spool import record
+from tests.unit.test_cdr_copyline import hostile, stored_record
+from tests.unit.test_cdr_spool import OLD_FORMAT_LINE, old_format, record
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +115,68 @@ async def test_shutdown_with_postgresql_down_leaves_records_for_the_next_start(
         assert w.queue_depth == 40
         assert await w.wait_for_drained(30)
     assert await stored(database_url) == (40, 40)
+
+
+async def stored_rows(url: str, records: list[CdrRecord]) -> list[tuple[CdrRecord, int]]:
+    """Each record as PostgreSQL holds it, with its billed_s column."""
+    conn = await connect(url)
+    try:
+        out = []
+        for r in records:
+            [back] = await cdrs.fetch_by_call_id(conn, r.call_id)
+            billed = await conn.fetchval("SELECT billed_s FROM cdr WHERE leg_id = $1", r.leg_id)
+            out.append((back, billed))
+        return out
+    finally:
+        await conn.close()
+
+
+async def test_hostile_values_reach_postgresql_in_their_columns_by_copy_and_by_the_replay_path(
+        database_url: str, tmp_path: Path) -> None:
+    direct = [hostile(i) for i in range(5)] + [record(i, answered_at=None) for i in range(5, 8)]
+    async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore) as w:
+        for r in direct:
+            w.submit(r)
+        assert await w.wait_for_drained(30)
+        assert w.written_total == 8
+    # A crash after spooling, with some legs already stored: the COPY of the replayed lines fails on the
+    # primary key and the same bytes go through the temporary table and ON CONFLICT DO NOTHING.
+    replayed = [hostile(i) for i in range(10, 16)]
+    crashed = Spool.open(tmp_path / "spool", exclusive=False)
+    crashed.append([direct[0], *replayed])
+    async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore) as w:
+        assert await w.wait_for_drained(30)
+        assert w.written_total == 6 and w.skipped_total == 1
+    assert await stored(database_url) == (14, 14)
+    everything = direct + replayed
+    for (back, billed), sent in zip(await stored_rows(database_url, everything), everything, strict=True):
+        assert back == stored_record(sent)
+        assert billed == sent.billed_s
+    [(back, _)] = await stored_rows(database_url, [direct[0]])
+    assert (back.hangup_reason, back.account_id, back.role, back.user_id) == ("\\N", "", "\t", "?")
+
+
+async def test_a_json_lines_spool_of_the_previous_version_drains_after_an_upgrade(
+        database_url: str, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    # The old format held no lone surrogate (orjson refused it); the rest of the hostile text it did.
+    records = [record(i) for i in range(6)] + [record(6, person="a\tb\nc\\N\x00 😀", extra={"k\t": ["\r\x00"]})]
+    (spool_dir / "cdr-000000000004.jsonl").write_bytes(old_format(records[:4]))
+    (spool_dir / "cdr-000000000005.jsonl").write_bytes(OLD_FORMAT_LINE + old_format(records[4:]))
+    (spool_dir / "ack.json").write_text('{"segment": 4, "lines": 1}')  # records[0] was stored
+    conn = await connect(database_url)
+    try:
+        await cdrs.ensure_partitions(conn, [records[0].started_at])
+        await cdrs.insert_cdrs(conn, records[:2])  # records[1] too, but its ack was lost
+    finally:
+        await conn.close()
+    async with CdrWriter(database_url, spool_dir, store_factory=cdrs.PgCdrStore) as w:
+        assert w.queue_depth == 7
+        w.submit(record(100))
+        assert await w.wait_for_drained(30)
+        assert w.written_total == 7 and w.skipped_total == 1
+    assert await stored(database_url) == (9, 9)
+    for (back, _), sent in zip(await stored_rows(database_url, records), records, strict=True):
+        assert back == stored_record(sent)
+    assert not list(spool_dir.glob("cdr-*"))

@@ -169,7 +169,7 @@ def test_a_second_process_on_the_same_spool_dir_is_refused(tmp_path: Path) -> No
 
 # A line exactly as the JSON-lines spool (before the COPY format) wrote it: orjson of the dataclass.
 OLD_FORMAT_LINE = (
-    b'{"leg_id":"1e6cad43-2718-5cc4-afd5-3f3499fb1c93","call_id":"dddcb155-c488-4793-8c77-1247f773d3cc",'
+    b'{"leg_id":"5f0c3b4e-9a51-4d0e-8c1a-2b7e6f1d9a30","call_id":"dddcb155-c488-4793-8c77-1247f773d3cc",'
     b'"direction":"outbound","from_number":"+33612345678","to_number":"+442079460000",'
     b'"started_at":"2026-03-14T09:26:53.589000+00:00","answered_at":"2026-03-14T09:26:55.589000+00:00",'
     b'"ended_at":"2026-03-14T09:27:56.590000+00:00","disposition":"ANSWERED","hangup_cause":16,'
