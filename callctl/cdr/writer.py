@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -269,9 +270,9 @@ class CdrWriter:
         if not self._pending:  # connected while idle (e.g. after an outage): nothing to write
             self._came_up(0)
             return
-        batch = [self._pending[i] for i in range(min(len(self._pending), self.batch_max))]
+        batch = list(itertools.islice(self._pending, self.batch_max))
         try:
-            inserted = await self._store.insert([r for _, r, _ in batch], [p for _, _, p in batch])
+            inserted = await self._store.insert([r for _, r, _ in batch], [line for _, _, line in batch])
         except StoreUnavailable:
             raise
         except StoreError:

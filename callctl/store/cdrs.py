@@ -103,15 +103,16 @@ async def insert_lines(db: Any, lines: Sequence[bytes]) -> int:
     """Write COPY lines (``copyline.encode``) idempotently; returns the rows added. Fastest path first:
     COPY straight into cdr; a leg already stored (a spool replay after a lost ack, rare) makes that
     COPY fail on the primary key and keeps nothing of it, then the same bytes go through a temporary
-    table and INSERT .. ON CONFLICT DO NOTHING."""
+    table and INSERT .. ON CONFLICT DO NOTHING. Not for use inside a transaction of the caller's (a failed
+    COPY would abort it)."""
     if not lines:
         return 0
     # A memoryview, not bytes: asyncpg takes a bytes ``source`` for a file name.
     data = memoryview(b"".join(lines))
     async with _connection(db) as conn:
         try:
-            async with conn.transaction():
-                status: str = await conn.copy_to_table("cdr", source=data, **_COPY_OPTIONS)
+            # One statement, its own transaction: a failure keeps none of its rows (no BEGIN/COMMIT round trips).
+            status: str = await conn.copy_to_table("cdr", source=data, **_COPY_OPTIONS)
             return _inserted(status)
         except asyncpg.UniqueViolationError:
             pass  # some legs are already stored
