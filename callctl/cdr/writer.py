@@ -86,6 +86,7 @@ class CdrWriter:
         self._closing = False
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._ack_task: asyncio.Task[None] | None = None
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
 
@@ -154,6 +155,7 @@ class CdrWriter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._wait_for_ack()  # the last ack lands before the spool closes
         self._closed = True
         await self._store.close()
         await asyncio.to_thread(self._save_memory_only)
@@ -197,7 +199,7 @@ class CdrWriter:
                 await self._incoming_ready.wait()
             batch = [self._incoming.popleft() for _ in range(min(len(self._incoming), SPOOL_BATCH_MAX))]
             self._spooling = len(batch)
-            encoded, positions, error = await asyncio.to_thread(self._encode_and_append, batch)
+            items, error = await asyncio.to_thread(self._encode_and_append, batch)
             if error is None:
                 if not self._spool_ok:
                     self._spool_ok = True
@@ -206,21 +208,23 @@ class CdrWriter:
                 # Keep going from memory: PostgreSQL may still take them; the shutdown retries the spool.
                 self._spool_ok = False
                 log.error("cdr_spool_unwritable", error=error.message)
-            self._pending.extend((p, r, line) for p, (r, line) in zip(positions, encoded, strict=True))
+            self._pending.extend(items)
             self._spooling = 0
             self._pending_ready.set()
             if len(self._pending) >= self.batch_max:
                 self._batch_full.set()
 
-    def _encode_and_append(self, batch: list[CdrRecord]) \
-            -> tuple[list[tuple[CdrRecord, bytes]], Sequence[Position | None], SpoolError | None]:
-        """In the worker thread: encode, then append + fsync (None positions if the spool refused)."""
+    def _encode_and_append(self, batch: list[CdrRecord]) -> tuple[list[Item], SpoolError | None]:
+        """In the worker thread (all per-record work stays off the event loop): encode, append + fsync, and
+        the items for the store (positions None if the spool refused)."""
         assert self._spool is not None
         encoded = self._encode(batch)
+        error = None
         try:
-            return encoded, self._spool.append_lines([line for _, line in encoded]), None
+            positions: Sequence[Position | None] = self._spool.append_lines([line for _, line in encoded])
         except SpoolError as exc:
-            return encoded, [None] * len(encoded), exc
+            positions, error = [None] * len(encoded), exc
+        return [(p, r, line) for p, (r, line) in zip(positions, encoded, strict=True)], error
 
     def _encode(self, records: list[CdrRecord]) -> list[tuple[CdrRecord, bytes]]:
         """The records with their COPY lines; one that cannot be encoded (a bug) is set aside, not retried."""
@@ -282,12 +286,25 @@ class CdrWriter:
             self._pending.popleft()
         self.written_total += inserted
         self.skipped_total += len(batch) - inserted
-        positions = [p for p, _, _ in batch if p is not None]
-        if positions:
-            assert self._spool is not None
-            await asyncio.to_thread(self._spool.ack, positions[-1])
+        last = next((p for p, _, _ in reversed(batch) if p is not None), None)
+        if last is not None:
+            # The ack file is written while the next batch goes to PostgreSQL; acks stay in order.
+            await self._wait_for_ack()
+            self._ack_task = asyncio.create_task(asyncio.to_thread(self._ack, last), name="cdr-ack")
         if not self.queue_depth:
             self._drained.set()
+
+    def _ack(self, upto: Position) -> None:
+        assert self._spool is not None
+        try:
+            self._spool.ack(upto)
+        except Exception as exc:  # a bug: those rows are stored, the next start skips them when it replays
+            log.exception("cdr_spool_ack_failed", error=repr(exc))
+
+    async def _wait_for_ack(self) -> None:
+        if self._ack_task is not None:
+            await asyncio.shield(self._ack_task)  # a cancelled store task must not cancel the ack under way
+            self._ack_task = None
 
     async def _write_one_by_one(self, batch: list[Item]) -> int:
         """A batch was refused for a bad row: store the good ones, set the bad ones aside."""
