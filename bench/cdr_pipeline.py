@@ -1,12 +1,13 @@
 """CDR pipeline benchmark on a throwaway PostgreSQL 15 (fsync on): CdrWriter vs raw COPY of the same rows.
 
-    .venv/bin/python -m bench.cdr_pipeline [--records 20000] [--rate 500] [--seconds 5]
+    .venv/bin/python -m bench.cdr_pipeline [--records 20000] [--repeat 5] [--rate 500] [--seconds 5]
 
 Prints rows/s for: raw COPY into cdr (the ceiling: binary COPY of rows built before the clock starts),
 raw COPY of the writer's text lines encoded before the clock starts (what PostgreSQL alone costs on the
 writer's format), each insert path the writer could use (unnest multi-row INSERT .. ON CONFLICT, COPY
 into a temp table + INSERT .. ON CONFLICT, COPY of encoded lines straight into cdr; batches of 500),
-the whole CdrWriter (submit -> encode + spool fsync -> PostgreSQL, burst of N), and the submit-to-
+the whole CdrWriter (submit -> encode + spool fsync -> PostgreSQL, burst of N; raw COPY and the writer
+alternate --repeat times and the medians are printed, the machine being shared), and the submit-to-
 durable-in-PostgreSQL latency (p50/p99) at a steady submit rate, with the load average before and
 after (the machine may be shared). Not run by the tests.
 """
@@ -122,31 +123,42 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000
 
 
-async def run(n: int, rate: float, seconds: float) -> None:
+async def run(n: int, rate: float, seconds: float, repeat: int) -> None:
     cluster = PostgresCluster.throwaway_cluster()
     await asyncio.to_thread(cluster.start)
     try:
         records = [record(i) for i in range(n)]
         with tempfile.TemporaryDirectory(prefix="callctl-bench-") as tmp:
             load_before = os.getloadavg()
-            copy_rps = await raw_copy(await fresh(cluster, "b_copy"), records)
+            # The ratio: raw COPY and the writer alternately, each on a fresh database, ``repeat`` times (a
+            # neighbour's burst then hits both alike); the median pair is the figure.
+            pairs = []
+            for k in range(repeat):
+                copy = await raw_copy(await fresh(cluster, f"b_copy{k}"), records)
+                pairs.append((copy, await writer_burst(await fresh(cluster, f"b_writer{k}"), records,
+                                                       Path(tmp) / f"burst{k}")))
             text_rps = await raw_copy_text(await fresh(cluster, "b_text"), records)
             unnest_rps = await batched(await fresh(cluster, "b_unnest"), records, "unnest")
             temp_rps = await batched(await fresh(cluster, "b_temp"), records, "copy")
             fast_rps = await batched(await fresh(cluster, "b_fast"), records, "fast")
-            writer_rps = await writer_burst(await fresh(cluster, "b_writer"), records, Path(tmp) / "burst")
             paced = [record(i) for i in range(n, n + int(rate * seconds))]
             lat = await writer_latency(await fresh(cluster, "b_latency"), paced, Path(tmp) / "paced", rate)
         load_after = os.getloadavg()
         print(f"records: {n} (PostgreSQL 15, fsync on, one connection; insert batches of 500)")
         print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
-        print(f"raw COPY into cdr:                        {copy_rps:10,.0f} rows/s")
+        copies = sorted(c for c, _ in pairs)
+        writers = sorted(w for _, w in pairs)
+        ratios = sorted(w / c for c, w in pairs)
+        print(f"raw COPY into cdr:                        {statistics.median(copies):10,.0f} rows/s "
+              f"(median of {repeat}: {copies[0]:,.0f} - {copies[-1]:,.0f})")
         print(f"raw COPY of encoded text lines into cdr:  {text_rps:10,.0f} rows/s")
         print(f"INSERT .. SELECT unnest(..) ON CONFLICT:  {unnest_rps:10,.0f} rows/s")
         print(f"COPY to temp + INSERT .. ON CONFLICT:     {temp_rps:10,.0f} rows/s")
         print(f"encode + COPY lines, temp path on replay: {fast_rps:10,.0f} rows/s")
-        print(f"CdrWriter (submit -> spool -> PostgreSQL):{writer_rps:10,.0f} rows/s "
-              f"= {writer_rps / copy_rps:.2f} x raw COPY")
+        print(f"CdrWriter (submit -> spool -> PostgreSQL):{statistics.median(writers):10,.0f} rows/s "
+              f"(median of {repeat}: {writers[0]:,.0f} - {writers[-1]:,.0f})")
+        print(f"CdrWriter / raw COPY, run by run:         {statistics.median(ratios):10.2f} x "
+              f"(median of {repeat}: {ratios[0]:.2f} - {ratios[-1]:.2f})")
         print(f"submit -> durable in PostgreSQL at {rate:.0f}/s for {seconds:.0f} s ({len(lat)} records): "
               f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, max {lat[-1] * 1000:.1f} ms, "
               f"mean {statistics.fmean(lat) * 1000:.1f} ms")
@@ -159,8 +171,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=500.0, help="submits/s for the latency run")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    parser.add_argument("--repeat", type=int, default=5, help="raw COPY / writer pairs for the ratio")
     args = parser.parse_args()
-    asyncio.run(run(args.records, args.rate, args.seconds))
+    asyncio.run(run(args.records, args.rate, args.seconds, args.repeat))
 
 
 if __name__ == "__main__":
