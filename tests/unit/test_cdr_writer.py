@@ -16,6 +16,7 @@ from callctl.cdr.record import CdrRecord
 from callctl.cdr.spool import Spool
 from callctl.cdr.writer import CdrWriter
 from callctl.errors import SpoolError, StoreError, StoreUnavailable
+from tests.unit.test_cdr_copyline import hostile, stored_record
 from tests.unit.test_cdr_spool import record
 
 
@@ -35,7 +36,7 @@ class FakeStore:
             raise StoreUnavailable("fake store down")
 
     async def insert(self, records: Sequence[CdrRecord], lines: Sequence[bytes]) -> int:
-        assert [copyline.decode(line) for line in lines] == list(records)
+        assert [copyline.decode(line) for line in lines] == [stored_record(r) for r in records]
         await self.connect()
         self.inserts += 1
         if any(r.channel_id in self.bad_channels for r in records):
@@ -247,3 +248,14 @@ async def test_a_record_that_cannot_be_encoded_is_set_aside_and_the_others_are_w
     assert "chan-2" in (tmp_path / "spool" / "rejected.jsonl").read_text()
     [rejected] = [e for e in logs if e["event"] == "cdr_rejected"]
     assert rejected["leg_id"] == str(record(2).leg_id) and "cannot encode" in rejected["error"]
+
+
+async def test_hostile_text_never_stops_the_spool_task(tmp_path: Path) -> None:
+    # The JSON-lines spool died on a lone surrogate (orjson refused it) and spooled nothing after it.
+    store = FakeStore()
+    async with writer(tmp_path, store) as w:
+        w.submit(hostile(1))
+        assert await w.wait_for_drained(10)
+        w.submit(record(2))
+        assert await w.wait_for_drained(10)
+    assert sorted(r.channel_id for r in store.rows.values()) == ["chan-1", "chan-2"]
