@@ -40,6 +40,7 @@ _N_TEXT = len(_TEXT_NAMES)
 _fixed = operator.attrgetter("leg_id", "call_id", "started_at", "answered_at", "ended_at")
 _texts = operator.attrgetter(*_TEXT_NAMES)
 _NULL = "\\N"
+_NO_RATE = b"\\N\t\\N\n"  # rate_per_minute, cost: unrated, the common case
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 # A JSON \u0000 escape not itself escaped (an even number of backslashes before it): jsonb refuses it.
 _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
@@ -48,7 +49,8 @@ _JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 def encode(record: CdrRecord) -> bytes:
     """The record as one COPY text line, newline included. Never raises for a value's content."""
     cause, included = record.hangup_cause, record.included
-    if (cause is None or type(cause) is int) and (included is None or type(included) is bool):
+    if (type(record.leg_id) is uuid.UUID and type(record.call_id) is uuid.UUID and (cause is None or type(cause) is int)
+            and (included is None or type(included) is bool)):
         fixed = orjson.dumps((*_fixed(record), record.billed_s, cause, included))
         # Only uuids, timestamps, ints, booleans and null: no quote, comma or "null" inside a value.
         head = fixed[1:-1].replace(b'"', b"").replace(b",", b"\t").replace(b"null", b"\\N")
@@ -68,12 +70,16 @@ def encode(record: CdrRecord) -> bytes:
     except UnicodeEncodeError:
         body = text.encode("utf-8", "replace")
     rate, cost = record.rate_per_minute, record.cost
-    tail = f"{_NULL if rate is None else rate}\t{_NULL if cost is None else cost}\n".encode()
+    tail = _NO_RATE if rate is None and cost is None else f"{_number(rate)}\t{_number(cost)}\n".encode()
     return b"".join((head, b"\t", body, b"\t", _extra(record.extra), b"\t", tail))
 
 
+def _number(value: Decimal | None) -> str:
+    return _NULL if value is None else _escape(str(value))  # escaped: typing aside, a str must not shift columns
+
+
 def _fixed_slow(record: CdrRecord) -> bytes:
-    # A hangup cause or an "included" of another type (typing forbids it): written as str(), PostgreSQL judges.
+    # An id, hangup cause or "included" of another type (typing forbids it): written as str(), PostgreSQL judges.
     values = (*_fixed(record), record.billed_s, record.hangup_cause, record.included)
     fields = [_NULL if v is None else _escape(str(v)) for v in values]
     fields[2:5] = [_NULL if v is None else v.isoformat() for v in values[2:5]]
@@ -129,10 +135,8 @@ def decode(line: bytes) -> CdrRecord:
     for name in ("rate_per_minute", "cost"):
         value = raw[name]
         data[name] = None if value is None else Decimal(value)
-    extra = orjson.loads(_required(raw, "extra"))
-    if not isinstance(extra, dict):
-        raise ValueError("extra is not a JSON object")
-    data["extra"] = extra
+    # Any JSON value: a record whose ``extra`` is not an object (typing forbids it) was stored, so it replays.
+    data["extra"] = orjson.loads(_required(raw, "extra"))
     try:
         return CdrRecord(**data)
     except (TypeError, AttributeError) as exc:

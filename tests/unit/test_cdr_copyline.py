@@ -83,11 +83,12 @@ def test_hostile_text_stays_in_its_column_and_reads_back() -> None:
 
 
 def test_a_value_of_the_wrong_type_is_written_as_text_not_refused() -> None:
-    odd = record(2, hangup_cause="16,\"x\"\tnull", person=42)
+    odd = record(2, hangup_cause="16,\"x\"\tnull", person=42, leg_id="a,\"b\"\tc", cost="1\t2", extra=["x\ty"])
     fields = copyline.encode(odd).rstrip(b"\n").split(b"\t")
     assert len(fields) == len(copyline.COLUMNS)
     named = dict(zip(copyline.COLUMN_NAMES, fields, strict=True))
     assert named["hangup_cause"] == b'16,"x"\\tnull' and named["person"] == b"42"
+    assert named["leg_id"] == b'a,"b"\\tc' and named["cost"] == b"1\\t2" and named["extra"] == b'["x\\\\ty"]'
 
 
 NOT_AN_OBJECT = copyline.encode(record(1)).replace(b"{", b"[", 1).replace(b"}", b"]")
