@@ -53,6 +53,9 @@ def _read_json(raw: bytes) -> tuple[CdrRecord, bytes]:
     return record, copyline.encode(record)
 
 
+_READERS = {SUFFIX: _read_copy, OLD_SUFFIX: _read_json}
+
+
 class Position(NamedTuple):
     """Where a record sits in the spool: segment number and 0-based line (ordered as a tuple). A tuple, not a
     frozen dataclass: one is made per record spooled (the dataclass's __init__ took 12 % of the writer's CPU)."""
@@ -186,7 +189,7 @@ class Spool:
             torn_tail = lines[-1] != b""
             if not torn_tail:
                 lines.pop()
-            read = _read_copy if suffix == SUFFIX else _read_json
+            read = _READERS[suffix]
             kept = 0
             last = -1
             for index, raw in enumerate(lines):
