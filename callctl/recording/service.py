@@ -71,11 +71,13 @@ class Active:
 
 class RecordingService:
     def __init__(self, pool: Any, ops: RecordingOps, recordings_dir: Path, *,
+                 objection_key: str = rules.DEFAULT_OBJECTION_KEY,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  request_poll_s: float = 1.0, watch_poll_s: float = 2.0) -> None:
         self._pool = pool
         self._ops = ops
         self._dir = recordings_dir
+        self.objection_key = objection_key  # named by the call notice; LineRecorder acts on it
         self._clock = clock
         self._request_poll_s = request_poll_s
         self._watch_poll_s = watch_poll_s
@@ -98,7 +100,7 @@ class RecordingService:
         """
         playing: list[tuple[Party, str, str]] = []
         for party in parties:
-            prompt, media = rules.notice_media(source, party.language)
+            prompt, media = rules.notice_media(source, party.language, self.objection_key)
             playback_id = uuid.uuid4().hex
             try:
                 await self._ops.play(party.channel_id, [media], playback_id, party.language)
