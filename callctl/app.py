@@ -276,6 +276,7 @@ class Daemon:
                 meter_ops=self.ari,
                 recorder=ConferenceRecorder(self.recordings))
             background.add(asyncio.create_task(settle_abandoned_holds(pool), name="minutes-sweep"))
+            self.recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
             background.add(asyncio.create_task(self.recordings.serve_requests(
                 lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)
