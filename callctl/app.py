@@ -265,8 +265,8 @@ class Daemon:
             self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate,
                                  billing=billing)
             background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))
-            # Recordings live next to the spool (/var/lib/callctl/recordings by default).
-            self.recordings = RecordingService(pool, self.ari, s.spool_dir.parent / "recordings")
+            self.recordings = RecordingService(pool, self.ari, s.recordings_path,
+                                               objection_key=s.recording_objection_key)
             self.lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=billing, gate=self._gate_for(pool),
@@ -276,6 +276,7 @@ class Daemon:
                 meter_ops=self.ari,
                 recorder=ConferenceRecorder(self.recordings))
             background.add(asyncio.create_task(settle_abandoned_holds(pool), name="minutes-sweep"))
+            self.recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
             background.add(asyncio.create_task(self.recordings.serve_requests(
                 lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)

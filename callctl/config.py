@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import yaml
 
 from callctl.errors import ConfigError
+from callctl.recording.rules import objection_key_problem
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/callctl/callctl.yaml"), Path("callctl.yaml"))
 
@@ -51,11 +52,19 @@ class Settings:
     outbox_dir: Path = Path("/var/lib/callctl/outbox")
     # billing: plans (payg, unlimited, trial), editable by operators; kept out of dialplan/ (its own schema)
     plans_file: Path = Path(__file__).resolve().parent.parent / "billing" / "plans.yaml"
+    # recording (docs/recording.md); recordings_dir None: next to the spool (spool_dir/../recordings)
+    recordings_dir: Path | None = None
+    recording_objection_key: str = "9"  # the remote party of a recorded line call presses it to object
     source: str = "defaults"
 
     @property
     def pid_file(self) -> Path:
         return self.runtime_dir / "callctl.pid"
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where the engine files finished recordings (and where retention and privacy look)."""
+        return self.recordings_dir if self.recordings_dir is not None else self.spool_dir.parent / "recordings"
 
     @property
     def http_host_port(self) -> tuple[str, int]:
@@ -69,7 +78,12 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "source"
 def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = _FIELDS[name].type
     try:
-        if kind == "Path":
+        if raw is None:
+            # YAML reads `key: #` as no value: an unquoted '#' starts a comment.
+            raise ValueError("no value (in YAML quote '#' and '*': '#')")
+        if kind in ("Path", "Path | None"):
+            if not str(raw).strip():
+                raise ValueError("expected a path, got nothing")
             return Path(str(raw))
         if kind == "int":
             number = int(raw)
@@ -136,5 +150,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"agi_listen '{s.agi_listen}' must be HOST:PORT (or empty to disable FastAGI)")
     if not 4 <= s.conference_code_length <= 16:
         raise ConfigError(f"conference_code_length {s.conference_code_length} must be between 4 and 16")
+    problem = objection_key_problem(s.recording_objection_key)
+    if problem:
+        raise ConfigError(f"recording_objection_key '{s.recording_objection_key}' {problem} "
+                          "(set CALLCTL_RECORDING_OBJECTION_KEY or recording_objection_key in the settings file)")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from callctl.billing.decks import DeckFileError, load_deck_file
-from callctl.billing.minutes_cli import print_conference_legs
+from callctl.billing.minutes_cli import conference_csv_rows, print_conference_legs
 from callctl.billing.plans import load_plans, trial_problem
 from callctl.billing.statements import Statement, build_statement, fair_use_flags, rate_call
 from callctl.config import Settings
@@ -232,7 +232,7 @@ def _bill(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  {'Total excl. VAT':<72}{st.total_excl_vat:>12}")
     print(f"  {f'VAT {st.vat_rate * 100:.1f} %':<72}{st.vat:>12}")
     print(f"  {'Total':<72}{st.total:>12}")
-    print_conference_legs(settings, args.account, start, end)
+    pool = print_conference_legs(settings, args.account, start, end)
     if st.unrated:
         print(f"  warning: {len(st.unrated)} call(s) had no rate: {', '.join(map(str, st.unrated))}", file=sys.stderr)
     if args.csv:
@@ -246,6 +246,7 @@ def _bill(args: argparse.Namespace, settings: Settings) -> int:
             w.writerow(["total excl. VAT", "", "", "", "", "", st.total_excl_vat, st.currency, ""])
             w.writerow([f"VAT {st.vat_rate}", "", "", "", "", "", st.vat, st.currency, ""])
             w.writerow(["total", "", "", "", "", "", st.total, st.currency, ""])
+            w.writerows(conference_csv_rows(pool))
     return 0
 
 

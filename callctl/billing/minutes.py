@@ -90,21 +90,50 @@ class ConferenceLine:
 
 
 @dataclass(frozen=True)
+class Purchase:
+    """Minutes bought for a pool, with what they cost (excl. VAT) when the purchase said so."""
+
+    at: dt.datetime
+    seconds: int
+    price: Decimal | None = None
+    currency: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class PoolStatement:
-    """Conference legs of one month paid from one account's pool, grouped by conference."""
+    """Conference legs of one month paid from one account's pool, grouped by conference, and the
+    minutes bought that month."""
 
     account_id: uuid.UUID
     month: str
     lines: tuple[ConferenceLine, ...]
-    purchased_s: int  # seconds bought in the month
+    purchases: tuple[Purchase, ...]  # bought in the month, oldest first
     balance_s: int  # the pool's balance now
 
     @property
     def used_s(self) -> int:
         return sum(line.seconds for line in self.lines)
 
+    @property
+    def purchased_s(self) -> int:
+        return sum(p.seconds for p in self.purchases)
 
-def pool_statement(account_id: uuid.UUID, month: str, legs: Sequence[PaidLeg], purchased_s: int,
+    @property
+    def paid(self) -> dict[str, Decimal]:
+        """What the month's purchases cost, per currency (purchases without a price are not in it)."""
+        return paid_by_currency(self.purchases)
+
+
+def paid_by_currency(purchases: Sequence[Purchase]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = {}
+    for p in purchases:
+        if p.price is not None and p.currency is not None:
+            totals[p.currency] = totals.get(p.currency, Decimal(0)) + p.price
+    return dict(sorted(totals.items()))
+
+
+def pool_statement(account_id: uuid.UUID, month: str, legs: Sequence[PaidLeg], purchases: Sequence[Purchase],
                    balance_s: int) -> PoolStatement:
     """Lines by conference (in order of first use); a line's seconds are the sum of its legs' seconds,
     so the lines add up to what the pool's ledger debited for these legs."""
@@ -113,4 +142,4 @@ def pool_statement(account_id: uuid.UUID, month: str, legs: Sequence[PaidLeg], p
         groups.setdefault(leg.conference_id, []).append(leg)
     lines = tuple(ConferenceLine(cid, items[0].subject, len(items), sum(x.used_s for x in items),
                                  tuple(x.leg_id for x in items)) for cid, items in groups.items())
-    return PoolStatement(account_id, month, lines, purchased_s, balance_s)
+    return PoolStatement(account_id, month, lines, tuple(sorted(purchases, key=lambda p: p.at)), balance_s)

@@ -90,7 +90,8 @@ def reload(args: argparse.Namespace, settings: Settings) -> int:
 
 def render(args: argparse.Namespace, settings: Settings) -> int:
     plan = _load(args.dir, settings)
-    rendered, unchanged = asyncio.run(render_prompts(plan, args.out, force=args.force))
+    rendered, unchanged = asyncio.run(render_prompts(plan, args.out, force=args.force,
+                                                     objection_key=settings.recording_objection_key))
     print(f"prompts: {rendered} rendered, {unchanged} unchanged, in {args.out / 'callctl'}")
     return 0
 

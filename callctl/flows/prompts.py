@@ -3,6 +3,8 @@ prompt's language, sox converts it to 8 kHz mono 16-bit wav at
 ``SOUNDS_DIR/callctl/<lang>/<prompt>.wav`` (played as ``sound:callctl/<lang>/<prompt>``).
 
 A ``.src`` file next to each wav keeps what it was made from, so unchanged prompts are skipped.
+A text may say the objection key as ``{objection_key}`` (the recording_objection_key setting, in
+words of its language); it is then rendered as ``<prompt>-key-<key>`` (callctl.recording.rules).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callctl.errors import CallctlError
-from callctl.flows.model import Dialplan
+from callctl.flows.model import Dialplan, fill_template, template_variables
+from callctl.recording.rules import DEFAULT_OBJECTION_KEY, keyed_prompt, spoken_key
 
 ESPEAK = "/usr/bin/espeak-ng"
 SOX = "/usr/bin/sox"
@@ -44,22 +47,32 @@ class RenderJob:
         return hashlib.sha256(f"{voice}\0{self.text}".encode()).hexdigest()
 
 
-def render_jobs(plan: Dialplan) -> list[RenderJob]:
-    """Every (prompt, language) that is a text, in a stable order."""
+def render_jobs(plan: Dialplan, objection_key: str = DEFAULT_OBJECTION_KEY) -> list[RenderJob]:
+    """Every (prompt, language) that is a text, in a stable order; parameters filled in."""
     jobs = []
     for name in sorted(plan.prompts):
         for language, version in sorted(plan.prompts[name].versions.items()):
-            if version.text is not None:
+            if version.text is None:
+                continue
+            used = set(template_variables(version.text))
+            if used - {"objection_key"}:
+                raise RenderError(f"prompt '{name}' ({language}): unknown parameter "
+                                  f"{{{sorted(used - {'objection_key'})[0]}}} in its text (known: {{objection_key}})")
+            if used:
+                words = {"objection_key": spoken_key(objection_key, language)}
+                jobs.append(RenderJob(keyed_prompt(name, objection_key), language, fill_template(version.text, words)))
+            else:
                 jobs.append(RenderJob(name, language, version.text))
     return jobs
 
 
-async def render_prompts(plan: Dialplan, sounds_dir: Path, *, force: bool = False) -> tuple[int, int]:
+async def render_prompts(plan: Dialplan, sounds_dir: Path, *, force: bool = False,
+                         objection_key: str = DEFAULT_OBJECTION_KEY) -> tuple[int, int]:
     """Render every text prompt of ``plan``; returns (rendered, unchanged). RenderError on failure."""
     for tool in (ESPEAK, SOX):
         if not os.access(tool, os.X_OK):
             raise RenderError(f"{tool} is not installed (apt-get install espeak-ng sox)")
-    jobs = render_jobs(plan)
+    jobs = render_jobs(plan, objection_key)
     todo = [j for j in jobs if force or not _up_to_date(j, sounds_dir)]
     gate = asyncio.Semaphore(PARALLEL)
 

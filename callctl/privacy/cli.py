@@ -158,7 +158,7 @@ def _inventory(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _recordings_dir(settings: Settings) -> Path:
-    return settings.spool_dir.parent / "recordings"  # as the daemon files them (docs/recording.md)
+    return settings.recordings_path  # as the daemon files them (docs/recording.md)
 
 
 def _mentions(path: Path, needle: str) -> bool:

@@ -92,7 +92,7 @@ ITEMS: tuple[Item, ...] = (
     Item("cdr_spool", "file", "spool_dir/cdr-*.copy, spool_dir/rejected.jsonl, open-calls journal",
          "CDRs (phone numbers) not yet in PostgreSQL", "no CDR lost while PostgreSQL is down",
          "until acknowledged by PostgreSQL (segments are then removed)", "the CDR writer"),
-    Item("recording", "file", "spool_dir/../recordings/*.WAV; recording, recording_notice.party",
+    Item("recording", "file", "recordings_dir/*.WAV; recording, recording_notice.party",
          "conference and call audio; who heard the recording notice (e-mail) and objected",
          "on the organizer's request / per-account option (BRIEF 1, 2)",
          "6 months (conferences), 3 months (calls); an account's call recordings when its option ends",

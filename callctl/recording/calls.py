@@ -28,10 +28,11 @@ class LineRecorder:
     remote party in the language of their number's country (the dialplan's country table,
     ``language_of``), else the account's, else English."""
 
-    def __init__(self, service: RecordingService, objection_key: str = rules.DEFAULT_OBJECTION_KEY,
+    def __init__(self, service: RecordingService,
                  language_of: Callable[[str], str | None] = lambda country: None) -> None:
         self._service = service
-        self.objection_key = objection_key
+        # One key for the installation (setting recording_objection_key), the one the notice names.
+        self.objection_key = service.objection_key
         self._language_of = language_of
 
     def for_call(self, call_id: str, account_id: uuid.UUID, account_country: str, remote_number: str, *,

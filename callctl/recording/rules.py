@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from callctl.privacy.rules import add_months
 
@@ -25,7 +27,20 @@ EXTENSION = "WAV"
 # Text prompts in dialplan/prompts.yaml, rendered per language by `callctl dialplan render-prompts`.
 NOTICE_PROMPTS = {CONFERENCE: "recording-notice-conference", CALL: "recording-notice-call"}
 LANGUAGES = ("en", "fr")
+
+# The objection key (setting recording_objection_key). The call notice's text says it through the
+# prompt parameter {objection_key}; its sound is rendered per key (keyed_prompt), so a changed
+# setting can never play a notice naming the old key (the file for the new key is rendered first).
 DEFAULT_OBJECTION_KEY = "9"
+OBJECTION_KEYS = "0123456789*#"
+KEY_NAMES = {"*": "star", "#": "hash"}  # in file names
+SPOKEN_KEYS = {"en": {"*": "star", "#": "hash"}, "fr": {"*": "étoile", "#": "dièse"}}
+# Keys the engine reads from a party of a recorded line call for something else while it is being
+# recorded. Call.dial hands every key of both sides to the recorder and nothing else reads them
+# (the conference menu's * keys are not line calls, and conferences have no objection key), so
+# none today: a feature that adds an in-call key (a transfer, a hang-up key) lists it here, and the
+# settings then refuse it as the objection key.
+KEYS_IN_RECORDED_CALLS: Mapping[str, str] = MappingProxyType({})
 
 # Purge rules, as written in the audit.
 RULE_AGE = "retention_age"
@@ -36,10 +51,32 @@ RULE_OBJECTION = "objection"
 RULE_PRIVACY_ERASE = "privacy_erase"
 
 
-def notice_media(source: str, language: str) -> tuple[str, str]:
-    """(prompt id, media) of the recording notice for ``source`` in ``language`` (English if unknown)."""
+def objection_key_problem(key: str, in_use: Mapping[str, str] = KEYS_IN_RECORDED_CALLS) -> str | None:
+    """What is wrong with ``key`` as the objection key (None: nothing)."""
+    if len(key) != 1 or key not in OBJECTION_KEYS:
+        return "must be one key: 0-9, * or #"
+    if key in in_use:
+        return f"is already used during a recorded call ({in_use[key]}): choose another"
+    return None
+
+
+def keyed_prompt(prompt: str, key: str) -> str:
+    """The sound name of ``prompt`` rendered for objection key ``key`` (recording-notice-call-key-9)."""
+    return f"{prompt}-key-{KEY_NAMES.get(key, key)}"
+
+
+def spoken_key(key: str, language: str) -> str:
+    """``key`` as the text-to-speech should say it in ``language`` ('#' -> 'hash', 'dièse')."""
+    return SPOKEN_KEYS.get(language, SPOKEN_KEYS[LANGUAGES[0]]).get(key, key)
+
+
+def notice_media(source: str, language: str, objection_key: str = DEFAULT_OBJECTION_KEY) -> tuple[str, str]:
+    """(prompt id, media) of the recording notice for ``source`` in ``language`` (English if unknown).
+    The call notice names ``objection_key``: its sound is the one rendered for that key."""
     lang = language if language in LANGUAGES else LANGUAGES[0]
     prompt = NOTICE_PROMPTS[source]
+    if source == CALL:
+        prompt = keyed_prompt(prompt, objection_key)
     return f"{prompt}:{lang}", f"sound:callctl/{lang}/{prompt}"
 
 

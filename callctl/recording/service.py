@@ -7,7 +7,9 @@ files finished recordings with their metadata, and answers the command line's re
   spool; when a recording ends the engine fetches the file over ARI, writes it under
   ``recordings_dir`` (fsync, then rename), hashes it, stores the metadata and deletes Asterisk's copy.
 - Resynchronisation: rows still 'recording' that this engine does not own (it restarted) are
-  watched until Asterisk has finished them (or their bridge emptied), then filed the same way.
+  watched until Asterisk has finished them (or their bridge emptied), then filed the same way. A
+  conference recording whose old bridge emptied because its members re-joined through the new
+  engine follows them: the conference's new room is asked to record (notice first, as always).
 """
 
 from __future__ import annotations
@@ -71,22 +73,31 @@ class Active:
 
 class RecordingService:
     def __init__(self, pool: Any, ops: RecordingOps, recordings_dir: Path, *,
+                 objection_key: str = rules.DEFAULT_OBJECTION_KEY,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  request_poll_s: float = 1.0, watch_poll_s: float = 2.0) -> None:
         self._pool = pool
         self._ops = ops
         self._dir = recordings_dir
+        self.objection_key = objection_key  # named by the call notice; LineRecorder acts on it
         self._clock = clock
         self._request_poll_s = request_poll_s
         self._watch_poll_s = watch_poll_s
         self._active: dict[uuid.UUID, Active] = {}
         self._watched: set[uuid.UUID] = set()
+        self._follow: Callable[[uuid.UUID], Awaitable[str]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # filing: finished before shutdown
         self._watchers: set[asyncio.Task[None]] = set()  # re-attached recordings: the next engine resumes them
 
     @property
     def pool(self) -> Any:
         return self._pool
+
+    def follow_rooms_with(self, start: Callable[[uuid.UUID], Awaitable[str]]) -> None:
+        """``start(conference_id)`` asks the conference's live room to record (the `conference record
+        --start` path; returns started, no_live_room, already_recording...). Used when a conference
+        recording re-attached after a restart loses its members to the new engine's room."""
+        self._follow = start
 
     # -- notice --------------------------------------------------------------------------------
 
@@ -98,7 +109,7 @@ class RecordingService:
         """
         playing: list[tuple[Party, str, str]] = []
         for party in parties:
-            prompt, media = rules.notice_media(source, party.language)
+            prompt, media = rules.notice_media(source, party.language, self.objection_key)
             playback_id = uuid.uuid4().hex
             try:
                 await self._ops.play(party.channel_id, [media], playback_id, party.language)
@@ -262,20 +273,42 @@ class RecordingService:
 
     async def _watch(self, row: store.Recording) -> None:
         try:
+            seen_members = False
             while True:
                 state = await self._ops.live_recording_state(row.asterisk_name)
+                members = await self._ops.bridge_channel_count(row.bridge_id)
+                # Asterisk ends a bridge recording itself once the bridge is left empty, often before
+                # this poll sees the bridge empty: both mean its members are gone.
+                emptied = not members
                 if state is None:
                     break
-                members = await self._ops.bridge_channel_count(row.bridge_id)
-                if not members:  # the room or call it recorded is gone: nothing more to capture
+                if emptied:  # the room or call it recorded is gone: nothing more to capture
                     await self._ops.stop_recording(row.asterisk_name)
                     break
+                seen_members = True
                 await asyncio.sleep(self._watch_poll_s)
-            await self._file(row.id, row.asterisk_name, row.started_at)
+            try:
+                await self._file(row.id, row.asterisk_name, row.started_at)
+            except StoreError as exc:  # still 'recording': the next resynchronisation files it
+                log.error("recording_filing_failed", recording_id=str(row.id), error=exc.message)
+            # Only members this engine saw leave: a bridge found empty at once (a later reconnect
+            # re-attaching a row it could not file) says nothing of where its members went.
+            if emptied and seen_members and row.source == rules.CONFERENCE:
+                await self._follow_members(row)
         except AriError as exc:
             log.warning("recording_watch_interrupted", recording_id=str(row.id), error=exc.message)
         finally:
             self._watched.discard(row.id)
+
+    async def _follow_members(self, row: store.Recording) -> None:
+        """The members left the old bridge: adopted after the restart, their calls re-entered their code
+        and joined the conference's new room (or hung up). The organizer's request to record stands:
+        the new room records, as a new recording (a bridge recording cannot move), notice first."""
+        if self._follow is None or row.conference_id is None:
+            return
+        result = await self._follow(row.conference_id)
+        log.info("recording_followed_members", previous_recording_id=str(row.id),
+                 conference_id=str(row.conference_id), result=result)
 
     # -- command-line requests -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from callctl.billing.minutes import PaidLeg, grant
@@ -46,17 +47,22 @@ class Usage:
 
 
 @_translated
-async def add(db: Any, account_id: uuid.UUID, seconds: int, note: str = "") -> Pool:
-    """Add purchased seconds to the account's pool (created on first purchase)."""
+async def add(db: Any, account_id: uuid.UUID, seconds: int, note: str = "", *, price: Decimal | None = None,
+              currency: str | None = None) -> Pool:
+    """Add purchased seconds to the account's pool (created on first purchase); ``price`` in ``currency``
+    (both or neither) is what they cost, kept on the purchase's ledger entry."""
     if seconds <= 0:
         raise StoreError(f"minutes for account {account_id}: the amount must be positive, got {seconds} s")
+    if (price is None) != (currency is None):
+        raise StoreError(f"minutes for account {account_id}: a price needs its currency and a currency its price")
     async with connection(db) as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO minutes_pool (account_id, balance_s) VALUES ($1, $2) ON CONFLICT (account_id) DO UPDATE "
             "SET balance_s = minutes_pool.balance_s + EXCLUDED.balance_s, updated_at = now() "
             "RETURNING balance_s, reserved_s", account_id, seconds)
-        await conn.execute("INSERT INTO minutes_ledger (account_id, kind, seconds, note) "
-                           "VALUES ($1, 'purchase', $2, $3)", account_id, seconds, note or None)
+        await conn.execute("INSERT INTO minutes_ledger (account_id, kind, seconds, note, price, currency) "
+                           "VALUES ($1, 'purchase', $2, $3, $4, $5)", account_id, seconds, note or None, price,
+                           currency)
     return Pool(account_id, int(row["balance_s"]), int(row["reserved_s"]))
 
 
@@ -164,9 +170,11 @@ async def usage(db: Any, account_id: uuid.UUID) -> list[Usage]:
 @_translated
 async def ledger(db: Any, account_id: uuid.UUID, start: dt.datetime | None = None,
                  end: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The pool's movements (purchases +, legs -) in [start, end), oldest first."""
+    """The pool's movements (purchases +, legs -) in [start, end), oldest first; a purchase's price and
+    currency (None when it was recorded without)."""
     rows = await db.fetch(
-        "SELECT at, kind, seconds, hold_id, conference_id, note FROM minutes_ledger WHERE account_id = $1 "
+        "SELECT at, kind, seconds, hold_id, conference_id, note, price, currency FROM minutes_ledger "
+        "WHERE account_id = $1 "
         "AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3) ORDER BY at, id",
         account_id, start, end)
     return [dict(r) for r in rows]

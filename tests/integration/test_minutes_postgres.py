@@ -4,10 +4,14 @@ conferences' legs racing on it; settling is idempotent; the statement adds up to
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import json
 import random
+import re
 import uuid
+from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -233,3 +237,83 @@ async def test_a_warned_leg_is_rescued_by_a_purchase_and_keeps_its_call(database
         assert p is not None and (p.balance_s, p.reserved_s) == (63 - used, 0)
     finally:
         await pool.close()
+
+
+async def test_a_priced_purchase_is_shown_and_the_bill_text_and_csv_agree(database_url: str, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CALLCTL_DATABASE_URL", database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        account = await _account(conn)
+        board = await _conference(conn, "Board")
+    finally:
+        await conn.close()
+    assert await asyncio.to_thread(main, ["minutes", "add", "--account", str(account), "30", "--price", "120",
+                                          "--currency", "eur", "--note", "order 1"]) == 0
+    assert json.loads(capsys.readouterr().out)["price"] == "120.00"
+    assert await asyncio.to_thread(main, ["minutes", "add", "--account", str(account), "10"]) == 0
+    capsys.readouterr()
+    conn = await asyncpg.connect(database_url)
+    try:
+        for seconds in (61, 300):
+            hold = await store.reserve(conn, account, 400, 1, conference_id=board, leg_id=uuid.uuid4(),
+                                       access_number="+33800000102", person="p@example.com")
+            assert hold is not None
+            await store.settle(conn, hold.id, seconds)
+        stored = await conn.fetch("SELECT price, currency FROM minutes_ledger WHERE account_id = $1 "
+                                  "AND kind = 'purchase' ORDER BY id", account)
+    finally:
+        await conn.close()
+    assert [(r["price"], r["currency"]) for r in stored] == [(Decimal("120.00"), "EUR"), (None, None)]
+
+    assert await asyncio.to_thread(main, ["minutes", "show", "--account", str(account)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(m["seconds"], m["price"], m["currency"]) for m in shown["movements"]] == [
+        (1800, "120.00", "EUR"), (600, None, None), (-61, None, None), (-300, None, None)]
+    assert shown["paid"] == {"EUR": "120.00"}
+
+    month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    sheet = tmp_path / "bill.csv"
+    assert await asyncio.to_thread(main, ["bill", "--account", str(account), "--month", month,
+                                          "--csv", str(sheet)]) == 0
+    text = capsys.readouterr().out
+    rows = list(csv.reader(sheet.read_text(encoding="utf-8").splitlines()))
+    section = rows[[r[0] for r in rows].index("section"):]
+    by_kind = {r[0]: r for r in section}
+    # The text and the CSV show the same figures.
+    [line] = [r for r in section if r[0] == "conference"]
+    assert (line[1], line[2], line[3], line[4], line[5]) == ("Board", str(board), "2", "361", "6.02")
+    assert re.search(rf"Board\s+{board}\s+2 leg\(s\)\s+361 s\s+6\.02 min", text)
+    assert by_kind["pool drawn"][4:6] == ["361", "6.02"] and re.search(r"Pool drawn\s+6\.02 min \(361 s\)", text)
+    bought = [r for r in section if r[0] == "minutes bought"]
+    assert [(r[4], r[6], r[7]) for r in bought] == [("1800", "120.00", "EUR"), ("600", "", "")]
+    assert re.search(r"Minutes bought \S+ \(order 1\)\s+30\.00 min \(1800 s, 120\.00 EUR excl\. VAT\)", text)
+    assert re.search(r"Minutes bought \S+ \(callctl minutes add\)\s+10\.00 min \(600 s, no price recorded\)", text)
+    assert by_kind["pool bought this month"][4:6] == ["2400", "40.00"]
+    assert by_kind["paid this month"][6:8] == ["120.00", "EUR"]
+    assert re.search(r"Pool bought this month\s+40\.00 min \(2400 s, 120\.00 EUR\)", text)
+    assert by_kind["pool balance now"][4:6] == ["2039", "33.98"]
+    assert re.search(r"Pool balance now\s+33\.98 min \(2039 s\)", text)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--price", "120"], "minutes add: --price and --currency go together (e.g. --price 120.00 --currency EUR)"),
+    (["--currency", "EUR"], "minutes add: --price and --currency go together"),
+    (["--price", "120", "--currency", "EUX"], "minutes add: currency 'EUX' is not an ISO 4217 code"),
+    (["--price", "12.345", "--currency", "EUR"], "minutes add: price '12.345' has more decimals than EUR (2)"),
+    (["--price", "-5", "--currency", "CHF"], "minutes add: price '-5' must be an amount from 0 to"),
+])
+async def test_a_bad_price_is_one_line_and_nothing_is_bought(database_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str], args: list[str],
+                                                             message: str) -> None:
+    monkeypatch.setenv("CALLCTL_DATABASE_URL", database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        account = await _account(conn)
+        assert await asyncio.to_thread(main, ["minutes", "add", "--account", str(account), "10", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"callctl: error: {message}"), err
+        assert await conn.fetchval("SELECT count(*) FROM minutes_ledger WHERE account_id = $1", account) == 0
+    finally:
+        await conn.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scripts.devstack import REPO, AsteriskInstance
-from tests.integration.test_conference import book, bridged_channels, caller, db
+from tests.integration.test_conference import ACCESS, book, bridged_channels, caller, db
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 
@@ -130,3 +130,41 @@ def test_a_recording_survives_the_engine_being_killed_and_is_filed_by_the_next_o
     first_share_s = (dt.datetime.fromisoformat(reattached["ts"]) - dt.datetime.fromisoformat(started["ts"]))
     assert rec["duration_ms"] / 1000 > first_share_s.total_seconds()
     assert sox_stat(Path(rec["location"]))["RMS     amplitude"] > 0.01
+
+
+def test_after_a_restart_the_conference_recording_follows_its_members_into_the_new_room(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    conf = book(database_url, tmp_path, participants=1)
+    code = conf["organizer"]["code"]
+    first = daemon_factory()
+    first.wait_until_ready()
+    # After the restart the adopted call hears the code prompt again (its flow restarts): the organizer
+    # keys the code again, twice for safety (in the room, digits without * are ignored).
+    steps = [("pause", 1200), ("dtmf", code + "#"), ("pause", 6000), ("dtmf", "*3"), *talk(14), ("pause", 3000),
+             ("dtmf", code + "#"), ("pause", 9000), ("dtmf", code + "#"), *talk(21), ("bye", None)]
+    org = sipp.start_call(asterisk.sip_port, ACCESS, steps, caller="33611000096", timeout_s=120)  # a 65 s call
+    started = first.wait_for_log("recording_started", 40)
+    assert first.proc is not None
+    first.proc.kill()
+    first.wait_exit()
+    second = daemon_factory()
+    second.wait_until_ready()
+    assert second.wait_for_log("recording_reattached", 20)["recording_id"] == started["recording_id"]
+    # The organizer re-joins through the new engine: the old bridge empties, its recording is filed,
+    # and the new room records (the organizer hears the notice again first).
+    old = second.wait_for_log("recording_filed", 60, recording_id=started["recording_id"])
+    followed = second.wait_for_log("recording_followed_members", 30)
+    assert (followed["previous_recording_id"], followed["result"]) == (started["recording_id"], "started")
+    new = second.wait_for_log("recording_started", 20)
+    assert new["recording_id"] != started["recording_id"] and new["conference_id"] == conf["id"]
+    assert sipp.finish(*org, timeout_s=150).ok  # the organizer hangs up: the room ends and files its recording
+    second.wait_for_log("recording_filed", 40, recording_id=new["recording_id"])
+    rows = {str(r["id"]): r for r in db(database_url, "SELECT * FROM recording WHERE conference_id = $1",
+                                        uuid.UUID(conf["id"]))}
+    assert set(rows) == {old["recording_id"], new["recording_id"]}
+    assert all(r["state"] == "stored" for r in rows.values())
+    notices = db(database_url, "SELECT party FROM recording_notice WHERE recording_id = $1",
+                 uuid.UUID(new["recording_id"]))
+    assert [n["party"] for n in notices] == ["org@example.com"]
+    assert sox_stat(Path(rows[new["recording_id"]]["location"]))["RMS     amplitude"] > 0.01
+    assert not second.tracebacks()

@@ -48,9 +48,13 @@ def asterisk() -> Iterator[AsteriskInstance]:
         inst.stop()
 
 
-def render_prompts(inst: AsteriskInstance, dialplan: Path = REPO / "dialplan") -> None:
+def render_prompts(inst: AsteriskInstance, dialplan: Path = REPO / "dialplan", *,
+                   objection_key: str = "9") -> None:
+    """Text prompts into the instance's sounds (the call notice for ``objection_key``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
+    env["CALLCTL_RECORDING_OBJECTION_KEY"] = objection_key
     subprocess.run([sys.executable, "-m", "callctl", "dialplan", "render-prompts", str(dialplan),
-                    "--out", str(inst.sounds_dir)], check=True, capture_output=True)
+                    "--out", str(inst.sounds_dir)], check=True, capture_output=True, env=env)
 
 
 class Daemon:

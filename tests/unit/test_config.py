@@ -39,3 +39,42 @@ def test_cli_bad_config_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Ca
 def test_cli_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(tmp_path / "nope.yaml"), "run"]) == 2
     assert "cannot read settings file" in capsys.readouterr().err
+
+
+def test_recording_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("spool_dir: /srv/callctl/spool\nrecording_objection_key: '#'\n")
+    s = load_settings(f, {})
+    # Not set: next to the spool, where earlier versions filed them.
+    assert s.recordings_dir is None and s.recordings_path == Path("/srv/callctl/recordings")
+    assert s.recording_objection_key == "#"
+    s = load_settings(f, {"CALLCTL_RECORDINGS_DIR": "/data/recordings", "CALLCTL_RECORDING_OBJECTION_KEY": "7"})
+    assert s.recordings_path == Path("/data/recordings") and s.recording_objection_key == "7"
+    assert load_settings(None, {}).recording_objection_key == "9"
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ("recording_objection_key: 12\n", {},
+     "recording_objection_key '12' must be one key: 0-9, * or # (set CALLCTL_RECORDING_OBJECTION_KEY or "
+     "recording_objection_key in the settings file)"),
+    ("", {"CALLCTL_RECORDING_OBJECTION_KEY": "A"}, "recording_objection_key 'A' must be one key: 0-9, * or #"),
+    ("recording_objection_key: #\n", {}, "c.yaml: setting 'recording_objection_key' is invalid: no value "
+                                         "(in YAML quote '#' and '*': '#')"),
+    ("recordings_dir: ''\n", {}, "c.yaml: setting 'recordings_dir' is invalid: expected a path, got nothing"),
+])
+def test_a_bad_recording_setting_is_one_line_naming_it(tmp_path: Path, text: str, env: dict[str, str],
+                                                       message: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(f, env)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_objection_key_is_never_a_key_a_recorded_call_uses_for_something_else() -> None:
+    from callctl.recording.rules import objection_key_problem
+
+    in_use = {"#": "transfer"}
+    assert objection_key_problem("#", in_use) == "is already used during a recorded call (transfer): choose another"
+    assert objection_key_problem("9", in_use) is None
+    assert objection_key_problem("*") is None and objection_key_problem("") is not None

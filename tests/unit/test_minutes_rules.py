@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
-from callctl.billing.minutes import MeterTerms, PaidLeg, as_minutes, grant, pool_statement, used_seconds
+import pytest
+
+from callctl.billing.minutes import (
+    MeterTerms,
+    PaidLeg,
+    Purchase,
+    as_minutes,
+    grant,
+    pool_statement,
+    used_seconds,
+)
 from callctl.conference.minutes import PaidLine
 from callctl.flows.loader import load_dialplan
 from tests.unit.test_flows_loader import REPO, load, one, problems
@@ -44,7 +55,7 @@ def test_statement_groups_legs_by_conference_and_adds_up() -> None:
                        t0 + dt.timedelta(minutes=minutes), used)
 
     legs = [leg(b, "Sales", 5, 30), leg(a, "Board", 0, 61), leg(a, "Board", 9, 1)]
-    st = pool_statement(uuid.uuid4(), "2026-11", legs, 3600, 3508)
+    st = pool_statement(uuid.uuid4(), "2026-11", legs, [Purchase(t0, 3600)], 3508)
     assert [(x.subject, x.legs, x.seconds, str(x.minutes)) for x in st.lines] == [("Board", 2, 62, "1.03"),
                                                                                  ("Sales", 1, 30, "0.50")]
     assert st.used_s == 92 and as_minutes(st.used_s) == as_minutes(62 + 30)
@@ -117,3 +128,40 @@ def test_the_shipped_freephone_demo_number_is_organizer_paid() -> None:
     route = load_dialplan(REPO / "dialplan").route("+33800000102")
     assert route is not None and route.flow == "conference" and route.organizer_paid is not None
     assert route.organizer_paid.when_exhausted == "end" and route.organizer_paid.local_number is None
+
+
+def test_a_months_purchases_add_up_per_currency_and_unpriced_ones_are_left_out() -> None:
+    t0 = dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC)
+    purchases = [Purchase(t0 + dt.timedelta(days=1), 600, Decimal("12.50"), "EUR"), Purchase(t0, 60),
+                 Purchase(t0, 1200, Decimal("30"), "CHF"), Purchase(t0, 600, Decimal("12.55"), "EUR")]
+    st = pool_statement(uuid.uuid4(), "2026-11", [], purchases, 2460)
+    assert st.purchased_s == 2460 and st.paid == {"CHF": Decimal("30"), "EUR": Decimal("25.05")}
+    assert st.purchases[-1].price == Decimal("12.50")  # oldest first
+
+
+@pytest.mark.parametrize(("amount", "currency", "expected"), [
+    ("120", "eur", ("120.00", "EUR")), ("1500", "JPY", ("1500", "JPY")), ("1.250", "BHD", ("1.250", "BHD")),
+    ("0", "GBP", ("0.00", "GBP")),
+])
+def test_a_price_is_a_decimal_in_an_iso_4217_currency(amount: str, currency: str, expected: tuple[str, str]) -> None:
+    from callctl.billing.currency import currency_code, price_in
+
+    code = currency_code(currency)
+    assert (str(price_in(amount, code)), code) == expected
+
+
+@pytest.mark.parametrize(("amount", "currency", "message"), [
+    ("12", "EUX", "currency 'EUX' is not an ISO 4217 code (e.g. EUR, CHF, GBP)"),
+    ("12", "XAU", "currency 'XAU' is not an ISO 4217 code"),
+    ("twelve", "EUR", "price 'twelve' is not an amount (e.g. 120.00)"),
+    ("-1", "EUR", "price '-1' must be an amount from 0 to"),
+    ("NaN", "EUR", "price 'NaN' must be an amount from 0 to"),
+    ("1.005", "EUR", "price '1.005' has more decimals than EUR (2)"),
+    ("10.5", "JPY", "price '10.5' has more decimals than JPY (0)"),
+])
+def test_a_bad_price_or_currency_says_what_is_wrong(amount: str, currency: str, message: str) -> None:
+    from callctl.billing.currency import currency_code, price_in
+
+    with pytest.raises(ValueError, match=None) as info:
+        price_in(amount, currency_code(currency))
+    assert str(info.value).startswith(message)

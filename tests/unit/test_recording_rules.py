@@ -41,7 +41,8 @@ def test_a_recording_whose_end_was_never_seen_ages_from_its_start() -> None:
 
 
 def test_notice_media_per_language_falls_back_to_english() -> None:
-    assert rules.notice_media("call", "fr") == ("recording-notice-call:fr", "sound:callctl/fr/recording-notice-call")
+    assert rules.notice_media("call", "fr") == ("recording-notice-call-key-9:fr",
+                                             "sound:callctl/fr/recording-notice-call-key-9")
     assert rules.notice_media("conference", "de")[0] == "recording-notice-conference:en"
 
 
@@ -59,15 +60,38 @@ def test_wav_duration_from_the_header_for_gsm_and_pcm() -> None:
 
 
 def test_each_party_of_a_line_call_hears_the_notice_in_their_countrys_language() -> None:
+    import types
     import uuid
 
     from callctl.recording.calls import LineRecorder
 
     languages = {"FR": "fr", "GB": "en", "BE": "fr"}
-    recorder = LineRecorder(service=None, language_of=languages.get)  # type: ignore[arg-type]
+    service = types.SimpleNamespace(objection_key="9")
+    recorder = LineRecorder(service=service, language_of=languages.get)  # type: ignore[arg-type]
     inbound = recorder.for_call("c", uuid.uuid4(), "FR", "+442079460123", remote_is_caller=True)
     assert (inbound._remote_language, inbound._user_language) == ("en", "fr")
     national = recorder.for_call("c", uuid.uuid4(), "GB", "0612345678", remote_is_caller=False)
     assert (national._remote_language, national._user_language) == ("en", "en")  # national: read in GB
     unknown = recorder.for_call("c", uuid.uuid4(), "BE", "+12025550123", remote_is_caller=True)
     assert (unknown._remote_language, unknown._user_language) == ("fr", "fr")  # US not in the table
+
+
+def test_the_call_notice_is_the_sound_rendered_for_the_configured_key() -> None:
+    assert rules.notice_media("call", "en", "#") == ("recording-notice-call-key-hash:en",
+                                                     "sound:callctl/en/recording-notice-call-key-hash")
+    assert rules.notice_media("conference", "fr", "#")[1] == "sound:callctl/fr/recording-notice-conference"
+
+
+def test_render_prompts_says_the_configured_key_in_each_language() -> None:
+    from callctl.config import Settings
+    from callctl.flows.cli import _load
+    from callctl.flows.prompts import render_jobs
+    from scripts.devstack import REPO
+
+    plan = _load(REPO / "dialplan", Settings())
+    jobs = {(j.prompt, j.language): j.text for j in render_jobs(plan, "#")}
+    assert jobs[("recording-notice-call-key-hash", "en")].endswith("press hash at any time.")
+    assert jobs[("recording-notice-call-key-hash", "fr")].endswith("tapez dièse à tout moment.")
+    assert not [p for p, _ in jobs if p == "recording-notice-call" or "{" in jobs[(p, _)]]
+    default = {j.prompt: j.text for j in render_jobs(plan) if j.language == "en"}
+    assert "press 9 at any time" in default["recording-notice-call-key-9"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from callctl.recording.calls import CallRecording
 from callctl.recording.service import Active, Party, RecordingService
@@ -105,4 +108,64 @@ async def test_an_objection_throws_the_capture_away_even_with_the_store_down(tmp
     assert ("delete_stored", "callctl-x") in ops.log and not ops.stored and not ops.live
     assert not list(tmp_path.iterdir())  # noqa: ASYNC240 - nothing filed
     await recording.finish()  # nothing left to stop
+    await service.close()
+
+
+class MemoryDb:
+    """Just enough of a store for filing: every statement succeeds."""
+
+    async def execute(self, *args: object) -> str:
+        return "UPDATE 1"
+
+
+def reattached(bridge_id: str, source: str = "conference") -> Any:
+    import datetime as dt
+
+    from callctl.store.recordings import Recording
+
+    return Recording(uuid.uuid4(), source, uuid.uuid4(), None, None, "callctl-old", bridge_id, "wav49", "recording",
+                     dt.datetime(2026, 11, 23, 9, tzinfo=dt.UTC), None, None, None, None, None, "conference",
+                     False, None, None)
+
+
+class LeavingOps(FakeOps):
+    """The old bridge holds its members for ``polls`` checks, then they are gone (Asterisk ends the
+    recording itself once the bridge is empty)."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.members_for = polls
+        self.live.add("callctl-old")
+
+    async def bridge_channel_count(self, bridge_id: str) -> int | None:
+        self.members_for -= 1
+        if self.members_for < 0:
+            self.stop_now()
+            return 0
+        return 1
+
+    def stop_now(self) -> None:
+        if "callctl-old" in self.live:
+            self.live.discard("callctl-old")
+            self.stored.add("callctl-old")
+
+
+@pytest.mark.parametrize(("polls", "follows"), [(2, True), (0, False)])
+async def test_a_reattached_conference_recording_follows_members_it_saw_leave(tmp_path: Path, polls: int,
+                                                                             follows: bool) -> None:
+    ops = LeavingOps(polls)
+    service = RecordingService(MemoryDb(), ops, tmp_path, watch_poll_s=0)
+    asked: list[uuid.UUID] = []
+
+    async def start(conference_id: uuid.UUID) -> str:
+        asked.append(conference_id)
+        return "started"
+
+    service.follow_rooms_with(start)
+    row = reattached("bridge-old")
+    await service._watch(row)
+    assert (tmp_path / f"{row.id}.WAV").is_file()  # the old one is filed either way
+    # Members seen in the old bridge, then gone: the new room is asked to record. A bridge found
+    # empty at once (a reconnect re-attaching a row it could not file) is not followed.
+    assert asked == ([row.conference_id] if follows else [])
     await service.close()
