@@ -15,7 +15,7 @@ packages=asterisk,asterisk-modules,asterisk-core-sounds-en-gsm,asterisk-core-sou
 write_hosts() {
   local dir=$1 name addr want
   name=$(hostname 2>/dev/null || cat /etc/hostname 2>/dev/null || echo localhost)
-  addr=$(timeout 5 getent ahostsv4 "$name" 2>/dev/null | awk 'NR==1 {print $1}')
+  addr=$(timeout 5 getent ahostsv4 "$name" 2>/dev/null | awk 'NR==1 {print $1}' || true)
   [ -n "$addr" ] || addr=127.0.1.1
   want=$(printf '%s\n' "# written by scripts/asterisk-root.sh: names Asterisk resolves, answered without DNS" \
     "127.0.0.1	localhost" "::1	localhost ip6-localhost ip6-loopback" "$addr	$name" "::1	$name")
