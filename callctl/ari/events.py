@@ -19,13 +19,6 @@ def parse_ari_time(text: str | None) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
 
-def _parse_iso(text: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text).astimezone(dt.UTC) if text else None
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class ChannelInfo:
     id: ChannelId
@@ -38,7 +31,6 @@ class ChannelInfo:
     language: str
     created_at: dt.datetime
     created_raw: str
-    answered_at: dt.datetime | None = None  # from CALLCTL_ANSWERED_AT, set by the engine at answer
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChannelInfo:
@@ -55,7 +47,6 @@ class ChannelInfo:
             language=str(data.get("language", "en")),
             created_at=parse_ari_time(data.get("creationtime")),
             created_raw=str(data.get("creationtime", "")),
-            answered_at=_parse_iso((data.get("channelvars") or {}).get("CALLCTL_ANSWERED_AT")),
         )
 
 
