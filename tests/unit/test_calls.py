@@ -19,6 +19,7 @@ from callctl.ari.events import (
     StasisEnd,
     StasisStart,
     decode,
+    parse_ari_time,
 )
 from callctl.calls.call import Call
 from callctl.calls.lifecycle import Lifecycle, disposition_for
@@ -150,6 +151,13 @@ def test_decode_ignores_unknown_events_and_maps_playbacks_to_their_channel() -> 
                  "playback": {"id": "p1", "target_uri": "channel:c9", "state": "done"}})
     assert isinstance(ev, PlaybackFinished) and ev.channel_id == "c9"
     assert ev.at == T0 + dt.timedelta(seconds=1, milliseconds=250)
+
+
+def test_ari_timestamps_are_read_as_utc_with_their_milliseconds() -> None:
+    assert parse_ari_time("2026-11-23T11:00:01.250+0100") == T0 + dt.timedelta(seconds=1, milliseconds=250)
+    assert parse_ari_time("2026-11-23T10:00:01.250+0000").tzinfo == dt.UTC
+    now = dt.datetime.now(dt.UTC)
+    assert parse_ari_time("garbage") >= now and parse_ari_time(None) >= now  # a bad stamp is "now"
 
 
 def test_the_event_filter_asks_asterisk_for_exactly_the_types_decode_uses() -> None:
