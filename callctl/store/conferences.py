@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,11 +225,18 @@ async def recent_failures(conn: Any, caller: str, access_number: str, window_s: 
 
 
 @_translated
-async def record_event(conn: Any, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
-                       reason: str | None, leg_id: str) -> None:
-    await conn.execute("INSERT INTO conference_event (conference_id, person, role, what, at, reason, leg_id) "
-                       "VALUES ($1,$2,$3,$4,$5,$6,$7)", uuid.UUID(conference_id), person, role, what, at, reason,
-                       uuid.UUID(leg_id))
+async def record_events(conn: Any, rows: Sequence[tuple[uuid.UUID, str, str, str, dt.datetime, str | None,
+                                                        uuid.UUID]]) -> None:
+    """Timeline rows (conference_id, person, role, what, at, reason, leg_id) in one statement; rows of
+    a conference deleted meanwhile (an erasure) are skipped rather than failing the others."""
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(
+        """INSERT INTO conference_event (conference_id, person, role, what, at, reason, leg_id)
+           SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+                                  $7::uuid[]) AS u(conference_id, person, role, what, at, reason, leg_id)
+           WHERE EXISTS (SELECT 1 FROM conference f WHERE f.id = u.conference_id)""", *map(list, columns))
 
 
 @_translated

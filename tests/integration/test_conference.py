@@ -79,6 +79,11 @@ def db(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
     return asyncio.run(run())
 
 
+def timeline_whats(database_url: str, conference_id: str) -> list[str]:
+    rows = db(database_url, "SELECT what FROM conference_event WHERE conference_id = $1::text::uuid", conference_id)
+    return [r["what"] for r in rows]
+
+
 def test_organizer_and_three_participants_end_up_in_one_bridge(daemon_factory: Any, asterisk: AsteriskInstance,
                                                                 database_url: str, tmp_path: Path) -> None:
     conf = book(database_url, tmp_path)
@@ -94,6 +99,8 @@ def test_organizer_and_three_participants_end_up_in_one_bridge(daemon_factory: A
     rows = wait_for_cdrs(database_url, 4)
     assert {r["conference_id"] for r in rows} == {conf["id"]}
     assert sorted(r["role"] for r in rows) == ["organizer", "participant", "participant", "participant"]
+    # The timeline is written in batches (a quarter of a second apart at most) after the CDRs.
+    wait_for(lambda: timeline_whats(database_url, conf["id"]).count("leave") == 4, 20, "4 leave rows")
     shown = cli(database_url, tmp_path, "show", conf["id"])
     whats = [(e["person"], e["what"]) for e in shown["timeline"]]
     assert len([w for w in whats if w[1] == "join"]) == 4 and len([w for w in whats if w[1] == "leave"]) == 4
@@ -295,5 +302,6 @@ def test_when_the_organizer_leaves_the_others_are_hung_up_after_the_grace(
     left = org_result.first("UDP message sent", "BYE")
     cut = part_result.first("UDP message received", "BYE")
     assert 1.5 < (cut - left).total_seconds() < 6
+    wait_for(lambda: "leave" in timeline_whats(database_url, conf["id"]), 20, "the participant's leave row")
     timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
     assert ("p0@example.com", "leave", "organizer_left") in [(e["person"], e["what"], e["reason"]) for e in timeline]
