@@ -92,19 +92,15 @@ class ChannelDestroyed(ChannelEvent):
 
 
 @dataclass(frozen=True)
-class StateChange(ChannelEvent):
-    state: str
-
-
-@dataclass(frozen=True)
 class PlaybackFinished(ChannelEvent):
     playback_id: PlaybackId
     state: str
 
 
 # The event types decode() turns into events; the client asks Asterisk for these only (eventFilter).
+# ChannelStateChange is left out: no call reads it (an outbound leg's answer is its StasisStart).
 DECODED_TYPES = ("StasisStart", "ChannelDtmfReceived", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed",
-                 "ChannelStateChange", "PlaybackFinished")
+                 "PlaybackFinished")
 
 
 def decode(raw: dict[str, Any]) -> Event | None:
@@ -125,8 +121,6 @@ def decode(raw: dict[str, Any]) -> Event | None:
         return HangupRequest(at, cid, raw.get("cause"))
     if kind == "ChannelDestroyed":
         return ChannelDestroyed(at, cid, raw.get("cause"), str(raw.get("cause_txt", "")))
-    if kind == "ChannelStateChange":
-        return StateChange(at, cid, str(channel.get("state", "")))
     if kind == "PlaybackFinished":
         playback = raw.get("playback") or {}
         target = str(playback.get("target_uri", ""))

@@ -168,7 +168,8 @@ def test_the_event_filter_asks_asterisk_for_exactly_the_types_decode_uses() -> N
     for kind in DECODED_TYPES:
         assert decode({"type": kind, "timestamp": "2026-11-23T10:00:01.250+0000", "channel": {"id": "c1"},
                        **samples.get(kind, {})}) is not None, kind
-    for kind in ("PlaybackStarted", "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeDestroyed"):
+    for kind in ("PlaybackStarted", "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeDestroyed",
+                 "ChannelStateChange"):
         assert kind not in DECODED_TYPES and decode({"type": kind, "channel": {"id": "c1"}}) is None
 
 
