@@ -131,6 +131,9 @@ class ConferenceService:
 
     async def _locked_out(self, caller: str, access_number: str) -> bool:
         by_caller, by_number = await store.recent_failures(self._pool, caller, access_number, self._lockout.window_s)
+        return self._over_limit(by_caller, by_number)
+
+    def _over_limit(self, by_caller: int, by_number: int) -> bool:
         return by_caller >= self._lockout.caller_failures or by_number >= self._lockout.number_failures
 
     async def _collect_code(self, call: EntryCall, prompts: tuple[str, ...], opts: EntryOptions) -> str | None:
@@ -165,11 +168,12 @@ class ConferenceService:
                 code = await self._collect_code(call, p.ask, opts)
                 if code is None:
                     continue
-                match = await store.find_code(self._pool, code, access_number)
+                # One round trip: the lookup, and on a miss the attempt recorded and the lockout figures.
+                match, by_caller, by_number = await store.find_code(self._pool, code, access_number, caller,
+                                                                    self._lockout.window_s)
                 if match is None:
-                    await store.record_attempt(self._pool, caller, access_number, "wrong_code")
                     log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code", digits=len(code))
-                    if await self._locked_out(caller, access_number):
+                    if self._over_limit(by_caller, by_number):
                         await call.play(list(p.locked_out), interruptible=False)
                         return "locked_out"
                     await call.play(list(p.invalid), interruptible=False)

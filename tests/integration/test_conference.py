@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from callctl.store import conferences as store
 from scripts.devstack import REPO, AsteriskInstance
 from tests.integration.test_daemon import wait_for_cdrs
 from tests.support import sipp
@@ -207,7 +209,7 @@ def test_star_nine_ends_the_conference_for_everyone(daemon_factory: Any, asteris
     for proc, work in (*parts, org):
         result = sipp.finish(proc, work)
         assert result.ok, result.stderr  # every caller received a BYE from the engine
-    rows = db(database_url, "SELECT ended_at FROM conference WHERE id=$1", __import__("uuid").UUID(conf["id"]))
+    rows = db(database_url, "SELECT ended_at FROM conference WHERE id=$1", uuid.UUID(conf["id"]))
     assert rows[0]["ended_at"] is not None
 
 
@@ -305,3 +307,35 @@ def test_when_the_organizer_leaves_the_others_are_hung_up_after_the_grace(
     wait_for(lambda: "leave" in timeline_whats(database_url, conf["id"]), 20, "the participant's leave row")
     timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
     assert ("p0@example.com", "leave", "organizer_left") in [(e["person"], e["what"], e["reason"]) for e in timeline]
+
+
+def test_code_lookup_records_a_wrong_code_and_counts_failures_in_one_statement(database_url: str) -> None:
+    async def run() -> None:
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        try:
+            now = dt.datetime.now(dt.UTC)
+            conf, codes, _ = await store.save_booking(
+                pool, subject="Weekly", starts_at=now, ends_at=now + dt.timedelta(hours=1),
+                organizer="org@example.com", participants=["p0@example.com"], access_numbers=[ACCESS])
+            good = next(c for c in codes if c.role == "participant")
+            match, by_caller, by_number = await store.find_code(pool, good.code, ACCESS, "+33611000091", 60)
+            assert match is not None and match.conference.id == conf.id and match.email == "p0@example.com"
+            assert (by_caller, by_number) == (0, 0)  # a right code records nothing
+            for n in (1, 2):
+                match, by_caller, by_number = await store.find_code(pool, "99999999", ACCESS, "+33611000091", 60)
+                assert match is None and (by_caller, by_number) == (n, n)  # this attempt included
+            assert await store.recent_failures(pool, "+33611000092", ACCESS, 60) == (0, 2)
+            match, *_ = await store.find_code(pool, good.code, "+33900000999", "+33611000092", 60)
+            assert match is None  # another number's code
+            # Timeline rows of a conference erased meanwhile are skipped, the others written.
+            leg = uuid.uuid4()
+            await store.record_events(pool, [(conf.id, "p0@example.com", "participant", "join", now, None, leg),
+                                             (uuid.uuid4(), "x@example.com", "participant", "join", now, None, leg)])
+            assert [e["person"] for e in await store.timeline(pool, conf.id)] == ["p0@example.com"]
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    attempts = db(database_url, "SELECT reason, caller FROM conference_attempt ORDER BY at")
+    assert [(a["reason"], a["caller"]) for a in attempts] == [("wrong_code", "+33611000091")] * 2 + [
+        ("wrong_code", "+33611000092")]
