@@ -362,7 +362,8 @@ def _line(s: Step) -> str:
             f"cpu/call asterisk {d['asterisk_cpu_ms_per_call']} ms, callctl {d['engine_cpu_ms_per_call']} ms, "
             f"pg {d['postgres_cpu_ms_per_call']} ms; answer p50/p99 {d['answer_ms_p50']}/{d['answer_ms_p99']} ms; "
             f"#->join p50/p99 {d['join_ms_p50']}/{d['join_ms_p99']} ms; lag p99 {d['lag_ms_p99']} ms; "
-            f"callctl wake-ups/call {d['engine_wakeups_per_call']}; load {s.load_avg[0]:.2f}")
+            + (f"callctl wake-ups/call {d['engine_wakeups_per_call']}; " if s.impl == "callctl" else "")
+            + f"load {s.load_avg[0]:.2f}")
 
 
 def machine(inst: AsteriskInstance | None = None) -> dict[str, Any]:

@@ -93,7 +93,8 @@ class Step:
             "load_avg": list(self.load_avg),
             "ari_events_per_call": round(sum(self.ari_events.values()) / self.calls, 1) if self.ari_events else None,
             "ari_events": self.ari_events,
-            "engine_wakeups_per_call": round(self.engine_wakeups / self.calls, 1) if self.calls else None,
+            "engine_wakeups_per_call": (round(self.engine_wakeups / self.calls, 1)
+                                        if self.calls and self.impl == "callctl" else None),
         }
 
 
