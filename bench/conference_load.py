@@ -53,6 +53,16 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
+def wakeups(pid: int) -> int:
+    """Times the process's main thread (callctl's event loop) went to sleep and was woken: voluntary
+    context switches. Per call it counts the loop's wake-ups (sockets, timers, threads), a figure
+    far steadier than CPU time on a shared machine."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -169,6 +179,7 @@ class Bench:
         pg = postgres_pids(pg_dir)
         pg_before = {p: _safe_cpu(p) for p in pg}
         before = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), 0.0, children_cpu_s())
+        wakeups_before = wakeups(daemon.proc.pid)
         rss: list[tuple[int, int]] = []
         stop = threading.Event()
 
@@ -203,6 +214,7 @@ class Bench:
         # Backends that ended during the step take their CPU with them (callctl's pool keeps its own).
         pg_s = sum(max(0.0, _safe_cpu(p) - was) for p, was in pg_before.items())
         after = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), pg_s, children_cpu_s())
+        engine_wakeups = wakeups(daemon.proc.pid) - wakeups_before
         cel = parse_cel(self.cel_since_last(inst))
         answer, join, joined = timings(cel, run.hash_at, numbers)
         step = Step(impl, rate, calls, run.successful, run.failed, joined, wall,
@@ -210,7 +222,7 @@ class Bench:
                     engine_cpu_s=(after[1] - before[1]) if impl == "callctl" else 0.0,
                     postgres_cpu_s=after[2] - before[2], sipp_cpu_s=after[3] - before[3],
                     answer_ms=answer, join_ms=join, lag_ms=lag.samples if impl == "callctl" else [],
-                    load_avg=os.getloadavg())
+                    load_avg=os.getloadavg(), engine_wakeups=engine_wakeups if impl == "callctl" else 0)
         if self.ari_debug and impl == "callctl":
             with console.open("rb") as f:
                 f.seek(console_at)
@@ -350,7 +362,8 @@ def _line(s: Step) -> str:
             f"cpu/call asterisk {d['asterisk_cpu_ms_per_call']} ms, callctl {d['engine_cpu_ms_per_call']} ms, "
             f"pg {d['postgres_cpu_ms_per_call']} ms; answer p50/p99 {d['answer_ms_p50']}/{d['answer_ms_p99']} ms; "
             f"#->join p50/p99 {d['join_ms_p50']}/{d['join_ms_p99']} ms; lag p99 {d['lag_ms_p99']} ms; "
-            f"load {s.load_avg[0]:.2f}")
+            + (f"callctl wake-ups/call {d['engine_wakeups_per_call']}; " if s.impl == "callctl" else "")
+            + f"load {s.load_avg[0]:.2f}")
 
 
 def machine(inst: AsteriskInstance | None = None) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class Step:
     lag_ms: list[float] = field(default_factory=list)  # event-loop lag samples (callctl only)
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     ari_events: dict[str, int] = field(default_factory=dict)  # type -> count sent to callctl (--ari-debug)
+    engine_wakeups: int = 0  # callctl's event loop: voluntary context switches of its main thread
 
     @property
     def ok(self) -> bool:
@@ -92,6 +93,8 @@ class Step:
             "load_avg": list(self.load_avg),
             "ari_events_per_call": round(sum(self.ari_events.values()) / self.calls, 1) if self.ari_events else None,
             "ari_events": self.ari_events,
+            "engine_wakeups_per_call": (round(self.engine_wakeups / self.calls, 1)
+                                        if self.calls and self.impl == "callctl" else None),
         }
 
 

@@ -10,20 +10,17 @@ from callctl.ids import ChannelId, PlaybackId
 
 
 def parse_ari_time(text: str | None) -> dt.datetime:
-    """ARI timestamps look like 2026-11-23T12:19:52.610+0000; fall back to now (UTC) if absent."""
+    """ARI timestamps look like 2026-11-23T12:19:52.610+0000; fall back to now (UTC) if absent.
+
+    ``fromisoformat`` reads that form since Python 3.11, 30x faster than ``strptime`` (every event
+    carries one)."""
     if not text:
         return dt.datetime.now(dt.UTC)
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(dt.UTC)
+        at = dt.datetime.fromisoformat(text)
     except ValueError:
         return dt.datetime.now(dt.UTC)
-
-
-def _parse_iso(text: str | None) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text).astimezone(dt.UTC) if text else None
-    except ValueError:
-        return None
+    return at.astimezone(dt.UTC) if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,6 @@ class ChannelInfo:
     language: str
     created_at: dt.datetime
     created_raw: str
-    answered_at: dt.datetime | None = None  # from CALLCTL_ANSWERED_AT, set by the engine at answer
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChannelInfo:
@@ -55,7 +51,6 @@ class ChannelInfo:
             language=str(data.get("language", "en")),
             created_at=parse_ari_time(data.get("creationtime")),
             created_raw=str(data.get("creationtime", "")),
-            answered_at=_parse_iso((data.get("channelvars") or {}).get("CALLCTL_ANSWERED_AT")),
         )
 
 
@@ -97,19 +92,15 @@ class ChannelDestroyed(ChannelEvent):
 
 
 @dataclass(frozen=True)
-class StateChange(ChannelEvent):
-    state: str
-
-
-@dataclass(frozen=True)
 class PlaybackFinished(ChannelEvent):
     playback_id: PlaybackId
     state: str
 
 
 # The event types decode() turns into events; the client asks Asterisk for these only (eventFilter).
+# ChannelStateChange is left out: no call reads it (an outbound leg's answer is its StasisStart).
 DECODED_TYPES = ("StasisStart", "ChannelDtmfReceived", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed",
-                 "ChannelStateChange", "PlaybackFinished")
+                 "PlaybackFinished")
 
 
 def decode(raw: dict[str, Any]) -> Event | None:
@@ -130,8 +121,6 @@ def decode(raw: dict[str, Any]) -> Event | None:
         return HangupRequest(at, cid, raw.get("cause"))
     if kind == "ChannelDestroyed":
         return ChannelDestroyed(at, cid, raw.get("cause"), str(raw.get("cause_txt", "")))
-    if kind == "ChannelStateChange":
-        return StateChange(at, cid, str(channel.get("state", "")))
     if kind == "PlaybackFinished":
         playback = raw.get("playback") or {}
         target = str(playback.get("target_uri", ""))

@@ -87,8 +87,10 @@ class Supervisor:
     def _start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = ()) -> None:
         mailbox: Mailbox = asyncio.Queue()
         leg = leg_id_for(self._asterisk_id(), channel.id, channel.created_raw)
+        opened = self._journal.pending.get(str(leg), {}) if self._journal is not None else {}
         call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox), args=args,
-                    on_answer=self._journal_answer(str(leg)))
+                    on_answer=self._journal_answer(str(leg)),
+                    answered_at=dt.datetime.fromisoformat(opened["answered_at"]) if opened.get("answered_at") else None)
         call.call_id = CallId(str(leg))  # an inbound call's id is its first leg's id
         if self._journal is not None:
             self._journal.opened(str(leg), call=str(leg), channel=channel.id, started_at=channel.created_at.isoformat(),

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from callctl.conference import minutes
 from callctl.conference.room import ORGANIZER, Member, Room, RoomOps, RoomRecorder, RoomSettings
+from callctl.conference.timeline import TimelineWriter
 from callctl.errors import CallHungUp, StoreError
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
@@ -96,13 +97,13 @@ class ConferenceService:
         self._clock = clock
         self._rooms: dict[uuid.UUID, tuple[Room, asyncio.Task[None]]] = {}
         self._writes: set[asyncio.Task[None]] = set()
+        self._timeline = TimelineWriter(lambda rows: store.record_events(pool, rows))
 
     # -- timeline (the rooms' sink) ------------------------------------------------------------
 
     def record(self, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
                reason: str | None, leg_id: str) -> None:
-        self._spawn(store.record_event(self._pool, conference_id, person, role, what, at, reason, leg_id),
-                    "conference_timeline_write_failed")
+        self._timeline.record(conference_id, person, role, what, at, reason, leg_id)
 
     def _spawn(self, coro: Any, failure_event: str) -> None:
         async def guarded() -> None:
@@ -124,11 +125,15 @@ class ConferenceService:
             await asyncio.wait([t for _r, t in self._rooms.values()], timeout=5)
         if self._writes:
             await asyncio.wait(list(self._writes), timeout=5)
+        await self._timeline.close()
 
     # -- admission -----------------------------------------------------------------------------
 
     async def _locked_out(self, caller: str, access_number: str) -> bool:
         by_caller, by_number = await store.recent_failures(self._pool, caller, access_number, self._lockout.window_s)
+        return self._over_limit(by_caller, by_number)
+
+    def _over_limit(self, by_caller: int, by_number: int) -> bool:
         return by_caller >= self._lockout.caller_failures or by_number >= self._lockout.number_failures
 
     async def _collect_code(self, call: EntryCall, prompts: tuple[str, ...], opts: EntryOptions) -> str | None:
@@ -163,11 +168,12 @@ class ConferenceService:
                 code = await self._collect_code(call, p.ask, opts)
                 if code is None:
                     continue
-                match = await store.find_code(self._pool, code, access_number)
+                # One round trip: the lookup, and on a miss the attempt recorded and the lockout figures.
+                match, by_caller, by_number = await store.find_code(self._pool, code, access_number, caller,
+                                                                    self._lockout.window_s)
                 if match is None:
-                    await store.record_attempt(self._pool, caller, access_number, "wrong_code")
                     log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code", digits=len(code))
-                    if await self._locked_out(caller, access_number):
+                    if self._over_limit(by_caller, by_number):
                         await call.play(list(p.locked_out), interruptible=False)
                         return "locked_out"
                     await call.play(list(p.invalid), interruptible=False)
@@ -248,7 +254,7 @@ class ConferenceService:
                             interruptible=False)
             return result
         call.cdr_fields.update(conference_id=str(conf.id), person=match.email, role=match.role)
-        if match.role == ORGANIZER:
+        if match.role == ORGANIZER and conf.started_at is None:  # led before: nothing to write
             self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
         meter = None
         if paid is not None and hold is not None and self._meter_ops is not None:

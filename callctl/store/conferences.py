@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,15 +186,26 @@ async def cancel(conn: Any, conference_id: uuid.UUID) -> bool:
 
 
 @_translated
-async def find_code(conn: Any, code: str, access_number: str) -> CodeMatch | None:
-    """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's)."""
+async def find_code(conn: Any, code: str, access_number: str, caller: str,
+                    window_s: float) -> tuple[CodeMatch | None, int, int]:
+    """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's),
+    in one round trip with the lockout figures: when there is no match, the ``wrong_code`` attempt
+    is recorded by the same statement, and the failures in the last ``window_s`` seconds (by this
+    caller, on this access number, that attempt included) come back with the answer."""
     row = await conn.fetchrow(
-        f"""SELECT c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
-            FROM conference_code c JOIN conference f ON f.id = c.conference_id
-            WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers)""", code, access_number)
-    if row is None:
-        return None
-    return CodeMatch(_conf(row), row["code_email"], row["code_role"])
+        f"""WITH m AS (
+                SELECT c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
+                FROM conference_code c JOIN conference f ON f.id = c.conference_id
+                WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers)),
+            ins AS (
+                INSERT INTO conference_attempt (caller, access_number, reason)
+                SELECT $3, $2, 'wrong_code' WHERE NOT EXISTS (SELECT 1 FROM m) RETURNING 1),
+            fails AS ({_failures("$3", "$2", "$4")})
+            SELECT m.*, fails.by_caller + (SELECT count(*) FROM ins) AS by_caller,
+                   fails.by_number + (SELECT count(*) FROM ins) AS by_number
+            FROM fails LEFT JOIN m ON true""", code, access_number, caller, float(window_s))
+    match = CodeMatch(_conf(row), row["code_email"], row["code_role"]) if row["code_email"] is not None else None
+    return match, int(row["by_caller"]), int(row["by_number"])
 
 
 @_translated
@@ -213,22 +225,35 @@ async def record_attempt(conn: Any, caller: str, access_number: str, reason: str
                        "VALUES ($1,$2,$3,$4)", caller, access_number, reason, conference_id)
 
 
+def _failures(caller: str, number: str, window_s: str) -> str:
+    """SQL: failed code entries in the last ``window_s`` seconds, by ``caller`` and on ``number``
+    (their statement parameters, e.g. "$1")."""
+    return f"""SELECT count(*) FILTER (WHERE caller={caller}) AS by_caller,
+                      count(*) FILTER (WHERE access_number={number}) AS by_number
+               FROM conference_attempt WHERE at > now() - make_interval(secs => {window_s})
+               AND (caller={caller} OR access_number={number}) AND reason IN ('wrong_code')"""
+
+
 @_translated
 async def recent_failures(conn: Any, caller: str, access_number: str, window_s: float) -> tuple[int, int]:
     """Failed code entries in the last ``window_s`` seconds: (by this caller, on this access number)."""
-    row = await conn.fetchrow(
-        """SELECT count(*) FILTER (WHERE caller=$1) AS by_caller, count(*) FILTER (WHERE access_number=$2) AS by_number
-           FROM conference_attempt WHERE at > now() - make_interval(secs => $3) AND (caller=$1 OR access_number=$2)
-           AND reason IN ('wrong_code')""", caller, access_number, float(window_s))
+    row = await conn.fetchrow(_failures("$1", "$2", "$3"), caller, access_number, float(window_s))
     return int(row["by_caller"]), int(row["by_number"])
 
 
 @_translated
-async def record_event(conn: Any, conference_id: str, person: str, role: str, what: str, at: dt.datetime,
-                       reason: str | None, leg_id: str) -> None:
-    await conn.execute("INSERT INTO conference_event (conference_id, person, role, what, at, reason, leg_id) "
-                       "VALUES ($1,$2,$3,$4,$5,$6,$7)", uuid.UUID(conference_id), person, role, what, at, reason,
-                       uuid.UUID(leg_id))
+async def record_events(conn: Any, rows: Sequence[tuple[uuid.UUID, str, str, str, dt.datetime, str | None,
+                                                        uuid.UUID]]) -> None:
+    """Timeline rows (conference_id, person, role, what, at, reason, leg_id) in one statement; rows of
+    a conference deleted meanwhile (an erasure) are skipped rather than failing the others."""
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(
+        """INSERT INTO conference_event (conference_id, person, role, what, at, reason, leg_id)
+           SELECT u.* FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+                                  $7::uuid[]) AS u(conference_id, person, role, what, at, reason, leg_id)
+           WHERE EXISTS (SELECT 1 FROM conference f WHERE f.id = u.conference_id)""", *map(list, columns))
 
 
 @_translated

@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from callctl.store import conferences as store
 from scripts.devstack import REPO, AsteriskInstance
 from tests.integration.test_daemon import wait_for_cdrs
 from tests.support import sipp
@@ -79,6 +81,11 @@ def db(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
     return asyncio.run(run())
 
 
+def timeline_whats(database_url: str, conference_id: str) -> list[str]:
+    rows = db(database_url, "SELECT what FROM conference_event WHERE conference_id = $1::text::uuid", conference_id)
+    return [r["what"] for r in rows]
+
+
 def test_organizer_and_three_participants_end_up_in_one_bridge(daemon_factory: Any, asterisk: AsteriskInstance,
                                                                 database_url: str, tmp_path: Path) -> None:
     conf = book(database_url, tmp_path)
@@ -94,6 +101,8 @@ def test_organizer_and_three_participants_end_up_in_one_bridge(daemon_factory: A
     rows = wait_for_cdrs(database_url, 4)
     assert {r["conference_id"] for r in rows} == {conf["id"]}
     assert sorted(r["role"] for r in rows) == ["organizer", "participant", "participant", "participant"]
+    # The timeline is written in batches (a quarter of a second apart at most) after the CDRs.
+    wait_for(lambda: timeline_whats(database_url, conf["id"]).count("leave") == 4, 20, "4 leave rows")
     shown = cli(database_url, tmp_path, "show", conf["id"])
     whats = [(e["person"], e["what"]) for e in shown["timeline"]]
     assert len([w for w in whats if w[1] == "join"]) == 4 and len([w for w in whats if w[1] == "leave"]) == 4
@@ -200,7 +209,7 @@ def test_star_nine_ends_the_conference_for_everyone(daemon_factory: Any, asteris
     for proc, work in (*parts, org):
         result = sipp.finish(proc, work)
         assert result.ok, result.stderr  # every caller received a BYE from the engine
-    rows = db(database_url, "SELECT ended_at FROM conference WHERE id=$1", __import__("uuid").UUID(conf["id"]))
+    rows = db(database_url, "SELECT ended_at FROM conference WHERE id=$1", uuid.UUID(conf["id"]))
     assert rows[0]["ended_at"] is not None
 
 
@@ -295,5 +304,38 @@ def test_when_the_organizer_leaves_the_others_are_hung_up_after_the_grace(
     left = org_result.first("UDP message sent", "BYE")
     cut = part_result.first("UDP message received", "BYE")
     assert 1.5 < (cut - left).total_seconds() < 6
+    wait_for(lambda: "leave" in timeline_whats(database_url, conf["id"]), 20, "the participant's leave row")
     timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
     assert ("p0@example.com", "leave", "organizer_left") in [(e["person"], e["what"], e["reason"]) for e in timeline]
+
+
+def test_code_lookup_records_a_wrong_code_and_counts_failures_in_one_statement(database_url: str) -> None:
+    async def run() -> None:
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        try:
+            now = dt.datetime.now(dt.UTC)
+            conf, codes, _ = await store.save_booking(
+                pool, subject="Weekly", starts_at=now, ends_at=now + dt.timedelta(hours=1),
+                organizer="org@example.com", participants=["p0@example.com"], access_numbers=[ACCESS])
+            good = next(c for c in codes if c.role == "participant")
+            match, by_caller, by_number = await store.find_code(pool, good.code, ACCESS, "+33611000091", 60)
+            assert match is not None and match.conference.id == conf.id and match.email == "p0@example.com"
+            assert (by_caller, by_number) == (0, 0)  # a right code records nothing
+            for n in (1, 2):
+                match, by_caller, by_number = await store.find_code(pool, "99999999", ACCESS, "+33611000091", 60)
+                assert match is None and (by_caller, by_number) == (n, n)  # this attempt included
+            assert await store.recent_failures(pool, "+33611000092", ACCESS, 60) == (0, 2)
+            match, *_ = await store.find_code(pool, good.code, "+33900000999", "+33611000092", 60)
+            assert match is None  # another number's code
+            # Timeline rows of a conference erased meanwhile are skipped, the others written.
+            leg = uuid.uuid4()
+            await store.record_events(pool, [(conf.id, "p0@example.com", "participant", "join", now, None, leg),
+                                             (uuid.uuid4(), "x@example.com", "participant", "join", now, None, leg)])
+            assert [e["person"] for e in await store.timeline(pool, conf.id)] == ["p0@example.com"]
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    attempts = db(database_url, "SELECT reason, caller FROM conference_attempt ORDER BY at")
+    assert [(a["reason"], a["caller"]) for a in attempts] == [("wrong_code", "+33611000091")] * 2 + [
+        ("wrong_code", "+33611000092")]

@@ -19,6 +19,7 @@ from callctl.ari.events import (
     StasisEnd,
     StasisStart,
     decode,
+    parse_ari_time,
 )
 from callctl.calls.call import Call
 from callctl.calls.lifecycle import Lifecycle, disposition_for
@@ -152,6 +153,13 @@ def test_decode_ignores_unknown_events_and_maps_playbacks_to_their_channel() -> 
     assert ev.at == T0 + dt.timedelta(seconds=1, milliseconds=250)
 
 
+def test_ari_timestamps_are_read_as_utc_with_their_milliseconds() -> None:
+    assert parse_ari_time("2026-11-23T11:00:01.250+0100") == T0 + dt.timedelta(seconds=1, milliseconds=250)
+    assert parse_ari_time("2026-11-23T10:00:01.250+0000").tzinfo == dt.UTC
+    now = dt.datetime.now(dt.UTC)
+    assert parse_ari_time("garbage") >= now and parse_ari_time(None) >= now  # a bad stamp is "now"
+
+
 def test_the_event_filter_asks_asterisk_for_exactly_the_types_decode_uses() -> None:
     # client.py sends DECODED_TYPES as the app's "allowed" eventFilter: a type decode() maps but the
     # filter lacks would never arrive; one the filter allows but decode() drops is wasted work.
@@ -160,7 +168,8 @@ def test_the_event_filter_asks_asterisk_for_exactly_the_types_decode_uses() -> N
     for kind in DECODED_TYPES:
         assert decode({"type": kind, "timestamp": "2026-11-23T10:00:01.250+0000", "channel": {"id": "c1"},
                        **samples.get(kind, {})}) is not None, kind
-    for kind in ("PlaybackStarted", "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeDestroyed"):
+    for kind in ("PlaybackStarted", "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeDestroyed",
+                 "ChannelStateChange"):
         assert kind not in DECODED_TYPES and decode({"type": kind, "channel": {"id": "c1"}}) is None
 
 

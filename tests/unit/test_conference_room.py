@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from callctl.conference.codes import Window, new_code
 from callctl.conference.room import ORGANIZER, PARTICIPANT, Member, Room, RoomSettings
+from callctl.conference.timeline import EventRow, TimelineWriter
+from callctl.errors import StoreUnavailable
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 
@@ -173,3 +177,48 @@ def test_codes_are_random_digits_without_collisions_and_windows_are_half_open() 
     assert w.admission(T0 - dt.timedelta(minutes=15)) == "open"
     assert w.admission(T0 + dt.timedelta(hours=1, minutes=29, seconds=59)) == "open"
     assert w.admission(T0 + dt.timedelta(hours=1, minutes=30)) == "over"
+
+
+class FlakyStore:
+    """A conference_event table behind a connection that fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.down = False
+        self.attempts = 0
+
+    async def write(self, rows: Sequence[EventRow]) -> None:
+        self.attempts += 1
+        await asyncio.sleep(0)
+        if self.down:
+            raise StoreUnavailable("PostgreSQL at db:5432 is unavailable")
+        self.batches.append([f"{person} {what}" for _c, person, _r, what, _at, _why, _leg in rows])
+
+
+async def wait_until(condition: Any, what: str, timeout_s: float = 20.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_timeline_rows_are_written_in_batches_in_order_and_kept_while_the_store_is_down() -> None:
+    store = FlakyStore()
+    writer = TimelineWriter(store.write, min_interval_s=0.05, retry_s=0.01)
+    conf, leg = str(uuid.uuid4()), str(uuid.uuid4())
+    writer.record(conf, "a@example.com", ORGANIZER, "join", T0, None, leg)
+    await wait_until(lambda: store.batches == [["a@example.com join"]], "the first row")  # idle: at once
+    for i in range(10):  # a burst: one write takes every row buffered meanwhile
+        writer.record(conf, f"p{i}@example.com", PARTICIPANT, "join", T0, None, leg)
+    await wait_until(lambda: writer.pending == 0, "the burst")
+    assert store.batches[1] == [f"p{i}@example.com join" for i in range(10)]
+    store.down = True
+    writer.record(conf, "a@example.com", ORGANIZER, "leave", T0, "hangup", leg)
+    writer.record(conf, "p0@example.com", PARTICIPANT, "leave", T0, "hangup", leg)
+    tried = store.attempts
+    await wait_until(lambda: store.attempts >= tried + 3, "retries")
+    assert writer.pending == 2 and len(store.batches) == 2  # nothing lost, nothing written
+    store.down = False
+    await writer.close()
+    assert store.batches[2] == ["a@example.com leave", "p0@example.com leave"] and writer.pending == 0
