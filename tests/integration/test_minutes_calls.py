@@ -76,6 +76,18 @@ def holds(database_url: str) -> list[dict[str, Any]]:
                             "ORDER BY created_at")
 
 
+def timeline(database_url: str, tmp_path: Path, conference_id: str, leaves: int) -> list[dict[str, Any]]:
+    """The conference's timeline once its ``leaves`` leave rows are written (one writer batches them)."""
+    rows: list[dict[str, Any]] = []
+
+    def written() -> bool:
+        rows[:] = cli(database_url, tmp_path, "show", conference_id)["timeline"]
+        return sum(e["what"] == "leave" for e in rows) >= leaves
+
+    wait_for(written, 20, f"{leaves} leave row(s) in the timeline")
+    return rows
+
+
 def pool(database_url: str, account: uuid.UUID) -> dict[str, Any]:
     (row,) = db(database_url, "SELECT balance_s, reserved_s FROM minutes_pool WHERE account_id = $1", account)
     return row
@@ -94,13 +106,13 @@ def test_legs_on_the_free_number_draw_the_pool_by_the_second(daemon_factory: Any
         assert sipp.finish(proc, work).ok
     wait_for(lambda: len([h for h in holds(database_url) if h["settled_at"]]) == 2, 20, "both legs settled")
     rows = holds(database_url)
-    timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
+    shown = timeline(database_url, tmp_path, conf["id"], 2)
     for hold in rows:
         assert hold["held_s"] > 3  # held slice after slice while the leg stayed, not all at once
-        events = {e["what"]: dt.datetime.fromisoformat(e["at"]) for e in timeline if e["leg_id"] == str(hold["leg_id"])}
+        events = {e["what"]: dt.datetime.fromisoformat(e["at"]) for e in shown if e["leg_id"] == str(hold["leg_id"])}
         in_room_s = (events["leave"] - events["join"]).total_seconds()
         assert abs(hold["used_s"] - in_room_s) <= 1  # drawn per second of presence, rounded up
-    assert all(e["organizer_paid"] for e in timeline)
+    assert all(e["organizer_paid"] for e in shown)
     used = sum(h["used_s"] for h in rows)
     assert pool(database_url, account) == {"balance_s": 600 - used, "reserved_s": 0}
     ledger = db(database_url, "SELECT seconds FROM minutes_ledger WHERE account_id = $1 AND kind = 'leg'", account)
@@ -143,8 +155,8 @@ def test_two_conferences_drain_one_pool_to_zero_then_their_legs_are_warned_and_e
     assert pool(database_url, account) == {"balance_s": 0, "reserved_s": 0}
     assert len(d.events("minutes_leg_warned")) == 2 and len(d.events("minutes_leg_exhausted", policy="end")) == 2
     for conf in confs:
-        timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
-        assert [(e["what"], e["reason"]) for e in timeline] == [("join", None), ("leave", "minutes_exhausted")]
+        shown = timeline(database_url, tmp_path, conf["id"], 1)
+        assert [(e["what"], e["reason"]) for e in shown] == [("join", None), ("leave", "minutes_exhausted")]
     statement = bill(database_url, account)
     by_person = {h["person"]: h["used_s"] for h in rows}
     for subject in ("Board", "Sales"):  # one line per conference, with the seconds its leg drew
@@ -169,8 +181,8 @@ def test_with_the_move_policy_an_exhausted_leg_leaves_the_room_and_hears_the_loc
     assert finished["ended_by"] == "caller"
     (hold,) = holds(database_url)
     assert hold["used_s"] == hold["held_s"] == 4  # the message after the room is not drawn from the pool
-    timeline = cli(database_url, tmp_path, "show", conf["id"])["timeline"]
-    assert [(e["what"], e["reason"]) for e in timeline] == [("join", None), ("leave", "minutes_exhausted")]
+    shown = timeline(database_url, tmp_path, conf["id"], 1)
+    assert [(e["what"], e["reason"]) for e in shown] == [("join", None), ("leave", "minutes_exhausted")]
 
 
 def test_asterisk_ends_a_paid_leg_at_its_hold_when_the_engine_has_died(
