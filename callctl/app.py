@@ -96,6 +96,7 @@ class Daemon:
         self.dialer: Dialer | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.recordings: RecordingService | None = None
+        self.conferences: ConferenceService | None = None
 
     async def run_flow_for(self, call: Call) -> tuple[str, str | None, str | None]:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
@@ -186,6 +187,8 @@ class Daemon:
         self._spawn_side(self._import_asterisk_decisions())
         if self.recordings is not None:
             await self.recordings.resync()
+        if self.conferences is not None:
+            self._spawn_side(self.conferences.clear_old_bridges(self.ari))
         notify("STATUS=connected to Asterisk")
 
     def _on_ari_disconnected(self) -> None:
@@ -275,6 +278,7 @@ class Daemon:
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
                 meter_ops=self.ari,
                 recorder=ConferenceRecorder(self.recordings))
+            self.conferences = conferences
             background.add(asyncio.create_task(settle_abandoned_holds(pool), name="minutes-sweep"))
             self.recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
             background.add(asyncio.create_task(self.recordings.serve_requests(

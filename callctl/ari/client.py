@@ -315,6 +315,9 @@ class AriClient:
         with contextlib.suppress(ChannelGone):
             await self._request("DELETE", f"recordings/stored/{name}", channel=name)
 
+    async def bridge_ids(self) -> list[str]:
+        return [str(b.get("id")) for b in await self._request("GET", "bridges") or []]
+
     async def bridge_channel_count(self, bridge_id: str) -> int | None:
         """How many channels the bridge holds, None if it no longer exists."""
         try:

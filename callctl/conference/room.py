@@ -30,6 +30,7 @@ from callctl.logging import get_logger
 
 log = get_logger("callctl.conference")
 
+BRIDGE_PREFIX = "conf-"  # every room's bridge id starts with it (a new random suffix per room)
 ORGANIZER = "organizer"
 PARTICIPANT = "participant"
 
@@ -124,7 +125,7 @@ class Room:
                  on_end: Callable[[str, str], None] | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
-        self.bridge_id = f"conf-{settings.conference_id}-{uuid.uuid4().hex[:8]}"
+        self.bridge_id = f"{BRIDGE_PREFIX}{settings.conference_id}-{uuid.uuid4().hex[:8]}"
         self._ops = ops
         self._timeline = timeline
         self._recorder = recorder

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callctl.conference import minutes
-from callctl.conference.room import ORGANIZER, Member, Room, RoomOps, RoomRecorder, RoomSettings
+from callctl.conference.room import BRIDGE_PREFIX, ORGANIZER, Member, Room, RoomOps, RoomRecorder, RoomSettings
 from callctl.conference.timeline import TimelineWriter
-from callctl.errors import CallHungUp, StoreError
+from callctl.errors import AriError, CallHungUp, StoreError
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
 from callctl.store import conferences as store
@@ -49,6 +49,12 @@ class Recorder(RoomRecorder, Protocol):
 
     async def tell_before_join(self, room: Room, member: Member,
                                play: Callable[[list[str]], Awaitable[Any]]) -> None: ...
+
+
+class BridgeOps(Protocol):
+    async def bridge_ids(self) -> list[str]: ...
+    async def bridge_channel_count(self, bridge_id: str) -> int | None: ...
+    async def destroy_bridge(self, bridge_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,36 @@ class ConferenceService:
         if held is None or held[0].ended:
             return "no_live_room"
         return await held[0].set_recording(on)
+
+    async def clear_old_bridges(self, ops: BridgeOps, *, poll_s: float = 2.0, give_up_s: float = 3600.0) -> None:
+        """After connecting to Asterisk: destroy the conference bridges no room of this engine owns (a
+        previous engine's rooms) once they are empty. Their members, adopted by this engine, key their
+        code again and join a new room, or hang up; Asterisk would keep the emptied bridge until it
+        restarts. Polls only those bridges, and only until they are gone."""
+        loop = asyncio.get_running_loop()
+        own = {room.bridge_id for room, _task in self._rooms.values()}
+        try:
+            old = [b for b in await ops.bridge_ids() if b.startswith(BRIDGE_PREFIX) and b not in own]
+        except AriError as exc:
+            log.warning("conference_bridge_sweep_failed", error=exc.message)
+            return
+        deadline = loop.time() + give_up_s
+        while old and loop.time() < deadline:
+            for bridge_id in list(old):
+                try:
+                    members = await ops.bridge_channel_count(bridge_id)
+                    if members == 0:
+                        await ops.destroy_bridge(bridge_id)
+                        log.info("conference_old_bridge_destroyed", bridge=bridge_id)
+                except AriError as exc:  # Asterisk gone: the next connection sweeps again
+                    log.warning("conference_bridge_sweep_failed", error=exc.message)
+                    return
+                if not members:
+                    old.remove(bridge_id)
+            if old:
+                await asyncio.sleep(poll_s)
+        if old:
+            log.warning("conference_old_bridges_left", bridges=len(old))
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for conference_id, (_room, held) in list(self._rooms.items()):

@@ -157,6 +157,9 @@ def test_after_a_restart_the_conference_recording_follows_its_members_into_the_n
     assert (followed["previous_recording_id"], followed["result"]) == (started["recording_id"], "started")
     new = second.wait_for_log("recording_started", 20)
     assert new["recording_id"] != started["recording_id"] and new["conference_id"] == conf["id"]
+    # The previous engine's emptied bridge is destroyed (Asterisk would keep it until it restarts).
+    wait_for(lambda: bridged_channels(asterisk) == [1], 20, "only the new room's bridge, with the organizer")
+    assert second.wait_for_log("conference_old_bridge_destroyed", 5)
     assert sipp.finish(*org, timeout_s=150).ok  # the organizer hangs up: the room ends and files its recording
     second.wait_for_log("recording_filed", 40, recording_id=new["recording_id"])
     rows = {str(r["id"]): r for r in db(database_url, "SELECT * FROM recording WHERE conference_id = $1",

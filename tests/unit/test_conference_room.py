@@ -222,3 +222,36 @@ async def test_timeline_rows_are_written_in_batches_in_order_and_kept_while_the_
     store.down = False
     await writer.close()
     assert store.batches[2] == ["a@example.com leave", "p0@example.com leave"] and writer.pending == 0
+
+
+class OldBridges:
+    """Asterisk's bridges after an engine restart: a previous engine's room, emptied as its members re-join."""
+
+    def __init__(self) -> None:
+        self.members = {"conf-old-1": 2, "conf-old-2": 0, "call-abc": 0, "conf-gone": 1}
+        self.destroyed: list[str] = []
+
+    async def bridge_ids(self) -> list[str]:
+        return list(self.members)
+
+    async def bridge_channel_count(self, bridge_id: str) -> int | None:
+        count = self.members.get(bridge_id)
+        if bridge_id == "conf-old-1" and count:
+            self.members[bridge_id] = count - 1  # one member re-joins through the new engine per poll
+        if bridge_id == "conf-gone":
+            del self.members[bridge_id]  # ended by Asterisk meanwhile
+        return count if bridge_id != "conf-gone" else None
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        self.destroyed.append(bridge_id)
+        del self.members[bridge_id]
+
+
+async def test_a_previous_engines_conference_bridges_are_destroyed_once_empty_and_no_other() -> None:
+    from callctl.conference.service import ConferenceService
+
+    ops = OldBridges()
+    service = ConferenceService(None, ops)  # type: ignore[arg-type]
+    await service.clear_old_bridges(ops, poll_s=0.01)
+    assert ops.destroyed == ["conf-old-2", "conf-old-1"]  # each once empty; not another app's bridge
+    assert set(ops.members) == {"call-abc"}
