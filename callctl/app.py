@@ -262,6 +262,7 @@ class Daemon:
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self._pool = pool
             billing = PrepaidBilling(pool, self.plans)  # one deck cache for SIP users' and originated calls
+            self.supervisor.sweep_holds = billing.settle_abandoned  # holds a dead engine left, at each resync
             self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate,
                                  billing=billing)
             background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,8 +15,17 @@ from callctl.billing.plans import Plans, included_seconds_left, load_plans, tria
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
 from callctl.billing.rating import Deck, Rate, call_cost, effective_deck
 from callctl.billing.statements import Rating, rate_call
+from callctl.cdr.record import billed_seconds
 from callctl.errors import StoreError
+from callctl.logging import get_logger
 from callctl.store import billing as store
+from callctl.store import cel as cel_store
+
+log = get_logger("callctl.billing")
+
+# A hold whose channel is unknown (written before migration 0011) is settled only once its whole
+# duration, ringing included, has surely passed: Asterisk has cut that call by then.
+UNKNOWN_CHANNEL_MARGIN_S = 180
 
 DeckLoader = Callable[[Any, dt.datetime], Awaitable[list[Deck]]]
 
@@ -69,11 +78,13 @@ def _rate_from_json(data: dict[str, Any]) -> Rate:
 
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
                     plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1,
-                    decks: DeckLoader | None = None, user_id: uuid.UUID | None = None) -> Authorization:
+                    decks: DeckLoader | None = None, user_id: uuid.UUID | None = None,
+                    channel_id: str | None = None) -> Authorization:
     """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
     at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
     credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
-    when the account, rate or credit is missing or pays for less than ``min_seconds``.
+    when the account, rate or credit is missing or pays for less than ``min_seconds``. ``channel_id``: the
+    call's first Asterisk channel, kept on the hold for the start-up sweep (settle_abandoned).
 
     Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
     """
@@ -109,14 +120,14 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
         return Authorization(0, None, rating, f"prepaid credit {available} {terms.currency} does not pay for "
                                               f"{min_seconds} s to {rate.destination}: top up the account")
     rid = await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
-                              rate=_rate_json(rate))
+                              rate=_rate_json(rate), channel_id=channel_id)
     if rid is None:
         # Another call took the credit between our read and our hold: recompute once with what is left.
         credit = await store.credit(pool, account_id)
         available = credit.available if credit is not None else Decimal(0)
         seconds = max_authorised_seconds(available, rate, cap_s=cap_s)
         rid = (await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
-                                   rate=_rate_json(rate))) if seconds >= min_seconds else None
+                                   rate=_rate_json(rate), channel_id=channel_id)) if seconds >= min_seconds else None
         if rid is None:
             return Authorization(0, None, rating, f"prepaid credit is held by other calls on account "
                                                   f"{account_id}: not enough left for {min_seconds} s")
@@ -131,6 +142,46 @@ async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> D
         raise StoreError(f"credit reservation {reservation_id} does not exist")
     cost = call_cost(_rate_from_json(res.rate), max(0, min(billed_seconds, res.max_seconds)))
     return await store.settle(pool, reservation_id, cost, billed_seconds)
+
+
+@dataclass(frozen=True)
+class SweptHold:
+    """A hold the sweep settled: ``source`` of its seconds is ``cel`` (Asterisk's channel events),
+    ``engine`` (what an engine saw of the call: a recovered or adopted call) or ``full_hold``."""
+
+    reservation_id: uuid.UUID
+    channel_id: str | None
+    seconds: int
+    source: str
+    cost: Decimal
+
+
+async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[str, int] | None = None, *,
+                           exclude: Collection[uuid.UUID] = ()) -> list[SweptHold]:
+    """Settle the holds of calls that ended while no engine was connected (their engine died).
+
+    A hold whose channel is in ``live`` (still up in Asterisk, or a call an engine owns now) or in
+    ``exclude`` (this engine's own calls in progress) is kept. The others are settled with the seconds
+    the call talked, from Asterisk's channel events when it recorded the channel's end, else from
+    ``known_s`` (channel -> billed seconds an engine saw), else at the full hold (Asterisk cut the call
+    at its limit). Settling is idempotent: a hold is never debited twice, whoever sweeps.
+    """
+    holds = [h for h in await store.open_reservations(pool, UNKNOWN_CHANNEL_MARGIN_S)
+             if h.id not in exclude and (h.channel_id not in live if h.channel_id else h.expired)]
+    times = await cel_store.ended_channel_times(pool, [h.channel_id for h in holds if h.channel_id])
+    known_s = known_s or {}
+    swept = []
+    for hold in holds:
+        channel = hold.channel_id or ""
+        if channel in times:
+            seconds, source = billed_seconds(times[channel].answered_at, times[channel].ended_at), "cel"
+        elif channel in known_s:
+            seconds, source = known_s[channel], "engine"
+        else:
+            seconds, source = hold.max_seconds, "full_hold"
+        cost = await settle(pool, hold.id, seconds)
+        swept.append(SweptHold(hold.id, hold.channel_id, min(seconds, hold.max_seconds), source, cost))
+    return swept
 
 
 def cdr_rating(auth: Authorization, cost: Decimal | None) -> dict[str, Any]:
@@ -149,15 +200,35 @@ class PrepaidBilling:
         self._pool = pool
         self._plans = plans
         self._decks = DeckCache()
+        self._open: set[uuid.UUID] = set()  # holds of this engine's calls, authorised and not finished
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None) -> Authorization:
-        return await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
-                               plans=self._plans, decks=self._decks, user_id=user_id)
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization:
+        auth = await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
+                               plans=self._plans, decks=self._decks, user_id=user_id, channel_id=channel_id)
+        if auth.reservation_id is not None:
+            self._open.add(auth.reservation_id)
+        return auth
 
     async def finish(self, auth: Authorization, billed_seconds: int) -> dict[str, Any]:
         """Settle the call's hold (if any) with its true cost; the CDR rating columns of the leg."""
         cost = None
         if auth.reservation_id is not None:
-            cost = await settle(self._pool, auth.reservation_id, billed_seconds)
+            try:
+                cost = await settle(self._pool, auth.reservation_id, billed_seconds)
+            finally:  # not settled (PostgreSQL down): the next sweep settles it from Asterisk's events
+                self._open.discard(auth.reservation_id)
         return cdr_rating(auth, cost)
+
+    async def settle_abandoned(self, live: Collection[str], known_s: Mapping[str, int] | None = None) -> int:
+        """The sweep (settle_abandoned) around this engine's own calls; logs what it settled, once."""
+        try:
+            swept = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open))
+        except StoreError as exc:
+            log.warning("credit_holds_sweep_failed", error=exc.message)
+            return 0
+        if swept:
+            log.warning("credit_holds_settled_after_engine_loss", holds=len(swept),
+                        full_hold=sum(1 for s in swept if s.source == "full_hold"),
+                        from_cel=sum(1 for s in swept if s.source == "cel"))
+        return len(swept)

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -21,8 +21,8 @@ from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
 from callctl.calls.call import Call, ChannelOps, OutboundLeg
 from callctl.cdr.journal import CallJournal
-from callctl.cdr.record import RATING_FIELDS, CdrRecord, leg_id_for
-from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone
+from callctl.cdr.record import RATING_FIELDS, CdrRecord, billed_seconds, leg_id_for
+from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone, StoreError
 from callctl.ids import CallId, ChannelId
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
@@ -33,6 +33,14 @@ log = get_logger("callctl.calls")
 FALLBACK_CONTEXT = "callctl-fallback"
 END_WAIT_S = 5.0
 CDR_TAGS = ("account_id", "user_id", "conference_id", "person", "role")
+# A flow that charged its call's own channel (an originated call) leaves in ``cdr_fields[SETTLE_FIELD]``
+# an async callable: the CDR's billed seconds -> the CDR's rating columns (RATING_FIELDS). The
+# supervisor calls it once the channel's end is known, so the debit and the CDR use the same seconds.
+SETTLE_FIELD = "settle"
+
+# The start-up sweep of credit holds (callctl.billing.service.PrepaidBilling.settle_abandoned): channels
+# up or owned -> the seconds known of calls an engine saw end -> holds settled.
+HoldSweep = Callable[[set[str], dict[str, int]], Awaitable[int]]
 
 
 class SupervisorOps(ChannelOps, Protocol):
@@ -66,6 +74,7 @@ class Supervisor:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.log_number_digits = 4
+        self.sweep_holds: HoldSweep | None = None  # set by the composition root when billing is wired
         metrics.counter("callctl_calls_total", "Calls finished, by outcome")
         metrics.gauge("callctl_active_calls", "Calls in progress", lambda: len(self._calls))
 
@@ -160,6 +169,12 @@ class Supervisor:
         finally:
             self._calls.pop(call.channel.id, None)
             self.dispatcher.unregister(call.channel.id)
+        if adopted and self.sweep_holds is not None:
+            # A call a dead engine started may hold credit this engine knows nothing of: settle it now,
+            # from Asterisk's events of the channel, else from what this engine saw of the call.
+            lc = call.lifecycle
+            seen: dict[str, int] = {call.channel.id: billed_seconds(lc.answered_at, lc.ended_at)} if lc.ended_at else {}
+            self._spawn_side(self.sweep_holds(set(self._calls), seen))
 
     async def _finish(self, call: Call, outcome: str, flow: str | None, version: str | None,
                       elapsed_s: float) -> None:
@@ -178,6 +193,12 @@ class Supervisor:
         if lc.ended_at is None:
             lc.ended(dt.datetime.now(dt.UTC), None, "end not reported by Asterisk")
         assert lc.ended_at is not None
+        settle = call.cdr_fields.pop(SETTLE_FIELD, None)
+        if settle is not None:
+            try:
+                call.cdr_fields.update(await settle(billed_seconds(lc.answered_at, lc.ended_at)))
+            except StoreError as exc:  # the hold stays; the next sweep settles it from Asterisk's events
+                log.warning("call_not_settled", error=exc.message)
         first_leg = uuid.UUID(call.call_id)
         record = CdrRecord(
             leg_id=first_leg, call_id=first_leg, direction=str(call.cdr_fields.get("direction", "inbound")),
@@ -246,11 +267,15 @@ class Supervisor:
                 continue
             self._start_call(info, adopted=True)
             adopted += 1
-        recovered = self._recover_lost(in_app)
+        seen: dict[str, int] = {}
+        recovered = self._recover_lost(in_app, seen)
         log.info("ari_resynced", in_app=len(in_app), adopted=adopted, recovered=recovered, active=len(self._calls))
+        if self.sweep_holds is not None:
+            self._spawn_side(self.sweep_holds(in_app | set(self._calls), seen))
 
-    def _recover_lost(self, in_app: set[str]) -> int:
-        """Record the calls a previous engine took that ended while no engine was connected."""
+    def _recover_lost(self, in_app: set[str], seen: dict[str, int]) -> int:
+        """Record the calls a previous engine took that ended while no engine was connected; ``seen``
+        gets the billed seconds of each recovered channel (a lower bound)."""
         journal = self._journal
         if journal is None:
             return 0
@@ -276,6 +301,7 @@ class Supervisor:
             )
             self._cdrs.submit(record)
             journal.closed(leg)
+            seen[record.channel_id] = record.billed_s
             recovered += 1
         if recovered:
             log.warning("calls_recovered_from_journal", count=recovered)

@@ -123,13 +123,15 @@ def test_an_outbound_national_number_reaches_the_trunk_in_e164_with_the_users_di
     outbound = next(r for r in rows if r["direction"] == "outbound")
     assert outbound["to_number"] == "+33123456789" and str(outbound["account_id"]) == user["account_id"]
     inbound = next(r for r in rows if r["direction"] == "inbound")
-    assert json.loads(inbound["extra"])["cost"]  # the reservation was settled with the true cost
+    assert "cost" not in json.loads(inbound["extra"])  # the cost is the dialled leg's column, not repeated
     # The dialled leg carries its rating: 0.60 EUR/min, per second from the first, rounded once.
     assert 2 <= outbound["billed_s"] <= 3  # SIPp held the call 2 s after the answer
     assert (outbound["rating_deck"], outbound["rating_prefix"], outbound["currency"]) == ("test", "33", "EUR")
     assert outbound["rate_per_minute"] == Decimal("0.60") and outbound["included"] is False
     assert outbound["cost"] == (Decimal("0.60") * outbound["billed_s"] / 60).quantize(Decimal("0.0001"))
-    assert str(outbound["cost"]) == json.loads(inbound["extra"])["cost"]
+    [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                  user["account_id"])
+    assert (credit["balance"], credit["reserved"]) == (10 - outbound["cost"], 0)  # debited exactly that
     assert user["sip_password"] not in "\n".join(d.raw + d.stderr)  # never in the logs (issue 11)
 
 
@@ -176,6 +178,18 @@ def test_a_prepaid_call_is_cut_by_asterisk_at_its_limit_while_the_engine_is_stop
     talk = (far_result.first("UDP message received", "BYE") - far_result.first("UDP message received", "ACK"))
     assert 4.0 < talk.total_seconds() < 8.0, talk
     assert sipp.finish(*call).ok
+    [held] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                user["account_id"])
+    assert held["reserved"] == Decimal("0.06")  # the dead engine never settled its hold
+    wait_for(lambda: len(db(database_url, "SELECT DISTINCT uniqueid FROM cel WHERE eventtype = 'CHAN_END'")) >= 2,
+             10, "Asterisk's channel events of both legs")
+    # The next engine settles it at start, from Asterisk's events of the call's channel: all 6 s.
+    restarted = daemon_factory()
+    swept = restarted.wait_for_log("credit_holds_settled_after_engine_loss")
+    assert (swept["holds"], swept["from_cel"], swept["full_hold"]) == (1, 1, 0), swept
+    [settled] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                   user["account_id"])
+    assert (settled["balance"], settled["reserved"]) == (0, 0)
 
 
 def test_an_emergency_call_from_a_line_without_emergency_hears_why_and_nothing_leaves(
@@ -221,6 +235,6 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_even_wi
     assert DID in invite.split("From:", 1)[1].splitlines()[0]  # the callback number
     rows = wait_for_cdrs(database_url, 2)
     inbound = next(r for r in rows if r["direction"] == "inbound")
-    assert json.loads(inbound["extra"])["cost"] == "0"
+    assert "cost" not in json.loads(inbound["extra"])
     outbound = next(r for r in rows if r["direction"] == "outbound")
     assert outbound["cost"] == 0 and outbound["included"] is True  # free of charge, on the leg's CDR
