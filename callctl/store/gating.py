@@ -195,12 +195,13 @@ async def decisions(db: Any, account_id: uuid.UUID) -> list[dict[str, Any]]:
 @_translated
 async def dialer_attempt(db: Any, account_id: uuid.UUID, caller: str, callee: str, at: dt.datetime,
                          cap_window: dt.timedelta,
-                         rules: Callable[[DialerFacts], Verdict]) -> tuple[Verdict, int | None]:
+                         rules: Callable[[DialerFacts], Verdict]) -> tuple[Verdict, int | None, int]:
     """Apply ``rules`` to one automated attempt and record it, atomically per (account, callee).
 
     The transaction-scoped advisory lock serialises parallel dialers calling the same number from the
     same account: the count of recent allowed calls and the insert of this attempt happen under it, so
-    a fifth call can never slip between another dialer's count and insert.
+    a fifth call can never slip between another dialer's count and insert. Returns the verdict, the
+    opposition list version consulted and the id of the decision record.
     """
     async with _connection(db) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{account_id}|{callee}")
@@ -216,9 +217,19 @@ async def dialer_attempt(db: Any, account_id: uuid.UUID, caller: str, callee: st
         facts = DialerFacts(sector=row["sector"], list_version=row["list_version"], listed=row["listed"],
                             exception=row["exception"], recent_calls=int(row["recent"]))
         verdict = rules(facts)
-        await conn.execute(_INSERT_DECISION, account_id, at, caller, callee, verdict.decision, verdict.rule,
-                           verdict.reason, False, True, not verdict.allowed, facts.list_version)
-    return verdict, facts.list_version
+        record_id = await conn.fetchval(_INSERT_DECISION + " RETURNING id", account_id, at, caller, callee,
+                                        verdict.decision, verdict.rule, verdict.reason, False, True,
+                                        not verdict.allowed, facts.list_version)
+    return verdict, facts.list_version, int(record_id)
+
+
+@_translated
+async def refuse_for_credit(db: Any, record_id: int, reason: str) -> None:
+    """An allowed automated attempt the account's credit cannot pay for: its record becomes a refusal
+    (rule ``credit``, not illegitimate: the dialer rules passed), so it no longer counts towards the
+    callee's cap. Until then it counted, which can only refuse a parallel dialer, never let a 5th through."""
+    await db.execute("UPDATE gating_decision SET decision = 'deny', rule = 'credit', reason = $2, illegitimate = false "
+                     "WHERE id = $1 AND decision = 'allow'", record_id, reason)
 
 
 # -- opposition list ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -289,9 +290,10 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
         ("deny", "mobile_caller_id", False)
     code, emergency = originate(database_url, d, *common, "--from", "+33170000001", "--to", "112")
     assert code == 1 and emergency["rule"] == "emergency_not_originated"
-    # Prepaid like any call of the account: nothing rates it yet, so it is not placed.
+    # Prepaid like any call of the account: nothing rates it yet, so it is not placed (a refusal for
+    # credit, which does not count towards the callee's 4 calls in 30 days).
     code, unpaid = originate(database_url, d, *common, "--from", "+33170000001", "--to", "+442079460000")
-    assert code == 1 and unpaid["decision"] == "allow" and unpaid["originated"] is False
+    assert code == 1 and (unpaid["decision"], unpaid["rule"], unpaid["originated"]) == ("deny", "credit", False)
     assert "not placed: no rate deck" in unpaid["error"], unpaid
     deck = Path(os.environ.get("TMPDIR", "/tmp")) / f"deck-{acc['id']}.csv"
     deck.write_text("prefix,destination,zone,rate_per_minute,currency\n44,United Kingdom,2,0.60,EUR\n")
@@ -309,7 +311,7 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
                                  "WHERE account_id = $1::uuid ORDER BY id", acc["id"])
     assert [(r["rule"], r["decision"], r["automated"], r["illegitimate"]) for r in decisions] == [
         ("mobile_caller_id", "deny", True, True), ("emergency_not_originated", "deny", True, False),
-        ("compliant", "allow", True, False), ("compliant", "allow", True, False)]
+        ("credit", "deny", True, False), ("compliant", "allow", True, False)]
     [row] = wait_for_cdrs(database_url, 1)
     assert (row["flow"], str(row["account_id"]), row["to_number"]) == ("welcome", acc["id"], "+442079460000")
     assert json.loads(row["extra"])["originated"] is True and row["direction"] == "outbound"
@@ -318,6 +320,11 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
     assert row["cost"] is not None and row["cost"] > 0
     [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid", acc["id"])
     assert credit["reserved"] == 0 and credit["balance"] == 1 - row["cost"]
+    # ... for exactly the CDR's billed seconds (the hold was settled from the CDR's own times).
+    [hold] = db(database_url, "SELECT billed_s, channel_id FROM credit_reservation WHERE account_id = $1::uuid",
+                acc["id"])
+    assert (hold["billed_s"], hold["channel_id"]) == (row["billed_s"], row["channel_id"])
+    assert row["cost"] == (Decimal("0.60") * row["billed_s"] / 60).quantize(Decimal("0.0001"))
     report = cli(database_url, "compliance", "report", "--account", acc["id"], "--month",
                  row["started_at"].strftime("%Y-%m"))
     assert (report["illegitimate"], report["penalty_eur"], report["outbound_calls"], report["short_calls"]) == \
