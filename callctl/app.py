@@ -39,6 +39,7 @@ from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import Country, normalise_called
+from callctl.gating.asterisk_calls import write_emergency_cdrs
 from callctl.gating.originate import Dialer
 from callctl.gating.service import Decision, decide
 from callctl.health import HealthServer, LoopLagMonitor
@@ -222,6 +223,8 @@ class Daemon:
             log.warning("emergency_calls_decided_by_asterisk", calls=len(imported),
                         refused=sum(1 for decision, _ in imported if decision == "deny"),
                         rules=sorted({rule for _, rule in imported}))
+        if self.writer is not None:  # their CDRs too, once their channels have ended
+            await write_emergency_cdrs(self._pool, self.writer.submit)
 
     async def _refresh_emergency_vars(self) -> None:
         """Asterisk's copy of every account's emergency status (endpoint set_var), from the current country

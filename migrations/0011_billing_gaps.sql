@@ -3,3 +3,9 @@
 -- the engine originated), so the start-up sweep can tell a call still up from one that ended while no
 -- engine was connected, and read what it really talked from Asterisk's channel events (cel).
 ALTER TABLE credit_reservation ADD COLUMN IF NOT EXISTS channel_id text;
+
+-- Emergency calls Asterisk decided alone get CDRs too: the calling channel's uniqueid (written by
+-- extensions.conf, to find its channel events) and when their CDRs were handed to the CDR writer.
+ALTER TABLE asterisk_emergency_call ADD COLUMN IF NOT EXISTS uniqueid text;
+ALTER TABLE asterisk_emergency_call ADD COLUMN IF NOT EXISTS cdr_at timestamptz;
+CREATE INDEX IF NOT EXISTS asterisk_emergency_call_no_cdr ON asterisk_emergency_call (id) WHERE cdr_at IS NULL;
