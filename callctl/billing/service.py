@@ -156,18 +156,35 @@ class SweptHold:
     cost: Decimal
 
 
+ChannelUp = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    settled: list[SweptHold]
+    kept: int  # other engines' holds whose call is (or may be) still up: look again later
+
+
 async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[str, int] | None = None, *,
-                           exclude: Collection[uuid.UUID] = ()) -> list[SweptHold]:
+                           exclude: Collection[uuid.UUID] = (), is_up: ChannelUp | None = None) -> Sweep:
     """Settle the holds of calls that ended while no engine was connected (their engine died).
 
-    A hold whose channel is in ``live`` (still up in Asterisk, or a call an engine owns now) or in
-    ``exclude`` (this engine's own calls in progress) is kept. The others are settled with the seconds
-    the call talked, from Asterisk's channel events when it recorded the channel's end, else from
-    ``known_s`` (channel -> billed seconds an engine saw), else at the full hold (Asterisk cut the call
-    at its limit). Settling is idempotent: a hold is never debited twice, whoever sweeps.
+    Kept: this engine's own holds (``exclude``), a hold whose channel is in ``live`` (a call an engine
+    owns now) or, asked last, still exists in Asterisk (``is_up``: ringing, or outside the app), and a
+    hold without a channel until its whole duration has surely passed. The others are settled with the
+    seconds the call talked, from Asterisk's channel events when it recorded the channel's end, else
+    from ``known_s`` (channel -> billed seconds an engine saw), else at the full hold (Asterisk cut the
+    call at its limit). Settling is idempotent: a hold is never debited twice, whoever sweeps.
     """
-    holds = [h for h in await store.open_reservations(pool, UNKNOWN_CHANNEL_MARGIN_S)
-             if h.id not in exclude and (h.channel_id not in live if h.channel_id else h.expired)]
+    kept = 0
+    holds = []
+    for hold in await store.open_reservations(pool, UNKNOWN_CHANNEL_MARGIN_S):
+        if hold.id in exclude:
+            continue
+        if (hold.channel_id in live) if hold.channel_id else not hold.expired:
+            kept += 1
+        else:
+            holds.append(hold)
     times = await cel_store.ended_channel_times(pool, [h.channel_id for h in holds if h.channel_id])
     known_s = known_s or {}
     swept = []
@@ -177,11 +194,14 @@ async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[st
             seconds, source = billed_seconds(times[channel].answered_at, times[channel].ended_at), "cel"
         elif channel in known_s:
             seconds, source = known_s[channel], "engine"
+        elif channel and is_up is not None and await is_up(channel):
+            kept += 1
+            continue
         else:
             seconds, source = hold.max_seconds, "full_hold"
         cost = await settle(pool, hold.id, seconds)
         swept.append(SweptHold(hold.id, hold.channel_id, min(seconds, hold.max_seconds), source, cost))
-    return swept
+    return Sweep(swept, kept)
 
 
 def cdr_rating(auth: Authorization, cost: Decimal | None) -> dict[str, Any]:
@@ -220,15 +240,17 @@ class PrepaidBilling:
                 self._open.discard(auth.reservation_id)
         return cdr_rating(auth, cost)
 
-    async def settle_abandoned(self, live: Collection[str], known_s: Mapping[str, int] | None = None) -> int:
-        """The sweep (settle_abandoned) around this engine's own calls; logs what it settled, once."""
+    async def settle_abandoned(self, live: Collection[str], known_s: Mapping[str, int] | None = None,
+                               is_up: ChannelUp | None = None) -> int:
+        """The sweep (settle_abandoned) around this engine's own calls; logs what it settled, once.
+        Returns how many holds were kept for a later sweep (1 when PostgreSQL could not be asked)."""
         try:
-            swept = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open))
+            sweep = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open), is_up=is_up)
         except StoreError as exc:
             log.warning("credit_holds_sweep_failed", error=exc.message)
-            return 0
-        if swept:
-            log.warning("credit_holds_settled_after_engine_loss", holds=len(swept),
-                        full_hold=sum(1 for s in swept if s.source == "full_hold"),
-                        from_cel=sum(1 for s in swept if s.source == "cel"))
-        return len(swept)
+            return 1
+        if sweep.settled:
+            log.warning("credit_holds_settled_after_engine_loss", holds=len(sweep.settled), kept=sweep.kept,
+                        full_hold=sum(1 for s in sweep.settled if s.source == "full_hold"),
+                        from_cel=sum(1 for s in sweep.settled if s.source == "cel"))
+        return sweep.kept

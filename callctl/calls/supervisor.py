@@ -38,9 +38,11 @@ CDR_TAGS = ("account_id", "user_id", "conference_id", "person", "role")
 # supervisor calls it once the channel's end is known, so the debit and the CDR use the same seconds.
 SETTLE_FIELD = "settle"
 
-# The start-up sweep of credit holds (callctl.billing.service.PrepaidBilling.settle_abandoned): channels
-# up or owned -> the seconds known of calls an engine saw end -> holds settled.
-HoldSweep = Callable[[set[str], dict[str, int]], Awaitable[int]]
+# The sweep of credit holds a dead engine left (callctl.billing.service.PrepaidBilling.settle_abandoned):
+# (channels of the calls owned now, billed seconds of calls an engine saw end, "is this channel still up
+# in Asterisk?") -> how many holds were kept because their call may still be up.
+HoldSweep = Callable[[set[str], dict[str, int], Callable[[str], Awaitable[bool]]], Awaitable[int]]
+SWEEP_AGAIN_S = 60.0  # while holds are kept, they are looked at again this often (or when a call ends)
 
 
 class SupervisorOps(ChannelOps, Protocol):
@@ -75,6 +77,9 @@ class Supervisor:
         self.accepting = True
         self.log_number_digits = 4
         self.sweep_holds: HoldSweep | None = None  # set by the composition root when billing is wired
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweep_now = asyncio.Event()
+        self._seen_s: dict[str, int] = {}  # channel -> billed seconds of calls recovered or adopted here
         metrics.counter("callctl_calls_total", "Calls finished, by outcome")
         metrics.gauge("callctl_active_calls", "Calls in progress", lambda: len(self._calls))
 
@@ -169,12 +174,13 @@ class Supervisor:
         finally:
             self._calls.pop(call.channel.id, None)
             self.dispatcher.unregister(call.channel.id)
-        if adopted and self.sweep_holds is not None:
+        ended_at = call.lifecycle.ended_at
+        if adopted and ended_at is not None:
             # A call a dead engine started may hold credit this engine knows nothing of: settle it now,
             # from Asterisk's events of the channel, else from what this engine saw of the call.
-            lc = call.lifecycle
-            seen: dict[str, int] = {call.channel.id: billed_seconds(lc.answered_at, lc.ended_at)} if lc.ended_at else {}
-            self._spawn_side(self.sweep_holds(set(self._calls), seen))
+            self._request_sweep({call.channel.id: billed_seconds(call.lifecycle.answered_at, ended_at)})
+        elif self._sweep_task is not None and not self._sweep_task.done():
+            self._request_sweep({})  # holds are kept: a call that ends may be one of theirs
 
     async def _finish(self, call: Call, outcome: str, flow: str | None, version: str | None,
                       elapsed_s: float) -> None:
@@ -270,8 +276,42 @@ class Supervisor:
         seen: dict[str, int] = {}
         recovered = self._recover_lost(in_app, seen)
         log.info("ari_resynced", in_app=len(in_app), adopted=adopted, recovered=recovered, active=len(self._calls))
-        if self.sweep_holds is not None:
-            self._spawn_side(self.sweep_holds(in_app | set(self._calls), seen))
+        self._request_sweep(seen)  # now that the calls still up are known
+
+    # -- credit holds a dead engine left ---------------------------------------------------------
+
+    def _request_sweep(self, seen: dict[str, int]) -> None:
+        if self.sweep_holds is None:
+            return
+        self._seen_s.update(seen)
+        self._sweep_now.set()
+        if self._sweep_task is None or self._sweep_task.done():
+            self._sweep_task = asyncio.create_task(self._sweep_holds(self.sweep_holds), name="credit-holds-sweep")
+
+    async def _sweep_holds(self, sweep: HoldSweep) -> None:
+        """Settle the holds of calls that ended without their engine; while some are kept (their call may
+        still be up), look again every SWEEP_AGAIN_S or as soon as a call ends."""
+        while True:
+            self._sweep_now.clear()
+            try:
+                kept = await sweep(set(self._calls), dict(self._seen_s), self._channel_up)
+            except Exception:  # the sweep must never die silently: look again later
+                log.exception("credit_holds_sweep_crashed")
+                kept = 1
+            if not kept and not self._sweep_now.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_AGAIN_S):
+                    await self._sweep_now.wait()
+
+    async def _channel_up(self, channel_id: str) -> bool:
+        try:
+            await self._ops.get_channel(channel_id)
+        except ChannelGone:
+            return False
+        except AriError:
+            return True  # cannot tell now: kept, asked again at the next sweep
+        return True
 
     def _recover_lost(self, in_app: set[str], seen: dict[str, int]) -> int:
         """Record the calls a previous engine took that ended while no engine was connected; ``seen``
@@ -323,3 +363,6 @@ class Supervisor:
                 await asyncio.wait(pending, timeout=END_WAIT_S + 5)
         if self._side_tasks:
             await asyncio.wait(list(self._side_tasks), timeout=5)
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            await asyncio.wait([self._sweep_task], timeout=5)

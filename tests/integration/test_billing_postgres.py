@@ -270,13 +270,14 @@ async def test_holds_a_dead_engine_left_are_settled_once_from_asterisks_events_e
         # Two engines sweeping at once: every hold is debited once.
         sweeps = await asyncio.gather(*(service.settle_abandoned(pool, {"1700000000.up"},
                                                                  {"1700000000.seen": 7}) for _ in range(2)))
-        by_id = {s.reservation_id: s for s in sweeps[0]}
+        assert [s.kept for s in sweeps] == [2, 2]  # the call still up, the legacy hold
+        by_id = {s.reservation_id: s for s in sweeps[0].settled}
         assert set(by_id) == {holds[n] for n in ("cel", "seen", "lost", "cel_unanswered")}
         assert (by_id[holds["cel"]].source, by_id[holds["cel"]].cost) == ("cel", D("0.62"))
         assert (by_id[holds["seen"]].source, by_id[holds["seen"]].cost) == ("engine", D("0.07"))
         assert (by_id[holds["lost"]].source, by_id[holds["lost"]].cost) == ("full_hold", D("1.00"))
         assert (by_id[holds["cel_unanswered"]].source, by_id[holds["cel_unanswered"]].cost) == ("cel", D("0"))
-        assert await service.settle_abandoned(pool, {"1700000000.up"}) == []  # idempotent
+        assert (await service.settle_abandoned(pool, {"1700000000.up"})).settled == []  # idempotent
         calls = await pool.fetch("SELECT reservation_id, amount FROM credit_ledger WHERE kind = 'call'")
         assert sorted(r["reservation_id"] for r in calls) == sorted(by_id)  # one debit per hold, never two
         credit = await store.credit(pool, account)
@@ -288,7 +289,21 @@ async def test_holds_a_dead_engine_left_are_settled_once_from_asterisks_events_e
         await pool.execute("INSERT INTO cel (eventtype, eventtime, channame, uniqueid, linkedid) "
                            "VALUES ('CHAN_END', $1, 'PJSIP/pstn-1', '1700000000.up', '1700000000.up')",
                            t0 + dt.timedelta(seconds=11))
-        [last] = await service.settle_abandoned(pool, set())
+        [last] = (await service.settle_abandoned(pool, set())).settled
         assert (last.reservation_id, last.seconds, last.cost) == (holds["up"], 10, D("0.10"))
+        # A channel Asterisk still has (an originated call ringing) keeps its hold; once gone, full hold.
+        ringing = await service.authorize(pool, account, "+33123456789", "+12025550143", at, cap_s=100,
+                                          channel_id="1700000000.ringing")
+
+        async def still_ringing(channel: str) -> bool:
+            return channel == "1700000000.ringing"
+
+        async def gone(channel: str) -> bool:
+            return False
+
+        kept = await service.settle_abandoned(pool, set(), is_up=still_ringing)
+        assert (kept.settled, kept.kept) == ([], 2)
+        [cut] = (await service.settle_abandoned(pool, set(), is_up=gone)).settled
+        assert (cut.reservation_id, cut.source, cut.cost) == (ringing.reservation_id, "full_hold", D("1.00"))
     finally:
         await pool.close()
