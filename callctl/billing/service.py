@@ -221,6 +221,7 @@ class PrepaidBilling:
         self._plans = plans
         self._decks = DeckCache()
         self._open: set[uuid.UUID] = set()  # holds of this engine's calls, authorised and not finished
+        self._sweep_failing = False
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
                         user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization:
@@ -247,8 +248,11 @@ class PrepaidBilling:
         try:
             sweep = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open), is_up=is_up)
         except StoreError as exc:
-            log.warning("credit_holds_sweep_failed", error=exc.message)
+            if not self._sweep_failing:  # once per outage; the sweep is retried until it works
+                log.warning("credit_holds_sweep_failed", error=exc.message)
+            self._sweep_failing = True
             return 1
+        self._sweep_failing = False
         if sweep.settled:
             log.warning("credit_holds_settled_after_engine_loss", holds=len(sweep.settled), kept=sweep.kept,
                         full_hold=sum(1 for s in sweep.settled if s.source == "full_hold"),

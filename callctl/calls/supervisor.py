@@ -43,6 +43,7 @@ SETTLE_FIELD = "settle"
 # in Asterisk?") -> how many holds were kept because their call may still be up.
 HoldSweep = Callable[[set[str], dict[str, int], Callable[[str], Awaitable[bool]]], Awaitable[int]]
 SWEEP_AGAIN_S = 60.0  # while holds are kept, they are looked at again this often (or when a call ends)
+SWEEP_GAP_S = 5.0  # but never more often than this: calls ending at a high rate do not poll PostgreSQL
 
 
 class SupervisorOps(ChannelOps, Protocol):
@@ -291,8 +292,10 @@ class Supervisor:
     async def _sweep_holds(self, sweep: HoldSweep) -> None:
         """Settle the holds of calls that ended without their engine; while some are kept (their call may
         still be up), look again every SWEEP_AGAIN_S or as soon as a call ends."""
+        loop = asyncio.get_running_loop()
         while True:
             self._sweep_now.clear()
+            started = loop.time()
             try:
                 kept = await sweep(set(self._calls), dict(self._seen_s), self._channel_up)
             except Exception:  # the sweep must never die silently: look again later
@@ -303,6 +306,7 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SWEEP_AGAIN_S):
                     await self._sweep_now.wait()
+            await asyncio.sleep(max(0.0, started + SWEEP_GAP_S - loop.time()))
 
     async def _channel_up(self, channel_id: str) -> bool:
         try:
