@@ -213,7 +213,7 @@ def test_a_hold_whose_call_is_still_up_when_the_engine_restarts_is_kept_and_sett
     call = sipp.start_call(asterisk.sip_port, "0123456789", [("pause", 15000), ("bye", None)],
                            caller=user["sip_username"], auth=(user["sip_username"], user["sip_password"]),
                            local_ip=PHONE_IP)
-    wait_for(lambda: "Up" in asterisk.rx("core show channels concise", check=False), 15, "the call to be up")
+    wait_for(lambda: limit_set(asterisk, user), 15, "the call to be up with its limit")
     assert d.proc is not None
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
