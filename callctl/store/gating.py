@@ -201,7 +201,7 @@ class AsteriskEmergencyCall:
 _UUID_TEXT = "'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'"
 
 # cel.eventtime is UTC without a zone; an hour's margin around the decision covers the clocks of
-# Asterisk and PostgreSQL and keeps the scan on the cel_time index.
+# Asterisk and PostgreSQL, and the day after it (asterisk_calls.GIVE_UP_AFTER) keeps the scan short.
 _EMERGENCY_WITHOUT_CDR = f"""
 SELECT a.id, a.decided_at, a.account_id, acc.country AS account_country, a.endpoint, coalesce(a.caller, '') AS caller,
        coalesce(a.callee, '') AS callee, a.decision, coalesce(a.rule, '') AS rule, a.uniqueid,
@@ -216,6 +216,7 @@ LEFT JOIN LATERAL (
     FROM cel e
     WHERE a.uniqueid IS NOT NULL AND (e.uniqueid = a.uniqueid OR e.linkedid = a.uniqueid)
       AND e.eventtime >= (a.decided_at AT TIME ZONE 'UTC') - interval '1 hour'
+      AND e.eventtime < (a.decided_at AT TIME ZONE 'UTC') + interval '1 day 1 hour'
     GROUP BY e.uniqueid) c ON true
 WHERE a.cdr_at IS NULL AND a.decision IN ('allow', 'deny') AND a.account_id ~ {_UUID_TEXT}
 ORDER BY a.id, c.started_at NULLS FIRST, c.uniqueid
