@@ -264,7 +264,8 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self._pool = pool
-            billing = PrepaidBilling(pool, self.plans)  # one deck cache for SIP users' and originated calls
+            # One deck cache for SIP users' and originated calls; holds name the Asterisk they were taken on.
+            billing = PrepaidBilling(pool, self.plans, lambda: self._asterisk_id)
             self.supervisor.sweep_holds = billing.settle_abandoned  # holds a dead engine left, at each resync
             self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate,
                                  billing=billing)

@@ -3,6 +3,9 @@
 -- the engine originated), so the start-up sweep can tell a call still up from one that ended while no
 -- engine was connected, and read what it really talked from Asterisk's channel events (cel).
 ALTER TABLE credit_reservation ADD COLUMN IF NOT EXISTS channel_id text;
+-- ... and the Asterisk that channel lives on (its entity id), so an engine never takes another node's
+-- call for one that ended (several Asterisk nodes may share one database).
+ALTER TABLE credit_reservation ADD COLUMN IF NOT EXISTS asterisk_id text;
 
 -- Emergency calls Asterisk decided alone get CDRs too: the calling channel's uniqueid (written by
 -- extensions.conf, to find its channel events) and when their CDRs were handed to the CDR writer.

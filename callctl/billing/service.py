@@ -79,12 +79,13 @@ def _rate_from_json(data: dict[str, Any]) -> Rate:
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
                     plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1,
                     decks: DeckLoader | None = None, user_id: uuid.UUID | None = None,
-                    channel_id: str | None = None) -> Authorization:
+                    channel_id: str | None = None, asterisk_id: str | None = None) -> Authorization:
     """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
     at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
     credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
     when the account, rate or credit is missing or pays for less than ``min_seconds``. ``channel_id``: the
-    call's first Asterisk channel, kept on the hold for the start-up sweep (settle_abandoned).
+    call's first Asterisk channel (on Asterisk ``asterisk_id``), kept on the hold for the sweep
+    (settle_abandoned).
 
     Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
     """
@@ -120,14 +121,16 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
         return Authorization(0, None, rating, f"prepaid credit {available} {terms.currency} does not pay for "
                                               f"{min_seconds} s to {rate.destination}: top up the account")
     rid = await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
-                              rate=_rate_json(rate), channel_id=channel_id)
+                              rate=_rate_json(rate), channel_id=channel_id,
+                              asterisk_id=asterisk_id)
     if rid is None:
         # Another call took the credit between our read and our hold: recompute once with what is left.
         credit = await store.credit(pool, account_id)
         available = credit.available if credit is not None else Decimal(0)
         seconds = max_authorised_seconds(available, rate, cap_s=cap_s)
         rid = (await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
-                                   rate=_rate_json(rate), channel_id=channel_id)) if seconds >= min_seconds else None
+                                   rate=_rate_json(rate), channel_id=channel_id,
+                                   asterisk_id=asterisk_id)) if seconds >= min_seconds else None
         if rid is None:
             return Authorization(0, None, rating, f"prepaid credit is held by other calls on account "
                                                   f"{account_id}: not enough left for {min_seconds} s")
@@ -166,20 +169,23 @@ class Sweep:
 
 
 async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[str, int] | None = None, *,
-                           exclude: Collection[uuid.UUID] = (), is_up: ChannelUp | None = None) -> Sweep:
+                           exclude: Collection[uuid.UUID] = (), is_up: ChannelUp | None = None,
+                           asterisk_id: str | None = None) -> Sweep:
     """Settle the holds of calls that ended while no engine was connected (their engine died).
 
     Kept: this engine's own holds (``exclude``), a hold whose channel is in ``live`` (a call an engine
     owns now) or, asked last, still exists in Asterisk (``is_up``: ringing, or outside the app), and a
-    hold without a channel until its whole duration has surely passed. The others are settled with the
+    hold without a channel until its whole duration has surely passed. A hold taken on another Asterisk
+    than ``asterisk_id`` (a node sharing the database) is left to that node's engine until its whole
+    duration has passed (then swept like the others, not counted as kept). The others are settled with the
     seconds the call talked, from Asterisk's channel events when it recorded the channel's end, else
     from ``known_s`` (channel -> billed seconds an engine saw), else at the full hold (Asterisk cut the
     call at its limit). Settling is idempotent: a hold is never debited twice, whoever sweeps.
     """
     kept = 0
     holds = []
-    for hold in await store.open_reservations(pool, UNKNOWN_CHANNEL_MARGIN_S):
-        if hold.id in exclude:
+    for hold in await store.open_reservations(pool, UNKNOWN_CHANNEL_MARGIN_S, asterisk_id):
+        if hold.id in exclude or (hold.foreign and not hold.expired):
             continue
         if (hold.channel_id in live) if hold.channel_id else not hold.expired:
             kept += 1
@@ -194,7 +200,7 @@ async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[st
             seconds, source = billed_seconds(times[channel].answered_at, times[channel].ended_at), "cel"
         elif channel in known_s:
             seconds, source = known_s[channel], "engine"
-        elif channel and is_up is not None and await is_up(channel):
+        elif channel and is_up is not None and not hold.foreign and await is_up(channel):
             kept += 1
             continue
         else:
@@ -216,9 +222,10 @@ def cdr_rating(auth: Authorization, cost: Decimal | None) -> dict[str, Any]:
 class PrepaidBilling:
     """The outbound call path's view of billing (callctl.lines.routing.Billing) over a pool."""
 
-    def __init__(self, pool: Any, plans: Plans) -> None:
+    def __init__(self, pool: Any, plans: Plans, asterisk_id: Callable[[], str | None] = lambda: None) -> None:
         self._pool = pool
         self._plans = plans
+        self._asterisk_id = asterisk_id  # entity id of the Asterisk this engine drives (known once connected)
         self._decks = DeckCache()
         self._open: set[uuid.UUID] = set()  # holds of this engine's calls, authorised and not finished
         self._sweep_failing = False
@@ -226,7 +233,8 @@ class PrepaidBilling:
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
                         user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization:
         auth = await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
-                               plans=self._plans, decks=self._decks, user_id=user_id, channel_id=channel_id)
+                               plans=self._plans, decks=self._decks, user_id=user_id, channel_id=channel_id,
+                               asterisk_id=self._asterisk_id())
         if auth.reservation_id is not None:
             self._open.add(auth.reservation_id)
         return auth
@@ -246,7 +254,8 @@ class PrepaidBilling:
         """The sweep (settle_abandoned) around this engine's own calls; logs what it settled, once.
         Returns how many holds were kept for a later sweep (1 when PostgreSQL could not be asked)."""
         try:
-            sweep = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open), is_up=is_up)
+            sweep = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open), is_up=is_up,
+                                           asterisk_id=self._asterisk_id())
         except StoreError as exc:
             if not self._sweep_failing:  # once per outage; the sweep is retried until it works
                 log.warning("credit_holds_sweep_failed", error=exc.message)

@@ -305,5 +305,12 @@ async def test_holds_a_dead_engine_left_are_settled_once_from_asterisks_events_e
         assert (kept.settled, kept.kept) == ([], 2)
         [cut] = (await service.settle_abandoned(pool, set(), is_up=gone)).settled
         assert (cut.reservation_id, cut.source, cut.cost) == (ringing.reservation_id, "full_hold", D("1.00"))
+        # Another Asterisk node's call (one database for both) is left to that node's engine.
+        other, mine = [await service.authorize(pool, account, "+33123456789", "+12025550143", at, cap_s=100,
+                                               channel_id=f"1700000000.{node}", asterisk_id=node)
+                       for node in ("node-b", "node-a")]
+        sweep = await service.settle_abandoned(pool, set(), is_up=gone, asterisk_id="node-a")
+        assert [s.reservation_id for s in sweep.settled] == [mine.reservation_id] and sweep.kept == 1  # legacy
+        assert {h.id for h in await store.open_reservations(pool, 0)} == {other.reservation_id, legacy.reservation_id}
     finally:
         await pool.close()
