@@ -39,6 +39,7 @@ from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import Country, normalise_called
+from callctl.gating.asterisk_calls import write_emergency_cdrs
 from callctl.gating.originate import Dialer
 from callctl.gating.service import Decision, decide
 from callctl.health import HealthServer, LoopLagMonitor
@@ -225,6 +226,8 @@ class Daemon:
             log.warning("emergency_calls_decided_by_asterisk", calls=len(imported),
                         refused=sum(1 for decision, _ in imported if decision == "deny"),
                         rules=sorted({rule for _, rule in imported}))
+        if self.writer is not None:  # their CDRs too, once their channels have ended
+            await write_emergency_cdrs(self._pool, self.writer.submit)
 
     async def _refresh_emergency_vars(self) -> None:
         """Asterisk's copy of every account's emergency status (endpoint set_var), from the current country
@@ -264,7 +267,9 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self._pool = pool
-            billing = PrepaidBilling(pool, self.plans)  # one deck cache for SIP users' and originated calls
+            # One deck cache for SIP users' and originated calls; holds name the Asterisk they were taken on.
+            billing = PrepaidBilling(pool, self.plans, lambda: self._asterisk_id)
+            self.supervisor.sweep_holds = billing.settle_abandoned  # holds a dead engine left, at each resync
             self.dialer = Dialer(pool, lambda: self.dialplans.current, self.ari.originate, self._can_originate,
                                  billing=billing)
             background.add(asyncio.create_task(self._refresh_emergency_vars(), name="emergency-vars"))

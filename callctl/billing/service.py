@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -15,8 +15,17 @@ from callctl.billing.plans import Plans, included_seconds_left, load_plans, tria
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
 from callctl.billing.rating import Deck, Rate, call_cost, effective_deck
 from callctl.billing.statements import Rating, rate_call
+from callctl.cdr.record import billed_seconds
 from callctl.errors import StoreError
+from callctl.logging import get_logger
 from callctl.store import billing as store
+from callctl.store import cel as cel_store
+
+log = get_logger("callctl.billing")
+
+# A hold whose channel is unknown (written before migration 0011) is settled only once its whole
+# duration, ringing included, has surely passed: Asterisk has cut that call by then.
+UNKNOWN_CHANNEL_MARGIN_S = 180
 
 DeckLoader = Callable[[Any, dt.datetime], Awaitable[list[Deck]]]
 
@@ -69,11 +78,14 @@ def _rate_from_json(data: dict[str, Any]) -> Rate:
 
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
                     plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1,
-                    decks: DeckLoader | None = None, user_id: uuid.UUID | None = None) -> Authorization:
+                    decks: DeckLoader | None = None, user_id: uuid.UUID | None = None,
+                    channel_id: str | None = None, asterisk_id: str | None = None) -> Authorization:
     """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
     at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
     credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
-    when the account, rate or credit is missing or pays for less than ``min_seconds``.
+    when the account, rate or credit is missing or pays for less than ``min_seconds``. ``channel_id``: the
+    call's first Asterisk channel (on Asterisk ``asterisk_id``), kept on the hold for the sweep
+    (settle_abandoned).
 
     Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
     """
@@ -109,14 +121,16 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
         return Authorization(0, None, rating, f"prepaid credit {available} {terms.currency} does not pay for "
                                               f"{min_seconds} s to {rate.destination}: top up the account")
     rid = await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
-                              rate=_rate_json(rate))
+                              rate=_rate_json(rate), channel_id=channel_id,
+                              asterisk_id=asterisk_id)
     if rid is None:
         # Another call took the credit between our read and our hold: recompute once with what is left.
         credit = await store.credit(pool, account_id)
         available = credit.available if credit is not None else Decimal(0)
         seconds = max_authorised_seconds(available, rate, cap_s=cap_s)
         rid = (await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
-                                   rate=_rate_json(rate))) if seconds >= min_seconds else None
+                                   rate=_rate_json(rate), channel_id=channel_id,
+                                   asterisk_id=asterisk_id)) if seconds >= min_seconds else None
         if rid is None:
             return Authorization(0, None, rating, f"prepaid credit is held by other calls on account "
                                                   f"{account_id}: not enough left for {min_seconds} s")
@@ -133,6 +147,69 @@ async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> D
     return await store.settle(pool, reservation_id, cost, billed_seconds)
 
 
+@dataclass(frozen=True)
+class SweptHold:
+    """A hold the sweep settled: ``source`` of its seconds is ``cel`` (Asterisk's channel events),
+    ``engine`` (what an engine saw of the call: a recovered or adopted call) or ``full_hold``."""
+
+    reservation_id: uuid.UUID
+    channel_id: str | None
+    seconds: int
+    source: str
+    cost: Decimal
+
+
+ChannelUp = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    settled: list[SweptHold]
+    kept: int  # other engines' holds whose call is (or may be) still up: look again later
+
+
+async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[str, int] | None = None, *,
+                           exclude: Collection[uuid.UUID] = (), is_up: ChannelUp | None = None,
+                           asterisk_id: str | None = None) -> Sweep:
+    """Settle the holds of calls that ended while no engine was connected (their engine died).
+
+    Kept: this engine's own holds (``exclude``), a hold whose channel is in ``live`` (a call an engine
+    owns now) or, asked last, still exists in Asterisk (``is_up``: ringing, or outside the app), and a
+    hold without a channel until its whole duration has surely passed. A hold taken on another Asterisk
+    than ``asterisk_id`` (a node sharing the database) is left to that node's engine until its whole
+    duration has passed (then swept like the others, not counted as kept). The others are settled with the
+    seconds the call talked, from Asterisk's channel events when it recorded the channel's end, else
+    from ``known_s`` (channel -> billed seconds an engine saw), else at the full hold (Asterisk cut the
+    call at its limit). Settling is idempotent: a hold is never debited twice, whoever sweeps.
+    """
+    kept = 0
+    holds = []
+    for hold in await store.open_reservations(pool, UNKNOWN_CHANNEL_MARGIN_S, asterisk_id):
+        if hold.id in exclude or (hold.foreign and not hold.expired):
+            continue
+        if (hold.channel_id in live) if hold.channel_id else not hold.expired:
+            kept += 1
+        else:
+            holds.append(hold)
+    times = await cel_store.ended_channel_times(pool, [h.channel_id for h in holds if h.channel_id])
+    known_s = known_s or {}
+    swept = []
+    for hold in holds:
+        channel = hold.channel_id or ""
+        if channel in times:
+            seconds, source = billed_seconds(times[channel].answered_at, times[channel].ended_at), "cel"
+        elif channel in known_s:
+            seconds, source = known_s[channel], "engine"
+        elif channel and is_up is not None and not hold.foreign and await is_up(channel):
+            kept += 1
+            continue
+        else:
+            seconds, source = hold.max_seconds, "full_hold"
+        cost = await settle(pool, hold.id, seconds)
+        swept.append(SweptHold(hold.id, hold.channel_id, min(seconds, hold.max_seconds), source, cost))
+    return Sweep(swept, kept)
+
+
 def cdr_rating(auth: Authorization, cost: Decimal | None) -> dict[str, Any]:
     """The CDR rating columns (callctl.cdr.record.RATING_FIELDS) of an authorised call that cost ``cost``."""
     r = auth.rating
@@ -145,19 +222,48 @@ def cdr_rating(auth: Authorization, cost: Decimal | None) -> dict[str, Any]:
 class PrepaidBilling:
     """The outbound call path's view of billing (callctl.lines.routing.Billing) over a pool."""
 
-    def __init__(self, pool: Any, plans: Plans) -> None:
+    def __init__(self, pool: Any, plans: Plans, asterisk_id: Callable[[], str | None] = lambda: None) -> None:
         self._pool = pool
         self._plans = plans
+        self._asterisk_id = asterisk_id  # entity id of the Asterisk this engine drives (known once connected)
         self._decks = DeckCache()
+        self._open: set[uuid.UUID] = set()  # holds of this engine's calls, authorised and not finished
+        self._sweep_failing = False
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None) -> Authorization:
-        return await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
-                               plans=self._plans, decks=self._decks, user_id=user_id)
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization:
+        auth = await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
+                               plans=self._plans, decks=self._decks, user_id=user_id, channel_id=channel_id,
+                               asterisk_id=self._asterisk_id())
+        if auth.reservation_id is not None:
+            self._open.add(auth.reservation_id)
+        return auth
 
     async def finish(self, auth: Authorization, billed_seconds: int) -> dict[str, Any]:
         """Settle the call's hold (if any) with its true cost; the CDR rating columns of the leg."""
         cost = None
         if auth.reservation_id is not None:
-            cost = await settle(self._pool, auth.reservation_id, billed_seconds)
+            try:
+                cost = await settle(self._pool, auth.reservation_id, billed_seconds)
+            finally:  # not settled (PostgreSQL down): the next sweep settles it from Asterisk's events
+                self._open.discard(auth.reservation_id)
         return cdr_rating(auth, cost)
+
+    async def settle_abandoned(self, live: Collection[str], known_s: Mapping[str, int] | None = None,
+                               is_up: ChannelUp | None = None) -> int:
+        """The sweep (settle_abandoned) around this engine's own calls; logs what it settled, once.
+        Returns how many holds were kept for a later sweep (1 when PostgreSQL could not be asked)."""
+        try:
+            sweep = await settle_abandoned(self._pool, live, known_s, exclude=set(self._open), is_up=is_up,
+                                           asterisk_id=self._asterisk_id())
+        except StoreError as exc:
+            if not self._sweep_failing:  # once per outage; the sweep is retried until it works
+                log.warning("credit_holds_sweep_failed", error=exc.message)
+            self._sweep_failing = True
+            return 1
+        self._sweep_failing = False
+        if sweep.settled:
+            log.warning("credit_holds_settled_after_engine_loss", holds=len(sweep.settled), kept=sweep.kept,
+                        full_hold=sum(1 for s in sweep.settled if s.source == "full_hold"),
+                        from_cel=sum(1 for s in sweep.settled if s.source == "cel"))
+        return sweep.kept

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -21,8 +21,8 @@ from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
 from callctl.calls.call import Call, ChannelOps, OutboundLeg
 from callctl.cdr.journal import CallJournal
-from callctl.cdr.record import RATING_FIELDS, CdrRecord, leg_id_for
-from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone
+from callctl.cdr.record import RATING_FIELDS, CdrRecord, billed_seconds, leg_id_for
+from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone, StoreError
 from callctl.ids import CallId, ChannelId
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
@@ -33,6 +33,17 @@ log = get_logger("callctl.calls")
 FALLBACK_CONTEXT = "callctl-fallback"
 END_WAIT_S = 5.0
 CDR_TAGS = ("account_id", "user_id", "conference_id", "person", "role")
+# A flow that charged its call's own channel (an originated call) leaves in ``cdr_fields[SETTLE_FIELD]``
+# an async callable: the CDR's billed seconds -> the CDR's rating columns (RATING_FIELDS). The
+# supervisor calls it once the channel's end is known, so the debit and the CDR use the same seconds.
+SETTLE_FIELD = "settle"
+
+# The sweep of credit holds a dead engine left (callctl.billing.service.PrepaidBilling.settle_abandoned):
+# (channels of the calls owned now, billed seconds of calls an engine saw end, "is this channel still up
+# in Asterisk?") -> how many holds were kept because their call may still be up.
+HoldSweep = Callable[[set[str], dict[str, int], Callable[[str], Awaitable[bool]]], Awaitable[int]]
+SWEEP_AGAIN_S = 60.0  # while holds are kept, they are looked at again this often (or when a call ends)
+SWEEP_GAP_S = 5.0  # but never more often than this: calls ending at a high rate do not poll PostgreSQL
 
 
 class SupervisorOps(ChannelOps, Protocol):
@@ -66,6 +77,10 @@ class Supervisor:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.log_number_digits = 4
+        self.sweep_holds: HoldSweep | None = None  # set by the composition root when billing is wired
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweep_now = asyncio.Event()
+        self._seen_s: dict[str, int] = {}  # channel -> billed seconds of calls recovered or adopted here
         metrics.counter("callctl_calls_total", "Calls finished, by outcome")
         metrics.gauge("callctl_active_calls", "Calls in progress", lambda: len(self._calls))
 
@@ -162,6 +177,13 @@ class Supervisor:
         finally:
             self._calls.pop(call.channel.id, None)
             self.dispatcher.unregister(call.channel.id)
+        ended_at = call.lifecycle.ended_at
+        if adopted and ended_at is not None:
+            # A call a dead engine started may hold credit this engine knows nothing of: settle it now,
+            # from Asterisk's events of the channel, else from what this engine saw of the call.
+            self._request_sweep({call.channel.id: billed_seconds(call.lifecycle.answered_at, ended_at)})
+        elif self._sweep_task is not None and not self._sweep_task.done():
+            self._request_sweep({})  # holds are kept: a call that ends may be one of theirs
 
     async def _finish(self, call: Call, outcome: str, flow: str | None, version: str | None,
                       elapsed_s: float) -> None:
@@ -180,6 +202,12 @@ class Supervisor:
         if lc.ended_at is None:
             lc.ended(dt.datetime.now(dt.UTC), None, "end not reported by Asterisk")
         assert lc.ended_at is not None
+        settle = call.cdr_fields.pop(SETTLE_FIELD, None)
+        if settle is not None:
+            try:
+                call.cdr_fields.update(await settle(billed_seconds(lc.answered_at, lc.ended_at)))
+            except StoreError as exc:  # the hold stays; the next sweep settles it from Asterisk's events
+                log.warning("call_not_settled", error=exc.message)
         first_leg = uuid.UUID(call.call_id)
         record = CdrRecord(
             leg_id=first_leg, call_id=first_leg, direction=str(call.cdr_fields.get("direction", "inbound")),
@@ -248,11 +276,52 @@ class Supervisor:
                 continue
             self._start_call(info, adopted=True)
             adopted += 1
-        recovered = self._recover_lost(in_app)
+        seen: dict[str, int] = {}
+        recovered = self._recover_lost(in_app, seen)
         log.info("ari_resynced", in_app=len(in_app), adopted=adopted, recovered=recovered, active=len(self._calls))
+        self._request_sweep(seen)  # now that the calls still up are known
 
-    def _recover_lost(self, in_app: set[str]) -> int:
-        """Record the calls a previous engine took that ended while no engine was connected."""
+    # -- credit holds a dead engine left ---------------------------------------------------------
+
+    def _request_sweep(self, seen: dict[str, int]) -> None:
+        if self.sweep_holds is None:
+            return
+        self._seen_s.update(seen)
+        self._sweep_now.set()
+        if self._sweep_task is None or self._sweep_task.done():
+            self._sweep_task = asyncio.create_task(self._sweep_holds(self.sweep_holds), name="credit-holds-sweep")
+
+    async def _sweep_holds(self, sweep: HoldSweep) -> None:
+        """Settle the holds of calls that ended without their engine; while some are kept (their call may
+        still be up), look again every SWEEP_AGAIN_S or as soon as a call ends."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._sweep_now.clear()
+            started = loop.time()
+            try:
+                kept = await sweep(set(self._calls), dict(self._seen_s), self._channel_up)
+            except Exception:  # the sweep must never die silently: look again later
+                log.exception("credit_holds_sweep_crashed")
+                kept = 1
+            if not kept and not self._sweep_now.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_AGAIN_S):
+                    await self._sweep_now.wait()
+            await asyncio.sleep(max(0.0, started + SWEEP_GAP_S - loop.time()))
+
+    async def _channel_up(self, channel_id: str) -> bool:
+        try:
+            await self._ops.get_channel(channel_id)
+        except ChannelGone:
+            return False
+        except AriError:
+            return True  # cannot tell now: kept, asked again at the next sweep
+        return True
+
+    def _recover_lost(self, in_app: set[str], seen: dict[str, int]) -> int:
+        """Record the calls a previous engine took that ended while no engine was connected; ``seen``
+        gets the billed seconds of each recovered channel (a lower bound)."""
         journal = self._journal
         if journal is None:
             return 0
@@ -278,6 +347,7 @@ class Supervisor:
             )
             self._cdrs.submit(record)
             journal.closed(leg)
+            seen[record.channel_id] = record.billed_s
             recovered += 1
         if recovered:
             log.warning("calls_recovered_from_journal", count=recovered)
@@ -299,3 +369,6 @@ class Supervisor:
                 await asyncio.wait(pending, timeout=END_WAIT_S + 5)
         if self._side_tasks:
             await asyncio.wait(list(self._side_tasks), timeout=5)
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            await asyncio.wait([self._sweep_task], timeout=5)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from callctl.cdr.record import billed_seconds
+from callctl.calls.supervisor import SETTLE_FIELD
 from callctl.errors import AriError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
@@ -35,7 +35,7 @@ class Billing(Protocol):
     """Prepaid authorisation and settlement (callctl.billing.service.PrepaidBilling), as for SIP users."""
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None) -> Any: ...
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Any: ...
 
     async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]: ...
 
@@ -85,17 +85,21 @@ class Dialer:
         if not decision.allowed:
             return 200, answer
         auth: Any = None
+        channel_id = str(uuid.uuid4())
         if self._billing is not None:
             # Like a SIP user's call: prepaid credit pays for it, the limit is enforced inside Asterisk.
             try:
-                auth = await self._billing.authorize(account_id, caller, decision.number_e164)
+                auth = await self._billing.authorize(account_id, caller, decision.number_e164, channel_id=channel_id)
+                if not auth.allowed and decision.record_id is not None:
+                    # Not placed: the attempt must not use up one of the callee's 4 calls in 30 days.
+                    await store.refuse_for_credit(self._pool, decision.record_id, str(auth.reason))
             except StoreError as exc:
                 return 503, {**answer, "error": exc.message}
             if not auth.allowed:
                 log.info("originate_not_authorised", reason=auth.reason)
-                return 200, {**answer, "error": f"not placed: {auth.reason}"}
+                return 200, {**answer, "decision": "deny", "rule": "credit", "reason": auth.reason, "route": None,
+                             "error": f"not placed: {auth.reason}"}
         callee = callee_country(decision.number_e164, plan.countries, country)
-        channel_id = str(uuid.uuid4())
         args = ",".join((ORIGINATE_ARG, flow, str(account_id), decision.number_e164, caller,
                          callee.code if callee is not None else country))
         variables = None
@@ -134,15 +138,17 @@ class Dialer:
         route = Route(flow=flow, language=country.language, country=country.code, tags=("originated",),
                       number=to_number, entry=to_number, pos=plan.flows[flow].pos)
         auth = self._held.pop(call.channel.id, None)
-        answered = self._clock()
-        try:
-            if auth is not None and auth.max_seconds:
-                await call.limit_talk(auth.max_seconds)
-            result = await run_flow(plan, route, call)
-        finally:
-            if auth is not None and self._billing is not None:
-                seconds = billed_seconds(answered, self._clock())  # the CDR's rounding rule
-                call.cdr_fields.update(await self._billing.finish(auth, seconds))
+        billing = self._billing
+        if auth is not None and billing is not None:
+            async def settle(seconds: int) -> dict[str, Any]:
+                return await billing.finish(auth, seconds)
+
+            # Settled by the supervisor with the CDR's own billed seconds (Asterisk's end of the
+            # channel), so the debit and the CDR always agree.
+            call.cdr_fields[SETTLE_FIELD] = settle
+        if auth is not None and auth.max_seconds:
+            await call.limit_talk(auth.max_seconds)
+        result = await run_flow(plan, route, call)
         return result.outcome, result.flow, plan.version
 
     def _unanswered(self, channel_id: str) -> None:

@@ -36,6 +36,7 @@ class Decision:
     location: str | None  # the location on file, sent with an allowed emergency call
     list_version: int | None  # opposition list version consulted (automated calls)
     language: str | None = None  # emergency calls: the caller's country language (the refusal announcement)
+    record_id: int | None = None  # automated attempts: the decision record (gating_decision.id)
 
     @property
     def allowed(self) -> bool:
@@ -106,11 +107,12 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
         return Decision(ALLOW, "not_gated", "not an emergency number; no dialer rules for manual calls", False,
                         number, None, None)
     callee_country_ = callee_country(number, countries, account_country)
-    verdict, version = await store.dialer_attempt(pool, account_id, from_e164, number, at, rules.CAP_WINDOW,
+    verdict, version, record_id = await store.dialer_attempt(pool, account_id, from_e164, number, at, rules.CAP_WINDOW,
                                                   dialer_rules(callee_country_, from_e164, at))
     if not verdict.allowed:
         log.info("dialer_call_refused", account_id=str(account_id), number=mask(number), rule=verdict.rule)
-    return Decision(verdict.decision, verdict.rule, verdict.reason, False, number, None, version)
+    return Decision(verdict.decision, verdict.rule, verdict.reason, False, number, None, version,
+                    record_id=record_id)
 
 
 def load_countries(dialplan_dir: Path) -> Mapping[str, Country]:

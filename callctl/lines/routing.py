@@ -40,6 +40,8 @@ class LineCall(Protocol):
     def called(self) -> str: ...
     @property
     def cdr_fields(self) -> dict[str, Any]: ...
+    @property
+    def channel_id(self) -> str: ...
 
     async def answer(self) -> None: ...
     async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
@@ -88,7 +90,7 @@ class Billing(Protocol):
     """Prepaid authorisation before an outbound call and settlement after it (callctl.billing.service)."""
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None) -> Authorization: ...
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization: ...
 
     async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]:
         """Settle the call (debit its true cost); returns the CDR rating columns of the dialled leg."""
@@ -270,7 +272,8 @@ class LineService:
         try:
             auth = None
             if self._billing is not None:
-                auth = await self._billing.authorize(user.account_id, caller_id or "", number, user_id=user.user_id)
+                auth = await self._billing.authorize(user.account_id, caller_id or "", number, user_id=user.user_id,
+                                                     channel_id=call.channel_id)
                 if not auth.allowed:
                     log.info("line_call_refused", reason=auth.reason)
                     call.cdr_fields["extra_refused"] = auth.reason or "not authorised"
@@ -291,10 +294,8 @@ class LineService:
                     lc = leg.lifecycle if leg is not None else None
                     seconds = billed_seconds(lc.answered_at, lc.ended_at) if lc and lc.ended_at else 0
                     rating = await self._billing.finish(auth, seconds)
-                    if leg is not None:
+                    if leg is not None:  # the cost is on the dialled leg's CDR only (its `cost` column)
                         leg.cdr_fields.update(rating)
-                    if rating.get("cost") is not None:
-                        call.cdr_fields["extra_cost"] = str(rating["cost"])
         finally:
             self.limits.release(user)
         if outcome.status != "answered":
@@ -314,7 +315,6 @@ class LineService:
             await call.hang_up("normal")
             return "emergency_refused"
         log.warning("emergency_call", rule=decision.rule)
-        call.cdr_fields["extra_cost"] = "0"
         # The location on file travels in a header the emergency gateway reads; the callback number
         # is the user's DID (caller ID).
         try:

@@ -149,8 +149,11 @@ async def credit(db: Any, account_id: uuid.UUID) -> Credit | None:
 
 @_translated
 async def reserve(db: Any, account_id: uuid.UUID, amount: Decimal, *, max_seconds: int = 0,
-                  rate: dict[str, Any] | None = None) -> uuid.UUID | None:
+                  rate: dict[str, Any] | None = None, channel_id: str | None = None,
+                  asterisk_id: str | None = None) -> uuid.UUID | None:
     """Hold ``amount`` on the balance if what is available covers it; None otherwise (nothing held).
+    ``channel_id``: the Asterisk channel of the call the hold pays for, on Asterisk ``asterisk_id``
+    (the sweep's key).
 
     The balance row is locked FOR UPDATE, so two reservations on one balance are serialised: the
     second sees the first's hold and can never overdraw.
@@ -163,9 +166,9 @@ async def reserve(db: Any, account_id: uuid.UUID, amount: Decimal, *, max_second
         rid = uuid.uuid4()
         await conn.execute("UPDATE credit_balance SET reserved = reserved + $2, updated_at = now() "
                            "WHERE account_id = $1", account_id, amount)
-        await conn.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate) "
-                           "VALUES ($1, $2, $3, $4, $5::jsonb)", rid, account_id, amount, max_seconds,
-                           json.dumps(rate or {}))
+        await conn.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate, channel_id, "
+                           "asterisk_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)", rid, account_id, amount,
+                           max_seconds, json.dumps(rate or {}), channel_id, asterisk_id)
     return rid
 
 
@@ -202,6 +205,30 @@ async def settle(db: Any, reservation_id: uuid.UUID, true_cost: Decimal, billed_
         await conn.execute("INSERT INTO credit_ledger (account_id, kind, amount, reservation_id) "
                            "VALUES ($1, 'call', $2, $3)", res["account_id"], -cost, reservation_id)
     return cost
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    """A credit reservation not settled yet: the channel of its call and what it holds."""
+
+    id: uuid.UUID
+    channel_id: str | None
+    max_seconds: int
+    expired: bool  # its whole hold (and a ring margin) has passed: Asterisk has cut its call by now
+    foreign: bool = False  # taken for a channel of another Asterisk than the one asked about
+
+
+@_translated
+async def open_reservations(db: Any, margin_s: int, asterisk_id: str | None = None) -> list[OpenHold]:
+    """Every reservation not settled yet, oldest first; ``foreign`` when taken on another Asterisk than
+    ``asterisk_id`` (holds of unknown origin are not foreign)."""
+    rows = await db.fetch("SELECT id, channel_id, max_seconds, "
+                          "created_at + make_interval(secs => max_seconds + $1) < now() AS expired, "
+                          "(asterisk_id IS NOT NULL AND $2::text IS NOT NULL AND asterisk_id <> $2) AS foreign_ "
+                          "FROM credit_reservation WHERE settled_at IS NULL ORDER BY created_at, id",
+                          margin_s, asterisk_id)
+    return [OpenHold(r["id"], r["channel_id"], int(r["max_seconds"]), bool(r["expired"]), bool(r["foreign_"]))
+            for r in rows]
 
 
 # -- CDRs for statements and fair use --------------------------------------------------------------

@@ -80,3 +80,32 @@ async def purge(db: Any, before: dt.datetime, *, dry_run: bool) -> int:
         return int(await db.fetchval("SELECT count(*) FROM cel WHERE eventtime < $1", _naive_utc(before)))
     status: str = await db.execute("DELETE FROM cel WHERE eventtime < $1", _naive_utc(before))
     return int(status.rsplit(" ", 1)[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelTimes:
+    """One ended channel as Asterisk recorded it (UTC): created, answered (None: never), ended."""
+
+    started_at: dt.datetime | None
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    return None if moment is None else moment.replace(tzinfo=dt.UTC)
+
+
+@_translated
+async def ended_channel_times(db: Any, uniqueids: list[str]) -> dict[str, ChannelTimes]:
+    """Start, answer and end of each of these channels that Asterisk has ended (CHAN_END recorded);
+    channels still up, or with no events (CEL off, or dropped while PostgreSQL was down), are absent."""
+    if not uniqueids:
+        return {}
+    rows = await db.fetch(
+        "SELECT uniqueid, min(eventtime) FILTER (WHERE eventtype = 'CHAN_START') AS started_at, "
+        "min(eventtime) FILTER (WHERE eventtype = 'ANSWER') AS answered_at, "
+        "max(eventtime) FILTER (WHERE eventtype = 'CHAN_END') AS ended_at "
+        "FROM cel WHERE uniqueid = ANY($1::text[]) GROUP BY uniqueid "
+        "HAVING max(eventtime) FILTER (WHERE eventtype = 'CHAN_END') IS NOT NULL", uniqueids)
+    return {r["uniqueid"]: ChannelTimes(_utc(r["started_at"]), _utc(r["answered_at"]),
+                                        r["ended_at"].replace(tzinfo=dt.UTC)) for r in rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from callctl.flows.model import Country
@@ -169,6 +169,89 @@ async def import_asterisk_decisions(db: Any) -> list[tuple[str, str]]:
     return [(r["decision"], r["rule"]) for r in rows]
 
 
+@dataclass(frozen=True)
+class ChannelEvents:
+    """One channel of an emergency call as Asterisk's channel events (cel) tell it; UTC."""
+
+    uniqueid: str
+    channel: str
+    started_at: dt.datetime | None
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime | None  # None: not ended (yet), or its end was not recorded
+
+
+@dataclass(frozen=True)
+class AsteriskEmergencyCall:
+    """An emergency call Asterisk decided alone (asterisk_emergency_call) whose CDRs are not written yet,
+    with the events of its channel and of the channels it dialled (cel linkedid = its uniqueid)."""
+
+    id: int
+    decided_at: dt.datetime
+    account_id: str
+    account_country: str | None
+    endpoint: str | None
+    caller: str
+    callee: str
+    decision: str
+    rule: str
+    uniqueid: str | None
+    channels: tuple[ChannelEvents, ...]
+
+
+_UUID_TEXT = "'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'"
+
+# cel.eventtime is UTC without a zone; an hour's margin around the decision covers the clocks of
+# Asterisk and PostgreSQL, and the day after it (asterisk_calls.GIVE_UP_AFTER) keeps the scan short.
+_EMERGENCY_WITHOUT_CDR = f"""
+SELECT a.id, a.decided_at, a.account_id, acc.country AS account_country, a.endpoint, coalesce(a.caller, '') AS caller,
+       coalesce(a.callee, '') AS callee, a.decision, coalesce(a.rule, '') AS rule, a.uniqueid,
+       c.uniqueid AS channel_uniqueid, c.channel, c.started_at, c.answered_at, c.ended_at
+FROM asterisk_emergency_call a
+LEFT JOIN account acc ON acc.id::text = a.account_id
+LEFT JOIN LATERAL (
+    SELECT e.uniqueid, min(e.channame) AS channel,
+           min(e.eventtime) FILTER (WHERE e.eventtype = 'CHAN_START') AS started_at,
+           min(e.eventtime) FILTER (WHERE e.eventtype = 'ANSWER') AS answered_at,
+           max(e.eventtime) FILTER (WHERE e.eventtype = 'CHAN_END') AS ended_at
+    FROM cel e
+    WHERE a.uniqueid IS NOT NULL AND (e.uniqueid = a.uniqueid OR e.linkedid = a.uniqueid)
+      AND e.eventtime >= (a.decided_at AT TIME ZONE 'UTC') - interval '1 hour'
+      AND e.eventtime < (a.decided_at AT TIME ZONE 'UTC') + interval '1 day 1 hour'
+    GROUP BY e.uniqueid) c ON true
+WHERE a.cdr_at IS NULL AND a.decision IN ('allow', 'deny') AND a.account_id ~ {_UUID_TEXT}
+ORDER BY a.id, c.started_at NULLS FIRST, c.uniqueid
+LIMIT $1"""
+
+
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    return None if moment is None else moment.replace(tzinfo=dt.UTC)
+
+
+@_translated
+async def emergency_calls_without_cdr(db: Any, limit: int = 1000) -> list[AsteriskEmergencyCall]:
+    """Emergency calls Asterisk decided alone whose CDRs were not handed to the writer yet, oldest first."""
+    rows = await db.fetch(_EMERGENCY_WITHOUT_CDR, limit)
+    calls: dict[int, AsteriskEmergencyCall] = {}
+    channels: dict[int, list[ChannelEvents]] = {}
+    for r in rows:
+        if r["id"] not in calls:
+            calls[r["id"]] = AsteriskEmergencyCall(
+                r["id"], r["decided_at"], r["account_id"], (r["account_country"] or "").strip() or None,
+                r["endpoint"], r["caller"], r["callee"], r["decision"], r["rule"], r["uniqueid"], ())
+            channels[r["id"]] = []
+        if r["channel_uniqueid"] is not None:
+            channels[r["id"]].append(ChannelEvents(r["channel_uniqueid"], r["channel"] or "", _utc(r["started_at"]),
+                                                   _utc(r["answered_at"]), _utc(r["ended_at"])))
+    return [replace(c, channels=tuple(channels[i])) for i, c in calls.items()]
+
+
+@_translated
+async def emergency_cdrs_written(db: Any, ids: list[int]) -> None:
+    """Mark these calls' CDRs as handed to the CDR writer (a later pass skips them)."""
+    await db.execute("UPDATE asterisk_emergency_call SET cdr_at = now() WHERE id = ANY($1::bigint[]) "
+                     "AND cdr_at IS NULL", ids)
+
+
 # -- decisions ----------------------------------------------------------------------------------
 
 _INSERT_DECISION = """INSERT INTO gating_decision (account_id, decided_at, caller, callee, decision, rule, reason,
@@ -195,12 +278,13 @@ async def decisions(db: Any, account_id: uuid.UUID) -> list[dict[str, Any]]:
 @_translated
 async def dialer_attempt(db: Any, account_id: uuid.UUID, caller: str, callee: str, at: dt.datetime,
                          cap_window: dt.timedelta,
-                         rules: Callable[[DialerFacts], Verdict]) -> tuple[Verdict, int | None]:
+                         rules: Callable[[DialerFacts], Verdict]) -> tuple[Verdict, int | None, int]:
     """Apply ``rules`` to one automated attempt and record it, atomically per (account, callee).
 
     The transaction-scoped advisory lock serialises parallel dialers calling the same number from the
     same account: the count of recent allowed calls and the insert of this attempt happen under it, so
-    a fifth call can never slip between another dialer's count and insert.
+    a fifth call can never slip between another dialer's count and insert. Returns the verdict, the
+    opposition list version consulted and the id of the decision record.
     """
     async with _connection(db) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{account_id}|{callee}")
@@ -216,9 +300,19 @@ async def dialer_attempt(db: Any, account_id: uuid.UUID, caller: str, callee: st
         facts = DialerFacts(sector=row["sector"], list_version=row["list_version"], listed=row["listed"],
                             exception=row["exception"], recent_calls=int(row["recent"]))
         verdict = rules(facts)
-        await conn.execute(_INSERT_DECISION, account_id, at, caller, callee, verdict.decision, verdict.rule,
-                           verdict.reason, False, True, not verdict.allowed, facts.list_version)
-    return verdict, facts.list_version
+        record_id = await conn.fetchval(_INSERT_DECISION + " RETURNING id", account_id, at, caller, callee,
+                                        verdict.decision, verdict.rule, verdict.reason, False, True,
+                                        not verdict.allowed, facts.list_version)
+    return verdict, facts.list_version, int(record_id)
+
+
+@_translated
+async def refuse_for_credit(db: Any, record_id: int, reason: str) -> None:
+    """An allowed automated attempt the account's credit cannot pay for: its record becomes a refusal
+    (rule ``credit``, not illegitimate: the dialer rules passed), so it no longer counts towards the
+    callee's cap. Until then it counted, which can only refuse a parallel dialer, never let a 5th through."""
+    await db.execute("UPDATE gating_decision SET decision = 'deny', rule = 'credit', reason = $2, illegitimate = false "
+                     "WHERE id = $1 AND decision = 'allow'", record_id, reason)
 
 
 # -- opposition list ----------------------------------------------------------------------------

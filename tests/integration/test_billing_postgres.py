@@ -237,3 +237,80 @@ async def test_the_deck_cache_reads_a_deck_once_and_follows_a_new_import(databas
         assert newer is not first and newer.match("+12025550143").rate_per_minute == D("0.30")
     finally:
         await pool.close()
+
+
+async def test_holds_a_dead_engine_left_are_settled_once_from_asterisks_events_else_at_the_full_hold(
+        database_url, tmp_path: Path):
+    path = tmp_path / "deck.csv"
+    path.write_text(HEADER + "1,USA,3,0.60,EUR\n")  # 0.01 EUR a second
+    at = dt.datetime.now(dt.UTC)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    try:
+        await store.import_deck(pool, "std", at - dt.timedelta(days=1), str(path), load_deck_file(path))
+        account = await _account(pool)
+        await store.add_credit(pool, account, "EUR", D("10"))  # 1000 s: each hold below is 100 s
+        holds = {}
+        for name in ("up", "cel", "seen", "lost", "cel_unanswered"):
+            auth = await service.authorize(pool, account, "+33123456789", "+12025550143", at, cap_s=100,
+                                           channel_id=f"1700000000.{name}")
+            holds[name] = auth.reservation_id
+        # A hold of an engine without migration 0011 (no channel), recent: its call may still be up.
+        legacy = await service.authorize(pool, account, "+33123456789", "+12025550143", at, cap_s=100)
+        # Asterisk's events: answered, then ended 61.2 s later (62 s billed); one never answered.
+        t0 = dt.datetime(2026, 5, 1, 10, 0, 0)
+        for uniqueid, events in (("1700000000.cel", [("CHAN_START", 0), ("ANSWER", 3), ("HANGUP", 64.2),
+                                                      ("CHAN_END", 64.2)]),
+                                 ("1700000000.cel_unanswered", [("CHAN_START", 0), ("HANGUP", 20), ("CHAN_END", 20)]),
+                                 ("1700000000.up", [("CHAN_START", 0), ("ANSWER", 1)])):
+            for kind, offset in events:
+                await pool.execute("INSERT INTO cel (eventtype, eventtime, channame, uniqueid, linkedid) "
+                                   "VALUES ($1, $2, 'PJSIP/pstn-1', $3, $3)", kind,
+                                   t0 + dt.timedelta(seconds=offset), uniqueid)
+
+        # Two engines sweeping at once: every hold is debited once.
+        sweeps = await asyncio.gather(*(service.settle_abandoned(pool, {"1700000000.up"},
+                                                                 {"1700000000.seen": 7}) for _ in range(2)))
+        assert [s.kept for s in sweeps] == [2, 2]  # the call still up, the legacy hold
+        by_id = {s.reservation_id: s for s in sweeps[0].settled}
+        assert set(by_id) == {holds[n] for n in ("cel", "seen", "lost", "cel_unanswered")}
+        assert (by_id[holds["cel"]].source, by_id[holds["cel"]].cost) == ("cel", D("0.62"))
+        assert (by_id[holds["seen"]].source, by_id[holds["seen"]].cost) == ("engine", D("0.07"))
+        assert (by_id[holds["lost"]].source, by_id[holds["lost"]].cost) == ("full_hold", D("1.00"))
+        assert (by_id[holds["cel_unanswered"]].source, by_id[holds["cel_unanswered"]].cost) == ("cel", D("0"))
+        assert (await service.settle_abandoned(pool, {"1700000000.up"})).settled == []  # idempotent
+        calls = await pool.fetch("SELECT reservation_id, amount FROM credit_ledger WHERE kind = 'call'")
+        assert sorted(r["reservation_id"] for r in calls) == sorted(by_id)  # one debit per hold, never two
+        credit = await store.credit(pool, account)
+        assert credit is not None and credit.balance == D("10") - D("1.69")
+        assert credit.reserved == D("2.00")  # the call still up and the legacy hold are kept
+        open_ = await store.open_reservations(pool, service.UNKNOWN_CHANNEL_MARGIN_S)
+        assert {h.id for h in open_} == {holds["up"], legacy.reservation_id}
+        # The call still up ends: the next sweep (its adopted call finished) settles it from its events.
+        await pool.execute("INSERT INTO cel (eventtype, eventtime, channame, uniqueid, linkedid) "
+                           "VALUES ('CHAN_END', $1, 'PJSIP/pstn-1', '1700000000.up', '1700000000.up')",
+                           t0 + dt.timedelta(seconds=11))
+        [last] = (await service.settle_abandoned(pool, set())).settled
+        assert (last.reservation_id, last.seconds, last.cost) == (holds["up"], 10, D("0.10"))
+        # A channel Asterisk still has (an originated call ringing) keeps its hold; once gone, full hold.
+        ringing = await service.authorize(pool, account, "+33123456789", "+12025550143", at, cap_s=100,
+                                          channel_id="1700000000.ringing")
+
+        async def still_ringing(channel: str) -> bool:
+            return channel == "1700000000.ringing"
+
+        async def gone(channel: str) -> bool:
+            return False
+
+        kept = await service.settle_abandoned(pool, set(), is_up=still_ringing)
+        assert (kept.settled, kept.kept) == ([], 2)
+        [cut] = (await service.settle_abandoned(pool, set(), is_up=gone)).settled
+        assert (cut.reservation_id, cut.source, cut.cost) == (ringing.reservation_id, "full_hold", D("1.00"))
+        # Another Asterisk node's call (one database for both) is left to that node's engine.
+        other, mine = [await service.authorize(pool, account, "+33123456789", "+12025550143", at, cap_s=100,
+                                               channel_id=f"1700000000.{node}", asterisk_id=node)
+                       for node in ("node-b", "node-a")]
+        sweep = await service.settle_abandoned(pool, set(), is_up=gone, asterisk_id="node-a")
+        assert [s.reservation_id for s in sweep.settled] == [mine.reservation_id] and sweep.kept == 1  # legacy
+        assert {h.id for h in await store.open_reservations(pool, 0)} == {other.reservation_id, legacy.reservation_id}
+    finally:
+        await pool.close()

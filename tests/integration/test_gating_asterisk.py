@@ -4,6 +4,7 @@ with real SIP calls from SIPp to a real Asterisk whose users come from PostgreSQ
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +64,13 @@ def received(sock: socket.socket) -> list[bytes]:
     return out
 
 
+def ended_channels(database_url: str) -> int:
+    return len(db(database_url, "SELECT DISTINCT uniqueid FROM cel WHERE eventtype = 'CHAN_END'"))
+
+
 def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_while_the_engine_is_stopped(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    since = dt.datetime.now(dt.UTC)
     user = line_user(database_url)  # no credit, and the engine is down: Asterisk alone decides
     enabled = cli(database_url, "account", "emergency", user["account_id"], "--enable", "--location", LOCATION,
                   "--verified")
@@ -90,6 +97,27 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_while_t
     assert "decided by Asterisk: allow (emergency_allowed)" in log
     [kept] = db(database_url, "SELECT decision, rule, caller FROM asterisk_emergency_call")
     assert kept == {"decision": "allow", "rule": "emergency_allowed", "caller": DID}
+
+    # The engine, back, writes the call's CDRs from Asterisk's channel events (the phone's channel and
+    # the one it dialled): free, and `cdr reconcile` no longer lists the call.
+    wait_for(lambda: ended_channels(database_url) >= 2, 10, "Asterisk's events of both channels")
+    back = daemon_factory()
+    assert back.wait_for_log("asterisk_emergency_cdrs_written")["calls"] == 1
+    rows = wait_for_cdrs(database_url, 2)
+    [uniqueid] = [r["uniqueid"] for r in db(database_url, "SELECT uniqueid FROM asterisk_emergency_call")]
+    inbound = next(r for r in rows if r["direction"] == "inbound")
+    outbound = next(r for r in rows if r["direction"] == "outbound")
+    assert inbound["channel_id"] == uniqueid and outbound["call_id"] == inbound["call_id"] == inbound["leg_id"]
+    for row in (inbound, outbound):
+        assert (row["from_number"], row["to_number"], str(row["account_id"])) == (DID, "15", user["account_id"])
+        assert (row["disposition"], row["cost"], row["included"]) == ("ANSWERED", 0, True)
+        assert row["started_at"] <= row["answered_at"] < row["ended_at"] and row["billed_s"] >= 1
+        assert json.loads(row["extra"])["decided_by"] == "asterisk"
+    assert json.loads(outbound["extra"])["target"].startswith("PJSIP/emergency-pidf-")
+    res = run_cli(database_url, "cdr", "reconcile", "--since", since.isoformat(),
+                  "--until", (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat())
+    report = json.loads(res.stdout)
+    assert res.returncode == 0 and (report["channels_ended"], report["with_cdr"]) == (2, 2), res.stdout + res.stderr
 
 
 def test_an_emergency_call_the_draining_engine_hands_back_is_still_routed_by_asterisk(
@@ -138,12 +166,27 @@ def test_a_refused_emergency_call_is_announced_and_nothing_leaves_while_the_engi
     [kept] = db(database_url, "SELECT account_id, callee, decision, rule FROM asterisk_emergency_call")
     assert kept == {"account_id": user["account_id"], "callee": "112", "decision": "deny",
                     "rule": "emergency_location_unverified"}
+    wait_for(lambda: ended_channels(database_url) >= 1, 10, "Asterisk's events of the call")
     d = daemon_factory()
     assert d.wait_for_log("emergency_calls_decided_by_asterisk")["refused"] == 1
     [row] = db(database_url, "SELECT caller, callee, rule, emergency, automated FROM gating_decision "
                              "WHERE account_id = $1::uuid", user["account_id"])
     assert row == {"caller": DID, "callee": "112", "rule": "emergency_location_unverified", "emergency": True,
                    "automated": False}
+    # ... and its CDR, like the engine's own refusals: EMERGENCY_REFUSED with the rule, the announcement's times.
+    d.wait_for_log("asterisk_emergency_cdrs_written")
+    [cdr] = wait_for_cdrs(database_url, 1)
+    assert (cdr["disposition"], cdr["direction"], cdr["from_number"], cdr["to_number"]) == \
+        ("EMERGENCY_REFUSED", "inbound", DID, "112")
+    assert json.loads(cdr["extra"])["refused"] == "emergency_location_unverified" and cdr["cost"] is None
+    assert "emergency_location_unverified" in cdr["hangup_reason"] and cdr["billed_s"] > 3  # the announcement
+    # A replay (an engine that died before marking the call) writes it again under the same leg id.
+    db(database_url, "UPDATE asterisk_emergency_call SET cdr_at = NULL")
+    assert d.stop() == 0
+    again = daemon_factory()
+    again.wait_for_log("asterisk_emergency_cdrs_written")
+    assert again.stop() == 0  # the CDR writer drains at shutdown
+    assert [r["leg_id"] for r in db(database_url, "SELECT leg_id FROM cdr")] == [cdr["leg_id"]]
 
 
 def test_disabling_emergency_calls_and_a_new_number_reach_asterisks_copy(database_url: str) -> None:
@@ -289,9 +332,10 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
         ("deny", "mobile_caller_id", False)
     code, emergency = originate(database_url, d, *common, "--from", "+33170000001", "--to", "112")
     assert code == 1 and emergency["rule"] == "emergency_not_originated"
-    # Prepaid like any call of the account: nothing rates it yet, so it is not placed.
+    # Prepaid like any call of the account: nothing rates it yet, so it is not placed (a refusal for
+    # credit, which does not count towards the callee's 4 calls in 30 days).
     code, unpaid = originate(database_url, d, *common, "--from", "+33170000001", "--to", "+442079460000")
-    assert code == 1 and unpaid["decision"] == "allow" and unpaid["originated"] is False
+    assert code == 1 and (unpaid["decision"], unpaid["rule"], unpaid["originated"]) == ("deny", "credit", False)
     assert "not placed: no rate deck" in unpaid["error"], unpaid
     deck = Path(os.environ.get("TMPDIR", "/tmp")) / f"deck-{acc['id']}.csv"
     deck.write_text("prefix,destination,zone,rate_per_minute,currency\n44,United Kingdom,2,0.60,EUR\n")
@@ -309,7 +353,7 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
                                  "WHERE account_id = $1::uuid ORDER BY id", acc["id"])
     assert [(r["rule"], r["decision"], r["automated"], r["illegitimate"]) for r in decisions] == [
         ("mobile_caller_id", "deny", True, True), ("emergency_not_originated", "deny", True, False),
-        ("compliant", "allow", True, False), ("compliant", "allow", True, False)]
+        ("credit", "deny", True, False), ("compliant", "allow", True, False)]
     [row] = wait_for_cdrs(database_url, 1)
     assert (row["flow"], str(row["account_id"]), row["to_number"]) == ("welcome", acc["id"], "+442079460000")
     assert json.loads(row["extra"])["originated"] is True and row["direction"] == "outbound"
@@ -318,6 +362,11 @@ def test_a_call_the_engine_originates_passes_the_dialer_rules_first_and_runs_its
     assert row["cost"] is not None and row["cost"] > 0
     [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid", acc["id"])
     assert credit["reserved"] == 0 and credit["balance"] == 1 - row["cost"]
+    # ... for exactly the CDR's billed seconds (the hold was settled from the CDR's own times).
+    [hold] = db(database_url, "SELECT billed_s, channel_id FROM credit_reservation WHERE account_id = $1::uuid",
+                acc["id"])
+    assert (hold["billed_s"], hold["channel_id"]) == (row["billed_s"], row["channel_id"])
+    assert row["cost"] == (Decimal("0.60") * row["billed_s"] / 60).quantize(Decimal("0.0001"))
     report = cli(database_url, "compliance", "report", "--account", acc["id"], "--month",
                  row["started_at"].strftime("%Y-%m"))
     assert (report["illegitimate"], report["penalty_eur"], report["outbound_calls"], report["short_calls"]) == \

@@ -11,14 +11,17 @@ import asyncpg
 import pytest
 
 import callctl.conference.steps  # noqa: F401  (registers the conference step type)
+from callctl.billing.service import Authorization
 from callctl.flows.loader import load_dialplan
 from callctl.gating import optout
+from callctl.gating.originate import Dialer
 from callctl.gating.service import decide
 from callctl.store import gating as store
 
 pytestmark = pytest.mark.integration
 
-COUNTRIES = load_dialplan(Path(__file__).resolve().parents[2] / "dialplan").countries
+PLAN = load_dialplan(Path(__file__).resolve().parents[2] / "dialplan")
+COUNTRIES = PLAN.countries
 AT = dt.datetime(2025, 3, 4, 10, 30, tzinfo=dt.UTC)  # a Tuesday, 11:30 in Paris
 CALLER = "+33123456789"
 
@@ -124,3 +127,46 @@ async def test_optout_import_of_a_million_lines_switches_atomically(database_url
         await optout.import_exceptions(pool, acc, customers, "customer")
         ok = await decide(pool, COUNTRIES, acc, CALLER, "0612345678", AT, account_country="FR", automated=True)
         assert ok.allowed and ok.list_version == out2["version"]
+
+
+class _Credit:
+    """Prepaid billing whose credit is empty until ``paid`` (the rest is test_gating_asterisk's)."""
+
+    def __init__(self) -> None:
+        self.paid = False
+
+    async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization:
+        if not self.paid:
+            return Authorization(0, None, None, "prepaid credit 0 EUR does not pay for 1 s: top up the account")
+        return Authorization(60, uuid.uuid4(), None)
+
+    async def finish(self, auth: Authorization, billed_seconds: int) -> dict[str, object]:
+        return {}
+
+
+async def test_an_originate_refused_for_credit_does_not_use_up_the_callees_four_calls(database_url: str) -> None:
+    placed: list[str] = []
+
+    async def originate(channel_id: str, endpoint: str, **_: object) -> None:
+        placed.append(channel_id)
+
+    credit = _Credit()
+    async with asyncpg.create_pool(database_url, min_size=10, max_size=10) as pool:
+        acc = await _account(pool)
+        dialer = Dialer(pool, lambda: PLAN, originate, lambda: True, lambda: AT, billing=credit)
+        body = {"account": str(acc), "from": "+33170000001", "to": "+33612345678", "flow": "welcome"}
+        for _ in range(4):
+            status, answer = await dialer.request(dict(body))
+            assert status == 200 and (answer["decision"], answer["rule"], answer["originated"]) == \
+                ("deny", "credit", False), answer
+        credit.paid = True
+        # Parallel dialers, once the account is topped up: still 4 calls, never a 5th.
+        answers = await asyncio.gather(*(dialer.request(dict(body)) for _ in range(8)))
+        assert sum(a["originated"] for _s, a in answers) == 4 == len(placed)
+        assert {a["rule"] for _s, a in answers if not a["originated"]} == {"callee_cap"}
+        rows = await store.decisions(pool, acc)
+    by_rule = sorted((r["decision"], r["rule"], r["illegitimate"]) for r in rows)
+    assert by_rule == [("allow", "compliant", False)] * 4 + [("deny", "callee_cap", True)] * 4 + \
+        [("deny", "credit", False)] * 4
+    assert all("top up" in r["reason"] for r in rows if r["rule"] == "credit")

@@ -123,13 +123,15 @@ def test_an_outbound_national_number_reaches_the_trunk_in_e164_with_the_users_di
     outbound = next(r for r in rows if r["direction"] == "outbound")
     assert outbound["to_number"] == "+33123456789" and str(outbound["account_id"]) == user["account_id"]
     inbound = next(r for r in rows if r["direction"] == "inbound")
-    assert json.loads(inbound["extra"])["cost"]  # the reservation was settled with the true cost
+    assert "cost" not in json.loads(inbound["extra"])  # the cost is the dialled leg's column, not repeated
     # The dialled leg carries its rating: 0.60 EUR/min, per second from the first, rounded once.
     assert 2 <= outbound["billed_s"] <= 3  # SIPp held the call 2 s after the answer
     assert (outbound["rating_deck"], outbound["rating_prefix"], outbound["currency"]) == ("test", "33", "EUR")
     assert outbound["rate_per_minute"] == Decimal("0.60") and outbound["included"] is False
     assert outbound["cost"] == (Decimal("0.60") * outbound["billed_s"] / 60).quantize(Decimal("0.0001"))
-    assert str(outbound["cost"]) == json.loads(inbound["extra"])["cost"]
+    [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                  user["account_id"])
+    assert (credit["balance"], credit["reserved"]) == (10 - outbound["cost"], 0)  # debited exactly that
     assert user["sip_password"] not in "\n".join(d.raw + d.stderr)  # never in the logs (issue 11)
 
 
@@ -158,6 +160,16 @@ def test_a_second_simultaneous_call_is_refused_busy_unless_the_account_has_an_ex
         assert json.loads(refused[0]["extra"])["refused"] == "channel_limit"
 
 
+def limit_set(asterisk: AsteriskInstance, user: dict[str, Any]) -> bool:
+    """Whether the user's channel is up with an absolute timeout (TIMEOUT(absolute)) set in Asterisk."""
+    for line in asterisk.rx("core show channels concise", check=False).splitlines():
+        name = line.split("!", 1)[0]
+        if name.startswith(f"PJSIP/{user['sip_username']}-"):
+            shown = asterisk.rx(f"core show channel {name}", check=False)
+            return "Time to Hangup:" in shown and "Time to Hangup: 0\n" not in shown
+    return False
+
+
 def test_a_prepaid_call_is_cut_by_asterisk_at_its_limit_while_the_engine_is_stopped(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
     # 0.60 EUR/min and 0.06 EUR of credit: 6 seconds.
@@ -168,7 +180,9 @@ def test_a_prepaid_call_is_cut_by_asterisk_at_its_limit_while_the_engine_is_stop
     call = sipp.start_call(asterisk.sip_port, "0123456789", [("wait_bye", None)], caller=user["sip_username"],
                            auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP,
                            bye_timeout_s=40)
-    wait_for(lambda: "Up" in asterisk.rx("core show channels concise", check=False), 15, "the call to be up")
+    # Killed once the engine has set the exact limit at answer (the caller's channel gets it last);
+    # before that, only the looser limit set at dialling (talk + ring time) holds.
+    wait_for(lambda: limit_set(asterisk, user), 15, "the call to be up with its limit")
     assert d.proc is not None
     d.proc.send_signal(signal.SIGKILL)  # no engine from here on: only Asterisk can end the call
     far_result = sipp.finish(*far)
@@ -176,6 +190,46 @@ def test_a_prepaid_call_is_cut_by_asterisk_at_its_limit_while_the_engine_is_stop
     talk = (far_result.first("UDP message received", "BYE") - far_result.first("UDP message received", "ACK"))
     assert 4.0 < talk.total_seconds() < 8.0, talk
     assert sipp.finish(*call).ok
+    [held] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                user["account_id"])
+    assert held["reserved"] == Decimal("0.06")  # the dead engine never settled its hold
+    wait_for(lambda: len(db(database_url, "SELECT DISTINCT uniqueid FROM cel WHERE eventtype = 'CHAN_END'")) >= 2,
+             10, "Asterisk's channel events of both legs")
+    # The next engine settles it at start, from Asterisk's events of the call's channel: all 6 s.
+    restarted = daemon_factory()
+    swept = restarted.wait_for_log("credit_holds_settled_after_engine_loss")
+    assert (swept["holds"], swept["from_cel"], swept["full_hold"]) == (1, 1, 0), swept
+    [settled] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                   user["account_id"])
+    assert (settled["balance"], settled["reserved"]) == (0, 0)
+
+
+def test_a_hold_whose_call_is_still_up_when_the_engine_restarts_is_kept_and_settled_when_the_call_ends(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    user = line_user(database_url, credit="10")  # 0.60 EUR/min: a hold of 1000 s, 10 EUR
+    far = sipp.start_far_end(asterisk.trunk_port, "answer")
+    d = daemon_factory()
+    d.wait_until_ready()
+    call = sipp.start_call(asterisk.sip_port, "0123456789", [("pause", 15000), ("bye", None)],
+                           caller=user["sip_username"], auth=(user["sip_username"], user["sip_password"]),
+                           local_ip=PHONE_IP)
+    wait_for(lambda: limit_set(asterisk, user), 15, "the call to be up with its limit")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    # The next engine finds the call up (adopted): its hold is kept, not settled at the full 10 EUR; it is
+    # settled when that call ends, for the seconds it really lasted.
+    restarted = daemon_factory()
+    assert restarted.wait_for_log("ari_resynced", 30)["adopted"] >= 1
+    swept = restarted.wait_for_log("credit_holds_settled_after_engine_loss", 60)
+    assert (swept["holds"], swept["full_hold"], swept["kept"]) == (1, 0, 0), swept
+    [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
+                  user["account_id"])
+    assert credit["reserved"] == 0 and Decimal("9") < credit["balance"] < Decimal("10"), credit
+    [hold] = db(database_url, "SELECT billed_s FROM credit_reservation WHERE account_id = $1::uuid", user["account_id"])
+    assert Decimal(10) - credit["balance"] == (Decimal("0.60") * hold["billed_s"] / 60).quantize(Decimal("0.0001"))
+    sipp.finish(*call)  # the adopted call was cut by the new engine: how SIPp ends is not the point
+    sipp.finish(*far)
 
 
 def test_an_emergency_call_from_a_line_without_emergency_hears_why_and_nothing_leaves(
@@ -221,6 +275,6 @@ def test_an_allowed_emergency_call_reaches_the_gateway_with_the_location_even_wi
     assert DID in invite.split("From:", 1)[1].splitlines()[0]  # the callback number
     rows = wait_for_cdrs(database_url, 2)
     inbound = next(r for r in rows if r["direction"] == "inbound")
-    assert json.loads(inbound["extra"])["cost"] == "0"
+    assert "cost" not in json.loads(inbound["extra"])
     outbound = next(r for r in rows if r["direction"] == "outbound")
     assert outbound["cost"] == 0 and outbound["included"] is True  # free of charge, on the leg's CDR

@@ -31,6 +31,7 @@ class User:
 class FakeCall:
     def __init__(self, called: str, outcomes: dict[str, str], hold: asyncio.Event | None = None) -> None:
         self.caller, self.called, self.language = "+33612345678", called, "en"
+        self.channel_id = "1700000000.42"
         self.cdr_fields: dict[str, Any] = {}
         self.dialled: list[tuple[str, str | None]] = []
         self.hung_up: str | None = None
@@ -135,9 +136,11 @@ class FakeBilling:
     def __init__(self, seconds: int) -> None:
         self.seconds = seconds
         self.settled: list[tuple[uuid.UUID, int]] = []
+        self.channels: list[str | None] = []
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None) -> Auth:
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Auth:
+        self.channels.append(channel_id)
         if not self.seconds:
             return Auth(0, None, "prepaid credit 0 EUR does not pay for 1 s")
         return Auth(self.seconds, uuid.uuid4())
@@ -155,7 +158,8 @@ async def test_prepaid_limit_goes_to_the_dial_and_the_reservation_is_settled() -
     call = FakeCall("0123456789", {})
     assert await svc.outbound(call, "alice") == "dialled_answered"
     assert call.max_talk == [42.0]
-    assert len(billing.settled) == 1 and call.cdr_fields["extra_cost"] == "0.0100"
+    assert len(billing.settled) == 1 and billing.channels == [call.channel_id]  # the hold names the call's channel
+    assert "extra_cost" not in call.cdr_fields  # the cost is the dialled leg's `cost` column, not repeated
 
 
 async def test_no_credit_refuses_the_call_with_a_message_and_nothing_is_dialled() -> None:
