@@ -234,10 +234,11 @@ async def open_reservations(db: Any, margin_s: int, asterisk_id: str | None = No
 # -- CDRs for statements and fair use --------------------------------------------------------------
 @_translated
 async def included_seconds_used(db: Any, account_id: uuid.UUID, user_id: uuid.UUID, since: dt.datetime) -> int:
-    """Seconds of ``user_id``'s calls since ``since`` that the engine rated as included in the plan."""
+    """Seconds of ``user_id``'s calls since ``since`` that the engine rated as included in the plan.
+    Emergency legs (free and ``included`` too, but rated from no deck: no prefix) never use it up."""
     return int(await db.fetchval(
         "SELECT COALESCE(sum(billed_s), 0) FROM cdr WHERE account_id = $1 AND user_id = $2 AND started_at >= $3 "
-        "AND direction = 'outbound' AND included", str(account_id), str(user_id), since))
+        "AND direction = 'outbound' AND included AND rating_prefix IS NOT NULL", str(account_id), str(user_id), since))
 
 
 @_translated

@@ -152,11 +152,14 @@ async def test_a_trial_users_included_call_is_authorised_for_what_is_left_of_the
         await pool.execute("UPDATE account SET created_at = now() - interval '1 day' WHERE id = $1", account)
         user = uuid.uuid4()
         used = dataclasses.replace(_cdr(account, "+33612345678", at - dt.timedelta(hours=1), 3550),
-                                   user_id=str(user), cost=D(0), included=True)
+                                   user_id=str(user), cost=D(0), included=True, rating_prefix="33")
         billed = dataclasses.replace(_cdr(account, "+33612345678", at - dt.timedelta(hours=2), 600),
                                      user_id=str(user), cost=D("0.2"), included=False)  # not from the allowance
-        await cdrs.ensure_partitions(pool, [used.started_at, billed.started_at])
-        await cdrs.insert_cdrs(pool, [used, billed])
+        # An emergency call is free and "included", but never uses up the trial's hour.
+        emergency = dataclasses.replace(_cdr(account, "112", at - dt.timedelta(hours=3), 1200),
+                                        user_id=str(user), cost=D(0), included=True)
+        await cdrs.ensure_partitions(pool, [used.started_at, billed.started_at, emergency.started_at])
+        await cdrs.insert_cdrs(pool, [used, billed, emergency])
         auth = await service.authorize(pool, account, "+33123456789", "+33612345678", at, user_id=user)
         assert auth.allowed and auth.reservation_id is None and auth.max_seconds == 50, auth.reason
         other = await service.authorize(pool, account, "+33123456789", "+33612345678", at, user_id=uuid.uuid4())
