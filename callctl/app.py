@@ -103,6 +103,8 @@ class Daemon:
         plan = self.dialplans.current  # captured once: a reload never changes a running call
         call.cdr_fields["dialplan_version"] = plan.version
         assert self.lines is not None
+        if call.resumed is not None:  # a two-party call a previous engine bridged: kept up, not re-routed
+            return await self._resume(call), call.cdr_fields.get("flow"), plan.version
         if Dialer.is_originated(call.args):  # a dialer call this engine placed (callctl originate)
             assert self.dialer is not None
             return await self.dialer.run(plan, call)
@@ -151,6 +153,20 @@ class Daemon:
                                 dt.datetime.now(dt.UTC), account_country=user.country, automated=False)
 
         return gate
+
+    async def _resume(self, call: Call) -> str:
+        assert self.lines is not None and call.resumed is not None
+        endpoint = endpoint_of(call.channel.name)
+        try:
+            user = await self.lines.user_for_endpoint(endpoint) if endpoint else None
+        except StoreError as exc:
+            log.error("line_lookup_failed", error=exc.message)
+            user = None
+        outbound = user is not None
+        if user is None:  # not placed by a SIP user: a call to one of the users' numbers
+            user = await self._did_user(call.called)
+        call.cdr_fields["flow"] = "line-outbound" if outbound else "line-inbound"
+        return await self.lines.resume(call, user, outbound=outbound, leg_endpoint=endpoint_of(call.resumed[0].name))
 
     async def _did_user(self, called: str) -> Any:
         assert self.lines is not None

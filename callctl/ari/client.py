@@ -315,8 +315,13 @@ class AriClient:
         with contextlib.suppress(ChannelGone):
             await self._request("DELETE", f"recordings/stored/{name}", channel=name)
 
+    async def bridges(self) -> dict[str, list[str]]:
+        """Every bridge of Asterisk: its id -> the ids of the channels in it."""
+        return {str(b.get("id")): [str(c) for c in b.get("channels") or []]
+                for b in await self._request("GET", "bridges") or []}
+
     async def bridge_ids(self) -> list[str]:
-        return [str(b.get("id")) for b in await self._request("GET", "bridges") or []]
+        return list(await self.bridges())
 
     async def bridge_channel_count(self, bridge_id: str) -> int | None:
         """How many channels the bridge holds, None if it no longer exists."""

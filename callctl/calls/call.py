@@ -76,6 +76,8 @@ class OutboundLeg:
     cdr_fields: dict[str, Any] = field(default_factory=dict)  # e.g. its rating (cdr.record.RATING_FIELDS)
 
 
+CALL_BRIDGE_PREFIX = "call-"  # a two-party bridge is named after the leg the call dialled
+
 # Q.850 causes of an unanswered leg -> the dial outcome the flow branches on.
 def dial_status(cause: int | None) -> str:
     if cause == 17:
@@ -101,6 +103,8 @@ class Call:
         self.country: str | None = None  # ISO alpha-2 of the number called, set from the route
         self.cdr_fields: dict[str, Any] = {}  # features tag the leg's CDR (conference_id, person, role...)
         self.lifecycle = Lifecycle(started_at=channel.created_at)
+        # Adopted after a restart while bridged with a leg a previous engine dialled: (leg, bridge id).
+        self.resumed: tuple[ChannelInfo, str] | None = None
         if answered_at is not None:
             self.lifecycle.answered(answered_at)
         self._ops = ops
@@ -275,7 +279,7 @@ class Call:
                 await ops.stop_playback(ringtone)
                 ringtone = None
             await self.answer()
-            bridge_id = f"call-{leg.channel_id}"
+            bridge_id = f"{CALL_BRIDGE_PREFIX}{leg.channel_id}"
             await ops.create_bridge(bridge_id, f"call {self.call_id}")
             await ops.add_to_bridge(bridge_id, self.channel.id)
             await ops.add_to_bridge(bridge_id, leg.channel_id)
@@ -310,6 +314,43 @@ class Call:
             if bridge_id is not None:
                 with contextlib.suppress(AriError):
                     await ops.destroy_bridge(bridge_id)
+            if self._register_leg is not None:
+                self._register_leg(leg.channel_id, False)
+
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
+        """Keep up the two-party call a previous engine bridged (``self.resumed``, set at adoption after a
+        restart) and end it as ``dial`` would: the far end hanging up ends the call, the caller hanging up
+        (CallHungUp) ends the leg. The limits the previous engine set stay in Asterisk (TIMEOUT(absolute)
+        on both channels). ``target`` names the leg in its CDR, as ``dial`` would have."""
+        assert self.resumed is not None
+        leg_channel, bridge_id = self.resumed
+        self._check_up()
+        leg = OutboundLeg(leg_channel.id, target, Lifecycle(started_at=leg_channel.created_at), caller_id)
+        # Answered when the caller was (the engine answers the caller as the leg answers), else unknown:
+        # from when this engine found it.
+        leg.lifecycle.answered(self.lifecycle.answered_at or dt.datetime.now(dt.UTC))
+        self.legs.append(leg)
+        if self._register_leg is not None:
+            self._register_leg(leg.channel_id, True)
+        try:
+            try:  # its events reach this call from now on: did it end before?
+                await self._ops.get_channel(leg.channel_id)  # type: ignore[attr-defined]
+            except ChannelGone:
+                leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "hung up before the engine resumed the call")
+            while leg.lifecycle.ended_at is None:
+                await self._wait_leg_event(leg, 24 * 3600.0)
+            assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
+            talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
+            return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
+        finally:
+            ops: DialOps = self._ops  # type: ignore[assignment]
+            if leg.lifecycle.ended_at is None:  # the caller left first: the far end goes too
+                leg.lifecycle.hangup_requested("caller")
+                with contextlib.suppress(AriError):
+                    await ops.hang_up(leg.channel_id, "normal")
+                leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "caller hung up")
+            with contextlib.suppress(AriError):
+                await ops.destroy_bridge(bridge_id)
             if self._register_leg is not None:
                 self._register_leg(leg.channel_id, False)
 

@@ -19,7 +19,7 @@ import structlog
 
 from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd, StasisStart
-from callctl.calls.call import Call, ChannelOps, OutboundLeg
+from callctl.calls.call import CALL_BRIDGE_PREFIX, Call, ChannelOps, OutboundLeg
 from callctl.cdr.journal import CallJournal
 from callctl.cdr.record import RATING_FIELDS, CdrRecord, billed_seconds, leg_id_for
 from callctl.errors import AriError, AriUnavailable, CallEnded, ChannelGone, StoreError
@@ -51,6 +51,7 @@ class SupervisorOps(ChannelOps, Protocol):
                                    priority: int = 1) -> None: ...
     async def application_channel_ids(self) -> set[str]: ...
     async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
+    async def bridges(self) -> dict[str, list[str]]: ...
 
 
 class CdrSink(Protocol):
@@ -99,7 +100,8 @@ class Supervisor:
             return
         self._start_call(event.channel, adopted=False, args=event.args)
 
-    def _start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = ()) -> None:
+    def _start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = (),
+                    resumed: tuple[ChannelInfo, str] | None = None) -> None:
         mailbox: Mailbox = asyncio.Queue()
         leg = leg_id_for(self._asterisk_id(), channel.id, channel.created_raw)
         opened = self._journal.pending.get(str(leg), {}) if self._journal is not None else {}
@@ -107,6 +109,7 @@ class Supervisor:
                     on_answer=self._journal_answer(str(leg)),
                     answered_at=dt.datetime.fromisoformat(opened["answered_at"]) if opened.get("answered_at") else None)
         call.call_id = CallId(str(leg))  # an inbound call's id is its first leg's id
+        call.resumed = resumed
         if self._journal is not None:
             self._journal.opened(str(leg), call=str(leg), channel=channel.id, started_at=channel.created_at.isoformat(),
                                  caller=channel.caller_number, called=channel.exten, args=list(args))
@@ -266,7 +269,11 @@ class Supervisor:
                 call._mailbox.put_nowait(ChannelDestroyed(dt.datetime.now(dt.UTC), channel_id, None,
                                                           "hung up while the ARI connection was down"))
         adopted = 0
-        for new_id in sorted(in_app - set(self._calls)):
+        # Two-party calls a previous engine bridged ("call-<leg>": the caller and the leg it dialled):
+        # the caller's call resumes them (Call.resume_bridged), the leg is not a call of its own.
+        pairs = await self._bridged_pairs(in_app - set(self._calls)) if in_app - set(self._calls) else {}
+        legs = {leg for leg, _bridge in pairs.values()}
+        for new_id in sorted(in_app - set(self._calls) - legs):
             try:
                 info = ChannelInfo.from_json(await self._ops.get_channel(new_id))
             except ChannelGone:
@@ -274,12 +281,35 @@ class Supervisor:
             if not self.accepting:
                 self._spawn_side(self._hand_back(info.id))
                 continue
-            self._start_call(info, adopted=True)
+            resumed = None
+            if new_id in pairs:
+                leg_id, bridge_id = pairs[new_id]
+                try:
+                    resumed = (ChannelInfo.from_json(await self._ops.get_channel(leg_id)), bridge_id)
+                except ChannelGone:
+                    pass
+            self._start_call(info, adopted=True, resumed=resumed)
             adopted += 1
         seen: dict[str, int] = {}
         recovered = self._recover_lost(in_app, seen)
         log.info("ari_resynced", in_app=len(in_app), adopted=adopted, recovered=recovered, active=len(self._calls))
         self._request_sweep(seen)  # now that the calls still up are known
+
+    async def _bridged_pairs(self, adoptable: set[str]) -> dict[str, tuple[str, str]]:
+        """caller channel -> (leg channel, bridge id) of the two-party bridges among ``adoptable``."""
+        try:
+            bridges = await self._ops.bridges()
+        except AriError as exc:
+            log.warning("ari_bridges_unavailable", error=exc.message)
+            return {}
+        pairs: dict[str, tuple[str, str]] = {}
+        for bridge_id, members in bridges.items():
+            leg = bridge_id.removeprefix(CALL_BRIDGE_PREFIX)
+            if leg == bridge_id or len(members) != 2 or leg not in members or not set(members) <= adoptable:
+                continue
+            (caller,) = [m for m in members if m != leg]
+            pairs[caller] = (leg, bridge_id)
+        return pairs
 
     # -- credit holds a dead engine left ---------------------------------------------------------
 

@@ -53,6 +53,12 @@ class LineCall(Protocol):
     def legs(self) -> list[Any]: ...
 
 
+class ResumedCall(LineCall, Protocol):
+    country: str | None
+
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome: ...
+
+
 class LineUserLike(Protocol):
     @property
     def user_id(self) -> uuid.UUID: ...
@@ -176,6 +182,9 @@ class LineService:
     async def user_for_did(self, number: str) -> LineUserLike | None:
         return await self._lookups.user_for_did(number)
 
+    async def user_for_endpoint(self, endpoint: str) -> LineUserLike | None:
+        return await self._lookups.user_for_endpoint(endpoint)
+
     def _tag(self, call: LineCall, user: LineUserLike) -> None:
         call.cdr_fields.update(account_id=str(user.account_id), user_id=str(user.user_id))
 
@@ -229,6 +238,22 @@ class LineService:
         await call.play(UNAVAILABLE, interruptible=False)
         await call.hang_up("normal")
         return f"unavailable_{outcome.status}"
+
+    async def resume(self, call: ResumedCall, user: LineUserLike | None, *, outbound: bool, leg_endpoint: str) -> str:
+        """A two-party call a previous engine bridged, found up after a restart: tagged with its user as
+        the first engine did, kept up until either side hangs up (no re-routing, no second dial). Its
+        credit hold is settled from its real seconds when it ends (the supervisor's sweep)."""
+        if user is not None:
+            self._tag(call, user)
+            call.country = user.country
+        caller_id = user.numbers[0] if outbound and user is not None and user.numbers else None
+        if outbound:
+            target = f"PJSIP/{to_e164(call.called, user.country if user else None)}@{TRUNK}"
+        else:
+            target = f"PJSIP/{leg_endpoint}"
+        log.info("line_call_resumed", outbound=outbound, known_user=user is not None)
+        outcome = await call.resume_bridged(target, caller_id=caller_id)
+        return f"resumed_{outcome.status}"
 
     async def outbound(self, call: LineCall, endpoint: str) -> str:
         """A call placed by a SIP user: normalise, check the channel limit, dial the trunk."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from typing import Any
 
 import pytest
@@ -73,6 +74,12 @@ class FakeOps:
         if channel_id not in self.existing:
             raise ChannelGone(channel_id)
         return self.existing[channel_id]
+
+    async def bridges(self) -> dict[str, list[str]]:
+        return dict(getattr(self, "bridge_members", {}))
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        self.calls.append(("destroy_bridge", bridge_id))
 
 
 def make_call(ops: FakeOps, cid: str = "c1") -> tuple[Call, asyncio.Queue[Any]]:
@@ -266,3 +273,31 @@ async def test_resync_adopts_unknown_channels_and_closes_vanished_ones() -> None
     gate.set()
     sup.dispatcher.route(ChannelDestroyed(T0, ChannelId("survivor"), 16, "Normal Clearing"))
     await _wait(lambda: len(sink.records) == 2)
+
+
+async def test_resync_resumes_a_bridged_two_party_call_instead_of_running_its_flow_again() -> None:
+    ops, sink = FakeOps(), Sink()
+    leg = "5f0c8a0e-7b55-4c1e-9a39-2d6f3c1b9e01"
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        assert call.resumed is not None and call.resumed[0].id == leg  # never a fresh flow
+        outcome = await call.resume_bridged("PJSIP/+33123456789@trunk", caller_id="+33170000001")
+        return f"resumed_{outcome.status}", "line-outbound", None
+
+    ops.channels_in_app = {"caller", leg}
+    for cid in ("caller", leg):
+        ops.existing[cid] = {"id": cid, "state": "Up", "caller": {"number": "1"}, "dialplan": {"exten": "0123456789"},
+                             "creationtime": "2026-11-23T10:00:00.000+0000", "name": f"PJSIP/{cid}-1"}
+    ops.bridge_members = {f"call-{leg}": ["caller", leg], "conf-x": []}  # type: ignore[attr-defined]
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    await sup.resync()
+    assert sup.active_calls == 1  # the leg belongs to the caller's call, not a call of its own
+    await asyncio.sleep(0.05)
+    sup.dispatcher.route(ChannelDestroyed(T0 + dt.timedelta(seconds=40), ChannelId(leg), 16, "Normal Clearing"))
+    await _wait(lambda: ("hangup", ("caller", "normal")) in ops.calls)  # the far end left: the caller goes too
+    sup.dispatcher.route(ChannelDestroyed(T0 + dt.timedelta(seconds=40), ChannelId("caller"), 16, "Normal Clearing"))
+    await _wait(lambda: len(sink.records) == 2)
+    first, dialled = sink.records
+    assert first.extra["outcome"] == "resumed_answered"
+    assert (dialled.leg_id, dialled.direction, dialled.to_number) == (uuid.UUID(leg), "outbound", "+33123456789")
+    assert ("hangup", ("caller", "normal")) in ops.calls and ("destroy_bridge", f"call-{leg}") in ops.calls
