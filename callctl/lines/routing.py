@@ -252,7 +252,12 @@ class LineService:
         else:
             target = f"PJSIP/{leg_endpoint}"
         log.info("line_call_resumed", outbound=outbound, known_user=user is not None)
-        outcome = await call.resume_bridged(target, caller_id=caller_id)
+        counted = user is not None and outbound and self.limits.take(user)  # it uses one of the user's channels
+        try:
+            outcome = await call.resume_bridged(target, caller_id=caller_id)
+        finally:
+            if counted and user is not None:
+                self.limits.release(user)
         return f"resumed_{outcome.status}"
 
     async def outbound(self, call: LineCall, endpoint: str) -> str:
