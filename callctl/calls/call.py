@@ -63,6 +63,7 @@ class DialOps(ChannelOps, Protocol):
     async def create_bridge(self, bridge_id: str, name: str) -> None: ...
     async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None: ...
     async def destroy_bridge(self, bridge_id: str) -> None: ...
+    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...  # a leg resumed after a restart
 
 
 @dataclass
@@ -303,19 +304,10 @@ class Call:
             talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
             return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
         finally:
-            if leg.lifecycle.ended_at is None:  # the caller left first: the far end goes too
-                leg.lifecycle.hangup_requested("caller")
-                with contextlib.suppress(AriError):
-                    await ops.hang_up(leg.channel_id, "normal")
-                leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "caller hung up")
             if ringtone is not None:
                 with contextlib.suppress(AriError):
                     await ops.stop_playback(ringtone)
-            if bridge_id is not None:
-                with contextlib.suppress(AriError):
-                    await ops.destroy_bridge(bridge_id)
-            if self._register_leg is not None:
-                self._register_leg(leg.channel_id, False)
+            await self._let_go(leg, bridge_id)
 
     async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
         """Keep up the two-party call a previous engine bridged (``self.resumed``, set at adoption after a
@@ -323,6 +315,7 @@ class Call:
         (CallHungUp) ends the leg. The limits the previous engine set stay in Asterisk (TIMEOUT(absolute)
         on both channels). ``target`` names the leg in its CDR, as ``dial`` would have."""
         assert self.resumed is not None
+        ops: DialOps = self._ops  # type: ignore[assignment]
         leg_channel, bridge_id = self.resumed
         self._check_up()
         leg = OutboundLeg(leg_channel.id, target, Lifecycle(started_at=leg_channel.created_at), caller_id)
@@ -334,7 +327,7 @@ class Call:
             self._register_leg(leg.channel_id, True)
         try:
             try:  # its events reach this call from now on: did it end before?
-                await self._ops.get_channel(leg.channel_id)  # type: ignore[attr-defined]
+                await ops.get_channel(leg.channel_id)
             except ChannelGone:
                 leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "hung up before the engine resumed the call")
             while leg.lifecycle.ended_at is None:
@@ -343,16 +336,22 @@ class Call:
             talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
             return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
         finally:
-            ops: DialOps = self._ops  # type: ignore[assignment]
-            if leg.lifecycle.ended_at is None:  # the caller left first: the far end goes too
-                leg.lifecycle.hangup_requested("caller")
-                with contextlib.suppress(AriError):
-                    await ops.hang_up(leg.channel_id, "normal")
-                leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "caller hung up")
+            await self._let_go(leg, bridge_id)
+
+    async def _let_go(self, leg: OutboundLeg, bridge_id: str | None) -> None:
+        """The end of a dialled leg's part in this call: hung up if the caller left first, their bridge
+        destroyed, its events no longer routed here."""
+        ops: DialOps = self._ops  # type: ignore[assignment]
+        if leg.lifecycle.ended_at is None:  # the caller left first: the far end goes too
+            leg.lifecycle.hangup_requested("caller")
+            with contextlib.suppress(AriError):
+                await ops.hang_up(leg.channel_id, "normal")
+            leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "caller hung up")
+        if bridge_id is not None:
             with contextlib.suppress(AriError):
                 await ops.destroy_bridge(bridge_id)
-            if self._register_leg is not None:
-                self._register_leg(leg.channel_id, False)
+        if self._register_leg is not None:
+            self._register_leg(leg.channel_id, False)
 
     async def _wait_leg_event(self, leg: OutboundLeg, timeout_s: float,
                               on_digit: Callable[[str, str], Awaitable[None]] | None = None) -> Event | None:

@@ -271,9 +271,10 @@ class Supervisor:
         adopted = 0
         # Two-party calls a previous engine bridged ("call-<leg>": the caller and the leg it dialled):
         # the caller's call resumes them (Call.resume_bridged), the leg is not a call of its own.
-        pairs = await self._bridged_pairs(in_app - set(self._calls)) if in_app - set(self._calls) else {}
+        unowned = in_app - set(self._calls)
+        pairs = await self._bridged_pairs(unowned) if unowned else {}
         legs = {leg for leg, _bridge in pairs.values()}
-        for new_id in sorted(in_app - set(self._calls) - legs):
+        for new_id in sorted(unowned - legs):
             try:
                 info = ChannelInfo.from_json(await self._ops.get_channel(new_id))
             except ChannelGone:
