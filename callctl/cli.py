@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from callctl import __version__
+from callctl import logging as clog
 from callctl.config import Settings, load_settings
 from callctl.errors import CallctlError, DialplanError
 
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(getattr(args, "config", None))
+        clog.configure_command(settings.log_level)  # stdout is the command's answer (`run` logs there)
         return int(args.func(args, settings))
     except DialplanError as exc:
         for problem in exc.problems:

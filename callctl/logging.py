@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines on stdout for journald, readable lines on a terminal."""
+"""structlog set-up: the daemon's JSON lines on stdout for journald (readable lines on a terminal);
+one-shot commands log to stderr, so what they print on stdout (JSON) is only their answer."""
 
 from __future__ import annotations
 
@@ -6,10 +7,18 @@ import datetime as dt
 import json as stdlib_json
 import logging
 import sys
-from typing import Any
+from typing import Any, Protocol, TextIO, cast
 
 import orjson
 import structlog
+
+
+class Stream(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def isatty(self) -> bool: ...
 
 
 def _iso_utc_ms(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -27,13 +36,15 @@ def _dumps(obj: Any, **kw: Any) -> str:
         return stdlib_json.dumps(obj, default=default if default is not None else repr)
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog once for the process. ``json`` defaults to "stdout is not a TTY".
+def configure(level: str = "info", *, json: bool | None = None, stream: Stream | None = None) -> None:
+    """Configure structlog once for the process. Log lines go to ``stream`` (default stdout: the
+    daemon's journal); ``json`` defaults to "``stream`` is not a TTY".
 
     Loggers are cached on first use and levels below ``level`` are filtered by the bound logger's
     class itself (its methods for them do nothing), so a filtered-out call costs one method call."""
+    stream = sys.stdout if stream is None else stream
     if json is None:
-        json = not sys.stdout.isatty()
+        json = not stream.isatty()
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -45,11 +56,31 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),  # write and flush only
         cache_logger_on_first_use=True,
     )
     # Libraries that use stdlib logging (aiohttp, asyncpg) only speak up for warnings.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (loggers are cached: a stream captured at
+    configure time could be closed by then, e.g. a test's capture)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def configure_command(level: str = "info") -> None:
+    """Logging for a one-shot command (everything but ``callctl run``): log lines on stderr, never
+    mixed into the answer the command prints on stdout."""
+    configure(level, stream=_Stderr())
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -17,7 +17,7 @@ from callctl.flows.model import Country
 from callctl.gating import ALLOW, DENY, Verdict
 from callctl.gating import compliance as rules
 from callctl.gating.emergency import NOT_ACTIVATED, emergency_number, emergency_verdict
-from callctl.numbers import mask, to_e164
+from callctl.numbers import e164_or_none, mask, storable
 from callctl.store import gating as store
 
 log = structlog.get_logger("callctl.gating")
@@ -83,7 +83,13 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
                  at: dt.datetime, *, account_country: str, automated: bool) -> Decision:
     """Decide one attempt. Emergency numbers are classified first from ``account_country`` alone; only
     they read the account's emergency status. Compliance runs only for automated calls. Every refusal,
-    every emergency call and every automated attempt leaves a decision record."""
+    every emergency call and every automated attempt leaves a decision record.
+
+    ``from_e164`` and ``dialled`` are taken as received: text PostgreSQL cannot store (NUL, lone
+    surrogates, control characters) is replaced before anything is decided or recorded, so garbage in
+    the caller field never stops an emergency decision, and garbage in the dialled number is an invalid
+    number."""
+    from_e164, dialled = storable(from_e164), storable(dialled)
     short = emergency_number(countries, account_country, dialled)
     if short is not None:
         country = countries[account_country.strip().upper()]
@@ -97,8 +103,8 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
         return Decision(verdict.decision, verdict.rule, verdict.reason, True, short, location, None,
                         country.language)
 
-    number = to_e164(dialled, account_country)
-    if not number.startswith("+"):
+    number = e164_or_none(dialled, account_country)
+    if number is None:
         verdict = Verdict(DENY, "number_invalid", f"'{dialled}' is not a callable number from {account_country}")
         await store.record_decision(pool, store.DecisionRecord(account_id, at, from_e164, dialled, verdict, False,
                                                                automated, automated, None))
@@ -129,6 +135,7 @@ async def decide_originated(pool: Any, countries: Mapping[str, Country], account
                             dialled: str, at: dt.datetime, *, account_country: str) -> Decision:
     """An automated call the engine itself would place (``callctl originate``): never to an emergency
     number, always under the dialer rules (whatever the account's dialer profile says)."""
+    from_e164, dialled = storable(from_e164), storable(dialled)
     if emergency_number(countries, account_country, dialled) is not None:
         verdict = Verdict(DENY, "emergency_not_originated", "the engine never originates calls to emergency numbers")
         await store.record_decision(pool, store.DecisionRecord(account_id, at, from_e164, dialled, verdict, True,

@@ -11,6 +11,7 @@ from typing import Any
 from callctl.flows.model import Country
 from callctl.gating import Verdict
 from callctl.gating.emergency import NOT_ACTIVATED, EmergencyStatus, endpoint_variables, realtime_set_var
+from callctl.numbers import storable
 from callctl.store.db import connection, translated
 
 _translated = translated("gating store")
@@ -260,8 +261,11 @@ _INSERT_DECISION = """INSERT INTO gating_decision (account_id, decided_at, calle
 
 
 def _decision_args(rec: DecisionRecord) -> tuple[Any, ...]:
-    return (rec.account_id, rec.decided_at, rec.caller, rec.callee, rec.verdict.decision, rec.verdict.rule,
-            rec.verdict.reason, rec.emergency, rec.automated, rec.illegitimate, rec.list_version)
+    # The numbers as received: whatever PostgreSQL cannot store (NUL, lone surrogates) must never make
+    # a decision fail to be recorded (an emergency call above all).
+    return (rec.account_id, rec.decided_at, storable(rec.caller), storable(rec.callee), rec.verdict.decision,
+            rec.verdict.rule, storable(rec.verdict.reason, 1000), rec.emergency, rec.automated, rec.illegitimate,
+            rec.list_version)
 
 
 @_translated
@@ -286,6 +290,7 @@ async def dialer_attempt(db: Any, account_id: uuid.UUID, caller: str, callee: st
     a fifth call can never slip between another dialer's count and insert. Returns the verdict, the
     opposition list version consulted and the id of the decision record.
     """
+    caller = storable(caller)  # the callee is an E.164 number (the gate normalised it)
     async with _connection(db) as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{account_id}|{callee}")
         row = await conn.fetchrow(
