@@ -15,8 +15,10 @@ from typing import Any
 
 from callctl.billing.decks import DeckFileError, load_deck_file
 from callctl.billing.minutes_cli import conference_csv_rows, print_conference_legs
-from callctl.billing.plans import load_plans, trial_problem
-from callctl.billing.statements import Statement, build_statement, fair_use_flags, rate_call
+from callctl.billing.plans import load_plans
+from callctl.billing.rating import money_text
+from callctl.billing.service import quote
+from callctl.billing.statements import Statement, build_statement, fair_use_flags
 from callctl.config import Settings
 from callctl.errors import CallctlError, ConfigError
 from callctl.store import billing as store
@@ -162,15 +164,15 @@ def _rate(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--seconds must be >= 0")
 
     async def work(conn: Any) -> dict[str, Any]:
-        terms = await _terms(conn, args.account)
-        plan = plans.get(terms.plan)
-        decks = await store.load_decks(conn, at)
-        out = rate_call(decks, plan, args.from_e164, args.to_e164, args.seconds, at).to_json()
-        problem = trial_problem(plan, terms.created_at, at, terms.users, terms.numbers)
-        out.update(account=str(args.account), plan=plan.name, seconds=args.seconds, at=at.isoformat())
-        if problem:
-            out["why"] = f"refused: {problem}; " + str(out["why"])
-            out["refused"] = problem
+        # The engine's own answer (service.quote, as authorize asks it): never a price it would refuse.
+        q = await quote(conn, args.account, args.from_e164, args.to_e164, args.seconds, at, plans=plans)
+        if q.rating is None or q.plan is None:
+            raise CallctlError(f"account {args.account} does not exist (see `callctl account list`)")
+        out = q.rating.to_json()
+        out.update(account=str(args.account), plan=q.plan.name, seconds=args.seconds, at=at.isoformat())
+        if q.refused is not None and "refused" not in out:  # the trial's end: the account, not the rate
+            out["why"] = f"refused: {q.refused}; " + str(out["why"])
+            out["refused"] = q.refused
         return out
 
     try:
@@ -200,8 +202,8 @@ def _credit_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_credit(c: store.Credit) -> None:
-    print(json.dumps({"account": str(c.account_id), "currency": c.currency, "balance": str(c.balance),
-                      "reserved": str(c.reserved), "available": str(c.available)}))
+    print(json.dumps({"account": str(c.account_id), "currency": c.currency, "balance": money_text(c.balance),
+                      "reserved": money_text(c.reserved), "available": money_text(c.available)}))
 
 
 def _next_month(start: dt.datetime) -> dt.datetime:
@@ -217,11 +219,8 @@ def _bill(args: argparse.Namespace, settings: Settings) -> int:
         terms = await _terms(conn, args.account)
         legs = await store.outbound_legs(conn, args.account, start, end)
         decks = await store.load_decks(conn, start, end)
-        try:
-            return build_statement(start.strftime("%Y-%m"), terms.currency, legs, decks, plans.get(terms.plan),
-                                   plans.vat_rate(terms.country))
-        except ValueError as exc:
-            raise CallctlError(f"statement for {args.account} {start:%Y-%m}: {exc}") from None
+        return build_statement(start.strftime("%Y-%m"), terms.currency, legs, decks, plans.get(terms.plan),
+                               plans.vat_rate(terms.country))
 
     st = asyncio.run(_with_conn(settings, work))
     print(f"Statement {st.month} for account {args.account} ({st.currency}, amounts excl. VAT)")
@@ -233,8 +232,13 @@ def _bill(args: argparse.Namespace, settings: Settings) -> int:
     print(f"  {f'VAT {st.vat_rate * 100:.1f} %':<72}{st.vat:>12}")
     print(f"  {'Total':<72}{st.total:>12}")
     pool = print_conference_legs(settings, args.account, start, end)
-    if st.unrated:
-        print(f"  warning: {len(st.unrated)} call(s) had no rate: {', '.join(map(str, st.unrated))}", file=sys.stderr)
+    if st.attention:
+        # The statement stands without these calls; each is named so a person can settle it (exit 1).
+        print(f"  Needs attention: {len(st.attention)} call(s) not on the lines above")
+        for item in st.attention:
+            print(f"    {item.leg_id} {item.started_at:%Y-%m-%d %H:%M:%S}Z {item.destination or '-'}: {item.reason}")
+        print(f"callctl: bill: {len(st.attention)} call(s) of account {args.account} need attention "
+              f"(listed in the statement); exit status 1", file=sys.stderr)
     if args.csv:
         with args.csv.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
@@ -246,8 +250,10 @@ def _bill(args: argparse.Namespace, settings: Settings) -> int:
             w.writerow(["total excl. VAT", "", "", "", "", "", st.total_excl_vat, st.currency, ""])
             w.writerow([f"VAT {st.vat_rate}", "", "", "", "", "", st.vat, st.currency, ""])
             w.writerow(["total", "", "", "", "", "", st.total, st.currency, ""])
+            for item in st.attention:
+                w.writerow([f"needs attention: {item.reason}", "", "", "", "", "", "", st.currency, item.leg_id])
             w.writerows(conference_csv_rows(pool))
-    return 0
+    return 1 if st.attention else 0
 
 
 def _fairuse(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,17 +4,23 @@ FILE:LINE: reason. A deck with any problem is refused whole."""
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TextIO
 
-from callctl.billing.rating import ZERO, Rate
+from callctl.billing.rating import ZERO, Rate, premium_by_tariff
 
 REQUIRED = ("prefix", "destination", "zone", "rate_per_minute", "currency")
-OPTIONAL = ("connect_fee", "first_block_s", "increment_s", "per_call")
+OPTIONAL = ("connect_fee", "first_block_s", "increment_s", "per_call", "premium")
+# What the rate table keeps (migrations/0004: numeric(14,6)): a price with more is refused, never rounded.
+PRICE_DECIMALS = 6
+PRICE_LIMIT = Decimal(10) ** 8
+_FLAGS = {"yes": True, "true": True, "1": True, "y": True, "no": False, "false": False, "0": False, "n": False}
 CURRENCIES = frozenset({"EUR", "CHF", "GBP"})
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f]")  # PostgreSQL refuses NUL in text; the others are no names
 MAX_PROBLEMS = 1000  # beyond this the file is clearly not a deck; stop listing
 
 
@@ -35,6 +41,13 @@ def _decimal(text: str, column: str) -> Decimal:
         raise ValueError(f"{column} is not a decimal number: {text!r}") from None
     if not value.is_finite() or value < 0:
         raise ValueError(f"{column} must be a finite number >= 0, got {text!r}")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if -exponent > PRICE_DECIMALS and value != value.quantize(Decimal(1).scaleb(-PRICE_DECIMALS)):
+        raise ValueError(f"{column} {text} has {-exponent} decimals, at most {PRICE_DECIMALS} are kept: "
+                         "give the price the deck means with 6 decimals or fewer (it is never rounded)")
+    if value >= PRICE_LIMIT:
+        raise ValueError(f"{column} {text} is too large (below {PRICE_LIMIT:,} per row)")
     return value
 
 
@@ -59,15 +72,24 @@ def parse_row(row: dict[str, str]) -> Rate:
     if currency not in CURRENCIES:
         raise ValueError(f"currency must be one of {', '.join(sorted(CURRENCIES))}, got {row['currency']!r}")
 
+    for column, value in (("destination", destination), ("zone", zone)):
+        if _UNSAFE.search(value):
+            raise ValueError(f"{column} contains a control character (NUL, tab, ...): {value!r}")
+
     def opt(column: str) -> str:
         return (row.get(column) or "").strip()
 
+    per_call = _decimal(opt("per_call"), "per_call") if opt("per_call") else ZERO
+    increment_s = _seconds(opt("increment_s"), "increment_s") if opt("increment_s") else 1
+    flag = opt("premium").lower()
+    if flag and flag not in _FLAGS:
+        raise ValueError(f"premium must be yes or no, got {row['premium']!r}")
     return Rate(prefix=prefix, destination=destination, zone=zone,
                 rate_per_minute=_decimal(row["rate_per_minute"].strip(), "rate_per_minute"), currency=currency,
                 connect_fee=_decimal(opt("connect_fee"), "connect_fee") if opt("connect_fee") else ZERO,
                 first_block_s=_seconds(opt("first_block_s"), "first_block_s") if opt("first_block_s") else 1,
-                increment_s=_seconds(opt("increment_s"), "increment_s") if opt("increment_s") else 1,
-                per_call=_decimal(opt("per_call"), "per_call") if opt("per_call") else ZERO)
+                increment_s=increment_s, per_call=per_call,
+                premium_flag=_FLAGS[flag] if flag else premium_by_tariff(per_call, increment_s))
 
 
 def read_deck(stream: TextIO, source: str, *, progress: Callable[[int], None] | None = None) -> list[Rate]:

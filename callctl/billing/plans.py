@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 import yaml
@@ -43,10 +43,39 @@ class Plan:
     fair_use_factor: Decimal = Decimal(5)
 
 
-@dataclass(frozen=True)
-class Inclusion:
+# Why a plan includes a call or not, as (kind, condition, destination country, caller country); kind is
+# included | premium | zone | condition. A plain tuple: rating runs per call, words only when read.
+Basis = tuple[str, "Condition | None", "str | None", "str | None"]
+_INCLUDED: Basis = ("included", None, None, None)
+_PREMIUM: Basis = ("premium", None, None, None)
+_ZONE: Basis = ("zone", None, None, None)
+
+
+class Inclusion(NamedTuple):
+    """Whether a plan includes a call, and why (in words when read)."""
+
     included: bool
-    why: str
+    plan: Plan
+    rate: Rate
+    basis: Basis
+
+    @property
+    def why(self) -> str:
+        return inclusion_text(self.plan, self.rate, self.basis)
+
+
+def inclusion_text(plan: Plan, rate: Rate, basis: Basis) -> str:
+    kind, condition, dest, caller = basis
+    if kind == "premium":
+        return (f"{rate.prefix} ({rate.destination}) is a premium-rate number: never included in a plan, "
+                "billed at the deck rate")
+    if kind == "zone":
+        return f"plan {plan.name} does not include zone {rate.zone} ({rate.destination}): billed at the deck rate"
+    if kind == "condition" and condition is not None:
+        name = condition.name
+        return (f"{rate.destination} ({dest}) is in {name}: included in plan {plan.name} only from a "
+                f"{name} number, the caller's is {caller or 'unknown'}: billed at the deck rate")
+    return f"zone {rate.zone} ({rate.destination}) is included in plan {plan.name}"
 
 
 @dataclass(frozen=True)
@@ -71,9 +100,44 @@ class Plans:
                               ) from None
 
 
-@functools.lru_cache(maxsize=65536)
+_CODE_REGIONS = {code: tuple(r for r in regions if r != "001")
+                 for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items()}
+
+
+def regions_of_code(e164: str) -> tuple[str, ...]:
+    """The countries sharing the calling code of ``e164`` (one for most codes; +1, +7, +44 have several).
+    The country of the number (``country_of``) is one of them, or unknown."""
+    if not e164.startswith("+"):
+        return ()
+    n, regions = _code_of(e164[1:4])
+    # phonenumbers reads no country from fewer than 2 digits after the code
+    return regions if n and len(e164) - 1 - n >= 2 and e164[1 + n:].isdigit() else ()
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_of(head: str) -> tuple[int, tuple[str, ...]]:
+    """(length of the calling code, its countries) for the first 3 digits of a number; (0, ()) if none."""
+    if head[:1] == "0":
+        return 0, ()
+    for n in (1, 2, 3):  # calling codes are prefix-free: the first that exists is the code
+        if not head[:n].isdigit() or len(head) < n:
+            return 0, ()
+        regions = _CODE_REGIONS.get(int(head[:n]))
+        if regions is not None:
+            return n, regions
+    return 0, ()
+
+
 def country_of(e164: str) -> str | None:
     """ISO country of an E.164 number (the main country of its calling code when ambiguous)."""
+    regions = regions_of_code(e164)
+    if len(regions) == 1:
+        return regions[0]  # the answer phonenumbers gives for a code of one country, without parsing
+    return _parsed_country_of(e164) if regions else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_country_of(e164: str) -> str | None:
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
@@ -85,17 +149,31 @@ def country_of(e164: str) -> str | None:
 
 
 def inclusion(plan: Plan, rate: Rate, from_e164: str, to_e164: str) -> Inclusion:
-    """Whether ``plan`` includes a call to ``to_e164`` (rated ``rate``) placed from ``from_e164``."""
+    """Whether ``plan`` includes a call to ``to_e164`` (rated ``rate``) placed from ``from_e164``.
+    A premium-rate number (the deck's premium flag) is never included, whatever the zone of its row."""
+    basis = inclusion_basis(plan, rate, from_e164, to_e164)
+    return Inclusion(basis[0] == "included", plan, rate, basis)
+
+
+def inclusion_basis(plan: Plan, rate: Rate, from_e164: str, to_e164: str) -> Basis:
+    """``inclusion`` without the wrapping (the per-call path)."""
+    if rate.premium:
+        return _PREMIUM
     if rate.zone not in plan.included_zones:
-        return Inclusion(False, f"plan {plan.name} does not include zone {rate.zone} ({rate.destination}): "
-                                "billed at the deck rate")
-    dest, caller = country_of(to_e164), country_of(from_e164)
-    for cond in plan.conditions:
-        if dest in cond.destinations and caller not in cond.callers:
-            return Inclusion(False, f"{rate.destination} ({dest}) is in {cond.name}: included in plan "
-                                    f"{plan.name} only from a {cond.name} number, the caller's is "
-                                    f"{caller or 'unknown'}: billed at the deck rate")
-    return Inclusion(True, f"zone {rate.zone} ({rate.destination}) is included in plan {plan.name}")
+        return _ZONE
+    if plan.conditions:
+        dest_regions = regions_of_code(to_e164)
+        for cond in plan.conditions:
+            # Parse the numbers only when their calling code could be in the condition (+1 never is in
+            # the EEA): rating runs for every call and most destinations are decided by the code alone.
+            if not cond.destinations.intersection(dest_regions):
+                continue
+            dest = country_of(to_e164)
+            if dest in cond.destinations:
+                caller = country_of(from_e164)
+                if caller not in cond.callers:
+                    return ("condition", cond, dest, caller)
+    return _INCLUDED
 
 
 def trial_problem(plan: Plan, started_at: dt.datetime, at: dt.datetime, users: int, numbers: int) -> str | None:

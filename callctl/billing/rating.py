@@ -7,6 +7,7 @@ call, half up, to 4 decimals. A call of 0 s (unanswered) costs nothing. See docs
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -31,11 +32,20 @@ class Rate:
     first_block_s: int = 1
     increment_s: int = 1
     per_call: Decimal = ZERO
+    # The deck's premium flag (a premium-rate number: never included in a plan); None: not given, the
+    # rows that are not billed per second are premium (a per-call charge or 60 s increments).
+    premium_flag: bool | None = None
 
     @property
     def premium(self) -> bool:
-        """Premium-rate rows are not billed per second: a per-call charge and/or 60 s increments."""
-        return self.per_call > 0 or self.increment_s >= 60
+        if self.premium_flag is not None:
+            return self.premium_flag
+        return premium_by_tariff(self.per_call, self.increment_s)
+
+
+def premium_by_tariff(per_call: Decimal, increment_s: int) -> bool:
+    """A row's premium flag when the deck does not give one: premium-rate numbers are not billed per second."""
+    return per_call > 0 or increment_s >= 60
 
 
 def billed_seconds(rate: Rate, seconds: int) -> int:
@@ -54,6 +64,15 @@ def round_cost(amount: Decimal) -> Decimal:
 
 def round_statement(amount: Decimal) -> Decimal:
     return amount.quantize(STATEMENT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def money_text(amount: Decimal, quantum: Decimal = COST_QUANTUM) -> str:
+    """An amount as printed (JSON, CSV): at least the scale of ``quantum`` ("0.0000", never "0"), and
+    never fewer digits than it has (no rounding on the way out)."""
+    exponent, scale = amount.as_tuple().exponent, quantum.as_tuple().exponent
+    if isinstance(exponent, int) and isinstance(scale, int) and exponent > scale:
+        amount = amount.quantize(quantum)  # only adds zeros: the amount has fewer decimals than the scale
+    return f"{amount:f}"
 
 
 def cost_of_billed(rate: Rate, billed_s: int) -> Decimal:
@@ -87,12 +106,18 @@ class Deck:
     def match(self, e164: str) -> Rate | None:
         """The row with the longest prefix of the number's digits, or None."""
         d = digits(e164)
-        rates = self.rates
-        for n in range(len(d), 0, -1):
-            rate = rates.get(d[:n])
-            if rate is not None:
-                return rate
+        rates, size = self.rates, len(d)
+        for n in self._prefix_lengths:
+            if n <= size:
+                rate = rates.get(d[:n])
+                if rate is not None:
+                    return rate
         return None
+
+    @functools.cached_property
+    def _prefix_lengths(self) -> tuple[int, ...]:
+        """The lengths of the deck's prefixes, longest first (a number is tried at those lengths only)."""
+        return tuple(sorted({len(p) for p in self.rates}, reverse=True))
 
 
 def effective_deck(decks: Iterable[Deck], at: dt.datetime) -> Deck | None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from callctl.billing.plans import Plans, included_seconds_left, load_plans, trial_problem
+from callctl.billing.plans import Plan, Plans, included_seconds_left, load_plans, trial_problem
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
-from callctl.billing.rating import Deck, Rate, call_cost, effective_deck
+from callctl.billing.rating import Deck, Rate, call_cost, money_text
 from callctl.billing.statements import Rating, rate_call
 from callctl.cdr.record import billed_seconds
 from callctl.errors import StoreError
@@ -73,7 +73,40 @@ def _rate_from_json(data: dict[str, Any]) -> Rate:
     return Rate(prefix=data["prefix"], destination=data["destination"], zone=data["zone"],
                 rate_per_minute=Decimal(data["rate_per_minute"]), currency=data["currency"],
                 connect_fee=Decimal(data["connect_fee"]), first_block_s=int(data["first_block_s"]),
-                increment_s=int(data["increment_s"]), per_call=Decimal(data["per_call"]))
+                increment_s=int(data["increment_s"]), per_call=Decimal(data["per_call"]),
+                premium_flag=data.get("premium_flag"))  # settling reads the cost only
+
+
+@dataclass(frozen=True)
+class Quote:
+    """How a call would be rated for an account (``rating`` None: no such account). ``refused`` says why
+    the engine would not place it: trial over, no rate, a row in another currency (credit aside)."""
+
+    terms: store.AccountTerms | None
+    plan: Plan | None
+    rating: Rating | None
+    refused: str | None
+    included_used_s: int = 0
+
+
+async def quote(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, seconds: int, at: dt.datetime, *,
+                plans: Plans | None = None, decks: DeckLoader | None = None,
+                user_id: uuid.UUID | None = None) -> Quote:
+    """The one answer to "how is this call rated for this account?", for the engine's authorisation
+    (``authorize``) and for `callctl rate`: so the command never prices a call the engine would refuse."""
+    plans = plans or load_plans()
+    terms = await store.account_terms(pool, account_id)
+    if terms is None:
+        return Quote(None, None, None, f"account {account_id} does not exist")
+    plan = plans.get(terms.plan)
+    in_force = await (decks or store.load_decks)(pool, at)
+    used_s = 0
+    if plan.included_seconds_per_user is not None and user_id is not None:
+        used_s = await store.included_seconds_used(pool, account_id, user_id, terms.created_at)
+    rating = rate_call(in_force, plan, from_e164, to_e164, seconds, at, included_used_s=used_s,
+                       currency=terms.currency)
+    problem = trial_problem(plan, terms.created_at, at, terms.users, terms.numbers)
+    return Quote(terms, plan, rating, problem if problem is not None else rating.refused, used_s)
 
 
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
@@ -83,43 +116,29 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
     """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
     at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
     credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
-    when the account, rate or credit is missing or pays for less than ``min_seconds``. ``channel_id``: the
-    call's first Asterisk channel (on Asterisk ``asterisk_id``), kept on the hold for the sweep
-    (settle_abandoned).
+    when the account, rate or credit is missing, the rate is in another currency than the account's
+    (``quote``), or the credit pays for less than ``min_seconds``. ``channel_id``: the call's first
+    Asterisk channel (on Asterisk ``asterisk_id``), kept on the hold for the sweep (settle_abandoned).
 
     Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
     """
-    plans = plans or load_plans()
-    terms = await store.account_terms(pool, account_id)
-    if terms is None:
-        return Authorization(0, None, None, f"account {account_id} does not exist")
-    plan = plans.get(terms.plan)
-    problem = trial_problem(plan, terms.created_at, at, terms.users, terms.numbers)
-    if problem is not None:
-        return Authorization(0, None, None, problem)
-    in_force = await (decks or store.load_decks)(pool, at)
-    used_s = 0
-    if plan.included_seconds_per_user is not None and user_id is not None:
-        used_s = await store.included_seconds_used(pool, account_id, user_id, terms.created_at)
-    rating = rate_call(in_force, plan, from_e164, to_e164, 1, at, included_used_s=used_s)
-    if rating.prefix is None:
-        return Authorization(0, None, rating, rating.why)
+    q = await quote(pool, account_id, from_e164, to_e164, 1, at, plans=plans, decks=decks, user_id=user_id)
+    if q.refused is not None or q.rating is None or q.plan is None or q.terms is None:
+        rated = q.rating if q.rating is not None and q.rating.refused is not None else None  # not a trial's end
+        return Authorization(0, None, rated, q.refused)
+    rating, terms = q.rating, q.terms
     if rating.included:
-        left = included_seconds_left(plan, used_s)
+        left = included_seconds_left(q.plan, q.included_used_s)
         return Authorization(cap_s if left is None else min(cap_s, left), None, rating)
-    deck = effective_deck(in_force, at)
-    rate = deck.match(to_e164) if deck is not None else None
-    if rate is None:  # cannot happen: rating.prefix is set
+    rate = rating.rate
+    if rate is None:  # cannot happen: a rated call carries its row
         return Authorization(0, None, rating, rating.why)
-    if rate.currency != terms.currency:
-        return Authorization(0, None, rating, f"destination rated in {rate.currency}, the account pays in "
-                                              f"{terms.currency}: no rate applies")
     credit = await store.credit(pool, account_id)
     available = credit.available if credit is not None else Decimal(0)
     seconds = max_authorised_seconds(available, rate, cap_s=cap_s)
     if seconds < min_seconds:
-        return Authorization(0, None, rating, f"prepaid credit {available} {terms.currency} does not pay for "
-                                              f"{min_seconds} s to {rate.destination}: top up the account")
+        return Authorization(0, None, rating, f"prepaid credit {money_text(available)} {terms.currency} does not "
+                                              f"pay for {min_seconds} s to {rate.destination}: top up the account")
     rid = await store.reserve(pool, account_id, reservation_amount(rate, seconds), max_seconds=seconds,
                               rate=_rate_json(rate), channel_id=channel_id,
                               asterisk_id=asterisk_id)

@@ -48,7 +48,7 @@ async def account_terms(db: Any, account_id: uuid.UUID) -> AccountTerms | None:
 
 # -- rate decks ------------------------------------------------------------------------------------
 _RATE_COLUMNS = ("deck_id", "prefix", "destination", "zone", "rate_per_minute", "currency", "connect_fee",
-                 "first_block_s", "increment_s", "per_call")
+                 "first_block_s", "increment_s", "per_call", "premium")
 
 
 @_translated
@@ -61,7 +61,7 @@ async def import_deck(db: Any, name: str, effective_at: dt.datetime, source: str
         await conn.copy_records_to_table(
             "rate", columns=list(_RATE_COLUMNS),
             records=[(deck_id, r.prefix, r.destination, r.zone, r.rate_per_minute, r.currency, r.connect_fee,
-                      r.first_block_s, r.increment_s, r.per_call) for r in rates])
+                      r.first_block_s, r.increment_s, r.per_call, r.premium) for r in rates])  # the flag as decided
     return deck_id
 
 
@@ -85,7 +85,13 @@ async def deck_headers(db: Any, start: dt.datetime, end: dt.datetime | None = No
 @_translated
 async def deck_with_rates(db: Any, header: Deck) -> Deck:
     rates = await db.fetch(f"SELECT {', '.join(_RATE_COLUMNS[1:])} FROM rate WHERE deck_id = $1", header.deck_id)
-    return Deck(header.name, header.effective_at, {r["prefix"]: Rate(**dict(r)) for r in rates}, header.deck_id)
+    return Deck(header.name, header.effective_at, {r["prefix"]: _rate(r) for r in rates}, header.deck_id)
+
+
+def _rate(row: Any) -> Rate:
+    data = dict(row)
+    data["premium_flag"] = data.pop("premium")
+    return Rate(**data)
 
 
 @_translated
