@@ -36,7 +36,8 @@ def _dumps(obj: Any, **kw: Any) -> str:
         return stdlib_json.dumps(obj, default=default if default is not None else repr)
 
 
-def configure(level: str = "info", *, json: bool | None = None, stream: Stream | None = None) -> None:
+def configure(level: str = "info", *, json: bool | None = None, stream: Stream | None = None,
+              cache: bool = True) -> None:
     """Configure structlog once for the process. Log lines go to ``stream`` (default stdout: the
     daemon's journal); ``json`` defaults to "``stream`` is not a TTY".
 
@@ -57,7 +58,7 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Stream |
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),  # write and flush only
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     # Libraries that use stdlib logging (aiohttp, asyncpg) only speak up for warnings.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -80,7 +81,7 @@ class _Stderr:
 def configure_command(level: str = "info") -> None:
     """Logging for a one-shot command (everything but ``callctl run``): log lines on stderr, never
     mixed into the answer the command prints on stdout."""
-    configure(level, stream=_Stderr())
+    configure(level, stream=_Stderr(), cache=False)  # a command logs little; nothing stays bound to it
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -1,8 +1,9 @@
 """A small hardened FastAGI server (own reader, not panoramisk's: see FIELD-NOTES).
 
 Bounded header size and count, a per-read timeout and a whole-header deadline (slow loris), non-UTF-8
-tolerated (replaced), peers checked against an allow-list, each session its own task owned here, one
-log line per bad session. The handler returns the channel variables to set with ``SET VARIABLE``.
+tolerated (replaced), peers checked against an allow-list, each session its own task owned here, bad
+sessions logged per peer and interval with counts (refusals.py: a flood is not a log flood). The
+handler returns the channel variables to set with ``SET VARIABLE``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import structlog
+
+from callctl.agi.refusals import RefusalTally
 
 log = structlog.get_logger("callctl.agi")
 
@@ -70,7 +73,7 @@ class AgiServer:
 
     def __init__(self, host: str, port: int, handler: Handler, *, allow: Iterable[str] = DEFAULT_ALLOW,
                  read_timeout_s: float = 5.0, header_timeout_s: float = 10.0,
-                 handler_timeout_s: float = 5.0) -> None:
+                 handler_timeout_s: float = 5.0, refusals: RefusalTally | None = None) -> None:
         self.host = host
         self.requested_port = port
         self.handler = handler
@@ -80,6 +83,7 @@ class AgiServer:
         self.handler_timeout_s = handler_timeout_s
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self.refusals = refusals if refusals is not None else RefusalTally()
 
     @property
     def port(self) -> int:
@@ -105,6 +109,7 @@ class AgiServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._server.wait_closed()
+        self.refusals.close()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.get_running_loop().create_task(self._session(reader, writer))
@@ -178,9 +183,9 @@ class AgiServer:
             for name, value in variables.items():
                 await self._command(reader, writer, f"SET VARIABLE {name} {_quote(value)}")
         except BadSession as exc:
-            log.warning("agi_session_refused", peer=peer, reason=str(exc))
+            self.refusals.refused(peer, str(exc))
         except (ConnectionError, OSError) as exc:
-            log.warning("agi_session_refused", peer=peer, reason="connection_lost", error=str(exc))
+            self.refusals.refused(peer, "connection_lost", error=str(exc))
         finally:
             writer.close()
             with contextlib.suppress(Exception):
