@@ -21,7 +21,7 @@ async def _handler(request: AgiRequest) -> Mapping[str, str]:
 
 
 async def _half_open(port: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"agi_network: yes\nagi_network_scr")  # a partial header, then gone
     await writer.drain()
     await _close(writer)
@@ -35,7 +35,7 @@ async def test_nine_hundred_half_open_sessions_leave_two_log_lines_with_the_coun
 
             async def wait_for_all_refused() -> None:
                 while srv._sessions:
-                    await asyncio.sleep(0.01)
+                    await asyncio.wait(list(srv._sessions))
 
             await asyncio.wait_for(wait_for_all_refused(), 30)
             assert len(await asyncio.wait_for(_normal_session(srv.port), 5)) == 2  # service as usual
