@@ -309,7 +309,8 @@ class Daemon:
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(
-                    agi_host or "127.0.0.1", int(agi_port), gate_handler(pool, _LiveCountries(self.dialplans)),
+                    agi_host or "127.0.0.1", int(agi_port),
+                    gate_handler(pool, _LiveCountries(self.dialplans), submit=self.writer.submit),
                     allow=tuple(a.strip() for a in s.agi_allow.split(",") if a.strip())))
             await stack.enter_async_context(self.ari)
             self._install_signals()

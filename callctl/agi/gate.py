@@ -1,26 +1,60 @@
-"""The FastAGI ``gate`` route: the gating decision as channel variables for extensions.conf."""
+"""The FastAGI ``gate`` route: the gating decision as channel variables for extensions.conf, and a CDR
+of the decision for the calling channel (calls an operator's own dialplan routes through the gate)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from callctl.agi.server import AgiRequest
+from callctl.cdr.record import LEG_NAMESPACE, CdrRecord
 from callctl.flows.model import Country
-from callctl.gating.service import decide
+from callctl.gating.service import Decision, decide
+from callctl.numbers import storable, to_e164
 from callctl.store import gating as store
+
+Submit = Callable[[CdrRecord], None]
 
 
 def _deny(rule: str, reason: str) -> dict[str, str]:
     return {"CALLCTL_GATE": "deny", "CALLCTL_GATE_RULE": rule, "CALLCTL_GATE_REASON": reason}
 
 
+def gate_leg_id(request: AgiRequest) -> uuid.UUID:
+    """The CDR leg id of the channel that asked: from the Asterisk that asked (its address) and the
+    channel's uniqueid, so a channel that runs the gate twice, or a replay, is recorded once."""
+    return uuid.uuid5(LEG_NAMESPACE, f"fastagi-gate/{request.peer}/{request.get('agi_uniqueid')}")
+
+
+def gate_cdr(request: AgiRequest, account_id: uuid.UUID, country: str, decision: Decision,
+             at: dt.datetime) -> CdrRecord:
+    """The record of one gate decision on the calling channel (docs/gating.md): the decision's time as
+    start and end (the call itself is Asterisk's to carry; its duration is in Asterisk's channel events),
+    disposition GATE_ALLOWED or GATE_REFUSED, the rule in ``extra``. An allowed emergency call is free."""
+    leg = gate_leg_id(request)
+    free = decision.allowed and decision.emergency
+    return CdrRecord(
+        leg_id=leg, call_id=leg, direction="inbound",
+        from_number=storable(to_e164(request.get("agi_callerid"), country)),
+        to_number=storable(decision.number_e164 or request.get("agi_extension")),
+        started_at=at, answered_at=None, ended_at=at,
+        disposition="GATE_ALLOWED" if decision.allowed else "GATE_REFUSED", hangup_cause=None,
+        hangup_reason=storable(decision.reason, 200), channel_id=storable(request.get("agi_uniqueid")),
+        account_id=str(account_id),
+        extra={"decided_by": "fastagi_gate", "gate": decision.decision, "rule": decision.rule,
+               "route": decision.route, "emergency": decision.emergency,
+               "channel": storable(request.get("agi_channel"), 200), "asterisk": request.peer},
+        cost=Decimal(0) if free else None, included=True if free else None)
+
+
 def gate_handler(pool: Any, countries: Mapping[str, Country],
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 ) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
-    """``AGI(agi://127.0.0.1:4573/gate?account=ID)`` or ``AGI(agi://127.0.0.1:4573/gate,ID)``."""
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
+                 submit: Submit | None = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
+    """``AGI(agi://127.0.0.1:4573/gate?account=ID)`` or ``AGI(agi://127.0.0.1:4573/gate,ID)``.
+    ``submit``: the CDR writer's (a decision's CDR is handed to it, never awaited)."""
 
     async def handle(request: AgiRequest) -> Mapping[str, str]:
         if request.script != "gate":
@@ -35,9 +69,12 @@ def gate_handler(pool: Any, countries: Mapping[str, Country],
             return _deny("unknown_account", f"no account {account_id}")
         dialer = await store.get_dialer(pool, account_id)
         automated = dialer is not None and dialer.automated
+        at = clock()
         decision = await decide(pool, countries, account_id, request.get("agi_callerid"),
-                                request.get("agi_extension"), clock(), account_country=country,
+                                request.get("agi_extension"), at, account_country=country,
                                 automated=automated)
+        if submit is not None and request.get("agi_uniqueid"):
+            submit(gate_cdr(request, account_id, country, decision, at))
         return {"CALLCTL_GATE": decision.decision, "CALLCTL_GATE_RULE": decision.rule,
                 "CALLCTL_GATE_REASON": decision.reason, "CALLCTL_GATE_ROUTE": decision.route or "",
                 "CALLCTL_GATE_NUMBER": decision.number_e164,
