@@ -1,8 +1,9 @@
 """Refused FastAGI sessions, logged per peer and interval with counts: a flood of bad sessions (900
 half-open connections) must not become a flood of log lines.
 
-The first refusal of a peer in an interval is logged at once (an operator sees the problem start);
-the others are counted and logged as one ``agi_sessions_refused`` line per peer when the interval ends.
+The first refusal of a kind (its reason) from a peer in an interval is logged at once (an operator
+sees each problem start); the others are counted and logged as one ``agi_sessions_refused`` line per
+peer and reason when the interval ends.
 """
 
 from __future__ import annotations
@@ -17,21 +18,22 @@ import structlog
 
 log = structlog.get_logger("callctl.agi")
 
-MAX_PEERS = 1024  # peers tracked per interval; beyond, they are counted together under "other"
+MAX_KEYS = 1024  # (peer, reason) pairs tracked per interval; beyond, counted together under "other"
 OTHER = "other"
 
 Emit = Callable[..., Any]
 
 
 class RefusalTally:
-    """Counts refused sessions per peer and reason over ``interval_s``; see the module docstring."""
+    """Counts refused sessions per peer and reason over ``interval_s``; see the module docstring.
+    A reason is a slug; what follows its first ':' is a detail (shown on the first line only)."""
 
     def __init__(self, interval_s: float = 60.0, *, emit: Emit | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = interval_s
         self._emit = emit if emit is not None else log.warning
         self._clock = clock
-        self._counts: dict[str, Counter[str]] = {}  # peer -> reason -> refusals not logged yet
+        self._counts: Counter[tuple[str, str]] = Counter()  # (peer, reason) -> refusals not logged yet
         self._opened_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -42,14 +44,15 @@ class RefusalTally:
         if self._opened_at is None:
             self._opened_at = self._clock()
             self._schedule()
-        if peer not in self._counts:
-            if len(self._counts) >= MAX_PEERS:
-                self._counts.setdefault(OTHER, Counter())[reason] += 1
+        key = (peer, reason.partition(":")[0])
+        if key not in self._counts:
+            if len(self._counts) >= MAX_KEYS:
+                self._counts[(OTHER, OTHER)] += 1
                 return
-            self._counts[peer] = Counter()
+            self._counts[key] = 0
             self._emit("agi_session_refused", peer=peer, reason=reason, **details)
             return
-        self._counts[peer][reason] += 1
+        self._counts[key] += 1
 
     def flush(self) -> None:
         """Log what was counted since the interval opened (one line per peer) and start afresh."""
@@ -57,10 +60,10 @@ class RefusalTally:
             self._timer.cancel()
             self._timer = None
         elapsed = 0.0 if self._opened_at is None else self._clock() - self._opened_at
-        for peer, reasons in self._counts.items():
-            if reasons:
-                self._emit("agi_sessions_refused", peer=peer, refused=sum(reasons.values()),
-                           reasons=dict(sorted(reasons.items())), interval_s=round(elapsed, 1))
+        for (peer, reason), count in self._counts.items():
+            if count:
+                self._emit("agi_sessions_refused", peer=peer, reason=reason, refused=count,
+                           interval_s=round(elapsed, 1))
         self._counts.clear()
         self._opened_at = None
 

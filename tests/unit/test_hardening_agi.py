@@ -43,24 +43,27 @@ async def test_nine_hundred_half_open_sessions_leave_two_log_lines_with_the_coun
     assert [e["event"] for e in refused] == ["agi_session_refused", "agi_sessions_refused"], refused[:3]
     assert refused[0]["peer"] == "127.0.0.1"
     summary = refused[1]
-    assert summary["peer"] == "127.0.0.1" and summary["refused"] == FLOOD - 1
-    assert sum(summary["reasons"].values()) == FLOOD - 1
+    assert (summary["peer"], summary["reason"], summary["refused"]) == ("127.0.0.1", "closed_mid_header", FLOOD - 1)
 
 
-def test_each_interval_logs_a_peers_first_refusal_then_one_count_per_peer() -> None:
+def test_each_interval_logs_the_first_refusal_of_a_kind_then_one_count_per_peer_and_kind() -> None:
     lines: list[tuple[str, dict[str, Any]]] = []
     now = [0.0]
     tally = RefusalTally(60.0, emit=lambda event, **kw: lines.append((event, kw)), clock=lambda: now[0])
     for _ in range(5):
         tally.refused("10.0.0.1", "closed_mid_header")
     tally.refused("10.0.0.2", "peer_not_allowed")
-    tally.refused("10.0.0.1", "read_timeout")
-    assert [(e, kw["peer"]) for e, kw in lines] == [("agi_session_refused", "10.0.0.1"),
-                                                    ("agi_session_refused", "10.0.0.2")]
+    tally.refused("10.0.0.1", "command_refused: 510 Invalid")
+    tally.refused("10.0.0.1", "command_refused: 520 Other")  # the same kind: counted
+    assert [(e, kw["peer"], kw["reason"]) for e, kw in lines] == [
+        ("agi_session_refused", "10.0.0.1", "closed_mid_header"),
+        ("agi_session_refused", "10.0.0.2", "peer_not_allowed"),
+        ("agi_session_refused", "10.0.0.1", "command_refused: 510 Invalid")]
     now[0] = 61.0
     tally.refused("10.0.0.1", "closed_mid_header")  # a new interval: the last one's counts first
-    assert lines[2] == ("agi_sessions_refused", {"peer": "10.0.0.1", "refused": 5, "interval_s": 61.0,
-                                                 "reasons": {"closed_mid_header": 4, "read_timeout": 1}})
-    assert lines[3][0] == "agi_session_refused" and len(lines) == 4  # 10.0.0.2 had nothing more to count
+    assert lines[3:5] == [
+        ("agi_sessions_refused", {"peer": "10.0.0.1", "reason": "closed_mid_header", "refused": 4, "interval_s": 61.0}),
+        ("agi_sessions_refused", {"peer": "10.0.0.1", "reason": "command_refused", "refused": 1, "interval_s": 61.0})]
+    assert lines[5][0] == "agi_session_refused" and len(lines) == 6  # 10.0.0.2 had nothing more to count
     tally.close()
-    assert len(lines) == 4  # nothing counted since the new interval's first line
+    assert len(lines) == 6  # nothing counted since the new interval's first line
