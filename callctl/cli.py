@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv, 1):  # bytes that are not UTF-8 (surrogateescape) reach no store, no log
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            print(f"callctl: error: argument {i} ({arg.encode('utf-8', 'backslashreplace').decode()}) is not "
+                  "UTF-8 text", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

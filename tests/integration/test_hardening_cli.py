@@ -193,3 +193,17 @@ def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(databa
 
     every = set(leaf_commands())
     assert every - seen == set(), f"commands not run by this test: {sorted(every - seen)}"
+
+
+@pytest.mark.parametrize("args", [("emergency", "set", "00000000-0000-0000-0000-000000000001", "--enable",
+                                   "--location", "12 rue \udcff"),
+                                  ("gate", "--account", "00000000-0000-0000-0000-000000000001", "--from",
+                                   "+33123456789\udcfe", "--to", "112"),
+                                  ("minutes", "add", "--account", "00000000-0000-0000-0000-000000000001",
+                                   "--note", "\udce9t\udce9", "10")])
+def test_an_argument_that_is_not_utf8_is_one_clear_line_not_a_traceback(database_url: str,
+                                                                        args: tuple[str, ...]) -> None:
+    res = run_cli(database_url, *args)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.startswith("callctl: error: argument ") and "is not UTF-8 text" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
