@@ -203,7 +203,9 @@ def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(databa
                                    "--note", "\udce9t\udce9", "10")])
 def test_an_argument_that_is_not_utf8_is_one_clear_line_not_a_traceback(database_url: str,
                                                                         args: tuple[str, ...]) -> None:
-    res = run_cli(database_url, *args)
+    made = run_cli(database_url, "account", "create", "--name", "Acme", "--country", "FR")
+    account = json.loads(made.stdout)["id"]
+    res = run_cli(database_url, *(account if a.startswith("00000000-") else a for a in args))
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.startswith("callctl: error: argument ") and "is not UTF-8 text" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
