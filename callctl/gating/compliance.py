@@ -93,4 +93,8 @@ def optout_verdict(listed: bool, exception: str | None, version: int | None) -> 
 
 
 def penalty_eur(illegitimate_attempts: int, per_attempt: Decimal = PENALTY_EUR) -> Decimal:
-    return (per_attempt * illegitimate_attempts).quantize(Decimal("0.01"))
+    """The penalty, exact: shown with at least the cent (0.00), never rounded to it (a tariff of
+    0.025 EUR per attempt is not silently changed)."""
+    total = per_attempt * illegitimate_attempts
+    exponent = total.as_tuple().exponent
+    return total.quantize(Decimal("0.01")) if isinstance(exponent, int) and exponent > -2 else total

@@ -133,6 +133,8 @@ async def add_credit(db: Any, account_id: uuid.UUID, currency: str, amount: Deci
     """Top up (amount > 0) and return the new state; refused if the balance is in another currency."""
     if amount <= 0:
         raise StoreError(f"credit for account {account_id}: the amount must be positive, got {amount}")
+    if amount != amount.quantize(Decimal("0.0001")):  # the balance keeps 4 decimals: never round a payment
+        raise StoreError(f"credit for account {account_id}: {amount} has more than the 4 decimals a balance keeps")
     async with _connection(db) as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO credit_balance (account_id, currency, balance) VALUES ($1, $2, $3) "
