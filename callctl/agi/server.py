@@ -178,7 +178,9 @@ class AgiServer:
                     variables = await self.handler(request)
             except Exception as exc:  # a handler bug must not leave the channel without an answer
                 log.error("agi_handler_failed", peer=peer, script=request.script, error=repr(exc))
-                variables = {"CALLCTL_GATE": "deny", "CALLCTL_GATE_RULE": "gate_unavailable",
+                # No decision is not a refusal: an empty CALLCTL_GATE sends extensions.conf to its
+                # "gate unavailable" branch, where an emergency call still gets Asterisk's own decision.
+                variables = {"CALLCTL_GATE": "", "CALLCTL_GATE_RULE": "gate_unavailable",
                              "CALLCTL_GATE_REASON": "the gate could not decide"}
             for name, value in variables.items():
                 await self._command(reader, writer, f"SET VARIABLE {name} {_quote(value)}")

@@ -3,18 +3,23 @@ gate's decision leaves a callctl CDR on the calling channel (issue 15 item 19)."
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from callctl.agi.server import AgiRequest, AgiServer
+from callctl.errors import StoreUnavailable
 from scripts.devstack import AsteriskInstance
+from tests.integration.test_gating_asterisk import LOCATION
 from tests.integration.test_lines_calls import (
     PHONE_IP,
     asterisk,  # noqa: F401 (its Asterisk: realtime phones, CEL)
     line_user,
 )
-from tests.integration.test_lines_cli import db
+from tests.integration.test_lines_cli import cli, db
 from tests.support import sipp
 from tests.support.asterisk import render_prompts, wait_for
 
@@ -55,3 +60,29 @@ def test_a_call_through_the_fastagi_gate_leaves_a_cdr_with_the_decision(
                   f"PJSIP/{user['sip_username']}-%")
     assert {allowed["channel_id"], denied["channel_id"]} <= {c["uniqueid"] for c in channels}
     assert not d.tracebacks()
+
+
+def test_when_the_gate_cannot_decide_an_emergency_call_still_gets_asterisks_own_decision(
+        asterisk: AsteriskInstance, database_url: str) -> None:  # noqa: F811
+    """A gate that fails (PostgreSQL down, a bug) must not refuse an emergency call as if it had decided."""
+    user = line_user(database_url)
+    cli(database_url, "account", "emergency", user["account_id"], "--enable", "--location", LOCATION, "--verified")
+    db(database_url, "UPDATE ps_endpoints SET context = 'callctl-agi-gate' WHERE id = $1", user["sip_username"])
+
+    async def broken(request: AgiRequest) -> Mapping[str, str]:
+        raise StoreUnavailable("PostgreSQL is down (test)")
+
+    async def serve_and_call() -> sipp.SippResult:
+        async with AgiServer("127.0.0.1", 0, broken) as srv:
+            asterisk.rx(f"dialplan set global CALLCTL_AGI agi://127.0.0.1:{srv.port}")
+            gateway = sipp.start_far_end(asterisk.emergency_port, "answer")
+            result = await asyncio.to_thread(
+                sipp.call, asterisk.sip_port, "112", [("pause", 1000), ("bye", None)], caller=user["sip_username"],
+                auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+            assert result.ok, result.stderr
+            return await asyncio.to_thread(sipp.finish, *gateway)
+
+    gw = asyncio.run(serve_and_call())
+    assert gw.ok, gw.stderr
+    invite = next(text for _at, text in gw.messages if "INVITE sip:" in text)
+    assert "INVITE sip:112@" in invite and f"X-Callctl-Location: {LOCATION}" in invite
