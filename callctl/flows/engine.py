@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import zoneinfo
+from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ log = get_logger("callctl.flows")
 
 APOLOGY_MEDIA = ("sound:something-terribly-wrong",)
 MAX_STEPS = 1000  # a caller-driven loop (a menu's "repeat" key) ends here rather than forever
+HISTORY_STEPS = 64  # the longest loop the step-limit message can name
 ANSWER_TIMEOUT_S = 10.0
 PLAY_TIMEOUT_S = 600.0  # a prompt that never reports its end
 HANGUP_TIMEOUT_S = 10.0
@@ -60,6 +62,7 @@ class FlowResult:
     outcome: str
     steps_run: int = 0
     error: str | None = None
+    loop: str | None = None  # at the step limit: the steps that kept repeating, "'a' -> 'b' -> 'a'"
 
 
 class _Jump(Exception):
@@ -89,6 +92,7 @@ class FlowRun:
         self._now = now
         self._trace = trace
         self._notes: list[str] = []
+        self._history: deque[tuple[str, int, str]] = deque(maxlen=2 * HISTORY_STEPS)  # (flow, index, label)
         self.answered = False
 
     # -- FlowContext ----------------------------------------------------------------------------
@@ -117,11 +121,11 @@ class FlowRun:
                 if i >= len(flow.steps):
                     await self._hang_up("normal")
                     return FlowResult(flow.name, last, "completed", steps_run)
+                if steps_run >= MAX_STEPS:
+                    return await self._stop_at_limit(flow.name, last, steps_run)
                 step = flow.steps[i]
                 last = step.label
                 steps_run += 1
-                if steps_run > MAX_STEPS:
-                    raise RuntimeError(f"more than {MAX_STEPS} steps run: a loop that never ends")
                 self._notes = []
                 try:
                     target = await self._step(step)
@@ -139,15 +143,27 @@ class FlowRun:
         except (CallEnded, ChannelGone):
             raise
         except Exception as exc:
-            log.error("flow_step_failed", flow=flow.name, step=last, error=f"{type(exc).__name__}: {exc}",
-                      exc_info=True)
+            if self._trace is None:  # a simulation prints the failure in its trace, not a traceback
+                log.error("flow_step_failed", flow=flow.name, step=last, error=f"{type(exc).__name__}: {exc}",
+                          exc_info=True)
             self._notes.append(f"failed: {type(exc).__name__}: {exc}")
             if last is not None:
                 self._trace_line(flow.name, last)
             await self._apologise()
             return FlowResult(flow.name, last, "error", steps_run, error=f"{type(exc).__name__}: {exc}")
 
+    async def _stop_at_limit(self, flow: str, last: str | None, steps_run: int) -> FlowResult:
+        """A loop the caller keeps going (or a simulation with no keys left) ends here: one warning
+        naming the loop, no traceback; the caller hears the apology like any failed flow."""
+        loop = repeating_path(list(self._history))
+        if self._trace is None:
+            log.warning("flow_step_limit", flow=flow, step=last, steps=steps_run, loop=loop)
+        await self._apologise()
+        return FlowResult(flow, last, "error", steps_run,
+                          error=f"step limit of {MAX_STEPS} reached, going round {loop}", loop=loop)
+
     def _emit(self, flow: Flow, step: Step) -> None:
+        self._history.append((flow.name, step.index, step.label))
         if self._trace is None:
             log.debug("flow_step", flow=flow.name, step=step.label, kind=step.kind, notes=self._notes)
         self._trace_line(flow.name, step.label)
@@ -333,6 +349,23 @@ class FlowRun:
         if goto is not None and not any(s.name == goto for s in flow.steps):
             raise LookupError(f"step '{step.label}' asked to go to unknown step '{goto}'")
         return goto
+
+
+def repeating_path(history: Sequence[tuple[str, int, str]]) -> str:
+    """The shortest cycle at the end of ``history`` (flow, step index, label) as
+    "'a' -> 'b' -> 'a' in flow 'f'", from its step written first; the last steps run when no
+    cycle shows within the history."""
+    period = next((p for p in range(1, len(history) // 2 + 1) if history[-p:] == history[-2 * p:-p]), 0)
+    if period == 0:
+        tail = list(history[-HISTORY_STEPS:])
+        return "no repeating path (last steps: " + " -> ".join(f"'{label}'" for _, _, label in tail) + ")"
+    cycle = list(history[-period:])
+    start = min(range(period), key=lambda n: (cycle[n][1], cycle[n][0]))
+    cycle = cycle[start:] + cycle[:start]
+    flows = list(dict.fromkeys(f for f, _, _ in cycle))
+    if len(flows) == 1:
+        return " -> ".join(f"'{label}'" for _, _, label in [*cycle, cycle[0]]) + f" in flow '{flows[0]}'"
+    return " -> ".join(f"flow '{f}' '{label}'" for f, _, label in [*cycle, cycle[0]])
 
 
 def _utc_now() -> dt.datetime:

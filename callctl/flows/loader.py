@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
 import zoneinfo
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 import phonenumbers
 
 from callctl.errors import DialplanError
-from callctl.flows import registry
+from callctl.flows import registry, yamlsafe
 from callctl.flows.model import (
     DIAL_STATUSES,
     HANGUP_CAUSES,
@@ -53,7 +54,7 @@ from callctl.flows.model import (
     is_media,
     template_variables,
 )
-from callctl.flows.yamlsafe import Node, Problems, decode, find_tabs, parse, read_bytes
+from callctl.flows.yamlsafe import MAX_FILE_BYTES, Node, NodeBudget, Problems, decode, find_tabs, parse, read_bytes
 
 SECTIONS = ("numbers", "flows", "prompts", "countries")
 BUILTIN_STEPS = ("answer", "play", "collect", "menu", "set", "goto", "flow", "hangup", "dial", "python", "when")
@@ -65,6 +66,8 @@ UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 ORGANIZER_PAID_KEYS = ("account", "local_number", "when_exhausted", "warn_before", "hold", "min_leg")
 DTMF = "0123456789*#ABCD"
 MAX_TIMEOUT_S = 3600.0
+MAX_FILES = 500
+MAX_TOTAL_BYTES = 2 * MAX_FILE_BYTES  # checking is ~5 s per MiB on one core: keep `check` quick
 
 
 def _known(names: Iterable[str]) -> str:
@@ -259,7 +262,10 @@ class _Loader:
     def run(self) -> Dialplan:
         files = self._files()
         digest = hashlib.sha256()
+        budget = NodeBudget(yamlsafe.MAX_TOTAL_NODES)
         for rel, path in files:
+            if budget.spent:
+                break  # refused where the budget ran out; the files after it would only repeat that
             data = read_bytes(path, rel, self.problems)
             digest.update(rel.encode() + b"\0" + (data or b"") + b"\0")
             if data is None:
@@ -267,7 +273,7 @@ class _Loader:
             text = decode(data, rel, self.problems)
             if text is None or find_tabs(text, rel, self.problems):
                 continue
-            root = parse(text, rel, self.problems)
+            root = parse(text, rel, self.problems, budget)
             if root is None:
                 continue
             if root.kind != "map":
@@ -299,13 +305,47 @@ class _Loader:
         return plan
 
     def _files(self) -> list[tuple[str, Path]]:
+        """The YAML files to read, as (name shown in problems, path), within the directory's budget.
+
+        Symbolic links are never followed out of the directory: a link that leaves it is refused
+        with where it points (its target is not read, so nothing of it can appear in a message).
+        A link that stays inside is read once, under the name of the first path that reaches it.
+        """
         if not self.directory.is_dir():
             raise DialplanError([f"{self.directory}:1:1: dialplan directory not found"])
-        found = sorted(p for p in self.directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        if not found:
-            raise DialplanError([f"{self.directory}:1:1: no .yaml files in the dialplan directory"])
         base = self.directory.name or str(self.directory)
-        return [(f"{base}/{p.relative_to(self.directory).as_posix()}", p) for p in found]
+        root = self.directory.resolve()
+        found: dict[Path, tuple[str, Path]] = {}  # real path -> (shown name, path)
+        links: list[tuple[str, Path]] = []
+        for path in sorted(_walk(self.directory)):
+            rel = f"{base}/{path.relative_to(self.directory).as_posix()}"
+            if path.is_symlink():
+                links.append((rel, path))
+            elif path.suffix in (".yaml", ".yml"):
+                if path.is_file():
+                    found[path.resolve()] = (rel, path)
+                else:
+                    self.problems.add(Pos(rel, 1, 1), "not a regular file (a device, a pipe or a socket): refused")
+        for rel, path in links:
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                target = os.readlink(path)
+                shown = target if Path(target).is_absolute() and Path(target) == real else f"{target} ({real})"
+                self.problems.add(Pos(rel, 1, 1), f"symbolic link to {shown} leaves the dialplan directory: "
+                                                  "refused (copy the file into the directory instead)")
+            elif path.suffix in (".yaml", ".yml") and real.is_file() and real not in found:
+                found[real] = (rel, path)
+        files = sorted(found.values())
+        if len(files) > MAX_FILES:
+            raise DialplanError([f"{base}:1:1: {len(files)} YAML files, more than the {MAX_FILES} files allowed "
+                                 "in a dialplan directory"])
+        total = sum(size for _, p in files if (size := _size(p)) <= MAX_FILE_BYTES)  # bigger: refused alone
+        if total > MAX_TOTAL_BYTES:
+            raise DialplanError([f"{base}:1:1: {total} bytes in all YAML files, more than the {MAX_TOTAL_BYTES} "
+                                 "bytes allowed in a dialplan directory (nothing was read)"])
+        if not files and not len(self.problems):
+            raise DialplanError([f"{self.directory}:1:1: no .yaml files in the dialplan directory"])
+        return files
 
     def _reader(self, kind: str, node: Node, flow: str = "", steps: Sequence[str] = ()) -> StepReader:
         return StepReader(kind, node, flow, steps, self.problems, self.refs)
@@ -908,6 +948,23 @@ def _country_of(literal: str | None) -> str | None:
             if region != phonenumbers.UNKNOWN_REGION:
                 return str(region)
     return None
+
+
+def _walk(directory: Path) -> list[Path]:
+    """Every path under ``directory``; symbolic links are listed, never descended into."""
+    out: list[Path] = []
+    for top, dirs, names in os.walk(directory, followlinks=False):
+        here = Path(top)
+        out.extend(here / name for name in names)
+        out.extend(here / name for name in dirs if (here / name).is_symlink())
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # read_bytes reports it
 
 
 def load_dialplan(directory: Path) -> Dialplan:

@@ -111,6 +111,12 @@ async def simulate(plan: Dialplan, called: str, *, caller: str = "+33100000000",
     except CallHungUp:
         lines.append("caller hung up")
         return Simulation(route, None, tuple(lines))
+    if result.loop is not None:
+        if call.digits:
+            lines.append(f"keys never read: {''.join(call.digits)}")
+        lines.append(f"stopped at the step limit ({result.steps_run} steps, last step '{result.last_step}'): the "
+                     f"call went round {result.loop}; a real call ends there too, with the apology")
+        return Simulation(route, result, tuple(lines))
     end = f"outcome {result.outcome} after {result.steps_run} steps (last step '{result.last_step}'"
     if call.hung_up:
         end += f", hang-up cause {call.hung_up}"

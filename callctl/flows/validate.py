@@ -126,6 +126,21 @@ def _successors(flow: Flow, i: int) -> tuple[list[int], bool]:
     return nexts, ends
 
 
+def _plan_successors(plan: Dialplan, at: Node) -> tuple[list[Node], bool]:
+    """Like ``_successors`` across the whole dialplan: ``flow: other`` goes on at the other flow's
+    first step instead of ending, so a loop through several flows is seen as one loop."""
+    flow = plan.flows[at[0]]
+    step = flow.steps[at[1]]
+    nexts, ends = _successors(flow, at[1])
+    out: list[Node] = [(flow.name, n) for n in nexts]
+    if isinstance(step, GotoFlow):
+        target = plan.flows.get(step.flow)
+        if target is not None and target.steps:
+            out.append((target.name, 0))
+            ends = False
+    return out, ends
+
+
 def _has(flow: Flow, name: str) -> bool:
     return any(s.name == name for s in flow.steps)
 
@@ -147,29 +162,37 @@ def _check_unreachable(flow: Flow, problems: Problems) -> None:
 
 
 def _check_loops(plan: Dialplan, problems: Problems) -> None:
-    """Every cycle of steps must wait for something (play, menu, collect, dial) and have a way out."""
-    for flow in plan.flows.values():
-        graph = {i: _successors(flow, i) for i in range(len(flow.steps))}
-        for component in _cycles({i: nexts for i, (nexts, _) in graph.items()}):
-            steps: list[Step] = [flow.steps[i] for i in sorted(component)]
+    """Every cycle of steps, within a flow or through several (``flow: other``), must wait for
+    something (play, menu, collect, dial) and have a way out."""
+    graph = {(name, i): _plan_successors(plan, (name, i))
+             for name, flow in plan.flows.items() for i in range(len(flow.steps))}
+    for component in _cycles({node: nexts for node, (nexts, _) in graph.items()}):
+        ordered = sorted(component, key=lambda node: (plan.flows[node[0]].pos, node[1]))
+        steps: list[Step] = [plan.flows[f].steps[i] for f, i in ordered]
+        flows = list(dict.fromkeys(f for f, _ in ordered))
+        if len(flows) == 1:
             path = " -> ".join(f"'{s.label}'" for s in steps)
-            exits = any(graph[i][1] or any(n not in component for n in graph[i][0]) for i in component)
-            first = steps[0]
-            if not exits:
-                problems.add(first.pos, f"loop {path} in flow '{flow.name}' has no exit: the call would never "
-                                        "end (add a menu, a hangup or a way out)")
-            elif not any(isinstance(s, WAITING_STEPS) for s in steps):
-                problems.add(first.pos, f"loop {path} in flow '{flow.name}' never waits (no play, menu, collect "
-                                        "or dial with a timeout): it would spin forever")
+            where = f"in flow '{flows[0]}'"
+        else:
+            path = " -> ".join(f"flow '{f}' '{plan.flows[f].steps[i].label}'" for f, i in ordered)
+            where = "across flows " + ", ".join(f"'{f}'" for f in flows)
+        exits = any(graph[n][1] or any(m not in component for m in graph[n][0]) for n in component)
+        first = steps[0]
+        if not exits:
+            problems.add(first.pos, f"loop {path} {where} has no exit: the call would never "
+                                    "end (add a menu, a hangup or a way out)")
+        elif not any(isinstance(s, WAITING_STEPS) for s in steps):
+            problems.add(first.pos, f"loop {path} {where} never waits (no play, menu, collect "
+                                    "or dial with a timeout): it would spin forever")
 
 
-def _cycles(graph: dict[int, list[int]]) -> list[set[int]]:
+def _cycles(graph: dict[Node, list[Node]]) -> list[set[Node]]:
     """Strongly connected components that contain a cycle (Tarjan, iterative)."""
-    index: dict[int, int] = {}
-    low: dict[int, int] = {}
-    stack: list[int] = []
-    on_stack: set[int] = set()
-    out: list[set[int]] = []
+    index: dict[Node, int] = {}
+    low: dict[Node, int] = {}
+    stack: list[Node] = []
+    on_stack: set[Node] = set()
+    out: list[set[Node]] = []
     counter = 0
     for root in graph:
         if root in index:
@@ -195,7 +218,7 @@ def _cycles(graph: dict[int, list[int]]) -> list[set[int]]:
             if recurse:
                 continue
             if low[v] == index[v]:
-                component: set[int] = set()
+                component: set[Node] = set()
                 while True:
                     w = stack.pop()
                     on_stack.discard(w)
