@@ -35,10 +35,11 @@ from callctl.conference import steps as conference_steps
 from callctl.conference.minutes import settle_abandoned_holds
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
+from callctl.countries import Country
 from callctl.errors import AriError, DialplanError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
-from callctl.flows.model import Country, normalise_called
+from callctl.flows.model import normalise_called
 from callctl.gating.asterisk_calls import write_emergency_cdrs
 from callctl.gating.originate import Dialer
 from callctl.gating.service import Decision, decide

@@ -6,11 +6,12 @@ a new one, so nothing here is ever mutated.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from callctl.countries import Country, TimeWindow
 
 LANGUAGES = ("en", "fr")
 MEDIA_SCHEMES = ("sound", "digits", "number", "tone")
@@ -18,7 +19,6 @@ HANGUP_CAUSES = ("normal", "busy", "congestion", "no_answer", "timeout", "reject
                  "normal_unspecified", "number_incomplete", "codec_mismatch", "interworking", "failure",
                  "answered_elsewhere")
 DIAL_STATUSES = ("answered", "busy", "noanswer", "congestion", "failed")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BUILTIN_VARIABLES = ("caller", "called", "language", "country", "dial_status")
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -81,23 +81,6 @@ def is_media(item: str) -> bool:
     """True for a literal media URI ("sound:x", "digits:{code}") rather than a prompt name."""
     scheme, sep, _ = item.partition(":")
     return bool(sep) and scheme in MEDIA_SCHEMES
-
-
-# -- time windows -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimeWindow:
-    """Weekdays (0 = Monday) and local [start, end) time ranges, in a named time zone."""
-
-    days: frozenset[int]
-    hours: tuple[tuple[dt.time, dt.time], ...]
-
-    def contains(self, local: dt.datetime) -> bool:
-        if local.weekday() not in self.days:
-            return False
-        now = local.time().replace(tzinfo=None)
-        return not self.hours or any(start <= now < end for start, end in self.hours)
 
 
 # -- steps --------------------------------------------------------------------------------------
@@ -379,19 +362,6 @@ class Route:
     entry: str  # the numbers.yaml entry that matched (a number or a pattern)
     pos: Pos
     organizer_paid: OrganizerPaid | None = None
-
-
-@dataclass(frozen=True)
-class Country:
-    code: str
-    name: str
-    timezone: str
-    language: str
-    offered: bool
-    emergency_eligible: bool
-    emergency_numbers: tuple[str, ...]
-    canvassing: TimeWindow | None
-    pos: Pos
 
 
 def normalise_called(called: str) -> str:

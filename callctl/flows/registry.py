@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from callctl.calls.port import CallPort
-    from callctl.flows.loader import StepReader
     from callctl.flows.model import Dialplan, Route
+    from callctl.flows.reader import StepReader
 
 
 class FlowContext(Protocol):

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from callctl.flows.loader import Refs
 from callctl.flows.model import (
     BUILTIN_VARIABLES,
     Collect,
@@ -23,6 +22,7 @@ from callctl.flows.model import (
     Step,
     When,
 )
+from callctl.flows.reader import Refs
 from callctl.flows.yamlsafe import Problems
 
 WAITING_STEPS = (Play, Menu, Collect, Dial, Python, Custom)

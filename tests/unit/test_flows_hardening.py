@@ -12,6 +12,7 @@ import pytest
 
 from callctl.config import Settings
 from callctl.errors import DialplanError
+from callctl.flows import files as files_mod
 from callctl.flows import loader as loader_mod
 from callctl.flows import yamlsafe
 from callctl.flows.loader import load_dialplan
@@ -148,11 +149,11 @@ def test_a_directory_over_its_byte_budget_is_refused_before_parsing(
 
 def test_a_directory_with_too_many_files_is_refused(tmp_path: Path) -> None:
     base = write(tmp_path, {})
-    for i in range(loader_mod.MAX_FILES + 1):
+    for i in range(files_mod.MAX_FILES + 1):
         (base / f"f{i:04}.yaml").write_text("prompts: {}\n", encoding="utf-8")
     with pytest.raises(DialplanError) as info:
         load_dialplan(base)
-    one(info.value.problems, f"more than the {loader_mod.MAX_FILES} files allowed")
+    one(info.value.problems, f"more than the {files_mod.MAX_FILES} files allowed")
 
 
 def test_the_node_budget_is_shared_by_all_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
