@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from callctl.calls.port import CallPort
 from callctl.errors import CallEnded, ChannelGone
-from callctl.flows import registry
+from callctl.flows import registry, switches
+from callctl.flows.calendars import BUILTIN_CALENDAR, PUBLIC_HOLIDAYS
 from callctl.flows.model import (
     Answer,
     Collect,
@@ -46,6 +47,7 @@ HISTORY_STEPS = 64  # the longest loop the step-limit message can name
 ANSWER_TIMEOUT_S = 10.0
 PLAY_TIMEOUT_S = 600.0  # a prompt that never reports its end
 HANGUP_TIMEOUT_S = 10.0
+SWITCH_TIMEOUT_S = 2.0
 GUARD_S = 5.0  # added to a port call that has its own timeout
 DIAL_TALK_MAX_S = 6 * 3600.0  # dial returns when the bridged call ends
 
@@ -81,7 +83,7 @@ class FlowRun:
     """The state of one call's flow: implements ``registry.FlowContext`` for custom steps."""
 
     def __init__(self, plan: Dialplan, route: Route, call: CallPort, now: Callable[[], dt.datetime],
-                 trace: Tracer | None) -> None:
+                 trace: Tracer | None, switch_reader: switches.SwitchReader | None = None) -> None:
         self.plan = plan
         self.route = route
         self.call = call
@@ -91,6 +93,7 @@ class FlowRun:
         }
         self._now = now
         self._trace = trace
+        self._switches = switch_reader
         self._notes: list[str] = []
         self._history: deque[tuple[str, int, str]] = deque(maxlen=2 * HISTORY_STEPS)  # (flow, index, label)
         self.answered = False
@@ -219,7 +222,7 @@ class FlowRun:
         if isinstance(step, Dial):
             return await self._dial(step)
         if isinstance(step, When):
-            return self._when(step)
+            return await self._when(step)
         if isinstance(step, Python):
             return await self._python(step)
         if isinstance(step, Custom):
@@ -312,16 +315,68 @@ class FlowRun:
         self.note(f"dialled {target}: {outcome.status}" + (f" -> '{goto}'" if goto else ""))
         return goto
 
-    def _when(self, step: When) -> str | None:
+    async def _when(self, step: When) -> str | None:
         country = self.plan.countries.get(self.route.country)
         tz_name = step.timezone or (country.timezone if country else "UTC")
         local = self._now().astimezone(zoneinfo.ZoneInfo(tz_name))
-        window = step.window if step.window is not None else (country.canvassing if country else None)
-        inside = window is not None and window.contains(local)
+        reasons: list[str] = []
+        inside = True
+        if step.window_name:
+            window = step.window if step.window is not None else (country.canvassing if country else None)
+            in_window = window is not None and window.contains(local)
+            reasons.append(f"{local:%a %H:%M} {tz_name} is {'inside' if in_window else 'outside'} {step.window_name}")
+            inside = inside and in_window
+        day = local.date()
+        if step.calendars or step.dates:
+            why = self._closed_why(step.calendars, day)
+            span = next((d for d in step.dates if d.contains(day)), None)
+            why = why or (span.text if span else None)
+            reasons.append(f"{day} is {why}" if why else f"{day} is in none of {self._calendar_names(step)}")
+            inside = inside and why is not None
+        if step.closed_on:
+            why = self._closed_why(step.closed_on, day)
+            reasons.append(f"{day} is closed: {why}" if why else f"{day} is not in {', '.join(step.closed_on)}")
+            inside = inside and why is None
+        if step.switch is not None:
+            on, said = await self._switch(step.switch)
+            reasons.append(f"switch '{step.switch}' is {said}")
+            inside = inside and on
         goto = step.then if inside else step.otherwise
-        self.note(f"{local:%a %H:%M} {tz_name} is {'inside' if inside else 'outside'} {step.window_name}"
+        self.note("; ".join(reasons) + f": {'inside' if inside else 'outside'}"
                   + (f" -> '{goto}'" if goto else " -> next step"))
         return goto
+
+    def _closed_why(self, names: Sequence[str], day: dt.date) -> str | None:
+        for name in names:
+            calendar = BUILTIN_CALENDAR if name == PUBLIC_HOLIDAYS else self.plan.calendars.get(name)
+            why = calendar.closed(day, self.route.country) if calendar is not None else None
+            if why is not None:
+                return why
+        return None
+
+    @staticmethod
+    def _calendar_names(step: When) -> str:
+        return ", ".join([*step.calendars, *(d.text for d in step.dates)])
+
+    async def _switch(self, name: str) -> tuple[bool, str]:
+        """The switch's state and how to say it; its dialplan default when the store cannot answer."""
+        switch = self.plan.switches[name]
+        default = f"{'on' if switch.default else 'off'} (its default"
+        reader = self._switches if self._switches is not None else switches.bound()
+        if reader is None:
+            return switch.default, default + "; no switch store)"
+        try:
+            async with asyncio.timeout(SWITCH_TIMEOUT_S):
+                states = await reader.states()
+        except (CallEnded, ChannelGone):
+            raise
+        except Exception as exc:  # a closed line must still answer: fall back to the default
+            log.warning("switch_state_unavailable", switch=name, error=f"{type(exc).__name__}: {exc}")
+            return switch.default, default + "; the switch store did not answer)"
+        state = states.get(name)
+        if state is None:
+            return switch.default, default + "; never switched)"
+        return state.on, state.describe()
 
     async def _python(self, step: Python) -> str | None:
         spec = registry.python_steps().get(step.function)
@@ -373,7 +428,8 @@ def _utc_now() -> dt.datetime:
 
 
 async def run_flow(plan: Dialplan, route: Route, call: CallPort, *, now: Callable[[], dt.datetime] = _utc_now,
-                   trace: Tracer | None = None) -> FlowResult:
+                   trace: Tracer | None = None, switch_reader: switches.SwitchReader | None = None) -> FlowResult:
     """Run ``route.flow`` of ``plan`` on ``call``. ``now`` (aware datetimes) drives ``when`` steps;
-    ``trace`` receives one line per step (the simulator prints them)."""
-    return await FlowRun(plan, route, call, now, trace).run()
+    ``trace`` receives one line per step (the simulator prints them); ``switch_reader`` answers
+    ``when: {switch: ...}`` (default: the one the daemon bound)."""
+    return await FlowRun(plan, route, call, now, trace, switch_reader).run()

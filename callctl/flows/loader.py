@@ -3,7 +3,7 @@
 ``DialplanError`` (each ``FILE:LINE:COL: message``).
 
 Any ``*.yaml``/``*.yml`` file under the directory may hold any of the sections ``numbers``,
-``flows``, ``prompts`` and ``countries`` (the sample keeps one concern per file).
+``flows``, ``prompts``, ``countries``, ``calendars`` and ``switches`` (the sample keeps one concern per file).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from callctl.flows import yamlsafe
 from callctl.flows.files import dialplan_files
 from callctl.flows.model import Dialplan
 from callctl.flows.reader import SECTIONS, Sections
+from callctl.flows.sections.calendars import parse_calendars, parse_switches
 from callctl.flows.sections.countries import parse_countries
 from callctl.flows.sections.flows import flow_nodes, parse_flow
 from callctl.flows.sections.numbers import parse_numbers
@@ -54,6 +55,8 @@ def load_dialplan(directory: Path) -> Dialplan:
             else:
                 ctx.sections[key].append((key_node, value))
     countries = parse_countries(ctx)
+    calendars = parse_calendars(ctx)
+    switches = parse_switches(ctx)
     prompts = parse_prompts(ctx)
     nodes = flow_nodes(ctx)
     numbers = parse_numbers(ctx, countries, set(nodes))
@@ -65,6 +68,8 @@ def load_dialplan(directory: Path) -> Dialplan:
         flows=MappingProxyType(flows),
         prompts=MappingProxyType(prompts),
         countries=MappingProxyType(countries),
+        calendars=MappingProxyType(calendars),
+        switches=MappingProxyType(switches),
     )
     validate(plan, ctx.refs, ctx.problems)
     if len(ctx.problems):

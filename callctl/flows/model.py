@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callctl.countries import Country, TimeWindow
+from callctl.flows.calendars import Calendar, DateRange
 
 LANGUAGES = ("en", "fr")
 MEDIA_SCHEMES = ("sound", "digits", "number", "tone")
@@ -228,11 +229,18 @@ class Python(Step):
 
 @dataclass(frozen=True)
 class When(Step):
-    window: TimeWindow | None = None  # None: the route country's canvassing window
-    window_name: str = ""
+    """Inside when every condition given holds: the time window, today in one of ``calendars``,
+    today in none of ``closed_on``, the day/night ``switch`` on."""
+
+    window: TimeWindow | None = None  # None: the route country's canvassing window (if window_name)
+    window_name: str = ""  # "" : no time window condition
     timezone: str | None = None  # None: the route country's time zone
     then: str | None = None
     otherwise: str | None = None
+    calendars: tuple[str, ...] = ()
+    dates: tuple[DateRange, ...] = ()
+    closed_on: tuple[str, ...] = ()
+    switch: str | None = None
     kind = "when"
 
     def targets(self) -> tuple[str, ...]:
@@ -373,6 +381,16 @@ def normalise_called(called: str) -> str:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """A day/night switch an operator turns on or off at run time (``callctl dialplan switch``);
+    ``default`` is its state until it is first switched, or when the store cannot be read."""
+
+    name: str
+    default: bool
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Dialplan:
     version: str
     files: tuple[str, ...]
@@ -380,6 +398,8 @@ class Dialplan:
     flows: Mapping[str, Flow]
     prompts: Mapping[str, Prompt]
     countries: Mapping[str, Country]
+    calendars: Mapping[str, Calendar] = field(default_factory=dict)
+    switches: Mapping[str, Switch] = field(default_factory=dict)
 
     def route(self, called: str) -> Route | None:
         """Exact numbers first, then the most specific matching pattern (see docs/dialplan.md)."""

@@ -5,6 +5,7 @@ everything is read (``Refs``) and the sections gathered from every file (``Secti
 
 from __future__ import annotations
 
+import difflib
 import re
 import zoneinfo
 from collections.abc import Iterable, Sequence
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from callctl.flows.model import LANGUAGES, MEDIA_SCHEMES, Pos, is_media, template_variables
 from callctl.flows.yamlsafe import Node, Problems
 
-SECTIONS = ("numbers", "flows", "prompts", "countries")
+SECTIONS = ("numbers", "flows", "prompts", "countries", "calendars", "switches")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PROMPT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -34,6 +35,8 @@ class Refs:
     prompts: list[tuple[Pos, str, str]] = field(default_factory=list)  # (where, flow, prompt name)
     flows: list[tuple[Pos, str, str]] = field(default_factory=list)  # (where, from flow, to flow)
     variables: list[tuple[Pos, str, str]] = field(default_factory=list)  # (where, flow, variable)
+    calendars: list[tuple[Pos, str]] = field(default_factory=list)  # (where, calendar name)
+    switches: list[tuple[Pos, str]] = field(default_factory=list)  # (where, switch name)
     stored: set[str] = field(default_factory=set)  # variables some step sets
 
 
@@ -70,7 +73,9 @@ class StepReader:
         out: dict[str, Node] = {}
         for key, (key_node, value) in node.entries.items():
             if key not in allowed:
-                self.error(f"unknown option '{key}' for '{self.kind}' (valid: {', '.join(allowed)})", key_node)
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                self.error(f"unknown option '{key}' for '{self.kind}' ({hint}valid: {', '.join(allowed)})", key_node)
                 continue
             out[key] = value
         for key in required:
@@ -160,8 +165,8 @@ class StepReader:
         if name is None or node is None:
             return None
         if name not in self.step_names:
-            self.error(f"step '{self._label()}' {what} unknown step '{name}' "
-                       f"(known: {known(n for n in self.step_names if n)})", node)
+            self.error(f"step '{self._label()}' {what} unknown step '{name}'"
+                       f"{suggest(name, (n for n in self.step_names if n))}", node)
             return None
         self.targets.append(name)
         return name
@@ -189,6 +194,12 @@ class StepReader:
             self._refs.flows.append((node.pos, self.flow, name))
         return name
 
+    def refs_calendar(self, node: Node, name: str) -> None:
+        self._refs.calendars.append((node.pos, name))
+
+    def refs_switch(self, node: Node, name: str) -> None:
+        self._refs.switches.append((node.pos, name))
+
     def _label(self) -> str:
         return self.step_label or self.kind
 
@@ -199,6 +210,18 @@ def what_is(node: Node) -> str:
     if node.kind == "seq":
         return "a list"
     return "empty" if node.is_null else f"'{node.text}'"
+
+
+def suggest(name: str, names: Iterable[str], limit: int = 12) -> str:
+    """" (did you mean 'sales'?)" for a close name; else the known names when they are few,
+    else how many there are (a list of 31 names teaches nothing)."""
+    listed = sorted(set(names))
+    close = difflib.get_close_matches(name, listed, n=3, cutoff=0.6)
+    if close:
+        return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+    if len(listed) <= limit:
+        return f" (known: {known(listed)})"
+    return f" ({len(listed)} are defined, none close to '{name}')"
 
 
 class Sections:

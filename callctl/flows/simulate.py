@@ -7,13 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from callctl.calls.port import DialOutcome
 from callctl.errors import CallHungUp
 from callctl.flows.engine import FlowResult, run_flow
 from callctl.flows.model import Dialplan, Route
+from callctl.flows.switches import SwitchReader, SwitchState
 from callctl.ids import CallId
 
 DTMF_KEYS = frozenset("0123456789*#ABCD")
@@ -78,6 +79,18 @@ def parse_dtmf(text: str) -> deque[str]:
 
 
 @dataclass(frozen=True)
+class _Overridden:
+    """The store's switch states (when it can be read), with simulate's --switch on top."""
+
+    store: SwitchReader | None
+    fixed: Mapping[str, SwitchState]
+
+    async def states(self) -> Mapping[str, SwitchState]:
+        found = dict(await self.store.states()) if self.store is not None else {}
+        return {**found, **self.fixed}
+
+
+@dataclass(frozen=True)
 class Simulation:
     route: Route | None
     result: FlowResult | None
@@ -85,8 +98,11 @@ class Simulation:
 
 
 async def simulate(plan: Dialplan, called: str, *, caller: str = "+33100000000", dtmf: str = "",
-                   at: dt.datetime | None = None, dial_status: str = "answered") -> Simulation:
-    """Route ``called`` and run its flow on a FakeCall; ``lines`` is the human-readable trace."""
+                   at: dt.datetime | None = None, dial_status: str = "answered",
+                   switches: Mapping[str, bool] | None = None,
+                   switch_reader: SwitchReader | None = None) -> Simulation:
+    """Route ``called`` and run its flow on a FakeCall; ``lines`` is the human-readable trace.
+    ``switches`` (simulate --switch) override what ``switch_reader`` (the store) says."""
     lines: list[str] = []
     route = plan.route(called)
     if route is None:
@@ -106,8 +122,10 @@ async def simulate(plan: Dialplan, called: str, *, caller: str = "+33100000000",
     def trace(flow: str, step: str, why: str) -> None:
         lines.append(f"  [{flow}] {step}: {why or 'done'}")
 
+    reader = _Overridden(switch_reader, {
+        name: SwitchState(name, on, "simulate --switch", None) for name, on in (switches or {}).items()})
     try:
-        result = await run_flow(plan, route, call, now=now, trace=trace)
+        result = await run_flow(plan, route, call, now=now, trace=trace, switch_reader=reader)
     except CallHungUp:
         lines.append("caller hung up")
         return Simulation(route, None, tuple(lines))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from callctl.flows.calendars import PUBLIC_HOLIDAYS
 from callctl.flows.model import (
     BUILTIN_VARIABLES,
     Collect,
@@ -22,7 +23,7 @@ from callctl.flows.model import (
     Step,
     When,
 )
-from callctl.flows.reader import Refs
+from callctl.flows.reader import Refs, suggest
 from callctl.flows.yamlsafe import Problems
 
 WAITING_STEPS = (Play, Menu, Collect, Dial, Python, Custom)
@@ -37,6 +38,7 @@ def _known(names: Iterable[str]) -> str:
 
 def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
     _check_flow_refs(plan, refs, problems)
+    _check_calendar_refs(plan, refs, problems)
     reach = _flow_reach(plan)
     _check_prompts(plan, refs, reach, problems)
     _check_variables(refs, problems)
@@ -51,7 +53,19 @@ def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
 def _check_flow_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None:
     for pos, source, target in refs.flows:
         if target not in plan.flows:
-            problems.add(pos, f"flow '{source}' continues in unknown flow '{target}' (known: {_known(plan.flows)})")
+            problems.add(pos, f"flow '{source}' continues in unknown flow '{target}'{suggest(target, plan.flows)}")
+
+
+def _check_calendar_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None:
+    calendars = {PUBLIC_HOLIDAYS, *plan.calendars}
+    for pos, name in refs.calendars:
+        if name not in calendars:
+            problems.add(pos, f"unknown calendar '{name}'{suggest(name, calendars)} ('holidays' is built in: the "
+                              "public holidays of the number's country; others go in a calendars: section)")
+    for pos, name in refs.switches:
+        if name not in plan.switches:
+            problems.add(pos, f"unknown switch '{name}'{suggest(name, plan.switches)} (declare it in a switches: "
+                              "section, e.g. switches: {" + name + ": {default: off}})")
 
 
 def _flow_reach(plan: Dialplan) -> dict[str, set[tuple[str, str, str]]]:
@@ -77,7 +91,7 @@ def _check_prompts(plan: Dialplan, refs: Refs, reach: dict[str, set[tuple[str, s
     for pos, flow, name in refs.prompts:
         prompt = plan.prompts.get(name)
         if prompt is None:
-            problems.add(pos, f"unknown prompt '{name}' (known: {_known(plan.prompts)}; or media like sound:{name})")
+            problems.add(pos, f"unknown prompt '{name}'{suggest(name, plan.prompts)} (or media like sound:{name})")
             continue
         missing: dict[str, str] = {}
         for language, _, number in sorted(reach.get(flow, ())):
@@ -93,7 +107,7 @@ def _check_variables(refs: Refs, problems: Problems) -> None:
     known = set(refs.stored) | set(BUILTIN_VARIABLES)
     for pos, _, var in refs.variables:
         if var not in known:
-            problems.add(pos, f"unknown variable '{{{var}}}' (known: {_known(known)}; a collect 'into' or a "
+            problems.add(pos, f"unknown variable '{{{var}}}'{suggest(var, known)} (a collect 'into' or a "
                               "'set' stores one)")
 
 

@@ -3,6 +3,7 @@ parser (built in: sections/steps.py; added by features: the registry)."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from callctl.flows import registry
@@ -61,7 +62,9 @@ def _step(ctx: Sections, flow: str, names: list[str], index: int, node: Node) ->
                                     f"not {what_is(node)}")
         return None
     if kind not in kinds:
-        ctx.problems.add(kind_node.pos, f"unknown step type '{kind}' (known: {', '.join(kinds)})")
+        close = difflib.get_close_matches(kind, kinds, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        ctx.problems.add(kind_node.pos, f"unknown step type '{kind}' ({hint}known: {', '.join(kinds)})")
         return None
     r = ctx.reader(kind, value, flow, names)
     r.step_label = step_name or f"{index}:{kind}"

@@ -9,7 +9,7 @@ import phonenumbers
 
 from callctl.countries import Country
 from callctl.flows.model import NumberEntry, NumberPattern, OrganizerPaid
-from callctl.flows.reader import E164_RE, NAME_RE, Sections, StepReader, known
+from callctl.flows.reader import E164_RE, NAME_RE, Sections, StepReader, known, suggest
 from callctl.flows.reader import language as parse_language
 from callctl.flows.yamlsafe import Node
 
@@ -50,7 +50,7 @@ def _number(ctx: Sections, node: Node, countries: dict[str, Country], flow_names
         literal = _literal_prefix(pattern.text) if pattern else None
     flow = r.text(opts.get("flow"), "flow")
     if flow is not None and flow not in flow_names:
-        r.error(f"number routes to unknown flow '{flow}' (known: {known(flow_names)})", opts["flow"])
+        r.error(f"number routes to unknown flow '{flow}'{suggest(flow, flow_names)}", opts["flow"])
     code_node = opts.get("country")
     country_code = r.text(code_node, "country") if code_node else _country_of(literal)
     if country_code is None:

@@ -29,6 +29,7 @@ from callctl.flows.model import (
     When,
 )
 from callctl.flows.reader import DTMF, NAME_RE, StepReader, known, valid_tz
+from callctl.flows.sections.calendars import parse_dates
 from callctl.flows.sections.times import window
 from callctl.flows.yamlsafe import Node
 
@@ -215,7 +216,8 @@ def python_step(r: StepReader, base: dict[str, Any]) -> Step | None:
 
 
 def when_step(r: StepReader, base: dict[str, Any]) -> Step | None:
-    opts = r.mapping(("window", "days", "hours", "timezone", "then", "else"))
+    opts = r.mapping(("window", "days", "hours", "timezone", "calendar", "dates", "closed_on", "switch", "then",
+                      "else"))
     if opts is None:
         return None
     days_hours: TimeWindow | None = None
@@ -229,16 +231,36 @@ def when_step(r: StepReader, base: dict[str, Any]) -> Step | None:
     elif "days" in opts or "hours" in opts:
         days_hours = window(r, r.node, opts.get("days"), opts.get("hours"))
         window_name = "days/hours"
-    else:
-        r.error("'when' needs 'days' and/or 'hours' (or window: canvassing)")
+    elif not {"calendar", "dates", "closed_on", "switch"} & opts.keys():
+        r.error("'when' needs a condition: 'days'/'hours', 'window: canvassing', 'calendar', 'dates', "
+                "'closed_on' or 'switch'")
     tz = r.text(opts.get("timezone"), "timezone")
     if tz is not None and not valid_tz(tz):
         r.error(f"timezone '{tz}' is unknown (e.g. Europe/Paris)", opts["timezone"])
+    calendars = _calendar_refs(r, opts.get("calendar"), "calendar")
+    closed_on = _calendar_refs(r, opts.get("closed_on"), "closed_on")
+    switch = r.text(opts.get("switch"), "switch")
+    if switch is not None and "switch" in opts:
+        r.refs_switch(opts["switch"], switch)
     then = r.target(opts.get("then"), "then goes to")
     otherwise = r.target(opts.get("else"), "else goes to")
     if "then" not in opts and "else" not in opts:
         r.error("'when' needs 'then' and/or 'else' (a step to go to)")
-    return When(**base, window=days_hours, window_name=window_name, timezone=tz, then=then, otherwise=otherwise)
+    return When(**base, window=days_hours, window_name=window_name, timezone=tz, then=then, otherwise=otherwise,
+                calendars=calendars, dates=parse_dates(r, opts.get("dates")), closed_on=closed_on, switch=switch)
+
+
+def _calendar_refs(r: StepReader, node: Node | None, what: str) -> tuple[str, ...]:
+    """Calendar names (checked once every file is read); ``holidays`` is built in."""
+    if node is None:
+        return ()
+    out: list[str] = []
+    for item in node.items if node.kind == "seq" else [node]:
+        name = r.text(item, what)
+        if name is not None:
+            r.refs_calendar(item, name)
+            out.append(name)
+    return tuple(out)
 
 
 PARSERS: dict[str, Callable[[StepReader, dict[str, Any]], Step | None]] = {

@@ -1,0 +1,170 @@
+"""The dialplan language of issue 23: holidays and closure calendars, day/night switches, branching
+on values, checked dial targets, errors that teach, simulate with one --dtmf group per attempt."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from callctl.flows.engine import run_flow
+from callctl.flows.loader import load_dialplan
+from callctl.flows.model import Dialplan
+from callctl.flows.simulate import FakeCall, simulate
+from callctl.flows.switches import FixedSwitches, SwitchState
+from tests.unit.test_flows_loader import one, problems
+
+PARIS = dt.timezone(dt.timedelta(hours=2))  # CEST
+
+HOURS_FLOW = """\
+    calendars:
+      office-closed:
+        dates: ["2026-12-24..2026-12-26", "08-14"]
+    switches:
+      support-closed: {default: off}
+    flows:
+      main:
+        - answer
+        - when: {switch: support-closed, then: closed}
+        - when:
+            days: mon-fri
+            hours: ["09:00-18:00"]
+            closed_on: [holidays, office-closed]
+            else: closed
+        - play: hello
+        - hangup
+        - name: closed
+          play: bye
+        - hangup:
+    """
+
+
+def plan(tmp_path: Path, extra: dict[str, str] | None = None) -> Dialplan:
+    from tests.unit.test_flows_loader import write
+
+    return load_dialplan(write(tmp_path, {"flows/main.yaml": HOURS_FLOW, **(extra or {})}))
+
+
+async def walk(plan: Dialplan, at: dt.datetime, **kw: object) -> list[str]:
+    route = plan.route("+33900000001")
+    assert route is not None
+    lines: list[str] = []
+    await run_flow(plan, route, FakeCall(), now=lambda: at, trace=lambda f, s, why: lines.append(f"{s}: {why}"),
+                   **kw)  # type: ignore[arg-type]
+    return lines
+
+
+# -- holidays, dates, calendars -------------------------------------------------------------------
+
+
+async def test_a_public_holiday_closes_an_open_hour(tmp_path: Path) -> None:
+    lines = await walk(plan(tmp_path), dt.datetime(2026, 5, 1, 10, 30, tzinfo=PARIS))  # Friday, 1 May
+    text = "\n".join(lines)
+    assert "2026-05-01 is closed: Labor Day (public holiday FR)" in text, text
+    assert "-> 'closed'" in text
+
+
+async def test_an_ordinary_weekday_is_open(tmp_path: Path) -> None:
+    lines = await walk(plan(tmp_path), dt.datetime(2026, 5, 4, 10, 30, tzinfo=PARIS))
+    assert not any("-> 'closed'" in line for line in lines), lines
+
+
+async def test_explicit_dates_and_yearly_dates_close_the_line(tmp_path: Path) -> None:
+    p = plan(tmp_path)
+    christmas_eve = "\n".join(await walk(p, dt.datetime(2026, 12, 24, 10, 0, tzinfo=PARIS)))
+    assert "2026-12-24..2026-12-26 (office-closed)" in christmas_eve
+    yearly = "\n".join(await walk(p, dt.datetime(2028, 8, 14, 10, 0, tzinfo=PARIS)))  # a Monday
+    assert "08-14 (office-closed)" in yearly
+
+
+async def test_when_a_calendar_goes_then_on_a_listed_day(tmp_path: Path) -> None:
+    p = plan(tmp_path, {"flows/main.yaml": """\
+        flows:
+          main:
+            - when: {calendar: holidays, dates: "2026-06-02", then: closed}
+            - play: hello
+            - hangup
+            - name: closed
+              play: bye
+        """})
+    assert any("-> 'closed'" in line for line in await walk(p, dt.datetime(2026, 6, 2, 10, 0, tzinfo=PARIS)))
+    assert any("-> 'closed'" in line for line in await walk(p, dt.datetime(2026, 7, 14, 10, 0, tzinfo=PARIS)))
+    assert not any("-> 'closed'" in line for line in await walk(p, dt.datetime(2026, 7, 15, 10, 0, tzinfo=PARIS)))
+
+
+def test_calendar_mistakes_are_pointed_at(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"flows/main.yaml": """\
+        calendars:
+          office-closed: {dates: ["2026-12-32", "12-24..2026-12-26"], holidays: XX}
+          holidays: {dates: "01-01"}
+        flows:
+          main:
+            - when: {closed_on: [holiday, office-closd], else: bye}
+            - name: bye
+              hangup:
+        """})
+    assert one(found, "date '2026-12-32' is not valid").startswith("dialplan/flows/main.yaml:2:27:")
+    one(found, "date '12-24..2026-12-26' is not valid")
+    one(found, "no public holidays known for 'XX'")
+    one(found, "'holidays' is the built-in calendar")
+    one(found, "unknown calendar 'holiday' (did you mean 'holidays'?)")
+    one(found, "unknown calendar 'office-closd' (did you mean 'office-closed'?)")
+
+
+# -- day/night switch -------------------------------------------------------------------------------
+
+
+async def test_a_switch_turned_on_closes_the_line_and_says_who(tmp_path: Path) -> None:
+    p = plan(tmp_path)
+    at = dt.datetime(2026, 5, 4, 10, 30, tzinfo=PARIS)
+    state = SwitchState("support-closed", True, "alice", dt.datetime(2026, 5, 4, 7, 0, tzinfo=dt.UTC))
+    text = "\n".join(await walk(p, at, switch_reader=FixedSwitches({"support-closed": state})))
+    assert "switch 'support-closed' is on (switched by alice at 2026-05-04 07:00 UTC)" in text, text
+    assert "-> 'closed'" in text
+
+
+async def test_a_switch_never_switched_or_unreadable_has_its_default(tmp_path: Path) -> None:
+    class Broken:
+        async def states(self) -> dict[str, SwitchState]:
+            raise OSError("connection refused")
+
+    p = plan(tmp_path)
+    at = dt.datetime(2026, 5, 4, 10, 30, tzinfo=PARIS)
+    text = "\n".join(await walk(p, at, switch_reader=FixedSwitches({})))
+    assert "switch 'support-closed' is off (its default; never switched)" in text
+    text = "\n".join(await walk(p, at, switch_reader=Broken()))
+    assert "off (its default; the switch store did not answer)" in text
+
+
+def test_an_undeclared_switch_is_refused(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"flows/main.yaml": """\
+        switches:
+          night: {default: maybe}
+        flows:
+          main:
+            - when: {switch: nigth, then: bye}
+            - name: bye
+              hangup:
+        """})
+    one(found, "default must be true or false")
+    one(found, "unknown switch 'nigth' (did you mean 'night'?)")
+
+
+async def test_simulate_shows_the_switch_state_it_used(tmp_path: Path) -> None:
+    p = plan(tmp_path)
+    result = await simulate(p, "+33900000001", at=dt.datetime(2026, 5, 4, 10, 30), switches={"support-closed": True})
+    text = "\n".join(result.lines)
+    assert "switch 'support-closed' is on (set by simulate --switch)" in text, text
+
+
+def _dedent(text: str) -> str:
+    return textwrap.dedent(text)
+
+
+@pytest.fixture(autouse=True)
+def _no_bound_switches() -> None:
+    from callctl.flows import switches
+
+    switches.bind(None)
