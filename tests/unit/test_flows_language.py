@@ -168,3 +168,44 @@ def _no_bound_switches() -> None:
     from callctl.flows import switches
 
     switches.bind(None)
+
+
+# -- simulate: one --dtmf group per attempt ----------------------------------------------------------
+
+RETRY_FLOW = """\
+    flows:
+      main:
+        - answer
+        - name: menu
+          menu: {prompt: hello, options: {1: one, 2: two}, attempts: 3}
+        - name: one
+          play: hello
+        - hangup
+        - name: two
+          collect: {into: order, digits: 6, prompt: hello, attempts: 2}
+        - play: ["digits:{order}"]
+        - hangup
+    """
+
+
+async def test_after_a_wrong_key_the_next_group_is_the_next_attempt(tmp_path: Path) -> None:
+    p = plan(tmp_path, {"flows/main.yaml": RETRY_FLOW})
+    result = await simulate(p, "+33900000001", dtmf=["95", "2", "12", "123456#", "77"])
+    text = "\n".join(result.lines)
+    assert "attempt 1: key '9' is not an option" in text, text
+    assert "key '2' -> 'two'" in text, text
+    assert "attempt 1: '12' refused" in text or "attempt 1: '12'" in text, text
+    assert "order = '123456'" in text, text
+    assert result.lines[-1] == "keys never read: 5 (dropped after a wrong key), 77 (nothing asked for them)", text
+
+
+def test_simulate_cli_gives_each_dtmf_word_its_own_attempt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from callctl.config import Settings
+    from tests.unit.test_flows_engine import parse
+    from tests.unit.test_flows_loader import write
+
+    base = write(tmp_path, {"flows/main.yaml": RETRY_FLOW})
+    args = parse("dialplan", "simulate", "--to", "+33900000001", "--dtmf", "9", "1", str(base))
+    assert args.func(args, Settings()) == 0
+    out = capsys.readouterr().out
+    assert "key '1' -> 'one'" in out and "keys never read" not in out, out
