@@ -37,6 +37,7 @@ from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
 from callctl.countries import Country
 from callctl.errors import AriError, DialplanError, StoreError
+from callctl.flows import switches as flow_switches
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import normalise_called
@@ -54,6 +55,7 @@ from callctl.store import gating as gating_store
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
+from callctl.store.switches import PgSwitches
 from callctl.systemd import notify, watchdog_interval_s
 
 log = get_logger("callctl.app")
@@ -307,6 +309,8 @@ class Daemon:
                 lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
+            flow_switches.bind(PgSwitches(pool))
+            stack.callback(flow_switches.bind, None)
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(

@@ -73,13 +73,15 @@ def simulate_cmd(args: argparse.Namespace, settings: Settings) -> int:
         if name not in plan.switches:
             print(f"callctl: error: --switch: unknown switch '{name}'{suggest(name, plan.switches)}", file=sys.stderr)
             return 2
-    recorded: Any = {}
+    reader: FixedSwitches | None = None
     if set(plan.switches) - set(overrides):
         recorded, why = importlib.import_module(SWITCH_STORE_CLI).fetch_states(settings)
         if why is not None:
             print(f"switch states not read ({why}): defaults used unless --switch NAME=on|off")
+        else:
+            reader = FixedSwitches(recorded)
     result = asyncio.run(simulate(plan, args.to, caller=args.caller, dtmf=keys, at=at, dial_status=args.dial,
-                                  switches=overrides, switch_reader=FixedSwitches(recorded)))
+                                  switches=overrides, switch_reader=reader))
     for line in result.lines:
         print(line)
     return 0 if result.result is None or result.result.outcome != "error" else 1

@@ -364,7 +364,7 @@ class FlowRun:
         default = f"{'on' if switch.default else 'off'} (its default"
         reader = self._switches if self._switches is not None else switches.bound()
         if reader is None:
-            return switch.default, default + "; no switch store)"
+            return switch.default, default + "; switch states not read)"
         try:
             async with asyncio.timeout(SWITCH_TIMEOUT_S):
                 states = await reader.states()
