@@ -14,12 +14,15 @@ from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 
+import phonenumbers
+
 from callctl.calls.port import CallPort
 from callctl.errors import CallEnded, ChannelGone
 from callctl.flows import registry, switches
 from callctl.flows.calendars import BUILTIN_CALENDAR, PUBLIC_HOLIDAYS
 from callctl.flows.model import (
     Answer,
+    Branch,
     Collect,
     Custom,
     Dial,
@@ -90,7 +93,9 @@ class FlowRun:
         self.flow = route.flow
         self.variables: MutableMapping[str, str] = {
             "caller": call.caller, "called": route.number, "language": route.language, "country": route.country,
+            "caller_country": country_of(call.caller), "visits": "0",
         }
+        self._visits: dict[tuple[str, int], int] = {}
         self._now = now
         self._trace = trace
         self._switches = switch_reader
@@ -129,6 +134,8 @@ class FlowRun:
                 step = flow.steps[i]
                 last = step.label
                 steps_run += 1
+                visits = self._visits[(flow.name, i)] = self._visits.get((flow.name, i), 0) + 1
+                self.variables["visits"] = str(visits)
                 self._notes = []
                 try:
                     target = await self._step(step)
@@ -223,6 +230,11 @@ class FlowRun:
             return await self._dial(step)
         if isinstance(step, When):
             return await self._when(step)
+        if isinstance(step, Branch):
+            value = fill_template(step.value, self.variables)
+            goto, why = step.choose(value)
+            self.note(why + (f" -> '{goto}'" if goto else " -> next step"))
+            return goto
         if isinstance(step, Python):
             return await self._python(step)
         if isinstance(step, Custom):
@@ -421,6 +433,17 @@ def repeating_path(history: Sequence[tuple[str, int, str]]) -> str:
     if len(flows) == 1:
         return " -> ".join(f"'{label}'" for _, _, label in [*cycle, cycle[0]]) + f" in flow '{flows[0]}'"
     return " -> ".join(f"flow '{f}' '{label}'" for f, _, label in [*cycle, cycle[0]])
+
+
+def country_of(number: str) -> str:
+    """ISO code of an E.164 caller number ("+33..." -> "FR"); "" when unknown or withheld."""
+    if not number.startswith("+"):
+        return ""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+    except phonenumbers.NumberParseException:
+        return ""
+    return str(region) if region and region != phonenumbers.UNKNOWN_REGION else ""
 
 
 def _utc_now() -> dt.datetime:

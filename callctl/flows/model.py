@@ -20,7 +20,7 @@ HANGUP_CAUSES = ("normal", "busy", "congestion", "no_answer", "timeout", "reject
                  "normal_unspecified", "number_incomplete", "codec_mismatch", "interworking", "failure",
                  "answered_elsewhere")
 DIAL_STATUSES = ("answered", "busy", "noanswer", "congestion", "failed")
-BUILTIN_VARIABLES = ("caller", "called", "language", "country", "dial_status")
+BUILTIN_VARIABLES = ("caller", "called", "language", "country", "dial_status", "caller_country", "visits")
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -248,6 +248,39 @@ class When(Step):
 
     def falls_through(self) -> bool:
         return self.then is None or self.otherwise is None
+
+
+@dataclass(frozen=True)
+class Branch(Step):
+    """Go to a step chosen by a value: an exact match, else the longest prefix, else the highest
+    whole-number threshold the value reaches, else ``otherwise`` (None: the next step)."""
+
+    value: str = ""  # a template: "{order}", "{caller_country}", "{visits}"
+    equals: Mapping[str, str] = field(default_factory=dict)
+    prefix: Mapping[str, str] = field(default_factory=dict)
+    at_least: tuple[tuple[int, str], ...] = ()  # (threshold, step), highest first
+    otherwise: str | None = None
+    kind = "branch"
+
+    def targets(self) -> tuple[str, ...]:
+        return (*self.equals.values(), *self.prefix.values(), *(t for _, t in self.at_least),
+                *((self.otherwise,) if self.otherwise else ()))
+
+    def falls_through(self) -> bool:
+        return self.otherwise is None
+
+    def choose(self, value: str) -> tuple[str | None, str]:
+        """The step to go to for ``value`` and why."""
+        if value in self.equals:
+            return self.equals[value], f"'{value}' equals '{value}'"
+        for start in sorted(self.prefix, key=len, reverse=True):
+            if value.startswith(start):
+                return self.prefix[start], f"'{value}' starts with '{start}'"
+        if value.isdigit():
+            for threshold, target in self.at_least:
+                if int(value) >= threshold:
+                    return target, f"{value} is at least {threshold}"
+        return self.otherwise, f"'{value}' matches no case"
 
 
 @dataclass(frozen=True)

@@ -209,3 +209,72 @@ def test_simulate_cli_gives_each_dtmf_word_its_own_attempt(tmp_path: Path, capsy
     assert args.func(args, Settings()) == 0
     out = capsys.readouterr().out
     assert "key '1' -> 'one'" in out and "keys never read" not in out, out
+
+
+# -- branching on values ----------------------------------------------------------------------------
+
+BRANCH_FLOW = """\
+    flows:
+      main:
+        - answer
+        - name: by-country
+          branch: {value: "{caller_country}", equals: {BE: belgian}, else: ask}
+        - name: belgian
+          play: hello
+        - name: ask
+          collect: {into: order, digits: 6, prompt: hello, attempts: 1, on_failure: again}
+        - branch:
+            value: "{order}"
+            equals: {"000000": test-order}
+            prefix: {"9": big, "99": vip}
+            else: bye
+        - name: again
+          branch: {value: "{visits}", at_least: {3: bye}, else: ask}
+        - name: test-order
+          play: hello
+        - goto: bye
+        - name: big
+          play: hello
+        - goto: bye
+        - name: vip
+          play: bye
+        - name: bye
+          hangup:
+    """
+
+
+async def _branch_lines(tmp_path: Path, caller: str, dtmf: list[str]) -> str:
+    p = plan(tmp_path, {"flows/main.yaml": BRANCH_FLOW})
+    return "\n".join((await simulate(p, "+33900000001", caller=caller, dtmf=dtmf)).lines)
+
+
+async def test_branch_on_collected_digits_takes_the_longest_prefix(tmp_path: Path) -> None:
+    text = await _branch_lines(tmp_path, "+33612345678", ["991234"])
+    assert "'991234' starts with '99' -> 'vip'" in text, text
+    assert "'' matches no case -> 'ask'" in text or "'FR' matches no case -> 'ask'" in text, text
+
+
+async def test_branch_on_the_caller_country(tmp_path: Path) -> None:
+    text = await _branch_lines(tmp_path, "+3221234567", [])
+    assert "'BE' equals 'BE' -> 'belgian'" in text, text
+
+
+async def test_branch_on_the_number_of_visits_ends_a_retry_loop(tmp_path: Path) -> None:
+    text = await _branch_lines(tmp_path, "+33612345678", [])
+    assert "1 is at least" not in text and "3 is at least 3 -> 'bye'" in text, text
+    assert text.count("'2' matches no case -> 'ask'") == 1, text
+
+
+def test_branch_mistakes_are_pointed_at(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"flows/main.yaml": """\
+        flows:
+          main:
+            - branch: {value: "{nope}", at_least: {three: bye}, equals: {"1": by}}
+            - branch: {value: "x"}
+            - name: bye
+              hangup:
+        """})
+    one(found, "unknown variable '{nope}'")
+    one(found, "branch at_least 'three' must be a whole number")
+    one(found, "unknown step 'by' (did you mean 'bye'?)")
+    one(found, "'branch' needs cases")

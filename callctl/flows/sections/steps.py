@@ -16,6 +16,7 @@ from callctl.flows.model import (
     DIAL_STATUSES,
     HANGUP_CAUSES,
     Answer,
+    Branch,
     Collect,
     Dial,
     Goto,
@@ -250,6 +251,37 @@ def when_step(r: StepReader, base: dict[str, Any]) -> Step | None:
                 calendars=calendars, dates=parse_dates(r, opts.get("dates")), closed_on=closed_on, switch=switch)
 
 
+def branch_step(r: StepReader, base: dict[str, Any]) -> Step | None:
+    opts = r.mapping(("value", "equals", "prefix", "at_least", "else"), ("value",))
+    if opts is None:
+        return None
+    value = r.template(opts.get("value"), "value")
+    cases: dict[str, dict[str, str]] = {"equals": {}, "prefix": {}, "at_least": {}}
+    for kind, example in (("equals", "{FR: french, BE: french}"), ("prefix", '{"+336": mobile}'),
+                          ("at_least", "{3: give-up}")):
+        node = opts.get(kind)
+        if node is None:
+            continue
+        if node.kind != "map" or not node.entries:
+            r.error(f"branch '{kind}' maps values to steps ({kind}: {example})", node)
+            continue
+        for key, (key_node, target_node) in node.entries.items():
+            if kind == "at_least" and not key.isdigit():
+                r.error(f"branch at_least '{key}' must be a whole number (at_least: {{3: give-up}})", key_node)
+                continue
+            target = r.target(target_node, f"on '{key}' goes to")
+            if target is not None:
+                cases[kind][key] = target
+    if not {"equals", "prefix", "at_least"} & opts.keys():
+        r.error("'branch' needs cases: equals, prefix and/or at_least (each maps values to steps)")
+    otherwise = r.target(opts.get("else"), "else goes to")
+    if value is None:
+        return None
+    at_least = tuple(sorted(((int(k), t) for k, t in cases["at_least"].items()), reverse=True))
+    return Branch(**base, value=value, equals=MappingProxyType(cases["equals"]),
+                  prefix=MappingProxyType(cases["prefix"]), at_least=at_least, otherwise=otherwise)
+
+
 def _calendar_refs(r: StepReader, node: Node | None, what: str) -> tuple[str, ...]:
     """Calendar names (checked once every file is read); ``holidays`` is built in."""
     if node is None:
@@ -275,4 +307,5 @@ PARSERS: dict[str, Callable[[StepReader, dict[str, Any]], Step | None]] = {
     "dial": dial_step,
     "python": python_step,
     "when": when_step,
+    "branch": branch_step,
 }
