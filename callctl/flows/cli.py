@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from callctl.config import Settings
+from callctl.errors import ConfigError
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import DIAL_STATUSES, Dialplan
+from callctl.flows.pjsip import endpoints_in
 from callctl.flows.prompts import render_prompts
 from callctl.flows.reader import suggest
 from callctl.flows.simulate import DTMF_KEYS, simulate
 from callctl.flows.switches import FixedSwitches
+from callctl.flows.validate import Endpoints
 
 # Modules that register step types (registry.register_step_type); the daemon imports the same.
 STEP_MODULES = ("callctl.conference.steps",)
@@ -34,12 +37,26 @@ SWITCH_STORE_CLI = "callctl.store.switch_cli"
 def _load(directory: Path | None, settings: Settings) -> Dialplan:
     for module in STEP_MODULES:
         importlib.import_module(module)
-    return load_dialplan(directory if directory is not None else settings.dialplan_dir)
+    return load_dialplan(directory if directory is not None else settings.dialplan_dir,
+                         endpoints=_endpoints(settings))
+
+
+def _endpoints(settings: Settings) -> Endpoints | None:
+    """The trunks dial steps may use: the endpoints of the pjsip_conf setting, if the file is there."""
+    try:
+        return Endpoints(endpoints_in(settings.pjsip_conf), str(settings.pjsip_conf))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{settings.pjsip_conf}: cannot read the PJSIP configuration (pjsip_conf): "
+                          f"{exc.strerror}") from None
 
 
 def check(args: argparse.Namespace, settings: Settings) -> int:
     plan = _load(args.dir, settings)
     print(plan.summary())
+    if not settings.pjsip_conf.is_file():
+        print(f"trunks not checked: no {settings.pjsip_conf} (set pjsip_conf to Asterisk's pjsip.conf)")
     return 0
 
 

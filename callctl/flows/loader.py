@@ -22,12 +22,13 @@ from callctl.flows.sections.countries import parse_countries
 from callctl.flows.sections.flows import flow_nodes, parse_flow
 from callctl.flows.sections.numbers import parse_numbers
 from callctl.flows.sections.prompts import parse_prompts
-from callctl.flows.validate import validate
+from callctl.flows.validate import Endpoints, validate
 from callctl.flows.yamlsafe import NodeBudget, decode, find_tabs, parse, read_bytes
 
 
-def load_dialplan(directory: Path) -> Dialplan:
-    """Read and check the dialplan in ``directory``; DialplanError lists every problem found."""
+def load_dialplan(directory: Path, *, endpoints: Endpoints | None = None) -> Dialplan:
+    """Read and check the dialplan in ``directory``; DialplanError lists every problem found.
+    ``endpoints``: the PJSIP endpoints dial steps' trunks must be among (None: not checked)."""
     directory = Path(directory)
     ctx = Sections()
     files = dialplan_files(directory, ctx.problems)
@@ -71,7 +72,7 @@ def load_dialplan(directory: Path) -> Dialplan:
         calendars=MappingProxyType(calendars),
         switches=MappingProxyType(switches),
     )
-    validate(plan, ctx.refs, ctx.problems)
+    validate(plan, ctx.refs, ctx.problems, endpoints)
     if len(ctx.problems):
         raise DialplanError(ctx.problems.render())
     return plan

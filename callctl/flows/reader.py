@@ -18,7 +18,6 @@ SECTIONS = ("numbers", "flows", "prompts", "countries", "calendars", "switches")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PROMPT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-E164_RE = re.compile(r"^\+[1-9][0-9]{1,14}$")
 DTMF = "0123456789*#ABCD"
 MAX_TIMEOUT_S = 3600.0
 
@@ -36,6 +35,8 @@ class Refs:
     flows: list[tuple[Pos, str, str]] = field(default_factory=list)  # (where, from flow, to flow)
     variables: list[tuple[Pos, str, str]] = field(default_factory=list)  # (where, flow, variable)
     calendars: list[tuple[Pos, str]] = field(default_factory=list)  # (where, calendar name)
+    trunks: list[tuple[Pos, str]] = field(default_factory=list)  # (where, PJSIP endpoint)
+    dial_numbers: list[tuple[Pos, str, str]] = field(default_factory=list)  # (where, flow, number)
     switches: list[tuple[Pos, str]] = field(default_factory=list)  # (where, switch name)
     stored: set[str] = field(default_factory=set)  # variables some step sets
 
@@ -196,6 +197,12 @@ class StepReader:
 
     def refs_calendar(self, node: Node, name: str) -> None:
         self._refs.calendars.append((node.pos, name))
+
+    def refs_trunk(self, node: Node, name: str) -> None:
+        self._refs.trunks.append((node.pos, name))
+
+    def refs_dial_number(self, node: Node, number: str) -> None:
+        self._refs.dial_numbers.append((node.pos, self.flow, number))
 
     def refs_switch(self, node: Node, name: str) -> None:
         self._refs.switches.append((node.pos, name))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from callctl.flows.calendars import PUBLIC_HOLIDAYS
 from callctl.flows.model import (
@@ -23,6 +24,7 @@ from callctl.flows.model import (
     Step,
     When,
 )
+from callctl.flows.phone import e164_problem
 from callctl.flows.reader import Refs, suggest
 from callctl.flows.yamlsafe import Problems
 
@@ -36,10 +38,19 @@ def _known(names: Iterable[str]) -> str:
     return ", ".join(listed) if listed else "none"
 
 
-def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
+@dataclass(frozen=True)
+class Endpoints:
+    """The PJSIP endpoints of the configuration the engine runs with, and where they were read."""
+
+    names: frozenset[str]
+    source: str
+
+
+def validate(plan: Dialplan, refs: Refs, problems: Problems, endpoints: Endpoints | None = None) -> None:
     _check_flow_refs(plan, refs, problems)
     _check_calendar_refs(plan, refs, problems)
     reach = _flow_reach(plan)
+    _check_dial_targets(plan, refs, reach, problems, endpoints)
     _check_prompts(plan, refs, reach, problems)
     _check_variables(refs, problems)
     _check_when(plan, reach, problems)
@@ -66,6 +77,20 @@ def _check_calendar_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None
         if name not in plan.switches:
             problems.add(pos, f"unknown switch '{name}'{suggest(name, plan.switches)} (declare it in a switches: "
                               "section, e.g. switches: {" + name + ": {default: off}})")
+
+
+def _check_dial_targets(plan: Dialplan, refs: Refs, reach: dict[str, set[tuple[str, str, str]]],
+                        problems: Problems, endpoints: Endpoints | None) -> None:
+    if endpoints is not None:
+        for pos, trunk in refs.trunks:
+            if trunk not in endpoints.names:
+                problems.add(pos, f"trunk '{trunk}' is not a PJSIP endpoint in {endpoints.source}"
+                                  f"{suggest(trunk, endpoints.names)}")
+    for pos, flow, number in refs.dial_numbers:
+        countries = [code for _, code, _ in sorted(reach.get(flow, ()))] + list(plan.countries)
+        problem = e164_problem(number, dict.fromkeys(countries))
+        if problem is not None:
+            problems.add(pos, f"dial number '{number}' {problem}")
 
 
 def _flow_reach(plan: Dialplan) -> dict[str, set[tuple[str, str, str]]]:

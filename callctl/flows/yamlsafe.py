@@ -23,7 +23,9 @@ MAX_DEPTH = 64
 MAX_TOTAL_NODES = 200_000  # all files of a dialplan together
 MAX_SHOWN = 80  # longest quoted value a message repeats
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_LONG_QUOTE = re.compile("'([^']{" + str(MAX_SHOWN + 1) + ",})'")
+# A quoted value: opens after a space or bracket, no space just inside the quotes (so the text
+# between two quoted values is never taken for one).
+_LONG_QUOTE = re.compile("(?<![\\w])'([^'\\s][^']{" + str(MAX_SHOWN - 1) + ",}[^'\\s])'(?![\\w])")
 
 _TAG = "tag:yaml.org,2002:"
 ALLOWED_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}

@@ -278,3 +278,55 @@ def test_branch_mistakes_are_pointed_at(tmp_path: Path) -> None:
     one(found, "branch at_least 'three' must be a whole number")
     one(found, "unknown step 'by' (did you mean 'bye'?)")
     one(found, "'branch' needs cases")
+
+
+# -- checked dial targets ----------------------------------------------------------------------------
+
+DIALS = """\
+    flows:
+      main:
+        - dial: {trunk: pstn, number: "0123456789"}
+        - dial: {trunk: pstn, number: "+33 1 23 45 67 89"}
+        - dial: {trunk: pstm, number: "+33123456789"}
+        - dial: {trunk: pstn, number: "0{code}"}
+        - dial: {trunk: pstn, number: "+44{caller}"}
+    """
+
+
+def test_dial_targets_are_checked_against_e164_and_the_pjsip_trunks(tmp_path: Path) -> None:
+    from callctl.errors import DialplanError
+    from callctl.flows.pjsip import endpoints_in
+    from callctl.flows.validate import Endpoints
+    from tests.unit.test_flows_loader import REPO, write
+
+    conf = REPO / "asterisk-conf" / "pjsip.conf"
+    endpoints = Endpoints(endpoints_in(conf), str(conf))
+    assert "pstn" in endpoints.names and "caller-defaults" not in endpoints.names
+    with pytest.raises(DialplanError) as info:
+        load_dialplan(write(tmp_path, {"flows/main.yaml": DIALS}), endpoints=endpoints)
+    found = info.value.problems
+    assert one(found, "dial number '0123456789' is a national number: write it in E.164, \"+33123456789\" "
+                      "if it is in FR").startswith("dialplan/flows/main.yaml:3:35:")
+    one(found, "dial number '+33 1 23 45 67 89' is not E.164 (no spaces or punctuation): write \"+33123456789\"")
+    one(found, f"trunk 'pstm' is not a PJSIP endpoint in {conf} (did you mean 'pstn'?)")
+    one(found, "number '0{code}' must be E.164")
+    assert not any("+44{caller}" in p for p in found)
+
+
+def test_a_national_number_in_numbers_yaml_gets_its_e164_form(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"numbers.yaml": 'numbers:\n  - {number: "0900000001", flow: main}\n'})
+    assert found == ["dialplan/numbers.yaml:2:14: number '0900000001' is a national number: write it in E.164, "
+                     "\"+33900000001\" if it is in FR (+, the country code, then the number without its leading "
+                     "0)"], found
+
+
+def test_check_says_when_trunks_were_not_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from callctl.config import Settings
+    from tests.unit.test_flows_engine import parse
+    from tests.unit.test_flows_loader import REPO
+
+    args = parse("dialplan", "check", str(REPO / "dialplan"))
+    assert args.func(args, Settings(pjsip_conf=tmp_path / "none.conf")) == 0
+    assert "trunks not checked: no" in capsys.readouterr().out
+    assert args.func(args, Settings(pjsip_conf=REPO / "asterisk-conf" / "pjsip.conf")) == 0
+    assert "trunks not checked" not in capsys.readouterr().out

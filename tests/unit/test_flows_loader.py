@@ -210,7 +210,7 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     one(found, "number +33900000001 is claimed twice")
     one(found, "unknown flow 'sales' (known: main)")
     one(found, "country US (United States) is not offered")
-    one(found, "number '33 9' is not valid")
+    one(found, "number '33 9' is not E.164")
     assert one(found, "routes '9' to").startswith("dialplan/flows/main.yaml:9:14: step 'menu' routes '9' to "
                                                  "unknown step 'sales2' (did you mean 'sales'?)")
     one(found, "unknown prompt 'nosuch' (known: bye, hello, menu")

@@ -9,7 +9,8 @@ import phonenumbers
 
 from callctl.countries import Country
 from callctl.flows.model import NumberEntry, NumberPattern, OrganizerPaid
-from callctl.flows.reader import E164_RE, NAME_RE, Sections, StepReader, known, suggest
+from callctl.flows.phone import E164_RE, e164_problem
+from callctl.flows.reader import NAME_RE, Sections, StepReader, known, suggest
 from callctl.flows.reader import language as parse_language
 from callctl.flows.yamlsafe import Node
 
@@ -41,9 +42,14 @@ def _number(ctx: Sections, node: Node, countries: dict[str, Country], flow_names
         r.error("a numbers entry needs exactly one of 'number' (E.164, e.g. \"+33900000001\") or 'pattern'")
         return None
     number = pattern = None
+    code_node = opts.get("country")
     if "number" in opts:
-        number = r.text(opts["number"], "number", pattern=E164_RE,
-                        hint=" (E.164: + then country code and number, no spaces; quote it)")
+        number = r.text(opts["number"], "number")
+        if number is not None and not E164_RE.match(number):
+            given = code_node.text if code_node is not None and code_node.kind == "scalar" else None
+            hint = e164_problem(number, [given] if given else list(countries))
+            r.error(f"number '{number}' {hint}", opts["number"])
+            return None  # its country, flow and the rest would only repeat this
         literal = number
     else:
         pattern = parse_pattern(r, opts["pattern"])
@@ -51,7 +57,6 @@ def _number(ctx: Sections, node: Node, countries: dict[str, Country], flow_names
     flow = r.text(opts.get("flow"), "flow")
     if flow is not None and flow not in flow_names:
         r.error(f"number routes to unknown flow '{flow}'{suggest(flow, flow_names)}", opts["flow"])
-    code_node = opts.get("country")
     country_code = r.text(code_node, "country") if code_node else _country_of(literal)
     if country_code is None:
         if code_node is None:

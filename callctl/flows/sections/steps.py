@@ -28,6 +28,7 @@ from callctl.flows.model import (
     SetVars,
     Step,
     When,
+    template_variables,
 )
 from callctl.flows.reader import DTMF, NAME_RE, StepReader, known, valid_tz
 from callctl.flows.sections.calendars import parse_dates
@@ -168,7 +169,18 @@ def dial_step(r: StepReader, base: dict[str, Any]) -> Step | None:
         target = f"PJSIP/{user}" if user else None
     elif {"trunk", "number"} <= opts.keys() and not {"user", "to"} & opts.keys():
         trunk = r.text(opts["trunk"], "trunk", pattern=NAME_RE, hint=" (letters, digits, - and _)")
+        if trunk is not None:
+            r.refs_trunk(opts["trunk"], trunk)
         number = r.template(opts["number"], "number")
+        if number is not None and template_variables(number):
+            literal = number.split("{", 1)[0]
+            if literal and not literal.startswith("+"):
+                r.error(f"number '{number}' must be E.164: start it with + and the country code "
+                        "(\"+44{code}\"), or use a variable that holds the whole number (\"{caller}\")",
+                        opts["number"])
+                number = None
+        elif number is not None:
+            r.refs_dial_number(opts["number"], number)
         target = f"PJSIP/{number}@{trunk}" if trunk and number else None
     elif "to" in opts and not {"user", "trunk", "number"} & opts.keys():
         target = r.template(opts["to"], "to")
