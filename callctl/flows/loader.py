@@ -39,16 +39,13 @@ def load_dialplan(directory: Path, *, endpoints: Endpoints | None = None) -> Dia
             break  # refused where the budget ran out; the files after it would only repeat that
         data = read_bytes(path, rel, ctx.problems)
         digest.update(rel.encode() + b"\0" + (data or b"") + b"\0")
-        if data is None:
-            continue
-        text = decode(data, rel, ctx.problems)
-        if text is None or find_tabs(text, rel, ctx.problems):
-            continue
-        root = parse(text, rel, ctx.problems, budget)
-        if root is None:
-            continue
-        if root.kind != "map":
-            ctx.problems.add(root.pos, f"a dialplan file is a mapping of sections ({', '.join(SECTIONS)})")
+        text = decode(data, rel, ctx.problems) if data is not None else None
+        root = parse(text, rel, ctx.problems, budget) if text and not find_tabs(text, rel, ctx.problems) else None
+        if root is None or root.kind != "map":
+            if root is not None:
+                ctx.problems.add(root.pos, f"a dialplan file is a mapping of sections ({', '.join(SECTIONS)})")
+            # What this file defines is unknown: names it may define are not reported missing elsewhere.
+            ctx.partial = ctx.partial or text != ""
             continue
         for key, (key_node, value) in root.entries.items():
             if key not in SECTIONS:
@@ -72,7 +69,7 @@ def load_dialplan(directory: Path, *, endpoints: Endpoints | None = None) -> Dia
         calendars=MappingProxyType(calendars),
         switches=MappingProxyType(switches),
     )
-    validate(plan, ctx.refs, ctx.problems, endpoints)
+    validate(plan, ctx.refs, ctx.problems, endpoints, partial=ctx.partial)
     if len(ctx.problems):
         raise DialplanError(ctx.problems.render())
     return plan

@@ -238,6 +238,7 @@ class Sections:
         self.problems = Problems()
         self.refs = Refs()
         self.sections: dict[str, list[tuple[Node, Node]]] = {s: [] for s in SECTIONS}  # (key, value)
+        self.partial = False  # a file could not be read: references across files are not checked
 
     def reader(self, kind: str, node: Node, flow: str = "", steps: Sequence[str] = ()) -> StepReader:
         return StepReader(kind, node, flow, steps, self.problems, self.refs)

@@ -46,14 +46,18 @@ class Endpoints:
     source: str
 
 
-def validate(plan: Dialplan, refs: Refs, problems: Problems, endpoints: Endpoints | None = None) -> None:
-    _check_flow_refs(plan, refs, problems)
-    _check_calendar_refs(plan, refs, problems)
+def validate(plan: Dialplan, refs: Refs, problems: Problems, endpoints: Endpoints | None = None, *,
+             partial: bool = False) -> None:
+    """``partial``: a file did not read, so names it may define are not reported missing (those
+    problems would be consequences of the one already reported)."""
     reach = _flow_reach(plan)
     _check_dial_targets(plan, refs, reach, problems, endpoints)
-    _check_prompts(plan, refs, reach, problems)
-    _check_variables(refs, problems)
-    _check_when(plan, reach, problems)
+    if not partial:
+        _check_flow_refs(plan, refs, problems)
+        _check_calendar_refs(plan, refs, problems)
+        _check_prompts(plan, refs, reach, problems)
+        _check_variables(refs, problems)
+        _check_when(plan, reach, problems)
     for flow in plan.flows.values():
         _check_unreachable(flow, problems)
     _check_loops(plan, problems)

@@ -207,11 +207,8 @@ def parse(text: str, rel: str, problems: Problems, budget: NodeBudget | None = N
         problems.add(exc.pos, exc.message)
         return None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem:
-            message = f"{exc.context}, {exc.problem}"
-        problems.add(_pos(rel, mark), f"invalid YAML: {message}")
+        pos, message = explain(exc, text, rel)
+        problems.add(pos, f"invalid YAML: {message}")
         return None
     except yaml.YAMLError as exc:
         problems.add(Pos(rel, 1, 1), f"invalid YAML: {exc}")
@@ -229,6 +226,36 @@ def parse(text: str, rel: str, problems: Problems, budget: NodeBudget | None = N
     except _Refused as exc:
         problems.add(exc.pos, exc.message)
         return None
+
+
+STEP_WORDS = ("answer", "play", "collect", "menu", "set", "goto", "flow", "hangup", "dial", "python", "when",
+              "branch", "voicemail")
+AFTER_PARSE = " (what this file defines is not checked against the other files until it reads)"
+
+
+def explain(exc: yaml.MarkedYAMLError, text: str, rel: str) -> tuple[Pos, str]:
+    """The parser's complaint, where it most likely is, with the likely fix in the operator's terms."""
+    context, problem = exc.context or "", exc.problem or ""
+    words = f"{context}, {problem}" if context and problem else (problem or context or "invalid YAML")
+    lines = text.splitlines()
+    if "could not find expected ':'" in problem and exc.context_mark is not None:
+        # The scanner gives up where the next key starts; the line without ':' is where the key began.
+        pos = _pos(rel, exc.context_mark)
+        line = lines[pos.line - 1] if pos.line <= len(lines) else ""
+        word = line.strip().removeprefix("- ").strip()
+        if word in STEP_WORDS:
+            return pos, (f"'{word}' needs a colon here: write '{word}:' (in a step with a name, the step's type "
+                         f"is a key like 'name:')" + AFTER_PARSE)
+        return pos, ("this line is not 'key: value': add the ':' or, if it continues the line above, indent it "
+                     f"further or quote the text ({words})" + AFTER_PARSE)
+    pos = _pos(rel, exc.problem_mark or exc.context_mark)
+    if "expected <block end>" in problem or "expected <block end>" in words:
+        return pos, (f"this line is indented differently from the lines above it: align it with the other keys "
+                     f"of the same mapping or items of the same list ({words})" + AFTER_PARSE)
+    if "mapping values are not allowed here" in problem:
+        return pos, ("a ':' where a value was expected: quote a value that holds ':' (\"10:00-13:00\"), or "
+                     f"indent this line under a key that ends with ':' ({words})" + AFTER_PARSE)
+    return pos, words + AFTER_PARSE
 
 
 class _Walker:

@@ -330,3 +330,54 @@ def test_check_says_when_trunks_were_not_checked(tmp_path: Path, capsys: pytest.
     assert "trunks not checked: no" in capsys.readouterr().out
     assert args.func(args, Settings(pjsip_conf=REPO / "asterisk-conf" / "pjsip.conf")) == 0
     assert "trunks not checked" not in capsys.readouterr().out
+
+
+# -- errors that teach --------------------------------------------------------------------------------
+
+
+def test_an_indentation_mistake_says_the_fix_and_causes_no_knock_on_errors(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"flows/main.yaml": """\
+        flows:
+          main:
+            - name: menu
+              menu:
+                prompt: hello
+                options:
+                  1: bye
+                 2: bye
+            - name: bye
+              hangup:
+        """})
+    assert len(found) == 1, found  # not "numbers.yaml: number routes to unknown flow 'main'"
+    assert found[0].startswith("dialplan/flows/main.yaml:8:10: invalid YAML: this line is indented differently "
+                               "from the lines above it"), found
+
+
+def test_a_bare_step_type_after_name_says_to_add_the_colon(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"flows/main.yaml": """\
+        flows:
+          main:
+            - answer
+            - name: bye
+              hangup
+          other:
+            - answer
+        """})
+    assert found == ["dialplan/flows/main.yaml:5:7: invalid YAML: 'hangup' needs a colon here: write 'hangup:' (in "
+                     "a step with a name, the step's type is a key like 'name:') (what this file defines is not "
+                     "checked against the other files until it reads)"], found
+
+
+def test_under_indented_options_say_where_they_belong(tmp_path: Path) -> None:
+    found = problems(tmp_path, {"flows/main.yaml": """\
+        flows:
+          main:
+            - menu:
+              prompt: hello
+              options: {1: bye}
+            - name: bye
+              hangup:
+        """})
+    assert one(found, "'prompt, options' must be indented under 'menu:'").startswith(
+        "dialplan/flows/main.yaml:4:7:"), found
+    assert not any("two types" in p for p in found)

@@ -52,6 +52,13 @@ def _step(ctx: Sections, flow: str, names: list[str], index: int, node: Node) ->
         if len(typed) != 1:
             if not typed:
                 ctx.problems.add(node.pos, f"step has no type (one of: {', '.join(kinds)})")
+            elif typed[0][0] in kinds and typed[0][2].is_null and all(k not in kinds for k, _, _ in typed[1:]):
+                # "- menu:" then "prompt: ..." at the same column: the options became the step's keys.
+                first, first_node, _ = typed[0]
+                others = ", ".join(k for k, _, _ in typed[1:])
+                ctx.problems.add(typed[1][1].pos, f"'{others}' must be indented under '{first}:' (options of a "
+                                                   f"step go 2 spaces further in than '{first}', column "
+                                                   f"{first_node.pos.col + 2})")
             else:
                 ctx.problems.add(typed[1][1].pos, f"step has two types '{typed[0][0]}' and '{typed[1][0]}': "
                                                    "write one step per list item")

@@ -55,7 +55,7 @@ def _number(ctx: Sections, node: Node, countries: dict[str, Country], flow_names
         pattern = parse_pattern(r, opts["pattern"])
         literal = _literal_prefix(pattern.text) if pattern else None
     flow = r.text(opts.get("flow"), "flow")
-    if flow is not None and flow not in flow_names:
+    if flow is not None and flow not in flow_names and not ctx.partial:
         r.error(f"number routes to unknown flow '{flow}'{suggest(flow, flow_names)}", opts["flow"])
     country_code = r.text(code_node, "country") if code_node else _country_of(literal)
     if country_code is None:
@@ -65,6 +65,8 @@ def _number(ctx: Sections, node: Node, countries: dict[str, Country], flow_names
     country = countries.get(country_code)
     at = code_node or node
     if country is None:
+        if ctx.partial:
+            return None
         r.error(f"unknown country '{country_code}' (known: {known(countries)}; add it to countries.yaml)", at)
         return None
     if not country.offered:
