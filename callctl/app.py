@@ -57,6 +57,9 @@ from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
 from callctl.store.switches import PgSwitches
 from callctl.systemd import notify, watchdog_interval_s
+from callctl.voicemail import steps as voicemail_steps
+from callctl.voicemail.mail import Mailer
+from callctl.voicemail.service import VoicemailService
 
 log = get_logger("callctl.app")
 
@@ -311,6 +314,9 @@ class Daemon:
             stack.callback(conference_steps.bind, None)
             flow_switches.bind(PgSwitches(pool))
             stack.callback(flow_switches.bind, None)
+            voicemail = VoicemailService(pool, self.recordings, Mailer(s.outbox_dir, s.smtp_relay, s.mail_from))
+            voicemail_steps.bind(voicemail)
+            stack.callback(voicemail_steps.bind, None)
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(
@@ -326,6 +332,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await conferences.close()  # rooms destroy their bridges while ARI is still connected
+            await voicemail.close()  # messages being left are filed and e-mailed
             await self.recordings.close()  # recordings stopped by the rooms are filed over ARI
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)

@@ -28,7 +28,7 @@ from callctl.flows.switches import FixedSwitches
 from callctl.flows.validate import Endpoints
 
 # Modules that register step types (registry.register_step_type); the daemon imports the same.
-STEP_MODULES = ("callctl.conference.steps",)
+STEP_MODULES = ("callctl.conference.steps", "callctl.voicemail.steps")
 # The store side of `dialplan switch` and of simulate's switch states, loaded by name so that the
 # flow language never imports the database driver.
 SWITCH_STORE_CLI = "callctl.store.switch_cli"

@@ -62,7 +62,7 @@ class PythonStep:
 _STEP_TYPES: dict[str, StepType] = {}
 _PYTHON_STEPS: dict[str, PythonStep] = {}
 RESERVED = frozenset({"answer", "play", "collect", "menu", "set", "goto", "flow", "hangup", "dial",
-                      "python", "when", "branch", "voicemail", "name"})
+                      "python", "when", "branch", "name"})
 
 
 def register_step_type(name: str, parse_fn: ParseFn, run_fn: RunFn, *, ends_flow: bool = False,
