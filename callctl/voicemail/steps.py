@@ -40,12 +40,12 @@ def parse(reader: Any) -> Box | None:
     box = reader.text(opts.get("box"), "voicemail box", pattern=NAME_RE, hint=" (letters, digits, - and _)")
     mail = reader.text(opts.get("email"), "voicemail email", pattern=EMAIL_RE, hint=" (an e-mail address)")
     greeting = reader.prompts(opts.get("greeting"), "voicemail greeting") if "greeting" in opts else DEFAULT_GREETING
+    beep = reader.boolean(opts.get("beep"), "beep", True)
+    max_length_s = reader.integer(opts.get("max_length"), "max_length (seconds)", 120, 5, 600)
+    silence_s = reader.integer(opts.get("silence"), "silence (seconds)", 5, 0, 60)
     if box is None or mail is None:
         return None
-    return Box(name=box, email=mail, greeting=greeting,
-               beep=reader.boolean(opts.get("beep"), "beep", True),
-               max_length_s=reader.integer(opts.get("max_length"), "max_length (seconds)", 120, 5, 600),
-               silence_s=reader.integer(opts.get("silence"), "silence (seconds)", 5, 0, 60))
+    return Box(name=box, email=mail, greeting=greeting, beep=beep, max_length_s=max_length_s, silence_s=silence_s)
 
 
 async def run(ctx: FlowContext, box: Box) -> str | None:

@@ -15,6 +15,7 @@ from callctl.flows.model import Dialplan
 from callctl.flows.pjsip import endpoints_in
 from callctl.flows.simulate import simulate
 from callctl.flows.validate import Endpoints
+from callctl.voicemail import steps as voicemail_steps
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "dialplan.md"
@@ -35,7 +36,7 @@ def load_example(tmp_path: Path, name: str) -> Dialplan:
 
 
 def test_the_docs_have_an_example_of_each_new_construct() -> None:
-    assert {"support-hours", "switch", "branch"} <= set(examples())
+    assert {"support-hours", "switch", "branch", "voicemail"} <= set(examples())
 
 
 @pytest.mark.parametrize("name", sorted(examples()))
@@ -61,3 +62,12 @@ async def test_the_branch_example_routes_belgian_callers(tmp_path: Path) -> None
     plan = load_example(tmp_path, "branch")
     result = await simulate(plan, "+33900000103", caller="+3225551234")
     assert any("'BE' equals 'BE' -> 'belgium'" in line for line in result.lines), result.lines
+
+
+async def test_the_voicemail_example_takes_a_message_out_of_hours(tmp_path: Path) -> None:
+    assert voicemail_steps.DEFAULT_GREETING  # the step type is registered by importing it
+    plan = load_example(tmp_path, "voicemail")
+    result = await simulate(plan, "+33900000104", at=dt.datetime(2026, 5, 1, 10, 30))
+    text = "\n".join(result.lines)
+    assert "would record a message for box 'support' (up to 180 s, ends after 5 s of silence" in text, text
+    assert "'left' equals 'left' -> 'thanks'" in text, text
