@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import zoneinfo
 from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import phonenumbers
 from callctl.calls.port import CallPort
 from callctl.errors import CallEnded, ChannelGone
 from callctl.flows import registry, switches
-from callctl.flows.calendars import BUILTIN_CALENDAR, PUBLIC_HOLIDAYS
+from callctl.flows.conditions import when_answer
 from callctl.flows.model import (
     Answer,
     Branch,
@@ -328,67 +327,14 @@ class FlowRun:
         return goto
 
     async def _when(self, step: When) -> str | None:
-        country = self.plan.countries.get(self.route.country)
-        tz_name = step.timezone or (country.timezone if country else "UTC")
-        local = self._now().astimezone(zoneinfo.ZoneInfo(tz_name))
-        reasons: list[str] = []
-        inside = True
-        if step.window_name:
-            window = step.window if step.window is not None else (country.canvassing if country else None)
-            in_window = window is not None and window.contains(local)
-            reasons.append(f"{local:%a %H:%M} {tz_name} is {'inside' if in_window else 'outside'} {step.window_name}")
-            inside = inside and in_window
-        day = local.date()
-        if step.calendars or step.dates:
-            why = self._closed_why(step.calendars, day)
-            span = next((d for d in step.dates if d.contains(day)), None)
-            why = why or (span.text if span else None)
-            reasons.append(f"{day} is {why}" if why else f"{day} is in none of {self._calendar_names(step)}")
-            inside = inside and why is not None
-        if step.closed_on:
-            why = self._closed_why(step.closed_on, day)
-            reasons.append(f"{day} is closed: {why}" if why else f"{day} is not in {', '.join(step.closed_on)}")
-            inside = inside and why is None
+        switch = None
         if step.switch is not None:
-            on, said = await self._switch(step.switch)
-            reasons.append(f"switch '{step.switch}' is {said}")
-            inside = inside and on
+            reader = self._switches if self._switches is not None else switches.bound()
+            switch = await switches.read(self.plan.switches[step.switch], reader, SWITCH_TIMEOUT_S)
+        inside, why = when_answer(step, self.plan, self.route.country, self._now(), switch)
         goto = step.then if inside else step.otherwise
-        self.note("; ".join(reasons) + f": {'inside' if inside else 'outside'}"
-                  + (f" -> '{goto}'" if goto else " -> next step"))
+        self.note(why + (f" -> '{goto}'" if goto else " -> next step"))
         return goto
-
-    def _closed_why(self, names: Sequence[str], day: dt.date) -> str | None:
-        for name in names:
-            calendar = BUILTIN_CALENDAR if name == PUBLIC_HOLIDAYS else self.plan.calendars.get(name)
-            why = calendar.closed(day, self.route.country) if calendar is not None else None
-            if why is not None:
-                return why
-        return None
-
-    @staticmethod
-    def _calendar_names(step: When) -> str:
-        return ", ".join([*step.calendars, *(d.text for d in step.dates)])
-
-    async def _switch(self, name: str) -> tuple[bool, str]:
-        """The switch's state and how to say it; its dialplan default when the store cannot answer."""
-        switch = self.plan.switches[name]
-        default = f"{'on' if switch.default else 'off'} (its default"
-        reader = self._switches if self._switches is not None else switches.bound()
-        if reader is None:
-            return switch.default, default + "; switch states not read)"
-        try:
-            async with asyncio.timeout(SWITCH_TIMEOUT_S):
-                states = await reader.states()
-        except (CallEnded, ChannelGone):
-            raise
-        except Exception as exc:  # a closed line must still answer: fall back to the default
-            log.warning("switch_state_unavailable", switch=name, error=f"{type(exc).__name__}: {exc}")
-            return switch.default, default + "; the switch store did not answer)"
-        state = states.get(name)
-        if state is None:
-            return switch.default, default + "; never switched)"
-        return state.on, state.describe()
 
     async def _python(self, step: Python) -> str | None:
         spec = registry.python_steps().get(step.function)

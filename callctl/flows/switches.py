@@ -5,10 +5,16 @@ NAME on|off``) and ``when: {switch: NAME}`` steps read. The states live in Postg
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+from callctl.flows.model import Switch
+from callctl.logging import get_logger
+
+log = get_logger("callctl.flows")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,24 @@ class FixedSwitches:
 
     async def states(self) -> Mapping[str, SwitchState]:
         return self.fixed
+
+
+async def read(switch: Switch, reader: SwitchReader | None, timeout_s: float) -> tuple[bool, str]:
+    """The switch's state and how to say it; its dialplan default when nothing can answer in time
+    (a closed line must still answer callers while the database is away)."""
+    default = f"{'on' if switch.default else 'off'} (its default"
+    if reader is None:
+        return switch.default, default + "; switch states not read)"
+    try:
+        async with asyncio.timeout(timeout_s):
+            states = await reader.states()
+    except Exception as exc:  # any store failure: the default, logged once per call that asks
+        log.warning("switch_state_unavailable", switch=switch.name, error=f"{type(exc).__name__}: {exc}")
+        return switch.default, default + "; the switch store did not answer)"
+    state = states.get(switch.name)
+    if state is None:
+        return switch.default, default + "; never switched)"
+    return state.on, state.describe()
 
 
 _reader: SwitchReader | None = None
