@@ -290,6 +290,8 @@ DIALS = """\
         - dial: {trunk: pstm, number: "+33123456789"}
         - dial: {trunk: pstn, number: "0{code}"}
         - dial: {trunk: pstn, number: "+44{caller}"}
+        - dial: {to: "PJSIP/0612345678@pstm"}
+        - dial: {to: "PJSIP/front-desk"}
     """
 
 
@@ -310,7 +312,9 @@ def test_dial_targets_are_checked_against_e164_and_the_pjsip_trunks(tmp_path: Pa
     one(found, "dial number '+33 1 23 45 67 89' is not E.164 (no spaces or punctuation): write \"+33123456789\"")
     one(found, f"trunk 'pstm' is not a PJSIP endpoint in {conf} (did you mean 'pstn'?)")
     one(found, "number '0{code}' must be E.164")
-    assert not any("+44{caller}" in p for p in found)
+    assert not any("+44{caller}" in p or "front-desk" in p for p in found)
+    one(found, "dial number '0612345678' is a national number: write it in E.164, \"+33612345678\"")
+    assert len([p for p in found if "trunk 'pstm'" in p]) == 2, found
 
 
 def test_a_national_number_in_numbers_yaml_gets_its_e164_form(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ problems go to ``reader.error`` and the parser returns None when the step cannot
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -187,6 +188,11 @@ def dial_step(r: StepReader, base: dict[str, Any]) -> Step | None:
         if target is not None and "/" not in target:
             r.error(f"'to: {target}' must be an Asterisk dial string like PJSIP/alice", opts["to"])
             target = None
+        elif target is not None and (via := re.fullmatch(r"PJSIP/([^@{}]+)@([A-Za-z0-9_-]+)", target)):
+            # "PJSIP/+33123456789@pstn": the same checks as trunk + number.
+            r.refs_trunk(opts["to"], via.group(2))
+            if via.group(1)[:1] in "+0123456789":
+                r.refs_dial_number(opts["to"], via.group(1))
     else:
         r.error("'dial' needs either 'user: NAME' (a SIP user), 'trunk: NAME' with 'number: ...', "
                 "or 'to: PJSIP/...'")
