@@ -5,7 +5,6 @@ numbers claimed twice. Pure: adds problems, never raises.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from callctl.flows.calendars import PUBLIC_HOLIDAYS
@@ -31,11 +30,6 @@ from callctl.flows.yamlsafe import Problems
 WAITING_STEPS = (Play, Menu, Collect, Dial, Python, Custom)
 
 Node = tuple[str, int]  # (flow, step index)
-
-
-def _known(names: Iterable[str]) -> str:
-    listed = sorted(set(names))
-    return ", ".join(listed) if listed else "none"
 
 
 @dataclass(frozen=True)

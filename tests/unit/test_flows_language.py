@@ -385,3 +385,17 @@ def test_under_indented_options_say_where_they_belong(tmp_path: Path) -> None:
     assert one(found, "'prompt, options' must be indented under 'menu:'").startswith(
         "dialplan/flows/main.yaml:4:7:"), found
     assert not any("two types" in p for p in found)
+
+
+def test_the_shipped_reception_line_is_closed_on_may_day_and_takes_a_message(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from callctl.config import Settings
+    from tests.unit.test_flows_engine import parse
+    from tests.unit.test_flows_loader import REPO
+
+    args = parse("dialplan", "simulate", "--to", "+33900000003", "--at", "2026-05-01T10:30",
+                 "--switch", "reception-closed=off", str(REPO / "dialplan"))
+    assert args.func(args, Settings()) == 0
+    out = capsys.readouterr().out
+    assert "2026-05-01 is closed: Labor Day (public holiday FR)" in out, out
+    assert "would record a message for box 'reception'" in out, out
