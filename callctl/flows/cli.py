@@ -130,6 +130,8 @@ def reload(args: argparse.Namespace, settings: Settings) -> int:
 
 def switch(args: argparse.Namespace, settings: Settings) -> int:
     plan = _load(args.dir, settings)
+    if args.name is None:
+        return int(importlib.import_module(SWITCH_STORE_CLI).list_cmd(settings, plan))
     if args.name not in plan.switches:
         print(f"callctl: error: unknown switch '{args.name}'{suggest(args.name, plan.switches)}: declare it in the "
               "dialplan's switches: section first", file=sys.stderr)
@@ -176,8 +178,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("switch", parents=[common], help="turn a day/night switch on or off, or show it",
                        description="Flip a switch declared in the dialplan's switches: section, for new calls "
-                                   "at once (no reload); who and when are logged. Without on/off: show it.")
-    p.add_argument("name", metavar="NAME")
+                                   "at once (no reload); who and when are logged. Without on/off: show it; "
+                                   "without a name: every switch.")
+    p.add_argument("name", metavar="NAME", nargs="?", help="a switch (none: every switch and its state)")
     p.add_argument("state", nargs="?", choices=("on", "off"))
     p.add_argument("--by", metavar="WHO", help="who flips it (default: the login, and the sudo user)")
     p.add_argument("--reason", metavar="TEXT", help="why (kept in the log)")

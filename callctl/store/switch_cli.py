@@ -54,6 +54,21 @@ def switch_cmd(args: argparse.Namespace, settings: Settings, plan: Dialplan) -> 
     return 0
 
 
+def list_cmd(settings: Settings, plan: Dialplan) -> int:
+    async def show(db: Any) -> list[dict[str, Any]]:
+        recorded = await store.states(db)
+        out = []
+        for name, switch in sorted(plan.switches.items()):
+            state = recorded.get(name)
+            out.append({"switch": name, "on": state.on if state else switch.default, "default": switch.default,
+                         "since": state.changed_at.isoformat() if state and state.changed_at else None,
+                         "by": state.changed_by if state else None})
+        return out
+
+    print(json.dumps(run_with_pool(settings.database_url, show), indent=2))
+    return 0
+
+
 def fetch_states(settings: Settings) -> tuple[Mapping[str, SwitchState], str | None]:
     """The recorded states for ``simulate``, or none and why the store could not be read."""
     try:

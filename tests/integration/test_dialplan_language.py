@@ -71,6 +71,8 @@ def test_switch_on_closes_the_line_and_the_caller_leaves_a_voicemail_that_is_ema
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(callctl(database_url, "voicemail", "list").stdout) == []
 
+    everything = json.loads(callctl(database_url, "dialplan", "switch").stdout)
+    assert [(s["switch"], s["on"]) for s in everything] == [("reception-closed", True)]
     shown = callctl(database_url, "dialplan", "switch", "reception-closed")
     state = json.loads(shown.stdout)
     assert state["on"] is True and state["by"] == "night-desk"
