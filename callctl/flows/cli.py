@@ -18,6 +18,7 @@ from typing import Any
 
 from callctl.config import Settings
 from callctl.errors import ConfigError
+from callctl.flows import registry
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import DIAL_STATUSES, Dialplan
 from callctl.flows.pjsip import endpoints_in
@@ -27,16 +28,14 @@ from callctl.flows.simulate import DTMF_KEYS, simulate
 from callctl.flows.switches import FixedSwitches
 from callctl.flows.validate import Endpoints
 
-# Modules that register step types (registry.register_step_type); the daemon imports the same.
-STEP_MODULES = ("callctl.conference.steps", "callctl.voicemail.steps")
+# Modules that register step types: load_dialplan imports them (kept here for older importers).
+STEP_MODULES = registry.STEP_MODULES
 # The store side of `dialplan switch` and of simulate's switch states, loaded by name so that the
 # flow language never imports the database driver.
 SWITCH_STORE_CLI = "callctl.store.switch_cli"
 
 
 def _load(directory: Path | None, settings: Settings) -> Dialplan:
-    for module in STEP_MODULES:
-        importlib.import_module(module)
     return load_dialplan(directory if directory is not None else settings.dialplan_dir,
                          endpoints=_endpoints(settings))
 

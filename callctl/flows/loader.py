@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from callctl.errors import DialplanError
-from callctl.flows import yamlsafe
+from callctl.flows import registry, yamlsafe
 from callctl.flows.files import dialplan_files
 from callctl.flows.model import Dialplan
 from callctl.flows.reader import SECTIONS, Sections
@@ -29,6 +29,7 @@ from callctl.flows.yamlsafe import NodeBudget, decode, find_tabs, parse, read_by
 def load_dialplan(directory: Path, *, endpoints: Endpoints | None = None) -> Dialplan:
     """Read and check the dialplan in ``directory``; DialplanError lists every problem found.
     ``endpoints``: the PJSIP endpoints dial steps' trunks must be among (None: not checked)."""
+    registry.import_step_modules()
     directory = Path(directory)
     ctx = Sections()
     files = dialplan_files(directory, ctx.problems)

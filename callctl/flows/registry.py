@@ -11,6 +11,7 @@ A Python step is ``async fn(ctx, args) -> str | None`` registered with ``@regist
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,6 +58,17 @@ class PythonStep:
     name: str
     fn: PythonStepFn
     timeout_s: float
+
+
+# Feature modules that register step types. ``load_dialplan`` imports them first, so the daemon,
+# the command line, gating and tests all read the same language (the sample dialplan uses them).
+STEP_MODULES = ("callctl.conference.steps", "callctl.voicemail.steps")
+
+
+def import_step_modules() -> None:
+    """Import the feature modules of ``STEP_MODULES`` (each registers its step types once)."""
+    for module in STEP_MODULES:
+        importlib.import_module(module)
 
 
 _STEP_TYPES: dict[str, StepType] = {}
