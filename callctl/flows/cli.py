@@ -25,7 +25,6 @@ from callctl.flows.pjsip import endpoints_in
 from callctl.flows.prompts import render_prompts
 from callctl.flows.reader import suggest
 from callctl.flows.simulate import DTMF_KEYS, simulate
-from callctl.flows.switches import FixedSwitches
 from callctl.flows.validate import Endpoints
 
 # Modules that register step types: load_dialplan imports them (kept here for older importers).
@@ -89,13 +88,8 @@ def simulate_cmd(args: argparse.Namespace, settings: Settings) -> int:
         if name not in plan.switches:
             print(f"callctl: error: --switch: unknown switch '{name}'{suggest(name, plan.switches)}", file=sys.stderr)
             return 2
-    reader: FixedSwitches | None = None
-    if set(plan.switches) - set(overrides):
-        recorded, why = importlib.import_module(SWITCH_STORE_CLI).fetch_states(settings)
-        if why is not None:
-            print(f"switch states not read ({why}): defaults used unless --switch NAME=on|off")
-        else:
-            reader = FixedSwitches(recorded)
+    # The database is asked only if the call reaches a `when: {switch: ...}` step.
+    reader = importlib.import_module(SWITCH_STORE_CLI).StoreSwitches(settings.database_url)
     result = asyncio.run(simulate(plan, args.to, caller=args.caller, dtmf=keys, at=at, dial_status=args.dial,
                                   switches=overrides, switch_reader=reader))
     for line in result.lines:

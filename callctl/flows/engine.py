@@ -330,7 +330,8 @@ class FlowRun:
         switch = None
         if step.switch is not None:
             reader = self._switches if self._switches is not None else switches.bound()
-            switch = await switches.read(self.plan.switches[step.switch], reader, SWITCH_TIMEOUT_S)
+            switch = await switches.read(self.plan.switches[step.switch], reader, SWITCH_TIMEOUT_S,
+                                         quiet=self._trace is not None)
         inside, why = when_answer(step, self.plan, self.route.country, self._now(), switch)
         goto = step.then if inside else step.otherwise
         self.note(why + (f" -> '{goto}'" if goto else " -> next step"))

@@ -46,9 +46,11 @@ class FixedSwitches:
         return self.fixed
 
 
-async def read(switch: Switch, reader: SwitchReader | None, timeout_s: float) -> tuple[bool, str]:
+async def read(switch: Switch, reader: SwitchReader | None, timeout_s: float, *,
+               quiet: bool = False) -> tuple[bool, str]:
     """The switch's state and how to say it; its dialplan default when nothing can answer in time
-    (a closed line must still answer callers while the database is away)."""
+    (a closed line must still answer callers while the database is away). ``quiet``: the failure
+    is only said in the answer (simulate), not logged."""
     default = f"{'on' if switch.default else 'off'} (its default"
     if reader is None:
         return switch.default, default + "; switch states not read)"
@@ -56,8 +58,12 @@ async def read(switch: Switch, reader: SwitchReader | None, timeout_s: float) ->
         async with asyncio.timeout(timeout_s):
             states = await reader.states()
     except Exception as exc:  # any store failure: the default, logged once per call that asks
-        log.warning("switch_state_unavailable", switch=switch.name, error=f"{type(exc).__name__}: {exc}")
-        return switch.default, default + "; the switch store did not answer)"
+        error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TimeoutError):
+            error = f"no answer within {timeout_s:g} s"
+        if not quiet:
+            log.warning("switch_state_unavailable", switch=switch.name, error=error)
+        return switch.default, default + f"; the switch store did not answer: {error})"
     state = states.get(switch.name)
     if state is None:
         return switch.default, default + "; never switched)"

@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from callctl.config import Settings
-from callctl.errors import StoreError
 from callctl.flows.model import Dialplan
 from callctl.flows.switches import SwitchState
 from callctl.store import switches as store
-from callctl.store.db import run_with_pool
+from callctl.store.db import close_quietly, connect, run_with_pool
 
 
 def operator_name() -> str:
@@ -69,9 +68,15 @@ def list_cmd(settings: Settings, plan: Dialplan) -> int:
     return 0
 
 
-def fetch_states(settings: Settings) -> tuple[Mapping[str, SwitchState], str | None]:
-    """The recorded states for ``simulate``, or none and why the store could not be read."""
-    try:
-        return run_with_pool(settings.database_url, store.states), None
-    except StoreError as exc:
-        return {}, exc.message
+class StoreSwitches:
+    """``simulate``'s switch reader: one connection, opened when a switch is first read."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+
+    async def states(self) -> Mapping[str, SwitchState]:
+        conn = await connect(self._url, timeout_s=2.0)
+        try:
+            return await store.states(conn)
+        finally:
+            await close_quietly(conn)

@@ -94,3 +94,12 @@ def test_switching_an_undeclared_switch_is_refused_with_a_suggestion(database_ur
     assert refused.returncode == 2
     assert refused.stdout == ""
     assert "unknown switch 'reception-closd' (did you mean 'reception-closed'?)" in refused.stderr
+
+
+def test_simulate_reads_the_recorded_switch_state_from_postgresql(database_url: str) -> None:
+    assert callctl(database_url, "dialplan", "switch", "reception-closed", "on", "--by", "alice").returncode == 0
+    shown = callctl(database_url, "dialplan", "simulate", "--to", RECEPTION_FR)
+    assert shown.returncode == 0, shown.stderr
+    assert "switch 'reception-closed' is on (switched by alice at " in shown.stdout, shown.stdout
+    overridden = callctl(database_url, "dialplan", "simulate", "--to", RECEPTION_FR, "--switch", "reception-closed=off")
+    assert "switch 'reception-closed' is off (set by simulate --switch)" in overridden.stdout, overridden.stdout
