@@ -11,7 +11,7 @@ from typing import Any
 
 from callctl.agi.server import AgiRequest
 from callctl.cdr.record import LEG_NAMESPACE, CdrRecord
-from callctl.flows.model import Country
+from callctl.countries import Country
 from callctl.gating.service import Decision, decide
 from callctl.numbers import storable, to_e164
 from callctl.store import gating as store
