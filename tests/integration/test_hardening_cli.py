@@ -173,6 +173,10 @@ def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(databa
         ("recordings delete", (missing,), False),
         ("recordings hold", (missing,), False),
         ("recordings release", (missing,), False),
+        ("voicemail list", ()),
+        ("voicemail export", (missing, str(tmp_path)), False),
+        ("voicemail delete", (missing,), False),
+        ("dialplan switch", ("--dir", str(REPO / "dialplan"))),
     )
     json_cmds(("emergency set", (acc, "--disable")), ("credit show", ("--account", acc)),
               ("minutes show", ("--account", acc)), ("conference reissue", (conf_id,), True, outbox))
