@@ -9,6 +9,7 @@ from typing import Any
 
 from callctl.agi.server import AgiRequest
 from callctl.flows.model import Country
+from callctl.fraud.service import agi_variables
 from callctl.gating.service import decide
 from callctl.store import gating as store
 
@@ -19,7 +20,7 @@ def _deny(rule: str, reason: str) -> dict[str, str]:
 
 def gate_handler(pool: Any, countries: Mapping[str, Country],
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 ) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
+                 fraud: Any = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
     """``AGI(agi://127.0.0.1:4573/gate?account=ID)`` or ``AGI(agi://127.0.0.1:4573/gate,ID)``."""
 
     async def handle(request: AgiRequest) -> Mapping[str, str]:
@@ -38,6 +39,10 @@ def gate_handler(pool: Any, countries: Mapping[str, Country],
         decision = await decide(pool, countries, account_id, request.get("agi_callerid"),
                                 request.get("agi_extension"), clock(), account_country=country,
                                 automated=automated)
+        if fraud is not None and decision.allowed and not decision.emergency:  # issue 20: never emergency calls
+            refusal = await fraud.refuse_agi(account_id, country, decision.number_e164)
+            if refusal is not None:
+                return {**agi_variables(refusal, decision.number_e164), "CALLCTL_GATE_COUNTRY": country.strip().upper()}
         return {"CALLCTL_GATE": decision.decision, "CALLCTL_GATE_RULE": decision.rule,
                 "CALLCTL_GATE_REASON": decision.reason, "CALLCTL_GATE_ROUTE": decision.route or "",
                 "CALLCTL_GATE_NUMBER": decision.number_e164,
