@@ -316,6 +316,8 @@ class LineService:
             if self.fraud is not None:  # issue 20: permissions and spend limits, before the leg is dialled
                 refused = await self.fraud.refuse_line_call(call, user, number, auth)
                 if refused is not None:
+                    if auth is not None and self._billing is not None:
+                        await self._billing.finish(auth, 0)  # its hold is given back
                     return str(refused)
             recording = self._recording(call, user, number, remote_is_caller=False)
             try:

@@ -30,7 +30,7 @@ def _json(value: Any) -> Any:
 
 async def _lock(conn: Any, account_id: uuid.UUID) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('callctl-fraud:' || $1::text, 0))",
-                       account_id)
+                       str(account_id))
 
 
 # -- accounts, permissions, limits -----------------------------------------------------------------
@@ -109,7 +109,7 @@ async def set_limits(db: Any, account_id: uuid.UUID, by: str, base: Limits,
         await _account_exists(conn, account_id)
         await _lock(conn, account_id)
         row = await conn.fetchrow("SELECT limits, contact_email FROM fraud_account WHERE account_id = $1",
-                                  account_id)
+                                  str(account_id))
         stored = _json(row["limits"]) if row is not None else {}
         before = Limits.from_json(stored, base)
         after = before.changed(**changes)
