@@ -85,6 +85,9 @@ class EdgeBlocker:
                 if not self._failing:
                     log.warning("sip_blocks_sync_failed", error=exc.message)
                 self._failing = True
+            except Exception as exc:  # a bug must not stop the blocking for the daemon's lifetime
+                log.error("sip_blocks_sync_crashed", error=repr(exc), exc_info=True)
+                self._failing = True
             else:
                 if self._failing:
                     log.info("sip_blocks_sync_recovered")
