@@ -99,3 +99,11 @@ CREATE TABLE fraud_block (
     lifted_by  text
 );
 CREATE INDEX fraud_block_address ON fraud_block (address, blocked_at);
+
+-- SRTP (SDES) offered to every business-line phone: Asterisk adds SDES keys to its offers and accepts
+-- encrypted or plain media from the phone (media_encryption_optimistic). `callctl fraud encryption
+-- USER --require` makes it mandatory for one user (plain RTP refused, calls to the phone over TLS).
+ALTER TABLE ps_endpoints ALTER COLUMN media_encryption SET DEFAULT 'sdes';
+ALTER TABLE ps_endpoints ALTER COLUMN media_encryption_optimistic SET DEFAULT 'yes';
+UPDATE ps_endpoints SET media_encryption = 'sdes', media_encryption_optimistic = 'yes'
+ WHERE media_encryption IS NULL AND context = 'from-users';

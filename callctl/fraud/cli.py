@@ -73,6 +73,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     release.add_argument("--by", default=None, metavar="NAME")
     release.set_defaults(func=_release)
 
+    enc = fsub.add_parser("encryption", parents=[common], help="a SIP user's media encryption: SRTP (SDES) "
+                                                               "offered (default), required (with TLS), or off")
+    enc.add_argument("user", type=uuid.UUID, metavar="USER_ID")
+    mode = enc.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--require", dest="mode", action="store_const", const="require",
+                      help="SRTP mandatory: plain RTP refused; calls to the phone over TLS")
+    mode.add_argument("--offer", dest="mode", action="store_const", const="offer",
+                      help="SRTP when the phone supports it (the default)")
+    mode.add_argument("--off", dest="mode", action="store_const", const="off", help="plain RTP only")
+    enc.add_argument("--by", default=None, metavar="NAME")
+    enc.set_defaults(func=_encryption)
+
     blocks = fsub.add_parser("blocks", parents=[common], help="SIP source addresses blocked now (JSON)")
     blocks.set_defaults(func=_blocks)
     unblock = fsub.add_parser("unblock", parents=[common], help="lift the block of a SIP source address "
@@ -187,4 +199,11 @@ def _unblock(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     _print({"address": args.address, "lifted": lifted,
             "note": "the running daemons remove it from Asterisk's ACL within seconds"})
+    return 0
+
+
+def _encryption(args: argparse.Namespace, settings: Settings) -> int:
+    from callctl.store import fraud as store
+
+    _print(_db(settings, lambda pool: store.set_encryption(pool, args.user, args.mode, args.by or _who())))
     return 0

@@ -282,6 +282,39 @@ async def overview(db: Any, account_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+# -- encryption of SIP users ---------------------------------------------------------------------------
+
+ENCRYPTION_MODES = {
+    # mode: (media_encryption, media_encryption_optimistic, transport of requests sent to the phone)
+    "off": ("no", "no", None),
+    "offer": ("sdes", "yes", None),
+    "require": ("sdes", "no", "transport-tls"),
+}
+
+
+@_translated
+async def set_encryption(db: Any, user_id: uuid.UUID, mode: str, by: str) -> dict[str, Any]:
+    """Set a live user's media encryption (``ENCRYPTION_MODES``) on its realtime endpoint; audited.
+    Asterisk reads the row at the next request (no reload)."""
+    if mode not in ENCRYPTION_MODES:
+        raise FraudError(f"encryption mode '{mode}' is unknown (known: {', '.join(ENCRYPTION_MODES)})")
+    media, optimistic, transport = ENCRYPTION_MODES[mode]
+    async with connection(db) as conn, conn.transaction():
+        user = await conn.fetchrow("SELECT account_id, sip_username FROM sip_user WHERE id = $1 AND removed_at IS NULL",
+                                   user_id)
+        if user is None:
+            raise FraudError(f"no user {user_id} (unknown or removed)")
+        before = await conn.fetchrow("SELECT media_encryption, media_encryption_optimistic, transport "
+                                     "FROM ps_endpoints WHERE id = $1 FOR UPDATE", user["sip_username"])
+        await conn.execute("UPDATE ps_endpoints SET media_encryption = $2, media_encryption_optimistic = $3, "
+                           "transport = $4 WHERE id = $1", user["sip_username"], media, optimistic, transport)
+        after = {"mode": mode, "media_encryption": media, "media_encryption_optimistic": optimistic,
+                 "transport": transport}
+        await _audit(conn, user["account_id"], str(user_id), "encryption", by,
+                     dict(before) if before is not None else None, after)
+    return {"user": str(user_id), "sip_username": user["sip_username"], **after}
+
+
 # -- SIP blocks --------------------------------------------------------------------------------------
 
 
@@ -348,4 +381,5 @@ async def lift_block(db: Any, address: str, by: str) -> int:
 
 
 __all__ = ["Admission", "Block", "account_facts", "active_blocks", "add_block", "admit", "lift_block", "overview",
-           "permissions", "record_refusal", "release", "set_limits", "set_permissions", "suspension"]
+           "permissions", "record_refusal", "release", "set_encryption", "set_limits", "set_permissions",
+           "suspension"]
