@@ -16,7 +16,9 @@ for f in /opt/callctl/asterisk-conf/*.conf; do
       -e "s|@DB_PORT@|${DB_PORT:-5432}|g" \
       -e "s|@DB_NAME@|${DB_NAME:-callctl}|g" \
       -e "s|@DB_USER@|${DB_USER:-callctl}|g" \
-      -e "s|@DB_PASSWORD@|${DB_PASSWORD:-}|g" -e "s|@CEL_ENABLED@|${CEL_ENABLED:-yes}|g" "$f" > "$inst/etc/$(basename "$f")"
+      -e "s|@DB_PASSWORD@|${DB_PASSWORD:-}|g" -e "s|@CEL_ENABLED@|${CEL_ENABLED:-yes}|g" \
+      -e "s|@AMI_ENABLED@|$([ -n "${AMI_PASSWORD:-}" ] && echo yes || echo no)|g" -e "s|@AMI_PORT@|${AMI_PORT:-5038}|g" \
+      -e "s|@AMI_USER@|${AMI_USER:-callctl}|g" -e "s|@AMI_PASSWORD@|${AMI_PASSWORD:-}|g" "$f" > "$inst/etc/$(basename "$f")"
 done
 # http.conf binds ARI to loopback: in compose, callctl shares this container's network namespace.
 exec /usr/sbin/asterisk -f -n -C "$inst/etc/asterisk.conf"
