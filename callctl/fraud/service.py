@@ -167,15 +167,23 @@ class FraudService:
         return {"decision": "deny", "rule": refusal.rule, "reason": refusal.reason, "route": None,
                 "error": f"not placed: {refusal.reason}"}
 
+    async def preview(self, account_id: uuid.UUID, country: str, number: str) -> Refusal | None:
+        """What the fraud screen would say now about a call (permissions, suspension), recording nothing:
+        for `callctl gate`."""
+        perms, _scope = await store.permissions(self._pool, account_id, None)
+        refusal = permission_refusal(perms, classify(number, country, self.policy.high_risk_prefixes))
+        held = None if refusal is not None else await store.suspension(self._pool, account_id)
+        if held is not None:
+            refusal = Refusal(SUSPENDED, f"outbound calls of this account are suspended ({held['rule']}); an "
+                                         "operator lifts it with `callctl fraud release`")
+        return refusal
+
     async def refuse_agi(self, account_id: uuid.UUID, country: str, number: str) -> Refusal | None:
         """The FastAGI gate: permissions and suspension (the operator's dialplan dials the call, so it is not
         counted in the velocity limits)."""
         try:
-            refusal = await self.permission(account_id, None, country, number, "agi")
-            held = None if refusal is not None else await store.suspension(self._pool, account_id)
-            if held is not None:
-                refusal = Refusal(SUSPENDED, f"outbound calls of this account are suspended ({held['rule']}); an "
-                                             "operator lifts it with `callctl fraud release`")
+            refusal = await self.preview(account_id, country, number)
+            if refusal is not None:
                 await store.record_refusal(self._pool, account_id, None, "agi", number, refusal)
         except StoreError as exc:
             refusal = Refusal(UNAVAILABLE, f"the fraud counters cannot be read: {exc.message}")
