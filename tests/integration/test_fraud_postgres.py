@@ -74,8 +74,8 @@ async def test_settled_holds_count_at_their_cost_and_open_ones_at_their_amount(d
         acc = await _account(pool)
         fraud = FraudService(pool, _policy(hour=Decimal(10)))
         settled, open_ = uuid.uuid4(), uuid.uuid4()
-        await pool.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate, settled_at, cost) "
-                           "VALUES ($1, $2, 8, 60, '{}', now(), 3)", settled, acc)
+        await pool.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate, settled_at, "
+                           "cost) VALUES ($1, $2, 8, 60, '{}', now(), 3)", settled, acc)
         await pool.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate) "
                            "VALUES ($1, $2, 6.5, 60, '{}')", open_, acc)
         assert await fraud.admit(acc, None, "+33123456789", channel_id="a", reservation_id=open_, path="line") is None
