@@ -151,3 +151,25 @@ def test_parallel_calls_over_the_hourly_limit_are_refused_and_the_account_is_sus
     assert shown["suspended"] is None and shown["usage"]["spent_hour"] == "0"  # counting starts again
     assert [a["what"] for a in shown["audit"]][:3] == ["release", "suspension", "limits"]
     assert not d.tracebacks()
+
+
+def test_a_did_is_not_forwarded_to_a_barred_destination(daemon_factory: Any, asterisk: AsteriskInstance,
+                                                         database_url: str) -> None:
+    acc = cli(database_url, "account", "create", "--name", "Acme", "--country", "FR")
+    user = cli(database_url, "user", "add", "--account", acc["id"], "--name", "Alice", "--number", DID,
+               "--forward", "+33899123456")  # a premium-rate number: the forward would cost the account
+    port = free_port_pair()
+    db(database_url, "UPDATE ps_aors SET contact=$1 WHERE id=$2", f"sip:{user['sip_username']}@{PHONE_IP}:{port}",
+       user["sip_username"])
+    phone = sipp.start_far_end(port, "busy", local_ip=PHONE_IP)
+    d = daemon_factory()
+    d.wait_until_ready()
+    result = sipp.call(asterisk.sip_port, DID, [("wait_bye", None)], caller="0612345678")
+    assert result.ok, result.stderr  # "nobody is available", then the engine hung up
+    assert sipp.finish(*phone).ok
+    refused = d.wait_for_log("fraud_call_refused")
+    assert (refused["path"], refused["rule"]) == ("forward", "destination_premium_barred")
+    rows = wait_for_cdrs(database_url, 2)  # the caller and the ringing of the phone; no forwarded leg
+    inbound = next(r for r in rows if r["direction"] == "inbound")
+    assert json.loads(inbound["extra"])["forward_refused"] == "destination_premium_barred"
+    assert not [r for r in rows if r["to_number"] == "+33899123456"]
