@@ -25,6 +25,7 @@ ACL_FILE = "pjsip_blocked.conf"
 ACL_CATEGORY = "callctl-blocked"
 # An ACL with no rule is refused by nothing, but keep one harmless entry so the object always parses.
 PLACEHOLDER_DENY = "0.0.0.0/32"
+AMI_LOGIN_WARNING_S = 10.0
 SYNC_INTERVAL_S = 2.0  # expiries, lifts (callctl fraud unblock) and other nodes' blocks are seen this fast
 
 
@@ -128,7 +129,7 @@ async def edge_guard(settings: Any, pool: Any, metrics: Metrics | None = None) -
     host, _, port = settings.ami_address.rpartition(":")
     async with AmiClient(host or "127.0.0.1", int(port), settings.ami_user, settings.ami_password,
                          blocker.on_event, on_login=blocker.reapply) as ami:
-        task = asyncio.create_task(_run_when_logged_in(blocker, ami), name="sip-edge-blocker")
+        task = asyncio.create_task(_run_when_logged_in(blocker, ami, settings.ami_address), name="sip-edge-blocker")
         try:
             yield blocker
         finally:
@@ -137,6 +138,11 @@ async def edge_guard(settings: Any, pool: Any, metrics: Metrics | None = None) -
                 await task
 
 
-async def _run_when_logged_in(blocker: EdgeBlocker, ami: AmiClient) -> None:
-    await ami.logged_in.wait()
+async def _run_when_logged_in(blocker: EdgeBlocker, ami: AmiClient, address: str) -> None:
+    try:
+        await asyncio.wait_for(ami.logged_in.wait(), AMI_LOGIN_WARNING_S)
+    except TimeoutError:  # refused, wrong password or AMI off: said once, then keep waiting (it reconnects)
+        log.warning("ami_not_logged_in", address=address, waited_s=AMI_LOGIN_WARNING_S,
+                    hint="check ami_address, ami_user, ami_password and Asterisk's manager.conf")
+        await ami.logged_in.wait()
     await blocker.run(ami)

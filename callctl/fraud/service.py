@@ -54,6 +54,8 @@ class LineUserLike(Protocol):
 
 def announcement(refusal: Refusal, country: str) -> list[str]:
     """What the caller hears: the suspension or the barred destination, in the line's language."""
+    if refusal.rule == UNAVAILABLE:  # not the caller's doing: the generic "cannot be completed"
+        return ["sound:cannot-complete-as-dialed"]
     lang = "fr" if country.strip().upper() in FRENCH_COUNTRIES else "en"
     prompt = "outbound-suspended" if refusal.rule == SUSPENDED or refusal.disposition.endswith("_LIMIT") \
         else "destination-barred"

@@ -178,3 +178,13 @@ def test_default_settings_give_the_documented_policy() -> None:
     assert fraud_policy(s).defaults == Limits()
     assert block_policy(s).failures == 5 and is_trusted("127.0.0.1", block_policy(s).trusted)
     assert dataclasses.replace(s, ami_address="").ami_address == ""
+
+
+def test_the_caller_hears_why_in_the_lines_language() -> None:
+    from callctl.fraud.rules import Refusal
+    from callctl.fraud.service import UNAVAILABLE, announcement
+
+    assert announcement(Refusal(PREMIUM_BARRED, "x"), "FR") == ["sound:callctl/fr/destination-barred"]
+    assert announcement(Refusal(SPEND_HOUR, "x"), "GB") == ["sound:callctl/en/outbound-suspended"]
+    assert announcement(Refusal("outbound_suspended", "x"), "BE") == ["sound:callctl/fr/outbound-suspended"]
+    assert announcement(Refusal(UNAVAILABLE, "x"), "FR") == ["sound:cannot-complete-as-dialed"]
