@@ -57,8 +57,8 @@ class Settings:
     recording_objection_key: str = "9"  # the remote party of a recorded line call presses it to object
     # toll fraud and SIP attacks (issue 20, docs/security.md): limits of accounts that set none (money in
     # the account's currency), the high-risk destination prefixes, where alerts also go
-    fraud_hour_limit: str = "100"
-    fraud_day_limit: str = "500"
+    fraud_hour_limit: str = "200"
+    fraud_day_limit: str = "1000"
     fraud_calls_per_minute: int = 30
     fraud_international_calls: int = 10
     fraud_warn_percent: int = 80

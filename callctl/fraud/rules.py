@@ -195,8 +195,8 @@ class Limits:
     """Spend velocity limits of one account; money in the account's currency. Reaching a limit suspends
     the account's outbound calls; ``warn_percent`` of it sends a warning."""
 
-    hour: Decimal = Decimal("100")
-    day: Decimal = Decimal("500")
+    hour: Decimal = Decimal("200")
+    day: Decimal = Decimal("1000")
     calls_per_minute: int = 30
     international_calls: int = 10
     warn_percent: int = 80
@@ -240,7 +240,7 @@ class Limits:
 class Usage:
     """What the account used before this call, counted since the last release of a suspension."""
 
-    spent_hour: Decimal = Decimal(0)  # settled costs + holds of calls admitted in the last hour
+    spent_hour: Decimal = Decimal(0)  # costs settled in the last hour + what calls still up can spend in one
     spent_day: Decimal = Decimal(0)
     calls_last_minute: int = 0  # calls admitted in the last 60 s
     international_open: int = 0  # international calls admitted and not ended

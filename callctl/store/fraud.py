@@ -146,16 +146,26 @@ async def _open_hold(conn: Any, account_id: uuid.UUID) -> Any:
 
 async def _usage(conn: Any, account_id: uuid.UUID, own_reservation: uuid.UUID | None) -> Usage:
     since = await conn.fetchval("SELECT max(released_at) FROM fraud_hold WHERE account_id = $1", account_id)
+    # Settled calls count at their cost when settled in the window; calls admitted and still up count at
+    # what they can still spend in it: their hold, at most one hour of the call at its rate for the hour
+    # window (a running call cannot spend more than that within any hour). See docs/security.md.
     money = await conn.fetchrow(
-        """SELECT coalesce(sum(m) FILTER (WHERE created_at >= greatest(now() - interval '1 hour', $2)), 0) AS hour,
-                  coalesce(sum(m), 0) AS day
-             FROM (SELECT r.created_at,
-                          CASE WHEN r.settled_at IS NOT NULL THEN coalesce(r.cost, 0) ELSE r.amount END AS m
+        f"""SELECT coalesce(sum(CASE WHEN settled_at IS NULL THEN hour_risk ELSE cost END)
+                                FILTER (WHERE settled_at IS NULL
+                                           OR settled_at >= greatest(now() - interval '1 hour', $2)), 0) AS hour,
+                   coalesce(sum(CASE WHEN settled_at IS NULL THEN amount ELSE cost END), 0) AS day
+             FROM (SELECT r.settled_at, coalesce(r.cost, 0) AS cost, r.amount,
+                          CASE WHEN r.rate ? 'rate_per_minute'
+                               THEN least(r.amount, coalesce((r.rate->>'connect_fee')::numeric, 0)
+                                                    + (r.rate->>'rate_per_minute')::numeric * 60
+                                                    + coalesce((r.rate->>'per_call')::numeric, 0))
+                               ELSE r.amount END AS hour_risk
                      FROM credit_reservation r
-                    WHERE r.account_id = $1 AND r.created_at >= greatest(now() - interval '24 hours', $2)
-                      AND r.id IS DISTINCT FROM $3
-                      AND (r.settled_at IS NOT NULL
-                           OR EXISTS (SELECT 1 FROM fraud_admission a WHERE a.reservation_id = r.id))) s""",
+                    WHERE r.account_id = $1 AND r.id IS DISTINCT FROM $3
+                      AND ((r.settled_at IS NOT NULL
+                            AND r.settled_at >= greatest(now() - interval '24 hours', $2))
+                           OR (r.settled_at IS NULL AND r.created_at >= now() - interval '{OPEN_CALL_MAX}'
+                               AND EXISTS (SELECT 1 FROM fraud_admission a WHERE a.reservation_id = r.id)))) s""",
         account_id, since, own_reservation)
     calls = await conn.fetchval("SELECT count(*) FROM fraud_admission WHERE account_id = $1 "
                                 "AND admitted_at >= greatest(now() - interval '60 seconds', $2)", account_id, since)
@@ -197,8 +207,11 @@ async def admit(db: Any, account_id: uuid.UUID, *, user_id: uuid.UUID | None, ch
             await _refusal(conn, account_id, user_id, path, destination, held)
             return Admission(held, False, [], Usage())
         usage = await _usage(conn, account_id, reservation_id)
-        own = await conn.fetchval("SELECT amount FROM credit_reservation WHERE id = $1", reservation_id) \
-            if reservation_id is not None else None
+        # This call's own hold, as the hour window counts it (its warnings are judged with it).
+        own = await conn.fetchval(
+            "SELECT CASE WHEN rate ? 'rate_per_minute' THEN least(amount, coalesce((rate->>'connect_fee')::numeric, 0)"
+            " + (rate->>'rate_per_minute')::numeric * 60 + coalesce((rate->>'per_call')::numeric, 0)) ELSE amount END "
+            "FROM credit_reservation WHERE id = $1", reservation_id) if reservation_id is not None else None
         refusal, warnings = decide(usage, Decimal(own or 0))
         if refusal is not None:
             suspended = await _hold(conn, account_id, refusal)

@@ -98,12 +98,13 @@ def test_a_premium_number_is_refused_with_an_announcement_and_a_cdr_naming_the_r
 
 def test_parallel_calls_over_the_hourly_limit_are_refused_and_the_account_is_suspended_until_released(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
-    # 0.01 EUR/min and plenty of credit: each call holds its 4-hour maximum, 2.40 EUR. With a 5 EUR hourly
-    # limit, calls are admitted while what was held before them is under 5: 0, 2.40, 4.80, then refused.
-    user = line_user(database_url, tmp_path, rate="0.01", credit="1000", extra_channels=9)
-    limits = cli(database_url, "fraud", "limits", user["account_id"], "--hour", "5", "--contact",
+    # 1.20 EUR/min and plenty of credit: each call holds its 4-hour maximum, 288 EUR, and can spend at most
+    # 72 EUR in any hour. With a 150 EUR hourly limit, calls are admitted while what was spent, and what the
+    # calls still up can spend within the hour, is under 150: 0, 72, 144, then refused.
+    user = line_user(database_url, tmp_path, rate="1.20", credit="2000", extra_channels=9)  # 6 holds fit
+    limits = cli(database_url, "fraud", "limits", user["account_id"], "--hour", "150", "--day", "5000", "--contact",
                  "billing@acme.example", "--by", "ops-bob")
-    assert limits["after"]["hour"] == "5"
+    assert limits["after"]["hour"] == "150"
     outbox = tmp_path / "outbox"
     far = sipp.start_far_end(asterisk.trunk_port, "hang_up", calls=3, talk_ms=4000)
     d = daemon_factory(outbox_dir=str(outbox))
@@ -119,17 +120,17 @@ def test_parallel_calls_over_the_hourly_limit_are_refused_and_the_account_is_sus
     rows = wait_for_cdrs(database_url, 3 * 2 + 3)  # 3 bridged calls (two legs each), 3 refused
     refused = [r for r in rows if r["disposition"].startswith("FRAUD_")]
     assert sorted(r["disposition"] for r in refused) == ["FRAUD_OUTBOUND_SUSPENDED"] * 2 + ["FRAUD_SPEND_HOUR_LIMIT"]
-    # The money: never more than the limit plus one call's hold.
+    # The money of the hour: never more than the limit plus one call's (hour of) hold.
     admitted = db(database_url, "SELECT r.amount, r.cost FROM fraud_admission a JOIN credit_reservation r "
                                 "ON r.id = a.reservation_id")
-    assert [a["amount"] for a in admitted] == [Decimal("2.4000")] * 3
-    assert sum(a["amount"] for a in admitted) <= Decimal(5) + Decimal("2.40")
+    assert [a["amount"] for a in admitted] == [Decimal("288.0000")] * 3
+    assert sum(min(a["amount"], Decimal(72)) for a in admitted) <= Decimal(150) + Decimal(72)
     [credit] = db(database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
                   user["account_id"])
-    assert credit["reserved"] == 0 and credit["balance"] == 1000 - sum(a["cost"] for a in admitted)
+    assert credit["reserved"] == 0 and credit["balance"] == 2000 - sum(a["cost"] for a in admitted)
     suspended = d.wait_for_log("fraud_account_suspended")
     assert suspended["rule"] == "spend_hour_limit"
-    warned = d.wait_for_log("fraud_threshold_warning")  # 4.80 + 2.40 held: over 80 % of 5 EUR
+    warned = d.wait_for_log("fraud_threshold_warning")  # 72 + 72 at risk: over 80 % of 150 EUR
     assert warned["rule"] == "spend_hour_limit"
     mails = wait_for(lambda: [m for m in outbox.glob("*-fraud-*.eml")][1:] and sorted(outbox.glob("*-fraud-*.eml")),
                      10, "the two fraud alert e-mails")
