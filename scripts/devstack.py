@@ -79,6 +79,8 @@ class AsteriskInstance:
     # TLS transport for SIP users (pjsip_tls.conf, a self-signed pair generated once per instance): off unless
     # given a port.
     tls_port: int = 0
+    tls_cert: Path | None = None  # the operator's certificate and key (copied in); None: self-signed
+    tls_key: Path | None = None
     # Extra configuration text per file name, appended after asterisk-conf/'s version of the file (or
     # written alone when asterisk-conf/ has none): e.g. the benchmark's native dialplan and its CEL log.
     extra_conf: dict[str, str] = field(default_factory=dict)
@@ -157,8 +159,12 @@ class AsteriskInstance:
     def _tls_transport(self) -> str:
         """A self-signed certificate for 127.0.0.1 (made once), and the PJSIP TLS transport using it."""
         cert, key = self.tls_files
-        if not cert.exists():
-            cert.parent.mkdir(parents=True, exist_ok=True)
+        cert.parent.mkdir(parents=True, exist_ok=True)
+        if self.tls_cert is not None and self.tls_key is not None:
+            cert.write_bytes(self.tls_cert.read_bytes())
+            key.write_bytes(self.tls_key.read_bytes())
+            key.chmod(0o600)
+        elif not cert.exists():
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                             "-nodes", "-days", "3650", "-subj", "/CN=callctl-dev", "-addext",
                             "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],

@@ -71,6 +71,9 @@ def main() -> int:
             ari_password=_secret(state / "ari-password", 18), demo_sip_password=_secret(state / "demo-sip-password", 9),
             # issue 20: SIP over TLS (a self-signed pair made once), AMI for the SIP brute-force blocking
             tls_port=_port(5061), ami_port=_port(5038), ami_password=_secret(state / "ami-password", 18),
+            # TLS_CERT / TLS_KEY: the operator's pair; without them a self-signed one is made once
+            tls_cert=Path(os.environ["TLS_CERT"]) if os.environ.get("TLS_CERT") else None,
+            tls_key=Path(os.environ["TLS_KEY"]) if os.environ.get("TLS_KEY") else None,
         )
         subprocess.run([py, "-m", "callctl", "dialplan", "render-prompts", str(REPO / "dialplan"),
                         "--out", str(asterisk.sounds_dir)], check=True, cwd=REPO)
