@@ -116,3 +116,24 @@ def test_release_and_unblock_of_nothing_exit_1(database_url: str) -> None:
     assert released.returncode == 1 and "is not suspended" in released.stderr
     unblocked = run_cli(database_url, "fraud", "unblock", "203.0.113.7")
     assert unblocked.returncode == 1 and "203.0.113.7 is not blocked" in unblocked.stderr
+
+
+def test_a_users_own_permissions_replace_the_accounts_for_that_user_only(database_url: str) -> None:
+    acc = cli(database_url, "account", "create", "--name", "Acme", "--country", "FR")["id"]
+    boss = cli(database_url, "user", "add", "--account", acc, "--name", "Boss")["id"]
+    clerk = cli(database_url, "user", "add", "--account", acc, "--name", "Clerk")["id"]
+    cli(database_url, "fraud", "permissions", acc, "--zones", "domestic,europe", "--by", "ops")
+    own = cli(database_url, "fraud", "permissions", acc, "--user", boss, "--zones", "domestic,europe,world", "--by",
+              "ops")
+    assert own["before"]["zones"] == ["domestic", "europe"]  # the user's set starts from the account's
+
+    async def check(user: str) -> str | None:
+        async with asyncpg.create_pool(database_url, min_size=1, max_size=2) as pool:
+            refusal = await FraudService(pool).permission(uuid.UUID(acc), uuid.UUID(user), "FR", "+12125551234", "line")
+        return None if refusal is None else refusal.rule
+
+    assert asyncio.run(check(boss)) is None
+    assert asyncio.run(check(clerk)) == "destination_zone_barred"
+    shown = cli(database_url, "fraud", "show", acc)
+    assert shown["permissions"]["zones"] == ["domestic", "europe"] and boss in shown["user_permissions"]
+    assert [a["scope"] for a in shown["audit"]] == [boss, "account"]
