@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair
+from tests.integration.test_fraud_calls import line_user
 from tests.integration.test_lines_cli import cli, db, run_cli
 from tests.support import sipp
 from tests.support.asterisk import wait_for
@@ -88,15 +89,19 @@ def asterisk(database_url: str) -> Iterator[AsteriskInstance]:
 
 
 def test_password_floods_are_blocked_at_the_edge_while_a_good_user_registers_and_blocks_lift(
-        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
-    acc = cli(database_url, "account", "create", "--name", "Acme", "--country", "FR")
-    user = cli(database_url, "user", "add", "--account", acc["id"], "--name", "Alice", "--number", "+33170000001")
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    user = line_user(database_url, tmp_path, rate="0.60", credit="10")
     name, password = user["sip_username"], user["sip_password"]
     d = daemon_factory(ami_address=f"127.0.0.1:{asterisk.ami_port}", ami_user=asterisk.ami_user,
                        ami_password=asterisk.ami_password, sip_block_failures="5", sip_block_window_s="60",
                        sip_block_s="15")
     d.wait_until_ready()
     d.wait_for_log("sip_acl_applied", blocked=0)  # the engine owns Asterisk's ACL from its start
+    # A call of the good user is up through the whole attack (the ACL rewrites reload res_pjsip).
+    far = sipp.start_far_end(asterisk.trunk_port, "answer")
+    talking = sipp.start_call(asterisk.sip_port, "0123456789", [("pause", 8000), ("bye", None)], caller=name,
+                              auth=(name, password), local_ip=GOOD_IP)
+    d.wait_for_log("call_started")
 
     good = register(asterisk.sip_port, GOOD_IP, name, password, 200, calls=10, rate=2)
     flood = register(asterisk.sip_port, REGISTER_FLOOD_IP, name, "guessed-wrong", 401, calls=12, rate=20)
@@ -112,6 +117,11 @@ def test_password_floods_are_blocked_at_the_edge_while_a_good_user_registers_and
     assert rc == 0, out  # every one of the good user's 10 registrations succeeded during the floods
     wait_for(lambda: {REGISTER_FLOOD_IP, INVITE_FLOOD_IP} <= {ip for e in d.events("sip_acl_applied")
                                                               for ip in e["added"]}, 10, "both blocks in the ACL")
+
+    in_call = sipp.finish(*talking)
+    assert in_call.ok, in_call.stderr  # the good user's call lasted its 8 s and ended with its own BYE
+    far_result = sipp.finish(*far)
+    assert far_result.ok, far_result.stderr
 
     # Blocked at the edge: the flooder now gets 403 before any challenge; the good user still registers.
     rc, out = finished(register(asterisk.sip_port, REGISTER_FLOOD_IP, name, None, 403))
