@@ -301,7 +301,8 @@ class Daemon:
                                      recorder=LineRecorder(self.recordings, language_of=self._language_of))
             # issue 20: the fraud screen before every outbound leg, and SIP brute-force blocking over AMI
             fraud = FraudService(pool, fraud_policy(s), metrics=self.metrics,
-                                 mailer=Mailer(s.outbox_dir, s.smtp_relay, s.mail_from, s.fraud_alert_email))
+                                 mailer=Mailer(s.outbox_dir, s.smtp_relay, s.mail_from, s.fraud_alert_email),
+                                 channel_var=self.ari.get_var)
             self.lines.fraud = self.dialer.fraud = fraud
             await stack.enter_async_context(edge_guard(s, pool, self.metrics))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(

@@ -5,7 +5,7 @@ calls and forwards (lines), originated calls (gating), the FastAGI gate. Emergen
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from callctl.store import fraud as store
 log = get_logger("callctl.fraud")
 
 UNAVAILABLE = "fraud_check_unavailable"
+TLS_REQUIRED = "tls_required"
 FRENCH_COUNTRIES = frozenset({"FR", "BE", "CH", "LU", "MC", "GF", "GP", "MQ", "RE", "YT"})
 
 
@@ -54,7 +55,7 @@ class LineUserLike(Protocol):
 
 def announcement(refusal: Refusal, country: str) -> list[str]:
     """What the caller hears: the suspension or the barred destination, in the line's language."""
-    if refusal.rule == UNAVAILABLE:  # not the caller's doing: the generic "cannot be completed"
+    if refusal.rule in (UNAVAILABLE, TLS_REQUIRED):  # not about the destination: "cannot be completed"
         return ["sound:cannot-complete-as-dialed"]
     lang = "fr" if country.strip().upper() in FRENCH_COUNTRIES else "en"
     prompt = "outbound-suspended" if refusal.rule == SUSPENDED or refusal.disposition.endswith("_LIMIT") \
@@ -64,8 +65,10 @@ def announcement(refusal: Refusal, country: str) -> list[str]:
 
 class FraudService:
     def __init__(self, pool: Any, policy: FraudPolicy | None = None, *, metrics: Metrics | None = None,
-                 mailer: Mailer | None = None) -> None:
+                 mailer: Mailer | None = None, channel_var: Callable[[str, str], Awaitable[str]] | None = None
+                 ) -> None:
         self._pool = pool
+        self._channel_var = channel_var  # reads CHANNEL(pjsip,secure) of a calling phone (ARI)
         self.policy = policy or FraudPolicy()
         self._metrics = metrics
         self._mailer = mailer
@@ -140,8 +143,11 @@ class FraudService:
     async def refuse_line_call(self, call: RefusableCall, user: LineUserLike, number: str, auth: Any) -> str | None:
         """A SIP user's outbound call, after its credit was authorised: None to dial it, else the call is
         refused here (announcement, CDR disposition FRAUD_<RULE>) and the outcome returned."""
-        refusal = await self.screen(user.account_id, user.user_id, user.country, number, channel_id=call.channel_id,
-                                    reservation_id=getattr(auth, "reservation_id", None), path="line")
+        refusal = await self._insecure(call, user)
+        if refusal is None:
+            refusal = await self.screen(user.account_id, user.user_id, user.country, number,
+                                        channel_id=call.channel_id, path="line",
+                                        reservation_id=getattr(auth, "reservation_id", None))
         if refusal is None:
             return None
         _tag_refused(call.cdr_fields, refusal)
@@ -149,6 +155,26 @@ class FraudService:
         await call.play(announcement(refusal, user.country), interruptible=False)
         await call.hang_up("normal")
         return f"fraud_{refusal.rule}"
+
+    async def _insecure(self, call: RefusableCall, user: LineUserLike) -> Refusal | None:
+        """A user who requires encryption calling over UDP/TCP: Asterisk accepts SDES keys sent in clear
+        (checked), so the engine refuses the call (the keys were readable on the wire)."""
+        if self._channel_var is None:
+            return None
+        try:
+            if not await store.encryption_required(self._pool, user.user_id):
+                return None
+            if await self._channel_var(call.channel_id, "CHANNEL(pjsip,secure)") == "1":
+                return None
+            refusal = Refusal(TLS_REQUIRED, "this SIP user requires TLS and SRTP but the phone called over an "
+                                            "unencrypted transport: configure it for SIP over TLS")
+            await store.record_refusal(self._pool, user.account_id, user.user_id, "line", "", refusal)
+        except StoreError as exc:
+            refusal = Refusal(UNAVAILABLE, f"the user's encryption setting cannot be read: {exc.message}")
+        log.warning("fraud_call_refused", account_id=str(user.account_id), path="line", rule=refusal.rule,
+                    reason=refusal.reason)
+        self._count("callctl_fraud_refusals_total", rule=refusal.rule)
+        return refusal
 
     async def forward_allowed(self, call: RefusableCall, user: LineUserLike, number: str) -> bool:
         """A call to a user's DID about to be forwarded to ``number`` (its forwarding number)."""

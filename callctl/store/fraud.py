@@ -328,6 +328,14 @@ async def set_encryption(db: Any, user_id: uuid.UUID, mode: str, by: str) -> dic
     return {"user": str(user_id), "sip_username": user["sip_username"], **after}
 
 
+@_translated
+async def encryption_required(db: Any, user_id: uuid.UUID) -> bool:
+    """Whether the user's endpoint is in mode ``require`` (SRTP mandatory, TLS expected)."""
+    return bool(await db.fetchval(
+        "SELECT e.media_encryption = 'sdes' AND e.media_encryption_optimistic = 'no' AND e.transport = 'transport-tls' "
+        "FROM ps_endpoints e JOIN sip_user u ON u.sip_username = e.id WHERE u.id = $1", user_id))
+
+
 # -- SIP blocks --------------------------------------------------------------------------------------
 
 
@@ -393,6 +401,6 @@ async def lift_block(db: Any, address: str, by: str) -> int:
     return len(rows)
 
 
-__all__ = ["Admission", "Block", "account_facts", "active_blocks", "add_block", "admit", "lift_block", "overview",
-           "permissions", "record_refusal", "release", "set_encryption", "set_limits", "set_permissions",
-           "suspension"]
+__all__ = ["Admission", "Block", "account_facts", "active_blocks", "add_block", "admit", "encryption_required",
+           "lift_block", "overview", "permissions", "record_refusal", "release", "set_encryption", "set_limits",
+           "set_permissions", "suspension"]

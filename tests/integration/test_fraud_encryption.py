@@ -94,14 +94,19 @@ def received_packets(asterisk: AsteriskInstance, endpoint: str) -> int:
     return 0
 
 
-def test_a_tls_softphone_requiring_srtp_calls_out_and_its_media_is_srtp(
-        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+def paying_user(database_url: str, tmp_path: Path) -> dict[str, Any]:
     acc = cli(database_url, "account", "create", "--name", "Acme", "--country", "FR")
     user = cli(database_url, "user", "add", "--account", acc["id"], "--name", "Alice", "--number", "+33170000001")
     deck = tmp_path / "deck.csv"
     deck.write_text("prefix,destination,zone,rate_per_minute,currency\n33,France,2,0.60,EUR\n")
     assert run_cli(database_url, "rates", "import", str(deck), "--deck", "test").returncode == 0
     assert run_cli(database_url, "credit", "add", "--account", acc["id"], "10").returncode == 0
+    return user
+
+
+def test_a_tls_softphone_requiring_srtp_calls_out_and_its_media_is_srtp(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    user = paying_user(database_url, tmp_path)
     required = cli(database_url, "fraud", "encryption", user["id"], "--require", "--by", "ops")
     assert (required["media_encryption"], required["media_encryption_optimistic"]) == ("sdes", "no")
     far = sipp.start_far_end(asterisk.trunk_port, "answer")
@@ -134,3 +139,25 @@ def test_a_user_requiring_srtp_cannot_call_with_plain_rtp(
                        auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP, expect=488)
     assert result.ok, result.stderr
     assert not d.events("call_started")
+
+
+def test_sdes_keys_sent_over_udp_by_a_user_requiring_tls_are_refused_by_the_engine(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    # Asterisk itself accepts an SDES (SRTP) offer over UDP, keys in clear on the wire; the engine refuses it.
+    user = paying_user(database_url, tmp_path)
+    cli(database_url, "fraud", "encryption", user["id"], "--require")
+    d = daemon_factory()
+    d.wait_until_ready()
+    monkeypatch.setattr(sipp, "_INVITE_SEND", sipp._INVITE_SEND.replace(
+        "m=audio [auto_media_port] RTP/AVP 8 101",
+        "m=audio [auto_media_port] RTP/SAVP 8 101\n      a=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+        "inline:rG8elIXGYWeJyzlFvbCFZGk/npaR9+b9sru4MU0g"))
+    # Answered for the announcement, then hung up by the engine (its BYE goes over TLS, as for every request
+    # to a phone that requires encryption, so this UDP-only SIPp does not see it: it just waits).
+    result = sipp.call(asterisk.sip_port, "0123456789", [("pause", 4000)], caller=user["sip_username"],
+                       auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    assert d.wait_for_log("fraud_call_refused")["rule"] == "tls_required"
+    [row] = wait_for_cdrs(database_url, 1)
+    assert row["disposition"] == "FRAUD_TLS_REQUIRED"
