@@ -186,12 +186,18 @@ class FraudService:
         return refusal is None
 
     async def refuse_originate(self, account_id: uuid.UUID, country: str, number: str, channel_id: str,
-                               auth: Any) -> dict[str, Any] | None:
-        """A call ``callctl originate`` is about to place: None to place it, else the answer's fields."""
+                               auth: Any, record_id: int | None = None) -> dict[str, Any] | None:
+        """A call ``callctl originate`` is about to place: None to place it, else the answer's fields. The
+        dialer decision record ``record_id`` of a refused call becomes the refusal (no callee cap used)."""
         refusal = await self.screen(account_id, None, country, number, channel_id=channel_id,
                                     reservation_id=getattr(auth, "reservation_id", None), path="originate")
         if refusal is None:
             return None
+        if record_id is not None:
+            try:
+                await store.refuse_gating_decision(self._pool, record_id, refusal)
+            except StoreError as exc:
+                log.warning("fraud_decision_record_not_updated", error=exc.message, record_id=record_id)
         return {"decision": "deny", "rule": refusal.rule, "reason": refusal.reason, "route": None,
                 "error": f"not placed: {refusal.reason}"}
 

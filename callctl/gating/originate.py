@@ -102,7 +102,8 @@ class Dialer:
                 return 200, {**answer, "decision": "deny", "rule": "credit", "reason": auth.reason, "route": None,
                              "error": f"not placed: {auth.reason}"}
         if self.fraud is not None:  # issue 20: permissions and spend limits, before the call is placed
-            refused = await self.fraud.refuse_originate(account_id, country, decision.number_e164, channel_id, auth)
+            refused = await self.fraud.refuse_originate(account_id, country, decision.number_e164, channel_id, auth,
+                                                        decision.record_id)
             if refused is not None:
                 if auth is not None and self._billing is not None:
                     await self._billing.finish(auth, 0)

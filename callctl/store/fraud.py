@@ -246,6 +246,15 @@ async def record_refusal(db: Any, account_id: uuid.UUID, user_id: uuid.UUID | No
 
 
 @_translated
+async def refuse_gating_decision(db: Any, record_id: int, refusal: Refusal) -> None:
+    """An automated attempt the dialer rules allowed and a fraud rule refused: its decision record becomes
+    that refusal (not illegitimate: the dialer did nothing wrong), so it does not use up one of the callee's
+    4 calls in 30 days (as a refusal for credit, callctl.store.gating.refuse_for_credit)."""
+    await db.execute("UPDATE gating_decision SET decision = 'deny', rule = $2, reason = $3, illegitimate = false "
+                     "WHERE id = $1 AND decision = 'allow'", record_id, refusal.rule, refusal.reason)
+
+
+@_translated
 async def suspension(db: Any, account_id: uuid.UUID) -> dict[str, Any] | None:
     row = await _open_hold(db, account_id)
     return None if row is None else {"rule": row["rule"], "reason": row["reason"],

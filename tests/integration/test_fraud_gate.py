@@ -84,6 +84,10 @@ async def test_an_originated_call_to_a_barred_destination_is_not_placed_and_its_
         assert status == 200 and (answer["decision"], answer["rule"], answer["originated"]) == \
             ("deny", "destination_satellite_barred", False), answer
         assert placed == [] and billing.finished == [0]
+        # Its dialer decision record says so, and does not use up one of the callee's 4 calls in 30 days.
+        [record] = await pool.fetch("SELECT decision, rule, illegitimate FROM gating_decision")
+        assert (record["decision"], record["rule"], record["illegitimate"]) == \
+            ("deny", "destination_satellite_barred", False)
         status, answer = await dialer.request({**body, "to": "+442079460000"})
         assert answer["originated"] is True and placed == ["PJSIP/+442079460000@pstn"]
         admitted = await pool.fetch("SELECT destination, international FROM fraud_admission")
