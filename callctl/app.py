@@ -41,6 +41,10 @@ from callctl.flows import switches as flow_switches
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import normalise_called
+from callctl.fraud.alerts import Mailer as FraudMailer
+from callctl.fraud.edge import edge_guard
+from callctl.fraud.service import FraudService
+from callctl.fraud.settings import fraud_policy
 from callctl.gating.asterisk_calls import write_emergency_cdrs
 from callctl.gating.originate import Dialer
 from callctl.gating.service import Decision, decide
@@ -301,6 +305,12 @@ class Daemon:
                                                  functools.partial(lines_store.user_for_endpoint, pool)),
                                      billing=billing, gate=self._gate_for(pool),
                                      recorder=LineRecorder(self.recordings, language_of=self._language_of))
+            # issue 20: the fraud screen before every outbound leg, and SIP brute-force blocking over AMI
+            fraud = FraudService(pool, fraud_policy(s), metrics=self.metrics,
+                                 mailer=FraudMailer(s.outbox_dir, s.smtp_relay, s.mail_from, s.fraud_alert_email),
+                                 channel_var=self.ari.get_var)
+            self.lines.fraud = self.dialer.fraud = fraud
+            await stack.enter_async_context(edge_guard(s, pool, self.metrics))
             conferences = ConferenceService(pool, self.ari, lockout=LockoutPolicy(
                 s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
                 meter_ops=self.ari,
@@ -321,7 +331,7 @@ class Daemon:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(
                     agi_host or "127.0.0.1", int(agi_port),
-                    gate_handler(pool, _LiveCountries(self.dialplans), submit=self.writer.submit),
+                    gate_handler(pool, _LiveCountries(self.dialplans), submit=self.writer.submit, fraud=fraud),
                     allow=tuple(a.strip() for a in s.agi_allow.split(",") if a.strip())))
             await stack.enter_async_context(self.ari)
             self._install_signals()

@@ -58,6 +58,24 @@ class Settings:
     # recording (docs/recording.md); recordings_dir None: next to the spool (spool_dir/../recordings)
     recordings_dir: Path | None = None
     recording_objection_key: str = "9"  # the remote party of a recorded line call presses it to object
+    # toll fraud and SIP attacks (issue 20, docs/security.md): limits of accounts that set none (money in
+    # the account's currency), the high-risk destination prefixes, where alerts also go
+    fraud_hour_limit: str = "200"
+    fraud_day_limit: str = "1000"
+    fraud_calls_per_minute: int = 30
+    fraud_international_calls: int = 10
+    fraud_warn_percent: int = 80
+    fraud_high_risk_prefixes: str = "882,883,979,53,220,224,231,232,235,239,245,246,247,252,269,290,674,682,683,688,690"
+    fraud_alert_email: str = ""
+    # SIP brute force: Asterisk's security events over AMI (empty ami_address: no blocking)
+    ami_address: str = ""  # host:port of Asterisk's manager interface, e.g. 127.0.0.1:5038
+    ami_user: str = "callctl"
+    ami_password: str = ""
+    sip_trusted_networks: str = "127.0.0.1/32,::1/128"  # never blocked
+    sip_block_failures: int = 5  # failed authentications from one address ...
+    sip_block_window_s: float = 60.0  # ... within this window block it
+    sip_block_s: float = 900.0  # for this long, doubled for each block of it in the last 24 h
+    sip_block_max_s: float = 86400.0
     source: str = "defaults"
 
     @property
@@ -157,5 +175,10 @@ def _validate(s: Settings) -> None:
     if problem:
         raise ConfigError(f"recording_objection_key '{s.recording_objection_key}' {problem} "
                           "(set CALLCTL_RECORDING_OBJECTION_KEY or recording_objection_key in the settings file)")
+    from callctl.fraud.settings import settings_problem  # issue 20
+
+    fraud_problem = settings_problem(s)
+    if fraud_problem:
+        raise ConfigError(fraud_problem)
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

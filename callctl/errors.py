@@ -10,6 +10,7 @@
     │   ├── AriUnavailable           ari_unavailable       Asterisk unreachable / websocket lost
     │   ├── AriAuthError             ari_auth_failed       wrong ARI user or password
     │   └── ChannelGone              channel_gone          the channel no longer exists (404)
+    ├── AmiError                     ami_error             Asterisk's manager interface refused or is unreachable
     ├── CallEnded                    call_ended            base of the "the call is over" outcomes
     │   └── CallHungUp               call_hung_up          the caller hung up: an outcome, not a crash
     └── SpoolError                   spool_error           the local CDR spool cannot be written
@@ -73,6 +74,10 @@ class AriAuthError(AriError):
 
 class ChannelGone(AriError):
     code = "channel_gone"
+
+
+class AmiError(CallctlError):
+    code = "ami_error"
 
 
 class CallEnded(CallctlError):

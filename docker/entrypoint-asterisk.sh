@@ -16,7 +16,15 @@ for f in /opt/callctl/asterisk-conf/*.conf; do
       -e "s|@DB_PORT@|${DB_PORT:-5432}|g" \
       -e "s|@DB_NAME@|${DB_NAME:-callctl}|g" \
       -e "s|@DB_USER@|${DB_USER:-callctl}|g" \
-      -e "s|@DB_PASSWORD@|${DB_PASSWORD:-}|g" -e "s|@CEL_ENABLED@|${CEL_ENABLED:-yes}|g" "$f" > "$inst/etc/$(basename "$f")"
+      -e "s|@DB_PASSWORD@|${DB_PASSWORD:-}|g" -e "s|@CEL_ENABLED@|${CEL_ENABLED:-yes}|g" \
+      -e "s|@AMI_ENABLED@|$([ -n "${AMI_PASSWORD:-}" ] && echo yes || echo no)|g" -e "s|@AMI_PORT@|${AMI_PORT:-5038}|g" \
+      -e "s|@AMI_USER@|${AMI_USER:-callctl}|g" -e "s|@AMI_PASSWORD@|${AMI_PASSWORD:-}|g" "$f" > "$inst/etc/$(basename "$f")"
 done
+# SIP over TLS (docs/security.md): the operator's certificate and key, mounted, named by TLS_CERT and TLS_KEY.
+if [ -n "${TLS_CERT:-}" ]; then
+  : "${TLS_KEY:?set TLS_KEY with TLS_CERT}"
+  printf '[transport-tls]\ntype = transport\nprotocol = tls\nbind = %s:%s\ncert_file = %s\npriv_key_file = %s\nmethod = tlsv1_2\n' \
+    "${SIP_BIND:-0.0.0.0}" "${TLS_PORT:-5061}" "$TLS_CERT" "$TLS_KEY" > "$inst/etc/pjsip_tls.conf"
+fi
 # http.conf binds ARI to loopback: in compose, callctl shares this container's network namespace.
 exec /usr/sbin/asterisk -f -n -C "$inst/etc/asterisk.conf"

@@ -72,6 +72,15 @@ class AsteriskInstance:
     db_name: str = "callctl"
     db_user: str = "callctl"
     db_password: str = ""
+    # AMI (asterisk-conf/manager.conf) for SIP brute-force blocking: off unless given a port (issue 20).
+    ami_port: int = 0
+    ami_user: str = "callctl"
+    ami_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # TLS transport for SIP users (pjsip_tls.conf, a self-signed pair generated once per instance): off unless
+    # given a port.
+    tls_port: int = 0
+    tls_cert: Path | None = None  # the operator's certificate and key (copied in); None: self-signed
+    tls_key: Path | None = None
     # Extra configuration text per file name, appended after asterisk-conf/'s version of the file (or
     # written alone when asterisk-conf/ has none): e.g. the benchmark's native dialplan and its CEL log.
     extra_conf: dict[str, str] = field(default_factory=dict)
@@ -115,6 +124,10 @@ class AsteriskInstance:
             "DB_PASSWORD": self.db_password,
             "TRUNK_PORT": str(self.trunk_port),
             "EMERGENCY_PORT": str(self.emergency_port),
+            "AMI_ENABLED": "yes" if self.ami_port else "no",
+            "AMI_PORT": str(self.ami_port or 5038),
+            "AMI_USER": self.ami_user,
+            "AMI_PASSWORD": self.ami_password,
             # Channel events go to the database when there is one (cdr reconcile reads them).
             "CEL_ENABLED": "no" if self.db_port == 1 else "yes",
         }
@@ -132,9 +145,34 @@ class AsteriskInstance:
         for name, text in self.extra_conf.items():
             if not (CONF_SRC / name).exists():
                 (etc / name).write_text(text)
-        for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf"):
+        if self.tls_port:
+            (etc / "pjsip_tls.conf").write_text(self._tls_transport())
+        for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf", "manager.conf"):
             if (etc / secret).exists():
                 (etc / secret).chmod(0o600)
+
+    @property
+    def tls_files(self) -> tuple[Path, Path]:
+        """(certificate, key) of the instance's TLS transport, on the host."""
+        return self.host_dir / "tls" / "cert.pem", self.host_dir / "tls" / "key.pem"
+
+    def _tls_transport(self) -> str:
+        """A self-signed certificate for 127.0.0.1 (made once), and the PJSIP TLS transport using it."""
+        cert, key = self.tls_files
+        cert.parent.mkdir(parents=True, exist_ok=True)
+        if self.tls_cert is not None and self.tls_key is not None:
+            cert.write_bytes(self.tls_cert.read_bytes())
+            key.write_bytes(self.tls_key.read_bytes())
+            key.chmod(0o600)
+        elif not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-days", "3650", "-subj", "/CN=callctl-dev", "-addext",
+                            "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                           check=True, capture_output=True)
+            key.chmod(0o600)
+        inner = f"{self.inner_dir}/tls"
+        return (f"[transport-tls]\ntype = transport\nprotocol = tls\nbind = {self.sip_bind}:{self.tls_port}\n"
+                f"cert_file = {inner}/cert.pem\npriv_key_file = {inner}/key.pem\nmethod = tlsv1_2\n")
 
     def use_database(self, url: str) -> None:
         """Point Asterisk realtime (business-line SIP users) at the database of ``url``."""

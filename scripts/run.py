@@ -69,6 +69,11 @@ def main() -> int:
         asterisk = AsteriskInstance(
             "run", http_port=_port(8088), sip_port=_port(5060, udp_too=True),
             ari_password=_secret(state / "ari-password", 18), demo_sip_password=_secret(state / "demo-sip-password", 9),
+            # issue 20: SIP over TLS (a self-signed pair made once), AMI for the SIP brute-force blocking
+            tls_port=_port(5061), ami_port=_port(5038), ami_password=_secret(state / "ami-password", 18),
+            # TLS_CERT / TLS_KEY: the operator's pair; without them a self-signed one is made once
+            tls_cert=Path(os.environ["TLS_CERT"]) if os.environ.get("TLS_CERT") else None,
+            tls_key=Path(os.environ["TLS_KEY"]) if os.environ.get("TLS_KEY") else None,
         )
         subprocess.run([py, "-m", "callctl", "dialplan", "render-prompts", str(REPO / "dialplan"),
                         "--out", str(asterisk.sounds_dir)], check=True, cwd=REPO)
@@ -79,6 +84,8 @@ def main() -> int:
             "CALLCTL_ARI_PASSWORD": asterisk.ari_password, "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
             "CALLCTL_SPOOL_DIR": str(state / "spool"), "CALLCTL_RUNTIME_DIR": str(state / "run"),
             "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{_port(8099)}",
+            "CALLCTL_AMI_ADDRESS": f"127.0.0.1:{asterisk.ami_port}", "CALLCTL_AMI_USER": asterisk.ami_user,
+            "CALLCTL_AMI_PASSWORD": asterisk.ami_password,
         })
         env["CALLCTL_OUTBOX_DIR"] = str(state / "outbox")
         env["CALLCTL_CONFERENCE_ACCESS_NUMBERS"] = "+33900000100,+33900000101"
@@ -162,6 +169,7 @@ def _banner(a: AsteriskInstance, env: dict[str, str], summary: str, demo: str) -
  callctl is starting. Place a call:
    Softphone (any SIP client on this machine):
      server   127.0.0.1:{a.sip_port} (UDP or TCP)     user  demo     password  {a.demo_sip_password}
+     TLS      127.0.0.1:{a.tls_port} (self-signed: {a.tls_files[0]}), SRTP (SDES) offered
    Without registering (SIPp, trusted from 127.0.0.1):
      sipp -sn uac -s +33900000002 127.0.0.1:{a.sip_port} -m 1 -d 5000
    Numbers to dial (dialplan/numbers.yaml):

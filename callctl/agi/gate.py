@@ -3,6 +3,7 @@ of the decision for the calling channel (calls an operator's own dialplan routes
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -12,6 +13,7 @@ from typing import Any
 from callctl.agi.server import AgiRequest
 from callctl.cdr.record import LEG_NAMESPACE, CdrRecord
 from callctl.countries import Country
+from callctl.fraud.service import agi_variables
 from callctl.gating.service import Decision, decide
 from callctl.numbers import storable, to_e164
 from callctl.store import gating as store
@@ -52,9 +54,11 @@ def gate_cdr(request: AgiRequest, account_id: uuid.UUID, country: str, decision:
 
 def gate_handler(pool: Any, countries: Mapping[str, Country],
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
-                 submit: Submit | None = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
+                 submit: Submit | None = None,
+                 fraud: Any = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
     """``AGI(agi://127.0.0.1:4573/gate?account=ID)`` or ``AGI(agi://127.0.0.1:4573/gate,ID)``.
-    ``submit``: the CDR writer's (a decision's CDR is handed to it, never awaited)."""
+    ``submit``: the CDR writer's (a decision's CDR is handed to it, never awaited); ``fraud``: the
+    destination permissions and spend limits (issue 20), never asked about emergency calls."""
 
     async def handle(request: AgiRequest) -> Mapping[str, str]:
         if request.script != "gate":
@@ -73,8 +77,15 @@ def gate_handler(pool: Any, countries: Mapping[str, Country],
         decision = await decide(pool, countries, account_id, request.get("agi_callerid"),
                                 request.get("agi_extension"), at, account_country=country,
                                 automated=automated)
+        refusal = None
+        if fraud is not None and decision.allowed and not decision.emergency:  # issue 20: never emergency calls
+            refusal = await fraud.refuse_agi(account_id, country, decision.number_e164)
+            if refusal is not None:  # the CDR names the fraud rule, like the engine's own refused calls
+                decision = dataclasses.replace(decision, decision="deny", rule=refusal.rule, reason=refusal.reason)
         if submit is not None and request.get("agi_uniqueid"):
             submit(gate_cdr(request, account_id, country, decision, at))
+        if refusal is not None:
+            return {**agi_variables(refusal, decision.number_e164), "CALLCTL_GATE_COUNTRY": country.strip().upper()}
         return {"CALLCTL_GATE": decision.decision, "CALLCTL_GATE_RULE": decision.rule,
                 "CALLCTL_GATE_REASON": decision.reason, "CALLCTL_GATE_ROUTE": decision.route or "",
                 "CALLCTL_GATE_NUMBER": decision.number_e164,

@@ -244,6 +244,12 @@ class AriClient:
         await self._request("POST", f"channels/{channel_id}/variable", params={"variable": name, "value": value},
                             channel=channel_id)
 
+    async def get_var(self, channel_id: str, name: str) -> str:
+        """A channel variable or function value, e.g. ``CHANNEL(pjsip,secure)`` (issue 20)."""
+        data = await self._request("GET", f"channels/{channel_id}/variable", params={"variable": name},
+                                   channel=channel_id)
+        return str((data or {}).get("value") or "")
+
     async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
                                    priority: int = 1) -> None:
         await self._request("POST", f"channels/{channel_id}/continue", channel=channel_id,

@@ -169,6 +169,15 @@ def _gate(args: argparse.Namespace, settings: Settings) -> int:
         automated = args.automated or (dialer is not None and dialer.automated)
         decision = await decide(pool, countries, args.account, args.from_number, args.to, at,
                                 account_country=country, automated=automated)
+        if decision.allowed and not decision.emergency:  # issue 20: the fraud screen (emergency never)
+            from callctl.fraud.service import FraudService
+            from callctl.fraud.settings import fraud_policy
+
+            refusal = await FraudService(pool, fraud_policy(settings)).preview(args.account, country,
+                                                                               decision.number_e164)
+            if refusal is not None:
+                return {**decision.as_json(), "decision": "deny", "rule": refusal.rule, "reason": refusal.reason,
+                        "route": None, "automated": automated, "at": at.isoformat()}
         return {**decision.as_json(), "automated": automated, "at": at.isoformat()}
 
     return _with_pool(settings, work)

@@ -43,6 +43,8 @@ class Billing(Protocol):
 class Dialer:
     """Owns the originate action: ``request`` (the HTTP action's body) and ``run`` (the answered call)."""
 
+    fraud: Any = None  # issue 20: callctl.fraud.service.FraudService, set by app.py
+
     def __init__(self, pool: Any, dialplan: Callable[[], Dialplan], originate: Originate,
                  ready: Callable[[], bool], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  *, billing: Billing | None = None) -> None:
@@ -99,6 +101,13 @@ class Dialer:
                 log.info("originate_not_authorised", reason=auth.reason)
                 return 200, {**answer, "decision": "deny", "rule": "credit", "reason": auth.reason, "route": None,
                              "error": f"not placed: {auth.reason}"}
+        if self.fraud is not None:  # issue 20: permissions and spend limits, before the call is placed
+            refused = await self.fraud.refuse_originate(account_id, country, decision.number_e164, channel_id, auth,
+                                                        decision.record_id)
+            if refused is not None:
+                if auth is not None and self._billing is not None:
+                    await self._billing.finish(auth, 0)
+                return 200, {**answer, **refused}
         callee = callee_country(decision.number_e164, plan.countries, country)
         args = ",".join((ORIGINATE_ARG, flow, str(account_id), decision.number_e164, caller,
                          callee.code if callee is not None else country))

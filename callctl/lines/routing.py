@@ -169,6 +169,8 @@ def endpoint_of(channel_name: str) -> str:
 
 
 class LineService:
+    fraud: Any = None  # issue 20: callctl.fraud.service.FraudService, set by app.py
+
     def __init__(self, lookups: LineLookups, limits: ChannelLimits | None = None, *,
                  ring_timeout_s: float = RING_TIMEOUT_S, billing: Billing | None = None,
                  gate: Gate | None = None, recorder: Recorder | None = None) -> None:
@@ -228,7 +230,7 @@ class LineService:
         if outcome.status == "answered":
             return "answered"
         log.info("line_not_answered", status=outcome.status, forward=bool(user.forward_to))
-        if user.forward_to:
+        if user.forward_to and (self.fraud is None or await self.fraud.forward_allowed(call, user, user.forward_to)):
             forwarded = await call.dial(f"PJSIP/{user.forward_to}@{TRUNK}", timeout_s=self._ring_timeout_s,
                                         caller_id=call.caller or None, **self._hooks(recording))
             call.cdr_fields["extra_forwarded"] = forwarded.status
@@ -311,6 +313,12 @@ class LineService:
                     await call.play(NO_CREDIT, interruptible=False)
                     await call.hang_up("normal")
                     return "not_authorised"
+            if self.fraud is not None:  # issue 20: permissions and spend limits, before the leg is dialled
+                refused = await self.fraud.refuse_line_call(call, user, number, auth)
+                if refused is not None:
+                    if auth is not None and self._billing is not None:
+                        await self._billing.finish(auth, 0)  # its hold is given back
+                    return str(refused)
             recording = self._recording(call, user, number, remote_is_caller=False)
             try:
                 outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,

@@ -1,0 +1,1 @@
+"""Asterisk's manager interface (AMI): the only importer of panoramisk's AMI ``Manager``."""
