@@ -61,7 +61,7 @@ def test_invitation_in_paris_time_gives_utc_times_and_participants_without_the_r
     ("20260329T013000", "20260329T033000", dt.datetime(2026, 3, 29, 0, 30), dt.datetime(2026, 3, 29, 1, 30)),
     # Across the autumn change (25 October 2026, 03:00 CEST -> 02:00 CET): two hours on the wall clock, three real.
     ("20261025T013000", "20261025T033000", dt.datetime(2026, 10, 24, 23, 30), dt.datetime(2026, 10, 25, 2, 30)),
-])
+], ids=["summer", "spring-change", "autumn-change"])
 def test_invitation_times_follow_paris_summer_time_and_its_changes(start: str, end: str, starts_at: dt.datetime,
                                                                    ends_at: dt.datetime) -> None:
     ics = (ICS.replace(b"DTSTART;TZID=Europe/Paris:20261201T140000", f"DTSTART;TZID=Europe/Paris:{start}".encode())
