@@ -152,10 +152,13 @@ def test_lockout_trips_across_calls_and_lifts_after_its_window(daemon_factory: A
     for wrong in ("11111111", "22222222"):
         assert sipp.call(asterisk.sip_port, ACCESS, [("pause", 1200), ("dtmf", wrong + "#"), ("pause", 3000),
                                                      ("bye", None)], caller="33611000031").ok
-    # Third call, right code, but locked out: refused before any code is asked.
-    result = sipp.call(asterisk.sip_port, ACCESS, [("wait_bye", None)], caller="33611000031")
-    assert result.ok
+    # Third call keys the organizer's right code, but is locked out: refused before any code is read.
+    result = sipp.finish(*caller(asterisk, conf["organizer"]["code"], [("wait_bye", None)], "33611000031"))
+    assert result.ok, result.stderr
     d.wait_for_log("conference_caller_locked_out")
+    assert not d.events("conference_member_join")
+    attempts = db(database_url, "SELECT reason FROM conference_attempt WHERE caller = '+33611000031' ORDER BY at")
+    assert [a["reason"] for a in attempts] == ["wrong_code", "wrong_code", "locked_out"]
     # Another caller number is not affected.
     ok_other = caller(asterisk, conf["participants"][0]["code"], [("pause", 1500), ("bye", None)], "33611000032")
     assert sipp.finish(*ok_other).ok
