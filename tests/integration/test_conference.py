@@ -147,22 +147,25 @@ def test_wrong_code_three_times_ends_the_call_and_records_each_attempt(daemon_fa
 def test_lockout_trips_across_calls_and_lifts_after_its_window(daemon_factory: Any, asterisk: AsteriskInstance,
                                                                database_url: str, tmp_path: Path) -> None:
     conf = book(database_url, tmp_path, participants=1)
-    d = daemon_factory(conference_lockout_failures="2", conference_lockout_window_s="20")
+    d = daemon_factory(conference_lockout_failures="2", conference_lockout_window_s="15")
     d.wait_until_ready()
     for wrong in ("11111111", "22222222"):
-        assert sipp.call(asterisk.sip_port, ACCESS, [("pause", 1200), ("dtmf", wrong + "#"), ("pause", 3000),
+        assert sipp.call(asterisk.sip_port, ACCESS, [("pause", 1200), ("dtmf", wrong + "#"), ("pause", 1000),
                                                      ("bye", None)], caller="33611000031").ok
-    # Third call, right code, but locked out: refused before any code is asked.
-    result = sipp.call(asterisk.sip_port, ACCESS, [("wait_bye", None)], caller="33611000031")
-    assert result.ok
+    # Third call keys the organizer's right code, but is locked out: refused before any code is read.
+    result = sipp.finish(*caller(asterisk, conf["organizer"]["code"], [("wait_bye", None)], "33611000031"))
+    assert result.ok, result.stderr
     d.wait_for_log("conference_caller_locked_out")
+    assert not d.events("conference_member_join")
+    attempts = db(database_url, "SELECT reason FROM conference_attempt WHERE caller = '+33611000031' ORDER BY at")
+    assert [a["reason"] for a in attempts] == ["wrong_code", "wrong_code", "locked_out"]
     # Another caller number is not affected.
     ok_other = caller(asterisk, conf["participants"][0]["code"], [("pause", 1500), ("bye", None)], "33611000032")
     assert sipp.finish(*ok_other).ok
     wait_for(lambda: len(d.events("conference_member_join")) == 1, 10, "the other caller to join")
     # After the window the first caller gets in again.
     wait_for(lambda: not db(database_url, "SELECT 1 FROM conference_attempt WHERE reason='wrong_code' AND "
-                                          "at > now() - interval '20 seconds'"), 30, "the lockout window to pass")
+                                          "at > now() - interval '15 seconds'"), 30, "the lockout window to pass")
     back = caller(asterisk, conf["organizer"]["code"], [("pause", 1500), ("bye", None)], "33611000031")
     assert sipp.finish(*back).ok
     wait_for(lambda: len(d.events("conference_member_join")) == 2, 10, "the first caller to join after the lockout")

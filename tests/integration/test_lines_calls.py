@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -145,8 +144,8 @@ def test_a_second_simultaneous_call_is_refused_busy_unless_the_account_has_an_ex
     auth = (user["sip_username"], user["sip_password"])
     first = sipp.start_call(asterisk.sip_port, "0123456789", [("pause", 5000), ("bye", None)],
                             caller=user["sip_username"], auth=auth, local_ip=PHONE_IP)
-    d.wait_for_log("call_started")
-    time.sleep(1.0)  # the first call is through the trunk and talking
+    # The first call is through the trunk and talking: the engine set its limit at the answer.
+    wait_for(lambda: limit_set(asterisk, user), 15, "the first call to be answered")
     then = [("pause", 1000), ("bye", None)] if second == 200 else []
     res = sipp.call(asterisk.sip_port, "0123456780", then, caller=user["sip_username"], auth=auth,
                     local_ip=PHONE_IP, expect=second)

@@ -10,9 +10,12 @@ import sys
 from typing import Any
 
 import asyncpg
+import pytest
 
 from callctl.store import lines as store
 from scripts.devstack import REPO
+
+pytestmark = pytest.mark.integration
 
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -185,6 +185,16 @@ def test_with_the_move_policy_an_exhausted_leg_leaves_the_room_and_hears_the_loc
     assert [(e["what"], e["reason"]) for e in shown] == [("join", None), ("leave", "minutes_exhausted")]
 
 
+def caller_limit_set(asterisk: AsteriskInstance) -> bool:
+    """Whether the caller's channel has an absolute timeout (TIMEOUT(absolute)) set in Asterisk."""
+    for line in asterisk.rx("core show channels concise", check=False).splitlines():
+        name = line.split("!", 1)[0]
+        if name.startswith("PJSIP/"):
+            shown = asterisk.rx(f"core show channel {name}", check=False)
+            return "Time to Hangup:" in shown and "Time to Hangup: 0\n" not in shown
+    return False
+
+
 def test_asterisk_ends_a_paid_leg_at_its_hold_when_the_engine_has_died(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
     account = account_with_pool(database_url, tmp_path, 600)
@@ -194,10 +204,18 @@ def test_asterisk_ends_a_paid_leg_at_its_hold_when_the_engine_has_died(
     proc, work = dial_free(asterisk, conf["organizer"]["code"], [("wait_bye", None)], "33611000071")
     d.wait_for_log("conference_member_join")
     wait_for(lambda: holds(database_url), 10, "the leg's hold")
+    # Killed once the engine has handed the hold to Asterisk (it does so just after the join).
+    wait_for(lambda: caller_limit_set(asterisk), 10, "the leg's limit in Asterisk")
+    limit_seen = dt.datetime.now()  # local time, as SIPp's trace
     assert d.proc is not None
     d.proc.kill()  # no engine left to end the leg: only the TIMEOUT(absolute) set on its channel can
     d.wait_exit(10)
-    assert sipp.finish(proc, work).ok  # Asterisk hung up (a BYE to the caller), not SIPp's own timeout
+    result = sipp.finish(proc, work)
+    assert result.ok, result.stderr  # Asterisk hung up (a BYE to the caller), not SIPp's own timeout
     (hold,) = holds(database_url)
+    # ... at the end of the hold plus Asterisk's 2 s grace, not later; and not before the hold's seconds.
+    bye = result.first("UDP message received", "BYE")
+    assert (bye - limit_seen).total_seconds() < hold["held_s"] + 2 + 1, (bye, limit_seen, hold["held_s"])
+    assert result.talk_s() > hold["held_s"], (result.talk_s(), hold["held_s"])
     assert hold["settled_at"] is None  # left for the next start's sweep (store.settle_expired)
     assert pool(database_url, account) == {"balance_s": 600, "reserved_s": hold["held_s"]}

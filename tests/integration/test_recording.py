@@ -121,7 +121,10 @@ def test_a_recording_survives_the_engine_being_killed_and_is_filed_by_the_next_o
     reattached = second.wait_for_log("recording_reattached", 20)
     assert reattached["recording_id"] == started["recording_id"]
     for proc, work in (org, part):
-        sipp.finish(proc, work)  # the adopted calls restart their flow; how each SIPp run ends is not the point
+        # The adopted calls restart their flow (the code prompt again, three 10 s attempts): each caller
+        # hangs up itself first, after its speech; neither is cut by the kill or the adoption.
+        result = sipp.finish(proc, work)
+        assert result.ok, result.stderr
     filed = second.wait_for_log("recording_filed", 40)
     assert filed["recording_id"] == started["recording_id"]
     [rec] = db(database_url, "SELECT * FROM recording WHERE id = $1", uuid.UUID(started["recording_id"]))

@@ -96,7 +96,7 @@ async def test_play_is_interrupted_by_a_digit_which_stays_buffered() -> None:
     assert await call.play(["sound:x"]) == "5"
     assert await call.read_digit(0.1) == "5"
     task = asyncio.create_task(call.play(["sound:x"]))
-    await asyncio.sleep(0)
+    await _wait(lambda: ops.calls[-1:] != [] and ops.calls[-1][0] == "play")  # the second prompt is playing
     box.put_nowait(DtmfReceived(T0, ChannelId("c1"), "7"))
     assert await task == "7"
     assert ops.calls[-1][0] == "stop"
@@ -106,7 +106,7 @@ async def test_play_returns_none_when_the_prompt_finishes() -> None:
     ops = FakeOps()
     call, box = make_call(ops)
     task = asyncio.create_task(call.play(["sound:x"], interruptible=False))
-    await asyncio.sleep(0)
+    await _wait(lambda: ops.calls[-1:] != [] and ops.calls[-1][0] == "play")  # the prompt is playing
     playback_id = ops.calls[-1][1][2]
     box.put_nowait(DtmfReceived(T0, ChannelId("c1"), "1"))
     box.put_nowait(PlaybackFinished(T0, ChannelId("c1"), PlaybackId(playback_id), "done"))
@@ -117,7 +117,7 @@ async def test_hangup_mid_prompt_raises_call_hung_up_at_the_next_await() -> None
     ops = FakeOps()
     call, box = make_call(ops)
     task = asyncio.create_task(call.play(["sound:x"]))
-    await asyncio.sleep(0)
+    await _wait(lambda: ops.calls[-1:] != [] and ops.calls[-1][0] == "play")  # the prompt is playing
     box.put_nowait(HangupRequest(T0, ChannelId("c1"), 16))
     with pytest.raises(CallHungUp):
         await task
@@ -242,7 +242,7 @@ async def test_draining_hands_new_calls_back_and_cuts_calls_after_the_grace() ->
     sup.dispatcher.route(StasisStart(T0, channel("long"), ()))
     await _wait(lambda: ("answer", "long") in ops.calls)
     drain = asyncio.create_task(sup.drain(grace_s=0.1))
-    await asyncio.sleep(0)  # drain has started: the supervisor no longer accepts calls
+    await _wait(lambda: not sup.accepting)  # drain has started: the supervisor no longer accepts calls
     sup.dispatcher.route(StasisStart(T0, channel("late"), ()))
     await drain
     assert ("continue", ("late", "callctl-fallback")) in ops.calls
@@ -252,7 +252,6 @@ async def test_draining_hands_new_calls_back_and_cuts_calls_after_the_grace() ->
 
 async def test_resync_adopts_unknown_channels_and_closes_vanished_ones() -> None:
     ops, sink = FakeOps(), Sink()
-    gate = asyncio.Event()
 
     async def flow(call: Call) -> tuple[str, str | None, str | None]:
         await call.answer()
@@ -270,7 +269,6 @@ async def test_resync_adopts_unknown_channels_and_closes_vanished_ones() -> None
     await _wait(lambda: len(sink.records) == 1)
     assert sink.records[0].channel_id == "vanished"
     assert sink.records[0].hangup_reason == "hung up while the ARI connection was down"
-    gate.set()
     sup.dispatcher.route(ChannelDestroyed(T0, ChannelId("survivor"), 16, "Normal Clearing"))
     await _wait(lambda: len(sink.records) == 2)
 
@@ -292,7 +290,7 @@ async def test_resync_resumes_a_bridged_two_party_call_instead_of_running_its_fl
     sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
     await sup.resync()
     assert sup.active_calls == 1  # the leg belongs to the caller's call, not a call of its own
-    await asyncio.sleep(0.05)
+    await _wait(lambda: sup.dispatcher.owns(ChannelId(leg)))  # the resumed call listens to its leg
     sup.dispatcher.route(ChannelDestroyed(T0 + dt.timedelta(seconds=40), ChannelId(leg), 16, "Normal Clearing"))
     await _wait(lambda: ("hangup", ("caller", "normal")) in ops.calls)  # the far end left: the caller goes too
     sup.dispatcher.route(ChannelDestroyed(T0 + dt.timedelta(seconds=40), ChannelId("caller"), 16, "Normal Clearing"))

@@ -54,6 +54,23 @@ def test_invitation_in_paris_time_gives_utc_times_and_participants_without_the_r
     assert "agenda" not in repr(inv) and "Room 4" not in repr(inv)  # nothing else is kept
 
 
+@pytest.mark.parametrize(("start", "end", "starts_at", "ends_at"), [
+    # Summer time (CEST, +02:00): a fixed +01:00 offset would put it an hour late.
+    ("20260715T140000", "20260715T150000", dt.datetime(2026, 7, 15, 12, 0), dt.datetime(2026, 7, 15, 13, 0)),
+    # Across the spring change (29 March 2026, 02:00 CET -> 03:00 CEST): two hours on the wall clock, one real.
+    ("20260329T013000", "20260329T033000", dt.datetime(2026, 3, 29, 0, 30), dt.datetime(2026, 3, 29, 1, 30)),
+    # Across the autumn change (25 October 2026, 03:00 CEST -> 02:00 CET): two hours on the wall clock, three real.
+    ("20261025T013000", "20261025T033000", dt.datetime(2026, 10, 24, 23, 30), dt.datetime(2026, 10, 25, 2, 30)),
+], ids=["summer", "spring-change", "autumn-change"])
+def test_invitation_times_follow_paris_summer_time_and_its_changes(start: str, end: str, starts_at: dt.datetime,
+                                                                   ends_at: dt.datetime) -> None:
+    ics = (ICS.replace(b"DTSTART;TZID=Europe/Paris:20261201T140000", f"DTSTART;TZID=Europe/Paris:{start}".encode())
+           .replace(b"DTEND;TZID=Europe/Paris:20261201T150000", f"DTEND;TZID=Europe/Paris:{end}".encode()))
+    inv = parse_invitation(ics, "reservations@conf.example")
+    assert (inv.starts_at, inv.ends_at) == (starts_at.replace(tzinfo=dt.UTC), ends_at.replace(tzinfo=dt.UTC))
+    assert inv.starts_at.utcoffset() == dt.timedelta(0)
+
+
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda b: b.replace(b"UID:abc123@google.com\n", b""), "has no UID"),
     (lambda b: b.replace(b"DTSTART;TZID=Europe/Paris:20261201T140000", b"DTSTART;VALUE=DATE:20261201"),

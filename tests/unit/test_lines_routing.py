@@ -58,6 +58,12 @@ class FakeCall:
         self.hung_up = cause
 
 
+async def wait_until(condition: Any, timeout_s: float = 2.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling a fake's state with a deadline
+            await asyncio.sleep(0.001)
+
+
 def service(user: User) -> LineService:
     async def by_did(number: str) -> User | None:
         return user if number in user.numbers else None
@@ -82,7 +88,7 @@ async def test_two_simultaneous_calls_from_a_one_channel_user_one_is_refused_bus
     hold = asyncio.Event()
     first, second = FakeCall("0123456789", {}, hold), FakeCall("0123456780", {})
     task = asyncio.create_task(svc.outbound(first, "alice"))
-    await asyncio.sleep(0)
+    await wait_until(lambda: first.dialled)  # the first call holds the channel and is dialling
     assert await svc.outbound(second, "alice") == "channel_limit"
     assert second.hung_up == "busy" and second.cdr_fields["extra_refused"] == "channel_limit"
     hold.set()
@@ -94,8 +100,9 @@ async def test_an_extra_channel_allows_the_second_call() -> None:
     user = User(extra_channels=1)
     svc = service(user)
     hold = asyncio.Event()
-    task = asyncio.create_task(svc.outbound(FakeCall("0123456789", {}, hold), "alice"))
-    await asyncio.sleep(0)
+    first = FakeCall("0123456789", {}, hold)
+    task = asyncio.create_task(svc.outbound(first, "alice"))
+    await wait_until(lambda: first.dialled)  # the first call holds the channel and is dialling
     assert await svc.outbound(FakeCall("0123456780", {}), "alice") == "dialled_answered"
     hold.set()
     await task

@@ -58,7 +58,8 @@ def test_statement_groups_legs_by_conference_and_adds_up() -> None:
     st = pool_statement(uuid.uuid4(), "2026-11", legs, [Purchase(t0, 3600)], 3508)
     assert [(x.subject, x.legs, x.seconds, str(x.minutes)) for x in st.lines] == [("Board", 2, 62, "1.03"),
                                                                                  ("Sales", 1, 30, "0.50")]
-    assert st.used_s == 92 and as_minutes(st.used_s) == as_minutes(62 + 30)
+    assert st.used_s == 92 and as_minutes(st.used_s) == Decimal("1.53")  # 92 / 60 = 1.5333...
+    assert as_minutes(61) == Decimal("1.02") and as_minutes(0) == Decimal("0.00")  # 1.0166... rounded up
 
 
 def test_the_local_number_is_the_dialplans_or_the_conferences_first_caller_paid_one() -> None:
