@@ -1,7 +1,7 @@
 """A real PostgreSQL 15 for tests (pytest plugin) and for `make run` (command line).
 
 Fixtures: ``postgres`` (session: a throwaway cluster on a free port, fsync on, stopped and removed at
-the end) and ``database_url`` (per test: a fresh database from template0 with the migrations applied).
+the end) and ``database_url`` (per test: a fresh database copied from a migrated template, made once).
 
 Command line (used by scripts/run.py; idempotent, reuses an existing cluster directory):
     python -m tests.support.postgres start DIR PORT   # prints the callctl database URL last
@@ -246,13 +246,27 @@ def postgres() -> Iterator[PostgresCluster]:
         cluster.destroy()
 
 
+_TEMPLATES: dict[int, str] = {}  # cluster port -> name of its migrated template database
+
+
+def migrated_template(postgres: PostgresCluster) -> str:
+    """A database with every migration applied, made once per cluster; tests copy it (CREATE DATABASE
+    .. TEMPLATE is a file copy: about 0.4 s instead of about 1 s to migrate each test's database)."""
+    name = _TEMPLATES.get(postgres.port)
+    if name is None:
+        name = f"callctl_template_{uuid.uuid4().hex[:8]}"
+        apply_migrations(postgres.new_database(name))
+        _TEMPLATES[postgres.port] = name
+    return name
+
+
 @pytest.fixture
 def database_url(postgres: PostgresCluster) -> str:
-    """A fresh database for this test, migrations applied."""
+    """A fresh database for this test, migrations applied (copied from the session's migrated template)."""
     postgres.start()  # an outage test that failed half-way may have left it stopped
-    url = postgres.new_database(f"t_{uuid.uuid4().hex[:12]}")
-    apply_migrations(url)
-    return url
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres.psql(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template(postgres)}"')
+    return postgres.url_for(name)
 
 
 # -- command line (make run) -------------------------------------------------------------------
