@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import importlib
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_daemon(settings))
 
 
+def _trace_paths(settings: Settings, since: dt.datetime) -> list[list[tuple[str, str]]]:
+    """(flow, step) paths of the calls since ``since``, from the traces stored with their CDRs."""
+    from callctl.store.db import run_with_pool
+    from callctl.store.traces import step_paths_since
+
+    return run_with_pool(settings.database_url, lambda pool: step_paths_since(pool, since))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's own --config must not reset one given before the subcommand.
@@ -41,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     for name in FEATURE_CLIS:
         importlib.import_module(name).register(sub, common)
+    parser.set_defaults(trace_paths=_trace_paths)  # `dialplan graph --calls`
     return parser
 
 

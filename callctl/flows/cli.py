@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from callctl.config import Settings
+from callctl.flows import graph_cli
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import DIAL_STATUSES, Dialplan
 from callctl.flows.prompts import render_prompts
@@ -129,3 +130,4 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="Asterisk's sounds directory (files go to SOUNDS_DIR/callctl/<lang>/)")
     p.add_argument("--force", action="store_true", help="render even unchanged prompts")
     p.set_defaults(func=render)
+    graph_cli.register(sub, common, load=_load)
