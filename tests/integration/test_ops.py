@@ -83,8 +83,8 @@ def test_the_dashboard_and_alerts_name_only_metrics_the_daemon_exports(
         "scrape_configs": [{"job_name": "callctl", "static_configs": [{"targets": [d.http]}]}],
     }))
     prom_log = (tmp_path / "prometheus.log").open("w")
-    prom = subprocess.Popen([str(PROM_BIN / "prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
+    prom = subprocess.Popen([str(PROM_BIN / "prometheus"), f"--config.file={config}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=prom_log)
     try:
         def query(expr: str) -> dict[str, Any]:
