@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import zoneinfo
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,33 @@ Tracer = Callable[[str, str, str], None]  # (flow, step label, what happened and
 
 
 @dataclass(frozen=True)
+class TraceStep:
+    """One step a call took, as stored with its CDR (``extra.trace``) and shown by ``callctl call show``.
+
+    ``keys`` are the keys the step read: menu choices as pressed, digits collected into a variable
+    masked (one ``*`` per key: codes, PINs and order numbers are not kept); keys read by custom steps
+    (conference codes) are never seen here. ``prompts`` are the prompt names and media templates as
+    written (``digits:{code}``, never the filled value)."""
+
+    flow: str
+    step: str
+    kind: str
+    result: str
+    ms: int
+    keys: str = ""
+    prompts: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"flow": self.flow, "step": self.step, "kind": self.kind,
+                                  "result": self.result, "ms": self.ms}
+        if self.keys:
+            out["keys"] = self.keys
+        if self.prompts:
+            out["prompts"] = list(self.prompts)
+        return out
+
+
+@dataclass(frozen=True)
 class FlowResult:
     """How a flow ended: ``outcome`` is hangup (the flow hung up), completed (ran off its end) or
     error (a step failed); ``last_step`` is the label of the last step run."""
@@ -78,7 +106,7 @@ class FlowRun:
     """The state of one call's flow: implements ``registry.FlowContext`` for custom steps."""
 
     def __init__(self, plan: Dialplan, route: Route, call: CallPort, now: Callable[[], dt.datetime],
-                 trace: Tracer | None) -> None:
+                 trace: Tracer | None, steps: list[TraceStep] | None = None) -> None:
         self.plan = plan
         self.route = route
         self.call = call
@@ -90,11 +118,17 @@ class FlowRun:
         self._trace = trace
         self._notes: list[str] = []
         self.answered = False
+        self._steps = steps  # the call's trace, appended as each step ends (kept if the caller hangs up)
+        self._keys: list[str] = []
+        self._prompts: list[str] = []
+        self._step_t0 = 0.0
+        self.current_step: str | None = None  # label of the step running now (`callctl calls`)
 
     # -- FlowContext ----------------------------------------------------------------------------
 
     async def play(self, items: Sequence[str], *, interruptible: bool = True) -> str | None:
         media: list[str] = []
+        self._prompts.extend(items)
         for item in items:
             media.extend(fill_template(m, self.variables) for m in self.plan.media(item, self.route.language))
         if not media:
@@ -123,20 +157,23 @@ class FlowRun:
                 if steps_run > MAX_STEPS:
                     raise RuntimeError(f"more than {MAX_STEPS} steps run: a loop that never ends")
                 self._notes = []
+                self._begin(step)
                 try:
                     target = await self._step(step)
                 except _Jump as jump:
-                    self._emit(flow, step)
+                    self._emit(flow, step, f"flow {jump.flow}")
                     flow, i = self.plan.flows[jump.flow], 0
                     self.flow = flow.name
                     continue
                 except _Ended as ended:
-                    self._emit(flow, step)
+                    self._emit(flow, step, f"hang up ({ended.cause})")
                     await self._hang_up(ended.cause)
                     return FlowResult(flow.name, last, "hangup", steps_run)
-                self._emit(flow, step)
+                self._emit(flow, step, target if target is not None else "next")
                 i = flow.index_of(target) if target is not None else i + 1
         except (CallEnded, ChannelGone):
+            if self.current_step is not None:
+                self._record(flow.name, flow.steps[i] if i < len(flow.steps) else None, "caller hung up")
             raise
         except Exception as exc:
             log.error("flow_step_failed", flow=flow.name, step=last, error=f"{type(exc).__name__}: {exc}",
@@ -144,13 +181,32 @@ class FlowRun:
             self._notes.append(f"failed: {type(exc).__name__}: {exc}")
             if last is not None:
                 self._trace_line(flow.name, last)
+                self._record(flow.name, flow.steps[i] if i < len(flow.steps) else None,
+                             f"error: {type(exc).__name__}")
             await self._apologise()
             return FlowResult(flow.name, last, "error", steps_run, error=f"{type(exc).__name__}: {exc}")
 
-    def _emit(self, flow: Flow, step: Step) -> None:
+    def _begin(self, step: Step) -> None:
+        self.current_step = step.label
+        self._keys = []
+        self._prompts = []
+        self._step_t0 = time.monotonic()
+
+    def _emit(self, flow: Flow, step: Step, result: str) -> None:
         if self._trace is None:
             log.debug("flow_step", flow=flow.name, step=step.label, kind=step.kind, notes=self._notes)
         self._trace_line(flow.name, step.label)
+        self._record(flow.name, step, result)
+
+    def _record(self, flow: str, step: Step | None, result: str) -> None:
+        if self._steps is None or step is None:
+            return
+        keys = "".join(self._keys)
+        if isinstance(step, Collect):  # collected digits are codes, PINs, order numbers: never kept
+            keys = "*" * len(keys)
+        self._steps.append(TraceStep(flow, step.label, step.kind, result,
+                                     int((time.monotonic() - self._step_t0) * 1000), keys, tuple(self._prompts)))
+        self.current_step = None
 
     def _trace_line(self, flow: str, label: str) -> None:
         if self._trace is not None:
@@ -212,7 +268,10 @@ class FlowRun:
 
     async def _read(self, timeout_s: float) -> str | None:
         async with asyncio.timeout(timeout_s + GUARD_S):
-            return await self.call.read_digit(timeout_s)
+            key = await self.call.read_digit(timeout_s)
+        if key is not None:
+            self._keys.append(key)
+        return key
 
     async def _menu(self, step: Menu) -> str | None:
         for attempt in range(1, step.attempts + 1):
@@ -340,7 +399,8 @@ def _utc_now() -> dt.datetime:
 
 
 async def run_flow(plan: Dialplan, route: Route, call: CallPort, *, now: Callable[[], dt.datetime] = _utc_now,
-                   trace: Tracer | None = None) -> FlowResult:
+                   trace: Tracer | None = None, steps: list[TraceStep] | None = None) -> FlowResult:
     """Run ``route.flow`` of ``plan`` on ``call``. ``now`` (aware datetimes) drives ``when`` steps;
-    ``trace`` receives one line per step (the simulator prints them)."""
-    return await FlowRun(plan, route, call, now, trace).run()
+    ``trace`` receives one line per step (the simulator prints them); ``steps`` receives one
+    ``TraceStep`` per step as it ends, the one cut short by a hang-up or an error included."""
+    return await FlowRun(plan, route, call, now, trace, steps).run()
