@@ -12,7 +12,7 @@ import datetime as dt
 import time
 import zoneinfo
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from callctl.calls.port import CallPort
 from callctl.errors import CallEnded, ChannelGone
@@ -78,6 +78,19 @@ class TraceStep:
         return out
 
 
+@dataclass
+class CallTrace:
+    """A call's trace as it runs: the steps taken so far and the step running now (``callctl calls``).
+    Owned by the call's task; others only read it."""
+
+    steps: list[TraceStep] = field(default_factory=list)
+    flow: str | None = None
+    current: str | None = None
+
+    def as_json(self) -> list[dict[str, object]]:
+        return [s.as_json() for s in self.steps]
+
+
 @dataclass(frozen=True)
 class FlowResult:
     """How a flow ended: ``outcome`` is hangup (the flow hung up), completed (ran off its end) or
@@ -106,7 +119,7 @@ class FlowRun:
     """The state of one call's flow: implements ``registry.FlowContext`` for custom steps."""
 
     def __init__(self, plan: Dialplan, route: Route, call: CallPort, now: Callable[[], dt.datetime],
-                 trace: Tracer | None, steps: list[TraceStep] | None = None) -> None:
+                 trace: Tracer | None, record: CallTrace | None = None) -> None:
         self.plan = plan
         self.route = route
         self.call = call
@@ -118,11 +131,11 @@ class FlowRun:
         self._trace = trace
         self._notes: list[str] = []
         self.answered = False
-        self._steps = steps  # the call's trace, appended as each step ends (kept if the caller hangs up)
+        self._record_to = record  # the call's trace, appended as each step ends (kept if the caller hangs up)
         self._keys: list[str] = []
         self._prompts: list[str] = []
         self._step_t0 = 0.0
-        self.current_step: str | None = None  # label of the step running now (`callctl calls`)
+        self._running = False
 
     # -- FlowContext ----------------------------------------------------------------------------
 
@@ -172,7 +185,7 @@ class FlowRun:
                 self._emit(flow, step, target if target is not None else "next")
                 i = flow.index_of(target) if target is not None else i + 1
         except (CallEnded, ChannelGone):
-            if self.current_step is not None:
+            if self._running:
                 self._record(flow.name, flow.steps[i] if i < len(flow.steps) else None, "caller hung up")
             raise
         except Exception as exc:
@@ -187,7 +200,9 @@ class FlowRun:
             return FlowResult(flow.name, last, "error", steps_run, error=f"{type(exc).__name__}: {exc}")
 
     def _begin(self, step: Step) -> None:
-        self.current_step = step.label
+        self._running = True
+        if self._record_to is not None:
+            self._record_to.flow, self._record_to.current = self.flow, step.label
         self._keys = []
         self._prompts = []
         self._step_t0 = time.monotonic()
@@ -199,14 +214,16 @@ class FlowRun:
         self._record(flow.name, step, result)
 
     def _record(self, flow: str, step: Step | None, result: str) -> None:
-        if self._steps is None or step is None:
+        self._running = False
+        if self._record_to is None or step is None:
             return
         keys = "".join(self._keys)
         if isinstance(step, Collect):  # collected digits are codes, PINs, order numbers: never kept
             keys = "*" * len(keys)
-        self._steps.append(TraceStep(flow, step.label, step.kind, result,
-                                     int((time.monotonic() - self._step_t0) * 1000), keys, tuple(self._prompts)))
-        self.current_step = None
+        self._record_to.steps.append(TraceStep(flow, step.label, step.kind, result,
+                                               int((time.monotonic() - self._step_t0) * 1000), keys,
+                                               tuple(self._prompts)))
+        self._record_to.current = None
 
     def _trace_line(self, flow: str, label: str) -> None:
         if self._trace is not None:
@@ -399,8 +416,9 @@ def _utc_now() -> dt.datetime:
 
 
 async def run_flow(plan: Dialplan, route: Route, call: CallPort, *, now: Callable[[], dt.datetime] = _utc_now,
-                   trace: Tracer | None = None, steps: list[TraceStep] | None = None) -> FlowResult:
+                   trace: Tracer | None = None, record: CallTrace | None = None) -> FlowResult:
     """Run ``route.flow`` of ``plan`` on ``call``. ``now`` (aware datetimes) drives ``when`` steps;
-    ``trace`` receives one line per step (the simulator prints them); ``steps`` receives one
-    ``TraceStep`` per step as it ends, the one cut short by a hang-up or an error included."""
-    return await FlowRun(plan, route, call, now, trace, steps).run()
+    ``trace`` receives one line per step (the simulator prints them); ``record`` receives one
+    ``TraceStep`` per step as it ends, the one cut short by a hang-up or an error included, and
+    names the step running now."""
+    return await FlowRun(plan, route, call, now, trace, record).run()

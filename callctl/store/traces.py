@@ -24,3 +24,30 @@ async def step_paths_since(db: Any, since: dt.datetime, *, limit: int = 100_000)
         paths.append([(str(t.get("flow", "")), str(t.get("step", ""))) for t in trace or []
                       if isinstance(t, dict)])
     return paths
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    for key, value in out.items():
+        if key == "extra" and isinstance(value, str):
+            out[key] = json.loads(value)
+    return out
+
+
+@translated("traces")
+async def call_view(db: Any, call_id: Any) -> dict[str, Any]:
+    """Everything stored about one call: its legs' CDRs (trace and rating on them), its recordings,
+    and the conference events of its legs. Empty lists when nothing is known."""
+    cdrs = [_plain(r) for r in await db.fetch(
+        "SELECT * FROM cdr WHERE call_id = $1 ORDER BY started_at, leg_id", call_id)]
+    legs = [r["leg_id"] for r in cdrs]
+    recordings = [dict(r) for r in await db.fetch(
+        "SELECT id, source, conference_id, state, started_at, ended_at, duration_ms, location, legal_hold "
+        "FROM recording WHERE call_id = $1 OR (conference_id IS NOT NULL AND conference_id::text = ANY($2::text[]) "
+        "AND started_at <= $3 AND coalesce(ended_at, 'infinity') >= $4) ORDER BY started_at",
+        call_id, [c["conference_id"] for c in cdrs if c.get("conference_id")],
+        max((c["ended_at"] for c in cdrs), default=None), min((c["started_at"] for c in cdrs), default=None))]
+    events = [dict(r) for r in await db.fetch(
+        "SELECT conference_id, person, role, what, at, reason, leg_id FROM conference_event "
+        "WHERE leg_id = ANY($1::uuid[]) ORDER BY at", legs)]
+    return {"call_id": str(call_id), "cdrs": cdrs, "recordings": recordings, "conference_events": events}

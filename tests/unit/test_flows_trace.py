@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from callctl.errors import CallHungUp
-from callctl.flows.engine import TraceStep, run_flow
+from callctl.flows.engine import CallTrace, TraceStep, run_flow
 from callctl.flows.loader import load_dialplan
 from callctl.flows.simulate import FakeCall, parse_dtmf
 
@@ -22,12 +22,13 @@ async def traced(called: str, keys: str, **kw: object) -> tuple[list[TraceStep],
     route = PLAN.route(called)
     assert route is not None
     call = FakeCall(called=called, digits=parse_dtmf(keys), **kw)  # type: ignore[arg-type]
-    steps: list[TraceStep] = []
+    record = CallTrace()
     try:
-        await run_flow(PLAN, route, call, steps=steps, now=lambda: dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC))
+        await run_flow(PLAN, route, call, record=record, now=lambda: dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC))
     except CallHungUp:
         pass
-    return steps, call
+    assert record.current is None  # nothing left running
+    return record.steps, call
 
 
 async def test_menu_keys_are_kept_and_collected_digits_masked() -> None:
@@ -59,3 +60,19 @@ async def test_as_json_omits_empty_fields(keys: str) -> None:
     step = TraceStep("f", "s", "menu", "next", 12, keys)
     assert ("keys" in step.as_json()) == bool(keys)
     assert "prompts" not in step.as_json()
+
+
+async def test_the_step_running_now_is_named_while_it_waits() -> None:
+    route = PLAN.route("+33900000002")
+    assert route is not None
+    record = CallTrace()
+    seen: list[tuple[str | None, str | None]] = []
+
+    class Watched(FakeCall):
+        async def read_digit(self, timeout_s: float) -> str | None:
+            seen.append((record.flow, record.current))
+            return await super().read_digit(timeout_s)
+
+    await run_flow(PLAN, route, Watched(called="+33900000002", digits=parse_dtmf("1")), record=record)
+    assert seen[0] == ("demo-menu", "main")
+    assert record.current is None and record.steps[-1].result == "hang up (normal)"
