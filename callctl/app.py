@@ -35,10 +35,12 @@ from callctl.conference import steps as conference_steps
 from callctl.conference.minutes import settle_abandoned_holds
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
+from callctl.countries import Country
 from callctl.errors import AriError, DialplanError, StoreError
+from callctl.flows import switches as flow_switches
 from callctl.flows.engine import run_flow
 from callctl.flows.loader import load_dialplan
-from callctl.flows.model import Country, normalise_called
+from callctl.flows.model import normalise_called
 from callctl.gating.asterisk_calls import write_emergency_cdrs
 from callctl.gating.originate import Dialer
 from callctl.gating.service import Decision, decide
@@ -53,7 +55,11 @@ from callctl.store import gating as gating_store
 from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
+from callctl.store.switches import PgSwitches
 from callctl.systemd import notify, watchdog_interval_s
+from callctl.voicemail import steps as voicemail_steps
+from callctl.voicemail.mail import Mailer
+from callctl.voicemail.service import VoicemailService
 
 log = get_logger("callctl.app")
 
@@ -307,6 +313,11 @@ class Daemon:
                 lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
+            flow_switches.bind(PgSwitches(pool))
+            stack.callback(flow_switches.bind, None)
+            voicemail = VoicemailService(pool, self.recordings, Mailer(s.outbox_dir, s.smtp_relay, s.mail_from))
+            voicemail_steps.bind(voicemail)
+            stack.callback(voicemail_steps.bind, None)
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(
@@ -322,6 +333,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await conferences.close()  # rooms destroy their bridges while ARI is still connected
+            await voicemail.close()  # messages being left are filed and e-mailed
             await self.recordings.close()  # recordings stopped by the rooms are filed over ARI
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)

@@ -17,7 +17,7 @@ from callctl.errors import CallctlError, DialplanError
 # Feature packages that add commands; each has ``register(subparsers, common)``.
 FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli", "callctl.lines.cli",
                 "callctl.billing.cli", "callctl.privacy.cli", "callctl.gating.cli", "callctl.billing.minutes_cli",
-                "callctl.recording.cli", "callctl.trace.cli")
+                "callctl.recording.cli", "callctl.voicemail.cli", "callctl.trace.cli")
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

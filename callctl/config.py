@@ -29,6 +29,9 @@ class Settings:
     ari_password: str = ""
     ari_app: str = "callctl"
     dialplan_dir: Path = Path("dialplan")
+    # Asterisk's PJSIP configuration: `dialplan check` refuses dial steps through a trunk not in it
+    # (not checked when the file is absent, e.g. on a workstation).
+    pjsip_conf: Path = Path("/etc/asterisk/pjsip.conf")
     spool_dir: Path = Path("/var/lib/callctl/spool")
     runtime_dir: Path = Path("/run/callctl")
     http_listen: str = "127.0.0.1:8099"

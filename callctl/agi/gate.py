@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from callctl.agi.server import AgiRequest
-from callctl.flows.model import Country
+from callctl.countries import Country
 from callctl.gating.service import decide
 from callctl.store import gating as store
 

@@ -291,6 +291,15 @@ class AriClient:
                             params={"name": name, "format": fmt, "ifExists": "fail", "beep": "false",
                                     "terminateOn": "none"})
 
+    async def record_channel(self, channel_id: str, name: str, fmt: str, *, max_s: int, silence_s: int,
+                             beep: bool) -> None:
+        """Record what the caller says (voicemail), as ``name``: ends after ``max_s`` seconds,
+        ``silence_s`` seconds of silence (0: never), on '#', or when the caller hangs up."""
+        await self._request("POST", f"channels/{channel_id}/record", channel=channel_id,
+                            params={"name": name, "format": fmt, "ifExists": "fail", "beep": str(beep).lower(),
+                                    "maxDurationSeconds": str(max_s), "maxSilenceSeconds": str(silence_s),
+                                    "terminateOn": "#"})
+
     async def stop_recording(self, name: str) -> None:
         with contextlib.suppress(ChannelGone):
             await self._request("POST", f"recordings/live/{name}/stop", channel=name)

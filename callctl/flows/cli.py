@@ -17,25 +17,44 @@ from pathlib import Path
 from typing import Any
 
 from callctl.config import Settings
-from callctl.flows import graph_cli
+from callctl.errors import ConfigError
+from callctl.flows import graph_cli, registry
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import DIAL_STATUSES, Dialplan
+from callctl.flows.pjsip import endpoints_in
 from callctl.flows.prompts import render_prompts
+from callctl.flows.reader import suggest
 from callctl.flows.simulate import DTMF_KEYS, simulate
+from callctl.flows.validate import Endpoints
 
-# Modules that register step types (registry.register_step_type); the daemon imports the same.
-STEP_MODULES = ("callctl.conference.steps",)
+# Modules that register step types: load_dialplan imports them (kept here for older importers).
+STEP_MODULES = registry.STEP_MODULES
+# The store side of `dialplan switch` and of simulate's switch states, loaded by name so that the
+# flow language never imports the database driver.
+SWITCH_STORE_CLI = "callctl.store.switch_cli"
 
 
 def _load(directory: Path | None, settings: Settings) -> Dialplan:
-    for module in STEP_MODULES:
-        importlib.import_module(module)
-    return load_dialplan(directory if directory is not None else settings.dialplan_dir)
+    return load_dialplan(directory if directory is not None else settings.dialplan_dir,
+                         endpoints=_endpoints(settings))
+
+
+def _endpoints(settings: Settings) -> Endpoints | None:
+    """The trunks dial steps may use: the endpoints of the pjsip_conf setting, if the file is there."""
+    try:
+        return Endpoints(endpoints_in(settings.pjsip_conf), str(settings.pjsip_conf))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{settings.pjsip_conf}: cannot read the PJSIP configuration (pjsip_conf): "
+                          f"{exc.strerror}") from None
 
 
 def check(args: argparse.Namespace, settings: Settings) -> int:
     plan = _load(args.dir, settings)
     print(plan.summary())
+    if not settings.pjsip_conf.is_file():
+        print(f"trunks not checked: no {settings.pjsip_conf} (set pjsip_conf to Asterisk's pjsip.conf)")
     return 0
 
 
@@ -57,9 +76,22 @@ def simulate_cmd(args: argparse.Namespace, settings: Settings) -> int:
             print(f"callctl: error: --at '{args.at}' is not an ISO 8601 time (e.g. 2026-03-02T10:30)",
                   file=sys.stderr)
             return 2
+    overrides: dict[str, bool] = {}
+    for word in args.switch or []:
+        name, _, state = word.partition("=")
+        if state not in ("on", "off"):
+            print(f"callctl: error: --switch '{word}' must be NAME=on or NAME=off", file=sys.stderr)
+            return 2
+        overrides[name] = state == "on"
     plan = _load(directory, settings)
-    result = asyncio.run(simulate(plan, args.to, caller=args.caller, dtmf="".join(keys), at=at,
-                                  dial_status=args.dial))
+    for name in overrides:
+        if name not in plan.switches:
+            print(f"callctl: error: --switch: unknown switch '{name}'{suggest(name, plan.switches)}", file=sys.stderr)
+            return 2
+    # The database is asked only if the call reaches a `when: {switch: ...}` step.
+    reader = importlib.import_module(SWITCH_STORE_CLI).StoreSwitches(settings.database_url)
+    result = asyncio.run(simulate(plan, args.to, caller=args.caller, dtmf=keys, at=at, dial_status=args.dial,
+                                  switches=overrides, switch_reader=reader))
     for line in result.lines:
         print(line)
     return 0 if result.result is None or result.result.outcome != "error" else 1
@@ -87,6 +119,17 @@ def reload(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"reload sent to pid {pid}: {plan.summary()} (see the dialplan_reloaded log line)")
     return 0
+
+
+def switch(args: argparse.Namespace, settings: Settings) -> int:
+    plan = _load(args.dir, settings)
+    if args.name is None:
+        return int(importlib.import_module(SWITCH_STORE_CLI).list_cmd(settings, plan))
+    if args.name not in plan.switches:
+        print(f"callctl: error: unknown switch '{args.name}'{suggest(args.name, plan.switches)}: declare it in the "
+              "dialplan's switches: section first", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(SWITCH_STORE_CLI).switch_cmd(args, settings, plan))
 
 
 def render(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,12 +160,25 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--at", metavar="ISO8601", help="the time of the call (local time of the number's country "
                                                    "unless an offset is given), for 'when' steps")
     p.add_argument("--dial", default="answered", choices=DIAL_STATUSES, help="how dial steps end")
+    p.add_argument("--switch", action="append", metavar="NAME=on|off",
+                   help="a day/night switch's state (default: as recorded in the database, else its default)")
     p.add_argument("dir", nargs="?", type=Path, default=None, help=dir_help)
     p.set_defaults(func=simulate_cmd)
 
     p = sub.add_parser("reload", parents=[common], help="check, then make the running daemon load the dialplan")
     p.add_argument("dir", nargs="?", type=Path, default=None, help="directory to check first " + dir_help[9:])
     p.set_defaults(func=reload)
+
+    p = sub.add_parser("switch", parents=[common], help="turn a day/night switch on or off, or show it",
+                       description="Flip a switch declared in the dialplan's switches: section, for new calls "
+                                   "at once (no reload); who and when are logged. Without on/off: show it; "
+                                   "without a name: every switch.")
+    p.add_argument("name", metavar="NAME", nargs="?", help="a switch (none: every switch and its state)")
+    p.add_argument("state", nargs="?", choices=("on", "off"))
+    p.add_argument("--by", metavar="WHO", help="who flips it (default: the login, and the sudo user)")
+    p.add_argument("--reason", metavar="TEXT", help="why (kept in the log)")
+    p.add_argument("--dir", type=Path, default=None, help=dir_help)
+    p.set_defaults(func=switch)
 
     p = sub.add_parser("render-prompts", parents=[common], help="render text prompts to 8 kHz wav files")
     p.add_argument("dir", nargs="?", type=Path, default=None, help=dir_help)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-import zoneinfo
+from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
+import phonenumbers
+
 from callctl.calls.port import CallPort
 from callctl.errors import CallEnded, ChannelGone
-from callctl.flows import registry
+from callctl.flows import registry, switches
+from callctl.flows.conditions import when_answer
 from callctl.flows.model import (
     Answer,
+    Branch,
     Collect,
     Custom,
     Dial,
@@ -42,9 +46,11 @@ log = get_logger("callctl.flows")
 
 APOLOGY_MEDIA = ("sound:something-terribly-wrong",)
 MAX_STEPS = 1000  # a caller-driven loop (a menu's "repeat" key) ends here rather than forever
+HISTORY_STEPS = 64  # the longest loop the step-limit message can name
 ANSWER_TIMEOUT_S = 10.0
 PLAY_TIMEOUT_S = 600.0  # a prompt that never reports its end
 HANGUP_TIMEOUT_S = 10.0
+SWITCH_TIMEOUT_S = 2.0
 GUARD_S = 5.0  # added to a port call that has its own timeout
 DIAL_TALK_MAX_S = 6 * 3600.0  # dial returns when the bridged call ends
 
@@ -101,6 +107,7 @@ class FlowResult:
     outcome: str
     steps_run: int = 0
     error: str | None = None
+    loop: str | None = None  # at the step limit: the steps that kept repeating, "'a' -> 'b' -> 'a'"
 
 
 class _Jump(Exception):
@@ -119,17 +126,22 @@ class FlowRun:
     """The state of one call's flow: implements ``registry.FlowContext`` for custom steps."""
 
     def __init__(self, plan: Dialplan, route: Route, call: CallPort, now: Callable[[], dt.datetime],
-                 trace: Tracer | None, record: CallTrace | None = None) -> None:
+                 trace: Tracer | None, switch_reader: switches.SwitchReader | None = None,
+                 record: CallTrace | None = None) -> None:
         self.plan = plan
         self.route = route
         self.call = call
         self.flow = route.flow
         self.variables: MutableMapping[str, str] = {
             "caller": call.caller, "called": route.number, "language": route.language, "country": route.country,
+            "caller_country": country_of(call.caller), "visits": "0",
         }
+        self._visits: dict[tuple[str, int], int] = {}
         self._now = now
         self._trace = trace
+        self._switches = switch_reader
         self._notes: list[str] = []
+        self._history: deque[tuple[str, int, str]] = deque(maxlen=2 * HISTORY_STEPS)  # (flow, index, label)
         self.answered = False
         self._record_to = record  # the call's trace, appended as each step ends (kept if the caller hangs up)
         self._keys: list[str] = []
@@ -164,11 +176,13 @@ class FlowRun:
                 if i >= len(flow.steps):
                     await self._hang_up("normal")
                     return FlowResult(flow.name, last, "completed", steps_run)
+                if steps_run >= MAX_STEPS:
+                    return await self._stop_at_limit(flow.name, last, steps_run)
                 step = flow.steps[i]
                 last = step.label
                 steps_run += 1
-                if steps_run > MAX_STEPS:
-                    raise RuntimeError(f"more than {MAX_STEPS} steps run: a loop that never ends")
+                visits = self._visits[(flow.name, i)] = self._visits.get((flow.name, i), 0) + 1
+                self.variables["visits"] = str(visits)
                 self._notes = []
                 self._begin(step)
                 try:
@@ -189,8 +203,9 @@ class FlowRun:
                 self._record(flow.name, flow.steps[i] if i < len(flow.steps) else None, "caller hung up")
             raise
         except Exception as exc:
-            log.error("flow_step_failed", flow=flow.name, step=last, error=f"{type(exc).__name__}: {exc}",
-                      exc_info=True)
+            if self._trace is None:  # a simulation prints the failure in its trace, not a traceback
+                log.error("flow_step_failed", flow=flow.name, step=last, error=f"{type(exc).__name__}: {exc}",
+                          exc_info=True)
             self._notes.append(f"failed: {type(exc).__name__}: {exc}")
             if last is not None:
                 self._trace_line(flow.name, last)
@@ -207,7 +222,18 @@ class FlowRun:
         self._prompts = []
         self._step_t0 = time.monotonic()
 
+    async def _stop_at_limit(self, flow: str, last: str | None, steps_run: int) -> FlowResult:
+        """A loop the caller keeps going (or a simulation with no keys left) ends here: one warning
+        naming the loop, no traceback; the caller hears the apology like any failed flow."""
+        loop = repeating_path(list(self._history))
+        if self._trace is None:
+            log.warning("flow_step_limit", flow=flow, step=last, steps=steps_run, loop=loop)
+        await self._apologise()
+        return FlowResult(flow, last, "error", steps_run,
+                          error=f"step limit of {MAX_STEPS} reached, going round {loop}", loop=loop)
+
     def _emit(self, flow: Flow, step: Step, result: str) -> None:
+        self._history.append((flow.name, step.index, step.label))
         if self._trace is None:
             log.debug("flow_step", flow=flow.name, step=step.label, kind=step.kind, notes=self._notes)
         self._trace_line(flow.name, step.label)
@@ -276,7 +302,12 @@ class FlowRun:
         if isinstance(step, Dial):
             return await self._dial(step)
         if isinstance(step, When):
-            return self._when(step)
+            return await self._when(step)
+        if isinstance(step, Branch):
+            value = fill_template(step.value, self.variables)
+            goto, why = step.choose(value)
+            self.note(why + (f" -> '{goto}'" if goto else " -> next step"))
+            return goto
         if isinstance(step, Python):
             return await self._python(step)
         if isinstance(step, Custom):
@@ -372,15 +403,15 @@ class FlowRun:
         self.note(f"dialled {target}: {outcome.status}" + (f" -> '{goto}'" if goto else ""))
         return goto
 
-    def _when(self, step: When) -> str | None:
-        country = self.plan.countries.get(self.route.country)
-        tz_name = step.timezone or (country.timezone if country else "UTC")
-        local = self._now().astimezone(zoneinfo.ZoneInfo(tz_name))
-        window = step.window if step.window is not None else (country.canvassing if country else None)
-        inside = window is not None and window.contains(local)
+    async def _when(self, step: When) -> str | None:
+        switch = None
+        if step.switch is not None:
+            reader = self._switches if self._switches is not None else switches.bound()
+            switch = await switches.read(self.plan.switches[step.switch], reader, SWITCH_TIMEOUT_S,
+                                         quiet=self._trace is not None)
+        inside, why = when_answer(step, self.plan, self.route.country, self._now(), switch)
         goto = step.then if inside else step.otherwise
-        self.note(f"{local:%a %H:%M} {tz_name} is {'inside' if inside else 'outside'} {step.window_name}"
-                  + (f" -> '{goto}'" if goto else " -> next step"))
+        self.note(why + (f" -> '{goto}'" if goto else " -> next step"))
         return goto
 
     async def _python(self, step: Python) -> str | None:
@@ -411,14 +442,44 @@ class FlowRun:
         return goto
 
 
+def repeating_path(history: Sequence[tuple[str, int, str]]) -> str:
+    """The shortest cycle at the end of ``history`` (flow, step index, label) as
+    "'a' -> 'b' -> 'a' in flow 'f'", from its step written first; the last steps run when no
+    cycle shows within the history."""
+    period = next((p for p in range(1, len(history) // 2 + 1) if history[-p:] == history[-2 * p:-p]), 0)
+    if period == 0:
+        tail = list(history[-HISTORY_STEPS:])
+        return "no repeating path (last steps: " + " -> ".join(f"'{label}'" for _, _, label in tail) + ")"
+    cycle = list(history[-period:])
+    start = min(range(period), key=lambda n: (cycle[n][1], cycle[n][0]))
+    cycle = cycle[start:] + cycle[:start]
+    flows = list(dict.fromkeys(f for f, _, _ in cycle))
+    if len(flows) == 1:
+        return " -> ".join(f"'{label}'" for _, _, label in [*cycle, cycle[0]]) + f" in flow '{flows[0]}'"
+    return " -> ".join(f"flow '{f}' '{label}'" for f, _, label in [*cycle, cycle[0]])
+
+
+def country_of(number: str) -> str:
+    """ISO code of an E.164 caller number ("+33..." -> "FR"); "" when unknown or withheld."""
+    if not number.startswith("+"):
+        return ""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(number, None))
+    except phonenumbers.NumberParseException:
+        return ""
+    return str(region) if region and region != phonenumbers.UNKNOWN_REGION else ""
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
 async def run_flow(plan: Dialplan, route: Route, call: CallPort, *, now: Callable[[], dt.datetime] = _utc_now,
-                   trace: Tracer | None = None, record: CallTrace | None = None) -> FlowResult:
+                   trace: Tracer | None = None, switch_reader: switches.SwitchReader | None = None,
+                   record: CallTrace | None = None) -> FlowResult:
     """Run ``route.flow`` of ``plan`` on ``call``. ``now`` (aware datetimes) drives ``when`` steps;
-    ``trace`` receives one line per step (the simulator prints them); ``record`` receives one
+    ``trace`` receives one line per step (the simulator prints them); ``switch_reader`` answers
+    ``when: {switch: ...}`` (default: the one the daemon bound); ``record`` receives one
     ``TraceStep`` per step as it ends, the one cut short by a hang-up or an error included, and
     names the step running now."""
-    return await FlowRun(plan, route, call, now, trace, record).run()
+    return await FlowRun(plan, route, call, now, trace, switch_reader, record).run()

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import graphviz
 
 from callctl.flows.model import (
+    Branch,
     Collect,
+    Custom,
     Dial,
     Dialplan,
     Flow,
@@ -30,7 +32,7 @@ END = "(end)"  # a flow that runs off its last step hangs up: drawn as one node 
 # (from flow, from step label, to flow, to step label) -> calls that took the edge
 EdgeCounts = Mapping[tuple[str, str, str, str], int]
 
-_SHAPES = {"menu": "diamond", "collect": "parallelogram", "when": "hexagon", "dial": "box3d",
+_SHAPES = {"menu": "diamond", "branch": "diamond", "voicemail": "cylinder", "collect": "parallelogram", "when": "hexagon", "dial": "box3d",
            "hangup": "octagon", "flow": "cds", "goto": "cds"}
 
 
@@ -82,11 +84,21 @@ def step_edges(plan: Dialplan, flow: Flow) -> Iterator[Edge]:
                 yield Edge(flow.name, step.label, flow.name, following, " / ".join(others))
             continue
         if isinstance(step, When):
-            window = step.window_name or "window"
-            yield (to(step.then, f"inside {window}") if step.then
-                   else Edge(flow.name, step.label, flow.name, following, f"inside {window}"))
-            yield (to(step.otherwise, f"outside {window}") if step.otherwise
-                   else Edge(flow.name, step.label, flow.name, following, f"outside {window}"))
+            window = _when_condition(step)
+            yield (to(step.then, f"open: {window}") if step.then
+                   else Edge(flow.name, step.label, flow.name, following, f"open: {window}"))
+            yield (to(step.otherwise, "closed") if step.otherwise
+                   else Edge(flow.name, step.label, flow.name, following, "closed"))
+            continue
+        if isinstance(step, Branch):
+            for value, target in step.equals.items():
+                yield to(target, f"{step.value} = {value}")
+            for start, target in step.prefix.items():
+                yield to(target, f"{step.value} starts {start}")
+            for threshold, target in step.at_least:
+                yield to(target, f"{step.value} >= {threshold}")
+            yield (to(step.otherwise, "otherwise") if step.otherwise
+                   else Edge(flow.name, step.label, flow.name, following, "otherwise"))
             continue
         if isinstance(step, Goto):
             yield to(step.target, "goto")
@@ -104,6 +116,18 @@ def step_edges(plan: Dialplan, flow: Flow) -> Iterator[Edge]:
                 explicit.add(target)
         if step.falls_through():
             yield Edge(flow.name, step.label, flow.name, following, "")
+
+
+def _when_condition(step: When) -> str:
+    """What ``when`` checks, in the operator's words."""
+    parts = [step.window_name] if step.window_name else []
+    parts += [f"in {c}" for c in step.calendars]
+    if step.dates:
+        parts.append("on listed dates")
+    parts += [f"not {c}" for c in step.closed_on]
+    if step.switch:
+        parts.append(f"switch {step.switch} on")
+    return ", ".join(parts) or "always"
 
 
 class _Ids:
@@ -140,11 +164,12 @@ def build(plan: Dialplan, *, flow: str | None = None, counts: EdgeCounts | None 
         with dot.subgraph(name=f"cluster_{current.name}") as sub:
             sub.attr(label=f"flow {current.name}", style="rounded", color="grey60")
             for step in current.steps:
-                text = step.label if step.label.endswith(step.kind) else f"{step.label}\n({step.kind})"
+                kind = step.type_name if isinstance(step, Custom) else step.kind
+                text = step.label if step.label.endswith(kind) else f"{step.label}\n({kind})"
                 prompts = step.prompt_refs()
                 if prompts:
                     text += "\n" + ", ".join(prompts[:3]) + (" ..." if len(prompts) > 3 else "")
-                sub.node(_node_id(current.name, step.label), text, shape=_SHAPES.get(step.kind, "box"))
+                sub.node(_node_id(current.name, step.label), text, shape=_SHAPES.get(kind, "box"))
             edges = _merged(step_edges(plan, current))
             if any(e.target == END and e.target_flow == current.name for e in edges):
                 sub.node(_node_id(current.name, END), "end: hang up", shape="point", width="0.15")

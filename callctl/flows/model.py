@@ -6,11 +6,13 @@ a new one, so nothing here is ever mutated.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from callctl.countries import Country, TimeWindow
+from callctl.flows.calendars import Calendar, DateRange
 
 LANGUAGES = ("en", "fr")
 MEDIA_SCHEMES = ("sound", "digits", "number", "tone")
@@ -18,8 +20,7 @@ HANGUP_CAUSES = ("normal", "busy", "congestion", "no_answer", "timeout", "reject
                  "normal_unspecified", "number_incomplete", "codec_mismatch", "interworking", "failure",
                  "answered_elsewhere")
 DIAL_STATUSES = ("answered", "busy", "noanswer", "congestion", "failed")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-BUILTIN_VARIABLES = ("caller", "called", "language", "country", "dial_status")
+BUILTIN_VARIABLES = ("caller", "called", "language", "country", "dial_status", "caller_country", "visits")
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -81,23 +82,6 @@ def is_media(item: str) -> bool:
     """True for a literal media URI ("sound:x", "digits:{code}") rather than a prompt name."""
     scheme, sep, _ = item.partition(":")
     return bool(sep) and scheme in MEDIA_SCHEMES
-
-
-# -- time windows -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TimeWindow:
-    """Weekdays (0 = Monday) and local [start, end) time ranges, in a named time zone."""
-
-    days: frozenset[int]
-    hours: tuple[tuple[dt.time, dt.time], ...]
-
-    def contains(self, local: dt.datetime) -> bool:
-        if local.weekday() not in self.days:
-            return False
-        now = local.time().replace(tzinfo=None)
-        return not self.hours or any(start <= now < end for start, end in self.hours)
 
 
 # -- steps --------------------------------------------------------------------------------------
@@ -245,11 +229,18 @@ class Python(Step):
 
 @dataclass(frozen=True)
 class When(Step):
-    window: TimeWindow | None = None  # None: the route country's canvassing window
-    window_name: str = ""
+    """Inside when every condition given holds: the time window, today in one of ``calendars``,
+    today in none of ``closed_on``, the day/night ``switch`` on."""
+
+    window: TimeWindow | None = None  # None: the route country's canvassing window (if window_name)
+    window_name: str = ""  # "" : no time window condition
     timezone: str | None = None  # None: the route country's time zone
     then: str | None = None
     otherwise: str | None = None
+    calendars: tuple[str, ...] = ()
+    dates: tuple[DateRange, ...] = ()
+    closed_on: tuple[str, ...] = ()
+    switch: str | None = None
     kind = "when"
 
     def targets(self) -> tuple[str, ...]:
@@ -257,6 +248,39 @@ class When(Step):
 
     def falls_through(self) -> bool:
         return self.then is None or self.otherwise is None
+
+
+@dataclass(frozen=True)
+class Branch(Step):
+    """Go to a step chosen by a value: an exact match, else the longest prefix, else the highest
+    whole-number threshold the value reaches, else ``otherwise`` (None: the next step)."""
+
+    value: str = ""  # a template: "{order}", "{caller_country}", "{visits}"
+    equals: Mapping[str, str] = field(default_factory=dict)
+    prefix: Mapping[str, str] = field(default_factory=dict)
+    at_least: tuple[tuple[int, str], ...] = ()  # (threshold, step), highest first
+    otherwise: str | None = None
+    kind = "branch"
+
+    def targets(self) -> tuple[str, ...]:
+        return (*self.equals.values(), *self.prefix.values(), *(t for _, t in self.at_least),
+                *((self.otherwise,) if self.otherwise else ()))
+
+    def falls_through(self) -> bool:
+        return self.otherwise is None
+
+    def choose(self, value: str) -> tuple[str | None, str]:
+        """The step to go to for ``value`` and why."""
+        if value in self.equals:
+            return self.equals[value], f"'{value}' equals '{value}'"
+        for start in sorted(self.prefix, key=len, reverse=True):
+            if value.startswith(start):
+                return self.prefix[start], f"'{value}' starts with '{start}'"
+        if value.isdigit():
+            for threshold, target in self.at_least:
+                if int(value) >= threshold:
+                    return target, f"{value} is at least {threshold}"
+        return self.otherwise, f"'{value}' matches no case"
 
 
 @dataclass(frozen=True)
@@ -381,25 +405,22 @@ class Route:
     organizer_paid: OrganizerPaid | None = None
 
 
-@dataclass(frozen=True)
-class Country:
-    code: str
-    name: str
-    timezone: str
-    language: str
-    offered: bool
-    emergency_eligible: bool
-    emergency_numbers: tuple[str, ...]
-    canvassing: TimeWindow | None
-    pos: Pos
-
-
 def normalise_called(called: str) -> str:
     """The called number as E.164: Asterisk may give "+33..." or "33..."; spaces are dropped."""
     text = "".join(called.split())
     if text and not text.startswith("+") and text.isdigit():
         return "+" + text
     return text
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A day/night switch an operator turns on or off at run time (``callctl dialplan switch``);
+    ``default`` is its state until it is first switched, or when the store cannot be read."""
+
+    name: str
+    default: bool
+    pos: Pos
 
 
 @dataclass(frozen=True)
@@ -410,6 +431,8 @@ class Dialplan:
     flows: Mapping[str, Flow]
     prompts: Mapping[str, Prompt]
     countries: Mapping[str, Country]
+    calendars: Mapping[str, Calendar] = field(default_factory=dict)
+    switches: Mapping[str, Switch] = field(default_factory=dict)
 
     def route(self, called: str) -> Route | None:
         """Exact numbers first, then the most specific matching pattern (see docs/dialplan.md)."""

@@ -11,14 +11,15 @@ A Python step is ``async fn(ctx, args) -> str | None`` registered with ``@regist
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from callctl.calls.port import CallPort
-    from callctl.flows.loader import StepReader
     from callctl.flows.model import Dialplan, Route
+    from callctl.flows.reader import StepReader
 
 
 class FlowContext(Protocol):
@@ -59,10 +60,21 @@ class PythonStep:
     timeout_s: float
 
 
+# Feature modules that register step types. ``load_dialplan`` imports them first, so the daemon,
+# the command line, gating and tests all read the same language (the sample dialplan uses them).
+STEP_MODULES = ("callctl.conference.steps", "callctl.voicemail.steps")
+
+
+def import_step_modules() -> None:
+    """Import the feature modules of ``STEP_MODULES`` (each registers its step types once)."""
+    for module in STEP_MODULES:
+        importlib.import_module(module)
+
+
 _STEP_TYPES: dict[str, StepType] = {}
 _PYTHON_STEPS: dict[str, PythonStep] = {}
 RESERVED = frozenset({"answer", "play", "collect", "menu", "set", "goto", "flow", "hangup", "dial",
-                      "python", "when", "name"})
+                      "python", "when", "branch", "name"})
 
 
 def register_step_type(name: str, parse_fn: ParseFn, run_fn: RunFn, *, ends_flow: bool = False,

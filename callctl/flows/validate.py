@@ -5,9 +5,9 @@ numbers claimed twice. Pure: adds problems, never raises.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from dataclasses import dataclass
 
-from callctl.flows.loader import Refs
+from callctl.flows.calendars import PUBLIC_HOLIDAYS
 from callctl.flows.model import (
     BUILTIN_VARIABLES,
     Collect,
@@ -23,6 +23,8 @@ from callctl.flows.model import (
     Step,
     When,
 )
+from callctl.flows.phone import e164_problem
+from callctl.flows.reader import Refs, suggest
 from callctl.flows.yamlsafe import Problems
 
 WAITING_STEPS = (Play, Menu, Collect, Dial, Python, Custom)
@@ -30,17 +32,26 @@ WAITING_STEPS = (Play, Menu, Collect, Dial, Python, Custom)
 Node = tuple[str, int]  # (flow, step index)
 
 
-def _known(names: Iterable[str]) -> str:
-    listed = sorted(set(names))
-    return ", ".join(listed) if listed else "none"
+@dataclass(frozen=True)
+class Endpoints:
+    """The PJSIP endpoints of the configuration the engine runs with, and where they were read."""
+
+    names: frozenset[str]
+    source: str
 
 
-def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
-    _check_flow_refs(plan, refs, problems)
+def validate(plan: Dialplan, refs: Refs, problems: Problems, endpoints: Endpoints | None = None, *,
+             partial: bool = False) -> None:
+    """``partial``: a file did not read, so names it may define are not reported missing (those
+    problems would be consequences of the one already reported)."""
     reach = _flow_reach(plan)
-    _check_prompts(plan, refs, reach, problems)
-    _check_variables(refs, problems)
-    _check_when(plan, reach, problems)
+    _check_dial_targets(plan, refs, reach, problems, endpoints)
+    if not partial:
+        _check_flow_refs(plan, refs, problems)
+        _check_calendar_refs(plan, refs, problems)
+        _check_prompts(plan, refs, reach, problems)
+        _check_variables(refs, problems)
+        _check_when(plan, reach, problems)
     for flow in plan.flows.values():
         _check_unreachable(flow, problems)
     _check_loops(plan, problems)
@@ -51,7 +62,33 @@ def validate(plan: Dialplan, refs: Refs, problems: Problems) -> None:
 def _check_flow_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None:
     for pos, source, target in refs.flows:
         if target not in plan.flows:
-            problems.add(pos, f"flow '{source}' continues in unknown flow '{target}' (known: {_known(plan.flows)})")
+            problems.add(pos, f"flow '{source}' continues in unknown flow '{target}'{suggest(target, plan.flows)}")
+
+
+def _check_calendar_refs(plan: Dialplan, refs: Refs, problems: Problems) -> None:
+    calendars = {PUBLIC_HOLIDAYS, *plan.calendars}
+    for pos, name in refs.calendars:
+        if name not in calendars:
+            problems.add(pos, f"unknown calendar '{name}'{suggest(name, calendars)} ('holidays' is built in: the "
+                              "public holidays of the number's country; others go in a calendars: section)")
+    for pos, name in refs.switches:
+        if name not in plan.switches:
+            problems.add(pos, f"unknown switch '{name}'{suggest(name, plan.switches)} (declare it in a switches: "
+                              "section, e.g. switches: {" + name + ": {default: off}})")
+
+
+def _check_dial_targets(plan: Dialplan, refs: Refs, reach: dict[str, set[tuple[str, str, str]]],
+                        problems: Problems, endpoints: Endpoints | None) -> None:
+    if endpoints is not None:
+        for pos, trunk in refs.trunks:
+            if trunk not in endpoints.names:
+                problems.add(pos, f"trunk '{trunk}' is not a PJSIP endpoint in {endpoints.source}"
+                                  f"{suggest(trunk, endpoints.names)}")
+    for pos, flow, number in refs.dial_numbers:
+        countries = [code for _, code, _ in sorted(reach.get(flow, ()))] + list(plan.countries)
+        problem = e164_problem(number, dict.fromkeys(countries))
+        if problem is not None:
+            problems.add(pos, f"dial number '{number}' {problem}")
 
 
 def _flow_reach(plan: Dialplan) -> dict[str, set[tuple[str, str, str]]]:
@@ -77,7 +114,7 @@ def _check_prompts(plan: Dialplan, refs: Refs, reach: dict[str, set[tuple[str, s
     for pos, flow, name in refs.prompts:
         prompt = plan.prompts.get(name)
         if prompt is None:
-            problems.add(pos, f"unknown prompt '{name}' (known: {_known(plan.prompts)}; or media like sound:{name})")
+            problems.add(pos, f"unknown prompt '{name}'{suggest(name, plan.prompts)} (or media like sound:{name})")
             continue
         missing: dict[str, str] = {}
         for language, _, number in sorted(reach.get(flow, ())):
@@ -93,7 +130,7 @@ def _check_variables(refs: Refs, problems: Problems) -> None:
     known = set(refs.stored) | set(BUILTIN_VARIABLES)
     for pos, _, var in refs.variables:
         if var not in known:
-            problems.add(pos, f"unknown variable '{{{var}}}' (known: {_known(known)}; a collect 'into' or a "
+            problems.add(pos, f"unknown variable '{{{var}}}'{suggest(var, known)} (a collect 'into' or a "
                               "'set' stores one)")
 
 
@@ -126,6 +163,21 @@ def _successors(flow: Flow, i: int) -> tuple[list[int], bool]:
     return nexts, ends
 
 
+def _plan_successors(plan: Dialplan, at: Node) -> tuple[list[Node], bool]:
+    """Like ``_successors`` across the whole dialplan: ``flow: other`` goes on at the other flow's
+    first step instead of ending, so a loop through several flows is seen as one loop."""
+    flow = plan.flows[at[0]]
+    step = flow.steps[at[1]]
+    nexts, ends = _successors(flow, at[1])
+    out: list[Node] = [(flow.name, n) for n in nexts]
+    if isinstance(step, GotoFlow):
+        target = plan.flows.get(step.flow)
+        if target is not None and target.steps:
+            out.append((target.name, 0))
+            ends = False
+    return out, ends
+
+
 def _has(flow: Flow, name: str) -> bool:
     return any(s.name == name for s in flow.steps)
 
@@ -147,29 +199,37 @@ def _check_unreachable(flow: Flow, problems: Problems) -> None:
 
 
 def _check_loops(plan: Dialplan, problems: Problems) -> None:
-    """Every cycle of steps must wait for something (play, menu, collect, dial) and have a way out."""
-    for flow in plan.flows.values():
-        graph = {i: _successors(flow, i) for i in range(len(flow.steps))}
-        for component in _cycles({i: nexts for i, (nexts, _) in graph.items()}):
-            steps: list[Step] = [flow.steps[i] for i in sorted(component)]
+    """Every cycle of steps, within a flow or through several (``flow: other``), must wait for
+    something (play, menu, collect, dial) and have a way out."""
+    graph = {(name, i): _plan_successors(plan, (name, i))
+             for name, flow in plan.flows.items() for i in range(len(flow.steps))}
+    for component in _cycles({node: nexts for node, (nexts, _) in graph.items()}):
+        ordered = sorted(component, key=lambda node: (plan.flows[node[0]].pos, node[1]))
+        steps: list[Step] = [plan.flows[f].steps[i] for f, i in ordered]
+        flows = list(dict.fromkeys(f for f, _ in ordered))
+        if len(flows) == 1:
             path = " -> ".join(f"'{s.label}'" for s in steps)
-            exits = any(graph[i][1] or any(n not in component for n in graph[i][0]) for i in component)
-            first = steps[0]
-            if not exits:
-                problems.add(first.pos, f"loop {path} in flow '{flow.name}' has no exit: the call would never "
-                                        "end (add a menu, a hangup or a way out)")
-            elif not any(isinstance(s, WAITING_STEPS) for s in steps):
-                problems.add(first.pos, f"loop {path} in flow '{flow.name}' never waits (no play, menu, collect "
-                                        "or dial with a timeout): it would spin forever")
+            where = f"in flow '{flows[0]}'"
+        else:
+            path = " -> ".join(f"flow '{f}' '{plan.flows[f].steps[i].label}'" for f, i in ordered)
+            where = "across flows " + ", ".join(f"'{f}'" for f in flows)
+        exits = any(graph[n][1] or any(m not in component for m in graph[n][0]) for n in component)
+        first = steps[0]
+        if not exits:
+            problems.add(first.pos, f"loop {path} {where} has no exit: the call would never "
+                                    "end (add a menu, a hangup or a way out)")
+        elif not any(isinstance(s, WAITING_STEPS) for s in steps):
+            problems.add(first.pos, f"loop {path} {where} never waits (no play, menu, collect "
+                                    "or dial with a timeout): it would spin forever")
 
 
-def _cycles(graph: dict[int, list[int]]) -> list[set[int]]:
+def _cycles(graph: dict[Node, list[Node]]) -> list[set[Node]]:
     """Strongly connected components that contain a cycle (Tarjan, iterative)."""
-    index: dict[int, int] = {}
-    low: dict[int, int] = {}
-    stack: list[int] = []
-    on_stack: set[int] = set()
-    out: list[set[int]] = []
+    index: dict[Node, int] = {}
+    low: dict[Node, int] = {}
+    stack: list[Node] = []
+    on_stack: set[Node] = set()
+    out: list[set[Node]] = []
     counter = 0
     for root in graph:
         if root in index:
@@ -195,7 +255,7 @@ def _cycles(graph: dict[int, list[int]]) -> list[set[int]]:
             if recurse:
                 continue
             if low[v] == index[v]:
-                component: set[int] = set()
+                component: set[Node] = set()
                 while True:
                     w = stack.pop()
                     on_stack.discard(w)

@@ -7,6 +7,7 @@ whose scalars keep their source text (so "+33..." and "10:00" stay strings).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,12 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 50  # aliases are a convenience; a billion-laughs file needs far more
 MAX_NODES = 100_000  # after alias expansion
 MAX_DEPTH = 64
+MAX_TOTAL_NODES = 200_000  # all files of a dialplan together
+MAX_SHOWN = 80  # longest quoted value a message repeats
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A quoted value: opens after a space or bracket, no space just inside the quotes (so the text
+# between two quoted values is never taken for one).
+_LONG_QUOTE = re.compile("(?<![\\w])'([^'\\s][^']{" + str(MAX_SHOWN - 1) + ",}[^'\\s])'(?![\\w])")
 
 _TAG = "tag:yaml.org,2002:"
 ALLOWED_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
@@ -56,7 +63,7 @@ class Problems:
         self._items: list[tuple[Pos, str]] = []
 
     def add(self, pos: Pos, message: str) -> None:
-        self._items.append((pos, message))
+        self._items.append((pos, shown(message)))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -72,6 +79,26 @@ class Problems:
         return out
 
 
+def shown(message: str) -> str:
+    """A message safe to print: quoted values cut to ``MAX_SHOWN`` characters and control
+    characters (a terminal escape in a file) written as \\xNN, so a problem never dumps a
+    file's content onto the operator's terminal."""
+    message = _LONG_QUOTE.sub(lambda m: f"'{m.group(1)[:MAX_SHOWN]}...' ({len(m.group(1))} characters)", message)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", message)
+
+
+class NodeBudget:
+    """The values (YAML nodes) all files of one dialplan may still hold together."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.used > self.total
+
+
 class _Refused(Exception):
     def __init__(self, pos: Pos, message: str) -> None:
         super().__init__(message)
@@ -82,14 +109,27 @@ class _Refused(Exception):
 class _CountingLoader(yaml.SafeLoader):
     """Counts nodes and aliases while composing; refuses at once above the limits."""
 
-    def __init__(self, stream: str, rel: str) -> None:
+    def __init__(self, stream: str, rel: str, budget: NodeBudget) -> None:
         super().__init__(stream)
         self.rel = rel
         self.aliases = 0
         self.nodes = 0
+        self.depth = 0
+        self.budget = budget
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
+        # The composer recurses once per level: refuse at the level itself (its line and column),
+        # long before Python's recursion limit would stop it somewhere meaningless.
+        if self.depth >= MAX_DEPTH:
+            raise _Refused(_pos(self.rel, event.start_mark), f"values nested more than {MAX_DEPTH} deep: refused")
+        self.depth += 1
+        try:
+            return self._compose_counted(event, parent, index)
+        finally:
+            self.depth -= 1
+
+    def _compose_counted(self, event: Any, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if isinstance(event, yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
@@ -98,8 +138,13 @@ class _CountingLoader(yaml.SafeLoader):
                                "are limited so a file cannot expand without bound)")
         else:
             self.nodes += 1
+            self.budget.used += 1
             if self.nodes > MAX_NODES:
                 raise _Refused(_pos(self.rel, event.start_mark), f"too many YAML nodes (more than {MAX_NODES})")
+            if self.budget.spent:
+                raise _Refused(_pos(self.rel, event.start_mark),
+                               f"the dialplan holds more than {self.budget.total} values in all (all files "
+                               "together): refused here; split it into several dialplans or remove unused entries")
         return super().compose_node(parent, index)
 
 
@@ -152,20 +197,18 @@ def find_tabs(text: str, rel: str, problems: Problems) -> bool:
     return found
 
 
-def parse(text: str, rel: str, problems: Problems) -> Node | None:
-    """Compose one YAML document into a Node tree; None (problems added) when refused."""
-    loader = _CountingLoader(text, rel)
+def parse(text: str, rel: str, problems: Problems, budget: NodeBudget | None = None) -> Node | None:
+    """Compose one YAML document into a Node tree; None (problems added) when refused.
+    ``budget`` is shared by the files of one dialplan (default: this file alone)."""
+    loader = _CountingLoader(text, rel, budget if budget is not None else NodeBudget(MAX_TOTAL_NODES))
     try:
         root = loader.get_single_node()
     except _Refused as exc:
         problems.add(exc.pos, exc.message)
         return None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem:
-            message = f"{exc.context}, {exc.problem}"
-        problems.add(_pos(rel, mark), f"invalid YAML: {message}")
+        pos, message = explain(exc, text, rel)
+        problems.add(pos, f"invalid YAML: {message}")
         return None
     except yaml.YAMLError as exc:
         problems.add(Pos(rel, 1, 1), f"invalid YAML: {exc}")
@@ -183,6 +226,36 @@ def parse(text: str, rel: str, problems: Problems) -> Node | None:
     except _Refused as exc:
         problems.add(exc.pos, exc.message)
         return None
+
+
+STEP_WORDS = ("answer", "play", "collect", "menu", "set", "goto", "flow", "hangup", "dial", "python", "when",
+              "branch", "voicemail")
+AFTER_PARSE = " (what this file defines is not checked against the other files until it reads)"
+
+
+def explain(exc: yaml.MarkedYAMLError, text: str, rel: str) -> tuple[Pos, str]:
+    """The parser's complaint, where it most likely is, with the likely fix in the operator's terms."""
+    context, problem = exc.context or "", exc.problem or ""
+    words = f"{context}, {problem}" if context and problem else (problem or context or "invalid YAML")
+    lines = text.splitlines()
+    if "could not find expected ':'" in problem and exc.context_mark is not None:
+        # The scanner gives up where the next key starts; the line without ':' is where the key began.
+        pos = _pos(rel, exc.context_mark)
+        line = lines[pos.line - 1] if pos.line <= len(lines) else ""
+        word = line.strip().removeprefix("- ").strip()
+        if word in STEP_WORDS:
+            return pos, (f"'{word}' needs a colon here: write '{word}:' (in a step with a name, the step's type "
+                         f"is a key like 'name:')" + AFTER_PARSE)
+        return pos, ("this line is not 'key: value': add the ':' or, if it continues the line above, indent it "
+                     f"further or quote the text ({words})" + AFTER_PARSE)
+    pos = _pos(rel, exc.problem_mark or exc.context_mark)
+    if "expected <block end>" in problem or "expected <block end>" in words:
+        return pos, (f"this line is indented differently from the lines above it: align it with the other keys "
+                     f"of the same mapping or items of the same list ({words})" + AFTER_PARSE)
+    if "mapping values are not allowed here" in problem:
+        return pos, ("a ':' where a value was expected: quote a value that holds ':' (\"10:00-13:00\"), or "
+                     f"indent this line under a key that ends with ':' ({words})" + AFTER_PARSE)
+    return pos, words + AFTER_PARSE
 
 
 class _Walker:

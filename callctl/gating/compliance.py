@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
-from callctl.flows.model import Country
+from callctl.countries import Country
 from callctl.gating import ALLOW, DENY, Verdict
 
 MAX_CALLS_PER_CALLEE = 4

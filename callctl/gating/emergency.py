@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from callctl.flows.model import Country
+from callctl.countries import Country
 from callctl.gating import ALLOW, DENY, Verdict
 
 _SEPARATORS = str.maketrans("", "", " -.()\t")

@@ -13,7 +13,7 @@ from typing import Any
 import phonenumbers
 import structlog
 
-from callctl.flows.model import Country
+from callctl.countries import Country
 from callctl.gating import ALLOW, DENY, Verdict
 from callctl.gating import compliance as rules
 from callctl.gating.emergency import NOT_ACTIVATED, emergency_number, emergency_verdict

@@ -86,17 +86,21 @@ ITEMS: tuple[Item, ...] = (
          "35 days", f"`callctl cdr retention`, {ERASE} --number (E.164 forms only)"),
     Item("privacy_audit", "table", "privacy_audit.subject", "pseudonyms of erased people and purged accounts",
          "prove that exports, erasures and purges happened", "kept (holds no identifier in clear)", "none"),
-    Item("outbox", "file", "outbox_dir/*.eml", "booking messages: e-mail addresses, subject, access codes",
-         "delivery to the organizer and each invitee (kept when no SMTP relay is configured)",
+    Item("outbox", "file", "outbox_dir/*.eml", "booking messages: e-mail addresses, subject, access codes; "
+         "voicemail e-mails: the caller's number and the message's audio",
+         "delivery to the organizer and each invitee, and to voicemail box owners (kept when no SMTP relay "
+         "is configured)",
          "until delivered or erased", f"{ERASE} --email (files naming the address)"),
     Item("cdr_spool", "file", "spool_dir/cdr-*.copy, spool_dir/rejected.jsonl, open-calls journal",
          "CDRs (phone numbers) not yet in PostgreSQL", "no CDR lost while PostgreSQL is down",
          "until acknowledged by PostgreSQL (segments are then removed)", "the CDR writer"),
-    Item("recording", "file", "recordings_dir/*.WAV; recording, recording_notice.party",
-         "conference and call audio; who heard the recording notice (e-mail) and objected",
-         "on the organizer's request / per-account option (BRIEF 1, 2)",
-         "6 months (conferences), 3 months (calls); an account's call recordings when its option ends",
-         f"`callctl recordings purge`, `callctl recordings delete`, {ERASE}, {PURGE}"),
+    Item("recording", "file", "recordings_dir/*.WAV; recording, recording_notice.party; voicemail_message",
+         "conference and call audio; voicemail messages (the caller's voice, number, the number called, "
+         "the box owner's e-mail); who heard the recording notice (e-mail) and objected",
+         "on the organizer's request / per-account option (BRIEF 1, 2); messages callers chose to leave",
+         "6 months (conferences), 3 months (calls, voicemail); an account's call recordings when its option "
+         "ends",
+         f"`callctl recordings purge`, `callctl recordings delete`, `callctl voicemail delete`, {ERASE}, {PURGE}"),
     Item("log_caller", "log", "call_started.caller and other *caller*/*number* fields",
          "phone numbers, masked except their last 4 digits", "operations (journald)",
          "journald retention", "journald rotation (`journalctl --vacuum-time`)"),

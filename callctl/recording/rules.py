@@ -17,7 +17,9 @@ from callctl.privacy.rules import add_months
 
 CONFERENCE = "conference"
 CALL = "call"
-RETENTION_MONTHS = {CONFERENCE: 6, CALL: 3}
+VOICEMAIL = "voicemail"
+# Voicemail messages are kept like call recordings (3 months), unless deleted sooner or held.
+RETENTION_MONTHS = {CONFERENCE: 6, CALL: 3, VOICEMAIL: 3}
 
 # Chosen by measurement (docs/recording.md): GSM 6.10 in a WAV container, ~5.9 MB per hour, read by
 # sox and every desktop player. Asterisk's ARI format name and the file extension it writes.

@@ -43,6 +43,8 @@ class RecordingOps(Protocol):
     async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None: ...
     async def playback_live(self, playback_id: str) -> bool: ...
     async def record_bridge(self, bridge_id: str, name: str, fmt: str) -> None: ...
+    async def record_channel(self, channel_id: str, name: str, fmt: str, *, max_s: int, silence_s: int,
+                             beep: bool) -> None: ...
     async def stop_recording(self, name: str) -> None: ...
     async def live_recording_state(self, name: str) -> str | None: ...
     async def stored_recording(self, name: str) -> bytes | None: ...
@@ -216,9 +218,37 @@ class RecordingService:
         except AriError as exc:
             log.error("recording_drop_failed", error=exc.message)
 
-    async def _wait_for_closed(self, name: str) -> None:
+    async def record_message(self, channel_id: str, *, call_id: str | None, max_s: int, silence_s: int,
+                             beep: bool) -> store.Recording | None:
+        """Record one voicemail message from the caller's channel and file it like every recording
+        (retention class voicemail). Returns the stored row; None when nothing was recorded (the
+        caller hung up at once) or Asterisk or the store refused. Runs to the end even if the
+        caller hangs up meanwhile (that is how most messages end)."""
+        recording_id = uuid.uuid4()
+        name = rules.recording_name(str(recording_id))
+        started_at = self._clock()
+        try:
+            await store.create(self._pool, recording_id=recording_id, source=rules.VOICEMAIL, asterisk_name=name,
+                               bridge_id=channel_id, fmt=rules.FORMAT, started_at=started_at,
+                               retention_class=rules.VOICEMAIL, call_id=uuid.UUID(call_id) if call_id else None)
+        except StoreError as exc:
+            log.error("voicemail_metadata_write_failed", error=exc.message)
+            return None
+        try:
+            await self._ops.record_channel(channel_id, name, rules.FORMAT, max_s=max_s, silence_s=silence_s,
+                                           beep=beep)
+        except AriError as exc:
+            log.warning("voicemail_record_failed", error=exc.message)
+            await store.fail(self._pool, recording_id, self._clock(), f"not recorded: {exc.message}")
+            return None
+        await self._wait_for_closed(name, max_s + FINISH_WAIT_S)
+        await self._file(recording_id, name)
+        row = await store.get(self._pool, recording_id)
+        return row if row is not None and row.state == "stored" else None
+
+    async def _wait_for_closed(self, name: str, wait_s: float = FINISH_WAIT_S) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + FINISH_WAIT_S
+        deadline = loop.time() + wait_s
         # Asterisk sends RecordingFinished only to subscribers of the bridge; a short poll is simpler.
         while loop.time() < deadline:
             if await self._ops.live_recording_state(name) is None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from callctl.flows.model import Country
+from callctl.countries import Country
 from callctl.gating import Verdict
 from callctl.gating.emergency import NOT_ACTIVATED, EmergencyStatus, endpoint_variables, realtime_set_var
 from callctl.store.db import connection, translated

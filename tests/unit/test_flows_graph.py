@@ -44,8 +44,8 @@ def test_every_shipped_flow_is_drawn_with_its_keys_outcomes_and_gotos() -> None:
     assert (menu, "bye\n(play)\ngoodbye", "3 failed attempts") in edges
     assert ("4:goto", "bye\n(play)\ngoodbye", "goto") in {e for e in edges if e[0] == "4:goto"} or any(
         e[0] == "4:goto" and e[2] == "goto" for e in edges)
-    assert any(e[0] == "2:when" and e[2].startswith("inside") for e in edges)
-    assert any(e[0] == "2:when" and e[2].startswith("outside") for e in edges)
+    assert any(e[0].startswith("2:when") and e[2].startswith("open: ") for e in edges)
+    assert any(e[0].startswith("2:when") and e[2] == "closed" for e in edges)
     # dial outcomes that lead to one step are one arrow
     assert any(e[2] == "busy / noanswer / congestion / failed" for e in edges)
     # every number points at the first step of its flow

@@ -210,9 +210,9 @@ def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
     one(found, "number +33900000001 is claimed twice")
     one(found, "unknown flow 'sales' (known: main)")
     one(found, "country US (United States) is not offered")
-    one(found, "number '33 9' is not valid")
+    one(found, "number '33 9' is not E.164")
     assert one(found, "routes '9' to").startswith("dialplan/flows/main.yaml:9:14: step 'menu' routes '9' to "
-                                                 "unknown step 'sales2' (known: menu, sales)")
+                                                 "unknown step 'sales2' (did you mean 'sales'?)")
     one(found, "unknown prompt 'nosuch' (known: bye, hello, menu")
     one(found, "unknown variable '{code}'")
     one(found, "unknown hangup cause 'maybe' (known: normal, busy")
@@ -226,15 +226,15 @@ def test_unknown_keys_list_the_valid_choices(tmp_path: Path) -> None:
           main:
             - collect: {into: code, digitz: 4}
         """})
-    assert one(found, "unknown option 'digitz' for 'collect' (valid: into, prompt, digits").startswith(
-        "dialplan/flows/main.yaml:3:29:")
+    line = one(found, "unknown option 'digitz' for 'collect' (did you mean 'digits'? valid: into, prompt, digits")
+    assert line.startswith("dialplan/flows/main.yaml:3:29:")
 
 
 def test_duplicate_keys_and_sections_are_problems(tmp_path: Path) -> None:
     found = problems(tmp_path, {"extra.yaml": "prompts:\n  hello: sound:x\nprompts: {}\nrules: {}\n"})
     one(found, "duplicate key 'prompts'")
     one(found, "prompt 'hello' is defined twice")
-    one(found, "unknown section 'rules' (valid: numbers, flows, prompts, countries)")
+    one(found, "unknown section 'rules' (valid: numbers, flows, prompts, countries, calendars, switches)")
 
 
 def test_a_loop_with_no_exit_is_refused(tmp_path: Path) -> None:
@@ -340,6 +340,6 @@ def test_registered_step_types_validate_their_own_yaml(tmp_path: Path) -> None:
         plan = load(tmp_path, {"flows/main.yaml": "flows:\n  main:\n    - pause_test: {seconds: 2}\n"})
         assert plan.flows["main"].steps[0].kind == "custom"
         found = problems(tmp_path, {"flows/main.yaml": "flows:\n  main:\n    - pause_test: {secs: 2}\n"})
-        one(found, "unknown option 'secs' for 'pause_test' (valid: seconds)")
+        one(found, "unknown option 'secs' for 'pause_test' (did you mean 'seconds'? valid: seconds)")
     finally:
         registry.unregister("pause_test")

@@ -21,7 +21,7 @@ PLAN = load_dialplan(REPO / "dialplan")
 async def traced(called: str, keys: str, **kw: object) -> tuple[list[TraceStep], FakeCall]:
     route = PLAN.route(called)
     assert route is not None
-    call = FakeCall(called=called, digits=parse_dtmf(keys), **kw)  # type: ignore[arg-type]
+    call = FakeCall(called=called, groups=parse_dtmf(keys), **kw)  # type: ignore[arg-type]
     record = CallTrace()
     try:
         await run_flow(PLAN, route, call, record=record, now=lambda: dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC))
@@ -73,6 +73,6 @@ async def test_the_step_running_now_is_named_while_it_waits() -> None:
             seen.append((record.flow, record.current))
             return await super().read_digit(timeout_s)
 
-    await run_flow(PLAN, route, Watched(called="+33900000002", digits=parse_dtmf("1")), record=record)
+    await run_flow(PLAN, route, Watched(called="+33900000002", groups=parse_dtmf("1")), record=record)
     assert seen[0] == ("demo-menu", "main")
     assert record.current is None and record.steps[-1].result == "hang up (normal)"
