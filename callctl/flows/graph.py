@@ -32,7 +32,8 @@ END = "(end)"  # a flow that runs off its last step hangs up: drawn as one node 
 # (from flow, from step label, to flow, to step label) -> calls that took the edge
 EdgeCounts = Mapping[tuple[str, str, str, str], int]
 
-_SHAPES = {"menu": "diamond", "branch": "diamond", "voicemail": "cylinder", "collect": "parallelogram", "when": "hexagon", "dial": "box3d",
+_SHAPES = {"menu": "diamond", "branch": "diamond", "voicemail": "cylinder", "collect": "parallelogram",
+           "when": "hexagon", "dial": "box3d",
            "hangup": "octagon", "flow": "cds", "goto": "cds"}
 
 
