@@ -275,8 +275,9 @@ class Daemon:
         log.info("callctl_starting", version=__version__, settings=s.source, dialplan=self.dialplans.current.summary())
         self._register_metrics()
         async with contextlib.AsyncExitStack() as stack:
-            self.writer = await stack.enter_async_context(CdrWriter(s.database_url, s.spool_dir,
-                                                                    store_factory=PgCdrStore))
+            self.writer = await stack.enter_async_context(CdrWriter(
+                s.database_url, s.spool_dir, store_factory=PgCdrStore,
+                on_submit=lambda r: self.metrics.inc("callctl_cdrs_total", disposition=r.disposition)))
             host, port = s.http_host_port
             await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness,
                                                          actions={"/originate": self._originate}))
@@ -358,6 +359,7 @@ class Daemon:
 
     def _register_metrics(self) -> None:
         m = self.metrics
+        m.counter("callctl_cdrs_total", "CDRs handed to the writer, by disposition (EMERGENCY_REFUSED among them)")
         m.counter("callctl_ari_disconnects_total", "ARI websocket losses (each followed by a reconnect)")
         m.gauge("callctl_ari_connected", "1 while the ARI websocket is up",
                 lambda: 1.0 if self.ari is not None and self.ari.connected.is_set() else 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import importlib
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from callctl.errors import CallctlError, DialplanError
 # Feature packages that add commands; each has ``register(subparsers, common)``.
 FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli", "callctl.lines.cli",
                 "callctl.billing.cli", "callctl.privacy.cli", "callctl.gating.cli", "callctl.billing.minutes_cli",
-                "callctl.recording.cli", "callctl.voicemail.cli", "callctl.fraud.cli")
+                "callctl.recording.cli", "callctl.voicemail.cli", "callctl.fraud.cli", "callctl.trace.cli")
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,6 +27,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     clog.configure(settings.log_level)
     return asyncio.run(run_daemon(settings))
+
+
+def _trace_paths(settings: Settings, since: dt.datetime) -> list[list[tuple[str, str]]]:
+    """(flow, step) paths of the calls since ``since``, from the traces stored with their CDRs."""
+    from callctl.store.db import run_with_pool
+    from callctl.store.traces import step_paths_since
+
+    return run_with_pool(settings.database_url, lambda pool: step_paths_since(pool, since))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     for name in FEATURE_CLIS:
         importlib.import_module(name).register(sub, common)
+    parser.set_defaults(trace_paths=_trace_paths)  # `dialplan graph --calls`
     return parser
 
 

@@ -60,7 +60,8 @@ class CdrWriter:
     def __init__(self, database_url: str, spool_dir: Path, *, batch_max: int = 5000, flush_interval_s: float = 0.05,
                  retry_max_s: float = 2.0, drain_grace_s: float = 5.0,
                  segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
-                 store_factory: Callable[[str], CdrStore]) -> None:
+                 store_factory: Callable[[str], CdrStore],
+                 on_submit: Callable[[CdrRecord], None] | None = None) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
         self.database_url = database_url
@@ -89,10 +90,13 @@ class CdrWriter:
         self._ack_task: asyncio.Task[None] | None = None
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
+        self._on_submit = on_submit  # sees every record handed over (metrics), whoever built it
 
     # -- the call side -------------------------------------------------------------------------
     def submit(self, record: CdrRecord) -> None:
         """Hand a record over; never blocks, never raises for a database or disk problem."""
+        if self._on_submit is not None:
+            self._on_submit(record)
         if self._closed:
             self._submit_after_close(record)
             return

@@ -18,7 +18,7 @@ from typing import Any
 
 from callctl.config import Settings
 from callctl.errors import ConfigError
-from callctl.flows import registry
+from callctl.flows import graph_cli, registry
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import DIAL_STATUSES, Dialplan
 from callctl.flows.pjsip import endpoints_in
@@ -186,3 +186,4 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
                    help="Asterisk's sounds directory (files go to SOUNDS_DIR/callctl/<lang>/)")
     p.add_argument("--force", action="store_true", help="render even unchanged prompts")
     p.set_defaults(func=render)
+    graph_cli.register(sub, common, load=_load)

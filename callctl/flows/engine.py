@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 
@@ -57,6 +58,46 @@ Tracer = Callable[[str, str, str], None]  # (flow, step label, what happened and
 
 
 @dataclass(frozen=True)
+class TraceStep:
+    """One step a call took, as stored with its CDR (``extra.trace``) and shown by ``callctl call show``.
+
+    ``keys`` are the keys the step read: menu choices as pressed, digits collected into a variable
+    masked (one ``*`` per key: codes, PINs and order numbers are not kept); keys read by custom steps
+    (conference codes) are never seen here. ``prompts`` are the prompt names and media templates as
+    written (``digits:{code}``, never the filled value)."""
+
+    flow: str
+    step: str
+    kind: str
+    result: str
+    ms: int
+    keys: str = ""
+    prompts: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"flow": self.flow, "step": self.step, "kind": self.kind,
+                                  "result": self.result, "ms": self.ms}
+        if self.keys:
+            out["keys"] = self.keys
+        if self.prompts:
+            out["prompts"] = list(self.prompts)
+        return out
+
+
+@dataclass
+class CallTrace:
+    """A call's trace as it runs: the steps taken so far and the step running now (``callctl calls``).
+    Owned by the call's task; others only read it."""
+
+    steps: list[TraceStep] = field(default_factory=list)
+    flow: str | None = None
+    current: str | None = None
+
+    def as_json(self) -> list[dict[str, object]]:
+        return [s.as_json() for s in self.steps]
+
+
+@dataclass(frozen=True)
 class FlowResult:
     """How a flow ended: ``outcome`` is hangup (the flow hung up), completed (ran off its end) or
     error (a step failed); ``last_step`` is the label of the last step run."""
@@ -85,7 +126,8 @@ class FlowRun:
     """The state of one call's flow: implements ``registry.FlowContext`` for custom steps."""
 
     def __init__(self, plan: Dialplan, route: Route, call: CallPort, now: Callable[[], dt.datetime],
-                 trace: Tracer | None, switch_reader: switches.SwitchReader | None = None) -> None:
+                 trace: Tracer | None, switch_reader: switches.SwitchReader | None = None,
+                 record: CallTrace | None = None) -> None:
         self.plan = plan
         self.route = route
         self.call = call
@@ -101,11 +143,17 @@ class FlowRun:
         self._notes: list[str] = []
         self._history: deque[tuple[str, int, str]] = deque(maxlen=2 * HISTORY_STEPS)  # (flow, index, label)
         self.answered = False
+        self._record_to = record  # the call's trace, appended as each step ends (kept if the caller hangs up)
+        self._keys: list[str] = []
+        self._prompts: list[str] = []
+        self._step_t0 = 0.0
+        self._running = False
 
     # -- FlowContext ----------------------------------------------------------------------------
 
     async def play(self, items: Sequence[str], *, interruptible: bool = True) -> str | None:
         media: list[str] = []
+        self._prompts.extend(items)
         for item in items:
             media.extend(fill_template(m, self.variables) for m in self.plan.media(item, self.route.language))
         if not media:
@@ -136,20 +184,23 @@ class FlowRun:
                 visits = self._visits[(flow.name, i)] = self._visits.get((flow.name, i), 0) + 1
                 self.variables["visits"] = str(visits)
                 self._notes = []
+                self._begin(step)
                 try:
                     target = await self._step(step)
                 except _Jump as jump:
-                    self._emit(flow, step)
+                    self._emit(flow, step, f"flow {jump.flow}")
                     flow, i = self.plan.flows[jump.flow], 0
                     self.flow = flow.name
                     continue
                 except _Ended as ended:
-                    self._emit(flow, step)
+                    self._emit(flow, step, f"hang up ({ended.cause})")
                     await self._hang_up(ended.cause)
                     return FlowResult(flow.name, last, "hangup", steps_run)
-                self._emit(flow, step)
+                self._emit(flow, step, target if target is not None else "next")
                 i = flow.index_of(target) if target is not None else i + 1
         except (CallEnded, ChannelGone):
+            if self._running:
+                self._record(flow.name, flow.steps[i] if i < len(flow.steps) else None, "caller hung up")
             raise
         except Exception as exc:
             if self._trace is None:  # a simulation prints the failure in its trace, not a traceback
@@ -158,8 +209,18 @@ class FlowRun:
             self._notes.append(f"failed: {type(exc).__name__}: {exc}")
             if last is not None:
                 self._trace_line(flow.name, last)
+                self._record(flow.name, flow.steps[i] if i < len(flow.steps) else None,
+                             f"error: {type(exc).__name__}")
             await self._apologise()
             return FlowResult(flow.name, last, "error", steps_run, error=f"{type(exc).__name__}: {exc}")
+
+    def _begin(self, step: Step) -> None:
+        self._running = True
+        if self._record_to is not None:
+            self._record_to.flow, self._record_to.current = self.flow, step.label
+        self._keys = []
+        self._prompts = []
+        self._step_t0 = time.monotonic()
 
     async def _stop_at_limit(self, flow: str, last: str | None, steps_run: int) -> FlowResult:
         """A loop the caller keeps going (or a simulation with no keys left) ends here: one warning
@@ -171,11 +232,24 @@ class FlowRun:
         return FlowResult(flow, last, "error", steps_run,
                           error=f"step limit of {MAX_STEPS} reached, going round {loop}", loop=loop)
 
-    def _emit(self, flow: Flow, step: Step) -> None:
+    def _emit(self, flow: Flow, step: Step, result: str) -> None:
         self._history.append((flow.name, step.index, step.label))
         if self._trace is None:
             log.debug("flow_step", flow=flow.name, step=step.label, kind=step.kind, notes=self._notes)
         self._trace_line(flow.name, step.label)
+        self._record(flow.name, step, result)
+
+    def _record(self, flow: str, step: Step | None, result: str) -> None:
+        self._running = False
+        if self._record_to is None or step is None:
+            return
+        keys = "".join(self._keys)
+        if isinstance(step, Collect):  # collected digits are codes, PINs, order numbers: never kept
+            keys = "*" * len(keys)
+        self._record_to.steps.append(TraceStep(flow, step.label, step.kind, result,
+                                               int((time.monotonic() - self._step_t0) * 1000), keys,
+                                               tuple(self._prompts)))
+        self._record_to.current = None
 
     def _trace_line(self, flow: str, label: str) -> None:
         if self._trace is not None:
@@ -242,7 +316,10 @@ class FlowRun:
 
     async def _read(self, timeout_s: float) -> str | None:
         async with asyncio.timeout(timeout_s + GUARD_S):
-            return await self.call.read_digit(timeout_s)
+            key = await self.call.read_digit(timeout_s)
+        if key is not None:
+            self._keys.append(key)
+        return key
 
     async def _menu(self, step: Menu) -> str | None:
         for attempt in range(1, step.attempts + 1):
@@ -398,8 +475,11 @@ def _utc_now() -> dt.datetime:
 
 
 async def run_flow(plan: Dialplan, route: Route, call: CallPort, *, now: Callable[[], dt.datetime] = _utc_now,
-                   trace: Tracer | None = None, switch_reader: switches.SwitchReader | None = None) -> FlowResult:
+                   trace: Tracer | None = None, switch_reader: switches.SwitchReader | None = None,
+                   record: CallTrace | None = None) -> FlowResult:
     """Run ``route.flow`` of ``plan`` on ``call``. ``now`` (aware datetimes) drives ``when`` steps;
     ``trace`` receives one line per step (the simulator prints them); ``switch_reader`` answers
-    ``when: {switch: ...}`` (default: the one the daemon bound)."""
-    return await FlowRun(plan, route, call, now, trace, switch_reader).run()
+    ``when: {switch: ...}`` (default: the one the daemon bound); ``record`` receives one
+    ``TraceStep`` per step as it ends, the one cut short by a hang-up or an error included, and
+    names the step running now."""
+    return await FlowRun(plan, route, call, now, trace, switch_reader, record).run()
