@@ -177,7 +177,7 @@ def _release(args: argparse.Namespace, settings: Settings) -> int:
 
     released = _db(settings, lambda pool: store.release(pool, args.account, args.by or _who(), args.note))
     if released is None:
-        print(f"callctl: account {args.account} is not suspended", file=sys.stderr)
+        print(f"callctl: error: account {args.account} is not suspended (nothing to release)", file=sys.stderr)
         return 1
     _print({"account": str(args.account), "released": released})
     return 0
@@ -195,7 +195,7 @@ def _unblock(args: argparse.Namespace, settings: Settings) -> int:
 
     lifted = _db(settings, lambda pool: store.lift_block(pool, args.address, args.by or _who()))
     if not lifted:
-        print(f"callctl: {args.address} is not blocked", file=sys.stderr)
+        print(f"callctl: error: {args.address} is not blocked (nothing to lift)", file=sys.stderr)
         return 1
     _print({"address": args.address, "lifted": lifted,
             "note": "the running daemons remove it from Asterisk's ACL within seconds"})

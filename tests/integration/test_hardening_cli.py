@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 # Commands whose answer on stdout is not JSON (text for people); they are still run below and must not
 # carry log lines either.
 TEXT_COMMANDS = {"run", "db migrate", "dialplan check", "dialplan simulate", "dialplan reload",
-                 "dialplan render-prompts", "bill", "cdr retention", "conference list"}
+                 "dialplan render-prompts", "dialplan graph", "bill", "cdr retention", "conference list"}
 
 
 def leaf_commands() -> Iterator[str]:
@@ -65,6 +65,14 @@ class _Daemon(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = json.dumps({"originated": False, "decision": "deny", "rule": "canvassing_hours"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # GET /calls: the calls in progress
+        body = json.dumps({"calls": [], "dialplan_version": "test"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -177,6 +185,15 @@ def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(databa
         ("voicemail export", (missing, str(tmp_path)), False),
         ("voicemail delete", (missing,), False),
         ("dialplan switch", ("--dir", str(REPO / "dialplan"))),
+        ("fraud show", (acc,)),
+        ("fraud permissions", (acc, "--premium", "--by", "test")),
+        ("fraud limits", (acc, "--hour", "50", "--by", "test")),
+        ("fraud encryption", (user, "--offer", "--by", "test")),
+        ("fraud blocks", ()),
+        ("fraud unblock", ("203.0.113.9", "--by", "test"), False),
+        ("fraud release", (acc, "--by", "test"), False),
+        ("call show", (missing, "--json"), False),
+        ("calls", ("--json",), True, {"CALLCTL_HTTP_LISTEN": daemon_http}),
     )
     json_cmds(("emergency set", (acc, "--disable")), ("credit show", ("--account", acc)),
               ("minutes show", ("--account", acc)), ("conference reissue", (conf_id,), True, outbox))
@@ -193,6 +210,7 @@ def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(databa
     text_cmd("db migrate")
     text_cmd("dialplan check", str(REPO / "dialplan"))
     text_cmd("dialplan simulate", "--to", "+33100000000", str(REPO / "dialplan"))
+    text_cmd("dialplan graph", str(REPO / "dialplan"))  # DOT on stdout
     seen.update({"run", "dialplan reload", "dialplan render-prompts"})  # a daemon / audio tools: not here
 
     every = set(leaf_commands())
