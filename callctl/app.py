@@ -54,6 +54,7 @@ from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s
+from callctl.web.server import SpaceServer
 
 log = get_logger("callctl.app")
 
@@ -306,6 +307,8 @@ class Daemon:
                 lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests"))
             conference_steps.bind(conferences)
             stack.callback(conference_steps.bind, None)
+            if s.space_listen:  # the conference Online Space (issue 19, docs/conferences.md)
+                await stack.enter_async_context(SpaceServer(s, pool, conferences))
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(

@@ -20,8 +20,17 @@ from typing import Any, Protocol
 
 from callctl.conference import minutes
 from callctl.conference.changes import ChangeFeed
-from callctl.conference.room import (BRIDGE_PREFIX, ORGANIZER, Action, Member, Room, RoomOps, RoomRecorder,
-                                     RoomSettings, RoomView)
+from callctl.conference.room import (
+    BRIDGE_PREFIX,
+    ORGANIZER,
+    Action,
+    Member,
+    Room,
+    RoomOps,
+    RoomRecorder,
+    RoomSettings,
+    RoomView,
+)
 from callctl.conference.timeline import TimelineWriter
 from callctl.errors import AriError, CallHungUp, StoreError
 from callctl.logging import get_logger
