@@ -8,6 +8,9 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 command -v python3 >/dev/null || need+=(python3)
+# Real-browser tests of the conference Online Space (selenium drives Debian's headless Chromium).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql-15)
