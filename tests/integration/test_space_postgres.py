@@ -23,7 +23,7 @@ from callctl.config import Settings
 from callctl.store import conferences as conf_store
 from callctl.store import privacy as privacy_store
 from callctl.store import space as store
-from callctl.web.server import COOKIE, SpaceServer
+from callctl.web.server import SpaceServer
 
 pytestmark = pytest.mark.integration
 

@@ -60,28 +60,58 @@
     input.value = on ? form.dataset.toggle : form.dataset.first;
     form.querySelector("button").textContent = on ? t(form.dataset.toggle) : form.dataset.firstLabel;
   }
-  function renderMembers(state) {
-    const list = document.getElementById("members");
-    list.replaceChildren();
-    if (!state.members.length) list.append(el("li", "empty", t("nobody")));
-    let mine = null;
-    for (const m of state.members) {
-      const li = el("li", "member");
-      li.dataset.person = m.person;
-      li.append(el("span", "name", m.person + (m.person === me ? " (" + t("you") + ")" : "")));
-      if (m.role === "organizer") li.append(el("span", "badge", t("organizer_badge")));
-      if (m.muted) li.append(el("span", "tag muted", t("muted")));
-      if (m.waiting) li.append(el("span", "tag", t("waiting")));
-      if (m.joined_at) li.append(el("span", "since", t("joined") + " " + clock(m.joined_at)));
-      if (organizer) {
-        const tools = el("span", "tools");
-        tools.append(actionButton(m.muted ? t("unmute") : t("mute"), m.muted ? "unmute" : "mute", m.person));
-        if (m.person !== me) tools.append(actionButton(t("remove"), "remove", m.person));
-        li.append(tools);
+  // Rows are kept per person and rebuilt only when that person changed: an update never moves the
+  // keyboard focus off a button that did not change.
+  function fill(list, items, key, sign, build, emptyText) {
+    const existing = new Map();
+    for (const li of list.querySelectorAll("li[data-key]")) existing.set(li.dataset.key, li);
+    for (const empty of list.querySelectorAll("li.empty")) empty.remove();
+    let previous = null;
+    for (const item of items) {
+      const k = String(key(item));
+      const signature = sign(item);
+      let li = existing.get(k);
+      existing.delete(k);
+      if (!li || li.dataset.sign !== signature) {
+        const fresh = build(item);
+        fresh.dataset.key = k;
+        fresh.dataset.sign = signature;
+        if (li) li.replaceWith(fresh);
+        li = fresh;
       }
-      if (m.person === me) mine = m;
-      list.append(li);
+      const next = previous ? previous.nextSibling : list.firstChild;
+      if (next !== li) list.insertBefore(li, next);
+      previous = li;
     }
+    for (const gone of existing.values()) gone.remove();
+    if (!items.length) list.append(el("li", "empty", emptyText));
+  }
+  function memberRow(m) {
+    const li = el("li", "member");
+    li.dataset.person = m.person;
+    li.append(el("span", "name", m.person + (m.person === me ? " (" + t("you") + ")" : "")));
+    if (m.role === "organizer") li.append(el("span", "badge", t("organizer_badge")));
+    if (m.muted) li.append(el("span", "tag muted", t("muted")));
+    if (m.waiting) li.append(el("span", "tag", t("waiting")));
+    if (m.joined_at) li.append(el("span", "since", t("joined") + " " + clock(m.joined_at)));
+    if (organizer) {
+      const tools = el("span", "tools");
+      const mute = actionButton(m.muted ? t("unmute") : t("mute"), m.muted ? "unmute" : "mute", m.person);
+      mute.setAttribute("aria-label", (m.muted ? t("unmute") : t("mute")) + " " + m.person);
+      tools.append(mute);
+      if (m.person !== me) {
+        const remove = actionButton(t("remove"), "remove", m.person);
+        remove.setAttribute("aria-label", t("remove") + " " + m.person);
+        tools.append(remove);
+      }
+      li.append(tools);
+    }
+    return li;
+  }
+  function renderMembers(state) {
+    fill(document.getElementById("members"), state.members, (m) => m.person, (m) => JSON.stringify(m),
+         memberRow, t("nobody"));
+    const mine = state.members.find((m) => m.person === me) || null;
     const self = document.getElementById("self-mute");
     self.hidden = !mine;
     if (mine) setToggle(self.querySelector("form"), mine.muted);
@@ -108,25 +138,19 @@
       const on = {mute_all: state.participants_muted, lock: state.locked, record: state.recording}[first];
       setToggle(form, !!on);
     }
-    const docs = document.getElementById("documents");
-    docs.replaceChildren();
-    if (!state.documents.length) docs.append(el("li", "empty", t("no_documents")));
-    for (const d of state.documents) {
+    fill(document.getElementById("documents"), state.documents, (d) => d.id, (d) => d.id, (d) => {
       const li = el("li");
       const a = el("a", "doc", d.name);
       a.href = base + "documents/" + d.id;
       a.setAttribute("download", "");
       li.append(a, el("span", "meta", " " + Math.max(1, Math.round(d.size / 1024)) + " KB, " + t("by") + " " + d.by));
-      docs.append(li);
-    }
-    const msgs = document.getElementById("messages");
-    msgs.replaceChildren();
-    if (!state.messages.length) msgs.append(el("li", "empty", t("no_messages")));
-    for (const m of state.messages) {
+      return li;
+    }, t("no_documents"));
+    fill(document.getElementById("messages"), state.messages, (m) => m.id, (m) => String(m.id), (m) => {
       const li = el("li", "message");
       li.append(el("span", "author", m.author), el("span", "at", " " + clock(m.at)), el("p", "body", m.body));
-      msgs.append(li);
-    }
+      return li;
+    }, t("no_messages"));
   }
   for (const form of document.querySelectorAll("form.act")) {
     form.addEventListener("submit", (event) => {
