@@ -40,7 +40,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_session": "Open the Online Space with the personal link from your message.",
         "slow_down": "Too many attempts from your connection: wait a few minutes and try again.",
         "gone": "Your link was replaced or the conference closed: use the link in your latest message.",
-        "skip": "Skip to the call",
+        "skip": "Skip to the call", "unknown_action": "Unknown action.",
     },
     "fr": {
         "space": "Espace en ligne", "dial": "Pour participer", "numbers": "Appelez l'un de ces numéros",
@@ -81,7 +81,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_session": "Ouvrez l'espace en ligne avec le lien personnel de votre message.",
         "slow_down": "Trop de tentatives depuis votre connexion : patientez quelques minutes.",
         "gone": "Votre lien a été remplacé ou la conférence est close : utilisez le lien de votre dernier message.",
-        "skip": "Aller à l'appel",
+        "skip": "Aller à l'appel", "unknown_action": "Action inconnue.",
     },
 }
 

@@ -27,7 +27,7 @@ from callctl.conference.changes import ChangeFeed
 from callctl.conference.links import link_state, public_base, well_formed
 from callctl.conference.room import ACTIONS, ORGANIZER_ACTIONS, Action, RoomView
 from callctl.config import Settings
-from callctl.errors import ConfigError, StoreError
+from callctl.errors import StoreError
 from callctl.logging import get_logger
 from callctl.store import space as store
 from callctl.web.limits import RateLimit
@@ -118,8 +118,12 @@ class SpaceServer:
         try:
             await site.start()
         except OSError as exc:
+            # The calls matter more than the web page: the engine runs on without its Online Space.
             await self._runner.cleanup()
-            raise ConfigError(f"space_listen {self._s.space_listen}: cannot listen: {exc.strerror}") from None
+            self._runner = None
+            log.error("space_listen_failed", listen=self._s.space_listen, error=exc.strerror,
+                      hint="another process holds the port: set space_listen (CALLCTL_SPACE_LISTEN)")
+            return self
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else int(port)

@@ -164,3 +164,22 @@ def test_each_message_carries_its_own_link_only() -> None:
     org, part = (m.get_content() for m in msgs)
     assert "ORGTOKEN" in org and "PTOKEN" not in org
     assert "PTOKEN" in part and "ORGTOKEN" not in part and "confidential" in part
+
+
+def test_every_answer_of_the_space_has_words_in_both_languages() -> None:
+    from callctl.web.i18n import TEXT
+    from callctl.web.server import STATUS
+
+    assert set(TEXT["en"]) == set(TEXT["fr"])
+    assert set(STATUS) <= set(TEXT["en"])
+
+
+def test_space_settings_are_checked_at_start() -> None:
+    from callctl.config import load_settings
+    from callctl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="space_listen 'nowhere' must be HOST:PORT"):
+        load_settings(env={"CALLCTL_SPACE_LISTEN": "nowhere"})
+    with pytest.raises(ConfigError, match="space_public_url 'space.example.com' must start with https://"):
+        load_settings(env={"CALLCTL_SPACE_PUBLIC_URL": "space.example.com"})
+    assert load_settings(env={"CALLCTL_SPACE_LISTEN": ""}).space_listen == ""
