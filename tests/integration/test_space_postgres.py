@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +28,8 @@ from callctl.store import conferences as conf_store
 from callctl.store import privacy as privacy_store
 from callctl.store import space as store
 from callctl.web.server import SpaceServer
+from scripts.devstack import REPO
+from tests.integration.test_privacy_postgres import sql
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +280,60 @@ async def test_space_data_is_in_the_privacy_census_export_and_erase(space: Space
     async with space.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM conference_link") == 0
         assert await conn.fetchval("SELECT count(*) FROM conference_space_session") == 0
+
+
+def run_cli(database_url: str, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
+    full.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_OUTBOX_DIR=str(tmp_path / "outbox"),
+                CALLCTL_SPACE_PUBLIC_URL="https://space.example.com", **env)
+    return subprocess.run([sys.executable, "-m", "callctl", "conference", *args], env=full, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def run_json(database_url: str, tmp_path: Path, *args: str) -> Any:
+    res = run_cli(database_url, tmp_path, *args)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_booking_prints_and_mails_each_persons_link_and_link_reissues_one(database_url: str, tmp_path: Path) -> None:
+    start = dt.datetime.now(dt.UTC).isoformat()
+    conf = run_json(database_url, tmp_path, "create", "--subject", "Weekly", "--start", start, "--duration", "60",
+                    "--organizer", ORG, "--participant", P1, "--access-number", "+33900000100")
+    org_link, p1_link = conf["organizer"]["link"], conf["participants"][0]["link"]
+    assert org_link.startswith("https://space.example.com/s/") and org_link != p1_link
+    mails = {m.name.rsplit("-", 1)[1]: m.read_text() for m in (tmp_path / "outbox").glob("*.eml")}
+    assert p1_link in mails[f"{P1}.eml"] and org_link not in mails[f"{P1}.eml"]
+    assert org_link in mails[f"{ORG}.eml"]
+
+    shown = run_json(database_url, tmp_path, "link", conf["id"], "--email", P1)
+    assert shown["state"] == "open" and "link" not in shown and shown["last_opened_at"] is None
+    assert p1_link.rsplit("/", 1)[1] not in json.dumps(shown)
+    again = run_json(database_url, tmp_path, "link", conf["id"], "--email", P1.upper(), "--reissue")
+    assert again["link"] != p1_link and again["state"] == "open" and len(again["messages"]) == 1
+    assert again["link"] in Path(again["messages"][0]).read_text()
+    hashes = sql(database_url, "SELECT email, revoked_at FROM conference_link ORDER BY issued_at")
+    assert [(h["email"], h["revoked_at"] is None) for h in hashes] == [(ORG, True), (P1, False), (P1, True)]
+
+    # reissue (codes and links), then cancel: every link stops opening.
+    out = run_json(database_url, tmp_path, "reissue", conf["id"], "--person", ORG)
+    assert out["codes"][0]["link"] != org_link
+    run_json(database_url, tmp_path, "cancel", conf["id"])
+    assert not sql(database_url, "SELECT 1 FROM conference_link WHERE revoked_at IS NULL")
+    assert run_json(database_url, tmp_path, "link", conf["id"], "--email", P1)["state"] == "cancelled"
+
+
+def test_link_command_refuses_bad_input_with_one_clear_line(database_url: str, tmp_path: Path) -> None:
+    start = dt.datetime.now(dt.UTC).isoformat()
+    conf = run_json(database_url, tmp_path, "create", "--subject", "Weekly", "--start", start, "--duration", "60",
+                    "--organizer", ORG, "--participant", P1, "--access-number", "+33900000100")
+    res = run_cli(database_url, tmp_path, "link", conf["id"], "--email", "stranger@example.com")
+    assert res.returncode != 0 and "stranger@example.com is not invited" in res.stderr
+    res = run_cli(database_url, tmp_path, "link", str(uuid.uuid4()), "--email", P1)
+    assert res.returncode != 0 and "no conference" in res.stderr
+    res = run_cli(database_url, tmp_path, "link", conf["id"], "--email", P1, CALLCTL_SPACE_LISTEN="")
+    assert res.returncode != 0 and "Online Space is off" in res.stderr
+    # With the space off, bookings carry no link.
+    off = run_cli(database_url, tmp_path, "create", "--subject", "W", "--start", start, "--duration", "60",
+                  "--organizer", ORG, "--participant", P2, "--access-number", "+33900000100", CALLCTL_SPACE_LISTEN="")
+    assert off.returncode == 0 and "link" not in json.loads(off.stdout)["organizer"]

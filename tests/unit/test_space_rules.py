@@ -180,6 +180,6 @@ def test_space_settings_are_checked_at_start() -> None:
 
     with pytest.raises(ConfigError, match="space_listen 'nowhere' must be HOST:PORT"):
         load_settings(env={"CALLCTL_SPACE_LISTEN": "nowhere"})
-    with pytest.raises(ConfigError, match="space_public_url 'space.example.com' must start with https://"):
+    with pytest.raises(ConfigError, match=r"space_public_url 'space\.example\.com' must start with https://"):
         load_settings(env={"CALLCTL_SPACE_PUBLIC_URL": "space.example.com"})
     assert load_settings(env={"CALLCTL_SPACE_LISTEN": ""}).space_listen == ""
