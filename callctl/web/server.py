@@ -298,7 +298,7 @@ class SpaceServer:
                     last = doc
                 if not await self._rooms.changes.wait_for_change(str(cid), KEEPALIVE_S):
                     await response.write(b": keep-alive\n\n")
-        except (ConnectionResetError, asyncio.CancelledError, StoreError):
+        except (ConnectionResetError, StoreError):  # the browser left, or the database did: it reconnects
             pass
         finally:
             self._streams.discard(task)

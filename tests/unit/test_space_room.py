@@ -101,3 +101,30 @@ async def test_recording_from_the_space_without_a_recorder_is_unavailable() -> N
     room, _ops, _timeline, task, _ = await _room()
     assert await room.act(Action("record", ORG, ORGANIZER)) == "unavailable"
     task.cancel()
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def start(self, room: Room) -> bool:
+        self.calls.append("start")  # the real one plays the notice to everyone first
+        return True
+
+    async def stop(self, room: Room) -> None:
+        self.calls.append("stop")
+
+    async def tell(self, room: Room, members: list[object]) -> None:
+        self.calls.append("tell")
+
+
+async def test_recording_from_the_space_goes_through_the_rooms_recorder_like_star_three() -> None:
+    ops, timeline, recorder = FakeOps(), Timeline(), FakeRecorder()
+    room = Room(RoomSettings("c1", "Weekly"), ops, timeline, recorder=recorder)  # type: ignore[arg-type]
+    task = asyncio.create_task(room.run())
+    await room.join(member("org", ORGANIZER))
+    assert await room.act(Action("record", ORG, ORGANIZER)) == "done"
+    assert room.view().recording and recorder.calls == ["start"]
+    assert await room.act(Action("stop_recording", ORG, ORGANIZER)) == "done"
+    assert not room.view().recording and recorder.calls == ["start", "stop"]
+    task.cancel()
