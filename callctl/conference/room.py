@@ -25,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from callctl.conference.actions import ACTIONS, ORGANIZER, ORGANIZER_ACTIONS, Action, MemberView, RoomView
 from callctl.errors import AriError
 from callctl.logging import get_logger
 
 log = get_logger("callctl.conference")
 
 BRIDGE_PREFIX = "conf-"  # every room's bridge id starts with it (a new random suffix per room)
-ORGANIZER = "organizer"
 PARTICIPANT = "participant"
 
 # Stock Asterisk prompts (en and fr); resolved in the caller's language by Asterisk.
@@ -124,46 +124,10 @@ class _Action:
     reply: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-@dataclass(frozen=True)
-class Action:
-    """What a person asks of the room from the Online Space (callctl.web).
-
-    ``kind``: mute / unmute (``target``; a participant only themselves), mute_all / unmute_all,
-    remove (``target``), lock / unlock, record / stop_recording, end. ``by`` and ``role`` say who
-    asks: the room refuses organizer actions to participants even if the web layer did not.
-    """
-
-    kind: str
-    by: str
-    role: str
-    target: str | None = None
-
-
-ORGANIZER_ACTIONS = frozenset({"mute_all", "unmute_all", "remove", "lock", "unlock", "record", "stop_recording",
-                               "end"})
-ACTIONS = ORGANIZER_ACTIONS | {"mute", "unmute"}
-
-
-@dataclass(frozen=True)
-class MemberView:
-    person: str
-    role: str
-    joined_at: dt.datetime | None
-    muted: bool
-    waiting: bool  # in the conference, held outside the bridge until the organizer arrives
-
-
-@dataclass(frozen=True)
-class RoomView:
-    """A snapshot of a live room for the Online Space (copied, never shared with the room task)."""
-
-    members: tuple[MemberView, ...]
-    locked: bool
-    participants_muted: bool
-    recording: bool
-
-
 _Request = _Join | _Leave | _Command | _Record | _Action
+
+__all__ = ["ACTIONS", "BRIDGE_PREFIX", "ORGANIZER", "ORGANIZER_ACTIONS", "PARTICIPANT", "Action", "Member",
+           "MemberView", "Room", "RoomOps", "RoomRecorder", "RoomSettings", "RoomView", "TimelineSink"]
 
 
 class Room:

@@ -8,10 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 from html import escape
 
+from callctl.conference.actions import ORGANIZER
 from callctl.web.i18n import words
 from callctl.web.uploads import ALLOWED_LABEL
-
-ORGANIZER = "organizer"
 
 
 @dataclass(frozen=True)

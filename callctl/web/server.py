@@ -23,15 +23,15 @@ from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, web
 
+from callctl.conference.actions import ACTIONS, ORGANIZER, ORGANIZER_ACTIONS, Action, RoomView
 from callctl.conference.changes import ChangeFeed
 from callctl.conference.links import link_state, public_base, well_formed
-from callctl.conference.room import ACTIONS, ORGANIZER_ACTIONS, Action, RoomView
 from callctl.config import Settings
 from callctl.errors import StoreError
 from callctl.logging import get_logger
 from callctl.store import space as store
 from callctl.web.limits import RateLimit
-from callctl.web.pages import ORGANIZER, PageContext, notice_page, space_page
+from callctl.web.pages import PageContext, notice_page, space_page
 from callctl.web.uploads import content_disposition, safe_name, sniff
 
 log = get_logger("callctl.web")

@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from callctl.conference.actions import Action, MemberView, RoomView
 from callctl.conference.changes import ChangeFeed
-from callctl.conference.room import Action, MemberView, RoomView
 from callctl.config import Settings
 from callctl.store import conferences as conf_store
 from callctl.store import privacy as privacy_store
