@@ -41,6 +41,8 @@ TEXT: dict[str, dict[str, str]] = {
         "slow_down": "Too many attempts from your connection: wait a few minutes and try again.",
         "gone": "Your link was replaced or the conference closed: use the link in your latest message.",
         "skip": "Skip to the call", "unknown_action": "Unknown action.",
+        "store_down": "The Online Space is unavailable for a moment: try again in a minute. "
+                      "The call itself is not affected.",
     },
     "fr": {
         "space": "Espace en ligne", "dial": "Pour participer", "numbers": "Appelez l'un de ces numéros",
@@ -82,6 +84,8 @@ TEXT: dict[str, dict[str, str]] = {
         "slow_down": "Trop de tentatives depuis votre connexion : patientez quelques minutes.",
         "gone": "Votre lien a été remplacé ou la conférence est close : utilisez le lien de votre dernier message.",
         "skip": "Aller à l'appel", "unknown_action": "Action inconnue.",
+        "store_down": "L'espace en ligne est momentanément indisponible : réessayez dans une minute. "
+                      "L'appel lui-même n'est pas affecté.",
     },
 }
 

@@ -65,6 +65,10 @@ async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
+    except StoreError as exc:  # PostgreSQL away: a clear page, the engine and its calls go on
+        log.error("space_store_unavailable", error=exc.message)
+        response = web.Response(text=notice_page("en", "space", "store_down"), status=503,
+                                content_type="text/html", charset="utf-8", headers={"Retry-After": "30"})
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"

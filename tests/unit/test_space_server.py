@@ -47,3 +47,29 @@ async def test_change_notices_wake_waiters_and_time_out_quietly() -> None:
     assert await feed.wait_for_change("c1", 5) is True
     assert await feed.wait_for_change("c1", 0.01) is False
     feed.notify("other")  # nobody waiting: nothing kept
+
+
+async def test_a_database_outage_gets_a_clear_503_page_not_a_crash() -> None:
+    import uuid
+
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from callctl.errors import StoreUnavailable
+
+    class DownPool:
+        async def fetchrow(self, *args: object) -> None:
+            raise StoreUnavailable("PostgreSQL at 127.0.0.1:5432: connection refused")
+
+    server = SpaceServer(Settings(space_listen="127.0.0.1:0"), DownPool(), NoRooms())
+    http = TestServer(server.app())
+    await http.start_server()
+    try:
+        async with aiohttp.ClientSession(cookies={"callctl_space": "x" * 43}) as client:
+            res = await client.get(http.make_url(f"/c/{uuid.uuid4()}/"))
+            assert res.status == 503 and "try again in a minute" in await res.text()
+            assert res.headers["Content-Security-Policy"].startswith("default-src 'none'")
+            res = await client.get(http.make_url("/s/" + "A" * 32), allow_redirects=False)
+            assert res.status == 503
+    finally:
+        await http.close()
