@@ -59,24 +59,12 @@ class Rooms(Protocol):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = exc
-    except StoreError as exc:  # PostgreSQL away: a clear page, the engine and its calls go on
-        log.error("space_store_unavailable", error=exc.message)
-        response = web.Response(text=notice_page("en", "space", "store_down"), status=503,
-                                content_type="text/html", charset="utf-8", headers={"Retry-After": "30"})
+def _secure_headers(response: web.StreamResponse) -> None:
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers.setdefault("Cache-Control", "no-store")
-    if isinstance(response, web.HTTPException):
-        raise response
-    return response
 
 
 class SpaceServer:
@@ -94,12 +82,35 @@ class SpaceServer:
         self.base_url = public_base(settings.space_public_url, settings.space_listen)
         self._secure = self.base_url.startswith("https://")
         self._streams: set[asyncio.Task[Any]] = set()
+        self._store_down = False
         self._runner: web.AppRunner | None = None
         self._static = {name: (STATIC / name).read_bytes() for name in ("space.js", "space.css")}
         self.port = 0
 
+    @web.middleware
+    async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Security headers on every answer; PostgreSQL away gives a clear page (logged when it goes and
+        when it comes back), never a 500."""
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            _secure_headers(exc)
+            raise
+        except StoreError as exc:
+            if not self._store_down:
+                log.error("space_store_unavailable", error=exc.message)
+                self._store_down = True
+            response = self._html(notice_page("en", "space", "store_down"), 503)
+            response.headers["Retry-After"] = "30"
+        else:
+            if self._store_down:
+                log.info("space_store_available_again")
+                self._store_down = False
+        _secure_headers(response)
+        return response
+
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_headers],
+        app = web.Application(middlewares=[self._headers],
                               client_max_size=self._s.space_max_document_bytes + 64 * 1024)
         r = app.router
         r.add_get("/", self._root)

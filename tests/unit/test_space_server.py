@@ -49,7 +49,7 @@ async def test_change_notices_wake_waiters_and_time_out_quietly() -> None:
     feed.notify("other")  # nobody waiting: nothing kept
 
 
-async def test_a_database_outage_gets_a_clear_503_page_not_a_crash() -> None:
+async def test_a_database_outage_gets_a_clear_503_page_not_a_crash(capsys: object) -> None:
     import uuid
 
     import aiohttp
@@ -73,3 +73,5 @@ async def test_a_database_outage_gets_a_clear_503_page_not_a_crash() -> None:
             assert res.status == 503
     finally:
         await http.close()
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert out.count("space_store_unavailable") == 1  # once when it goes, not per request
