@@ -180,8 +180,7 @@ def test_organizer_steers_the_call_from_the_browser_and_a_participant_cannot(
     listed = members(browser)
     assert "Organizer" in listed["org@example.com"] and "muted" not in listed[p0["email"]]
 
-    # Mute p0 from the page: the caller's channel is muted in Asterisk (the bridge no longer hears them),
-    # and unmuting brings them back (so the silence was the mute, not the end of their speech).
+    # Mute p0 from the page: the caller's channel is muted in Asterisk (the bridge no longer hears them).
     takes = itertools.count()
 
     def heard() -> bool:  # each take its own file: a reused name could be read before it is rewritten
@@ -192,10 +191,6 @@ def test_organizer_steers_the_call_from_the_browser_and_a_participant_cannot(
     until(browser, "p0 shown muted", lambda b: "muted" in members(b)[p0["email"]])
     d.wait_for_log("conference_member_muted", muted=True)
     wait_for(lambda: not heard(), 20, "p0 no longer heard in the bridge", interval_s=0)
-    click(browser, f'li.member[data-person="{p0["email"]}"] button[data-action="unmute"]')
-    until(browser, "p0 shown unmuted", lambda b: "muted" not in members(b)[p0["email"]])
-    wait_for(heard, 20, "p0 heard again once unmuted", interval_s=0)
-
     # Lock the room: a third participant calling now is refused.
     click(browser, '#organizer-controls form[data-toggle="unlock"] button')
     until(browser, "the room shown locked", lambda b: "locked" in b.find_element(By.ID, "room-state").text)
@@ -205,6 +200,11 @@ def test_organizer_steers_the_call_from_the_browser_and_a_participant_cannot(
     assert d.wait_for_log("conference_join_refused")["reason"] == "locked"
     assert len(members(browser)) == 3
     screenshot(browser, shots / "space-organizer.png")
+
+    # Unmuted from the page, p0 is heard again: the silence was the mute, not the end of their speech.
+    click(browser, f'li.member[data-person="{p0["email"]}"] button[data-action="unmute"]')
+    until(browser, "p0 shown unmuted", lambda b: "muted" not in members(b)[p0["email"]])
+    wait_for(heard, 20, "p0 heard again once unmuted", interval_s=0)
 
     # A participant's page: no organizer control, and the server refuses them anyway.
     browser.get(f"{base}/s/{token_of(p1['link'])}")

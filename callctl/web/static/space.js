@@ -113,7 +113,7 @@
          memberRow, t("nobody"));
     const mine = state.members.find((m) => m.person === me) || null;
     const self = document.getElementById("self-mute");
-    self.hidden = !mine;
+    self.hidden = !mine || organizer;  // the organizer has the button on their own row
     if (mine) setToggle(self.querySelector("form"), mine.muted);
     const target = self.querySelector("form");
     let input = target.querySelector('input[name="target"]');
