@@ -64,6 +64,7 @@ from callctl.systemd import notify, watchdog_interval_s
 from callctl.voicemail import steps as voicemail_steps
 from callctl.voicemail.mail import Mailer
 from callctl.voicemail.service import VoicemailService
+from callctl.web.server import SpaceServer
 
 log = get_logger("callctl.app")
 
@@ -328,6 +329,8 @@ class Daemon:
             voicemail = VoicemailService(pool, self.recordings, Mailer(s.outbox_dir, s.smtp_relay, s.mail_from))
             voicemail_steps.bind(voicemail)
             stack.callback(voicemail_steps.bind, None)
+            if s.space_listen:  # the conference Online Space (issue 19, docs/conferences.md)
+                await stack.enter_async_context(SpaceServer(s, pool, conferences))
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(

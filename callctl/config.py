@@ -53,6 +53,12 @@ class Settings:
     mail_from: str = "callctl <no-reply@callctl.invalid>"
     smtp_relay: str = ""  # host:port; empty: messages are only written to outbox_dir
     outbox_dir: Path = Path("/var/lib/callctl/outbox")
+    # the conference Online Space (docs/conferences.md): personal web links, served by the daemon
+    space_listen: str = "127.0.0.1:8098"  # HOST:PORT; empty: no Online Space (and no links in messages)
+    space_public_url: str = ""  # base of the links people receive, e.g. https://space.example.com
+    space_link_valid_after_s: float = 7 * 86400.0  # a link opens until this long after the conference ends
+    space_max_document_bytes: int = 10 * 1024 * 1024
+    space_max_documents: int = 50  # per conference
     # billing: plans (payg, unlimited, trial), editable by operators; kept out of dialplan/ (its own schema)
     plans_file: Path = Path(__file__).resolve().parent.parent / "billing" / "plans.yaml"
     # recording (docs/recording.md); recordings_dir None: next to the spool (spool_dir/../recordings)
@@ -169,6 +175,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"http_listen '{s.http_listen}' must be HOST:PORT") from None
     if s.agi_listen and not s.agi_listen.rpartition(":")[2].isdigit():
         raise ConfigError(f"agi_listen '{s.agi_listen}' must be HOST:PORT (or empty to disable FastAGI)")
+    if s.space_listen and not s.space_listen.rpartition(":")[2].isdigit():
+        raise ConfigError(f"space_listen '{s.space_listen}' must be HOST:PORT (or empty to disable the Online Space)")
+    if s.space_public_url and urlparse(s.space_public_url).scheme not in ("http", "https"):
+        raise ConfigError(f"space_public_url '{s.space_public_url}' must start with https:// (or http://)")
     if not 4 <= s.conference_code_length <= 16:
         raise ConfigError(f"conference_code_length {s.conference_code_length} must be between 4 and 16")
     problem = objection_key_problem(s.recording_objection_key)

@@ -86,6 +86,7 @@ def main() -> int:
             "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{_port(8099)}",
             "CALLCTL_AMI_ADDRESS": f"127.0.0.1:{asterisk.ami_port}", "CALLCTL_AMI_USER": asterisk.ami_user,
             "CALLCTL_AMI_PASSWORD": asterisk.ami_password,
+            "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{_port(8098)}",  # the conferences' Online Space
         })
         env["CALLCTL_OUTBOX_DIR"] = str(state / "outbox")
         env["CALLCTL_CONFERENCE_ACCESS_NUMBERS"] = "+33900000100,+33900000101"
@@ -157,6 +158,9 @@ def _demo(py: str, env: dict[str, str], state: Path) -> str:
         return f" Demo data not created: {exc}\n"
     return f"""   Dial-in conference (until {conf["ends_at"][:16]}Z): call +33900000100, key the code, then #
      organizer code {conf["organizer"]["code"]}   participant code {conf["participants"][0]["code"]}
+     Online Space (personal links, open each in its own browser profile):
+       organizer   {conf["organizer"].get("link", "(space off)")}
+       participant {conf["participants"][0].get("link", "(space off)")}
    Business line (account {line["account"]}, 5.00 EUR prepaid):
      register a softphone as  user {line["sip_username"]}  password {line["sip_password"]}
      it rings on +33170000001; its outbound calls go to the PSTN trunk (127.0.0.1:5070, none here)

@@ -11,6 +11,9 @@ command -v baresip >/dev/null || need+=(baresip-core)  # the TLS + SRTP softphon
 command -v openssl >/dev/null || need+=(openssl)  # make run's self-signed TLS certificate
 command -v dot >/dev/null || need+=(graphviz)  # callctl dialplan graph renders SVG/PNG with dot
 command -v python3 >/dev/null || need+=(python3)
+# Real-browser tests of the conference Online Space (selenium drives Debian's headless Chromium).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql-15)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import email.message
 import email.utils
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import icalendar
@@ -94,9 +95,10 @@ class Person:
 
 
 def messages_for(*, conference_id: str, subject: str, starts_at: dt.datetime, ends_at: dt.datetime,
-                 access_numbers: list[str], people: list[Person], sender: str) -> list[email.message.EmailMessage]:
+                 access_numbers: list[str], people: list[Person], sender: str,
+                 links: Mapping[str, str] | None = None) -> list[email.message.EmailMessage]:
     """One message per person: the organizer's with the organizer code, each participant's with
-    only their own code."""
+    only their own code; with ``links`` (email -> URL), each with its own Online Space link."""
     out = []
     when = f"{starts_at.astimezone(dt.UTC):%A %d %B %Y, %H:%M} - {ends_at.astimezone(dt.UTC):%H:%M} UTC"
     numbers = "\n".join(f"  {n}" for n in access_numbers)
@@ -111,9 +113,14 @@ def messages_for(*, conference_id: str, subject: str, starts_at: dt.datetime, en
         role_line = ("You are the organizer. Your organizer code starts the conference; keep it to yourself."
                      if p.role == "organizer" else
                      "This code is personal: do not share it. Ask the organizer for a new one if you think it leaked.")
+        link = (links or {}).get(p.email)
+        space = (f"Your personal link to the conference's Online Space (follow the call, share documents and "
+                 f"messages{', steer the call' if p.role == 'organizer' else ''}):\n\n  {link}\n\n"
+                 "This link is strictly confidential and for your use only: do not forward it.\n\n"
+                 if link else "")
         msg.set_content(
             f"{subject}\n{when}\n\nDial one of these numbers:\n{numbers}\n\n"
-            f"then enter your personal code followed by #:\n\n  {p.code}\n\n{role_line}\n\n"
+            f"then enter your personal code followed by #:\n\n  {p.code}\n\n{role_line}\n\n{space}"
             "In the conference: *6 mute/unmute, *# how many are present, *0 help.\n"
             + ("Organizer keys: *1 lock/unlock, *2 mute all participants, *3 recording, *9 end for everyone.\n"
                if p.role == "organizer" else ""))

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from callctl.conference.booking import BookingError, Person, messages_for, parse_invitation
+from callctl.conference.links import link_state, link_url, public_base
 from callctl.config import Settings
 from callctl.errors import CallctlError
 from callctl.numbers import to_e164
 from callctl.store import conferences as store
+from callctl.store import space as space_store
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -49,6 +51,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     reissue.add_argument("id", type=uuid.UUID)
     reissue.add_argument("--person", metavar="EMAIL", help="only this person's code (default: everyone's)")
     reissue.set_defaults(func=_reissue)
+    link = csub.add_parser("link", parents=[common],
+                           help="a person's Online Space link: its state, or a new one (--reissue, mailed)")
+    link.add_argument("id", type=uuid.UUID)
+    link.add_argument("--email", required=True, metavar="EMAIL")
+    link.add_argument("--reissue", action="store_true",
+                      help="issue a new link (the old one stops opening) and write the person's message again")
+    link.set_defaults(func=_link)
     record = csub.add_parser("record", parents=[common],
                              help="start or stop recording a live conference (everyone hears the notice first)")
     record.add_argument("id", type=uuid.UUID)
@@ -95,13 +104,17 @@ async def _with_pool(settings: Settings, work: Any) -> Any:
         await pool.close()
 
 
-def _summary(conf: store.Conference, codes: list[store.Code], created: bool | None = None) -> dict[str, Any]:
+def _summary(conf: store.Conference, codes: list[store.Code], created: bool | None = None,
+             links: dict[str, str] | None = None) -> dict[str, Any]:
+    def person(c: store.Code) -> dict[str, Any]:
+        return {"email": c.email, "code": c.code, **({"link": links[c.email]} if links and c.email in links else {})}
+
     out: dict[str, Any] = {
         "id": str(conf.id), "subject": conf.subject,
         "starts_at": conf.starts_at.isoformat(), "ends_at": conf.ends_at.isoformat(),
         "access_numbers": list(conf.access_numbers), "language": conf.language,
-        "organizer": next(({"email": c.email, "code": c.code} for c in codes if c.role == "organizer"), None),
-        "participants": [{"email": c.email, "code": c.code} for c in codes if c.role == "participant"],
+        "organizer": next((person(c) for c in codes if c.role == "organizer"), None),
+        "participants": [person(c) for c in codes if c.role == "participant"],
         "status": conf.status,
     }
     if created is not None:
@@ -109,12 +122,24 @@ def _summary(conf: store.Conference, codes: list[store.Code], created: bool | No
     return out
 
 
-def _deliver(settings: Settings, conf: store.Conference, codes: list[store.Code]) -> list[str]:
+def _deliver(settings: Settings, conf: store.Conference, codes: list[store.Code],
+             links: dict[str, str] | None = None) -> list[str]:
     people = [Person(c.email, c.role, c.code) for c in codes]
     msgs = messages_for(conference_id=str(conf.id), subject=conf.subject, starts_at=conf.starts_at,
                         ends_at=conf.ends_at, access_numbers=list(conf.access_numbers), people=people,
-                        sender=settings.mail_from)
+                        sender=settings.mail_from, links=links)
     return write_outbox(settings, msgs)
+
+
+async def _new_links(pool: Any, settings: Settings, conference_id: uuid.UUID,
+                     email: str | None = None) -> dict[str, str]:
+    """New Online Space links (email -> URL; the old ones stop opening); none when the space is off.
+    A token exists in clear only here, on its way into the message and the command's output."""
+    if not settings.space_listen:
+        return {}
+    tokens = await space_store.issue_links(pool, conference_id, email)
+    base = public_base(settings.space_public_url, settings.space_listen)
+    return {who: link_url(base, token) for who, token in tokens.items()}
 
 
 def write_outbox(settings: Settings, msgs: list[email.message.EmailMessage]) -> list[str]:
@@ -179,8 +204,10 @@ def _save(args: argparse.Namespace, settings: Settings, **booking: Any) -> int:
             pool, language=args.language, code_length=settings.conference_code_length,
             max_members=args.max_members, organizer_leave_policy=args.leave_policy,
             organizer_leave_grace_s=args.leave_grace, **booking)
-        out = _summary(conf, codes, created)
-        out["messages"] = _deliver(settings, conf, codes)
+        # Every message is written again, so everyone gets a new link (only hashes are kept).
+        links = await _new_links(pool, settings, conf.id)
+        out = _summary(conf, codes, created, links)
+        out["messages"] = _deliver(settings, conf, codes, links)
         print(json.dumps(out, indent=2))
         return 0
 
@@ -224,6 +251,7 @@ def _cancel(args: argparse.Namespace, settings: Settings) -> int:
     async def work(pool: Any) -> int:
         if not await store.cancel(pool, args.id):
             raise CallctlError(f"no conference {args.id} to cancel (unknown or already cancelled)")
+        await space_store.revoke_links(pool, args.id)
         print(json.dumps({"id": str(args.id), "status": "cancelled"}))
         return 0
 
@@ -236,9 +264,48 @@ def _reissue(args: argparse.Namespace, settings: Settings) -> int:
         if conf is None:
             raise CallctlError(f"no conference {args.id}")
         codes = await store.reissue(pool, conf.id, args.person, settings.conference_code_length)
-        paths = _deliver(settings, conf, codes)
-        print(json.dumps({"id": str(conf.id), "codes": [{"email": c.email, "role": c.role, "code": c.code}
+        links = await _new_links(pool, settings, conf.id, args.person)
+        paths = _deliver(settings, conf, codes, links)
+        print(json.dumps({"id": str(conf.id), "codes": [{"email": c.email, "role": c.role, "code": c.code,
+                                                         **({"link": links[c.email]} if c.email in links else {})}
                                                         for c in codes], "messages": paths}, indent=2))
+        return 0
+
+    return _run(_with_pool(settings, work))
+
+
+def _link(args: argparse.Namespace, settings: Settings) -> int:
+    """Shows a link's state (the link itself cannot be shown again: only its hash is kept) or re-issues it."""
+    email = args.email.strip().lower()
+
+    async def work(pool: Any) -> int:
+        conf = await store.get(pool, args.id)
+        if conf is None:
+            raise CallctlError(f"no conference {args.id}")
+        code = next((c for c in await store.live_codes(pool, conf.id) if c.email == email), None)
+        if code is None:
+            raise CallctlError(f"conference {conf.id}: {email} is not invited (no live code); "
+                               "see `callctl conference show ID`")
+        if not settings.space_listen:
+            raise CallctlError("the Online Space is off (space_listen is empty): no links to show or issue")
+        out: dict[str, Any] = {"id": str(conf.id), "email": email, "role": code.role}
+        if args.reissue:
+            links = await _new_links(pool, settings, conf.id, email)
+            out["link"] = links[email]
+            out["messages"] = _deliver(settings, conf, [code], links)
+        status = await space_store.link_status(pool, conf.id, email)
+        if status is not None:
+            state = link_state(revoked_at=status["revoked_at"], cancelled_at=conf.cancelled_at, ends_at=conf.ends_at,
+                               valid_after_s=settings.space_link_valid_after_s, now=dt.datetime.now(dt.UTC))
+            valid_until = conf.ends_at + dt.timedelta(seconds=settings.space_link_valid_after_s)
+            out.update(state=state, issued_at=status["issued_at"].isoformat(), valid_until=valid_until.isoformat(),
+                       last_opened_at=status["last_opened_at"].isoformat() if status["last_opened_at"] else None)
+        else:
+            out["state"] = "none"
+        if not args.reissue:
+            out["note"] = ("links are stored only as hashes and cannot be shown again: "
+                           "--reissue sends a new one (the old one stops opening)")
+        print(json.dumps(out, indent=2))
         return 0
 
     return _run(_with_pool(settings, work))

@@ -25,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from callctl.conference.actions import ACTIONS, ORGANIZER, ORGANIZER_ACTIONS, Action, MemberView, RoomView
 from callctl.errors import AriError
 from callctl.logging import get_logger
 
 log = get_logger("callctl.conference")
 
 BRIDGE_PREFIX = "conf-"  # every room's bridge id starts with it (a new random suffix per room)
-ORGANIZER = "organizer"
 PARTICIPANT = "participant"
 
 # Stock Asterisk prompts (en and fr); resolved in the caller's language by Asterisk.
@@ -116,13 +116,25 @@ class _Record:
     reply: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-_Request = _Join | _Leave | _Command | _Record
+@dataclass
+class _Action:
+    """A command from outside the call (the Online Space): typed, applied in order like a DTMF key."""
+
+    action: Action
+    reply: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+_Request = _Join | _Leave | _Command | _Record | _Action
+
+__all__ = ["ACTIONS", "BRIDGE_PREFIX", "ORGANIZER", "ORGANIZER_ACTIONS", "PARTICIPANT", "Action", "Member",
+           "MemberView", "Room", "RoomOps", "RoomRecorder", "RoomSettings", "RoomView", "TimelineSink"]
 
 
 class Room:
     def __init__(self, settings: RoomSettings, ops: RoomOps, timeline: TimelineSink,
                  recorder: RoomRecorder | None = None,
                  on_end: Callable[[str, str], None] | None = None,
+                 on_change: Callable[[str], None] | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.bridge_id = f"{BRIDGE_PREFIX}{settings.conference_id}-{uuid.uuid4().hex[:8]}"
@@ -130,6 +142,7 @@ class Room:
         self._timeline = timeline
         self._recorder = recorder
         self._on_end = on_end
+        self._on_change = on_change
         self._clock = clock
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.members: dict[str, Member] = {}
@@ -166,6 +179,21 @@ class Room:
         self._queue.put_nowait(req)
         return await req.reply
 
+    async def act(self, action: Action) -> str:
+        """Apply an Online Space action in the room's order; returns 'done' or why not
+        ('forbidden', 'not_in_call', 'unknown_action', 'unavailable', 'failed', 'ended')."""
+        if self.ended:
+            return "ended"
+        req = _Action(action)
+        self._queue.put_nowait(req)
+        return await req.reply
+
+    def view(self) -> RoomView:
+        return RoomView(tuple(MemberView(m.person, m.role, m.joined_at, m.muted, not m.in_bridge)
+                              for m in sorted(self.members.values(),
+                                              key=lambda m: (m.role != ORGANIZER, m.joined_at or dt.datetime.min))),
+                        self.locked, self.participants_muted, self.recording)
+
     # -- the owner task ------------------------------------------------------------------------
 
     @property
@@ -197,8 +225,9 @@ class Room:
                         request.reply.set_result("ended")
                     if isinstance(request, _Command) and not request.reply.done():
                         request.reply.set_result([])
-                    if isinstance(request, _Record) and not request.reply.done():
+                    if isinstance(request, _Record | _Action) and not request.reply.done():
                         request.reply.set_result("failed")
+                self._changed()
                 if not self.members and self._organizer_gone_at is None and self._was_used:
                     break
         finally:
@@ -209,7 +238,7 @@ class Room:
                     pending.reply.set_result("ended")
                 elif isinstance(pending, _Command) and not pending.reply.done():
                     pending.reply.set_result([])
-                elif isinstance(pending, _Record) and not pending.reply.done():
+                elif isinstance(pending, _Record | _Action) and not pending.reply.done():
                     pending.reply.set_result("ended")
             if self.recording and self._recorder is not None:
                 self.recording = False
@@ -218,6 +247,11 @@ class Room:
             with contextlib.suppress(AriError):
                 await self._ops.destroy_bridge(self.bridge_id)
             log.info("conference_room_closed", conference_id=s.conference_id)
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.settings.conference_id)
 
     async def _apply(self, request: _Request) -> None:
         if isinstance(request, _Join):
@@ -228,6 +262,10 @@ class Room:
             await self._leave(request.member, request.reason)
         elif isinstance(request, _Record):
             result = await self._set_recording(request.on)
+            if not request.reply.done():
+                request.reply.set_result(result)
+        elif isinstance(request, _Action):
+            result = await self._act(request.action)
             if not request.reply.done():
                 request.reply.set_result(result)
         else:
@@ -337,6 +375,50 @@ class Room:
             await self._end("ended_by_organizer")
             return []
         return ["sound:conf-errormenu"]
+
+    def _member_of(self, person: str | None) -> Member | None:
+        return next((m for m in self.members.values() if m.person == person), None)
+
+    async def _act(self, a: Action) -> str:
+        """The Online Space's actions, with the same effects (and timeline rows) as the DTMF menu."""
+        if a.kind not in ACTIONS:
+            return "unknown_action"
+        if a.kind in ORGANIZER_ACTIONS and a.role != ORGANIZER:
+            return "forbidden"
+        log.info("conference_space_action", conference_id=self.settings.conference_id, action=a.kind, role=a.role)
+        if a.kind in ("mute", "unmute"):
+            if a.role != ORGANIZER and a.target != a.by:  # a participant mutes only themselves
+                return "forbidden"
+            m = self._member_of(a.target)
+            if m is None:
+                return "not_in_call"
+            m.muted = a.kind == "mute"
+            await self._ops.mute(m.channel_id, m.muted)
+            log.info("conference_member_muted", conference_id=self.settings.conference_id, muted=m.muted)
+            return "done"
+        if a.kind in ("lock", "unlock"):
+            self.locked = a.kind == "lock"
+            return "done"
+        if a.kind in ("mute_all", "unmute_all"):
+            self.participants_muted = a.kind == "mute_all"
+            for p in self.present:
+                if p.role == PARTICIPANT:
+                    await self._ops.mute(p.channel_id, self.participants_muted)
+                    p.muted = self.participants_muted
+            return "done"
+        if a.kind in ("record", "stop_recording"):
+            result = await self._set_recording(a.kind == "record")
+            return "done" if result in ("started", "stopped", "already_recording", "not_recording") else result
+        if a.kind == "remove":
+            m = self._member_of(a.target)
+            if m is None:
+                return "not_in_call"
+            await self._leave(m, "removed_by_organizer")
+            with contextlib.suppress(AriError):
+                await self._ops.hang_up(m.channel_id, "normal")
+            return "done"
+        await self._end("ended_by_organizer")  # "end"
+        return "done"
 
     async def _set_recording(self, on: bool) -> str:
         if self._recorder is None:

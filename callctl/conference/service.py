@@ -19,7 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callctl.conference import minutes
-from callctl.conference.room import BRIDGE_PREFIX, ORGANIZER, Member, Room, RoomOps, RoomRecorder, RoomSettings
+from callctl.conference.changes import ChangeFeed
+from callctl.conference.room import (
+    BRIDGE_PREFIX,
+    ORGANIZER,
+    Action,
+    Member,
+    Room,
+    RoomOps,
+    RoomRecorder,
+    RoomSettings,
+    RoomView,
+)
 from callctl.conference.timeline import TimelineWriter
 from callctl.errors import AriError, CallHungUp, StoreError
 from callctl.logging import get_logger
@@ -104,6 +115,7 @@ class ConferenceService:
         self._rooms: dict[uuid.UUID, tuple[Room, asyncio.Task[None]]] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._timeline = TimelineWriter(lambda rows: store.record_events(pool, rows))
+        self.changes = ChangeFeed()  # the Online Space's live pages follow the rooms through it
 
     # -- timeline (the rooms' sink) ------------------------------------------------------------
 
@@ -206,7 +218,8 @@ class ConferenceService:
                                 organizer_leave_policy=conf.organizer_leave_policy,
                                 organizer_leave_grace_s=float(conf.organizer_leave_grace_s),
                                 already_led=conf.started_at is not None)
-        room = Room(settings, self._ops, self, recorder=self._recorder, on_end=self._on_room_end)
+        room = Room(settings, self._ops, self, recorder=self._recorder, on_end=self._on_room_end,
+                    on_change=self.changes.notify)
         # A fresh context: the room outlives the call that opened it and must not log its call_id.
         task = asyncio.create_task(room.run(), name=f"conference-{conf.id}", context=contextvars.Context())
         self._rooms[conf.id] = (room, task)
@@ -219,6 +232,21 @@ class ConferenceService:
         if held is None or held[0].ended:
             return "no_live_room"
         return await held[0].set_recording(on)
+
+    def view(self, conference_id: uuid.UUID) -> RoomView | None:
+        """The live room of a conference as the Online Space shows it (None: nobody in the call)."""
+        held = self._rooms.get(conference_id)
+        if held is None or held[0].ended:
+            return None
+        return held[0].view()
+
+    async def act(self, conference_id: uuid.UUID, action: Action) -> str:
+        """An Online Space action on the live room, applied by the room's own task (same effects and
+        timeline rows as the DTMF menu); 'no_live_room' when nobody is in the call."""
+        held = self._rooms.get(conference_id)
+        if held is None or held[0].ended:
+            return "no_live_room"
+        return await held[0].act(action)
 
     async def clear_old_bridges(self, ops: BridgeOps, *, poll_s: float = 2.0, give_up_s: float = 3600.0) -> None:
         """After connecting to Asterisk: destroy the conference bridges no room of this engine owns (a

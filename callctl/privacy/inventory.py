@@ -36,6 +36,18 @@ ITEMS: tuple[Item, ...] = (
     Item("conference_event", "table", "conference_event.person",
          "who joined and left a conference, and when", "the conference timeline shown to the organizer",
          "with the conference", f"{ERASE} --email"),
+    Item("conference_link", "table", "conference_link.email, .last_opened_at; conference_space_session",
+         "invitees' e-mail addresses, when they opened their Online Space link (tokens and sessions only as "
+         "SHA-256 hashes)", "open the conference's Online Space with a personal link",
+         "with the conference (a link opens until `space_link_valid_after_s` after the end)",
+         f"{ERASE} --email; `conference reissue`/`cancel` end the links"),
+    Item("conference_message", "table", "conference_message.author, .body",
+         "chat messages of the conference's members (may name people)",
+         "the Online Space's chat; evidence in a dispute (BRIEF 1)", "with the conference", f"{ERASE} --email"),
+    Item("conference_document", "table", "conference_document.uploaded_by, .name, .content",
+         "documents shared by members (any personal data they contain), their names and uploader",
+         "the Online Space's document sharing; evidence in a dispute (BRIEF 1)", "with the conference",
+         f"{ERASE} --email"),
     Item("conference_attempt", "table", "conference_attempt.caller",
          "caller numbers that keyed a wrong code", "brute-force lockout and abuse audit",
          "until erased (lockout only reads the last window)", f"{ERASE} --number"),
@@ -106,7 +118,7 @@ ITEMS: tuple[Item, ...] = (
          "journald retention", "journald rotation (`journalctl --vacuum-time`)"),
 )
 
-NEVER_LOGGED = ("access codes", "SIP passwords", "recording contents", "e-mail bodies")
+NEVER_LOGGED = ("access codes", "SIP passwords", "recording contents", "e-mail bodies", "Online Space link tokens")
 
 
 def by_key(key: str) -> Item:

@@ -42,6 +42,10 @@ _CENSUS = {
     "conference_organizer": "SELECT count(DISTINCT lower(organizer_email)), count(*), min(created_at) FROM conference",
     "conference_code": "SELECT count(DISTINCT lower(email)), count(*), min(issued_at) FROM conference_code",
     "conference_event": "SELECT count(DISTINCT lower(person)), count(*), min(at) FROM conference_event",
+    "conference_link": "SELECT count(DISTINCT lower(email)), count(*), min(issued_at) FROM conference_link",
+    "conference_message": "SELECT count(DISTINCT lower(author)), count(*), min(at) FROM conference_message",
+    "conference_document": "SELECT count(DISTINCT lower(uploaded_by)), count(*), min(uploaded_at) "
+                           "FROM conference_document",
     "conference_attempt": "SELECT count(DISTINCT caller), count(*), min(at) FROM conference_attempt",
     "cdr_number": "SELECT (SELECT count(DISTINCT n) FROM (SELECT from_number AS n FROM cdr UNION "
                   "SELECT to_number FROM cdr) s WHERE n NOT LIKE 'pseudo:%'), count(*), min(started_at) FROM cdr",
@@ -113,6 +117,15 @@ async def collect(db: Any, *, email: str | None = None, number: str | None = Non
         out["conference_events"] = _rows(await db.fetch(
             "SELECT conference_id, role, what, at, reason FROM conference_event WHERE lower(person) = lower($1) "
             "ORDER BY at", email))
+        out["conference_space_links"] = _rows(await db.fetch(
+            "SELECT conference_id, role, issued_at, revoked_at, last_opened_at FROM conference_link "
+            "WHERE lower(email) = lower($1) ORDER BY issued_at", email))
+        out["conference_messages"] = _rows(await db.fetch(
+            "SELECT conference_id, at, body FROM conference_message WHERE lower(author) = lower($1) ORDER BY id",
+            email))
+        out["conference_documents"] = _rows(await db.fetch(
+            "SELECT conference_id, id, name, media_type, size, sha256, uploaded_at FROM conference_document "
+            "WHERE lower(uploaded_by) = lower($1) ORDER BY uploaded_at", email))
     else:
         out["conference_attempts"] = _rows(await db.fetch(
             "SELECT at, access_number, reason, conference_id FROM conference_attempt WHERE caller = $1 ORDER BY at",
@@ -183,6 +196,13 @@ async def erase_person(db: Any, *, email: str | None, number: str | None, key: b
                 counts["conference_code"] = _count(await conn.execute(
                     "DELETE FROM conference_code WHERE lower(email) = lower($1) OR conference_id = ANY($2::uuid[])",
                     email, organised))
+                # The Online Space (links and their sessions, messages, documents): the person's own, and
+                # everything of the conferences they organised.
+                for table, column in (("conference_link", "email"), ("conference_message", "author"),
+                                      ("conference_document", "uploaded_by")):
+                    counts[table] = _count(await conn.execute(
+                        f"DELETE FROM {table} WHERE lower({column}) = lower($1) OR conference_id = ANY($2::uuid[])",
+                        email, organised))
                 counts["conference"] = _count(await conn.execute(
                     "DELETE FROM conference WHERE id = ANY($1::uuid[])", organised))
             else:

@@ -1,0 +1,1 @@
+"""The conference Online Space served to browsers (aiohttp adapter and its pure helpers)."""
