@@ -11,8 +11,7 @@ import collections
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from callctl.ari.dispatch import Mailbox
@@ -28,7 +27,8 @@ from callctl.ari.events import (
 )
 from callctl.calls.lifecycle import Lifecycle
 from callctl.calls.port import DialHooks, DialOutcome
-from callctl.errors import AriError, CallHungUp, ChannelGone
+from callctl.calls.result import CallResult, OutboundLeg
+from callctl.errors import AriError, CallEnded, CallHungUp, ChannelGone
 from callctl.ids import CallId, ChannelId
 
 # ARI hang-up reasons -> the Q.850 cause the CDR records when the engine hangs up.
@@ -66,17 +66,6 @@ class DialOps(ChannelOps, Protocol):
     async def get_channel(self, channel_id: str) -> dict[str, Any]: ...  # a leg resumed after a restart
 
 
-@dataclass
-class OutboundLeg:
-    """A leg the call dialled: its own lifecycle and, at the end of the call, its own CDR."""
-
-    channel_id: ChannelId
-    target: str
-    lifecycle: Lifecycle
-    caller_id: str | None = None
-    cdr_fields: dict[str, Any] = field(default_factory=dict)  # e.g. its rating (cdr.record.RATING_FIELDS)
-
-
 CALL_BRIDGE_PREFIX = "call-"  # a two-party bridge is named after the leg the call dialled
 
 # Q.850 causes of an unanswered leg -> the dial outcome the flow branches on.
@@ -102,7 +91,7 @@ class Call:
         self.called = channel.exten
         self.language = language
         self.country: str | None = None  # ISO alpha-2 of the number called, set from the route
-        self.cdr_fields: dict[str, Any] = {}  # features tag the leg's CDR (conference_id, person, role...)
+        self.result = CallResult()  # what the call's handler says about it, for its CDR
         self.lifecycle = Lifecycle(started_at=channel.created_at)
         # Adopted after a restart while bridged with a leg a previous engine dialled: (leg, bridge id).
         self.resumed: tuple[ChannelInfo, str] | None = None
@@ -121,6 +110,10 @@ class Call:
     @property
     def channel_id(self) -> str:
         return self.channel.id
+
+    @property
+    def channel_name(self) -> str:
+        return self.channel.name
 
     # -- event intake --------------------------------------------------------------------------
 
@@ -166,6 +159,10 @@ class Call:
     async def wait_for_mailbox(self) -> None:
         """Wait for one event and absorb it, without raising (used while closing the call)."""
         self._absorb(await self._mailbox.get())
+
+    def deliver(self, event: Event) -> None:
+        """An event the engine itself knows of (resync: the channel vanished while the socket was down)."""
+        self._mailbox.put_nowait(event)
 
     def drain_mailbox(self) -> None:
         """Absorb every queued event without waiting (used at the end of the call)."""
@@ -230,6 +227,22 @@ class Call:
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
                    max_talk_s: float | None = None, headers: dict[str, str] | None = None,
                    hooks: DialHooks | None = None, variables: dict[str, str] | None = None) -> DialOutcome:
+        with self._channels_of_this_call():
+            return await self._dial(target, timeout_s=timeout_s, caller_id=caller_id, max_talk_s=max_talk_s,
+                                    headers=headers, hooks=hooks, variables=variables)
+
+    @contextlib.contextmanager
+    def _channels_of_this_call(self) -> Iterator[None]:
+        """ARI's "no such channel" about this call's channels stops here: the call is over (the port's
+        promise); whoever closes the call hangs up what is left."""
+        try:
+            yield
+        except ChannelGone as exc:
+            raise CallEnded(f"call {self.call_id}: {exc.message}") from None
+
+    async def _dial(self, target: str, *, timeout_s: float, caller_id: str | None,
+                    max_talk_s: float | None, headers: dict[str, str] | None,
+                    hooks: DialHooks | None, variables: dict[str, str] | None) -> DialOutcome:
         """Ring ``target``; on answer bridge it with this call until either side hangs up.
         ``variables``: channel variables set on the new leg (e.g. what its endpoint's geolocation reads).
 
@@ -310,6 +323,10 @@ class Call:
             await self._let_go(leg, bridge_id)
 
     async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
+        with self._channels_of_this_call():
+            return await self._resume_bridged(target, caller_id=caller_id)
+
+    async def _resume_bridged(self, target: str, *, caller_id: str | None) -> DialOutcome:
         """Keep up the two-party call a previous engine bridged (``self.resumed``, set at adoption after a
         restart) and end it as ``dial`` would: the far end hanging up ends the call, the caller hanging up
         (CallHungUp) ends the leg. The limits the previous engine set stay in Asterisk (TIMEOUT(absolute)
@@ -381,7 +398,8 @@ class Call:
     async def limit_talk(self, seconds: int) -> None:
         """Asterisk hangs this call up ``seconds`` from now, even if the engine dies (TIMEOUT(absolute))."""
         self._check_up()
-        await self._ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(seconds)))
+        with self._channels_of_this_call():
+            await self._ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(seconds)))
 
     async def hang_up(self, cause: str = "normal") -> None:
         if self._gone:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from callctl.calls.supervisor import SETTLE_FIELD
+from callctl.calls.port import CallPort
 from callctl.errors import AriError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
@@ -124,32 +124,36 @@ class Dialer:
     def is_originated(args: tuple[str, ...]) -> bool:
         return args[:1] == (ORIGINATE_ARG,)
 
-    async def run(self, plan: Dialplan, call: Any) -> tuple[str, str | None, str | None]:
-        """The answered call: its flow, in the callee country's language; CDR tagged with the account."""
+    async def run(self, call: CallPort, plan: Dialplan) -> str:
+        """The answered call (the router's handler for ``callctl-originate``): its flow, in the callee
+        country's language; CDR tagged with the account."""
         _, flow, account_id, to_number, from_number, country_code = (list(call.args) + [""] * 6)[:6]
         call.called, call.caller = to_number, from_number
-        call.cdr_fields.update(flow=flow, account_id=account_id, extra_originated=True, direction="outbound")
+        result = call.result
+        result.flow, result.account_id, result.direction = flow, account_id, "outbound"
+        result.extra["originated"] = True
         country = plan.countries.get(country_code)
         if flow not in plan.flows or country is None:  # a reload removed it while the callee's phone rang
             log.warning("originated_flow_missing", flow=flow)
             await call.hang_up("normal")
-            return "flow_missing", None, plan.version
+            return "flow_missing"
         call.language, call.country = country.language, country.code
         route = Route(flow=flow, language=country.language, country=country.code, tags=("originated",),
                       number=to_number, entry=to_number, pos=plan.flows[flow].pos)
-        auth = self._held.pop(call.channel.id, None)
+        auth = self._held.pop(call.channel_id, None)
         billing = self._billing
         if auth is not None and billing is not None:
-            async def settle(seconds: int) -> dict[str, Any]:
+            async def settle(seconds: int) -> Mapping[str, Any]:
                 return await billing.finish(auth, seconds)
 
             # Settled by the supervisor with the CDR's own billed seconds (Asterisk's end of the
             # channel), so the debit and the CDR always agree.
-            call.cdr_fields[SETTLE_FIELD] = settle
+            result.on_end = settle
         if auth is not None and auth.max_seconds:
             await call.limit_talk(auth.max_seconds)
-        result = await run_flow(plan, route, call)
-        return result.outcome, result.flow, plan.version
+        ran = await run_flow(plan, route, call)
+        result.flow = ran.flow
+        return ran.outcome
 
     def _unanswered(self, channel_id: str) -> None:
         """The ring timeout passed and the call never entered the app: give its hold back."""
