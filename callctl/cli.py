@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import importlib
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from callctl import __version__
+from callctl import __version__, clitools
 from callctl.config import Settings, load_settings
 from callctl.errors import CallctlError, DialplanError
 
@@ -27,6 +30,32 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_daemon(settings))
 
 
+async def _emergency_vars_of_account(pool: Any, settings: Settings, account_id: uuid.UUID) -> None:
+    from callctl.gating.upkeep import refresh_account_endpoint_vars
+
+    await refresh_account_endpoint_vars(pool, settings.dialplan_dir, account_id)
+
+
+class _RecordingFiles:
+    """Recording deletions as privacy commands ask for them, with the recording's own audit rules."""
+
+    def describe(self, rec: Any, *, check: bool = True) -> dict[str, Any]:
+        from callctl.recording import retention
+
+        return retention.describe(rec, check=check)
+
+    async def erase_person(self, db: Any, recs: list[Any], now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
+        from callctl.recording import retention, rules
+
+        return await retention.delete_all(db, recs, rules.RULE_PRIVACY_ERASE, now, dry_run=dry_run)
+
+    async def erase_account(self, db: Any, account_id: uuid.UUID, now: dt.datetime, *,
+                            dry_run: bool) -> dict[str, Any]:
+        from callctl.recording import retention, rules
+
+        return await retention.delete_account_calls(db, account_id, now, rules.RULE_ACCOUNT_GONE, dry_run=dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's own --config must not reset one given before the subcommand.
@@ -41,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     for name in FEATURE_CLIS:
         importlib.import_module(name).register(sub, common)
+    # Between features, wired here: a business line's phones or numbers changed -> gating writes the
+    # account's emergency status on its endpoints again.
+    clitools.on_account_phones_changed(_emergency_vars_of_account)
+    # A person's or an account's data erased -> their recordings go, with the recording's audit.
+    clitools.recordings.impl = _RecordingFiles()
     return parser
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import yaml
 
 from callctl.errors import ConfigError
-from callctl.recording.rules import objection_key_problem
+from callctl.keys import objection_key_problem
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/callctl/callctl.yaml"), Path("callctl.yaml"))
 

@@ -3,6 +3,7 @@ reload; each call takes it once, so a reload affects new calls only."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -53,3 +54,12 @@ class LiveCountries(Mapping[str, Country]):
 
     def __len__(self) -> int:
         return len(self._holder.current.countries)
+
+
+def load_countries(dialplan_dir: Path) -> Mapping[str, Country]:
+    """The country table of the operator's dialplan, for one-shot commands (the daemon keeps its own)."""
+    from callctl.flows.cli import STEP_MODULES
+
+    for module in STEP_MODULES:  # step types of feature packages, so their flows load
+        importlib.import_module(module)
+    return load_dialplan(dialplan_dir).countries

@@ -20,10 +20,10 @@ import dataclasses
 import uuid
 from typing import Any
 
-from callctl.billing.minutes import MeterTerms
 from callctl.conference.minutes import PaidLine
 from callctl.conference.service import ConferenceService, EntryOptions, EntryPrompts
 from callctl.flows.registry import FlowContext, register_step_type
+from callctl.freeminutes import MeterTerms
 
 _service: ConferenceService | None = None
 

@@ -19,13 +19,13 @@ from callctl.gating.compliance import PENALTY_EUR, SHORT_CALL_S, penalty_eur
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    from callctl.lines.cli import account_actions
+    from callctl.clitools import account_actions
 
     em = sub.add_parser("emergency", parents=[common], help="an account's emergency calling status")
     esub = em.add_subparsers(dest="emergency_command", metavar="ACTION", required=True)
     # The spelling `callctl account emergency ID ...` and `callctl emergency set ID ...`: one parser shape,
     # one handler.
-    for parent, name in ((esub, "set"), (account_actions(sub), "emergency")):
+    for parent, name in ((esub, "set"), (account_actions(sub, common), "emergency")):
         es = parent.add_parser(name, parents=[common], help="enable emergency calls (with a proved location) "
                                                             "or disable them")
         es.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
@@ -102,7 +102,7 @@ def _status_json(account_id: uuid.UUID, status: Any) -> dict[str, Any]:
 
 
 def _emergency_set(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.gating.service import load_countries
+    from callctl.dialplans import load_countries
     from callctl.store import gating as store
 
     if args.enable and not (args.location or "").strip():
@@ -155,7 +155,8 @@ def _parse_at(raw: str | None) -> dt.datetime:
 
 
 def _gate(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.gating.service import decide, load_countries
+    from callctl.dialplans import load_countries
+    from callctl.gating.service import decide
     from callctl.store import gating as store
 
     at = _parse_at(args.at)

@@ -4,11 +4,15 @@ calls Asterisk decided alone while no engine was connected (imported once, with 
 
 from __future__ import annotations
 
+import sys
+import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from callctl.cdr.record import CdrRecord
-from callctl.errors import StoreError
+from callctl.dialplans import load_countries
+from callctl.errors import CallctlError, StoreError
 from callctl.flows.model import Country
 from callctl.gating.asterisk_calls import write_emergency_cdrs
 from callctl.logging import get_logger
@@ -46,3 +50,16 @@ class EmergencyUpkeep:
                         refused=sum(1 for decision, _ in imported if decision == "deny"),
                         rules=sorted({rule for _, rule in imported}))
         await write_emergency_cdrs(self._pool, self._submit)  # their CDRs too, once their channels have ended
+
+
+async def refresh_account_endpoint_vars(pool: Any, dialplan_dir: Path, account_id: uuid.UUID) -> None:
+    """For a one-shot command that changed an account's phones or numbers: Asterisk's copy of the account's
+    emergency status (the callback number is a DID; docs/gating.md). A dialplan that does not load leaves
+    it to the daemon's next start or reload (said on stderr)."""
+    try:
+        countries = load_countries(dialplan_dir)
+    except CallctlError as exc:
+        print(f"callctl: warning: emergency variables of the account's phones not written "
+              f"({exc.message.splitlines()[0]}); the daemon writes them at its next start or reload", file=sys.stderr)
+        return
+    await gating_store.refresh_endpoint_vars(pool, countries, account_id)

@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from callctl.clitools import account_actions
+from callctl.clitools import parse_now as _now
 from callctl.config import Settings
-from callctl.lines.cli import account_actions
-from callctl.privacy.cli import _now
 from callctl.recording import retention, rules
 from callctl.recording.retention import RecordingError
-from callctl.store import lines as lines_store
 from callctl.store import recordings as store
 
 
@@ -50,7 +49,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     purge.add_argument("--now", metavar="ISO8601", help="the instant the rules read (default: now)")
     purge.set_defaults(func=_purge)
 
-    option = account_actions(sub).add_parser(
+    option = account_actions(sub, common).add_parser(
         "recording", parents=[common],
         help="switch an account's automatic call recording on or off (off deletes its call recordings)")
     option.add_argument("id", type=uuid.UUID)
@@ -133,7 +132,7 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 def _account_recording(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Any) -> dict[str, Any]:
-        if not await lines_store.set_recording(db, args.id, bool(args.enable)):
+        if not await store.set_account_recording(db, args.id, bool(args.enable)):
             raise RecordingError(f"no account {args.id} (see `callctl account show ID`)")
         out: dict[str, Any] = {"id": str(args.id), "recording": bool(args.enable)}
         if args.disable:
