@@ -25,7 +25,7 @@ from callctl.ari.events import (
     StasisEnd,
     StasisStart,
 )
-from callctl.calls.lifecycle import Lifecycle
+from callctl.calls.lifecycle import Lifecycle, dial_status
 from callctl.calls.port import DialHooks, DialOutcome
 from callctl.calls.result import CallResult, OutboundLeg
 from callctl.errors import AriError, CallEnded, CallHungUp, ChannelGone
@@ -67,16 +67,6 @@ class DialOps(ChannelOps, Protocol):
 
 
 CALL_BRIDGE_PREFIX = "call-"  # a two-party bridge is named after the leg the call dialled
-
-# Q.850 causes of an unanswered leg -> the dial outcome the flow branches on.
-def dial_status(cause: int | None) -> str:
-    if cause == 17:
-        return "busy"
-    if cause in (18, 19, 21, 16, None):
-        return "noanswer"
-    if cause in (34, 38, 41, 42, 44, 47):
-        return "congestion"
-    return "failed"
 
 
 class Call:
@@ -159,6 +149,14 @@ class Call:
     async def wait_for_mailbox(self) -> None:
         """Wait for one event and absorb it, without raising (used while closing the call)."""
         self._absorb(await self._mailbox.get())
+
+    async def wait_for_end(self, timeout_s: float) -> None:
+        """Asterisk's own end of the channel (after a hang-up), within ``timeout_s``; never raises."""
+        self.drain_mailbox()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not self.ended.is_set():
+                    await self.wait_for_mailbox()
 
     def deliver(self, event: Event) -> None:
         """An event the engine itself knows of (resync: the channel vanished while the socket was down)."""

@@ -186,18 +186,10 @@ class Supervisor:
         for listener in self._listeners:
             listener.call_ended(ended)
 
-    async def wait_for_channel_end(self, call: Call) -> None:
-        """After the engine's hang-up: Asterisk's own end of the channel, within END_WAIT_S."""
-        call.drain_mailbox()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(END_WAIT_S):
-                while not call.ended.is_set():
-                    await call.wait_for_mailbox()
-
     async def _finish(self, call: Call, outcome: str, elapsed_s: float) -> CdrRecord:
         with contextlib.suppress(AriError):
             await call.hang_up("normal")
-        await self.wait_for_channel_end(call)
+        await call.wait_for_end(END_WAIT_S)
         lc, result = call.lifecycle, call.result
         now = dt.datetime.now(dt.UTC)
         ended_at = ensure_ended(lc, now)

@@ -1,0 +1,230 @@
+"""The seams of the call path, fast: the router's order, CDRs built from typed results, the credit-hold
+sweep told of ended calls, the side tasks' owner, the CLI hooks between features."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callctl import clitools
+from callctl.billing import holds
+from callctl.billing.holds import HoldSweeper
+from callctl.calls.lifecycle import Lifecycle, dial_status, disposition_for
+from callctl.calls.records import CallFacts, call_record, leg_record, recovered_record
+from callctl.calls.result import CallResult, EndedCall, OutboundLeg, Rating
+from callctl.errors import CallHungUp
+from callctl.flows.loader import load_dialplan
+from callctl.flows.simulate import FakeCall
+from callctl.ids import ChannelId
+from callctl.router import Router
+from callctl.tasks import SideTasks
+from tests.support.waiting import wait_for_async
+
+T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- the router -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plan() -> Any:
+    import callctl.conference.steps  # noqa: F401 - its step type, so the demo dialplan loads
+
+    return load_dialplan(REPO / "dialplan")
+
+
+def _router(plan: Any, taken: list[str]) -> Router:
+    router = Router(lambda: plan)
+
+    def handler(name: str, outcome: str | None = "handled") -> Any:
+        async def handle(call: Any, _plan: Any) -> str | None:
+            taken.append(name)
+            if outcome is not None:
+                call.result.flow = name
+            return outcome
+        return handle
+
+    router.on_resumed(handler("resumed"))
+    router.on_arg("callctl-originate", handler("originated"))
+    router.on_arg("line-outbound", handler("line-outbound"))
+    router.on_number(handler("not-a-did", None))
+    router.on_number(handler("did"))
+    return router
+
+
+async def test_the_router_takes_resumed_calls_first_then_stasis_args_then_numbers(plan: Any) -> None:
+    taken: list[str] = []
+    router = _router(plan, taken)
+    resumed = FakeCall(called="+33900000001", args=("line-outbound",))
+    resumed.resumed = (object(), "call-x")  # type: ignore[assignment]
+    assert await router(resumed) == ("handled", "resumed", plan.version)
+    assert resumed.result.dialplan_version == plan.version
+    assert await router(FakeCall(called="+33900000001", args=("callctl-originate", "x"))) == (
+        "handled", "originated", plan.version)
+    assert (await router(FakeCall(called="0123", args=("line-outbound",))))[1] == "line-outbound"
+    # A number the dialplan does not know: the number handlers in turn, the first that takes it.
+    assert await router(FakeCall(called="+33199999999")) == ("handled", "did", plan.version)
+    assert taken == ["resumed", "originated", "line-outbound", "not-a-did", "did"]
+
+
+async def test_a_number_of_the_dialplan_runs_its_flow_and_an_unknown_one_is_told_no_route(plan: Any) -> None:
+    taken: list[str] = []
+    router = Router(lambda: plan)
+    own = next(e.number for e in plan.numbers if e.number)
+    call = FakeCall(called=own, hang_up_after_plays=0)
+    with pytest.raises(CallHungUp):  # the caller hangs up at the first prompt
+        await router(call)
+    assert call.result.flow == plan.route(own).flow and call.country == plan.route(own).country
+    assert taken == []
+
+
+class _NoNumbers:
+    version = "v-empty"
+
+    def route(self, called: str) -> None:
+        return None
+
+
+async def test_a_number_nobody_takes_is_told_so_and_hung_up() -> None:
+    router = Router(lambda: _NoNumbers())  # type: ignore[arg-type, return-value]
+    lost = FakeCall(called="+33199999999")
+    assert await router(lost) == ("no_route", None, "v-empty")
+    assert lost.hung_up == "unallocated" and lost.log == ["play sound:ss-noservice"]
+
+
+# -- CDRs from typed results --------------------------------------------------------------------------
+
+def test_a_call_record_takes_its_tags_extras_and_rating_from_the_result() -> None:
+    lc = Lifecycle(started_at=T0)
+    lc.answered(T0 + dt.timedelta(seconds=2))
+    lc.ended(T0 + dt.timedelta(seconds=62, milliseconds=1), 16, "Normal Clearing")
+    result = CallResult(flow="line-outbound", account_id="acc", user_id="usr", disposition="EMERGENCY_REFUSED",
+                        extra={"refused": "credit"})
+    result.rating.update({"cost": Decimal("0.0300"), "currency": "EUR"})
+    call_id = str(uuid.uuid4())
+    record = call_record(CallFacts(call_id, "chan", "0612345678", "0170000001", "FR", "completed"), lc, result,
+                         T0 + dt.timedelta(minutes=5))
+    assert (record.from_number, record.to_number) == ("+33612345678", "+33170000001")
+    assert record.disposition == "EMERGENCY_REFUSED" and record.billed_s == 61
+    assert record.extra == {"outcome": "completed", "ended_by": lc.ended_by, "refused": "credit"}
+    assert (record.account_id, record.cost, record.currency) == ("acc", Decimal("0.0300"), "EUR")
+
+    leg = OutboundLeg(ChannelId(str(uuid.uuid4())), "PJSIP/+442071234567@pstn", Lifecycle(started_at=T0),
+                      "+33170000001")
+    leg.rating.update({"cost": Decimal(0), "included": True})
+    leg_cdr = leg_record(record, leg, "FR", T0 + dt.timedelta(minutes=5))
+    assert leg_cdr.call_id == record.call_id and leg_cdr.to_number == "+442071234567"
+    assert leg_cdr.hangup_reason == "end not reported by Asterisk" and leg_cdr.included is True
+    assert leg_cdr.account_id == "acc" and leg_cdr.direction == "outbound"
+
+
+def test_an_unknown_rating_column_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown rating column 'price'"):
+        Rating().update({"price": Decimal(1)})
+
+
+def test_a_recovered_call_is_billed_to_the_last_sign_of_life_and_keeps_the_later_bound() -> None:
+    leg = str(uuid.uuid4())
+    entry = {"started_at": T0.isoformat(), "answered_at": (T0 + dt.timedelta(seconds=5)).isoformat(),
+             "channel": "c1", "caller": "+33612345678", "called": "+33170000001"}
+    record = recovered_record(leg, entry, T0 + dt.timedelta(seconds=65), T0 + dt.timedelta(minutes=10))
+    assert record.billed_s == 60 and record.extra["incomplete"] is True
+    assert record.extra["ended_before"] == (T0 + dt.timedelta(minutes=10)).isoformat()
+
+
+def test_dial_outcomes_and_cdr_dispositions_group_q850_causes_alike() -> None:
+    groups = {"busy": "BUSY", "noanswer": "NO ANSWER", "congestion": "CONGESTION", "failed": "FAILED"}
+    for cause in (16, 17, 18, 19, 21, 34, 38, 41, 42, 44, 47, 1, 28, 127, None):
+        assert groups[dial_status(cause)] == disposition_for(False, cause), cause
+
+
+# -- the credit-hold sweep, told of ended calls ---------------------------------------------------------
+
+async def test_the_hold_sweep_runs_at_resync_and_again_when_an_adopted_call_ends(monkeypatch: Any) -> None:
+    monkeypatch.setattr(holds, "SWEEP_GAP_S", 0.0)
+    sweeps: list[tuple[set[str], dict[str, int]]] = []
+    kept = [1]
+
+    async def sweep(live: Any, known_s: Any, is_up: Any) -> int:
+        sweeps.append((set(live), dict(known_s)))
+        return kept[0]
+
+    async def channel_up(channel_id: str) -> bool:
+        return True
+
+    sweeper = HoldSweeper(sweep, lambda: {"up"}, channel_up)
+    sweeper.resynced({"gone": 12})
+    await wait_for_async(lambda: len(sweeps) == 1, "the sweep at resync")
+    assert sweeps[0] == ({"up"}, {"gone": 12})
+    kept[0] = 0
+    sweeper.call_ended(EndedCall("up", 40, adopted=True))  # a call a dead engine started
+    await wait_for_async(lambda: len(sweeps) == 2, "the sweep after the adopted call ended")
+    assert sweeps[1][1] == {"gone": 12, "up": 40}
+    await sweeper.close()
+
+
+async def test_a_call_of_this_engine_ending_does_not_start_a_sweep() -> None:
+    calls: list[int] = []
+
+    async def sweep(live: Any, known_s: Any, is_up: Any) -> int:
+        calls.append(1)
+        return 0
+
+    async def channel_up(channel_id: str) -> bool:
+        return False
+
+    sweeper = HoldSweeper(sweep, set, channel_up)
+    sweeper.call_ended(EndedCall("c", 3, adopted=False))
+    await asyncio.sleep(0)
+    assert calls == []
+    await sweeper.close()
+
+
+# -- side tasks, CLI hooks --------------------------------------------------------------------------------
+
+async def test_side_tasks_are_kept_until_done_and_a_failure_is_logged_not_lost() -> None:
+    tasks = SideTasks("test_side_task_failed")
+    gate = asyncio.Event()
+
+    async def waits() -> None:
+        await gate.wait()
+
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    tasks.spawn(waits())
+    tasks.spawn(fails())
+    await wait_for_async(lambda: len(tasks) == 1, "the failed task to be logged and dropped")
+    assert not await tasks.wait_for_done(0.01)
+    gate.set()
+    assert await tasks.wait_for_done(1.0) and len(tasks) == 0
+
+
+def test_parse_now_needs_iso_8601_with_a_time_zone() -> None:
+    assert clitools.parse_now("2026-12-01T14:00:00+00:00") == dt.datetime(2026, 12, 1, 14, tzinfo=dt.UTC)
+    with pytest.raises(Exception, match="has no time zone"):
+        clitools.parse_now("2026-12-01T14:00:00")
+    with pytest.raises(Exception, match="is not ISO 8601"):
+        clitools.parse_now("yesterday")
+
+
+def test_every_feature_adds_its_account_actions_to_one_group() -> None:
+    from callctl.cli import build_parser
+
+    parser = build_parser()
+    for action in ("create", "show", "emergency", "recording", "suspend", "resume"):
+        args = parser.parse_args(["account", action, *_args(action)])
+        assert args.account_command == action
+
+
+def _args(action: str) -> list[str]:
+    some = str(uuid.uuid4())
+    return {"create": ["--name", "x", "--country", "FR"], "show": [some],
+            "emergency": [some, "--disable"], "recording": [some, "--enable"],
+            "suspend": [some], "resume": [some]}[action]
