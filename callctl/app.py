@@ -211,7 +211,7 @@ class Daemon:
             register_daemon_metrics(self.metrics, self.ari, self.writer, self.lag, self.supervisor.dispatcher)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
             self._wire_features(stack, pool, background)
-            assert self.conferences is not None and self.recordings is not None
+            assert self.conferences is not None and self.recordings is not None and self.dialer is not None
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(
@@ -227,6 +227,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await self.supervisor.close()  # its listeners (the credit-hold sweep) stop
+            await self.dialer.close()  # "not placed" records still being written get their moment
             await self.conferences.close()  # rooms destroy their bridges while ARI is still connected
             await self.recordings.close()  # recordings stopped by the rooms are filed over ARI
             await self.ari.close()
