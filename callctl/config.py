@@ -33,6 +33,7 @@ class Settings:
     runtime_dir: Path = Path("/run/callctl")
     http_listen: str = "127.0.0.1:8099"
     shutdown_grace_s: float = 30.0
+    reconnect_min_s: float = 0.5  # first wait before reconnecting to ARI (doubled on each failure)
     reconnect_max_s: float = 30.0
     ari_heartbeat_s: float = 5.0
     log_level: str = "info"
@@ -154,5 +155,8 @@ def _validate(s: Settings) -> None:
     if problem:
         raise ConfigError(f"recording_objection_key '{s.recording_objection_key}' {problem} "
                           "(set CALLCTL_RECORDING_OBJECTION_KEY or recording_objection_key in the settings file)")
+    if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
+        raise ConfigError(f"reconnect_min_s {s.reconnect_min_s} must be above 0 and at most reconnect_max_s "
+                          f"{s.reconnect_max_s}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

@@ -27,6 +27,7 @@ import aioari
 import aiohttp
 import orjson
 from aiohttp import web_exceptions
+from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
 from callctl.ari.events import DECODED_TYPES, Event, decode
 from callctl.config import Settings
@@ -102,11 +103,17 @@ class AriClient:
                 await client.close()
 
     async def run_forever(self) -> None:
-        delay = 0.5
+        delay = self._settings.reconnect_min_s
         down_logged = False
         while not self._closing:
             try:
-                await self._connect()
+                try:
+                    await self._connect()
+                except AriError:
+                    raise
+                except Exception as exc:  # a bug in a resync handler must not end reconnection for good
+                    log.exception("ari_connect_crashed", error=str(exc))
+                    raise AriUnavailable(f"connecting to ARI at {self._where} failed: {_describe(exc)}") from None
             except AriError as exc:
                 if not down_logged or exc.message != self.last_error:
                     log.error(exc.code, error=exc.message, retry_in_s=round(delay, 1))
@@ -122,7 +129,7 @@ class AriClient:
                 log.info("ari_connected", where=self._where)
             down_logged = False
             self.last_error = None
-            delay = 0.5
+            delay = self._settings.reconnect_min_s
             try:
                 await self._read_events()
             finally:
@@ -139,7 +146,7 @@ class AriClient:
     async def _connect(self) -> None:
         s = self._settings
         try:
-            self._client = await aioari.connect(self._base, s.ari_user, s.ari_password)
+            self._client = await self._new_client()
         except web_exceptions.HTTPUnauthorized:
             raise AriAuthError(f"Asterisk ARI at {self._where} refused user '{s.ari_user}': wrong user or "
                                "password (check ari.conf and CALLCTL_ARI_PASSWORD)") from None
@@ -173,6 +180,22 @@ class AriClient:
         self.connected.set()
         # Resynchronise before reading: channels that arrived meanwhile are adopted by the handler.
         await self._on_connected()
+
+    async def _new_client(self) -> Any:
+        """aioari's client (``aioari.connect`` without its leak): the HTTP session it opens is closed when
+        the start-up requests fail, e.g. while Asterisk restarts (else one session per failed attempt,
+        each reported by asyncio as 'Unclosed client session')."""
+        s = self._settings
+        host = urllib.parse.urlparse(self._base).netloc.split(":")[0]
+        http_client = AsynchronousHttpClient(auth=ApiKeyAuthenticator(host, f"{s.ari_user}:{s.ari_password}"))
+        client = aioari.Client(self._base, http_client)
+        try:
+            await client.init()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await http_client.close()
+            raise
+        return client
 
     async def _read_events(self) -> None:
         ws = self._ws
