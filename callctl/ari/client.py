@@ -280,6 +280,13 @@ class AriClient:
         await self._request("POST", f"channels/{channel_id}/variable", params={"variable": name, "value": value},
                             gone=_channel(channel_id))
 
+    async def get_var(self, channel_id: str, name: str) -> str | None:
+        """A channel variable or function read now (e.g. TIMEOUT(absolute): the seconds left)."""
+        answer = await self._request("GET", f"channels/{channel_id}/variable", params={"variable": name},
+                                     gone=_channel(channel_id))
+        value = (answer or {}).get("value")
+        return None if value is None else str(value)
+
     async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
                                    priority: int = 1) -> None:
         await self._request("POST", f"channels/{channel_id}/continue", gone=_channel(channel_id),

@@ -30,6 +30,9 @@ from callctl.calls.port import DialHooks, DialOutcome
 from callctl.calls.result import CallResult, OutboundLeg
 from callctl.errors import AriError, CallEnded, CallHungUp, ChannelGone
 from callctl.ids import CallId, ChannelId
+from callctl.logging import get_logger
+
+log = get_logger("callctl.calls")
 
 # ARI hang-up reasons -> the Q.850 cause the CDR records when the engine hangs up.
 HANGUP_CAUSES = {"normal": 16, "busy": 17, "no_answer": 19, "timeout": 19, "rejected": 21, "unallocated": 1,
@@ -64,9 +67,19 @@ class DialOps(ChannelOps, Protocol):
     async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None: ...
     async def destroy_bridge(self, bridge_id: str) -> None: ...
     async def get_channel(self, channel_id: str) -> dict[str, Any]: ...  # a leg resumed after a restart
+    async def get_var(self, channel_id: str, name: str) -> str | None: ...
 
 
 CALL_BRIDGE_PREFIX = "call-"  # a two-party bridge is named after the leg the call dialled
+
+
+def _seconds(value: str | None) -> float | None:
+    """TIMEOUT(absolute) as read back: seconds left ("12.345"), "0" or nothing when no limit is set."""
+    try:
+        left = float(value or 0)
+    except ValueError:
+        return None
+    return left if left > 0 else None
 
 
 class Call:
@@ -297,38 +310,31 @@ class Call:
             await ops.add_to_bridge(bridge_id, leg.channel_id)
             if hooks is not None and hooks.on_bridged is not None:
                 await hooks.on_bridged(bridge_id, self.channel.id, leg.channel_id)
-            warn_at: float | None = None
+            left_s: float | None = None
             if max_talk_s:
                 await ops.set_var(leg.channel_id, "TIMEOUT(absolute)", str(int(max_talk_s)))
                 # The caller's own channel too (a little later), so neither side outlives the credit.
                 await ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(max_talk_s) + 2))
-                warn_at = loop.time() + max(0.0, max_talk_s - LIMIT_WARNING_S)
-            # Talking: until the far end hangs up (the caller hanging up raises CallHungUp).
-            while leg.lifecycle.ended_at is None:
-                wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
-                event = await self._wait_leg_event(leg, wait_s, hooks.on_digit if hooks else None)
-                if event is None and warn_at is not None:
-                    warn_at = None  # once: a beep to the caller shortly before the limit
-                    with contextlib.suppress(AriError):
-                        await ops.play(self.channel.id, ["sound:beep"], str(uuid.uuid4()), self.language)
-            assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
-            talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
-            return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
+                left_s = max_talk_s
+            return await self._talk(leg, left_s, hooks)
         finally:
             if ringtone is not None:
                 with contextlib.suppress(AriError):
                     await ops.stop_playback(ringtone)
             await self._let_go(leg, bridge_id)
 
-    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None,
+                             hooks: DialHooks | None = None) -> DialOutcome:
         with self._channels_of_this_call():
-            return await self._resume_bridged(target, caller_id=caller_id)
+            return await self._resume_bridged(target, caller_id=caller_id, hooks=hooks)
 
-    async def _resume_bridged(self, target: str, *, caller_id: str | None) -> DialOutcome:
+    async def _resume_bridged(self, target: str, *, caller_id: str | None, hooks: DialHooks | None) -> DialOutcome:
         """Keep up the two-party call a previous engine bridged (``self.resumed``, set at adoption after a
         restart) and end it as ``dial`` would: the far end hanging up ends the call, the caller hanging up
         (CallHungUp) ends the leg. The limits the previous engine set stay in Asterisk (TIMEOUT(absolute)
-        on both channels). ``target`` names the leg in its CDR, as ``dial`` would have."""
+        on both channels); the caller still hears the warning before the end, from what is left of it.
+        ``hooks.on_resumed`` lets a feature take back its part (the recording and its objection key).
+        ``target`` names the leg in its CDR, as ``dial`` would have."""
         assert self.resumed is not None
         ops: DialOps = self._ops  # type: ignore[assignment]
         leg_channel, bridge_id = self.resumed
@@ -343,15 +349,34 @@ class Call:
         try:
             try:  # its events reach this call from now on: did it end before?
                 await ops.get_channel(leg.channel_id)
+                # What is left of the limit the previous engine set on the leg (Asterisk counts it down).
+                left_s = _seconds(await ops.get_var(leg.channel_id, "TIMEOUT(absolute)"))
             except ChannelGone:
                 leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "hung up before the engine resumed the call")
-            while leg.lifecycle.ended_at is None:
-                await self._wait_leg_event(leg, 24 * 3600.0)
-            assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
-            talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
-            return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
+                left_s = None
+            if hooks is not None and hooks.on_resumed is not None and leg.lifecycle.ended_at is None:
+                await hooks.on_resumed(bridge_id, self.channel.id, leg.channel_id)
+            return await self._talk(leg, left_s, hooks)
         finally:
             await self._let_go(leg, bridge_id)
+
+    async def _talk(self, leg: OutboundLeg, left_s: float | None, hooks: DialHooks | None) -> DialOutcome:
+        """Bridged: until the far end hangs up (the caller hanging up raises CallHungUp). ``left_s``: the
+        paid time left; the caller hears a beep LIMIT_WARNING_S before Asterisk cuts the call."""
+        ops: DialOps = self._ops  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        warn_at = loop.time() + max(0.0, left_s - LIMIT_WARNING_S) if left_s else None
+        while leg.lifecycle.ended_at is None:
+            wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
+            event = await self._wait_leg_event(leg, wait_s, hooks.on_digit if hooks else None)
+            if event is None and warn_at is not None:
+                warn_at = None  # once: a beep to the caller shortly before the limit
+                log.info("call_limit_warning", warning_s=LIMIT_WARNING_S)
+                with contextlib.suppress(AriError):
+                    await ops.play(self.channel.id, ["sound:beep"], str(uuid.uuid4()), self.language)
+        assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
+        talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
+        return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
 
     async def _let_go(self, leg: OutboundLeg, bridge_id: str | None) -> None:
         """The end of a dialled leg's part in this call: hung up if the caller left first, their bridge

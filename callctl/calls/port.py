@@ -30,10 +30,13 @@ class DialOutcome:
 class DialHooks:
     """Work a feature does while a dialled call is up (recording), inside the call's own task:
     ``on_bridged(bridge_id, caller_channel, leg_channel)`` once both are bridged, before talking;
+    ``on_resumed(bridge_id, caller_channel, leg_channel)`` instead, when an engine restarted and takes
+    back a call a previous engine bridged (``resume_bridged``);
     ``on_digit(channel_id, digit)`` for each DTMF key either side presses while talking."""
 
     on_bridged: Callable[[str, str, str], Awaitable[None]] | None = None
     on_digit: Callable[[str, str], Awaitable[None]] | None = None
+    on_resumed: Callable[[str, str, str], Awaitable[None]] | None = None
 
 
 class CallPort(Protocol):
@@ -86,8 +89,10 @@ class CallPort(Protocol):
         added to the outgoing INVITE (e.g. the location of an emergency call). ``hooks``: work done
         while the call is up (recording). ``variables``: channel variables set on the new leg."""
 
-    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
-        """Keep up the two-party call ``resumed`` names until either side hangs up, as ``dial`` would."""
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None,
+                             hooks: DialHooks | None = None) -> DialOutcome:
+        """Keep up the two-party call ``resumed`` names until either side hangs up, as ``dial`` would: with
+        the warning before the limit the previous engine set in Asterisk, and ``hooks`` (recording)."""
 
     async def limit_talk(self, seconds: int) -> None:
         """Asterisk hangs the call up ``seconds`` from now, even if the engine dies."""

@@ -74,7 +74,8 @@ class FakeCall:
         self.log.append(f"dial {target} ({timeout_s:g} s) -> {self.dial_status}")
         return DialOutcome(self.dial_status, talk_s=60.0 if self.dial_status == "answered" else 0.0)
 
-    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None,
+                             hooks: DialHooks | None = None) -> DialOutcome:
         return await self.dial(target, timeout_s=0, caller_id=caller_id)
 
     async def limit_talk(self, seconds: int) -> None:

@@ -265,11 +265,17 @@ class LineService:
             target = f"PJSIP/{leg_endpoint}"
         log.info("line_call_resumed", outbound=outbound, known_user=user is not None)
         counted = user is not None and outbound and self.limits.take(user)  # it uses one of the user's channels
+        # A recorded call stays recorded by the recording already running, objection key included.
+        recording = None if user is None else self._recording(
+            call, user, call.caller if not outbound else to_e164(call.called, user.country),
+            remote_is_caller=not outbound)
         try:
-            outcome = await call.resume_bridged(target, caller_id=caller_id)
+            outcome = await call.resume_bridged(target, caller_id=caller_id, **self._hooks(recording))
         finally:
             if counted and user is not None:
                 self.limits.release(user)
+            if recording is not None:
+                await recording.finish()
         return f"resumed_{outcome.status}"
 
     async def outbound(self, call: CallPort, endpoint: str) -> str:

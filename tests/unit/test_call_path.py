@@ -228,3 +228,36 @@ def _args(action: str) -> list[str]:
     return {"create": ["--name", "x", "--country", "FR"], "show": [some],
             "emergency": [some, "--disable"], "recording": [some, "--enable"],
             "suspend": [some], "resume": [some]}[action]
+
+
+# -- a call resumed after a restart ---------------------------------------------------------------------
+
+async def test_a_resumed_call_warns_before_the_limit_left_in_asterisk_and_hands_the_bridge_to_its_hooks(
+        monkeypatch: Any) -> None:
+    from callctl.ari.events import ChannelDestroyed, ChannelInfo
+    from callctl.calls import call as call_module
+    from callctl.calls.call import Call
+    from callctl.calls.port import DialHooks
+    from tests.unit.test_calls import FakeOps, channel
+
+    monkeypatch.setattr(call_module, "LIMIT_WARNING_S", 0.0)
+    ops = FakeOps()
+    leg = "5f0c8a0e-7b55-4c1e-9a39-2d6f3c1b9e03"
+    ops.existing[leg] = {"id": leg}
+    ops.variables = {(leg, "TIMEOUT(absolute)"): "0.200"}  # type: ignore[attr-defined]
+    box: asyncio.Queue[Any] = asyncio.Queue()
+    call = Call(ops, channel("caller"), box)  # type: ignore[arg-type]
+    call.resumed = (ChannelInfo.from_json({"id": leg, "name": "PJSIP/pstn-1", "state": "Up",
+                                           "creationtime": "2026-11-23T10:00:00.000+0000"}), f"call-{leg}")
+    resumed: list[tuple[str, str, str]] = []
+
+    async def on_resumed(bridge_id: str, caller: str, far: str) -> None:
+        resumed.append((bridge_id, caller, far))
+
+    task = asyncio.create_task(call.resume_bridged("PJSIP/+33123456789@pstn", hooks=DialHooks(on_resumed=on_resumed)))
+    await wait_for_async(lambda: any(c[0] == "play" and c[1][1] == ("sound:beep",) for c in ops.calls),
+                         "the warning beep on the caller's channel")
+    assert resumed == [(f"call-{leg}", "caller", leg)]
+    box.put_nowait(ChannelDestroyed(T0 + dt.timedelta(seconds=30), ChannelId(leg), 16, "Normal Clearing"))
+    outcome = await task
+    assert outcome.status == "answered" and ("destroy_bridge", f"call-{leg}") in ops.calls

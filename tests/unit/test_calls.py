@@ -75,6 +75,9 @@ class FakeOps:
             raise ChannelGone(channel_id)
         return self.existing[channel_id]
 
+    async def get_var(self, channel_id: str, name: str) -> str | None:
+        return getattr(self, "variables", {}).get((channel_id, name))
+
     async def bridges(self) -> dict[str, list[str]]:
         return dict(getattr(self, "bridge_members", {}))
 
