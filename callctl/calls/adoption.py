@@ -22,6 +22,7 @@ log = get_logger("callctl.calls")
 
 
 class ResyncOps(Protocol):
+    async def hang_up(self, channel_id: str, reason: str = "normal") -> None: ...
     async def application_channel_ids(self) -> set[str]: ...
     async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
     async def bridges(self) -> dict[str, list[str]]: ...
@@ -36,6 +37,7 @@ class CallOwner(Protocol):
     def start_call(self, channel: ChannelInfo, *, adopted: bool,
                    resumed: tuple[ChannelInfo, str] | None = None) -> None: ...
     def hand_back(self, channel_id: ChannelId) -> None: ...
+    def journal_entry(self, channel: ChannelInfo) -> Mapping[str, Any]: ...
 
 
 class Resync:
@@ -45,6 +47,16 @@ class Resync:
         self._owner = owner
         self._submit = submit
         self._journal = journal
+
+    async def channel_up(self, channel_id: str) -> bool:
+        """Is the channel still in Asterisk? True when it cannot be told now (asked again later)."""
+        try:
+            await self._ops.get_channel(channel_id)
+        except ChannelGone:
+            return False
+        except AriError:
+            return True
+        return True
 
     async def run(self) -> dict[str, int]:
         """One resynchronisation; returns the billed seconds of each call recovered from the journal
@@ -92,9 +104,26 @@ class Resync:
                     resumed = (ChannelInfo.from_json(await self._ops.get_channel(leg_id)), bridge_id)
                 except ChannelGone:
                     pass
+            await self._cancel_attempts(info, keep=resumed[0].id if resumed else None)
             self._owner.start_call(info, adopted=True, resumed=resumed)
             adopted += 1
         return adopted
+
+    async def _cancel_attempts(self, caller: ChannelInfo, keep: str | None) -> None:
+        """Legs a previous engine dialled for this call (its journal) and did not bridge: still ringing,
+        nobody would ever take them over, so they are hung up before the call is routed again (one
+        attempt at a time: the callee's phone stops ringing, then rings once more)."""
+        for channel in self._owner.journal_entry(caller).get("dialled", []):
+            if not channel or channel == keep:
+                continue
+            try:
+                await self._ops.hang_up(channel, "normal")
+            except ChannelGone:
+                continue  # ended meanwhile: nothing to cancel
+            except AriError as exc:
+                log.warning("abandoned_attempt_not_cancelled", leg=channel, error=exc.message)
+                continue
+            log.info("abandoned_attempt_cancelled", leg=channel)
 
     async def _bridged_pairs(self, adoptable: set[str]) -> dict[str, tuple[str, str]]:
         """caller channel -> (leg channel, bridge id) of the two-party bridges among ``adoptable``."""

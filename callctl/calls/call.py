@@ -86,8 +86,9 @@ class Call:
     def __init__(self, ops: ChannelOps, channel: ChannelInfo, mailbox: Mailbox, *, language: str = "en",
                  register_leg: Callable[[ChannelId, bool], None] | None = None,
                  args: tuple[str, ...] = (), on_answer: Callable[[dt.datetime], None] | None = None,
-                 answered_at: dt.datetime | None = None) -> None:
-        """``answered_at``: a call adopted after a restart, answered by a previous engine (its journal)."""
+                 answered_at: dt.datetime | None = None, on_dial: Callable[[ChannelId], None] | None = None) -> None:
+        """``answered_at``: a call adopted after a restart, answered by a previous engine (its journal).
+        ``on_dial``: told of each leg's channel id before it is originated (the open-calls journal)."""
         self.call_id = CallId(str(uuid.uuid4()))
         self.channel = channel
         self.caller = channel.caller_number
@@ -107,6 +108,7 @@ class Call:
         self._register_leg = register_leg
         self.args = args  # Stasis() arguments from extensions.conf, e.g. ("line-outbound",)
         self._on_answer = on_answer
+        self._on_dial = on_dial
         self.legs: list[OutboundLeg] = []
         self.ended = asyncio.Event()
 
@@ -266,6 +268,8 @@ class Call:
         self.legs.append(leg)
         if self._register_leg is not None:
             self._register_leg(leg.channel_id, True)
+        if self._on_dial is not None:
+            self._on_dial(leg.channel_id)
         ringtone: str | None = None
         bridge_id: str | None = None
         try:

@@ -1,10 +1,7 @@
 """Owns every call task: starts one per channel entering Stasis (or adopted at a resync), runs the
-router on it, hands calls back to the dialplan while draining, and hands each finished call's CDRs
-to the writer.
-
-Call tasks live in the supervisor's own dict, not in the daemon's TaskGroup: one failing call can
-never cancel another call or a core service.
-"""
+router on it, hands calls back to the dialplan while draining, hands each finished call's CDRs to the
+writer. Call tasks live in its own dict, not the daemon's TaskGroup: one failing call can never
+cancel another call or a core service."""
 
 from __future__ import annotations
 
@@ -12,8 +9,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import structlog
 
@@ -75,6 +72,7 @@ class Supervisor:
         self._calls: dict[ChannelId, tuple[Call, asyncio.Task[None]]] = {}
         self._side = SideTasks("call_side_task_failed")
         self._resync = Resync(ops, self, cdrs.submit, journal)
+        self.channel_up = self._resync.channel_up  # for billing's hold sweep
         self._listeners: list[CallEnds] = []
         self.accepting = True
         self.log_number_digits = 4
@@ -91,21 +89,15 @@ class Supervisor:
     def owned(self) -> Mapping[ChannelId, Call]:
         return {channel_id: call for channel_id, (call, _task) in self._calls.items()}
 
-    async def channel_up(self, channel_id: str) -> bool:
-        """Is the channel still in Asterisk? True when it cannot be told now (asked again later)."""
-        try:
-            await self._ops.get_channel(channel_id)
-        except ChannelGone:
-            return False
-        except AriError:
-            return True
-        return True
-
     # -- intake --------------------------------------------------------------------------------
 
     def on_stasis_start(self, event: StasisStart) -> None:
         """Called synchronously by the dispatcher for a channel no call owns yet."""
-        if LEG_ARG in event.args:  # legs we originate are owned by the call that made them
+        if LEG_ARG in event.args:
+            # A leg is owned by the call that dialled it (registered before it was originated). One that
+            # nobody owns was dialled by a previous engine and answered too late: nobody waits for it.
+            log.warning("orphan_leg_hung_up", channel=event.channel.id)
+            self._side.spawn(_quietly(self._ops.hang_up(event.channel.id, "normal")))
             return
         if not self.accepting:
             self.hand_back(event.channel.id)
@@ -115,11 +107,12 @@ class Supervisor:
     def start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = (),
                    resumed: tuple[ChannelInfo, str] | None = None) -> None:
         mailbox: Mailbox = asyncio.Queue()
-        leg = str(leg_id_for(self._asterisk_id(), channel.id, channel.created_raw))
-        opened = self._journal.pending.get(leg, {}) if self._journal is not None else {}
+        leg = self.call_id_of(channel)
+        opened = self.journal_entry(channel)
         journal = self._journal
         call = Call(self._ops, channel, mailbox, register_leg=self._leg_registrar(mailbox), args=args,
                     on_answer=(lambda at: journal.answered(leg, at)) if journal is not None else None,
+                    on_dial=(lambda ch: journal.dialled(leg, ch)) if journal is not None else None,
                     answered_at=dt.datetime.fromisoformat(opened["answered_at"]) if opened.get("answered_at") else None)
         call.call_id = CallId(leg)  # an inbound call's id is its first leg's id
         call.resumed = resumed
@@ -129,6 +122,14 @@ class Supervisor:
         self.dispatcher.register(channel.id, mailbox)
         task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
         self._calls[channel.id] = (call, task)
+
+    def call_id_of(self, channel: ChannelInfo) -> str:
+        """An inbound call's id: its first leg's id (the same for every engine that takes it)."""
+        return str(leg_id_for(self._asterisk_id(), channel.id, channel.created_raw))
+
+    def journal_entry(self, channel: ChannelInfo) -> Mapping[str, Any]:
+        """What the open-calls journal says of the call on ``channel`` (a previous engine's, if any)."""
+        return self._journal.pending.get(self.call_id_of(channel), {}) if self._journal is not None else {}
 
     def _leg_registrar(self, mailbox: Mailbox) -> Callable[[ChannelId, bool], None]:
         """Route a dialled leg's events to the mailbox of the call that dialled it."""
@@ -143,12 +144,8 @@ class Supervisor:
 
     def hand_back(self, channel_id: ChannelId) -> None:
         """While draining: the channel goes back to the dialplan's fallback."""
-        self._side.spawn(self._hand_back(channel_id))
-
-    async def _hand_back(self, channel_id: ChannelId) -> None:
-        with contextlib.suppress(AriError):
-            await self._ops.continue_in_dialplan(channel_id, FALLBACK_CONTEXT)
-            log.info("call_handed_back", channel=channel_id, reason="draining")
+        log.info("call_handed_back", channel=channel_id, reason="draining")
+        self._side.spawn(_quietly(self._ops.continue_in_dialplan(channel_id, FALLBACK_CONTEXT)))
 
     # -- one call ------------------------------------------------------------------------------
 
@@ -242,3 +239,9 @@ class Supervisor:
         """After ``drain``: the listeners stop (the credit-hold sweep)."""
         for listener in self._listeners:
             await listener.close()
+
+
+async def _quietly(request: Awaitable[None]) -> None:
+    """An ARI request whose failure changes nothing (the channel went meanwhile)."""
+    with contextlib.suppress(AriError):
+        await request

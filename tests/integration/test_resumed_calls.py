@@ -77,3 +77,45 @@ def test_a_recorded_call_resumed_after_a_restart_still_obeys_the_objection_key(
     spool = asterisk.host_dir / "spool" / "recording"
     assert not [p for p in spool.iterdir() if started["recording_id"] in p.name]
     assert not restarted.tracebacks()
+
+
+def _requests_received(result: Any) -> list[str]:
+    """The methods of the SIP requests SIPp received, in order."""
+    methods = []
+    for _at, text in result.messages:
+        head, _, body = text.partition("\n")
+        first = next((line for line in body.splitlines() if line.strip()), "")
+        if "received" in head and not first.startswith("SIP/2.0"):
+            methods.append(first.split(" ", 1)[0])
+    return methods
+
+
+def _user_channels(asterisk: AsteriskInstance, user: dict[str, Any]) -> list[str]:
+    return [line.split("!", 1)[0] for line in asterisk.rx("core show channels concise", check=False).splitlines()
+            if line.startswith(f"PJSIP/{user['sip_username']}-")]
+
+
+def test_a_call_still_ringing_when_the_engine_dies_is_rung_again_once_and_nothing_is_left_unowned(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    """Issue 15, item 17: the first attempt is cancelled (the phone stops ringing) before the call is
+    routed again; never two attempts at once, and no answered leg waits with nobody owning it."""
+    user = lines.line_user(database_url)
+    port = free_port_pair()
+    lines.phone_at(database_url, user, port)
+    phone = sipp.start_far_end(port, "cancelled_or_answer", ring_ms=6000, local_ip=lines.PHONE_IP, calls=2)
+    d = daemon_factory()
+    d.wait_until_ready()
+    caller = sipp.start_call(asterisk.sip_port, lines.DID, [("pause", 3000), ("bye", None)], caller="0612345678")
+    wait_for(lambda: _user_channels(asterisk, user), 15, "the user's phone to ring")
+    _kill(d)
+    restarted = daemon_factory()
+    restarted.wait_for_log("abandoned_attempt_cancelled", 30)
+    assert sipp.finish(*caller).ok  # answered by the second attempt, then the caller hung up
+    phone_result = sipp.finish(*phone)
+    assert phone_result.ok, phone_result.stderr
+    received = _requests_received(phone_result)
+    assert received.count("INVITE") == 2 and received.count("CANCEL") == 1, received
+    assert received.index("CANCEL") < [i for i, m in enumerate(received) if m == "INVITE"][1]  # one at a time
+    wait_for(lambda: not _user_channels(asterisk, user), 10, "no leg of the user's phone left in Asterisk")
+    assert not restarted.events("orphan_leg_hung_up")
+    assert not restarted.tracebacks()
