@@ -261,3 +261,53 @@ async def test_a_resumed_call_warns_before_the_limit_left_in_asterisk_and_hands_
     box.put_nowait(ChannelDestroyed(T0 + dt.timedelta(seconds=30), ChannelId(leg), 16, "Normal Clearing"))
     outcome = await task
     assert outcome.status == "answered" and ("destroy_bridge", f"call-{leg}") in ops.calls
+
+
+def test_the_journal_lists_the_legs_each_call_dialled(tmp_path: Path) -> None:
+    from callctl.cdr.journal import CallJournal
+
+    journal = CallJournal(tmp_path)
+    journal.opened("call-1", channel="c1", started_at=T0.isoformat())
+    journal.dialled("call-1", "leg-a")
+    journal.dialled("call-1", "leg-b")
+    journal.opened("call-2", channel="c2", started_at=T0.isoformat())
+    journal.closed("call-2")
+    journal.close()
+    after_restart = CallJournal(tmp_path)
+    assert after_restart.pending["call-1"]["dialled"] == ["leg-a", "leg-b"] and "call-2" not in after_restart.pending
+    after_restart.close()
+
+
+async def test_adoption_cancels_the_attempts_a_dead_engine_left_ringing_and_orphan_legs_are_hung_up(
+        tmp_path: Path) -> None:
+    from callctl.ari.events import StasisStart
+    from callctl.calls.supervisor import Supervisor
+    from callctl.cdr.journal import CallJournal
+    from callctl.metrics import Metrics
+    from tests.unit.test_calls import FakeOps, Sink, channel
+
+    ops, sink = FakeOps(), Sink()
+    info = channel("caller")
+    first = CallJournal(tmp_path)
+    sup = Supervisor(ops, sink, None, Metrics(), lambda: "ast", first)  # type: ignore[arg-type]
+    first.opened(sup.call_id_of(info), channel="caller", started_at=T0.isoformat())
+    first.dialled(sup.call_id_of(info), "ringing-leg")
+    first.close()
+    started: list[tuple[str, bool]] = []
+
+    async def flow(call: Any) -> tuple[str, str | None, str | None]:
+        started.append((call.channel.id, ("hangup", ("ringing-leg", "normal")) in ops.calls))
+        return "completed", None, None
+
+    journal = CallJournal(tmp_path)  # the next engine
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast", journal)
+    ops.channels_in_app = {"caller"}
+    ops.existing["caller"] = {"id": "caller", "state": "Ring", "caller": {"number": "1"},
+                              "dialplan": {"exten": "+33900000001"}, "creationtime": info.created_raw}
+    await sup.resync()
+    await wait_for_async(lambda: started, "the call routed again")
+    assert started == [("caller", True)]  # the old attempt was cancelled before the call was routed again
+    sup.dispatcher.route(StasisStart(T0, channel("late-leg"), ("callctl-leg",)))
+    await wait_for_async(lambda: ("hangup", ("late-leg", "normal")) in ops.calls, "the orphan leg hung up")
+    await sup.drain(1.0)
+    journal.close()
