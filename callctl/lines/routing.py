@@ -208,8 +208,8 @@ class LineService:
                                        remote_number, remote_is_caller=remote_is_caller)
 
     @staticmethod
-    def _hooks(recording: CallRecording | None) -> dict[str, Any]:
-        return {"hooks": recording.hooks} if recording is not None else {}
+    def _hooks(recording: CallRecording | None) -> DialHooks | None:
+        return recording.hooks if recording is not None else None
 
     async def inbound(self, call: CallPort, user: LineUserLike) -> str:
         """A call to one of ``user``'s numbers; recorded when the account has the option."""
@@ -234,7 +234,7 @@ class LineService:
         else:
             try:
                 outcome = await call.dial(f"PJSIP/{user.sip_username}", timeout_s=self._ring_timeout_s,
-                                          caller_id=call.caller or None, **self._hooks(recording))
+                                          caller_id=call.caller or None, hooks=self._hooks(recording))
             finally:
                 self.limits.release(user)
         if outcome.status == "answered":
@@ -242,7 +242,7 @@ class LineService:
         log.info("line_not_answered", status=outcome.status, forward=bool(user.forward_to))
         if user.forward_to:
             forwarded = await call.dial(f"PJSIP/{user.forward_to}@{TRUNK}", timeout_s=self._ring_timeout_s,
-                                        caller_id=call.caller or None, **self._hooks(recording))
+                                        caller_id=call.caller or None, hooks=self._hooks(recording))
             call.result.extra["forwarded"] = forwarded.status
             if forwarded.status == "answered":
                 return "forwarded"
@@ -270,7 +270,7 @@ class LineService:
             call, user, call.caller if not outbound else to_e164(call.called, user.country),
             remote_is_caller=not outbound)
         try:
-            outcome = await call.resume_bridged(target, caller_id=caller_id, **self._hooks(recording))
+            outcome = await call.resume_bridged(target, caller_id=caller_id, hooks=self._hooks(recording))
         finally:
             if counted and user is not None:
                 self.limits.release(user)
@@ -333,7 +333,7 @@ class LineService:
             try:
                 outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,
                                           max_talk_s=float(auth.max_seconds) if auth is not None else None,
-                                          **self._hooks(recording))
+                                          hooks=self._hooks(recording))
             finally:
                 if recording is not None:
                     await recording.finish()

@@ -49,7 +49,8 @@ class FakeCall:
         return None
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None,
+                   hooks: Any = None, variables: dict[str, str] | None = None) -> DialOutcome:
         self.dialled.append((target, caller_id))
         self.max_talk.append(max_talk_s)
         if self._hold is not None:
