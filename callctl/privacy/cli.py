@@ -16,6 +16,7 @@ from typing import Any
 
 from callctl.clitools import account_actions, recordings
 from callctl.clitools import parse_now as _now
+from callctl.clitools import print_json as _print
 from callctl.config import Settings
 from callctl.errors import CallctlError
 from callctl.privacy.inventory import ITEMS
@@ -86,11 +87,6 @@ def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any
     from callctl.store.db import run_with_pool
 
     return run_with_pool(settings.database_url, work)
-
-
-def _print(doc: Any) -> int:
-    print(json.dumps(doc, indent=2, default=str))
-    return 0
 
 
 def _iso(at: dt.datetime | None) -> str | None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from callctl.clitools import account_actions
+from callctl.clitools import json_with_pool as _with_pool
 from callctl.clitools import parse_now as _now
 from callctl.config import Settings
 from callctl.recording import retention, rules
@@ -57,13 +56,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--enable", action="store_true")
     which.add_argument("--disable", action="store_true")
     option.set_defaults(func=_account_recording)
-
-
-def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> int:
-    from callctl.store.db import run_with_pool
-
-    print(json.dumps(run_with_pool(settings.database_url, work), indent=2, default=str))
-    return 0
 
 
 async def _get(db: Any, recording_id: uuid.UUID) -> store.Recording:
