@@ -5,6 +5,7 @@ no engine connected are recorded from the open-calls journal."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -19,6 +20,8 @@ from callctl.ids import ChannelId
 from callctl.logging import get_logger
 
 log = get_logger("callctl.calls")
+
+LEG_ARG = "callctl-leg"  # Stasis arg of a leg a call dialled: owned by that call, never a call of its own
 
 
 class ResyncOps(Protocol):
@@ -91,8 +94,20 @@ class Resync:
         adopted = 0
         for new_id in sorted(unowned - legs):
             try:
-                info = ChannelInfo.from_json(await self._ops.get_channel(new_id))
+                raw = await self._ops.get_channel(new_id)
             except ChannelGone:
+                continue
+            info = ChannelInfo.from_json(raw)
+            dialplan = raw.get("dialplan") or {}
+            app, app_args = dialplan.get("app_name"), str(dialplan.get("app_data") or "").split(",")[1:]
+            if app is not None and app != "Stasis":
+                # Originated into the app but not answered yet (a leg still ringing, a dialer call): not a
+                # call to take over; a leg is cancelled with its caller's call, a dialer call enters when answered.
+                continue
+            if LEG_ARG in app_args:  # an answered leg no bridge holds: nobody will ever take it over
+                log.warning("orphan_leg_hung_up", channel=new_id)
+                with contextlib.suppress(AriError):
+                    await self._ops.hang_up(new_id, "normal")
                 continue
             if not self._owner.accepting:
                 self._owner.hand_back(info.id)

@@ -16,7 +16,7 @@ import structlog
 
 from callctl.ari.dispatch import Dispatcher, Mailbox
 from callctl.ari.events import ChannelInfo, StasisStart
-from callctl.calls.adoption import Resync, ResyncOps
+from callctl.calls.adoption import LEG_ARG, Resync, ResyncOps
 from callctl.calls.call import Call, ChannelOps
 from callctl.calls.records import CallFacts, call_record, ensure_ended, leg_record
 from callctl.calls.result import EndedCall
@@ -32,7 +32,6 @@ from callctl.tasks import SideTasks
 log = get_logger("callctl.calls")
 
 FALLBACK_CONTEXT = "callctl-fallback"
-LEG_ARG = "callctl-leg"  # Stasis arg of a leg a call dialled: owned by that call, not a call of its own
 END_WAIT_S = 5.0
 
 

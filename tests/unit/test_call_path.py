@@ -311,3 +311,32 @@ async def test_adoption_cancels_the_attempts_a_dead_engine_left_ringing_and_orph
     await wait_for_async(lambda: ("hangup", ("late-leg", "normal")) in ops.calls, "the orphan leg hung up")
     await sup.drain(1.0)
     journal.close()
+
+
+async def test_resync_takes_over_only_channels_in_stasis_and_hangs_up_an_answered_leg_nobody_owns() -> None:
+    from callctl.calls.supervisor import Supervisor
+    from callctl.metrics import Metrics
+    from tests.unit.test_calls import FakeOps, Sink
+
+    ops, sink = FakeOps(), Sink()
+    started: list[str] = []
+
+    async def flow(call: Any) -> tuple[str, str | None, str | None]:
+        started.append(call.channel.id)
+        return "completed", None, None
+
+    base = {"state": "Up", "caller": {"number": "1"}, "creationtime": "2026-11-23T10:00:00.000+0000"}
+    ops.existing = {
+        "a-ringing-leg": {**base, "id": "a-ringing-leg", "dialplan": {"exten": "s", "app_name": "", "app_data": ""}},
+        "b-answered-leg": {**base, "id": "b-answered-leg",
+                           "dialplan": {"exten": "s", "app_name": "Stasis", "app_data": "callctl,callctl-leg"}},
+        "c-caller": {**base, "id": "c-caller",
+                     "dialplan": {"exten": "+33900000001", "app_name": "Stasis", "app_data": "callctl"}},
+    }
+    ops.channels_in_app = set(ops.existing)
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    await sup.resync()
+    await wait_for_async(lambda: started, "the caller's call")
+    assert started == ["c-caller"] and ("hangup", ("b-answered-leg", "normal")) in ops.calls
+    assert not [c for c in ops.calls if c[0] == "hangup" and c[1][0] == "a-ringing-leg"]
+    await sup.drain(1.0)
