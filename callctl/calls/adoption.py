@@ -5,6 +5,7 @@ no engine connected are recorded from the open-calls journal."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ from callctl.logging import get_logger
 
 log = get_logger("callctl.calls")
 
+CANCEL_WAIT_S = 2.0  # how long a cancelled attempt may take to leave Asterisk before the call goes on
+GONE_POLL_S = 0.05
 LEG_ARG = "callctl-leg"  # Stasis arg of a leg a call dialled: owned by that call, never a call of its own
 
 
@@ -138,7 +141,16 @@ class Resync:
             except AriError as exc:
                 log.warning("abandoned_attempt_not_cancelled", leg=channel, error=exc.message)
                 continue
+            await self._wait_for_gone(channel, CANCEL_WAIT_S)
             log.info("abandoned_attempt_cancelled", leg=channel)
+
+    async def _wait_for_gone(self, channel: str, timeout_s: float) -> None:
+        """Until Asterisk has destroyed the channel (its CANCEL is out before a new attempt rings)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                # Polled: no task owns the leg, so its events are routed nowhere (once, at a restart).
+                while await self.channel_up(channel):  # noqa: ASYNC110
+                    await asyncio.sleep(GONE_POLL_S)
 
     async def _bridged_pairs(self, adoptable: set[str]) -> dict[str, tuple[str, str]]:
         """caller channel -> (leg channel, bridge id) of the two-party bridges among ``adoptable``."""
