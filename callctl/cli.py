@@ -7,13 +7,15 @@ import asyncio
 import datetime as dt
 import importlib
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from callctl import __version__
+from callctl import __version__, clitools
 from callctl import logging as clog
 from callctl.config import Settings, load_settings
-from callctl.errors import CallctlError, DialplanError
+from callctl.errors import CallctlError, ConfigError, DialplanError
 
 # Feature packages that add commands; each has ``register(subparsers, common)``.
 FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cli", "callctl.lines.cli",
@@ -37,6 +39,63 @@ def _trace_paths(settings: Settings, since: dt.datetime) -> list[list[tuple[str,
     return run_with_pool(settings.database_url, lambda pool: step_paths_since(pool, since))
 
 
+async def _emergency_vars_of_account(pool: Any, settings: Settings, account_id: uuid.UUID) -> None:
+    from callctl.gating.upkeep import refresh_account_endpoint_vars
+
+    await refresh_account_endpoint_vars(pool, settings.dialplan_dir, account_id)
+
+
+class _RecordingFiles:
+    """Recording deletions as privacy commands ask for them, with the recording's own audit rules."""
+
+    def describe(self, rec: Any, *, check: bool = True) -> dict[str, Any]:
+        from callctl.recording import retention
+
+        return retention.describe(rec, check=check)
+
+    async def erase_person(self, db: Any, recs: list[Any], now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
+        from callctl.recording import retention, rules
+
+        return await retention.delete_all(db, recs, rules.RULE_PRIVACY_ERASE, now, dry_run=dry_run)
+
+    async def erase_account(self, db: Any, account_id: uuid.UUID, now: dt.datetime, *,
+                            dry_run: bool) -> dict[str, Any]:
+        from callctl.recording import retention, rules
+
+        return await retention.delete_account_calls(db, account_id, now, rules.RULE_ACCOUNT_GONE, dry_run=dry_run)
+
+    def export(self, rec: Any, dest: Path) -> Path:
+        from callctl.recording import retention
+
+        return retention.export(rec, dest)
+
+    async def delete_on_request(self, db: Any, rec: Any, at: dt.datetime) -> dict[str, Any]:
+        from callctl.recording import retention, rules
+
+        return await retention.delete(db, rec, rules.RULE_ORGANIZER, at)
+
+
+async def _fraud_screen(pool: Any, settings: Settings, account_id: uuid.UUID, country: str,
+                        number: str) -> tuple[str, str] | None:
+    from callctl.fraud.service import FraudService
+    from callctl.fraud.settings import fraud_policy
+
+    refusal = await FraudService(pool, fraud_policy(settings)).preview(account_id, country, number)
+    return None if refusal is None else (refusal.rule, refusal.reason)
+
+
+def load_checked_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings, with the features' own settings checked too (the fraud screen's, issue 20):
+    config knows no feature, so the root checks them, before any command or the daemon runs."""
+    from callctl.fraud.settings import settings_problem
+
+    settings = load_settings(path, env)
+    problem = settings_problem(settings)
+    if problem:
+        raise ConfigError(problem)
+    return settings
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's own --config must not reset one given before the subcommand.
@@ -52,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in FEATURE_CLIS:
         importlib.import_module(name).register(sub, common)
     parser.set_defaults(trace_paths=_trace_paths)  # `dialplan graph --calls`
+    # Between features, wired here: a business line's phones or numbers changed -> gating writes the
+    # account's emergency status on its endpoints again.
+    clitools.on_account_phones_changed(_emergency_vars_of_account)
+    # A person's or an account's data erased -> their recordings go, with the recording's audit.
+    clitools.recordings.impl = _RecordingFiles()
+    # `callctl gate` shows what the fraud screen would refuse, as the daemon would.
+    clitools.on_outbound_screen(_fraud_screen)
     return parser
 
 
@@ -68,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        settings = load_settings(getattr(args, "config", None))
+        settings = load_checked_settings(getattr(args, "config", None))
         clog.configure_command(settings.log_level)  # stdout is the command's answer (`run` logs there)
         return int(args.func(args, settings))
     except DialplanError as exc:

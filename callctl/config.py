@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import yaml
 
 from callctl.errors import ConfigError
-from callctl.recording.rules import objection_key_problem
+from callctl.keys import objection_key_problem
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/callctl/callctl.yaml"), Path("callctl.yaml"))
 
@@ -36,6 +36,7 @@ class Settings:
     runtime_dir: Path = Path("/run/callctl")
     http_listen: str = "127.0.0.1:8099"
     shutdown_grace_s: float = 30.0
+    reconnect_min_s: float = 0.5  # first wait before reconnecting to ARI (doubled on each failure)
     reconnect_max_s: float = 30.0
     ari_heartbeat_s: float = 5.0
     log_level: str = "info"
@@ -185,10 +186,8 @@ def _validate(s: Settings) -> None:
     if problem:
         raise ConfigError(f"recording_objection_key '{s.recording_objection_key}' {problem} "
                           "(set CALLCTL_RECORDING_OBJECTION_KEY or recording_objection_key in the settings file)")
-    from callctl.fraud.settings import settings_problem  # issue 20
-
-    fraud_problem = settings_problem(s)
-    if fraud_problem:
-        raise ConfigError(fraud_problem)
+    if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
+        raise ConfigError(f"reconnect_min_s {s.reconnect_min_s} must be above 0 and at most reconnect_max_s "
+                          f"{s.reconnect_max_s}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

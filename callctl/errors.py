@@ -3,17 +3,26 @@
     CallctlError                     code
     ├── ConfigError                  config_invalid        bad settings file or environment
     ├── DialplanError                dialplan_invalid      operator YAML refused (carries every problem)
+    ├── RenderError                  prompt_render_failed  a prompt could not be rendered (tool missing or failing)
     ├── StoreError                   store_error
     │   ├── StoreUnavailable         store_unavailable     PostgreSQL unreachable / connection lost
     │   └── MigrationError           migration_failed      a migration file failed to apply
     ├── AriError                     ari_error             Asterisk answered with an unexpected error
     │   ├── AriUnavailable           ari_unavailable       Asterisk unreachable / websocket lost
     │   ├── AriAuthError             ari_auth_failed       wrong ARI user or password
-    │   └── ChannelGone              channel_gone          the channel no longer exists (404)
+    │   └── ResourceGone             resource_gone         an Asterisk object no longer exists (404)
+    │       ├── ChannelGone          channel_gone          a channel: never leaves the call port
+    │       ├── BridgeGone           bridge_gone           a bridge (room, two-party call)
+    │       ├── RecordingGone        recording_gone        a live or stored recording
+    │       └── PlaybackGone         playback_gone         a playback that has finished
     ├── AmiError                     ami_error             Asterisk's manager interface refused or is unreachable
     ├── CallEnded                    call_ended            base of the "the call is over" outcomes
     │   └── CallHungUp               call_hung_up          the caller hung up: an outcome, not a crash
-    └── SpoolError                   spool_error           the local CDR spool cannot be written
+    ├── SpoolError                   spool_error           the local CDR spool cannot be written
+    ├── LineError                    line_invalid          an account, user or number was refused
+    ├── BookingError                 booking_invalid       a conference booking or invitation was refused
+    ├── RecordingError               recording_error       a recording command cannot do what was asked
+    └── GatingError                  gating_invalid        a gating input is unusable (account, opt-out file)
 
 Each message says what happened, where, and what to do; ``code`` is a stable slug for logs and metrics.
 """
@@ -72,8 +81,26 @@ class AriAuthError(AriError):
     code = "ari_auth_failed"
 
 
-class ChannelGone(AriError):
+class ResourceGone(AriError):
+    code = "resource_gone"
+
+
+class ChannelGone(ResourceGone):
+    """Raised by the ARI adapter for a channel only; the call port turns it into the end of the call."""
+
     code = "channel_gone"
+
+
+class BridgeGone(ResourceGone):
+    code = "bridge_gone"
+
+
+class RecordingGone(ResourceGone):
+    code = "recording_gone"
+
+
+class PlaybackGone(ResourceGone):
+    code = "playback_gone"
 
 
 class AmiError(CallctlError):
@@ -90,3 +117,31 @@ class CallHungUp(CallEnded):
 
 class SpoolError(CallctlError):
     code = "spool_error"
+
+
+class RenderError(CallctlError):
+    """A prompt could not be rendered (tool missing or failing)."""
+
+    code = "prompt_render_failed"
+
+
+class LineError(CallctlError):
+    """An account, user or number was refused (bad option, unknown id, number taken)."""
+
+    code = "line_invalid"
+
+
+class BookingError(CallctlError):
+    code = "booking_invalid"
+
+
+class RecordingError(CallctlError):
+    """A recording command cannot do what was asked (unknown id, tampered file, held...)."""
+
+    code = "recording_error"
+
+
+class GatingError(CallctlError):
+    """A gating input is unusable (unknown account, bad opt-out file, ...)."""
+
+    code = "gating_invalid"

@@ -4,14 +4,20 @@ control actions the composition root registers (POST /originate: docs/gating.md)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+import os
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from callctl.errors import ConfigError
+from callctl.logging import get_logger
 from callctl.metrics import Metrics
+
+log = get_logger("callctl.app")
 
 # A control action on the loopback HTTP server: the JSON body in, (HTTP status, JSON answer) out.
 Action = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
@@ -84,3 +90,50 @@ class LoopLagMonitor:
             await asyncio.sleep(self.interval_s)
             self.last_s = max(0.0, loop.time() - before - self.interval_s)
             self.max_s = max(self.max_s, self.last_s)
+
+
+class _AriState(Protocol):
+    connected: asyncio.Event
+    reconnects: int
+
+
+class _CdrState(Protocol):
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def store_up(self) -> bool: ...
+
+
+class _EventCount(Protocol):
+    events_total: int
+
+
+def register_daemon_metrics(m: Metrics, ari: _AriState, cdrs: _CdrState, lag: LoopLagMonitor,
+                            events: _EventCount) -> None:
+    """The daemon's own gauges: ARI connection, CDR backlog, event-loop lag, events received."""
+    m.counter("callctl_ari_disconnects_total", "ARI websocket losses (each followed by a reconnect)")
+    m.counter("callctl_cdrs_total", "CDRs handed to the writer, by disposition (EMERGENCY_REFUSED among them)")
+    m.gauge("callctl_ari_connected", "1 while the ARI websocket is up", lambda: 1.0 if ari.connected.is_set() else 0.0)
+    m.gauge("callctl_ari_reconnects", "ARI reconnections since start", lambda: float(ari.reconnects))
+    m.gauge("callctl_cdr_queue_depth", "CDRs not yet in PostgreSQL (memory + spool)", lambda: float(cdrs.queue_depth))
+    m.gauge("callctl_cdr_store_up", "1 while PostgreSQL accepts CDRs", lambda: 1.0 if cdrs.store_up else 0.0)
+    m.gauge("callctl_event_loop_lag_seconds", "Last measured event-loop wake-up lag", lambda: lag.last_s)
+    m.gauge("callctl_event_loop_lag_max_seconds", "Largest event-loop lag since start", lambda: lag.max_s)
+    m.gauge("callctl_ari_events", "ARI events received", lambda: float(events.events_total))
+
+
+@contextlib.contextmanager
+def pid_file(path: Path) -> Iterator[None]:
+    """The daemon's pid in ``path`` while it runs (a warning, not a failure, if it cannot be written)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("pid_file_unwritable", path=str(path), error=exc.strerror)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -60,8 +60,13 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Stream |
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, stream)),  # write and flush only
         cache_logger_on_first_use=cache,
     )
-    # Libraries that use stdlib logging (aiohttp, asyncpg) only speak up for warnings.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # Libraries that use stdlib logging (aiohttp, asyncpg, asyncio's own reports) only speak up for
+    # warnings, on stderr, rendered like every other line: JSON for journald, nothing in plain text.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
 
 class _Stderr:

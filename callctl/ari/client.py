@@ -5,7 +5,8 @@ calls go through aioari's HTTP session, events through our own websocket reader.
   resynchronises (``on_connected``), then reads events and hands each one, decoded, to ``on_event``
   (synchronous: the reader never awaits business logic). When the socket drops, goes silent
   (heartbeat) or Asterisk restarts, it reconnects with capped exponential backoff.
-- Every REST error is translated here: 404 on a channel -> ChannelGone, connection problems ->
+- Every REST error is translated here: 404 on a channel -> ChannelGone (on a bridge, recording or
+  playback: BridgeGone, RecordingGone, PlaybackGone), connection problems ->
   AriUnavailable, 401 -> AriAuthError. No aiohttp or aioari type leaves this module.
 
 aioari's own ``run()`` is not used: it awaits each listener inside its websocket loop and returns
@@ -26,10 +27,20 @@ import aioari
 import aiohttp
 import orjson
 from aiohttp import web_exceptions
+from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
 from callctl.ari.events import DECODED_TYPES, Event, decode
 from callctl.config import Settings
-from callctl.errors import AriAuthError, AriError, AriUnavailable, ChannelGone
+from callctl.errors import (
+    AriAuthError,
+    AriError,
+    AriUnavailable,
+    BridgeGone,
+    ChannelGone,
+    PlaybackGone,
+    RecordingGone,
+    ResourceGone,
+)
 from callctl.logging import get_logger
 
 log = get_logger("callctl.ari")
@@ -92,11 +103,17 @@ class AriClient:
                 await client.close()
 
     async def run_forever(self) -> None:
-        delay = 0.5
+        delay = self._settings.reconnect_min_s
         down_logged = False
         while not self._closing:
             try:
-                await self._connect()
+                try:
+                    await self._connect()
+                except AriError:
+                    raise
+                except Exception as exc:  # a bug in a resync handler must not end reconnection for good
+                    log.exception("ari_connect_crashed", error=str(exc))
+                    raise AriUnavailable(f"connecting to ARI at {self._where} failed: {_describe(exc)}") from None
             except AriError as exc:
                 if not down_logged or exc.message != self.last_error:
                     log.error(exc.code, error=exc.message, retry_in_s=round(delay, 1))
@@ -112,7 +129,7 @@ class AriClient:
                 log.info("ari_connected", where=self._where)
             down_logged = False
             self.last_error = None
-            delay = 0.5
+            delay = self._settings.reconnect_min_s
             try:
                 await self._read_events()
             finally:
@@ -129,7 +146,7 @@ class AriClient:
     async def _connect(self) -> None:
         s = self._settings
         try:
-            self._client = await aioari.connect(self._base, s.ari_user, s.ari_password)
+            self._client = await self._new_client()
         except web_exceptions.HTTPUnauthorized:
             raise AriAuthError(f"Asterisk ARI at {self._where} refused user '{s.ari_user}': wrong user or "
                                "password (check ari.conf and CALLCTL_ARI_PASSWORD)") from None
@@ -164,6 +181,22 @@ class AriClient:
         # Resynchronise before reading: channels that arrived meanwhile are adopted by the handler.
         await self._on_connected()
 
+    async def _new_client(self) -> Any:
+        """aioari's client (``aioari.connect`` without its leak): the HTTP session it opens is closed when
+        the start-up requests fail, e.g. while Asterisk restarts (else one session per failed attempt,
+        each reported by asyncio as 'Unclosed client session')."""
+        s = self._settings
+        host = urllib.parse.urlparse(self._base).netloc.split(":")[0]
+        http_client = AsynchronousHttpClient(auth=ApiKeyAuthenticator(host, f"{s.ari_user}:{s.ari_password}"))
+        client = aioari.Client(self._base, http_client)
+        try:
+            await client.init()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await http_client.close()
+            raise
+        return client
+
     async def _read_events(self) -> None:
         ws = self._ws
         assert ws is not None
@@ -185,10 +218,11 @@ class AriClient:
     # -- REST ----------------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                       json_body: Any = None, channel: str | None = None, raw: bool = False,
+                       json_body: Any = None, gone: tuple[type[ResourceGone], str] | None = None, raw: bool = False,
                        timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
         """One ARI REST call through aioari's HTTP session (shared connection pool); ``raw``: the
-        body as bytes (a recording's file) instead of decoded JSON."""
+        body as bytes (a recording's file) instead of decoded JSON. ``gone``: (error, what) raised on a
+        404, the object the request is about no longer exists."""
         if self._client is None:
             raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
         session: aiohttp.ClientSession = self._client.swagger.http_client.session
@@ -198,8 +232,9 @@ class AriClient:
                                        headers=self._auth, timeout=timeout) as resp:
                 body = await resp.read()
                 status = resp.status
-                if status == 404 and channel is not None:
-                    raise ChannelGone(f"channel {channel} no longer exists ({method} {path})")
+                if status == 404 and gone is not None:
+                    error, what = gone
+                    raise error(f"{what} no longer exists ({method} {path})")
                 if status == 401:
                     raise AriAuthError(f"ARI at {self._where} refused credentials for {method} {path}")
                 if status >= 400:
@@ -212,18 +247,18 @@ class AriClient:
             raise AriUnavailable(f"ARI {method} {path} at {self._where} failed: {_describe(exc)}") from None
 
     async def answer(self, channel_id: str) -> None:
-        await self._request("POST", f"channels/{channel_id}/answer", channel=channel_id)
+        await self._request("POST", f"channels/{channel_id}/answer", gone=_channel(channel_id))
 
     async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None:
         await self._request("POST", f"channels/{channel_id}/play/{playback_id}",
-                            params={"media": ",".join(media), "lang": language}, channel=channel_id)
+                            params={"media": ",".join(media), "lang": language}, gone=_channel(channel_id))
 
     async def stop_playback(self, playback_id: str) -> None:
-        with contextlib.suppress(ChannelGone):
-            await self._request("DELETE", f"playbacks/{playback_id}", channel=playback_id)
+        with contextlib.suppress(PlaybackGone):
+            await self._request("DELETE", f"playbacks/{playback_id}", gone=_playback(playback_id))
 
     async def hang_up(self, channel_id: str, reason: str = "normal") -> None:
-        await self._request("DELETE", f"channels/{channel_id}", params={"reason": reason}, channel=channel_id)
+        await self._request("DELETE", f"channels/{channel_id}", params={"reason": reason}, gone=_channel(channel_id))
 
     async def originate(self, channel_id: str, endpoint: str, *, timeout_s: float, caller_id: str | None,
                         variables: dict[str, str] | None = None, app_args: str = "callctl-leg") -> None:
@@ -238,21 +273,24 @@ class AriClient:
     async def ring(self, channel_id: str, ringing: bool) -> None:
         """Indicate ringing to an unanswered caller (180 Ringing), or stop it."""
         with contextlib.suppress(ChannelGone):
-            await self._request("POST" if ringing else "DELETE", f"channels/{channel_id}/ring", channel=channel_id)
+            await self._request("POST" if ringing else "DELETE", f"channels/{channel_id}/ring",
+                                gone=_channel(channel_id))
 
     async def set_var(self, channel_id: str, name: str, value: str) -> None:
         await self._request("POST", f"channels/{channel_id}/variable", params={"variable": name, "value": value},
-                            channel=channel_id)
+                            gone=_channel(channel_id))
 
-    async def get_var(self, channel_id: str, name: str) -> str:
-        """A channel variable or function value, e.g. ``CHANNEL(pjsip,secure)`` (issue 20)."""
-        data = await self._request("GET", f"channels/{channel_id}/variable", params={"variable": name},
-                                   channel=channel_id)
-        return str((data or {}).get("value") or "")
+    async def get_var(self, channel_id: str, name: str) -> str | None:
+        """A channel variable or function read now (e.g. TIMEOUT(absolute): the seconds left;
+        CHANNEL(pjsip,secure) of a calling phone, issue 20)."""
+        answer = await self._request("GET", f"channels/{channel_id}/variable", params={"variable": name},
+                                     gone=_channel(channel_id))
+        value = (answer or {}).get("value")
+        return None if value is None else str(value)
 
     async def continue_in_dialplan(self, channel_id: str, context: str, extension: str = "s",
                                    priority: int = 1) -> None:
-        await self._request("POST", f"channels/{channel_id}/continue", channel=channel_id,
+        await self._request("POST", f"channels/{channel_id}/continue", gone=_channel(channel_id),
                             params={"context": context, "extension": extension, "priority": str(priority)})
 
     # -- bridges (conference rooms, two-party calls) --------------------------------------------
@@ -261,39 +299,39 @@ class AriClient:
         await self._request("POST", f"bridges/{bridge_id}", params={"type": "mixing,dtmf_events", "name": name})
 
     async def destroy_bridge(self, bridge_id: str) -> None:
-        with contextlib.suppress(ChannelGone):
-            await self._request("DELETE", f"bridges/{bridge_id}", channel=bridge_id)
+        with contextlib.suppress(BridgeGone):
+            await self._request("DELETE", f"bridges/{bridge_id}", gone=_bridge(bridge_id))
 
     async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None:
         await self._request("POST", f"bridges/{bridge_id}/addChannel", params={"channel": channel_id},
-                            channel=channel_id)
+                            gone=_channel(channel_id))
 
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
         with contextlib.suppress(ChannelGone, AriError):
             await self._request("POST", f"bridges/{bridge_id}/removeChannel", params={"channel": channel_id},
-                                channel=channel_id)
+                                gone=_channel(channel_id))
 
     async def play_to_bridge(self, bridge_id: str, media: list[str], playback_id: str, language: str) -> None:
         await self._request("POST", f"bridges/{bridge_id}/play/{playback_id}",
-                            params={"media": ",".join(media), "lang": language}, channel=bridge_id)
+                            params={"media": ",".join(media), "lang": language}, gone=_bridge(bridge_id))
 
     async def mute(self, channel_id: str, muted: bool) -> None:
         """Mute what the channel says to others (direction in)."""
         await self._request("POST" if muted else "DELETE", f"channels/{channel_id}/mute",
-                            params={"direction": "in"}, channel=channel_id)
+                            params={"direction": "in"}, gone=_channel(channel_id))
 
     async def start_moh(self, channel_id: str) -> None:
-        await self._request("POST", f"channels/{channel_id}/moh", channel=channel_id)
+        await self._request("POST", f"channels/{channel_id}/moh", gone=_channel(channel_id))
 
     async def stop_moh(self, channel_id: str) -> None:
         with contextlib.suppress(ChannelGone):
-            await self._request("DELETE", f"channels/{channel_id}/moh", channel=channel_id)
+            await self._request("DELETE", f"channels/{channel_id}/moh", gone=_channel(channel_id))
 
     # -- recordings (callctl.recording) ---------------------------------------------------------
 
     async def record_bridge(self, bridge_id: str, name: str, fmt: str) -> None:
         """Start recording everything the bridge mixes, as ``name`` in Asterisk's recording spool."""
-        await self._request("POST", f"bridges/{bridge_id}/record", channel=bridge_id,
+        await self._request("POST", f"bridges/{bridge_id}/record", gone=_bridge(bridge_id),
                             params={"name": name, "format": fmt, "ifExists": "fail", "beep": "false",
                                     "terminateOn": "none"})
 
@@ -301,34 +339,34 @@ class AriClient:
                              beep: bool) -> None:
         """Record what the caller says (voicemail), as ``name``: ends after ``max_s`` seconds,
         ``silence_s`` seconds of silence (0: never), on '#', or when the caller hangs up."""
-        await self._request("POST", f"channels/{channel_id}/record", channel=channel_id,
+        await self._request("POST", f"channels/{channel_id}/record", gone=_channel(channel_id),
                             params={"name": name, "format": fmt, "ifExists": "fail", "beep": str(beep).lower(),
                                     "maxDurationSeconds": str(max_s), "maxSilenceSeconds": str(silence_s),
                                     "terminateOn": "#"})
 
     async def stop_recording(self, name: str) -> None:
-        with contextlib.suppress(ChannelGone):
-            await self._request("POST", f"recordings/live/{name}/stop", channel=name)
+        with contextlib.suppress(RecordingGone):
+            await self._request("POST", f"recordings/live/{name}/stop", gone=_recording(name))
 
     async def live_recording_state(self, name: str) -> str | None:
         """The live recording's state ('queued', 'recording', 'paused'...), None once it is over."""
         try:
-            live = await self._request("GET", f"recordings/live/{name}", channel=name)
-        except ChannelGone:
+            live = await self._request("GET", f"recordings/live/{name}", gone=_recording(name))
+        except RecordingGone:
             return None
         return str((live or {}).get("state") or "") or None
 
     async def stored_recording(self, name: str) -> bytes | None:
         """The finished recording's file, None if Asterisk has none by that name."""
         try:
-            return bytes(await self._request("GET", f"recordings/stored/{name}/file", channel=name, raw=True,
+            return bytes(await self._request("GET", f"recordings/stored/{name}/file", gone=_recording(name), raw=True,
                                              timeout_s=120.0))
-        except ChannelGone:
+        except RecordingGone:
             return None
 
     async def delete_stored_recording(self, name: str) -> None:
-        with contextlib.suppress(ChannelGone):
-            await self._request("DELETE", f"recordings/stored/{name}", channel=name)
+        with contextlib.suppress(RecordingGone):
+            await self._request("DELETE", f"recordings/stored/{name}", gone=_recording(name))
 
     async def bridges(self) -> dict[str, list[str]]:
         """Every bridge of Asterisk: its id -> the ids of the channels in it."""
@@ -341,16 +379,16 @@ class AriClient:
     async def bridge_channel_count(self, bridge_id: str) -> int | None:
         """How many channels the bridge holds, None if it no longer exists."""
         try:
-            bridge = await self._request("GET", f"bridges/{bridge_id}", channel=bridge_id)
-        except ChannelGone:
+            bridge = await self._request("GET", f"bridges/{bridge_id}", gone=_bridge(bridge_id))
+        except BridgeGone:
             return None
         return len((bridge or {}).get("channels") or [])
 
     async def playback_live(self, playback_id: str) -> bool:
         """True while the playback is queued or playing (Asterisk forgets it once it has finished)."""
         try:
-            await self._request("GET", f"playbacks/{playback_id}", channel=playback_id)
-        except ChannelGone:
+            await self._request("GET", f"playbacks/{playback_id}", gone=_playback(playback_id))
+        except PlaybackGone:
             return False
         return True
 
@@ -360,10 +398,26 @@ class AriClient:
             str(ref) for ref in app.get("channel_ids", []) if ":" not in str(ref)}
 
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
-        return dict(await self._request("GET", f"channels/{channel_id}", channel=channel_id))
+        return dict(await self._request("GET", f"channels/{channel_id}", gone=_channel(channel_id)))
 
     async def asterisk_info(self) -> dict[str, Any]:
         return dict(await self._request("GET", "asterisk/info"))
+
+
+def _channel(channel_id: str) -> tuple[type[ResourceGone], str]:
+    return ChannelGone, f"channel {channel_id}"
+
+
+def _bridge(bridge_id: str) -> tuple[type[ResourceGone], str]:
+    return BridgeGone, f"bridge {bridge_id}"
+
+
+def _recording(name: str) -> tuple[type[ResourceGone], str]:
+    return RecordingGone, f"recording {name}"
+
+
+def _playback(playback_id: str) -> tuple[type[ResourceGone], str]:
+    return PlaybackGone, f"playback {playback_id}"
 
 
 def _describe(exc: BaseException) -> str:

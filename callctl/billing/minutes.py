@@ -4,45 +4,22 @@ ends, and the organizer's statement of conference legs paid from the pool (issue
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-WHEN_EXHAUSTED = ("end", "move")
-ASTERISK_GRACE_S = 2  # Asterisk's own cut-off comes this long after the engine's, as a backstop
-MOVE_ANNOUNCE_S = 20  # "move": time given to the local-number message before Asterisk hangs up
+# The terms a leg is metered under are shared with conference legs: callctl.freeminutes.
+from callctl.freeminutes import ASTERISK_GRACE_S as ASTERISK_GRACE_S
+from callctl.freeminutes import MOVE_ANNOUNCE_S as MOVE_ANNOUNCE_S
+from callctl.freeminutes import WHEN_EXHAUSTED as WHEN_EXHAUSTED
+from callctl.freeminutes import MeterTerms as MeterTerms
+from callctl.freeminutes import PaidLeg as PaidLeg
+from callctl.freeminutes import grant as grant
+from callctl.freeminutes import spoken_number as spoken_number
+from callctl.freeminutes import used_seconds as used_seconds
+
 MAX_POOL_MINUTES = 10_000_000
-
-
-@dataclass(frozen=True)
-class MeterTerms:
-    """How one organizer-paid line draws its pool (numbers.yaml ``organizer_paid``)."""
-
-    hold_s: int = 120
-    min_leg_s: int = 60
-    warn_before_s: int = 60
-    when_exhausted: str = "end"
-
-    @property
-    def extend_when_left_s(self) -> int:
-        """A leg asks for its next slice when this much of its hold is left (before the warning is due)."""
-        return self.warn_before_s + max(1, self.hold_s // 4)
-
-
-def grant(available_s: int, wanted_s: int, minimum_s: int) -> int:
-    """Seconds to hold out of ``available_s``: at most ``wanted_s``, 0 if fewer than ``minimum_s`` are free."""
-    if available_s < max(1, minimum_s):
-        return 0
-    return min(wanted_s, available_s)
-
-
-def used_seconds(elapsed_s: float, held_s: int) -> int:
-    """Seconds a leg draws: whole seconds rounded up (per second from the first), never above its hold."""
-    if elapsed_s <= 0:
-        return 0
-    return min(held_s, math.ceil(round(elapsed_s, 3)))
 
 
 def minutes_to_seconds(minutes: int) -> int:
@@ -56,26 +33,7 @@ def as_minutes(seconds: int) -> Decimal:
     return (Decimal(seconds) / 60).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
-def spoken_number(e164: str) -> str:
-    """Digits to read out for a number (ARI ``digits:``): the E.164 digits without the +."""
-    return "".join(ch for ch in e164 if ch.isdigit())
-
-
 # -- the organizer's statement ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class PaidLeg:
-    """One settled leg: a hold on the pool and the seconds it used."""
-
-    hold_id: uuid.UUID
-    conference_id: uuid.UUID
-    subject: str
-    person: str
-    access_number: str
-    leg_id: uuid.UUID
-    started_at: dt.datetime
-    used_s: int
-
-
 @dataclass(frozen=True)
 class ConferenceLine:
     conference_id: uuid.UUID

@@ -15,7 +15,7 @@ from callctl.billing.plans import Plan, Plans, included_seconds_left, load_plans
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
 from callctl.billing.rating import Deck, Rate, call_cost, money_text
 from callctl.billing.statements import Rating, rate_call
-from callctl.cdr.record import billed_seconds
+from callctl.cdr.record import answered_seconds
 from callctl.errors import StoreError
 from callctl.logging import get_logger
 from callctl.store import billing as store
@@ -216,7 +216,7 @@ async def settle_abandoned(pool: Any, live: Collection[str], known_s: Mapping[st
     for hold in holds:
         channel = hold.channel_id or ""
         if channel in times:
-            seconds, source = billed_seconds(times[channel].answered_at, times[channel].ended_at), "cel"
+            seconds, source = answered_seconds(times[channel].answered_at, times[channel].ended_at), "cel"
         elif channel in known_s:
             seconds, source = known_s[channel], "engine"
         elif channel and is_up is not None and not hold.foreign and await is_up(channel):

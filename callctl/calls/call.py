@@ -11,8 +11,7 @@ import collections
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from callctl.ari.dispatch import Mailbox
@@ -26,10 +25,14 @@ from callctl.ari.events import (
     StasisEnd,
     StasisStart,
 )
-from callctl.calls.lifecycle import Lifecycle
+from callctl.calls.lifecycle import Lifecycle, dial_status
 from callctl.calls.port import DialHooks, DialOutcome
-from callctl.errors import AriError, CallHungUp, ChannelGone
+from callctl.calls.result import CallResult, OutboundLeg
+from callctl.errors import AriError, CallEnded, CallHungUp, ChannelGone
 from callctl.ids import CallId, ChannelId
+from callctl.logging import get_logger
+
+log = get_logger("callctl.calls")
 
 # ARI hang-up reasons -> the Q.850 cause the CDR records when the engine hangs up.
 HANGUP_CAUSES = {"normal": 16, "busy": 17, "no_answer": 19, "timeout": 19, "rejected": 21, "unallocated": 1,
@@ -64,45 +67,35 @@ class DialOps(ChannelOps, Protocol):
     async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None: ...
     async def destroy_bridge(self, bridge_id: str) -> None: ...
     async def get_channel(self, channel_id: str) -> dict[str, Any]: ...  # a leg resumed after a restart
-
-
-@dataclass
-class OutboundLeg:
-    """A leg the call dialled: its own lifecycle and, at the end of the call, its own CDR."""
-
-    channel_id: ChannelId
-    target: str
-    lifecycle: Lifecycle
-    caller_id: str | None = None
-    cdr_fields: dict[str, Any] = field(default_factory=dict)  # e.g. its rating (cdr.record.RATING_FIELDS)
+    async def get_var(self, channel_id: str, name: str) -> str | None: ...
 
 
 CALL_BRIDGE_PREFIX = "call-"  # a two-party bridge is named after the leg the call dialled
 
-# Q.850 causes of an unanswered leg -> the dial outcome the flow branches on.
-def dial_status(cause: int | None) -> str:
-    if cause == 17:
-        return "busy"
-    if cause in (18, 19, 21, 16, None):
-        return "noanswer"
-    if cause in (34, 38, 41, 42, 44, 47):
-        return "congestion"
-    return "failed"
+
+def _seconds(value: str | None) -> float | None:
+    """TIMEOUT(absolute) as read back: seconds left ("12.345"), "0" or nothing when no limit is set."""
+    try:
+        left = float(value or 0)
+    except ValueError:
+        return None
+    return left if left > 0 else None
 
 
 class Call:
     def __init__(self, ops: ChannelOps, channel: ChannelInfo, mailbox: Mailbox, *, language: str = "en",
                  register_leg: Callable[[ChannelId, bool], None] | None = None,
                  args: tuple[str, ...] = (), on_answer: Callable[[dt.datetime], None] | None = None,
-                 answered_at: dt.datetime | None = None) -> None:
-        """``answered_at``: a call adopted after a restart, answered by a previous engine (its journal)."""
+                 answered_at: dt.datetime | None = None, on_dial: Callable[[ChannelId], None] | None = None) -> None:
+        """``answered_at``: a call adopted after a restart, answered by a previous engine (its journal).
+        ``on_dial``: told of each leg's channel id before it is originated (the open-calls journal)."""
         self.call_id = CallId(str(uuid.uuid4()))
         self.channel = channel
         self.caller = channel.caller_number
         self.called = channel.exten
         self.language = language
         self.country: str | None = None  # ISO alpha-2 of the number called, set from the route
-        self.cdr_fields: dict[str, Any] = {}  # features tag the leg's CDR (conference_id, person, role...)
+        self.result = CallResult()  # what the call's handler says about it, for its CDR
         self.lifecycle = Lifecycle(started_at=channel.created_at)
         # Adopted after a restart while bridged with a leg a previous engine dialled: (leg, bridge id).
         self.resumed: tuple[ChannelInfo, str] | None = None
@@ -115,12 +108,17 @@ class Call:
         self._register_leg = register_leg
         self.args = args  # Stasis() arguments from extensions.conf, e.g. ("line-outbound",)
         self._on_answer = on_answer
+        self._on_dial = on_dial
         self.legs: list[OutboundLeg] = []
         self.ended = asyncio.Event()
 
     @property
     def channel_id(self) -> str:
         return self.channel.id
+
+    @property
+    def channel_name(self) -> str:
+        return self.channel.name
 
     # -- event intake --------------------------------------------------------------------------
 
@@ -166,6 +164,18 @@ class Call:
     async def wait_for_mailbox(self) -> None:
         """Wait for one event and absorb it, without raising (used while closing the call)."""
         self._absorb(await self._mailbox.get())
+
+    async def wait_for_end(self, timeout_s: float) -> None:
+        """Asterisk's own end of the channel (after a hang-up), within ``timeout_s``; never raises."""
+        self.drain_mailbox()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not self.ended.is_set():
+                    await self.wait_for_mailbox()
+
+    def deliver(self, event: Event) -> None:
+        """An event the engine itself knows of (resync: the channel vanished while the socket was down)."""
+        self._mailbox.put_nowait(event)
 
     def drain_mailbox(self) -> None:
         """Absorb every queued event without waiting (used at the end of the call)."""
@@ -230,6 +240,22 @@ class Call:
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
                    max_talk_s: float | None = None, headers: dict[str, str] | None = None,
                    hooks: DialHooks | None = None, variables: dict[str, str] | None = None) -> DialOutcome:
+        with self._channels_of_this_call():
+            return await self._dial(target, timeout_s=timeout_s, caller_id=caller_id, max_talk_s=max_talk_s,
+                                    headers=headers, hooks=hooks, variables=variables)
+
+    @contextlib.contextmanager
+    def _channels_of_this_call(self) -> Iterator[None]:
+        """ARI's "no such channel" about this call's channels stops here: the call is over (the port's
+        promise); whoever closes the call hangs up what is left."""
+        try:
+            yield
+        except ChannelGone as exc:
+            raise CallEnded(f"call {self.call_id}: {exc.message}") from None
+
+    async def _dial(self, target: str, *, timeout_s: float, caller_id: str | None,
+                    max_talk_s: float | None, headers: dict[str, str] | None,
+                    hooks: DialHooks | None, variables: dict[str, str] | None) -> DialOutcome:
         """Ring ``target``; on answer bridge it with this call until either side hangs up.
         ``variables``: channel variables set on the new leg (e.g. what its endpoint's geolocation reads).
 
@@ -242,6 +268,8 @@ class Call:
         self.legs.append(leg)
         if self._register_leg is not None:
             self._register_leg(leg.channel_id, True)
+        if self._on_dial is not None:
+            self._on_dial(leg.channel_id)
         ringtone: str | None = None
         bridge_id: str | None = None
         try:
@@ -286,34 +314,31 @@ class Call:
             await ops.add_to_bridge(bridge_id, leg.channel_id)
             if hooks is not None and hooks.on_bridged is not None:
                 await hooks.on_bridged(bridge_id, self.channel.id, leg.channel_id)
-            warn_at: float | None = None
+            left_s: float | None = None
             if max_talk_s:
                 await ops.set_var(leg.channel_id, "TIMEOUT(absolute)", str(int(max_talk_s)))
                 # The caller's own channel too (a little later), so neither side outlives the credit.
                 await ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(max_talk_s) + 2))
-                warn_at = loop.time() + max(0.0, max_talk_s - LIMIT_WARNING_S)
-            # Talking: until the far end hangs up (the caller hanging up raises CallHungUp).
-            while leg.lifecycle.ended_at is None:
-                wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
-                event = await self._wait_leg_event(leg, wait_s, hooks.on_digit if hooks else None)
-                if event is None and warn_at is not None:
-                    warn_at = None  # once: a beep to the caller shortly before the limit
-                    with contextlib.suppress(AriError):
-                        await ops.play(self.channel.id, ["sound:beep"], str(uuid.uuid4()), self.language)
-            assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
-            talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
-            return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
+                left_s = max_talk_s
+            return await self._talk(leg, left_s, hooks)
         finally:
             if ringtone is not None:
                 with contextlib.suppress(AriError):
                     await ops.stop_playback(ringtone)
             await self._let_go(leg, bridge_id)
 
-    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome:
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None,
+                             hooks: DialHooks | None = None) -> DialOutcome:
+        with self._channels_of_this_call():
+            return await self._resume_bridged(target, caller_id=caller_id, hooks=hooks)
+
+    async def _resume_bridged(self, target: str, *, caller_id: str | None, hooks: DialHooks | None) -> DialOutcome:
         """Keep up the two-party call a previous engine bridged (``self.resumed``, set at adoption after a
         restart) and end it as ``dial`` would: the far end hanging up ends the call, the caller hanging up
         (CallHungUp) ends the leg. The limits the previous engine set stay in Asterisk (TIMEOUT(absolute)
-        on both channels). ``target`` names the leg in its CDR, as ``dial`` would have."""
+        on both channels); the caller still hears the warning before the end, from what is left of it.
+        ``hooks.on_resumed`` lets a feature take back its part (the recording and its objection key).
+        ``target`` names the leg in its CDR, as ``dial`` would have."""
         assert self.resumed is not None
         ops: DialOps = self._ops  # type: ignore[assignment]
         leg_channel, bridge_id = self.resumed
@@ -328,15 +353,34 @@ class Call:
         try:
             try:  # its events reach this call from now on: did it end before?
                 await ops.get_channel(leg.channel_id)
+                # What is left of the limit the previous engine set on the leg (Asterisk counts it down).
+                left_s = _seconds(await ops.get_var(leg.channel_id, "TIMEOUT(absolute)"))
             except ChannelGone:
                 leg.lifecycle.ended(dt.datetime.now(dt.UTC), 16, "hung up before the engine resumed the call")
-            while leg.lifecycle.ended_at is None:
-                await self._wait_leg_event(leg, 24 * 3600.0)
-            assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
-            talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
-            return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
+                left_s = None
+            if hooks is not None and hooks.on_resumed is not None and leg.lifecycle.ended_at is None:
+                await hooks.on_resumed(bridge_id, self.channel.id, leg.channel_id)
+            return await self._talk(leg, left_s, hooks)
         finally:
             await self._let_go(leg, bridge_id)
+
+    async def _talk(self, leg: OutboundLeg, left_s: float | None, hooks: DialHooks | None) -> DialOutcome:
+        """Bridged: until the far end hangs up (the caller hanging up raises CallHungUp). ``left_s``: the
+        paid time left; the caller hears a beep LIMIT_WARNING_S before Asterisk cuts the call."""
+        ops: DialOps = self._ops  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        warn_at = loop.time() + max(0.0, left_s - LIMIT_WARNING_S) if left_s else None
+        while leg.lifecycle.ended_at is None:
+            wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
+            event = await self._wait_leg_event(leg, wait_s, hooks.on_digit if hooks else None)
+            if event is None and warn_at is not None:
+                warn_at = None  # once: a beep to the caller shortly before the limit
+                log.info("call_limit_warning", warning_s=LIMIT_WARNING_S)
+                with contextlib.suppress(AriError):
+                    await ops.play(self.channel.id, ["sound:beep"], str(uuid.uuid4()), self.language)
+        assert leg.lifecycle.answered_at is not None and leg.lifecycle.ended_at is not None
+        talk_s = (leg.lifecycle.ended_at - leg.lifecycle.answered_at).total_seconds()
+        return DialOutcome("answered", leg.lifecycle.hangup_cause, talk_s)
 
     async def _let_go(self, leg: OutboundLeg, bridge_id: str | None) -> None:
         """The end of a dialled leg's part in this call: hung up if the caller left first, their bridge
@@ -381,7 +425,8 @@ class Call:
     async def limit_talk(self, seconds: int) -> None:
         """Asterisk hangs this call up ``seconds`` from now, even if the engine dies (TIMEOUT(absolute))."""
         self._check_up()
-        await self._ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(seconds)))
+        with self._channels_of_this_call():
+            await self._ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(seconds)))
 
     async def hang_up(self, cause: str = "normal") -> None:
         if self._gone:

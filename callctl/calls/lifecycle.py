@@ -27,6 +27,17 @@ def disposition_for(answered: bool, cause: int | None) -> str:
     return "FAILED"
 
 
+def dial_status(cause: int | None) -> str:
+    """The Q.850 cause of an unanswered leg -> the dial outcome a flow branches on (same groups)."""
+    if cause in _BUSY:
+        return "busy"
+    if cause in _NO_ANSWER or cause in (16, None):
+        return "noanswer"
+    if cause in _CONGESTION:
+        return "congestion"
+    return "failed"
+
+
 @dataclass
 class Lifecycle:
     started_at: dt.datetime

@@ -52,6 +52,8 @@ class CallJournal:
                 entries[leg] = item
             elif item.get("op") == "answer" and leg in entries:
                 entries[leg]["answered_at"] = item.get("at")
+            elif item.get("op") == "dial" and leg in entries:
+                entries[leg].setdefault("dialled", []).append(item.get("channel"))
             elif item.get("op") == "close":
                 entries.pop(leg, None)
         return entries
@@ -77,6 +79,10 @@ class CallJournal:
 
     def answered(self, leg: str, at: dt.datetime) -> None:
         self._write({"op": "answer", "leg": leg, "at": at.isoformat()})
+
+    def dialled(self, leg: str, channel: str) -> None:
+        """The call is about to originate ``channel`` (a leg): a next engine can find the attempt."""
+        self._write({"op": "dial", "leg": leg, "channel": channel})
 
     def closed(self, leg: str) -> None:
         self.pending.pop(leg, None)

@@ -20,7 +20,7 @@ def leg_id_for(asterisk_id: str, channel_id: str, created_at: str) -> uuid.UUID:
 _MS = dt.timedelta(milliseconds=1)
 
 
-def billed_seconds(answered_at: dt.datetime | None, ended_at: dt.datetime) -> int:
+def answered_seconds(answered_at: dt.datetime | None, ended_at: dt.datetime) -> int:
     """Answer to end, rounded up to the whole second (a 0.001 s call bills 1 s; unanswered bills 0)."""
     if answered_at is None:
         return 0
@@ -32,10 +32,6 @@ def utc_ms(moment: dt.datetime) -> dt.datetime:
     """Truncate to the millisecond, in UTC (storage precision)."""
     moment = moment.astimezone(dt.UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-# The rating columns a feature sets on a leg (OutboundLeg.cdr_fields) when it charges the leg.
-RATING_FIELDS = ("rating_deck", "rating_prefix", "rate_per_minute", "cost", "currency", "included")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +56,7 @@ class CdrRecord:
     person: str | None = None
     role: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # Rating at call end (RATING_FIELDS; None: not rated by the engine, statements rate it from the deck).
+    # Rating at call end (callctl.calls.result.Rating; None: not rated by the engine, statements rate it from the deck).
     rating_deck: str | None = None
     rating_prefix: str | None = None
     rate_per_minute: Decimal | None = None
@@ -77,7 +73,7 @@ class CdrRecord:
 
     @property
     def billed_s(self) -> int:
-        return billed_seconds(self.answered_at, self.ended_at)
+        return answered_seconds(self.answered_at, self.ended_at)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (ISO timestamps, string uuids and decimals) for the spool."""

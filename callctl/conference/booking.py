@@ -15,11 +15,7 @@ from dataclasses import dataclass
 
 import icalendar
 
-from callctl.errors import CallctlError
-
-
-class BookingError(CallctlError):
-    code = "booking_invalid"
+from callctl.errors import BookingError as BookingError  # in the one tree (callctl.errors)
 
 
 @dataclass(frozen=True)

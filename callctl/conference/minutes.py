@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from callctl.billing.minutes import ASTERISK_GRACE_S, MOVE_ANNOUNCE_S, MeterTerms, spoken_number, used_seconds
 from callctl.errors import AriError, StoreError
+from callctl.freeminutes import ASTERISK_GRACE_S, MOVE_ANNOUNCE_S, MeterTerms, spoken_number, used_seconds
 from callctl.logging import get_logger
 from callctl.store import minutes as store
 

@@ -14,10 +14,11 @@ import contextlib
 import contextvars
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from callctl.calls.port import CallPort
 from callctl.conference import minutes
 from callctl.conference.changes import ChangeFeed
 from callctl.conference.room import (
@@ -41,18 +42,10 @@ from callctl.store import minutes as minutes_store
 log = get_logger("callctl.conference")
 
 
-class EntryCall(Protocol):
-    call_id: str
-    caller: str
-    language: str
-    country: str | None
-    cdr_fields: dict[str, Any]
+class Play(Protocol):
+    """How the conference says its prompts: names or media, in the call's language (the flow's ``ctx.play``)."""
 
-    @property
-    def channel_id(self) -> str: ...
-    async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
-    async def read_digit(self, timeout_s: float) -> str | None: ...
-    def clear_digits(self) -> None: ...
+    async def __call__(self, items: Sequence[str], /, *, interruptible: bool = True) -> str | None: ...
 
 
 class Recorder(RoomRecorder, Protocol):
@@ -154,9 +147,10 @@ class ConferenceService:
     def _over_limit(self, by_caller: int, by_number: int) -> bool:
         return by_caller >= self._lockout.caller_failures or by_number >= self._lockout.number_failures
 
-    async def _collect_code(self, call: EntryCall, prompts: tuple[str, ...], opts: EntryOptions) -> str | None:
+    async def _collect_code(self, call: CallPort, play: Play, prompts: tuple[str, ...],
+                            opts: EntryOptions) -> str | None:
         digits = ""
-        first = await call.play(list(prompts))
+        first = await play(list(prompts))
         timeout = opts.digit_timeout_s if first else opts.first_digit_timeout_s
         while len(digits) < opts.max_digits:
             digit = await call.read_digit(timeout)
@@ -168,22 +162,24 @@ class ConferenceService:
         call.clear_digits()
         return digits or None
 
-    async def enter(self, call: EntryCall, access_number: str, opts: EntryOptions,
-                    paid: minutes.PaidLine | None = None) -> str:
+    async def enter(self, call: CallPort, access_number: str, opts: EntryOptions,
+                    paid: minutes.PaidLine | None = None, *, prompts: Play | None = None) -> str:
         """Run the whole conference part of a call; returns its outcome for the CDR and logs.
 
         ``paid``: the access number is organizer-paid; the leg draws that pool while in the room.
+        ``prompts``: how prompts are said (default: the call's own ``play``, media only).
         """
+        play: Play = prompts or call.play
         p = opts.prompts
         caller = to_e164(call.caller, call.country) or "anonymous"
         try:
             if await self._locked_out(caller, access_number):
                 await store.record_attempt(self._pool, caller, access_number, "locked_out")
                 log.warning("conference_caller_locked_out", access_number=access_number)
-                await call.play(list(p.locked_out), interruptible=False)
+                await play(list(p.locked_out), interruptible=False)
                 return "locked_out"
             for attempt in range(opts.attempts):
-                code = await self._collect_code(call, p.ask, opts)
+                code = await self._collect_code(call, play, p.ask, opts)
                 if code is None:
                     continue
                 # One round trip: the lookup, and on a miss the attempt recorded and the lockout figures.
@@ -192,22 +188,22 @@ class ConferenceService:
                 if match is None:
                     log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code", digits=len(code))
                     if self._over_limit(by_caller, by_number):
-                        await call.play(list(p.locked_out), interruptible=False)
+                        await play(list(p.locked_out), interruptible=False)
                         return "locked_out"
-                    await call.play(list(p.invalid), interruptible=False)
+                    await play(list(p.invalid), interruptible=False)
                     continue
                 admission = match.conference.admission(self._clock())
                 if admission != "open":
                     await store.record_attempt(self._pool, caller, access_number, admission, match.conference.id)
                     log.info("conference_code_rejected", reason=admission, conference_id=str(match.conference.id))
-                    await call.play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
+                    await play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
                     return admission
-                return await self._join(call, match, opts, caller, access_number, paid)
+                return await self._join(call, play, match, opts, caller, access_number, paid)
         except StoreError as exc:
             log.error("conference_store_unavailable", error=str(exc))
-            await call.play(list(p.unavailable), interruptible=False)
+            await play(list(p.unavailable), interruptible=False)
             return "store_unavailable"
-        await call.play(list(p.goodbye), interruptible=False)
+        await play(list(p.goodbye), interruptible=False)
         return "no_valid_code"
 
     def _room_for(self, conf: store.Conference) -> Room:
@@ -287,22 +283,22 @@ class ConferenceService:
         if reason == "ended_by_organizer":
             self._spawn(store.mark_ended(self._pool, uuid.UUID(conference_id)), "conference_end_write_failed")
 
-    async def _join(self, call: EntryCall, match: store.CodeMatch, opts: EntryOptions, caller: str,
+    async def _join(self, call: CallPort, play: Play, match: store.CodeMatch, opts: EntryOptions, caller: str,
                     access_number: str, paid: minutes.PaidLine | None = None) -> str:
         p = opts.prompts
         conf = match.conference
         member = Member(call.channel_id, match.email, match.role, str(call.call_id), call.language)
         hold = None
         if paid is not None and self._meter_ops is None:
-            return await self._refuse_unpaid(call, paid, conf, caller, access_number)
+            return await self._refuse_unpaid(play, paid, conf, caller, access_number)
         if paid is not None:
             hold = await minutes.open_leg(self._pool, paid, conference_id=conf.id, leg_id=uuid.UUID(str(call.call_id)),
                                           access_number=access_number, person=match.email)
             if hold is None:
-                return await self._refuse_unpaid(call, paid, conf, caller, access_number)
+                return await self._refuse_unpaid(play, paid, conf, caller, access_number)
         room = self._room_for(conf)
         if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
-            await self._recorder.tell_before_join(room, member, lambda media: call.play(media, interruptible=False))
+            await self._recorder.tell_before_join(room, member, lambda media: play(media, interruptible=False))
         entered = asyncio.get_running_loop().time()  # the pool is drawn from here, as the timeline says
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
@@ -314,10 +310,10 @@ class ConferenceService:
                 await minutes_store.settle(self._pool, hold.id, 0)
             await store.record_attempt(self._pool, caller, access_number, result, conf.id)
             log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
-            await call.play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
+            await play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
                             interruptible=False)
             return result
-        call.cdr_fields.update(conference_id=str(conf.id), person=match.email, role=match.role)
+        call.result.conference_id, call.result.person, call.result.role = str(conf.id), match.email, match.role
         if match.role == ORGANIZER and conf.started_at is None:  # led before: nothing to write
             self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
         meter = None
@@ -328,7 +324,7 @@ class ConferenceService:
         try:
             if meter is not None:
                 await meter.start(since=entered)
-            await self._in_room(call, room, member)
+            await self._in_room(call, play, room, member)
         except CallHungUp:
             room.leave(member, "hangup")
             raise
@@ -350,17 +346,17 @@ class ConferenceService:
                 async with asyncio.timeout(5.0):  # a room that closes meanwhile answers nothing more
                     await room.command(member, "")
 
-    async def _refuse_unpaid(self, call: EntryCall, paid: minutes.PaidLine, conf: store.Conference, caller: str,
+    async def _refuse_unpaid(self, play: Play, paid: minutes.PaidLine, conf: store.Conference, caller: str,
                              access_number: str) -> str:
         """The pool cannot cover a new leg: say the free line is not available and give the local number."""
         local = paid.local_for(conf.access_numbers)
         await store.record_attempt(self._pool, caller, access_number, "minutes_unavailable", conf.id)
         log.info("conference_join_refused", reason="minutes_unavailable", conference_id=str(conf.id),
                  local_number_given=local is not None)
-        await call.play(paid.with_number(paid.unavailable, local), interruptible=False)
+        await play(paid.with_number(paid.unavailable, local), interruptible=False)
         return "minutes_unavailable"
 
-    async def _in_room(self, call: EntryCall, room: Room, member: Member) -> None:
+    async def _in_room(self, call: CallPort, play: Play, room: Room, member: Member) -> None:
         """Read DTMF commands (``*`` then a key) until the caller hangs up or the room ends."""
         call.clear_digits()
         while not room.ended:
@@ -373,4 +369,4 @@ class ConferenceService:
             prompts = await room.command(member, "*" + key)
             if prompts and not room.ended:
                 with contextlib.suppress(CallHungUp):
-                    await call.play(prompts, interruptible=False)
+                    await play(prompts, interruptible=False)

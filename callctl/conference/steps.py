@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
-from callctl.billing.minutes import MeterTerms
 from callctl.conference.minutes import PaidLine
 from callctl.conference.service import ConferenceService, EntryOptions, EntryPrompts
 from callctl.flows.registry import FlowContext, register_step_type
+from callctl.freeminutes import MeterTerms
 
 _service: ConferenceService | None = None
 
@@ -57,33 +56,6 @@ def parse(reader: Any) -> EntryOptions:
     )
 
 
-class _StepCall:
-    """The call as the conference service sees it: prompts go through the flow (names, language)."""
-
-    def __init__(self, ctx: FlowContext) -> None:
-        self._ctx = ctx
-        call = ctx.call
-        self.call_id = str(call.call_id)
-        self.caller = call.caller
-        self.language = call.language
-        self.country: str | None = getattr(call, "country", None) or ctx.route.country
-        self.cdr_fields: dict[str, Any] = getattr(call, "cdr_fields", {})
-        self._channel_id = str(getattr(call, "channel_id", self.call_id))
-
-    @property
-    def channel_id(self) -> str:
-        return self._channel_id
-
-    async def play(self, media: Sequence[str], *, interruptible: bool = True) -> str | None:
-        return await self._ctx.play(list(media), interruptible=interruptible)
-
-    async def read_digit(self, timeout_s: float) -> str | None:
-        return await self._ctx.call.read_digit(timeout_s)
-
-    def clear_digits(self) -> None:
-        self._ctx.call.clear_digits()
-
-
 async def run(ctx: FlowContext, opts: EntryOptions) -> str | None:
     if _service is None:
         ctx.note("conference: would ask for a personal access code and join its conference (no service here)")
@@ -92,7 +64,7 @@ async def run(ctx: FlowContext, opts: EntryOptions) -> str | None:
                      f"{ctx.route.organizer_paid.account} while in the room")
         ctx.variables["conference_outcome"] = "simulated"
         return None
-    outcome = await _service.enter(_StepCall(ctx), ctx.route.number, opts, paid=paid_line(ctx))
+    outcome = await _service.enter(ctx.call, ctx.route.number, opts, paid=paid_line(ctx), prompts=ctx.play)
     ctx.variables["conference_outcome"] = outcome
     ctx.note(f"conference: {outcome}")
     return None

@@ -15,21 +15,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from callctl.errors import CallctlError
+from callctl.errors import RenderError as RenderError  # in the one tree (callctl.errors)
 from callctl.flows.model import Dialplan, fill_template, template_variables
-from callctl.recording.rules import DEFAULT_OBJECTION_KEY, keyed_prompt, spoken_key
+from callctl.keys import DEFAULT_OBJECTION_KEY, keyed_prompt, spoken_key
 
 ESPEAK = "/usr/bin/espeak-ng"
 SOX = "/usr/bin/sox"
 VOICES = {"en": "en-gb", "fr": "fr-fr"}
 RENDER_TIMEOUT_S = 60.0
 PARALLEL = 4
-
-
-class RenderError(CallctlError):
-    """A prompt could not be rendered (tool missing or failing)."""
-
-    code = "prompt_render_failed"
 
 
 @dataclass(frozen=True)

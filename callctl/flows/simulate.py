@@ -10,7 +10,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from callctl.calls.port import DialOutcome
+from callctl.ari.events import ChannelInfo
+from callctl.calls.port import DialHooks, DialOutcome
+from callctl.calls.result import CallResult, OutboundLeg
 from callctl.errors import CallHungUp
 from callctl.flows.engine import FlowResult, run_flow
 from callctl.flows.model import Dialplan, Route
@@ -44,6 +46,13 @@ class FakeCall:
     hung_up: str | None = None
     answered: bool = False
     plays: int = 0
+    country: str | None = None
+    args: tuple[str, ...] = ()
+    resumed: tuple[ChannelInfo, str] | None = None
+    result: CallResult = field(default_factory=CallResult)
+    legs: list[OutboundLeg] = field(default_factory=list)
+    channel_id: str = "simulated"
+    channel_name: str = "Simulated/simulated"
 
     async def answer(self) -> None:
         self.answered = True
@@ -90,9 +99,17 @@ class FakeCall:
         return out
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None,
+                   hooks: DialHooks | None = None, variables: dict[str, str] | None = None) -> DialOutcome:
         self.log.append(f"dial {target} ({timeout_s:g} s) -> {self.dial_status}")
         return DialOutcome(self.dial_status, talk_s=60.0 if self.dial_status == "answered" else 0.0)
+
+    async def resume_bridged(self, target: str, *, caller_id: str | None = None,
+                             hooks: DialHooks | None = None) -> DialOutcome:
+        return await self.dial(target, timeout_s=0, caller_id=caller_id)
+
+    async def limit_talk(self, seconds: int) -> None:
+        self.log.append(f"limit the call to {seconds} s")
 
     async def hang_up(self, cause: str = "normal") -> None:
         self.hung_up = cause

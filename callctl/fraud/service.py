@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
+from callctl.calls.port import CallPort
+from callctl.calls.result import CallResult
 from callctl.errors import StoreError
 from callctl.fraud.alerts import Mailer
 from callctl.fraud.rules import (
@@ -34,16 +36,6 @@ TLS_REQUIRED = "tls_required"
 FRENCH_COUNTRIES = frozenset({"FR", "BE", "CH", "LU", "MC", "GF", "GP", "MQ", "RE", "YT"})
 
 
-class RefusableCall(Protocol):
-    @property
-    def cdr_fields(self) -> dict[str, Any]: ...
-    @property
-    def channel_id(self) -> str: ...
-    async def answer(self) -> None: ...
-    async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
-    async def hang_up(self, cause: str = "normal") -> None: ...
-
-
 class LineUserLike(Protocol):
     @property
     def user_id(self) -> uuid.UUID: ...
@@ -65,7 +57,7 @@ def announcement(refusal: Refusal, country: str) -> list[str]:
 
 class FraudService:
     def __init__(self, pool: Any, policy: FraudPolicy | None = None, *, metrics: Metrics | None = None,
-                 mailer: Mailer | None = None, channel_var: Callable[[str, str], Awaitable[str]] | None = None
+                 mailer: Mailer | None = None, channel_var: Callable[[str, str], Awaitable[str | None]] | None = None
                  ) -> None:
         self._pool = pool
         self._channel_var = channel_var  # reads CHANNEL(pjsip,secure) of a calling phone (ARI)
@@ -140,7 +132,7 @@ class FraudService:
 
     # -- the call paths' hooks -------------------------------------------------------------------------
 
-    async def refuse_line_call(self, call: RefusableCall, user: LineUserLike, number: str, auth: Any) -> str | None:
+    async def refuse_line_call(self, call: CallPort, user: LineUserLike, number: str, auth: Any) -> str | None:
         """A SIP user's outbound call, after its credit was authorised: None to dial it, else the call is
         refused here (announcement, CDR disposition FRAUD_<RULE>) and the outcome returned."""
         refusal = await self._insecure(call, user)
@@ -150,13 +142,13 @@ class FraudService:
                                         reservation_id=getattr(auth, "reservation_id", None))
         if refusal is None:
             return None
-        _tag_refused(call.cdr_fields, refusal)
+        _tag_refused(call.result, refusal)
         await call.answer()
         await call.play(announcement(refusal, user.country), interruptible=False)
         await call.hang_up("normal")
         return f"fraud_{refusal.rule}"
 
-    async def _insecure(self, call: RefusableCall, user: LineUserLike) -> Refusal | None:
+    async def _insecure(self, call: CallPort, user: LineUserLike) -> Refusal | None:
         """A user who requires encryption calling over UDP/TCP: Asterisk accepts SDES keys sent in clear
         (checked), so the engine refuses the call (the keys were readable on the wire)."""
         if self._channel_var is None:
@@ -176,13 +168,13 @@ class FraudService:
         self._count("callctl_fraud_refusals_total", rule=refusal.rule)
         return refusal
 
-    async def forward_allowed(self, call: RefusableCall, user: LineUserLike, number: str) -> bool:
+    async def forward_allowed(self, call: CallPort, user: LineUserLike, number: str) -> bool:
         """A call to a user's DID about to be forwarded to ``number`` (its forwarding number)."""
         e164 = to_e164(number, user.country)
         refusal = await self.screen(user.account_id, user.user_id, user.country, e164, channel_id=call.channel_id,
                                     reservation_id=None, path="forward")
         if refusal is not None:
-            call.cdr_fields["extra_forward_refused"] = refusal.rule
+            call.result.extra["forward_refused"] = refusal.rule
         return refusal is None
 
     async def refuse_originate(self, account_id: uuid.UUID, country: str, number: str, channel_id: str,
@@ -228,10 +220,10 @@ class FraudService:
         return refusal
 
 
-def _tag_refused(fields: dict[str, Any], refusal: Refusal) -> None:
-    fields["disposition"] = refusal.disposition
-    fields["extra_refused"] = refusal.rule
-    fields["extra_fraud_reason"] = refusal.reason
+def _tag_refused(result: CallResult, refusal: Refusal) -> None:
+    result.disposition = refusal.disposition
+    result.extra["refused"] = refusal.rule
+    result.extra["fraud_reason"] = refusal.reason
 
 
 def agi_variables(refusal: Refusal, number: str) -> dict[str, str]:

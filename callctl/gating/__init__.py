@@ -7,16 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callctl.errors import CallctlError
+from callctl.errors import GatingError as GatingError  # in the one tree (callctl.errors)
 
 ALLOW = "allow"
 DENY = "deny"
-
-
-class GatingError(CallctlError):
-    """A gating input is unusable (unknown account, bad opt-out file, ...)."""
-
-    code = "gating_invalid"
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from callctl import clitools
 from callctl.config import Settings
 from callctl.gating import GatingError
 from callctl.gating.compliance import PENALTY_EUR, SHORT_CALL_S, penalty_eur
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    from callctl.lines.cli import account_actions
+    from callctl.clitools import account_actions
 
     em = sub.add_parser("emergency", parents=[common], help="an account's emergency calling status")
     esub = em.add_subparsers(dest="emergency_command", metavar="ACTION", required=True)
     # The issue's spelling `callctl account emergency ID ...` and `callctl emergency set ID ...`: one parser shape,
     # one handler.
-    for parent, name in ((esub, "set"), (account_actions(sub), "emergency")):
+    for parent, name in ((esub, "set"), (account_actions(sub, common), "emergency")):
         es = parent.add_parser(name, parents=[common], help="enable emergency calls (with a proved location) "
                                                             "or disable them")
         es.add_argument("id", type=uuid.UUID, metavar="ACCOUNT_ID")
@@ -102,7 +103,7 @@ def _status_json(account_id: uuid.UUID, status: Any) -> dict[str, Any]:
 
 
 def _emergency_set(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.gating.service import load_countries
+    from callctl.dialplans import load_countries
     from callctl.store import gating as store
 
     if args.enable and not (args.location or "").strip():
@@ -155,7 +156,8 @@ def _parse_at(raw: str | None) -> dt.datetime:
 
 
 def _gate(args: argparse.Namespace, settings: Settings) -> int:
-    from callctl.gating.service import decide, load_countries
+    from callctl.dialplans import load_countries
+    from callctl.gating.service import decide
     from callctl.store import gating as store
 
     at = _parse_at(args.at)
@@ -170,13 +172,10 @@ def _gate(args: argparse.Namespace, settings: Settings) -> int:
         decision = await decide(pool, countries, args.account, args.from_number, args.to, at,
                                 account_country=country, automated=automated)
         if decision.allowed and not decision.emergency:  # issue 20: the fraud screen (emergency never)
-            from callctl.fraud.service import FraudService
-            from callctl.fraud.settings import fraud_policy
-
-            refusal = await FraudService(pool, fraud_policy(settings)).preview(args.account, country,
-                                                                               decision.number_e164)
+            refusal = await clitools.screen_outbound(pool, settings, args.account, country, decision.number_e164)
             if refusal is not None:
-                return {**decision.as_json(), "decision": "deny", "rule": refusal.rule, "reason": refusal.reason,
+                rule, reason = refusal
+                return {**decision.as_json(), "decision": "deny", "rule": rule, "reason": reason,
                         "route": None, "automated": automated, "at": at.isoformat()}
         return {**decision.as_json(), "automated": automated, "at": at.isoformat()}
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from callctl.calls.supervisor import SETTLE_FIELD
+from callctl.calls.port import CallPort
 from callctl.errors import AriError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
@@ -17,6 +17,7 @@ from callctl.gating.service import callee_country, decide_originated
 from callctl.logging import get_logger
 from callctl.numbers import mask, to_e164
 from callctl.store import gating as store
+from callctl.tasks import SideTasks
 
 log = get_logger("callctl.gating")
 
@@ -24,6 +25,8 @@ ORIGINATE_ARG = "callctl-originate"  # first Stasis arg of an originated call; t
 TRUNK = "pstn"
 RING_TIMEOUT_S = 45.0
 UNANSWERED_MARGIN_S = 15.0  # after the ring timeout, an authorisation nobody answered is released
+NOT_PLACED_RETRY_S = 5.0  # a "not placed" the database refused is written again this often...
+NOT_PLACED_GIVE_UP_S = 1800.0  # ... for this long (then logged: the attempt counts towards the cap)
 
 
 class Originate(Protocol):
@@ -57,7 +60,7 @@ class Dialer:
         # Authorisations of calls placed and not answered yet, by channel id (run() takes them over;
         # a call never answered gives its hold back after the ring timeout).
         self._held: dict[str, Any] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = SideTasks("originate_task_failed")
 
     async def request(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """{account, from, to, flow} -> (HTTP status, answer): the gate's decision (recorded), and whether
@@ -96,6 +99,7 @@ class Dialer:
                     # Not placed: the attempt must not use up one of the callee's 4 calls in 30 days.
                     await store.refuse_for_credit(self._pool, decision.record_id, str(auth.reason))
             except StoreError as exc:
+                await self._not_placed(decision.record_id, "store_unavailable", exc.message)
                 return 503, {**answer, "error": exc.message}
             if not auth.allowed:
                 log.info("originate_not_authorised", reason=auth.reason)
@@ -122,6 +126,7 @@ class Dialer:
         except AriError as exc:
             log.warning("originate_failed", error=exc.message)
             await self._release(channel_id, 0)
+            await self._not_placed(decision.record_id, "originate_failed", exc.message)
             return 502, {**answer, "error": exc.message}
         if auth is not None:
             asyncio.get_running_loop().call_later(RING_TIMEOUT_S + UNANSWERED_MARGIN_S, self._unanswered, channel_id)
@@ -133,39 +138,70 @@ class Dialer:
     def is_originated(args: tuple[str, ...]) -> bool:
         return args[:1] == (ORIGINATE_ARG,)
 
-    async def run(self, plan: Dialplan, call: Any) -> tuple[str, str | None, str | None]:
-        """The answered call: its flow, in the callee country's language; CDR tagged with the account."""
+    async def run(self, call: CallPort, plan: Dialplan) -> str:
+        """The answered call (the router's handler for ``callctl-originate``): its flow, in the callee
+        country's language; CDR tagged with the account."""
         _, flow, account_id, to_number, from_number, country_code = (list(call.args) + [""] * 6)[:6]
         call.called, call.caller = to_number, from_number
-        call.cdr_fields.update(flow=flow, account_id=account_id, extra_originated=True, direction="outbound")
+        result = call.result
+        result.flow, result.account_id, result.direction = flow, account_id, "outbound"
+        result.extra["originated"] = True
         country = plan.countries.get(country_code)
         if flow not in plan.flows or country is None:  # a reload removed it while the callee's phone rang
             log.warning("originated_flow_missing", flow=flow)
             await call.hang_up("normal")
-            return "flow_missing", None, plan.version
+            return "flow_missing"
         call.language, call.country = country.language, country.code
         route = Route(flow=flow, language=country.language, country=country.code, tags=("originated",),
                       number=to_number, entry=to_number, pos=plan.flows[flow].pos)
-        auth = self._held.pop(call.channel.id, None)
+        auth = self._held.pop(call.channel_id, None)
         billing = self._billing
         if auth is not None and billing is not None:
-            async def settle(seconds: int) -> dict[str, Any]:
+            async def settle(seconds: int) -> Mapping[str, Any]:
                 return await billing.finish(auth, seconds)
 
             # Settled by the supervisor with the CDR's own billed seconds (Asterisk's end of the
             # channel), so the debit and the CDR always agree.
-            call.cdr_fields[SETTLE_FIELD] = settle
+            result.on_end = settle
         if auth is not None and auth.max_seconds:
             await call.limit_talk(auth.max_seconds)
-        result = await run_flow(plan, route, call)
-        return result.outcome, result.flow, plan.version
+        ran = await run_flow(plan, route, call)
+        result.flow = ran.flow
+        return ran.outcome
 
     def _unanswered(self, channel_id: str) -> None:
         """The ring timeout passed and the call never entered the app: give its hold back."""
         if channel_id in self._held:
-            task = asyncio.ensure_future(self._release(channel_id, 0))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._release(channel_id, 0))
+
+    async def _not_placed(self, record_id: int | None, rule: str, reason: str) -> None:
+        """The gate allowed the call (and counted it towards the callee's cap) but it was not placed: its
+        record says so, now or, while PostgreSQL refuses, in the background until it can."""
+        if record_id is None:
+            return
+        try:
+            await store.not_placed(self._pool, record_id, rule, reason)
+        except StoreError as exc:
+            log.warning("originate_not_placed_unrecorded", error=exc.message, retry_in_s=NOT_PLACED_RETRY_S)
+            self._tasks.spawn(self._retry_not_placed(record_id, rule, reason))
+
+    async def _retry_not_placed(self, record_id: int, rule: str, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + NOT_PLACED_GIVE_UP_S
+        while loop.time() < give_up_at:
+            await asyncio.sleep(NOT_PLACED_RETRY_S)
+            try:
+                await store.not_placed(self._pool, record_id, rule, reason)
+            except StoreError:
+                continue
+            log.info("originate_not_placed_recorded", rule=rule)
+            return
+        log.error("originate_not_placed_lost", rule=rule, record_id=record_id)
+
+    async def close(self) -> None:
+        """Background writes get a moment to finish; the rest is cancelled (logged by their owner)."""
+        if not await self._tasks.wait_for_done(2.0):
+            self._tasks.cancel()
 
     async def _release(self, channel_id: str, seconds: int) -> None:
         auth = self._held.pop(channel_id, None)

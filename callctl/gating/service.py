@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -119,16 +117,6 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
         log.info("dialer_call_refused", account_id=str(account_id), number=mask(number), rule=verdict.rule)
     return Decision(verdict.decision, verdict.rule, verdict.reason, False, number, None, version,
                     record_id=record_id)
-
-
-def load_countries(dialplan_dir: Path) -> Mapping[str, Country]:
-    """The country table of the operator's dialplan, for one-shot commands (the daemon keeps its own)."""
-    from callctl.flows.cli import STEP_MODULES
-    from callctl.flows.loader import load_dialplan
-
-    for module in STEP_MODULES:  # step types of feature packages, so their flows load
-        importlib.import_module(module)
-    return load_dialplan(dialplan_dir).countries
 
 
 async def decide_originated(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, from_e164: str,

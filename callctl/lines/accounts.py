@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from callctl.errors import CallctlError
+from callctl.errors import LineError as LineError  # in the one tree (callctl.errors)
 
 CURRENCIES = ("EUR", "CHF", "GBP")
 # Countries whose default currency is not the euro; every other country defaults to EUR.
@@ -22,12 +22,6 @@ MAX_EXTRA_CHANNELS = 1000
 _PLAN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
 PASSWORD_BYTES = 18  # 24 URL-safe characters, ~144 bits
-
-
-class LineError(CallctlError):
-    """An account, user or number was refused (bad option, unknown id, number taken)."""
-
-    code = "line_invalid"
 
 
 @dataclass(frozen=True)

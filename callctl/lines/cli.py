@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from callctl.clitools import account_actions, account_phones_changed, json_with_pool
 from callctl.config import Settings
 from callctl.lines.accounts import LineError, account_options, require_e164, require_name
 from callctl.numbers import to_e164
 from callctl.store import lines as store
 
-# `callctl account ACTION` groups actions of several features (lines here; emergency, recording,
-# suspension elsewhere): they add theirs through account_actions(sub), registered after this module.
-_ACCOUNT_ACTIONS: dict[int, Any] = {}
-
-
-def account_actions(sub: Any) -> Any:
-    """The sub-parsers of `callctl account`, for another feature's register() to add an action to."""
-    return _ACCOUNT_ACTIONS[id(sub)]
-
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    account = sub.add_parser("account", parents=[common], help="business-line accounts")
-    asub = account.add_subparsers(dest="account_command", metavar="ACTION", required=True)
-    _ACCOUNT_ACTIONS[id(sub)] = asub
+    asub = account_actions(sub, common)
     create = asub.add_parser("create", parents=[common], help="create an account; prints JSON with its id")
     create.add_argument("--name", required=True)
     create.add_argument("--country", required=True, metavar="CC", help="ISO 3166 alpha-2, e.g. FR")
@@ -64,31 +51,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     assign.set_defaults(func=_number_assign)
 
 
-def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[dict[str, Any]]]) -> int:
-    from callctl.store.db import run_with_pool
-
-    print(json.dumps(run_with_pool(settings.database_url, work), indent=2))
-    return 0
-
-
 def _number(raw: str, country: str, what: str) -> str:
     return require_e164(to_e164(raw, country), what)
-
-
-async def _refresh_emergency_vars(pool: Any, settings: Settings, account_id: uuid.UUID) -> None:
-    """Asterisk's copy of the emergency status on the account's endpoints (the callback number is a DID;
-    docs/gating.md). A dialplan that does not load leaves it to the daemon's next start or reload."""
-    from callctl.errors import CallctlError
-    from callctl.gating.service import load_countries
-    from callctl.store.gating import refresh_endpoint_vars
-
-    try:
-        countries = load_countries(settings.dialplan_dir)
-    except CallctlError as exc:
-        print(f"callctl: warning: emergency variables of the account's phones not written "
-              f"({exc.message.splitlines()[0]}); the daemon writes them at its next start or reload", file=sys.stderr)
-        return
-    await refresh_endpoint_vars(pool, countries, account_id)
 
 
 def _account_json(acc: store.Account) -> dict[str, Any]:
@@ -110,7 +74,7 @@ def _account_create(args: argparse.Namespace, settings: Settings) -> int:
     async def work(pool: Any) -> dict[str, Any]:
         return _account_json(await store.create_account(pool, name, options))
 
-    return _with_pool(settings, work)
+    return json_with_pool(settings, work)
 
 
 def _account_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,7 +86,7 @@ def _account_show(args: argparse.Namespace, settings: Settings) -> int:
         out["users"] = [_user_json(u) for u in await store.users_of_account(pool, acc.id)]
         return out
 
-    return _with_pool(settings, work)
+    return json_with_pool(settings, work)
 
 
 def _user_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -136,12 +100,12 @@ def _user_add(args: argparse.Namespace, settings: Settings) -> int:
         numbers = list(dict.fromkeys(_number(n, country, "--number") for n in args.number))
         forward = _number(args.forward, country, "--forward") if args.forward else None
         user, password = await store.add_user(pool, acc.id, name, numbers=numbers, forward_to=forward)
-        await _refresh_emergency_vars(pool, settings, acc.id)
+        await account_phones_changed(pool, settings, acc.id)
         out = _user_json(user)
         out["sip_password"] = password
         return out
 
-    return _with_pool(settings, work)
+    return json_with_pool(settings, work)
 
 
 def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,7 +116,7 @@ def _user_remove(args: argparse.Namespace, settings: Settings) -> int:
         return {"id": str(user.id), "sip_username": user.sip_username, "removed": True,
                 "numbers_freed": list(user.numbers)}
 
-    return _with_pool(settings, work)
+    return json_with_pool(settings, work)
 
 
 def _number_assign(args: argparse.Namespace, settings: Settings) -> int:
@@ -164,7 +128,7 @@ def _number_assign(args: argparse.Namespace, settings: Settings) -> int:
         assert acc is not None  # foreign key
         number = _number(args.number, acc.country.strip(), "number")
         user = await store.assign_number(pool, number, user.id)
-        await _refresh_emergency_vars(pool, settings, acc.id)
+        await account_phones_changed(pool, settings, acc.id)
         return {"number": number, "user_id": str(user.id), "numbers": list(user.numbers)}
 
-    return _with_pool(settings, work)
+    return json_with_pool(settings, work)

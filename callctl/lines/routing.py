@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from callctl.calls.port import DialHooks, DialOutcome
-from callctl.cdr.record import billed_seconds
+from callctl.calls.port import CallPort, DialHooks, DialOutcome
+from callctl.cdr.record import answered_seconds
+from callctl.errors import StoreError
+from callctl.flows.model import Dialplan, normalise_called
 from callctl.logging import get_logger
 from callctl.numbers import to_e164
 
@@ -29,34 +31,6 @@ INVALID_NUMBER = ["sound:ss-noservice"]
 NO_CREDIT = ["sound:cannot-complete-as-dialed"]
 GATED = ["sound:cannot-complete-as-dialed"]
 EMERGENCY_PIDF_TRUNK = "emergency-pidf"  # the same gateway, with the location as PIDF-LO
-
-
-class LineCall(Protocol):
-    @property
-    def language(self) -> str: ...
-    @property
-    def caller(self) -> str: ...
-    @property
-    def called(self) -> str: ...
-    @property
-    def cdr_fields(self) -> dict[str, Any]: ...
-    @property
-    def channel_id(self) -> str: ...
-
-    async def answer(self) -> None: ...
-    async def play(self, media: Any, *, interruptible: bool = True) -> str | None: ...
-    async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None, headers: dict[str, str] | None = None,
-                   hooks: DialHooks | None = None, variables: dict[str, str] | None = None) -> DialOutcome: ...
-    async def hang_up(self, cause: str = "normal") -> None: ...
-    @property
-    def legs(self) -> list[Any]: ...
-
-
-class ResumedCall(LineCall, Protocol):
-    country: str | None
-
-    async def resume_bridged(self, target: str, *, caller_id: str | None = None) -> DialOutcome: ...
 
 
 class LineUserLike(Protocol):
@@ -187,21 +161,59 @@ class LineService:
     async def user_for_endpoint(self, endpoint: str) -> LineUserLike | None:
         return await self._lookups.user_for_endpoint(endpoint)
 
-    def _tag(self, call: LineCall, user: LineUserLike) -> None:
-        call.cdr_fields.update(account_id=str(user.account_id), user_id=str(user.user_id))
+    # -- the router's handlers (callctl.router) ---------------------------------------------------
 
-    def _recording(self, call: LineCall, user: LineUserLike, remote_number: str, *,
+    async def take_did(self, call: CallPort, plan: Dialplan) -> str | None:
+        """A call to a business-line DID rings its user; None when the number is no user's."""
+        user = await self._did_user(call.called)
+        if user is None:
+            return None
+        call.country = user.country
+        call.result.flow = "line-inbound"
+        return await self.inbound(call, user)
+
+    async def take_outbound(self, call: CallPort, plan: Dialplan) -> str:
+        """A SIP user calling out (extensions.conf [from-users] passes ``line-outbound``)."""
+        call.result.flow = "line-outbound"
+        return await self.outbound(call, endpoint_of(call.channel_name))
+
+    async def take_resumed(self, call: CallPort, plan: Dialplan) -> str:
+        """A two-party call a previous engine bridged, found up at a resync."""
+        assert call.resumed is not None
+        endpoint = endpoint_of(call.channel_name)
+        try:
+            user = await self.user_for_endpoint(endpoint) if endpoint else None
+        except StoreError as exc:
+            log.error("line_lookup_failed", error=exc.message)
+            user = None
+        outbound = user is not None
+        if user is None:  # not placed by a SIP user: a call to one of the users' numbers
+            user = await self._did_user(call.called)
+        call.result.flow = "line-outbound" if outbound else "line-inbound"
+        return await self.resume(call, user, outbound=outbound, leg_endpoint=endpoint_of(call.resumed[0].name))
+
+    async def _did_user(self, called: str) -> LineUserLike | None:
+        try:
+            return await self.user_for_did(normalise_called(called))
+        except StoreError as exc:
+            log.error("line_lookup_failed", error=exc.message)
+            return None
+
+    def _tag(self, call: CallPort, user: LineUserLike) -> None:
+        call.result.account_id, call.result.user_id = str(user.account_id), str(user.user_id)
+
+    def _recording(self, call: CallPort, user: LineUserLike, remote_number: str, *,
                    remote_is_caller: bool) -> CallRecording | None:
         if self._recorder is None or not user.recording:
             return None
-        return self._recorder.for_call(str(getattr(call, "call_id", "")), user.account_id, user.country,
+        return self._recorder.for_call(str(call.call_id), user.account_id, user.country,
                                        remote_number, remote_is_caller=remote_is_caller)
 
     @staticmethod
-    def _hooks(recording: CallRecording | None) -> dict[str, Any]:
-        return {"hooks": recording.hooks} if recording is not None else {}
+    def _hooks(recording: CallRecording | None) -> DialHooks | None:
+        return recording.hooks if recording is not None else None
 
-    async def inbound(self, call: LineCall, user: LineUserLike) -> str:
+    async def inbound(self, call: CallPort, user: LineUserLike) -> str:
         """A call to one of ``user``'s numbers; recorded when the account has the option."""
         recording = self._recording(call, user, call.caller, remote_is_caller=True)
         try:
@@ -210,12 +222,12 @@ class LineService:
             if recording is not None:
                 await recording.finish()
 
-    async def _inbound(self, call: LineCall, user: LineUserLike, recording: CallRecording | None) -> str:
+    async def _inbound(self, call: CallPort, user: LineUserLike, recording: CallRecording | None) -> str:
         """A call to one of ``user``'s numbers: ring the phone, then forward, else a message."""
         self._tag(call, user)
         if user.suspended:
             log.info("line_call_refused", reason="account suspended")
-            call.cdr_fields["extra_refused"] = "account_suspended"
+            call.result.extra["refused"] = "account_suspended"
             await call.hang_up("unallocated")
             return "account_suspended"
         if not self.limits.take(user):
@@ -224,7 +236,7 @@ class LineService:
         else:
             try:
                 outcome = await call.dial(f"PJSIP/{user.sip_username}", timeout_s=self._ring_timeout_s,
-                                          caller_id=call.caller or None, **self._hooks(recording))
+                                          caller_id=call.caller or None, hooks=self._hooks(recording))
             finally:
                 self.limits.release(user)
         if outcome.status == "answered":
@@ -232,8 +244,8 @@ class LineService:
         log.info("line_not_answered", status=outcome.status, forward=bool(user.forward_to))
         if user.forward_to and (self.fraud is None or await self.fraud.forward_allowed(call, user, user.forward_to)):
             forwarded = await call.dial(f"PJSIP/{user.forward_to}@{TRUNK}", timeout_s=self._ring_timeout_s,
-                                        caller_id=call.caller or None, **self._hooks(recording))
-            call.cdr_fields["extra_forwarded"] = forwarded.status
+                                        caller_id=call.caller or None, hooks=self._hooks(recording))
+            call.result.extra["forwarded"] = forwarded.status
             if forwarded.status == "answered":
                 return "forwarded"
         await call.answer()
@@ -241,7 +253,7 @@ class LineService:
         await call.hang_up("normal")
         return f"unavailable_{outcome.status}"
 
-    async def resume(self, call: ResumedCall, user: LineUserLike | None, *, outbound: bool, leg_endpoint: str) -> str:
+    async def resume(self, call: CallPort, user: LineUserLike | None, *, outbound: bool, leg_endpoint: str) -> str:
         """A two-party call a previous engine bridged, found up after a restart: tagged with its user as
         the first engine did, kept up until either side hangs up (no re-routing, no second dial). Its
         credit hold is settled from its real seconds when it ends (the supervisor's sweep)."""
@@ -255,14 +267,20 @@ class LineService:
             target = f"PJSIP/{leg_endpoint}"
         log.info("line_call_resumed", outbound=outbound, known_user=user is not None)
         counted = user is not None and outbound and self.limits.take(user)  # it uses one of the user's channels
+        # A recorded call stays recorded by the recording already running, objection key included.
+        recording = None if user is None else self._recording(
+            call, user, call.caller if not outbound else to_e164(call.called, user.country),
+            remote_is_caller=not outbound)
         try:
-            outcome = await call.resume_bridged(target, caller_id=caller_id)
+            outcome = await call.resume_bridged(target, caller_id=caller_id, hooks=self._hooks(recording))
         finally:
             if counted and user is not None:
                 self.limits.release(user)
+            if recording is not None:
+                await recording.finish()
         return f"resumed_{outcome.status}"
 
-    async def outbound(self, call: LineCall, endpoint: str) -> str:
+    async def outbound(self, call: CallPort, endpoint: str) -> str:
         """A call placed by a SIP user: normalise, check the channel limit, dial the trunk."""
         user = await self._lookups.user_for_endpoint(endpoint)
         if user is None:
@@ -279,14 +297,14 @@ class LineService:
                 return await self._emergency(call, decision, caller_id, user.country)
             if not decision.allowed:
                 log.warning("line_call_gated", rule=decision.rule, reason=decision.reason)
-                call.cdr_fields["extra_refused"] = decision.rule
+                call.result.extra["refused"] = decision.rule
                 await call.answer()
                 await call.play(GATED, interruptible=False)
                 await call.hang_up("normal")
                 return f"gated_{decision.rule}"
         if user.suspended:
             log.warning("line_call_refused", reason="account suspended")
-            call.cdr_fields["extra_refused"] = "account_suspended"
+            call.result.extra["refused"] = "account_suspended"
             await call.hang_up("rejected")
             return "account_suspended"
         number = to_e164(call.called, user.country)
@@ -298,7 +316,7 @@ class LineService:
             return "invalid_number"
         if not self.limits.take(user):
             log.info("line_user_busy", reason="channel_limit", limit=user.channel_limit)
-            call.cdr_fields["extra_refused"] = "channel_limit"
+            call.result.extra["refused"] = "channel_limit"
             await call.hang_up("busy")
             return "channel_limit"
         try:
@@ -308,7 +326,7 @@ class LineService:
                                                      channel_id=call.channel_id)
                 if not auth.allowed:
                     log.info("line_call_refused", reason=auth.reason)
-                    call.cdr_fields["extra_refused"] = auth.reason or "not authorised"
+                    call.result.extra["refused"] = auth.reason or "not authorised"
                     await call.answer()
                     await call.play(NO_CREDIT, interruptible=False)
                     await call.hang_up("normal")
@@ -323,29 +341,29 @@ class LineService:
             try:
                 outcome = await call.dial(f"PJSIP/{number}@{TRUNK}", timeout_s=60.0, caller_id=caller_id,
                                           max_talk_s=float(auth.max_seconds) if auth is not None else None,
-                                          **self._hooks(recording))
+                                          hooks=self._hooks(recording))
             finally:
                 if recording is not None:
                     await recording.finish()
                 if auth is not None and self._billing is not None:
                     leg = call.legs[-1] if call.legs else None
                     lc = leg.lifecycle if leg is not None else None
-                    seconds = billed_seconds(lc.answered_at, lc.ended_at) if lc and lc.ended_at else 0
+                    seconds = answered_seconds(lc.answered_at, lc.ended_at) if lc and lc.ended_at else 0
                     rating = await self._billing.finish(auth, seconds)
                     if leg is not None:  # the cost is on the dialled leg's CDR only (its `cost` column)
-                        leg.cdr_fields.update(rating)
+                        leg.rating.update(rating)
         finally:
             self.limits.release(user)
         if outcome.status != "answered":
             await call.hang_up({"busy": "busy", "congestion": "congestion"}.get(outcome.status, "normal"))
         return f"dialled_{outcome.status}"
 
-    async def _emergency(self, call: LineCall, decision: GateDecision, callback: str | None, country: str) -> str:
-        call.cdr_fields["extra_emergency"] = True
+    async def _emergency(self, call: CallPort, decision: GateDecision, callback: str | None, country: str) -> str:
+        call.result.extra["emergency"] = True
         if not decision.allowed:
             log.warning("emergency_call_refused", rule=decision.rule, reason=decision.reason)
-            call.cdr_fields["disposition"] = "EMERGENCY_REFUSED"
-            call.cdr_fields["extra_refused"] = decision.rule
+            call.result.disposition = "EMERGENCY_REFUSED"
+            call.result.extra["refused"] = decision.rule
             await call.answer()
             lang = decision.language or call.language  # the line's country, as the dialplan does
             lang = lang if lang in ("en", "fr") else "en"
@@ -364,5 +382,5 @@ class LineService:
                                       variables={"CALLCTL_LOCATION_OUT": location, "CALLCTL_PIDF_COUNTRY": country})
         finally:
             if call.legs:  # free of charge, however it ends: the leg's CDR says so (statements list it at 0)
-                call.legs[-1].cdr_fields.update(cost=Decimal(0), included=True)
+                call.legs[-1].rating.update({"cost": Decimal(0), "included": True})
         return f"emergency_{outcome.status}"

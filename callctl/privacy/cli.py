@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from callctl.clitools import account_actions, recordings
+from callctl.clitools import parse_now as _now
+from callctl.clitools import print_json as _print
 from callctl.config import Settings
 from callctl.errors import CallctlError
-from callctl.lines.cli import account_actions
 from callctl.privacy.inventory import ITEMS
 from callctl.privacy.rules import billing_cutoff, pseudonym, purge_due
-from callctl.recording import retention as recordings
-from callctl.recording import rules as recording_rules
 from callctl.store import privacy as store
 from callctl.store import recordings as recordings_store
 
@@ -57,7 +57,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                           help="account suspensions: a suspended account's data goes one month later")
     ssub = susp.add_subparsers(dest="suspension_command", metavar="ACTION", required=True)
     # The same two actions also as `callctl account suspend|resume ID` (the spelling).
-    for group in (ssub, account_actions(sub)):
+    for group in (ssub, account_actions(sub, common)):
         for name, func, helptext in (("suspend", _suspend, "suspend an account (its data goes a month later)"),
                                      ("resume", _resume, "resume a suspended account")):
             cmd = group.add_parser(name, parents=[common], help=helptext)
@@ -69,18 +69,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     purge.add_argument("--dry-run", action="store_true", help="count what would go, change nothing")
     purge.add_argument("--now", metavar="ISO8601", help="the instant the rules read (default: now)")
     purge.set_defaults(func=_purge)
-
-
-def _now(raw: str | None) -> dt.datetime:
-    if raw is None:
-        return dt.datetime.now(dt.UTC)
-    try:
-        at = dt.datetime.fromisoformat(raw)
-    except ValueError:
-        raise CallctlError(f"--now {raw!r} is not ISO 8601 (e.g. 2026-12-01T14:00:00+00:00)") from None
-    if at.tzinfo is None:
-        raise CallctlError(f"--now {raw!r} has no time zone: add +00:00 or Z")
-    return at
 
 
 def _who(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -99,11 +87,6 @@ def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any
     from callctl.store.db import run_with_pool
 
     return run_with_pool(settings.database_url, work)
-
-
-def _print(doc: Any) -> int:
-    print(json.dumps(doc, indent=2, default=str))
-    return 0
 
 
 def _iso(at: dt.datetime | None) -> str | None:
@@ -216,7 +199,7 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
             for p in files:
                 p.unlink(missing_ok=True)
         counts["outbox_files"] = len(files)
-        gone = await recordings.delete_all(db, recs, recording_rules.RULE_PRIVACY_ERASE, now, dry_run=args.dry_run)
+        gone = await recordings.erase_person(db, recs, now, dry_run=args.dry_run)
         counts["recordings"] = len(gone["deleted"])
         counts["recordings_held"] = len(gone["held"])
         subject = pseudonym(key, value)
@@ -270,8 +253,7 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             counts = await store.purge_account(db, s.account_id, key=key, cutoff=billing_cutoff(now), at=now,
                                                dry_run=args.dry_run)
-            gone = await recordings.delete_account_calls(db, s.account_id, now, recording_rules.RULE_ACCOUNT_GONE,
-                                                         dry_run=args.dry_run)
+            gone = await recordings.erase_account(db, s.account_id, now, dry_run=args.dry_run)
             counts["recordings"] = len(gone["deleted"])
             await store.audit(db, command="suspension purge", rule=PURGE_RULE, subject=str(s.account_id),
                               dry_run=args.dry_run, counts=counts, at=now)

@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import hmac
 
+from callctl.clock import add_months
+
 PSEUDO_PREFIX = "pseudo:"
 BILLING_RETENTION_MONTHS = 12  # BRIEF section 4: CDRs are the proof of use for 12 months
 SUSPENSION_GRACE_MONTHS = 1  # BRIEF section 6: a suspended account's data goes one month after
@@ -21,16 +23,6 @@ def pseudonym(secret: bytes, value: str) -> str:
 
 def is_pseudonym(value: str | None) -> bool:
     return value is not None and value.startswith(PSEUDO_PREFIX)
-
-
-def add_months(at: dt.datetime, months: int) -> dt.datetime:
-    """Calendar months (negative goes back), the day clamped to the target month's last day."""
-    index = at.year * 12 + (at.month - 1) + months
-    year, month = divmod(index, 12)
-    month += 1
-    next_month = dt.date(year + (month == 12), month % 12 + 1, 1)
-    last_day = (next_month - dt.timedelta(days=1)).day
-    return at.replace(year=year, month=month, day=min(at.day, last_day))
 
 
 def billing_cutoff(now: dt.datetime) -> dt.datetime:

@@ -68,7 +68,15 @@ class CallRecording:
 
     @property
     def hooks(self) -> DialHooks:
-        return DialHooks(on_bridged=self._on_bridged, on_digit=self._on_digit)
+        return DialHooks(on_bridged=self._on_bridged, on_digit=self._on_digit, on_resumed=self._on_resumed)
+
+    async def _on_resumed(self, bridge_id: str, caller_channel: str, leg_channel: str) -> None:
+        """The engine restarted during the call: the recording a previous engine started on this bridge is
+        this call's again (the objection key works, the end of the call files it)."""
+        if self.objected or self.active is not None:
+            return
+        self._remote = caller_channel if self._remote_is_caller else leg_channel
+        self.active = await self._service.adopt(bridge_id)
 
     async def _on_bridged(self, bridge_id: str, caller_channel: str, leg_channel: str) -> None:
         if self.objected or self.active is not None:

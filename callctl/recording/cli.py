@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from callctl.clitools import account_actions
+from callctl.clitools import json_with_pool as _with_pool
+from callctl.clitools import parse_now as _now
 from callctl.config import Settings
-from callctl.lines.cli import account_actions
-from callctl.privacy.cli import _now
 from callctl.recording import retention, rules
 from callctl.recording.retention import RecordingError
-from callctl.store import lines as lines_store
 from callctl.store import recordings as store
 
 
@@ -50,7 +48,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     purge.add_argument("--now", metavar="ISO8601", help="the instant the rules read (default: now)")
     purge.set_defaults(func=_purge)
 
-    option = account_actions(sub).add_parser(
+    option = account_actions(sub, common).add_parser(
         "recording", parents=[common],
         help="switch an account's automatic call recording on or off (off deletes its call recordings)")
     option.add_argument("id", type=uuid.UUID)
@@ -58,13 +56,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--enable", action="store_true")
     which.add_argument("--disable", action="store_true")
     option.set_defaults(func=_account_recording)
-
-
-def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> int:
-    from callctl.store.db import run_with_pool
-
-    print(json.dumps(run_with_pool(settings.database_url, work), indent=2, default=str))
-    return 0
 
 
 async def _get(db: Any, recording_id: uuid.UUID) -> store.Recording:
@@ -133,7 +124,7 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
 
 def _account_recording(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Any) -> dict[str, Any]:
-        if not await lines_store.set_recording(db, args.id, bool(args.enable)):
+        if not await store.set_account_recording(db, args.id, bool(args.enable)):
             raise RecordingError(f"no account {args.id} (see `callctl account show ID`)")
         out: dict[str, Any] = {"id": str(args.id), "recording": bool(args.enable)}
         if args.disable:

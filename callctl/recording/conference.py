@@ -1,15 +1,41 @@
 """Conference recording: the room's recorder (``callctl.conference.room.RoomRecorder``) over the
-recording service, one active recording per room at most."""
+recording service, one active recording per room at most. It sees rooms and members through the
+small views below (the conference package is not imported: features sit side by side)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
-from callctl.conference.room import Member, Room
 from callctl.recording import rules
 from callctl.recording.service import Active, Party, RecordingService
+
+
+class Member(Protocol):
+    """A room member (``callctl.conference.room.Member``)."""
+
+    channel_id: str
+    person: str
+    leg_id: str
+    language: str
+    heard_notice: bool
+
+
+class _Settings(Protocol):
+    @property
+    def conference_id(self) -> str: ...
+
+
+class Room(Protocol):
+    """A conference room (``callctl.conference.room.Room``)."""
+
+    @property
+    def bridge_id(self) -> str: ...
+    @property
+    def settings(self) -> _Settings: ...
+    @property
+    def present(self) -> Sequence[Member]: ...
 
 
 def _party(m: Member) -> Party:
@@ -37,7 +63,7 @@ class ConferenceRecorder:
         if active is not None:
             await self._service.stop(active)
 
-    async def tell(self, room: Room, members: list[Member]) -> None:
+    async def tell(self, room: Room, members: Sequence[Member]) -> None:
         """A newcomer to a recorded room hears the notice (the room waits until it is over)."""
         active = self._active.get(room.bridge_id)
         heard = await self._service.tell(rules.CONFERENCE, [_party(m) for m in members], active)

@@ -15,15 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from callctl.errors import CallctlError
+from callctl.errors import RecordingError as RecordingError  # in the one tree (callctl.errors)
 from callctl.recording import rules
 from callctl.store import recordings as store
-
-
-class RecordingError(CallctlError):
-    """A recording command cannot do what was asked (unknown id, tampered file, held...)."""
-
-    code = "recording_error"
 
 
 def _sha256(path: Path) -> str:

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
-from callctl.privacy.rules import add_months
+from callctl.clock import add_months
+
+# The objection key's facts live in callctl.keys (the settings and the prompts share them); these are
+# the recording's names for them.
+from callctl.keys import DEFAULT_OBJECTION_KEY as DEFAULT_OBJECTION_KEY
+from callctl.keys import KEY_NAMES as KEY_NAMES
+from callctl.keys import KEYS_IN_RECORDED_CALLS as KEYS_IN_RECORDED_CALLS
+from callctl.keys import OBJECTION_KEYS as OBJECTION_KEYS
+from callctl.keys import SPOKEN_KEYS as SPOKEN_KEYS
+from callctl.keys import keyed_prompt as keyed_prompt
+from callctl.keys import objection_key_problem as objection_key_problem
+from callctl.keys import spoken_key as spoken_key
 
 CONFERENCE = "conference"
 CALL = "call"
@@ -30,20 +39,6 @@ EXTENSION = "WAV"
 NOTICE_PROMPTS = {CONFERENCE: "recording-notice-conference", CALL: "recording-notice-call"}
 LANGUAGES = ("en", "fr")
 
-# The objection key (setting recording_objection_key). The call notice's text says it through the
-# prompt parameter {objection_key}; its sound is rendered per key (keyed_prompt), so a changed
-# setting can never play a notice naming the old key (the file for the new key is rendered first).
-DEFAULT_OBJECTION_KEY = "9"
-OBJECTION_KEYS = "0123456789*#"
-KEY_NAMES = {"*": "star", "#": "hash"}  # in file names
-SPOKEN_KEYS = {"en": {"*": "star", "#": "hash"}, "fr": {"*": "étoile", "#": "dièse"}}
-# Keys the engine reads from a party of a recorded line call for something else while it is being
-# recorded. Call.dial hands every key of both sides to the recorder and nothing else reads them
-# (the conference menu's * keys are not line calls, and conferences have no objection key), so
-# none today: a feature that adds an in-call key (a transfer, a hang-up key) lists it here, and the
-# settings then refuse it as the objection key.
-KEYS_IN_RECORDED_CALLS: Mapping[str, str] = MappingProxyType({})
-
 # Purge rules, as written in the audit.
 RULE_AGE = "retention_age"
 RULE_ACCOUNT_OPTION_OFF = "account_recording_off"
@@ -51,25 +46,6 @@ RULE_ACCOUNT_GONE = "account_service_ended"
 RULE_ORGANIZER = "deleted_on_request"
 RULE_OBJECTION = "objection"
 RULE_PRIVACY_ERASE = "privacy_erase"
-
-
-def objection_key_problem(key: str, in_use: Mapping[str, str] = KEYS_IN_RECORDED_CALLS) -> str | None:
-    """What is wrong with ``key`` as the objection key (None: nothing)."""
-    if len(key) != 1 or key not in OBJECTION_KEYS:
-        return "must be one key: 0-9, * or #"
-    if key in in_use:
-        return f"is already used during a recorded call ({in_use[key]}): choose another"
-    return None
-
-
-def keyed_prompt(prompt: str, key: str) -> str:
-    """The sound name of ``prompt`` rendered for objection key ``key`` (recording-notice-call-key-9)."""
-    return f"{prompt}-key-{KEY_NAMES.get(key, key)}"
-
-
-def spoken_key(key: str, language: str) -> str:
-    """``key`` as the text-to-speech should say it in ``language`` ('#' -> 'hash', 'dièse')."""
-    return SPOKEN_KEYS.get(language, SPOKEN_KEYS[LANGUAGES[0]]).get(key, key)
 
 
 def notice_media(source: str, language: str, objection_key: str = DEFAULT_OBJECTION_KEY) -> tuple[str, str]:

@@ -86,7 +86,7 @@ class RecordingService:
         self._request_poll_s = request_poll_s
         self._watch_poll_s = watch_poll_s
         self._active: dict[uuid.UUID, Active] = {}
-        self._watched: set[uuid.UUID] = set()
+        self._watched: dict[uuid.UUID, asyncio.Task[None]] = {}  # re-attached rows -> their watcher
         self._follow: Callable[[uuid.UUID], Awaitable[str]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # filing: finished before shutdown
         self._watchers: set[asyncio.Task[None]] = set()  # re-attached recordings: the next engine resumes them
@@ -297,9 +297,28 @@ class RecordingService:
         for row in rows:
             if row.id in self._active or row.id in self._watched:
                 continue
-            self._watched.add(row.id)
             log.info("recording_reattached", recording_id=str(row.id), source=row.source)
-            self._spawn(self._watch(row), self._watchers)
+            self._watched[row.id] = self._spawn(self._watch(row), self._watchers)
+
+    async def adopt(self, bridge_id: str) -> Active | None:
+        """A two-party call resumed after a restart takes back the recording a previous engine started on
+        its bridge (still capturing in Asterisk): it stops, files or discards it itself (the objection key
+        works again); None if that call was not being recorded."""
+        try:
+            rows = [r for r in await store.in_progress(self._pool) if r.bridge_id == bridge_id]
+        except StoreError as exc:
+            log.error("recording_adopt_failed", error=exc.message)
+            return None
+        if not rows:
+            return None
+        row = rows[0]
+        watcher = self._watched.pop(row.id, None)
+        if watcher is not None:  # re-attached by resync meanwhile: the call owns it from now on
+            watcher.cancel()
+        active = Active(row.id, row.asterisk_name, row.source, row.bridge_id)
+        self._active[row.id] = active
+        log.info("recording_adopted", recording_id=str(row.id), source=row.source)
+        return active
 
     async def _watch(self, row: store.Recording) -> None:
         try:
@@ -328,7 +347,7 @@ class RecordingService:
         except AriError as exc:
             log.warning("recording_watch_interrupted", recording_id=str(row.id), error=exc.message)
         finally:
-            self._watched.discard(row.id)
+            self._watched.pop(row.id, None)
 
     async def _follow_members(self, row: store.Recording) -> None:
         """The members left the old bridge: adopted after the restart, their calls re-entered their code
@@ -367,7 +386,8 @@ class RecordingService:
 
     # -- ownership -----------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], owner: set[asyncio.Task[None]] | None = None) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None],
+               owner: set[asyncio.Task[None]] | None = None) -> asyncio.Task[None]:
         async def guarded() -> None:
             try:
                 await coro
@@ -378,6 +398,7 @@ class RecordingService:
         task = asyncio.create_task(guarded())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        return task
 
     async def close(self) -> None:
         """Let filing finish (bounded); unfinished rows are filed by the next engine's resync, and

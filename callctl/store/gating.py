@@ -320,6 +320,15 @@ async def refuse_for_credit(db: Any, record_id: int, reason: str) -> None:
                      "WHERE id = $1 AND decision = 'allow'", record_id, reason)
 
 
+@_translated
+async def not_placed(db: Any, record_id: int, rule: str, reason: str) -> None:
+    """An allowed automated attempt that was not placed after all (Asterisk refused the originate, or
+    PostgreSQL failed on the way): its record becomes a refusal under ``rule``, not illegitimate, so it no
+    longer counts towards the callee's cap (as refuse_for_credit does for credit)."""
+    await db.execute("UPDATE gating_decision SET decision = 'deny', rule = $2, reason = $3, illegitimate = false "
+                     "WHERE id = $1 AND decision = 'allow'", record_id, rule, reason)
+
+
 # -- opposition list ----------------------------------------------------------------------------
 
 

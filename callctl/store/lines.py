@@ -119,12 +119,6 @@ async def get_account(db: Any, account_id: uuid.UUID) -> Account | None:
 
 
 @_translated
-async def set_recording(db: Any, account_id: uuid.UUID, on: bool) -> bool:
-    """Switch the account's automatic call recording; False if there is no such account."""
-    return bool(await db.execute("UPDATE account SET recording = $2 WHERE id = $1", account_id, on) == "UPDATE 1")
-
-
-@_translated
 async def users_of_account(db: Any, account_id: uuid.UUID) -> list[SipUser]:
     rows = await db.fetch(f"{_USER_SELECT} WHERE u.account_id = $1 AND u.removed_at IS NULL ORDER BY u.created_at",
                           account_id)

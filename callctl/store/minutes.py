@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from callctl.billing.minutes import PaidLeg, grant
 from callctl.errors import StoreError
+from callctl.freeminutes import PaidLeg, grant
 from callctl.store.db import connection, translated
 
 _translated = translated("minutes")

@@ -52,6 +52,12 @@ def _recording(row: Any) -> Recording:
 
 
 @_translated
+async def set_account_recording(db: Any, account_id: uuid.UUID, on: bool) -> bool:
+    """Switch the account's automatic call recording (its option); False if there is no such account."""
+    return bool(await db.execute("UPDATE account SET recording = $2 WHERE id = $1", account_id, on) == "UPDATE 1")
+
+
+@_translated
 async def create(db: Any, *, recording_id: uuid.UUID, source: str, asterisk_name: str, bridge_id: str, fmt: str,
                  started_at: dt.datetime, retention_class: str, conference_id: uuid.UUID | None = None,
                  call_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None) -> Recording:

@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from callctl import clitools
 from callctl.config import Settings
-from callctl.recording import retention, rules
-from callctl.recording.retention import RecordingError
+from callctl.errors import RecordingError
 from callctl.store import recordings as recordings_store
 from callctl.store import voicemail as store
 from callctl.store.db import run_with_pool
@@ -37,7 +37,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def describe(msg: store.Message) -> dict[str, Any]:
-    return {**retention.describe(msg.recording), "box": msg.box, "caller": msg.caller, "called": msg.called,
+    return {**clitools.recordings.describe(msg.recording), "box": msg.box, "caller": msg.caller, "called": msg.called,
             "email_to": msg.email_to, "emailed_at": msg.emailed_at.isoformat() if msg.emailed_at else None,
             "email_error": msg.email_error}
 
@@ -64,7 +64,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Any) -> dict[str, Any]:
         msg = await _get(db, args.id)
-        target = retention.export(msg.recording, args.dest)
+        target = clitools.recordings.export(msg.recording, args.dest)
         await recordings_store.append_audit(db, msg.recording.id, "exported", "export", {"to": str(target)})
         return {"id": str(args.id), "exported_to": str(target), "sha256": msg.recording.sha256}
 
@@ -76,6 +76,6 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
         msg = await _get(db, args.id)
         if msg.recording.state == "recording":
             raise RecordingError(f"voicemail message {args.id} is still being recorded: try again in a minute")
-        return await retention.delete(db, msg.recording, rules.RULE_ORGANIZER, dt.datetime.now(dt.UTC))
+        return await clitools.recordings.delete_on_request(db, msg.recording, dt.datetime.now(dt.UTC))
 
     return _print(settings, work)

@@ -4,8 +4,6 @@ text stored in its column; a spool of the previous (JSON-lines) format drained a
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,18 +15,11 @@ from callctl.cdr.writer import CdrWriter
 from callctl.store import cdrs
 from callctl.store.db import connect
 from tests.support.postgres import PostgresCluster
+from tests.support.waiting import wait_for_async
 from tests.unit.test_cdr_copyline import hostile, stored_record
 from tests.unit.test_cdr_spool import OLD_FORMAT_LINE, old_format, record
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def stored(url: str) -> tuple[int, int]:
@@ -52,7 +43,7 @@ async def test_postgresql_stopped_mid_run_loses_and_duplicates_nothing(
             try:
                 for i in range(100, 150):
                     w.submit(record(i))
-                await wait_for(lambda: not w.store_up, "the writer to see PostgreSQL go")
+                await wait_for_async(lambda: not w.store_up, "the writer to see PostgreSQL go", 30.0)
                 for i in range(150, 200):
                     w.submit(record(i))
                 assert not await w.wait_for_drained(1.0)
@@ -93,7 +84,7 @@ async def test_writer_started_with_postgresql_down_spools_then_delivers(
         async with CdrWriter(database_url, tmp_path / "spool", store_factory=cdrs.PgCdrStore, retry_max_s=0.5) as w:
             for i in range(25):
                 w.submit(record(i))
-            await wait_for(lambda: w.queue_depth == 25 and not w.store_up, "records spooled, store down")
+            await wait_for_async(lambda: w.queue_depth == 25 and not w.store_up, "records spooled, store down", 30.0)
             await asyncio.to_thread(postgres.start)
             assert await w.wait_for_drained(60)
             assert w.store_up

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,18 +20,7 @@ from typing import Any
 import pytest
 
 from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+from tests.support.waiting import wait_for as wait_for  # the tests' one poll-with-a-deadline
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +144,7 @@ def daemon_factory(tmp_path: Path, asterisk: AsteriskInstance,
             "CALLCTL_RUNTIME_DIR": str(tmp_path / "run"),
             "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
             "CALLCTL_AGI_LISTEN": f"127.0.0.1:{free_port()}",
+            "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{free_port()}",  # the Online Space: its own port per daemon
             "CALLCTL_SHUTDOWN_GRACE_S": "20",
             "CALLCTL_RECONNECT_MAX_S": "2",
             "CALLCTL_ARI_HEARTBEAT_S": "2",

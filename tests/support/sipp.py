@@ -352,11 +352,44 @@ _UAS_BUSY = """
 """
 
 
+# Rings for ring_ms; a CANCEL meanwhile ends the call (200 to the CANCEL, 487 to the INVITE), else answers.
+_UAS_CANCELLED_OR_ANSWER = """
+  <recv request="CANCEL" timeout="{ring_ms}" ontimeout="answer"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$invite_cseq] INVITE
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv request="ACK" next="end"/>
+  <label id="answer"/>
+""" + _UAS_ANSWER + """
+  <label id="end"/>
+"""
+
+
 def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls: int = 1,
                   talk_timeout_s: float = 60, talk_ms: int = 3000,
                   local_ip: str = "127.0.0.1") -> tuple[subprocess.Popen[str], Path]:
     """SIPp as the far end of a trunk (the PSTN) on ``port``: "answer" (then waits for BYE), "hang_up"
-    (answers, hangs up itself after ``talk_ms``) or "busy"."""
+    (answers, hangs up itself after ``talk_ms``), "busy", or "cancelled_or_answer" (rings ``ring_ms``
+    unless cancelled meanwhile, then answers and waits for BYE)."""
     work = Path(tempfile.mkdtemp(prefix="sipp-uas-"))
     # SIPp refuses variables that are assigned but never used: capture only when hanging up.
     capture = ("""
@@ -365,9 +398,20 @@ def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls:
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
     </action>
   """ if mode == "hang_up" else "")
-    body = _UAS_HEAD.replace("{capture}", capture) + _UAS_RING.format(ring_ms=ring_ms)
-    body += {"answer": _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)),
-             "hang_up": _UAS_HANG_UP.format(talk_ms=talk_ms), "busy": _UAS_BUSY}[mode]
+    if mode == "cancelled_or_answer":
+        capture = """
+    <action>
+      <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invite_cseq"/>
+    </action>
+  """
+    body = _UAS_HEAD.replace("{capture}", capture)
+    if mode == "cancelled_or_answer":
+        body += _UAS_RING.format(ring_ms=0) + _UAS_CANCELLED_OR_ANSWER.format(
+            ring_ms=ring_ms, talk_timeout_ms=int(talk_timeout_s * 1000))
+    else:
+        body += _UAS_RING.format(ring_ms=ring_ms)
+        body += {"answer": _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)),
+                 "hang_up": _UAS_HANG_UP.format(talk_ms=talk_ms), "busy": _UAS_BUSY}[mode]
     (work / "scenario.xml").write_text(body + "</scenario>\n")
     cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", local_ip, "-p", str(port), "-m", str(calls),
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",

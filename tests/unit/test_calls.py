@@ -25,7 +25,7 @@ from callctl.ari.events import (
 from callctl.calls.call import Call
 from callctl.calls.lifecycle import Lifecycle, disposition_for
 from callctl.calls.supervisor import Supervisor
-from callctl.cdr.record import CdrRecord, billed_seconds
+from callctl.cdr.record import CdrRecord, answered_seconds
 from callctl.errors import CallHungUp, ChannelGone
 from callctl.ids import ChannelId, PlaybackId
 from callctl.metrics import Metrics
@@ -74,6 +74,9 @@ class FakeOps:
         if channel_id not in self.existing:
             raise ChannelGone(channel_id)
         return self.existing[channel_id]
+
+    async def get_var(self, channel_id: str, name: str) -> str | None:
+        return getattr(self, "variables", {}).get((channel_id, name))
 
     async def bridges(self) -> dict[str, list[str]]:
         return dict(getattr(self, "bridge_members", {}))
@@ -136,11 +139,11 @@ def test_disposition_and_billed_seconds_boundaries() -> None:
     assert disposition_for(False, 19) == "NO ANSWER"
     assert disposition_for(False, 34) == "CONGESTION"
     assert disposition_for(False, 1) == "FAILED"
-    assert billed_seconds(None, T0) == 0
-    assert billed_seconds(T0, T0) == 0
-    assert billed_seconds(T0, T0 + dt.timedelta(milliseconds=1)) == 1
-    assert billed_seconds(T0, T0 + dt.timedelta(seconds=60)) == 60
-    assert billed_seconds(T0, T0 + dt.timedelta(seconds=60, milliseconds=1)) == 61
+    assert answered_seconds(None, T0) == 0
+    assert answered_seconds(T0, T0) == 0
+    assert answered_seconds(T0, T0 + dt.timedelta(milliseconds=1)) == 1
+    assert answered_seconds(T0, T0 + dt.timedelta(seconds=60)) == 60
+    assert answered_seconds(T0, T0 + dt.timedelta(seconds=60, milliseconds=1)) == 61
 
 
 def test_lifecycle_keeps_the_first_end_and_never_ends_before_answer() -> None:

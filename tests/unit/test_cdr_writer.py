@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from callctl.cdr.record import CdrRecord
 from callctl.cdr.spool import Spool
 from callctl.cdr.writer import CdrWriter
 from callctl.errors import SpoolError, StoreError, StoreUnavailable
+from tests.support.waiting import wait_for_async
 from tests.unit.test_cdr_copyline import hostile, stored_record
 from tests.unit.test_cdr_spool import record
 
@@ -50,14 +50,6 @@ class FakeStore:
 
     async def close(self) -> None:
         pass
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def spooled_lines(directory: Path) -> int:
@@ -102,7 +94,7 @@ async def test_store_outage_spools_then_writes_everything_once_and_logs_once_eac
             store.up = False
             for i in range(20, 60):
                 w.submit(record(i))
-            await wait_for(lambda: not w.store_up, "the writer to notice the outage")
+            await wait_for_async(lambda: not w.store_up, "the writer to notice the outage")
             assert w.queue_depth == 40
             store.up = True
             assert await w.wait_for_drained(10)
@@ -207,7 +199,7 @@ async def test_records_are_durable_in_the_spool_while_the_store_is_stuck(tmp_pat
             w.submit(record(i))
         assert w.queue_depth == 1000
         # Durable while the store is still stuck: a crash now would replay all of them.
-        await wait_for(lambda: spooled_lines(tmp_path / "spool") == 1000, "1000 records in the spool")
+        await wait_for_async(lambda: spooled_lines(tmp_path / "spool") == 1000, "1000 records in the spool")
         assert not store.rows
         gate.set()
         assert await w.wait_for_drained(10)

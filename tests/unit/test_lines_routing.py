@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from callctl.calls.port import DialOutcome
+from callctl.calls.result import CallResult
 from callctl.lines.routing import LineLookups, LineService, endpoint_of
 
 
@@ -32,7 +33,8 @@ class FakeCall:
     def __init__(self, called: str, outcomes: dict[str, str], hold: asyncio.Event | None = None) -> None:
         self.caller, self.called, self.language = "+33612345678", called, "en"
         self.channel_id = "1700000000.42"
-        self.cdr_fields: dict[str, Any] = {}
+        self.call_id = "5f0c8a0e-7b55-4c1e-9a39-2d6f3c1b9e02"
+        self.result = CallResult()
         self.dialled: list[tuple[str, str | None]] = []
         self.hung_up: str | None = None
         self.legs: list[Any] = []
@@ -47,7 +49,8 @@ class FakeCall:
         return None
 
     async def dial(self, target: str, *, timeout_s: float, caller_id: str | None = None,
-                   max_talk_s: float | None = None, headers: dict[str, str] | None = None) -> DialOutcome:
+                   max_talk_s: float | None = None, headers: dict[str, str] | None = None,
+                   hooks: Any = None, variables: dict[str, str] | None = None) -> DialOutcome:
         self.dialled.append((target, caller_id))
         self.max_talk.append(max_talk_s)
         if self._hold is not None:
@@ -79,7 +82,7 @@ async def test_outbound_national_number_goes_to_the_trunk_in_e164_with_the_users
     call = FakeCall("0123456789", {})
     assert await service(user).outbound(call, "alice") == "dialled_answered"
     assert call.dialled == [("PJSIP/+33123456789@pstn", "+33170000001")]
-    assert call.cdr_fields["user_id"] == str(user.user_id)
+    assert call.result.user_id == str(user.user_id)
 
 
 async def test_two_simultaneous_calls_from_a_one_channel_user_one_is_refused_busy() -> None:
@@ -90,7 +93,7 @@ async def test_two_simultaneous_calls_from_a_one_channel_user_one_is_refused_bus
     task = asyncio.create_task(svc.outbound(first, "alice"))
     await wait_until(lambda: first.dialled)  # the first call holds the channel and is dialling
     assert await svc.outbound(second, "alice") == "channel_limit"
-    assert second.hung_up == "busy" and second.cdr_fields["extra_refused"] == "channel_limit"
+    assert second.hung_up == "busy" and second.result.extra["refused"] == "channel_limit"
     hold.set()
     assert await task == "dialled_answered"
     assert svc.limits.active(user.user_id) == 0
@@ -166,7 +169,8 @@ async def test_prepaid_limit_goes_to_the_dial_and_the_reservation_is_settled() -
     assert await svc.outbound(call, "alice") == "dialled_answered"
     assert call.max_talk == [42.0]
     assert len(billing.settled) == 1 and billing.channels == [call.channel_id]  # the hold names the call's channel
-    assert "extra_cost" not in call.cdr_fields  # the cost is the dialled leg's `cost` column, not repeated
+    # the cost is the dialled leg's `cost` column, not repeated on the call
+    assert "cost" not in call.result.extra and call.result.rating.cost is None
 
 
 async def test_no_credit_refuses_the_call_with_a_message_and_nothing_is_dialled() -> None:
@@ -174,7 +178,7 @@ async def test_no_credit_refuses_the_call_with_a_message_and_nothing_is_dialled(
     svc = LineService(service(user)._lookups, billing=FakeBilling(seconds=0))
     call = FakeCall("0123456789", {})
     assert await svc.outbound(call, "alice") == "not_authorised"
-    assert call.dialled == [] and "does not pay" in call.cdr_fields["extra_refused"]
+    assert call.dialled == [] and "does not pay" in call.result.extra["refused"]
     assert svc.limits.active(user.user_id) == 0
 
 
