@@ -27,6 +27,7 @@ from callctl.billing.holds import HoldSweeper
 from callctl.billing.plans import load_plans
 from callctl.billing.service import PrepaidBilling
 from callctl.calls.supervisor import Supervisor
+from callctl.calls.trace import in_progress
 from callctl.cdr.journal import CallJournal
 from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
@@ -47,6 +48,7 @@ from callctl.health import HealthServer, LoopLagMonitor, pid_file, register_daem
 from callctl.lines.routing import LineLookups, LineService, LineUserLike
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
+from callctl.numbers import mask
 from callctl.recording.calls import LineRecorder
 from callctl.recording.conference import ConferenceRecorder
 from callctl.recording.service import RecordingService
@@ -143,6 +145,13 @@ class Daemon:
             return 503, {"error": "starting: no call can be placed yet"}
         return await self.dialer.request(body)
 
+    def _calls_in_progress(self) -> dict[str, Any]:
+        """GET /calls (callctl calls): callers masked as in the logs."""
+        calls = self.supervisor.owned().values() if self.supervisor else ()
+        digits = self.settings.log_number_digits
+        return {"calls": in_progress(calls, dt.datetime.now(dt.UTC), mask=lambda n: mask(n, digits)),
+                "dialplan_version": self.dialplans.current.version}
+
     def _can_originate(self) -> bool:
         return (self.ari is not None and self.ari.connected.is_set() and self.supervisor is not None
                 and self.supervisor.accepting)
@@ -217,7 +226,8 @@ class Daemon:
                 on_submit=lambda r: self.metrics.inc("callctl_cdrs_total", disposition=r.disposition)))
             host, port = s.http_host_port
             await stack.enter_async_context(HealthServer(host, port, self.metrics, self.readiness,
-                                                         actions={"/originate": self._originate}))
+                                                         actions={"/originate": self._originate},
+                                                         views={"/calls": self._calls_in_progress}))
             stack.enter_context(pid_file(s.pid_file))
             background = SideTasks("daemon_background_failed")
             background.spawn(self.lag.run(), name="loop-lag")

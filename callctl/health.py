@@ -1,5 +1,6 @@
 """Loopback HTTP for probes and scraping: /livez, /readyz (JSON) and /metrics (Prometheus text), plus the
-control actions the composition root registers (POST /originate: docs/gating.md)."""
+control actions and JSON views the composition root registers (POST /originate: docs/gating.md;
+GET /calls: the calls in progress, for ``callctl calls``)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ Action = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
 
 class HealthServer:
     def __init__(self, host: str, port: int, metrics: Metrics, readiness: Callable[[], dict[str, Any]],
-                 actions: Mapping[str, Action] | None = None) -> None:
+                 actions: Mapping[str, Action] | None = None,
+                 views: Mapping[str, Callable[[], dict[str, Any]]] | None = None) -> None:
         self._host, self._port = host, port
         self._metrics = metrics
         self._readiness = readiness
         self._actions = dict(actions or {})
+        self._views = dict(views or {})
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> HealthServer:
@@ -37,6 +40,8 @@ class HealthServer:
         app.router.add_get("/livez", self._live)
         app.router.add_get("/readyz", self._ready)
         app.router.add_get("/metrics", self._scrape)
+        for path in self._views:
+            app.router.add_get(path, self._view)
         for path in self._actions:
             app.router.add_post(path, self._act)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -70,6 +75,9 @@ class HealthServer:
         else:
             status, answer = await self._actions[request.path](body)
         return web.Response(text=json.dumps(answer) + "\n", content_type="application/json", status=status)
+
+    async def _view(self, request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(self._views[request.path]()) + "\n", content_type="application/json")
 
     async def _scrape(self, _request: web.Request) -> web.Response:
         return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")

@@ -77,6 +77,6 @@ class Router:
         call.language = route.language
         call.country = route.country
         call.result.flow = route.flow
-        result = await run_flow(plan, route, call)
+        result = await run_flow(plan, route, call, record=call.result.trace)
         call.result.flow = result.flow  # a flow may go on in another one
         return result.outcome

@@ -7,6 +7,7 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
+command -v tmux >/dev/null || need+=(tmux)  # tests drive `callctl calls --watch` in tmux
 command -v baresip >/dev/null || need+=(baresip-core)  # the TLS + SRTP softphone of the tests (issue 20)
 command -v openssl >/dev/null || need+=(openssl)  # make run's self-signed TLS certificate
 command -v dot >/dev/null || need+=(graphviz)  # callctl dialplan graph renders SVG/PNG with dot

@@ -50,7 +50,8 @@ def call_record(facts: CallFacts, lc: Lifecycle, result: CallResult, now: dt.dat
         dialplan_version=result.dialplan_version,
         account_id=result.account_id, user_id=result.user_id, conference_id=result.conference_id,
         person=result.person, role=result.role,
-        extra={"outcome": facts.outcome, "ended_by": lc.ended_by, **result.extra},
+        extra={"outcome": facts.outcome, "ended_by": lc.ended_by, **result.extra,
+               **({"trace": result.trace.as_json()} if result.trace.steps else {})},
         **result.rating.columns(),
     )
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from callctl.calls.lifecycle import Lifecycle
+from callctl.calls.trace import CallTrace
 from callctl.ids import ChannelId
 
 # The end of a call the handler charged itself (an originated call): its billed seconds -> the CDR's
@@ -55,6 +56,7 @@ class CallResult:
     extra: dict[str, Any] = field(default_factory=dict)  # goes to the CDR's ``extra`` as is
     rating: Rating = field(default_factory=Rating)
     on_end: OnEnd | None = None
+    trace: CallTrace = field(default_factory=CallTrace)  # the flow's steps (CDR extra.trace)
 
 
 @dataclass

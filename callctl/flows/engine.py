@@ -12,11 +12,12 @@ import datetime as dt
 import time
 from collections import deque
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import phonenumbers
 
 from callctl.calls.port import CallPort
+from callctl.calls.trace import CallTrace, TraceStep
 from callctl.errors import CallEnded, ChannelGone
 from callctl.flows import registry, switches
 from callctl.flows.conditions import when_answer
@@ -57,44 +58,6 @@ DIAL_TALK_MAX_S = 6 * 3600.0  # dial returns when the bridged call ends
 Tracer = Callable[[str, str, str], None]  # (flow, step label, what happened and why)
 
 
-@dataclass(frozen=True)
-class TraceStep:
-    """One step a call took, as stored with its CDR (``extra.trace``) and shown by ``callctl call show``.
-
-    ``keys`` are the keys the step read: menu choices as pressed, digits collected into a variable
-    masked (one ``*`` per key: codes, PINs and order numbers are not kept); keys read by custom steps
-    (conference codes) are never seen here. ``prompts`` are the prompt names and media templates as
-    written (``digits:{code}``, never the filled value)."""
-
-    flow: str
-    step: str
-    kind: str
-    result: str
-    ms: int
-    keys: str = ""
-    prompts: tuple[str, ...] = ()
-
-    def as_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"flow": self.flow, "step": self.step, "kind": self.kind,
-                                  "result": self.result, "ms": self.ms}
-        if self.keys:
-            out["keys"] = self.keys
-        if self.prompts:
-            out["prompts"] = list(self.prompts)
-        return out
-
-
-@dataclass
-class CallTrace:
-    """A call's trace as it runs: the steps taken so far and the step running now (``callctl calls``).
-    Owned by the call's task; others only read it."""
-
-    steps: list[TraceStep] = field(default_factory=list)
-    flow: str | None = None
-    current: str | None = None
-
-    def as_json(self) -> list[dict[str, object]]:
-        return [s.as_json() for s in self.steps]
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ class Dialer:
             result.on_end = settle
         if auth is not None and auth.max_seconds:
             await call.limit_talk(auth.max_seconds)
-        ran = await run_flow(plan, route, call)
+        ran = await run_flow(plan, route, call, record=call.result.trace)
         result.flow = ran.flow
         return ran.outcome
 
