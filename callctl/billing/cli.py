@@ -21,6 +21,7 @@ from callctl.billing.service import quote
 from callctl.billing.statements import Statement, build_statement, fair_use_flags
 from callctl.config import Settings
 from callctl.errors import CallctlError, ConfigError
+from callctl.progress import ProgressBar
 from callctl.store import billing as store
 from callctl.store import cel
 from callctl.store.db import close_quietly, connect
@@ -116,32 +117,19 @@ async def _with_conn(settings: Settings, work: Any) -> Any:
         await close_quietly(conn)
 
 
-def _progress(path: Path) -> Any:
-    total = max(1, path.stat().st_size // 40)  # rough rows estimate from the size
-    tty = sys.stderr.isatty()
-
-    def show(line: int) -> None:
-        if tty:
-            pct = min(99, line * 100 // total)
-            print(f"\r{path.name}: {line} rows read ({pct} %)", end="", file=sys.stderr, flush=True)
-        elif line % 100_000 == 0:
-            print(f"{path.name}: {line} rows read", file=sys.stderr, flush=True)
-
-    return show
-
-
 def _rates_import(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        rates = load_deck_file(args.file, progress=_progress(args.file))
+        # rows estimated from the size; the bar is drawn on a terminal only (scripts stay quiet)
+        with ProgressBar(f"reading {args.file.name}", total=max(1, args.file.stat().st_size // 40)) as bar:
+            rates = load_deck_file(args.file, progress=bar.update)
+            bar.update(len(rates))
+    except OSError as exc:
+        raise CallctlError(f"{args.file}: cannot read the rate deck: {exc.strerror}") from None
     except DeckFileError as exc:
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"callctl: rate deck refused, nothing imported: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
     effective = args.effective or dt.datetime.now(dt.UTC)
     deck_id = asyncio.run(_with_conn(settings, lambda c: store.import_deck(
         c, args.deck, effective, str(args.file), rates)))

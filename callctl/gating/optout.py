@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from callctl.gating import GatingError
 from callctl.numbers import to_e164
+from callctl.progress import ProgressBar
 from callctl.store import gating as store
 
 BATCH = 50_000
@@ -34,28 +34,6 @@ def normalise(raw: str, country: str = "FR") -> str | None:
         return "+" + text
     value = to_e164(text, country)
     return value if _E164.match(value) else None
-
-
-class Progress:
-    """A one-line progress bar on stderr (only redrawn when the percentage changes)."""
-
-    def __init__(self, total: int, stream: TextIO | None = None, width: int = 30) -> None:
-        self.total = max(total, 1)
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self._shown = -1
-
-    def update(self, done: int, lines: int) -> None:
-        pct = min(100, done * 100 // self.total)
-        if pct != self._shown:
-            self._shown = pct
-            bar = "#" * (pct * self.width // 100)
-            self.stream.write(f"\r[{bar:<{self.width}}] {pct:3d}% {lines:,} lines")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def _batches(path: Path, country: str, progress: Callable[[int, int], None],
@@ -88,20 +66,18 @@ async def import_list(db: Any, path: Path, *, country: str = "FR",
         size = await asyncio.to_thread(os.path.getsize, path)
     except OSError as exc:
         raise GatingError(f"{path}: cannot read the opposition list: {exc.strerror}") from None
-    bar = Progress(size) if progress is None else None
-    report = progress if progress is not None else (bar.update if bar is not None else (lambda d, n: None))
     counts = {"lines": 0, "rejected": 0}
     version = await store.begin_optout_version(db, str(path))
-    try:
-        for batch in _batches(path, country, report, counts):
-            await store.load_optout_batch(db, version, batch)
-        numbers = await store.activate_optout_version(db, version, counts["rejected"])
-    except BaseException:
-        await store.abandon_optout_version(db, version)
-        raise
-    finally:
-        if bar is not None:
-            bar.finish()
+    # bytes read of the file; drawn on a terminal only (scripts and cron stay quiet)
+    with ProgressBar(f"opposition list {path.name}", total=max(size, 1), unit="bytes") as bar:
+        report = progress if progress is not None else (lambda done, lines: bar.update(done))
+        try:
+            for batch in _batches(path, country, report, counts):
+                await store.load_optout_batch(db, version, batch)
+            numbers = await store.activate_optout_version(db, version, counts["rejected"])
+        except BaseException:
+            await store.abandon_optout_version(db, version)
+            raise
     return {"version": version, "lines": counts["lines"], "numbers": numbers, "rejected": counts["rejected"]}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from callctl.errors import RecordingError as RecordingError  # in the one tree (callctl.errors)
+from callctl.progress import ProgressBar
 from callctl.recording import rules
 from callctl.store import recordings as store
 
@@ -111,7 +112,18 @@ async def purge(db: Any, now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
     held: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     kept = 0
-    for rec, account_option in await store.purge_candidates(db):
+    candidates = await store.purge_candidates(db)
+    with ProgressBar("recordings purge", total=len(candidates), unit="recordings") as bar:
+        kept = await _purge_each(db, candidates, now, dry_run, deleted, held, problems, bar)
+    return {"now": now.isoformat(), "dry_run": dry_run, "deleted": deleted, "held": held, "kept": kept,
+            "problems": problems}
+
+
+async def _purge_each(db: Any, candidates: list[Any], now: dt.datetime, dry_run: bool, deleted: list[dict[str, Any]],
+                      held: list[dict[str, Any]], problems: list[dict[str, Any]], bar: ProgressBar) -> int:
+    kept = 0
+    for rec, account_option in candidates:
+        bar.advance()
         candidate = rules.Candidate(str(rec.id), rec.retention_class, rec.started_at, rec.ended_at, rec.legal_hold,
                                     account_option if rec.source == rules.CALL else True)
         decision = rules.purge_decision(candidate, now)
@@ -131,8 +143,7 @@ async def purge(db: Any, now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
             deleted.append(await delete(db, rec, decision.rule, now))
         except (RecordingError, OSError) as exc:
             problems.append({"id": str(rec.id), "error": str(exc)})
-    return {"now": now.isoformat(), "dry_run": dry_run, "deleted": deleted, "held": held, "kept": kept,
-            "problems": problems}
+    return kept
 
 
 async def delete_all(db: Any, recs: list[store.Recording], rule: str, now: dt.datetime, *,
