@@ -21,6 +21,7 @@ from callctl.config import Settings
 from callctl.errors import CallctlError
 from callctl.privacy.inventory import ITEMS
 from callctl.privacy.rules import billing_cutoff, pseudonym, purge_due
+from callctl.progress import ProgressBar
 from callctl.store import privacy as store
 from callctl.store import recordings as recordings_store
 
@@ -161,10 +162,17 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
     rows, recs = _with_pool(settings, work)
     needle = (email or number or "").lower()
+    outbox: list[str] = []
+    files = list(_files(settings.outbox_dir, "*.eml"))
+    with ProgressBar("searching the outbox", total=len(files), unit="messages") as bar:  # a terminal only
+        for path in files:
+            bar.advance()
+            if _mentions(path, needle):
+                outbox.append(str(path))
     doc = {"subject": {"email": email} if email else {"number": number},
            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
            "database": rows,
-           "outbox_files": [str(p) for p in _files(settings.outbox_dir, "*.eml") if _mentions(p, needle)],
+           "outbox_files": outbox,
            "recordings": {"recordings": [recordings.describe(r, check=False) for r in recs],
                           "note": RECORDINGS_NOTE}}
     text = json.dumps(doc, indent=2, default=str)

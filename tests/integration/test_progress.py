@@ -16,9 +16,12 @@ from scripts.devstack import REPO
 pytestmark = pytest.mark.integration
 
 
+EXTRA: dict[str, str] = {}  # CALLCTL_* settings of the test running now
+
+
 def env_for(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
-    env.update({"CALLCTL_DATABASE_URL": database_url, "TERM": "xterm", "COLUMNS": "120"})
+    env.update({"CALLCTL_DATABASE_URL": database_url, "TERM": "xterm", "COLUMNS": "120", **EXTRA})
     return env
 
 
@@ -59,3 +62,18 @@ def test_deck_and_opposition_list_imports_draw_a_bar_on_a_terminal_only(database
     assert "recordings purge" in shown
     quiet = in_a_script(database_url, "recordings", "purge", "--dry-run")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["dry_run"] is True
+
+
+def test_a_privacy_export_shows_its_outbox_search_on_a_terminal_only(database_url: str, tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    for n in range(50):
+        (outbox / f"m{n}.eml").write_text(f"To: {'ann' if n % 10 == 0 else 'bob'}@example.com\n\nhello\n")
+    EXTRA["CALLCTL_OUTBOX_DIR"] = str(outbox)
+    try:
+        shown = on_a_terminal(database_url, "privacy", "export", "--email", "ann@example.com")
+        assert "searching the outbox" in shown and "50/50" in shown
+        quiet = in_a_script(database_url, "privacy", "export", "--email", "ann@example.com")
+        assert quiet.stderr == "" and len(json.loads(quiet.stdout)["outbox_files"]) == 5
+    finally:
+        EXTRA.clear()
