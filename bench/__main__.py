@@ -2,7 +2,7 @@
 whose last lines are the two ratios of issue 9.
 
     .venv/bin/python -m bench [--rates 2,4,8,12,16,20] [--step-s 20] [--hold-s 10] [--memory-calls 1000]
-                              [--skip cdr,rating,agi,conference] [--out .state/bench] [--png docs/bench-latency.png]
+                              [--skip cdr,rating,trace,agi,conference] [--out .state/bench] [--png docs/bench-latency.png]
 
 Longer runs: more and higher rates, longer steps and holds (e.g. --rates 2,4,8,16,24,32 --step-s 60
 --hold-s 30). Figures go to --out (JSON) and the plot to --png.
@@ -74,7 +74,7 @@ def report(out: Path, texts: dict[str, str]) -> str:
             lines.append(f"memory: {mem['peak_calls_up']} of {mem['calls']} calls up at once "
                          f"({mem['failed']} failed): callctl RSS {mem['engine_rss_mib']} MiB "
                          f"(idle {mem['engine_rss_idle_mib']} MiB), Asterisk RSS {mem['asterisk_rss_mib']} MiB")
-    for name in ("cdr", "rating", "agi"):
+    for name in ("cdr", "rating", "trace", "agi"):
         if name in texts:
             lines.append(f"--- {name}")
             lines.extend(line for line in texts[name].strip().splitlines() if not line.startswith("asterisk-root"))
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--step-s", default="20")
     parser.add_argument("--hold-s", default="10")
     parser.add_argument("--memory-calls", default="1000")
-    parser.add_argument("--skip", default="", help="comma-separated: cdr, rating, agi, conference")
+    parser.add_argument("--skip", default="", help="comma-separated: cdr, rating, trace, agi, conference")
     parser.add_argument("--out", type=Path, default=REPO / ".state" / "bench")
     parser.add_argument("--png", type=Path, default=PNG)
     args = parser.parse_args()
@@ -114,6 +114,8 @@ def main() -> None:
         texts["cdr"] = stream(["bench.cdr_pipeline", "--records", "20000"])
     if "rating" not in skip:
         texts["rating"] = stream(["bench.rating"])
+    if "trace" not in skip:
+        texts["trace"] = stream(["bench.trace"])
     if "agi" not in skip:
         texts["agi"] = stream(["bench.agi_gate", "--out", str(args.out)])
     if "conference" not in skip:
