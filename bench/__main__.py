@@ -2,7 +2,8 @@
 whose last lines are the two ratios of issue 9.
 
     .venv/bin/python -m bench [--rates 2,4,8,12,16,20] [--step-s 20] [--hold-s 10] [--memory-calls 1000]
-                              [--skip cdr,rating,trace,agi,conference] [--out .state/bench] [--png docs/bench-latency.png]
+                              [--skip cdr,rating,trace,agi,conference] [--out .state/bench]
+                              [--png docs/bench-latency.png]
 
 Longer runs: more and higher rates, longer steps and holds (e.g. --rates 2,4,8,16,24,32 --step-s 60
 --hold-s 30). Figures go to --out (JSON) and the plot to --png.

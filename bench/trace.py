@@ -73,8 +73,8 @@ def main() -> None:
     print(f"trace: demo menu flow (6 steps) x {args.calls}, fastest of {args.rounds} alternated rounds, one core")
     print(f"  flow run     without trace {plain_s * per:8.1f} us/call   with trace {traced_s * per:8.1f} us/call "
           f"(+{(traced_s - plain_s) * per:.1f} us)")
-    print(f"  CDR encode   without trace {cdr_plain_s * per:8.1f} us/call   with trace {cdr_traced_s * per:8.1f} us/call "
-          f"(+{(cdr_traced_s - cdr_plain_s) * per:.1f} us)")
+    print(f"  CDR encode   without trace {cdr_plain_s * per:8.1f} us/call   "
+          f"with trace {cdr_traced_s * per:8.1f} us/call (+{(cdr_traced_s - cdr_plain_s) * per:.1f} us)")
     print(f"  CDR spool line {plain_bytes / args.calls:.0f} B -> {traced_bytes / args.calls:.0f} B "
           f"(+{(traced_bytes - plain_bytes) / args.calls:.0f} B a call)")
 
