@@ -95,3 +95,28 @@ def test_a_calls_trace_is_stored_shown_watched_and_counted(daemon_factory: Any, 
 
     missing = cli(d, "call", "show", str(uuid.uuid4()))
     assert missing.returncode == 1 and "no CDR with call_id" in missing.stderr and missing.stdout == ""
+
+
+def test_a_conference_calls_trace_names_its_steps_and_never_holds_the_code(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    from tests.integration.test_conference import book, caller
+
+    conf = book(database_url, tmp_path, participants=1)
+    code = conf["organizer"]["code"]
+    d = daemon_factory()
+    d.wait_until_ready()
+    proc, work = caller(asterisk, code, [("pause", 2500), ("bye", None)], "33611000071")
+    d.wait_for_log("conference_member_join", role="organizer")
+    assert sipp.finish(proc, work).ok
+    call_id = d.wait_for_log("call_finished")["call_id"]
+    d.stop()
+    shown = cli(d, "call", "show", call_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    trace = next(c for c in view["cdrs"] if c["leg_id"] == call_id)["extra"]["trace"]
+    kinds = [t["kind"] for t in trace]
+    assert kinds[0] == "answer" and "custom" in kinds  # the conference step (docs/dialplan.md)
+    conference = next(t for t in trace if t["kind"] == "custom")
+    assert conference["result"] == "caller hung up" and "keys" not in conference  # the code is never seen
+    assert code not in shown.stdout  # nowhere in the call's view: trace, CDR, events
+    assert [e["what"] for e in view["conference_events"]] == ["join", "leave"]
