@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import signal
 from typing import Any
 
@@ -23,50 +22,28 @@ from callctl.agi.gate import gate_handler
 from callctl.agi.server import AgiServer
 from callctl.ari.client import AriClient
 from callctl.ari.events import Event
-from callctl.billing.holds import HoldSweeper
 from callctl.billing.plans import load_plans
-from callctl.billing.service import PrepaidBilling
 from callctl.calls.supervisor import Supervisor
 from callctl.calls.trace import in_progress
 from callctl.cdr.journal import CallJournal
 from callctl.cdr.writer import CdrWriter
-from callctl.conference import steps as conference_steps
-from callctl.conference.minutes import settle_abandoned_holds
-from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
 from callctl.dialplans import DialplanHolder, LiveCountries
 from callctl.errors import AriError
-from callctl.flows import switches as flow_switches
-from callctl.fraud.alerts import Mailer as FraudMailer
 from callctl.fraud.edge import edge_guard
-from callctl.fraud.service import FraudService
-from callctl.fraud.settings import fraud_policy
-from callctl.gating.originate import ORIGINATE_ARG, Dialer
-from callctl.gating.service import Decision, decide
-from callctl.gating.upkeep import EmergencyUpkeep
-from callctl.health import HealthServer, LoopLagMonitor, pid_file, register_daemon_metrics
-from callctl.lines.routing import LineLookups, LineService, LineUserLike
+from callctl.health import HealthServer, LoopLagMonitor, pid_file, readiness, register_daemon_metrics
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
 from callctl.numbers import mask
-from callctl.recording.calls import LineRecorder
-from callctl.recording.conference import ConferenceRecorder
-from callctl.recording.service import RecordingService
 from callctl.router import Router
-from callctl.store import lines as lines_store
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.pool import lazy_pool
-from callctl.store.switches import PgSwitches
-from callctl.systemd import notify, watchdog_interval_s
+from callctl.systemd import notify, watchdog_interval_s, watchdog_pings
 from callctl.tasks import SideTasks
-from callctl.voicemail import steps as voicemail_steps
-from callctl.voicemail.mail import Mailer
-from callctl.voicemail.service import VoicemailService
 from callctl.web.server import SpaceServer
+from callctl.wiring import Features, wire_features
 
 log = get_logger("callctl.app")
-
-LINE_OUTBOUND_ARG = "line-outbound"  # extensions.conf [from-users]: Stasis(${CALLCTL_APP},line-outbound)
 
 
 class Daemon:
@@ -82,68 +59,16 @@ class Daemon:
         self.writer: CdrWriter | None = None
         self.ari: AriClient | None = None
         self.supervisor: Supervisor | None = None
-        self.dialer: Dialer | None = None
-        self.emergency: EmergencyUpkeep | None = None
-        self.recordings: RecordingService | None = None
-        self.conferences: ConferenceService | None = None
-        self.voicemail: VoicemailService | None = None
-        self.fraud: FraudService | None = None
+        self.features: Features | None = None
         self._side = SideTasks("daemon_side_task_failed")
-
-    # -- wiring ------------------------------------------------------------------------------------
-
-    def _wire_features(self, stack: contextlib.AsyncExitStack, pool: Any, background: SideTasks) -> None:
-        """Billing, business lines, the dialer, recordings and conferences, and the router's handlers."""
-        assert self.ari is not None and self.supervisor is not None and self.writer is not None
-        s, ari, supervisor = self.settings, self.ari, self.supervisor
-        # One deck cache for SIP users' and originated calls; holds name the Asterisk they were taken on.
-        billing = PrepaidBilling(pool, self.plans, lambda: self._asterisk_id)
-        supervisor.tell_ends_to(HoldSweeper(billing.settle_abandoned, supervisor.owned, supervisor.channel_up))
-        self.dialer = Dialer(pool, lambda: self.dialplans.current, ari.originate, self._can_originate,
-                             billing=billing)
-        self.emergency = EmergencyUpkeep(pool, lambda: self.dialplans.current.countries, self.writer.submit)
-        background.spawn(self.emergency.refresh_endpoint_vars(), name="emergency-vars")
-        self.recordings = recordings = RecordingService(pool, ari, s.recordings_path,
-                                                        objection_key=s.recording_objection_key)
-        lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
-                                        functools.partial(lines_store.user_for_endpoint, pool)),
-                            billing=billing, gate=functools.partial(self._gate, pool),
-                            recorder=LineRecorder(recordings, language_of=self.dialplans.language_of))
-        # issue 20: the fraud screen before every outbound leg (lines, dialer, FastAGI gate)
-        self.fraud = FraudService(pool, fraud_policy(s), metrics=self.metrics, channel_var=ari.get_var,
-                                  mailer=FraudMailer(s.outbox_dir, s.smtp_relay, s.mail_from, s.fraud_alert_email))
-        lines.fraud = self.dialer.fraud = self.fraud
-        self.conferences = conferences = ConferenceService(pool, ari, lockout=LockoutPolicy(
-            s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
-            meter_ops=ari, recorder=ConferenceRecorder(recordings))
-        background.spawn(settle_abandoned_holds(pool), name="minutes-sweep")
-        recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
-        background.spawn(recordings.serve_requests(
-            lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests")
-        conference_steps.bind(conferences)
-        stack.callback(conference_steps.bind, None)
-        flow_switches.bind(PgSwitches(pool))  # the dialplan's day/night switches, kept in PostgreSQL
-        stack.callback(flow_switches.bind, None)
-        self.voicemail = VoicemailService(pool, recordings, Mailer(s.outbox_dir, s.smtp_relay, s.mail_from))
-        voicemail_steps.bind(self.voicemail)
-        stack.callback(voicemail_steps.bind, None)
-        self.router.on_resumed(lines.take_resumed)
-        self.router.on_arg(ORIGINATE_ARG, self.dialer.run)
-        self.router.on_arg(LINE_OUTBOUND_ARG, lines.take_outbound)
-        self.router.on_number(lines.take_did)
-
-    async def _gate(self, pool: Any, user: LineUserLike, from_e164: str, dialled: str) -> Decision:
-        # Business-line users dial by hand: the emergency gate applies, the dialer rules do not.
-        return await decide(pool, self.dialplans.current.countries, user.account_id, from_e164, dialled,
-                            dt.datetime.now(dt.UTC), account_country=user.country, automated=False)
 
     # -- what the outside asks -----------------------------------------------------------------------
 
     async def _originate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """POST /originate (callctl originate): served once the dialer exists."""
-        if self.dialer is None:
+        if self.features is None:
             return 503, {"error": "starting: no call can be placed yet"}
-        return await self.dialer.request(body)
+        return await self.features.dialer.request(body)
 
     def _calls_in_progress(self) -> dict[str, Any]:
         """GET /calls (callctl calls): callers masked as in the logs."""
@@ -157,19 +82,7 @@ class Daemon:
                 and self.supervisor.accepting)
 
     def readiness(self) -> dict[str, Any]:
-        ari_up = self.ari is not None and self.ari.connected.is_set()
-        draining = self.supervisor is not None and not self.supervisor.accepting
-        return {
-            "ready": ari_up and not draining,
-            "ari": "up" if ari_up else "down",
-            "ari_error": self.ari.last_error if self.ari else None,
-            "store": "up" if self.writer is not None and self.writer.store_up else "down",
-            "cdr_queue": self.writer.queue_depth if self.writer else 0,
-            "draining": draining,
-            "dialplan_version": self.dialplans.current.version,
-            "active_calls": self.supervisor.active_calls if self.supervisor else 0,
-            "version": __version__,
-        }
+        return readiness(self.ari, self.supervisor, self.writer, self.dialplans.current.version)
 
     # -- events of the process -------------------------------------------------------------------
 
@@ -182,12 +95,10 @@ class Daemon:
         except AriError as exc:
             log.warning("asterisk_info_failed", error=exc.message)
         await self.supervisor.resync()
-        if self.emergency is not None:
-            self._side.spawn(self.emergency.import_asterisk_decisions())
-        if self.recordings is not None:
-            await self.recordings.resync()
-        if self.conferences is not None:
-            self._side.spawn(self.conferences.clear_old_bridges(self.ari))
+        if self.features is not None:
+            self._side.spawn(self.features.emergency.import_asterisk_decisions())
+            await self.features.recordings.resync()
+            self._side.spawn(self.features.conferences.clear_old_bridges(self.ari))
         notify("STATUS=connected to Asterisk")
 
     def _on_ari_disconnected(self) -> None:
@@ -206,14 +117,9 @@ class Daemon:
 
     def _reload(self) -> None:
         notify("RELOADING=1")
-        if self.dialplans.reload() and self.emergency is not None:
-            self._side.spawn(self.emergency.refresh_endpoint_vars())
+        if self.dialplans.reload() and self.features is not None:
+            self._side.spawn(self.features.emergency.refresh_endpoint_vars())
         notify("READY=1")
-
-    async def _watchdog(self, interval_s: float) -> None:
-        while True:
-            notify("WATCHDOG=1")
-            await asyncio.sleep(interval_s)
 
     # -- the run -------------------------------------------------------------------------------------
 
@@ -233,7 +139,7 @@ class Daemon:
             background.spawn(self.lag.run(), name="loop-lag")
             interval = watchdog_interval_s()
             if interval:
-                background.spawn(self._watchdog(interval), name="watchdog")
+                background.spawn(watchdog_pings(interval), name="watchdog")
             self.ari = AriClient(s, self._route_event, self._on_ari_connected, self._on_ari_disconnected)
             journal = CallJournal(s.spool_dir)
             stack.callback(journal.close)
@@ -242,17 +148,18 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             register_daemon_metrics(self.metrics, self.ari, self.writer, self.lag, self.supervisor.dispatcher)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
-            self._wire_features(stack, pool, background)
-            assert self.conferences is not None and self.recordings is not None and self.dialer is not None
-            assert self.voicemail is not None
+            self.features = features = wire_features(
+                s, self.plans, self.dialplans, self.router, self.ari, self.supervisor, self.writer, self.metrics,
+                asterisk_id=lambda: self._asterisk_id, can_originate=self._can_originate, stack=stack, pool=pool,
+                background=background)
             await stack.enter_async_context(edge_guard(s, pool, self.metrics))  # SIP brute-force blocking (AMI)
             if s.space_listen:  # the conference Online Space (issue 19, docs/conferences.md)
-                await stack.enter_async_context(SpaceServer(s, pool, self.conferences))
+                await stack.enter_async_context(SpaceServer(s, pool, features.conferences))
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 await stack.enter_async_context(AgiServer(
                     agi_host or "127.0.0.1", int(agi_port),
-                    gate_handler(pool, LiveCountries(self.dialplans), submit=self.writer.submit, fraud=self.fraud),
+                    gate_handler(pool, LiveCountries(self.dialplans), submit=self.writer.submit, fraud=features.fraud),
                     allow=tuple(a.strip() for a in s.agi_allow.split(",") if a.strip())))
             await stack.enter_async_context(self.ari)
             self._install_signals()
@@ -264,10 +171,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await self.supervisor.close()  # its listeners (the credit-hold sweep) stop
-            await self.dialer.close()  # "not placed" records still being written get their moment
-            await self.conferences.close()  # rooms destroy their bridges while ARI is still connected
-            await self.voicemail.close()  # messages being left are filed and e-mailed
-            await self.recordings.close()  # recordings stopped by the rooms are filed over ARI
+            await features.close()  # while ARI is still connected: rooms, messages, recordings filed
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)
             background.cancel()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from callctl import __version__
 from callctl.errors import ConfigError
 from callctl.logging import get_logger
 from callctl.metrics import Metrics
@@ -145,3 +146,20 @@ def pid_file(path: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def readiness(ari: Any, supervisor: Any, writer: Any, dialplan_version: str) -> dict[str, Any]:
+    """GET /readyz: ready (200) only when ARI is connected and the engine is not draining."""
+    ari_up = ari is not None and ari.connected.is_set()
+    draining = supervisor is not None and not supervisor.accepting
+    return {
+        "ready": ari_up and not draining,
+        "ari": "up" if ari_up else "down",
+        "ari_error": ari.last_error if ari else None,
+        "store": "up" if writer is not None and writer.store_up else "down",
+        "cdr_queue": writer.queue_depth if writer else 0,
+        "draining": draining,
+        "dialplan_version": dialplan_version,
+        "active_calls": supervisor.active_calls if supervisor else 0,
+        "version": __version__,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 
@@ -29,3 +30,10 @@ def watchdog_interval_s() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2_000_000
+
+
+async def watchdog_pings(interval_s: float) -> None:
+    """Tell systemd the process is alive every ``interval_s`` (a stalled loop stops the pings)."""
+    while True:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
