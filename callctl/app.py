@@ -46,6 +46,7 @@ from callctl.gating.upkeep import EmergencyUpkeep
 from callctl.health import HealthServer, LoopLagMonitor, pid_file, register_daemon_metrics
 from callctl.lines.routing import LineLookups, LineService, LineUserLike
 from callctl.logging import get_logger
+from callctl.mail import Outbox as Mailer  # voicemail's outbox and relay
 from callctl.metrics import Metrics
 from callctl.recording.calls import LineRecorder
 from callctl.recording.conference import ConferenceRecorder
@@ -58,7 +59,6 @@ from callctl.store.switches import PgSwitches
 from callctl.systemd import notify, watchdog_interval_s
 from callctl.tasks import SideTasks
 from callctl.voicemail import steps as voicemail_steps
-from callctl.voicemail.mail import Mailer
 from callctl.voicemail.service import VoicemailService
 from callctl.web.server import SpaceServer
 
