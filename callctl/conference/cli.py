@@ -17,7 +17,7 @@ from callctl.conference.links import link_state, link_url, public_base
 from callctl.config import Settings
 from callctl.errors import CallctlError
 from callctl.mail import Outbox, file_stamp
-from callctl.numbers import to_e164
+from callctl.numbers import e164_or_none
 from callctl.store import conferences as store
 from callctl.store import space as space_store
 
@@ -83,11 +83,11 @@ def _access_numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
     raw = args.access_number or [n for n in settings.conference_access_numbers.split(",") if n.strip()]
     if not raw:
         raise CallctlError("no access number: pass --access-number E164 or set conference_access_numbers")
-    numbers = [to_e164(n, None) for n in raw]
-    bad = [n for n in numbers if not n.startswith("+")]
+    numbers = [e164_or_none(n, None) for n in raw]
+    bad = [n.strip() for n, e164 in zip(raw, numbers, strict=True) if e164 is None]
     if bad:
         raise CallctlError(f"access numbers must be E.164 (+CC...): {', '.join(bad)}")
-    return numbers
+    return [n for n in numbers if n is not None]
 
 
 def _run(coro: Any) -> int:

@@ -15,7 +15,7 @@ from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
 from callctl.gating.service import callee_country, decide_originated
 from callctl.logging import get_logger
-from callctl.numbers import mask, to_e164
+from callctl.numbers import e164_or_none, mask
 from callctl.store import gating as store
 from callctl.tasks import SideTasks
 
@@ -79,8 +79,8 @@ class Dialer:
             country = await store.account_country(self._pool, account_id)
             if country is None:
                 return 404, {"error": f"no account {account_id} (see: callctl account create)"}
-            caller = to_e164(from_number, country)
-            if not caller.startswith("+"):
+            caller = e164_or_none(from_number, country)
+            if caller is None:
                 return 400, {"error": f"from '{from_number}' is not a number in E.164 or of {country}"}
             decision = await decide_originated(self._pool, plan.countries, account_id, caller, to_number,
                                                self._clock(), account_country=country)

@@ -20,7 +20,7 @@ from callctl.cdr.record import answered_seconds
 from callctl.errors import StoreError
 from callctl.flows.model import Dialplan, normalise_called
 from callctl.logging import get_logger
-from callctl.numbers import to_e164
+from callctl.numbers import e164_or_none, to_e164
 
 log = get_logger("callctl.lines")
 
@@ -307,8 +307,8 @@ class LineService:
             call.result.extra["refused"] = "account_suspended"
             await call.hang_up("rejected")
             return "account_suspended"
-        number = to_e164(call.called, user.country)
-        if not number.startswith("+"):
+        number = e164_or_none(call.called, user.country)
+        if number is None:
             log.info("line_invalid_number", dialled_len=len(call.called))
             await call.answer()
             await call.play(INVALID_NUMBER, interruptible=False)
