@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from callctl.calls.port import CallPort
+from callctl.calls.port import Authorization, CallPort
 from callctl.errors import AriError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
@@ -38,15 +38,26 @@ class Billing(Protocol):
     """Prepaid authorisation and settlement (callctl.billing.service.PrepaidBilling), as for SIP users."""
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Any: ...
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization: ...
 
+    # auth: Any, as each billing service takes back only the authorisation type its own authorize made.
     async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]: ...
+
+
+class FraudScreen(Protocol):
+    """Destination permissions and spend limits before a call is placed (issue 20: the fraud screen,
+    callctl.fraud.service.FraudService, wired by app.py)."""
+
+    async def refuse_originate(self, account_id: uuid.UUID, country: str, number: str, channel_id: str,
+                               auth: Authorization | None, record_id: int | None = None
+                               ) -> Mapping[str, str | None] | None:
+        """None: place it; else the request's answer fields (the dialer record ``record_id`` says refused)."""
 
 
 class Dialer:
     """Owns the originate action: ``request`` (the HTTP action's body) and ``run`` (the answered call)."""
 
-    fraud: Any = None  # issue 20: callctl.fraud.service.FraudService, set by app.py
+    fraud: FraudScreen | None = None  # set by app.py
 
     def __init__(self, pool: Any, dialplan: Callable[[], Dialplan], originate: Originate,
                  ready: Callable[[], bool], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -59,7 +70,7 @@ class Dialer:
         self._billing = billing
         # Authorisations of calls placed and not answered yet, by channel id (run() takes them over;
         # a call never answered gives its hold back after the ring timeout).
-        self._held: dict[str, Any] = {}
+        self._held: dict[str, Authorization] = {}
         self._tasks = SideTasks("originate_task_failed")
 
     async def request(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -89,7 +100,7 @@ class Dialer:
         answer = {**decision.as_json(), "originated": False}
         if not decision.allowed:
             return 200, answer
-        auth: Any = None
+        auth: Authorization | None = None
         channel_id = str(uuid.uuid4())
         if self._billing is not None:
             # Like a SIP user's call: prepaid credit pays for it, the limit is enforced inside Asterisk.
