@@ -29,6 +29,7 @@ from callctl.gating.originate import ORIGINATE_ARG, Dialer
 from callctl.gating.service import Decision, decide
 from callctl.gating.upkeep import EmergencyUpkeep
 from callctl.lines.routing import LineLookups, LineService, LineUserLike
+from callctl.mail import Outbox
 from callctl.metrics import Metrics
 from callctl.recording.calls import LineRecorder
 from callctl.recording.conference import ConferenceRecorder
@@ -38,7 +39,6 @@ from callctl.store import lines as lines_store
 from callctl.store.switches import PgSwitches
 from callctl.tasks import SideTasks
 from callctl.voicemail import steps as voicemail_steps
-from callctl.voicemail.mail import Mailer
 from callctl.voicemail.service import VoicemailService
 
 LINE_OUTBOUND_ARG = "line-outbound"  # extensions.conf [from-users]: Stasis(${CALLCTL_APP},line-outbound)
@@ -103,7 +103,7 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     stack.callback(conference_steps.bind, None)
     flow_switches.bind(PgSwitches(pool))  # the dialplan's day/night switches, kept in PostgreSQL
     stack.callback(flow_switches.bind, None)
-    voicemail = VoicemailService(pool, recordings, Mailer(s.outbox_dir, s.smtp_relay, s.mail_from))
+    voicemail = VoicemailService(pool, recordings, Outbox(s.outbox_dir, s.smtp_relay, s.mail_from))
     voicemail_steps.bind(voicemail)
     stack.callback(voicemail_steps.bind, None)
     router.on_resumed(lines.take_resumed)

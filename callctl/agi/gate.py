@@ -8,17 +8,25 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from callctl.agi.server import AgiRequest
 from callctl.cdr.record import LEG_NAMESPACE, CdrRecord
 from callctl.countries import Country
+from callctl.fraud.rules import Refusal
 from callctl.fraud.service import agi_variables
 from callctl.gating.service import Decision, decide
 from callctl.numbers import storable, to_e164
 from callctl.store import gating as store
 
 Submit = Callable[[CdrRecord], None]
+
+
+class FraudScreen(Protocol):
+    """Destination permissions and suspension for a call the operator's dialplan will dial (issue 20:
+    callctl.fraud.service.FraudService, wired by app.py)."""
+
+    async def refuse_agi(self, account_id: uuid.UUID, country: str, number: str) -> Refusal | None: ...
 
 
 def _deny(rule: str, reason: str) -> dict[str, str]:
@@ -55,7 +63,7 @@ def gate_cdr(request: AgiRequest, account_id: uuid.UUID, country: str, decision:
 def gate_handler(pool: Any, countries: Mapping[str, Country],
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
                  submit: Submit | None = None,
-                 fraud: Any = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
+                 fraud: FraudScreen | None = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
     """``AGI(agi://127.0.0.1:4573/gate?account=ID)`` or ``AGI(agi://127.0.0.1:4573/gate,ID)``.
     ``submit``: the CDR writer's (a decision's CDR is handed to it, never awaited); ``fraud``: the
     destination permissions and spend limits (issue 20), never asked about emergency calls."""

@@ -8,6 +8,7 @@ channel (``ChannelGone``) comes out of it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +38,21 @@ class DialHooks:
     on_bridged: Callable[[str, str, str], Awaitable[None]] | None = None
     on_digit: Callable[[str, str], Awaitable[None]] | None = None
     on_resumed: Callable[[str, str, str], Awaitable[None]] | None = None
+
+
+class Authorization(Protocol):
+    """Prepaid credit held before an outbound leg (callctl.billing.service.Authorization), as business lines
+    and the dialer see it: ``allowed`` false means refused (``reason`` says why, for the caller);
+    ``max_seconds`` the talk time the credit pays for; ``reservation_id`` the hold, settled at the end."""
+
+    @property
+    def max_seconds(self) -> int: ...
+    @property
+    def reservation_id(self) -> uuid.UUID | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def allowed(self) -> bool: ...
 
 
 class CallPort(Protocol):

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import email.message
 import json
-import smtplib
 import sys
 import uuid
 from pathlib import Path
@@ -17,7 +16,8 @@ from callctl.conference.booking import BookingError, Person, messages_for, parse
 from callctl.conference.links import link_state, link_url, public_base
 from callctl.config import Settings
 from callctl.errors import CallctlError
-from callctl.numbers import to_e164
+from callctl.mail import Outbox, file_stamp
+from callctl.numbers import e164_or_none
 from callctl.store import conferences as store
 from callctl.store import space as space_store
 
@@ -83,11 +83,11 @@ def _access_numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
     raw = args.access_number or [n for n in settings.conference_access_numbers.split(",") if n.strip()]
     if not raw:
         raise CallctlError("no access number: pass --access-number E164 or set conference_access_numbers")
-    numbers = [to_e164(n, None) for n in raw]
-    bad = [n for n in numbers if not n.startswith("+")]
+    numbers = [e164_or_none(n, None) for n in raw]
+    bad = [n.strip() for n, e164 in zip(raw, numbers, strict=True) if e164 is None]
     if bad:
         raise CallctlError(f"access numbers must be E.164 (+CC...): {', '.join(bad)}")
-    return numbers
+    return [n for n in numbers if n is not None]
 
 
 def _run(coro: Any) -> int:
@@ -122,13 +122,13 @@ def _summary(conf: store.Conference, codes: list[store.Code], created: bool | No
     return out
 
 
-def _deliver(settings: Settings, conf: store.Conference, codes: list[store.Code],
-             links: dict[str, str] | None = None) -> list[str]:
+async def _deliver(settings: Settings, conf: store.Conference, codes: list[store.Code],
+                   links: dict[str, str] | None = None) -> list[str]:
     people = [Person(c.email, c.role, c.code) for c in codes]
     msgs = messages_for(conference_id=str(conf.id), subject=conf.subject, starts_at=conf.starts_at,
                         ends_at=conf.ends_at, access_numbers=list(conf.access_numbers), people=people,
                         sender=settings.mail_from, links=links)
-    return write_outbox(settings, msgs)
+    return await write_outbox(settings, msgs)
 
 
 async def _new_links(pool: Any, settings: Settings, conference_id: uuid.UUID,
@@ -142,28 +142,16 @@ async def _new_links(pool: Any, settings: Settings, conference_id: uuid.UUID,
     return {who: link_url(base, token) for who, token in tokens.items()}
 
 
-def write_outbox(settings: Settings, msgs: list[email.message.EmailMessage]) -> list[str]:
-    outbox = settings.outbox_dir
-    try:
-        outbox.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CallctlError(f"outbox {outbox}: cannot create: {exc.strerror}") from None
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    paths = []
-    for msg in msgs:
-        path = outbox / f"{stamp}-{msg['X-Callctl-Conference']}-{msg['To']}.eml"
-        path.write_bytes(bytes(msg))
-        paths.append(str(path))
-    if settings.smtp_relay:
-        host, _, port = settings.smtp_relay.rpartition(":")
-        try:
-            with smtplib.SMTP(host or settings.smtp_relay, int(port or 25), timeout=30) as smtp:
-                for msg in msgs:
-                    smtp.send_message(msg)
-        except (OSError, smtplib.SMTPException) as exc:
-            print(f"callctl: warning: SMTP relay {settings.smtp_relay} failed ({exc}); messages kept in {outbox}",
-                  file=sys.stderr)
-    return paths
+async def write_outbox(settings: Settings, msgs: list[email.message.EmailMessage]) -> list[str]:
+    """Each message into the outbox (named <stamp>-<conference>-<recipient>.eml), then the SMTP relay."""
+    stamp = file_stamp()
+    delivery = await Outbox(settings.outbox_dir, settings.smtp_relay).deliver(
+        [(f"{stamp}-{msg['X-Callctl-Conference']}-{msg['To']}", msg) for msg in msgs])
+    if delivery.unwritten:
+        raise CallctlError(delivery.problem or "outbox: not written")
+    if delivery.problem is not None:
+        print(f"callctl: warning: {delivery.problem}", file=sys.stderr)
+    return [str(p) for p in delivery.paths]
 
 
 def _create(args: argparse.Namespace, settings: Settings) -> int:
@@ -207,7 +195,7 @@ def _save(args: argparse.Namespace, settings: Settings, **booking: Any) -> int:
         # Every message is written again, so everyone gets a new link (only hashes are kept).
         links = await _new_links(pool, settings, conf.id)
         out = _summary(conf, codes, created, links)
-        out["messages"] = _deliver(settings, conf, codes, links)
+        out["messages"] = await _deliver(settings, conf, codes, links)
         print(json.dumps(out, indent=2))
         return 0
 
@@ -265,7 +253,7 @@ def _reissue(args: argparse.Namespace, settings: Settings) -> int:
             raise CallctlError(f"no conference {args.id}")
         codes = await store.reissue(pool, conf.id, args.person, settings.conference_code_length)
         links = await _new_links(pool, settings, conf.id, args.person)
-        paths = _deliver(settings, conf, codes, links)
+        paths = await _deliver(settings, conf, codes, links)
         print(json.dumps({"id": str(conf.id), "codes": [{"email": c.email, "role": c.role, "code": c.code,
                                                          **({"link": links[c.email]} if c.email in links else {})}
                                                         for c in codes], "messages": paths}, indent=2))
@@ -292,7 +280,7 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
         if args.reissue:
             links = await _new_links(pool, settings, conf.id, email)
             out["link"] = links[email]
-            out["messages"] = _deliver(settings, conf, [code], links)
+            out["messages"] = await _deliver(settings, conf, [code], links)
         status = await space_store.link_status(pool, conf.id, email)
         if status is not None:
             state = link_state(revoked_at=status["revoked_at"], cancelled_at=conf.cancelled_at, ends_at=conf.ends_at,

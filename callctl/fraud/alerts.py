@@ -4,14 +4,13 @@ the same path as booking messages; sending never blocks the event loop or a call
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import email.message
 import email.utils
-import smtplib
 from collections.abc import Sequence
 from pathlib import Path
 
 from callctl.logging import get_logger
+from callctl.mail import Delivery, Outbox, file_stamp
 
 log = get_logger("callctl.fraud")
 
@@ -36,14 +35,12 @@ def alert_message(*, sender: str, to: Sequence[str], account_id: str, level: str
 
 
 class Mailer:
-    """Writes each alert into ``outbox_dir`` and relays it through ``smtp_relay`` (host:port) when set."""
+    """Sends each alert to the account's contact and the operator through the outbox (and relay)."""
 
     def __init__(self, outbox_dir: Path, smtp_relay: str, sender: str, operator_email: str = "") -> None:
-        self._outbox = outbox_dir
-        self._relay = smtp_relay
-        self._sender = sender
+        self._outbox = Outbox(outbox_dir, smtp_relay, sender)
         self._operator = operator_email
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Delivery]] = set()
 
     def send(self, account_id: str, contact: str | None, *, level: str, rule: str, reason: str) -> None:
         """Queue the alert (sync: called from the admission path, which must not wait on SMTP)."""
@@ -51,8 +48,10 @@ class Mailer:
         if not to:
             log.info("fraud_alert_without_recipient", account_id=account_id, rule=rule)
             return
-        msg = alert_message(sender=self._sender, to=to, account_id=account_id, level=level, rule=rule, reason=reason)
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._deliver, msg))
+        msg = alert_message(sender=self._outbox.sender, to=to, account_id=account_id, level=level, rule=rule,
+                            reason=reason)
+        name = f"{file_stamp()}-fraud-{account_id}-{rule}"
+        task = asyncio.get_running_loop().create_task(self._outbox.deliver([(name, msg)]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -60,20 +59,3 @@ class Mailer:
         """For shutdown and tests: every queued alert written (and relayed, or the failure logged)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _deliver(self, msg: email.message.EmailMessage) -> None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        try:
-            self._outbox.mkdir(parents=True, exist_ok=True)
-            path = self._outbox / f"{stamp}-fraud-{msg['X-Callctl-Account']}-{msg['X-Callctl-Fraud-Rule']}.eml"
-            path.write_bytes(bytes(msg))
-        except OSError as exc:
-            log.error("fraud_alert_not_written", outbox=str(self._outbox), error=exc.strerror)
-        if not self._relay:
-            return
-        host, _, port = self._relay.rpartition(":")
-        try:
-            with smtplib.SMTP(host or self._relay, int(port or 25), timeout=30) as smtp:
-                smtp.send_message(msg)
-        except (OSError, smtplib.SMTPException, ValueError) as exc:
-            log.warning("fraud_alert_relay_failed", relay=self._relay, error=str(exc), kept_in=str(self._outbox))

@@ -45,6 +45,13 @@ class LineUserLike(Protocol):
     def country(self) -> str: ...
 
 
+class HeldCredit(Protocol):
+    """A prepaid authorisation (callctl.billing.service.Authorization): the hold the call's spending counts."""
+
+    @property
+    def reservation_id(self) -> uuid.UUID | None: ...
+
+
 def announcement(refusal: Refusal, country: str) -> list[str]:
     """What the caller hears: the suspension or the barred destination, in the line's language."""
     if refusal.rule in (UNAVAILABLE, TLS_REQUIRED):  # not about the destination: "cannot be completed"
@@ -132,14 +139,15 @@ class FraudService:
 
     # -- the call paths' hooks -------------------------------------------------------------------------
 
-    async def refuse_line_call(self, call: CallPort, user: LineUserLike, number: str, auth: Any) -> str | None:
+    async def refuse_line_call(self, call: CallPort, user: LineUserLike, number: str,
+                               auth: HeldCredit | None) -> str | None:
         """A SIP user's outbound call, after its credit was authorised: None to dial it, else the call is
         refused here (announcement, CDR disposition FRAUD_<RULE>) and the outcome returned."""
         refusal = await self._insecure(call, user)
         if refusal is None:
             refusal = await self.screen(user.account_id, user.user_id, user.country, number,
                                         channel_id=call.channel_id, path="line",
-                                        reservation_id=getattr(auth, "reservation_id", None))
+                                        reservation_id=auth.reservation_id if auth is not None else None)
         if refusal is None:
             return None
         _tag_refused(call.result, refusal)
@@ -178,11 +186,12 @@ class FraudService:
         return refusal is None
 
     async def refuse_originate(self, account_id: uuid.UUID, country: str, number: str, channel_id: str,
-                               auth: Any, record_id: int | None = None) -> dict[str, Any] | None:
+                               auth: HeldCredit | None, record_id: int | None = None) -> dict[str, str | None] | None:
         """A call ``callctl originate`` is about to place: None to place it, else the answer's fields. The
         dialer decision record ``record_id`` of a refused call becomes the refusal (no callee cap used)."""
         refusal = await self.screen(account_id, None, country, number, channel_id=channel_id,
-                                    reservation_id=getattr(auth, "reservation_id", None), path="originate")
+                                    reservation_id=auth.reservation_id if auth is not None else None,
+                                    path="originate")
         if refusal is None:
             return None
         if record_id is not None:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from callctl.gating import GatingError
-from callctl.numbers import to_e164
+from callctl.numbers import e164_or_none
 from callctl.progress import ProgressBar
 from callctl.store import gating as store
 
 BATCH = 50_000
-_E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
+# The French list's own shape: taken as is (phonenumbers costs ~25 µs a number, the list has millions).
+_FR_E164 = re.compile(r"\+33[1-9][0-9]{8}")
 _FR_NATIONAL = re.compile(r"^0[1-9][0-9]{8}$")
 _DROP = str.maketrans("", "", " .-\t\r")
 
@@ -26,14 +27,13 @@ def normalise(raw: str, country: str = "FR") -> str | None:
     text = raw.translate(_DROP).strip()
     if not text:
         return None
-    if _E164.match(text):
+    if _FR_E164.fullmatch(text):
         return text
     if country == "FR" and _FR_NATIONAL.match(text):
         return "+33" + text[1:]
     if text.isdigit() and text.startswith("33") and len(text) == 11:
         return "+" + text
-    value = to_e164(text, country)
-    return value if _E164.match(value) else None
+    return e164_or_none(text, country)
 
 
 def _batches(path: Path, country: str, progress: Callable[[int, int], None],

@@ -9,13 +9,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from callctl.calls.port import CallPort
+from callctl.calls.port import Authorization, CallPort
 from callctl.errors import AriError, StoreError
 from callctl.flows.engine import run_flow
 from callctl.flows.model import Dialplan, Route
 from callctl.gating.service import callee_country, decide_originated
 from callctl.logging import get_logger
-from callctl.numbers import mask, to_e164
+from callctl.numbers import e164_or_none, mask
 from callctl.store import gating as store
 from callctl.tasks import SideTasks
 
@@ -38,15 +38,26 @@ class Billing(Protocol):
     """Prepaid authorisation and settlement (callctl.billing.service.PrepaidBilling), as for SIP users."""
 
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
-                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Any: ...
+                        user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization: ...
 
+    # auth: Any, as each billing service takes back only the authorisation type its own authorize made.
     async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]: ...
+
+
+class FraudScreen(Protocol):
+    """Destination permissions and spend limits before a call is placed (issue 20: the fraud screen,
+    callctl.fraud.service.FraudService, wired by app.py)."""
+
+    async def refuse_originate(self, account_id: uuid.UUID, country: str, number: str, channel_id: str,
+                               auth: Authorization | None, record_id: int | None = None
+                               ) -> Mapping[str, str | None] | None:
+        """None: place it; else the request's answer fields (the dialer record ``record_id`` says refused)."""
 
 
 class Dialer:
     """Owns the originate action: ``request`` (the HTTP action's body) and ``run`` (the answered call)."""
 
-    fraud: Any = None  # issue 20: callctl.fraud.service.FraudService, set by app.py
+    fraud: FraudScreen | None = None  # set by app.py
 
     def __init__(self, pool: Any, dialplan: Callable[[], Dialplan], originate: Originate,
                  ready: Callable[[], bool], clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -59,7 +70,7 @@ class Dialer:
         self._billing = billing
         # Authorisations of calls placed and not answered yet, by channel id (run() takes them over;
         # a call never answered gives its hold back after the ring timeout).
-        self._held: dict[str, Any] = {}
+        self._held: dict[str, Authorization] = {}
         self._tasks = SideTasks("originate_task_failed")
 
     async def request(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -79,8 +90,8 @@ class Dialer:
             country = await store.account_country(self._pool, account_id)
             if country is None:
                 return 404, {"error": f"no account {account_id} (see: callctl account create)"}
-            caller = to_e164(from_number, country)
-            if not caller.startswith("+"):
+            caller = e164_or_none(from_number, country)
+            if caller is None:
                 return 400, {"error": f"from '{from_number}' is not a number in E.164 or of {country}"}
             decision = await decide_originated(self._pool, plan.countries, account_id, caller, to_number,
                                                self._clock(), account_country=country)
@@ -89,7 +100,7 @@ class Dialer:
         answer = {**decision.as_json(), "originated": False}
         if not decision.allowed:
             return 200, answer
-        auth: Any = None
+        auth: Authorization | None = None
         channel_id = str(uuid.uuid4())
         if self._billing is not None:
             # Like a SIP user's call: prepaid credit pays for it, the limit is enforced inside Asterisk.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from callctl.errors import LineError as LineError  # in the one tree (callctl.errors)
+from callctl.numbers import is_e164
 
 CURRENCIES = ("EUR", "CHF", "GBP")
 # Countries whose default currency is not the euro; every other country defaults to EUR.
@@ -20,7 +21,6 @@ _DEFAULT_CURRENCY = {"CH": "CHF", "LI": "CHF", "GB": "GBP", "GG": "GBP", "JE": "
 DEFAULT_PLAN = "payg"
 MAX_EXTRA_CHANNELS = 1000
 _PLAN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
 PASSWORD_BYTES = 18  # 24 URL-safe characters, ~144 bits
 
 
@@ -72,8 +72,8 @@ def require_name(name: str, what: str) -> str:
 
 
 def require_e164(number: str, what: str = "number") -> str:
-    """``number`` if it is E.164 (+ and 5-15 digits); callers normalise with callctl.numbers first."""
-    if not _E164.fullmatch(number):
+    """``number`` if it is E.164 (callctl.numbers.is_e164); callers normalise with callctl.numbers first."""
+    if not is_e164(number):
         raise LineError(f"{what} {number!r} is not a phone number in E.164 form (e.g. +33123456789); "
                         "national numbers are read in the account's country")
     return number

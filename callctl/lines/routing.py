@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
-from callctl.calls.port import CallPort, DialHooks, DialOutcome
+from callctl.calls.port import Authorization, CallPort, DialHooks, DialOutcome
 from callctl.cdr.record import answered_seconds
 from callctl.errors import StoreError
 from callctl.flows.model import Dialplan, normalise_called
 from callctl.logging import get_logger
-from callctl.numbers import to_e164
+from callctl.numbers import e164_or_none, to_e164
 
 log = get_logger("callctl.lines")
 
@@ -55,15 +55,15 @@ class LineUserLike(Protocol):
     def channel_limit(self) -> int: ...
 
 
-class Authorization(Protocol):
-    @property
-    def max_seconds(self) -> int: ...
-    @property
-    def reservation_id(self) -> uuid.UUID | None: ...
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def allowed(self) -> bool: ...
+class FraudScreen(Protocol):
+    """Destination permissions and spend limits before an outbound leg (issue 20: the fraud screen,
+    callctl.fraud.service.FraudService, wired by app.py)."""
+
+    async def refuse_line_call(self, call: CallPort, user: LineUserLike, number: str,
+                               auth: Authorization | None) -> str | None:
+        """None: dial it; else the call was refused (told and hung up) and this is its outcome."""
+
+    async def forward_allowed(self, call: CallPort, user: LineUserLike, number: str) -> bool: ...
 
 
 class Billing(Protocol):
@@ -72,6 +72,7 @@ class Billing(Protocol):
     async def authorize(self, account_id: uuid.UUID, from_e164: str, to_e164: str, *,
                         user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization: ...
 
+    # auth: Any, as each billing service takes back only the authorisation type its own authorize made.
     async def finish(self, auth: Any, billed_seconds: int) -> dict[str, Any]:
         """Settle the call (debit its true cost); returns the CDR rating columns of the dialled leg."""
         ...
@@ -143,7 +144,7 @@ def endpoint_of(channel_name: str) -> str:
 
 
 class LineService:
-    fraud: Any = None  # issue 20: callctl.fraud.service.FraudService, set by app.py
+    fraud: FraudScreen | None = None  # set by app.py
 
     def __init__(self, lookups: LineLookups, limits: ChannelLimits | None = None, *,
                  ring_timeout_s: float = RING_TIMEOUT_S, billing: Billing | None = None,
@@ -307,8 +308,8 @@ class LineService:
             call.result.extra["refused"] = "account_suspended"
             await call.hang_up("rejected")
             return "account_suspended"
-        number = to_e164(call.called, user.country)
-        if not number.startswith("+"):
+        number = e164_or_none(call.called, user.country)
+        if number is None:
             log.info("line_invalid_number", dialled_len=len(call.called))
             await call.answer()
             await call.play(INVALID_NUMBER, interruptible=False)

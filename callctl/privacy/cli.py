@@ -19,13 +19,13 @@ from callctl.clitools import parse_now as _now
 from callctl.clitools import print_json as _print
 from callctl.config import Settings
 from callctl.errors import CallctlError
+from callctl.numbers import is_e164
 from callctl.privacy.inventory import ITEMS
 from callctl.privacy.rules import billing_cutoff, pseudonym, purge_due
 from callctl.progress import ProgressBar
 from callctl.store import privacy as store
 from callctl.store import recordings as recordings_store
 
-_E164 = re.compile(r"^\+[1-9][0-9]{4,14}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 RECORDINGS_NOTE = "each file: `callctl recordings export ID DEST` (checks its sha256)"
 ERASE_RULE = ("erasure on request: own bookings, codes, timeline and attempts deleted; CDRs within the "
@@ -79,7 +79,7 @@ def _who(args: argparse.Namespace) -> tuple[str | None, str | None]:
             raise CallctlError(f"--email {args.email!r} is not an e-mail address")
         return email, None
     number = args.number.strip()
-    if not _E164.fullmatch(number):
+    if not is_e164(number):
         raise CallctlError(f"--number {args.number!r} is not in E.164 form (e.g. +33123456789)")
     return None, number
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 
 from callctl.clock import add_months
+from callctl.numbers import is_e164
 
 PSEUDO_PREFIX = "pseudo:"
 BILLING_RETENTION_MONTHS = 12  # BRIEF section 4: CDRs are the proof of use for 12 months
@@ -39,6 +40,6 @@ def purge_due(suspended_at: dt.datetime, now: dt.datetime) -> bool:
 def rating_prefix(number: str) -> str:
     """What billing keeps of a pseudonymised E.164 number: the country code and the first national
     digits, enough to pick a rate and a zone, not enough to call anyone."""
-    if not number.startswith("+"):
+    if not is_e164(number):
         return ""
     return number[: 1 + RATING_PREFIX_DIGITS]

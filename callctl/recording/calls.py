@@ -13,7 +13,7 @@ import phonenumbers
 from callctl.calls.port import DialHooks
 from callctl.errors import AriError, StoreError
 from callctl.logging import get_logger
-from callctl.numbers import to_e164
+from callctl.numbers import e164_or_none
 from callctl.recording import rules
 from callctl.recording.service import Active, Party, RecordingService
 from callctl.store import recordings as store
@@ -44,8 +44,8 @@ class LineRecorder:
 
 
 def _country_of(number: str, account_country: str) -> str | None:
-    e164 = to_e164(number, account_country)
-    if not e164.startswith("+"):
+    e164 = e164_or_none(number, account_country)
+    if e164 is None:
         return None
     try:
         return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))

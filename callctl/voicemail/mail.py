@@ -1,53 +1,11 @@
-"""A voicemail message as an e-mail to the box's owner, the audio attached, written to the outbox
-(outbox_dir) and sent through the SMTP relay when one is configured, like booking messages."""
+"""A voicemail message as an e-mail to the box's owner, the audio attached; callctl.mail.Outbox writes it to
+the outbox (outbox_dir) and sends it through the SMTP relay when one is configured, like booking messages."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email.message
 import email.utils
-import smtplib
-from dataclasses import dataclass
-from pathlib import Path
-
-from callctl.logging import get_logger
-
-log = get_logger("callctl.voicemail")
-SMTP_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class Mailer:
-    outbox_dir: Path
-    smtp_relay: str  # host:port; empty: the message is only written to the outbox
-    sender: str
-
-    async def deliver(self, msg: email.message.EmailMessage, name: str) -> str | None:
-        """Write the message to the outbox, then send it; the problem (None: delivered or queued)."""
-        try:
-            await asyncio.to_thread(self._write, msg, name)
-        except OSError as exc:
-            return f"outbox {self.outbox_dir}: {exc.strerror}"
-        if not self.smtp_relay:
-            return None
-        try:
-            await asyncio.to_thread(self._send, msg)
-        except (OSError, smtplib.SMTPException) as exc:
-            log.warning("voicemail_smtp_failed", relay=self.smtp_relay, error=str(exc))
-            return f"SMTP relay {self.smtp_relay}: {exc} (kept in {self.outbox_dir})"
-        return None
-
-    def _write(self, msg: email.message.EmailMessage, name: str) -> None:
-        self.outbox_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.outbox_dir / f".{name}.eml.part"
-        tmp.write_bytes(bytes(msg))
-        tmp.replace(self.outbox_dir / f"{name}.eml")
-
-    def _send(self, msg: email.message.EmailMessage) -> None:
-        host, _, port = self.smtp_relay.rpartition(":")
-        with smtplib.SMTP(host or self.smtp_relay, int(port or 25), timeout=SMTP_TIMEOUT_S) as smtp:
-            smtp.send_message(msg)
 
 
 def message_mail(*, sender: str, to: str, box: str, caller: str, called: str, at: dt.datetime,

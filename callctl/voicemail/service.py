@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 from callctl.errors import StoreError
 from callctl.logging import get_logger
+from callctl.mail import Outbox
 from callctl.store import recordings as recordings_store
 from callctl.store import voicemail as store
-from callctl.voicemail.mail import Mailer, message_mail
+from callctl.voicemail.mail import message_mail
 
 log = get_logger("callctl.voicemail")
 
@@ -44,7 +45,7 @@ class MessageRecorder(Protocol):
 
 
 class VoicemailService:
-    def __init__(self, pool: Any, recorder: MessageRecorder, mailer: Mailer) -> None:
+    def __init__(self, pool: Any, recorder: MessageRecorder, mailer: Outbox) -> None:
         self._pool = pool
         self._recorder = recorder
         self._mailer = mailer
@@ -90,7 +91,7 @@ class VoicemailService:
                            at=rec.started_at, duration_ms=rec.duration_ms, audio=audio,
                            filename=f"voicemail-{box.name}-{rec.started_at:%Y%m%dT%H%M%SZ}.wav",
                            recording_id=str(rec.id))
-        problem = await self._mailer.deliver(msg, f"voicemail-{rec.id}")
+        problem = (await self._mailer.deliver([(f"voicemail-{rec.id}", msg)])).problem
         if problem is not None:
             log.warning("voicemail_mail_failed", recording_id=str(rec.id), error=problem)
         return problem

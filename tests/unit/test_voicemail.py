@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from callctl.mail import Outbox
 from callctl.store.recordings import Recording
 from callctl.voicemail import steps as voicemail_steps
-from callctl.voicemail.mail import Mailer
 from callctl.voicemail.service import Box, VoicemailService
 from tests.unit.test_flows_loader import one, problems
 
@@ -61,7 +61,7 @@ async def test_a_message_is_filed_and_emailed_after_the_callers_task_is_cancelle
     recorder = SlowRecorder(tmp_path)
     db = FakeDb()
     outbox = tmp_path / "outbox"
-    service = VoicemailService(db, recorder, Mailer(outbox, "", "callctl <no-reply@example.com>"))
+    service = VoicemailService(db, recorder, Outbox(outbox, "", "callctl <no-reply@example.com>"))
     caller_task = asyncio.create_task(service.take(BOX, channel_id="chan-1", call_id=None, caller="+33612345678",
                                                    called="+33900000003"))
     await recorder.started.wait()
@@ -84,7 +84,7 @@ async def test_an_smtp_failure_keeps_the_mail_in_the_outbox_and_says_so(tmp_path
     recorder = SlowRecorder(tmp_path)
     recorder.release.set()
     db = FakeDb()
-    service = VoicemailService(db, recorder, Mailer(tmp_path / "outbox", "127.0.0.1:1", "callctl <x@example.com>"))
+    service = VoicemailService(db, recorder, Outbox(tmp_path / "outbox", "127.0.0.1:1", "callctl <x@example.com>"))
     status = await service.take(BOX, channel_id="chan-1", call_id=None, caller="", called="+33900000003")
     assert status == "left"
     assert list((tmp_path / "outbox").glob("voicemail-*.eml"))
