@@ -196,7 +196,8 @@ def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(databa
         ("calls", ("--json",), True, {"CALLCTL_HTTP_LISTEN": daemon_http}),
     )
     json_cmds(("emergency set", (acc, "--disable")), ("credit show", ("--account", acc)),
-              ("minutes show", ("--account", acc)), ("conference reissue", (conf_id,), True, outbox))
+              ("minutes show", ("--account", acc)), ("conference reissue", (conf_id,), True, outbox),
+              ("conference link", (conf_id, "--email", "ann@example.com"), True, outbox))
     json_cmd("conference cancel", conf_id)
     json_cmd("suspension suspend", acc)
     json_cmd("suspension resume", acc)
