@@ -87,6 +87,7 @@ def main() -> int:
             "CALLCTL_AMI_ADDRESS": f"127.0.0.1:{asterisk.ami_port}", "CALLCTL_AMI_USER": asterisk.ami_user,
             "CALLCTL_AMI_PASSWORD": asterisk.ami_password,
             "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{_port(8098)}",  # the conferences' Online Space
+            "CALLCTL_PJSIP_CONF": str(asterisk.host_dir / "etc" / "pjsip.conf"),  # dial targets' trunks checked
         })
         env["CALLCTL_OUTBOX_DIR"] = str(state / "outbox")
         env["CALLCTL_CONFERENCE_ACCESS_NUMBERS"] = "+33900000100,+33900000101"
