@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from structlog.testing import capture_logs
+
 from callctl.conference.changes import ChangeFeed
 from callctl.config import Settings
 from callctl.web.server import SpaceServer
@@ -19,16 +21,16 @@ class NoRooms:
         return "no_live_room"
 
 
-async def test_a_taken_port_is_logged_and_the_engine_goes_on(capsys: object) -> None:
-    with socket.socket() as holder:
+async def test_a_taken_port_is_logged_and_the_engine_goes_on() -> None:
+    # capture_logs: what the space logs, whatever another test configured structlog to print to
+    with socket.socket() as holder, capture_logs() as logs:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         server = SpaceServer(Settings(space_listen=f"127.0.0.1:{port}"), None, NoRooms())
         async with server:
             assert server.port == 0  # not serving
-    out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert "space_listen_failed" in out
+    assert [e["event"] for e in logs].count("space_listen_failed") == 1
 
 
 async def test_the_space_listens_and_closes() -> None:
@@ -49,7 +51,7 @@ async def test_change_notices_wake_waiters_and_time_out_quietly() -> None:
     feed.notify("other")  # nobody waiting: nothing kept
 
 
-async def test_a_database_outage_gets_a_clear_503_page_not_a_crash(capsys: object) -> None:
+async def test_a_database_outage_gets_a_clear_503_page_not_a_crash() -> None:
     import uuid
 
     import aiohttp
@@ -65,13 +67,14 @@ async def test_a_database_outage_gets_a_clear_503_page_not_a_crash(capsys: objec
     http = TestServer(server.app())
     await http.start_server()
     try:
-        async with aiohttp.ClientSession(cookies={"callctl_space": "x" * 43}) as client:
-            res = await client.get(http.make_url(f"/c/{uuid.uuid4()}/"))
-            assert res.status == 503 and "try again in a minute" in await res.text()
-            assert res.headers["Content-Security-Policy"].startswith("default-src 'none'")
-            res = await client.get(http.make_url("/s/" + "A" * 32), allow_redirects=False)
-            assert res.status == 503
+        with capture_logs() as logs:
+            async with aiohttp.ClientSession(cookies={"callctl_space": "x" * 43}) as client:
+                res = await client.get(http.make_url(f"/c/{uuid.uuid4()}/"))
+                assert res.status == 503 and "try again in a minute" in await res.text()
+                assert res.headers["Content-Security-Policy"].startswith("default-src 'none'")
+                res = await client.get(http.make_url("/s/" + "A" * 32), allow_redirects=False)
+                assert res.status == 503
     finally:
         await http.close()
-    out = capsys.readouterr().out  # type: ignore[attr-defined]
-    assert out.count("space_store_unavailable") == 1  # once when it goes, not per request
+    # once when it goes, not per request
+    assert [e["event"] for e in logs].count("space_store_unavailable") == 1
