@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from callctl.config import Settings
 from callctl.errors import RecordingError
 from callctl.store import recordings as recordings_store
 from callctl.store import voicemail as store
-from callctl.store.db import run_with_pool
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -42,11 +40,6 @@ def describe(msg: store.Message) -> dict[str, Any]:
             "email_error": msg.email_error}
 
 
-def _print(settings: Settings, work: Any) -> int:
-    print(json.dumps(run_with_pool(settings.database_url, work), indent=2, default=str))
-    return 0
-
-
 async def _get(db: Any, message_id: uuid.UUID) -> store.Message:
     msg = await store.get(db, message_id)
     if msg is None:
@@ -58,7 +51,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Any) -> list[dict[str, Any]]:
         return [describe(m) for m in await store.messages(db, args.box)]
 
-    return _print(settings, work)
+    return clitools.json_with_pool(settings, work)
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,7 +61,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         await recordings_store.append_audit(db, msg.recording.id, "exported", "export", {"to": str(target)})
         return {"id": str(args.id), "exported_to": str(target), "sha256": msg.recording.sha256}
 
-    return _print(settings, work)
+    return clitools.json_with_pool(settings, work)
 
 
 def _delete(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,4 +71,4 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
             raise RecordingError(f"voicemail message {args.id} is still being recorded: try again in a minute")
         return await clitools.recordings.delete_on_request(db, msg.recording, dt.datetime.now(dt.UTC))
 
-    return _print(settings, work)
+    return clitools.json_with_pool(settings, work)
