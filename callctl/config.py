@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,15 @@ class Settings:
     sip_block_window_s: float = 60.0  # ... within this window block it
     sip_block_s: float = 900.0  # for this long, doubled for each block of it in the last 24 h
     sip_block_max_s: float = 86400.0
+    # the cluster (docs/scaling.md): this engine's node, the one Asterisk it drives; empty: the host name.
+    # Rows that must be told apart across nodes (channel slots, room ownership, journals) carry it.
+    node_id: str = ""
     source: str = "defaults"
+
+    @property
+    def node(self) -> str:
+        """This engine's node id (``node_id``, else the host name)."""
+        return self.node_id or socket.gethostname()
 
     @property
     def pid_file(self) -> Path:
