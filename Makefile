@@ -23,8 +23,11 @@ asterisk-root: deps
 run: deps venv asterisk-root
 	$(PY) -m scripts.run --state $(STATE)
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each with its own Asterisk and PostgreSQL; a test
+# file stays in one process (its module fixtures, its own Asterisk ports). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: deps venv asterisk-root
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
