@@ -50,7 +50,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.dialplans = DialplanHolder(settings.dialplan_dir)
+        self.dialplans = DialplanHolder(settings.dialplan_dir, settings.pjsip_conf)
         self.plans = load_plans(settings.plans_file)  # refused at start like the dialplan
         self.router = Router(lambda: self.dialplans.current)
         self.stopping = asyncio.Event()
