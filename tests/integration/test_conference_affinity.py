@@ -1,0 +1,104 @@
+"""Conference affinity across nodes (issue 18): members of one conference who call different Asterisk
+nodes end up in one mixing bridge, on the node that holds the room's lease; when that node's engine
+dies, the lease expires and another node takes the room over. Two real nodes, one PostgreSQL, SIPp
+straight to each node."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_conference import ACCESS, ari, book, db
+from tests.integration.test_daemon import wait_for_cdrs
+from tests.support import sipp
+from tests.support.affinity_nodes import LEASE_S, Node, affinity_nodes, node_engines
+from tests.support.asterisk import wait_for
+
+pytestmark = pytest.mark.integration
+__all__ = ["affinity_nodes", "node_engines"]  # the fixtures, imported for this module
+
+
+def caller(node: Node, code: str, then: list[tuple[str, object]], number: str) -> tuple[subprocess.Popen[str], Path]:
+    """A caller on ``node`` who waits for the code prompt, keys CODE#, then does ``then``."""
+    return sipp.start_call(node.asterisk.sip_port, ACCESS, [("pause", 1200), ("dtmf", code + "#"), *then],
+                           caller=number, bye_timeout_s=60, remote_ip=node.sip_ip)
+
+
+def room_channels(node: Node) -> list[list[str]]:
+    """The channel names in each live conference bridge of ``node``'s Asterisk."""
+    rooms = []
+    for bridge in ari(node.asterisk, "bridges"):
+        if bridge["id"].startswith("conf-"):
+            rooms.append(sorted(ari(node.asterisk, f"channels/{c}")["name"] for c in bridge["channels"]))
+    return rooms
+
+
+def owner(database_url: str, conference_id: str) -> dict[str, Any] | None:
+    rows = db(database_url, "SELECT node, expires_at < now() AS expired FROM conference_owner "
+                            "WHERE conference_id = $1::text::uuid", conference_id)
+    return rows[0] if rows else None
+
+
+def test_participant_on_one_node_joins_the_organizer_in_the_owner_nodes_bridge(
+        affinity_nodes: dict[str, Node], node_engines: Any, database_url: str, tmp_path: Path) -> None:
+    conf = book(database_url, tmp_path, participants=1)
+    a, b = node_engines("a"), node_engines("b")
+    org = caller(affinity_nodes["b"], conf["organizer"]["code"], [("pause", 14000), ("bye", None)], "33611000000")
+    b.wait_for_log("conference_member_join", role="organizer")
+    assert owner(database_url, conf["id"]) == {"node": "b", "expired": False}
+    # The participant calls node A, keys the code there, and is handed to node B's room; then mutes
+    # themself with *6, heard by the owner's room through the hop.
+    part = caller(affinity_nodes["a"], conf["participants"][0]["code"],
+                  [("pause", 3000), ("dtmf", "*6"), ("pause", 3000), ("bye", None)], "33611000001")
+    a.wait_for_log("conference_member_hop", owner="b")
+    [members] = wait_for(lambda: [r for r in room_channels(affinity_nodes["b"]) if len(r) == 2], 20,
+                         "node B's conference bridge holding the organizer and the hopped participant")
+    assert [m.startswith("PJSIP/callctl-node-a-") for m in members].count(True) == 1  # the hop from node A
+    assert room_channels(affinity_nodes["a"]) == []  # node A holds no room of its own
+    b.wait_for_log("conference_member_muted", muted=True)
+    for proc, work in (part, org):
+        result = sipp.finish(proc, work)
+        assert result.ok, result.stderr
+    # CDRs: A's caller leg names the participant (once), with the node that held the room; A's leg to
+    # B and B's incoming hop are the hop's own records and name nobody.
+    rows = wait_for_cdrs(database_url, 4)
+    named = sorted((r["person"], r["role"]) for r in rows if r["person"] is not None)
+    assert named == [("org@example.com", "organizer"), ("p0@example.com", "participant")]
+    [hopped] = [r for r in rows if r["person"] == "p0@example.com"]
+    assert json.loads(hopped["extra"])["room_node"] == "b"
+    assert [r["disposition"] for r in rows].count("NODE_HOP") == 1
+    # The owner's timeline names the participant's leg on node A, one join and one leave.
+    wait_for(lambda: len(db(database_url, "SELECT 1 FROM conference_event WHERE what = 'leave'")) == 2, 20,
+             "two leave rows")
+    events = db(database_url, "SELECT person, what, leg_id FROM conference_event WHERE conference_id = $1::text::uuid",
+                conf["id"])
+    mine = sorted((e["what"], str(e["leg_id"])) for e in events if e["person"] == "p0@example.com")
+    assert mine == [("join", str(hopped["leg_id"])), ("leave", str(hopped["leg_id"]))]
+    assert not a.tracebacks() and not b.tracebacks()
+
+
+def test_owner_engine_killed_the_lease_expires_and_the_other_node_takes_the_room(
+        affinity_nodes: dict[str, Node], node_engines: Any, database_url: str, tmp_path: Path) -> None:
+    conf = book(database_url, tmp_path, participants=1)
+    a, b = node_engines("a"), node_engines("b")
+    first = caller(affinity_nodes["b"], conf["organizer"]["code"], [("pause", 2000), ("bye", None)], "33611000000")
+    b.wait_for_log("conference_member_join", role="organizer")
+    b.signal(signal.SIGKILL)
+    b.wait_exit(10)
+    sipp.finish(*first)  # node B's Asterisk ends the call without its engine
+    wait_for(lambda: (owner(database_url, conf["id"]) or {}).get("expired"), LEASE_S + 10,
+             "node B's lease expired (no engine renews it)")
+    again = caller(affinity_nodes["a"], conf["organizer"]["code"], [("pause", 4000), ("bye", None)], "33611000000")
+    a.wait_for_log("conference_member_join", role="organizer")
+    assert owner(database_url, conf["id"]) == {"node": "a", "expired": False}
+    wait_for(lambda: [r for r in room_channels(affinity_nodes["a"]) if len(r) == 1], 10,
+             "the organizer in node A's own bridge")
+    assert not a.events("conference_member_hop")
+    result = sipp.finish(*again)
+    assert result.ok, result.stderr
+    assert not a.tracebacks()
