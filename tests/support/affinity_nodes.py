@@ -7,6 +7,7 @@ engine per node started with the suite's Daemon class. Bounded: the instances li
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import socket
 import uuid
@@ -38,11 +39,13 @@ class Node:
     sip_ip: str
 
 
-@pytest.fixture(scope="module")
-def affinity_nodes() -> Iterator[dict[str, Node]]:
+@contextlib.contextmanager
+def running_nodes(node_ips: dict[str, str] = NODES) -> Iterator[dict[str, Node]]:
+    """The nodes' Asterisk instances, started side by side, each listing the others as peers; stopped
+    on leaving (also used by bench/conference_hop.py)."""
     ensure_root()
     nodes: dict[str, Node] = {}
-    for node_id, ip in NODES.items():
+    for node_id, ip in node_ips.items():
         start, end = _rtp_range()
         inst = AsteriskInstance(f"test-{os.getpid()}-node-{node_id}", http_port=free_port(),
                                 sip_port=free_port_pair(), sip_bind=ip, rtp_start=start, rtp_end=end,
@@ -54,7 +57,7 @@ def affinity_nodes() -> Iterator[dict[str, Node]]:
         node.asterisk.extra_conf["pjsip_nodes.conf"] = nodes_conf(peers)
     instances = [node.asterisk for node in nodes.values()]
     try:
-        # Side by side: the two boots and the prompts (one shared root serves every instance).
+        # Side by side: the boots and the prompts (one shared root serves every instance).
         with concurrent.futures.ThreadPoolExecutor(len(instances) + 1) as pool:
             jobs = [pool.submit(inst.start) for inst in instances]
             jobs.append(pool.submit(render_prompts, instances[0]))
@@ -64,6 +67,12 @@ def affinity_nodes() -> Iterator[dict[str, Node]]:
     finally:
         for inst in instances:
             inst.stop()
+
+
+@pytest.fixture(scope="module")
+def affinity_nodes() -> Iterator[dict[str, Node]]:
+    with running_nodes() as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +90,7 @@ def node_engines(affinity_nodes: dict[str, Node], cluster_database: str,
     """An engine per node, started side by side and connected to its Asterisk, for the module: tests
     tell their calls apart by conference (a test that kills an engine runs last)."""
     work = tmp_path_factory.mktemp("engines")
-    engines = {node_id: _launch(node.asterisk, node_id, cluster_database, work / node_id)
+    engines = {node_id: launch_engine(node.asterisk, node_id, cluster_database, work / node_id)
                for node_id, node in affinity_nodes.items()}
     try:
         for d in engines.values():
@@ -95,7 +104,8 @@ def node_engines(affinity_nodes: dict[str, Node], cluster_database: str,
                   sep="\n")
 
 
-def _launch(inst: AsteriskInstance, node_id: str, database_url: str, work: Path) -> Daemon:
+def launch_engine(inst: AsteriskInstance, node_id: str, database_url: str, work: Path) -> Daemon:
+    """``node_id``'s engine on ``inst`` (started, not yet connected: ``wait_until_ready``)."""
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
     env.update({
