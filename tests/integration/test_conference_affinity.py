@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,31 @@ def owner(database_url: str, conference_id: str) -> dict[str, Any] | None:
     rows = db(database_url, "SELECT node, expires_at < now() AS expired FROM conference_owner "
                             "WHERE conference_id = $1::text::uuid", conference_id)
     return rows[0] if rows else None
+
+
+async def test_room_lease_one_owner_at_a_time_taken_over_only_once_expired(database_url: str) -> None:
+    conf_id, _organizer, _participant = await asyncio.to_thread(book, database_url)
+    room = uuid.UUID(conf_id)
+    conn, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        # Two nodes claiming at the same instant: exactly one wins, both are told which.
+        won = await asyncio.gather(store.claim_room(conn, room, "a", 60), store.claim_room(second, room, "b", 60))
+        assert won[0].node == won[1].node in ("a", "b")
+        holder, other = won[0].node, "b" if won[0].node == "a" else "a"
+        assert (await store.claim_room(conn, room, other, 60)).node == holder
+        assert await store.renew_rooms(conn, [room], other, 60) == set()  # not its lease to renew
+        assert await store.renew_rooms(conn, [room], holder, 60) == {room}
+        await conn.execute("UPDATE conference_owner SET expires_at = now() - interval '1 s'")
+        assert (await store.claim_room(conn, room, other, 60)).node == other  # taken over once expired
+        assert await store.renew_rooms(conn, [room], holder, 60) == set()  # the old owner learns it lost it
+        await store.release_room(conn, room, holder)  # not its lease any more: nothing happens
+        assert (await store.room_owner(conn, room) or store.Owner("", dt.datetime.now(dt.UTC))).node == other
+        await store.release_room(conn, room, other)
+        assert await store.room_owner(conn, room) is None
+        assert await store.renew_rooms(conn, [room], holder, 60) == {room}  # a room reopened after a release
+    finally:
+        await conn.close()
+        await second.close()
 
 
 def test_participant_on_one_node_joins_the_organizer_in_the_owner_nodes_bridge(
