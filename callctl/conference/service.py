@@ -316,7 +316,13 @@ class ConferenceService:
                 return await self._refuse_unpaid(play, paid, conf, caller, access_number)
         owner = await self._owner_of(conf)
         if owner is not None:
-            return await self._hop(call, play, match, owner, caller, hold, paid)
+            outcome = await self._hop(call, match, owner, caller, hold, paid)
+            if outcome != "room_unreachable":
+                return outcome
+            if paid is not None or not await self._wait_for_takeover(call, conf):
+                await play(list(p.unavailable), interruptible=False)
+                return outcome
+            call.result.extra.pop("room_node", None)  # the room is here after all
         room = self._room_for(conf)
         if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
             await self._recorder.tell_before_join(room, member, lambda media: play(media, interruptible=False))
@@ -407,7 +413,7 @@ class ConferenceService:
             return None
         return None if owner == self._leases.node else owner
 
-    async def _hop(self, call: CallPort, play: Play, match: store.CodeMatch, owner: str, caller: str,
+    async def _hop(self, call: CallPort, match: store.CodeMatch, owner: str, caller: str,
                    hold: minutes_store.Hold | None, paid: minutes.PaidLine | None) -> str:
         """Hand an admitted caller to the node that holds the room: dial its engine over the inter-node
         trunk, the member's identity in a header, and bridge the two legs here until either ends. The
@@ -441,9 +447,28 @@ class ConferenceService:
         if outcome.status != "answered":
             log.warning("conference_owner_unreachable", conference_id=str(conf.id), owner=owner,
                         status=outcome.status, cause=outcome.cause)
-            await play(list(EntryPrompts().unavailable), interruptible=False)
             return "room_unreachable"
         return "conference_left"
+
+    async def _wait_for_takeover(self, call: CallPort, conf: store.Conference) -> bool:
+        """The owner did not take the hop (node dead, or its engine gone and its node refusing calls):
+        its lease runs out within ``conference_lease_s`` since it stopped renewing. The caller hears
+        music meanwhile; True once this node holds the room (the caller joins it here)."""
+        assert self._leases is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._leases.lease_s + 2.0
+        with contextlib.suppress(AriError):
+            await self._ops.start_moh(call.channel_id)
+        try:
+            while loop.time() < deadline:
+                await call.read_digit(1.0)  # a second between polls of the lease; raises if the caller left
+                if await self._owner_of(conf) is None:
+                    log.info("conference_room_taken_over", conference_id=str(conf.id), node=self._leases.node)
+                    return True
+            return False
+        finally:
+            with contextlib.suppress(AriError):
+                await self._ops.stop_moh(call.channel_id)
 
     async def take_hop(self, call: CallPort, _plan: Any) -> str | None:
         """The router's number handler for members another node hands to this one's rooms: None for any

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import uuid
@@ -150,5 +151,32 @@ def test_owner_engine_killed_the_lease_expires_and_the_other_node_takes_the_room
              "the organizer in node A's own bridge")
     assert not a.events("conference_member_hop", conference_id=conf_id)
     result = sipp.finish(*again)
+    assert result.ok, result.stderr
+    assert not a.tracebacks()
+
+
+def test_owner_node_dead_the_caller_waits_for_the_lease_and_gets_in_on_its_own_node(
+        affinity_nodes: dict[str, Node], node_engines: dict[str, Daemon], cluster_database: str) -> None:
+    # Kills node B's Asterisk: after the test of B's engine, the last of the module. Node B held the
+    # room a moment ago (its lease, written here, still runs) and is gone: the hop fails, the caller
+    # hears music until the lease expires, then node A takes the room and the caller is in.
+    database_url = cluster_database
+    conf_id, organizer, _participant = book(database_url)
+    node_b = affinity_nodes["b"].asterisk
+    assert node_b.proc is not None
+    os.killpg(node_b.proc.pid, signal.SIGKILL)
+    node_b.proc.wait(10)
+    # Still running when the caller has keyed the code (about 5 s from now): B died a moment ago.
+    db(database_url, "INSERT INTO conference_owner (conference_id, node, expires_at) "
+                     "VALUES ($1::text::uuid, 'b', now() + interval '8 s') RETURNING node", conf_id)
+    a = node_engines["a"]
+    call = caller(affinity_nodes["a"], organizer, [("pause", 12000), ("bye", None)], "33611000000")
+    a.wait_for_log("conference_owner_unreachable", 20, conference_id=conf_id, owner="b")
+    a.wait_for_log("conference_room_taken_over", 20, conference_id=conf_id, node="a")
+    a.wait_for_log("conference_member_join", 10, conference_id=conf_id, role="organizer")
+    assert owner(database_url, conf_id) == {"node": "a", "expired": False}
+    wait_for(lambda: [r for r in room_channels(affinity_nodes["a"]) if len(r) == 1], 10,
+             "the organizer in node A's own bridge")
+    result = sipp.finish(*call)
     assert result.ok, result.stderr
     assert not a.tracebacks()
