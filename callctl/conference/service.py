@@ -83,7 +83,7 @@ class EntryPrompts:
     goodbye: tuple[str, ...] = ("sound:vm-goodbye",)
 
 
-HOP_RING_S = 10.0  # the owner node answers a hop at once; longer means it is unreachable
+HOP_RING_S = 4.0  # the owner node answers a hop within milliseconds (measured); longer means it is gone
 
 
 @dataclass(frozen=True)
