@@ -57,3 +57,8 @@ bench-agi: deps venv
 
 clean:
 	rm -rf $(VENV) $(STATE)
+
+# wt-affinity (issue 18): what a conference member handed to another node costs (docs/conferences.md).
+.PHONY: bench-conference-hop
+bench-conference-hop: deps venv asterisk-root
+	$(PY) -m bench.conference_hop $(BENCH_ARGS)

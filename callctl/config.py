@@ -87,6 +87,9 @@ class Settings:
     # the cluster (docs/scaling.md): this engine's node, the one Asterisk it drives; empty: the host name.
     # Rows that must be told apart across nodes (channel slots, room ownership, journals) carry it.
     node_id: str = ""
+    # wt-affinity (issue 18): a conference room's lease in PostgreSQL, renewed every third of it by the
+    # owner engine; another node takes the room over this long after the owner stopped renewing.
+    conference_lease_s: float = 15.0
     source: str = "defaults"
 
     @property
@@ -189,6 +192,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"space_listen '{s.space_listen}' must be HOST:PORT (or empty to disable the Online Space)")
     if s.space_public_url and urlparse(s.space_public_url).scheme not in ("http", "https"):
         raise ConfigError(f"space_public_url '{s.space_public_url}' must start with https:// (or http://)")
+    if not 1.0 <= s.conference_lease_s <= 3600.0:
+        raise ConfigError(f"conference_lease_s {s.conference_lease_s} must be between 1 and 3600 seconds")
     if not 4 <= s.conference_code_length <= 16:
         raise ConfigError(f"conference_code_length {s.conference_code_length} must be between 4 and 16")
     problem = objection_key_problem(s.recording_objection_key)

@@ -17,6 +17,7 @@ from callctl.billing.service import PrepaidBilling
 from callctl.calls.supervisor import Supervisor
 from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
+from callctl.conference.affinity import RoomLeases
 from callctl.conference.minutes import settle_abandoned_holds
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
@@ -92,9 +93,12 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     fraud = FraudService(pool, fraud_policy(s), metrics=metrics, channel_var=ari.get_var,
                          mailer=FraudMailer(s.outbox_dir, s.smtp_relay, s.mail_from, s.fraud_alert_email))
     lines.fraud = dialer.fraud = fraud
+    # issue 18: rooms held under a lease in PostgreSQL; members admitted elsewhere are handed to the owner
+    leases = RoomLeases(pool, s.node, s.conference_lease_s, lambda: conferences.held_rooms())
     conferences = ConferenceService(pool, ari, lockout=LockoutPolicy(
         s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
-        meter_ops=ari, recorder=ConferenceRecorder(recordings))
+        meter_ops=ari, recorder=ConferenceRecorder(recordings), leases=leases, channel_vars=ari)
+    background.spawn(leases.renew_forever(), name="conference-leases")
     background.spawn(settle_abandoned_holds(pool), name="minutes-sweep")
     recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
     background.spawn(recordings.serve_requests(
@@ -109,5 +113,6 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     router.on_resumed(lines.take_resumed)
     router.on_arg(ORIGINATE_ARG, dialer.run)
     router.on_arg(LINE_OUTBOUND_ARG, lines.take_outbound)
+    router.on_number(conferences.take_hop)  # only channels from a peer node's endpoint (pjsip_nodes.conf)
     router.on_number(lines.take_did)
     return Features(dialer, emergency, recordings, conferences, voicemail, fraud)

@@ -261,3 +261,72 @@ async def timeline(conn: Any, conference_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT person, role, what, at, reason, leg_id FROM conference_event "
                             "WHERE conference_id=$1 ORDER BY at, id", conference_id)
     return [dict(r) for r in rows]
+
+
+# -- room ownership across nodes (issue 18, migrations/0021) --------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The node whose engine holds a conference's room, and until when its lease runs."""
+
+    node: str
+    expires_at: dt.datetime
+
+
+@_translated
+async def claim_room(conn: Any, conference_id: uuid.UUID, node: str, lease_s: float) -> Owner:
+    """Take or renew the room's lease for ``node`` unless another node holds a live one; returns the
+    owner after the statement (``node`` itself, or the other node). One statement: two nodes claiming
+    at the same instant serialise on the row, and exactly one of them wins."""
+    for _ in range(3):
+        row = await conn.fetchrow(_CLAIM, conference_id, node, float(lease_s))
+        # None: a node that claimed at the same instant committed after this statement's snapshot
+        # began (ON CONFLICT saw its row, the SELECT could not): ask again, it is visible now.
+        if row is not None:
+            return Owner(row["node"], row["expires_at"])
+    raise StoreError(f"conference {conference_id}: room ownership kept changing; try again")
+
+
+_CLAIM = """WITH claimed AS (
+               INSERT INTO conference_owner AS o (conference_id, node, expires_at)
+               VALUES ($1, $2, now() + make_interval(secs => $3))
+               ON CONFLICT (conference_id) DO UPDATE
+                   SET node = excluded.node, expires_at = excluded.expires_at,
+                       taken_at = CASE WHEN o.node = excluded.node THEN o.taken_at ELSE now() END
+                   WHERE o.node = excluded.node OR o.expires_at < now()
+               RETURNING node, expires_at)
+           SELECT node, expires_at FROM claimed
+           UNION ALL
+           SELECT node, expires_at FROM conference_owner
+           WHERE conference_id = $1 AND NOT EXISTS (SELECT 1 FROM claimed)"""
+
+
+@_translated
+async def renew_rooms(conn: Any, conference_ids: Sequence[uuid.UUID], node: str, lease_s: float) -> set[uuid.UUID]:
+    """Extend ``node``'s leases on these rooms; returns the ones it still holds (a lease another node
+    took over after it expired is not taken back)."""
+    if not conference_ids:
+        return set()
+    # An upsert: a room reopened here just after this node released the last one's lease gets it back.
+    rows = await conn.fetch(
+        """INSERT INTO conference_owner AS o (conference_id, node, expires_at)
+           SELECT u, $2, now() + make_interval(secs => $3) FROM unnest($1::uuid[]) AS u
+           WHERE EXISTS (SELECT 1 FROM conference f WHERE f.id = u)
+           ON CONFLICT (conference_id) DO UPDATE SET expires_at = excluded.expires_at
+               WHERE o.node = excluded.node
+           RETURNING conference_id""",
+        list(conference_ids), node, float(lease_s))
+    return {r["conference_id"] for r in rows}
+
+
+@_translated
+async def release_room(conn: Any, conference_id: uuid.UUID, node: str) -> None:
+    """``node``'s room has closed: the next member, on any node, opens the next one."""
+    await conn.execute("DELETE FROM conference_owner WHERE conference_id = $1 AND node = $2", conference_id, node)
+
+
+@_translated
+async def room_owner(conn: Any, conference_id: uuid.UUID) -> Owner | None:
+    row = await conn.fetchrow("SELECT node, expires_at FROM conference_owner WHERE conference_id = $1", conference_id)
+    return Owner(row["node"], row["expires_at"]) if row else None
