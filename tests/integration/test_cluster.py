@@ -1,0 +1,74 @@
+"""The cluster (docs/scaling.md): SIPp calls through Kamailio onto two Asterisk nodes, one engine each,
+and the faults a node survives: an Asterisk killed, an engine killed."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.integration.test_daemon import cdr_rows, wait_for_cdrs
+from tests.support import sipp
+from tests.support.asterisk import wait_for
+from tests.support.cluster import Cluster, cluster
+
+pytestmark = pytest.mark.integration
+__all__ = ["cluster"]  # the fixture, imported for this module
+
+WELCOME = "+33900000001"  # answer, hello-world, hang up
+MENU = "+33900000002"  # waits for keys
+
+
+def finished_counts(c: Cluster) -> list[int]:
+    return [len(c.calls_finished(n)) for n in range(len(c.engines))]
+
+
+def test_calls_through_kamailio_reach_both_nodes(cluster: Cluster) -> None:
+    result = sipp.call(cluster.sip_port, WELCOME, [("wait_bye", None)], calls=6, rate=20, timeout_s=30)
+    assert result.ok, result.stderr
+    wait_for(lambda: sum(finished_counts(cluster)) == 6, 20, "6 calls finished over the two engines")
+    assert min(finished_counts(cluster)) >= 2, finished_counts(cluster)  # round-robin: 3 and 3 unless failed over
+    rows = wait_for_cdrs(cluster.database_url, 6)
+    assert {row["disposition"] for row in rows} == {"ANSWERED"}
+
+
+def test_a_node_whose_engine_died_refuses_and_kamailio_sends_its_calls_to_the_other(cluster: Cluster) -> None:
+    dead = cluster.engines[0]
+    dead.signal(signal.SIGKILL)
+    dead.wait_exit(10)
+    cluster.nodes[0].rx("ari show apps")  # the node itself is up: still answers Kamailio's probes
+    result = sipp.call(cluster.sip_port, WELCOME, [("wait_bye", None)], calls=6, rate=20, timeout_s=30)
+    assert result.ok, result.stderr  # every call answered: the refused ones were tried on node 2
+    wait_for(lambda: len(cluster.calls_finished(1)) == 6, 20, "6 calls finished on the second node's engine")
+    assert cluster.kamailio.active_nodes() == {cluster.node_address(0), cluster.node_address(1)}
+    assert "answered 503 to INVITE" in cluster.kamailio.log_file.read_text()  # refused, then failed over
+    # The refusal came before answering: node 1 has no call of its own (no CDR, no fallback announcement).
+    assert len(cdr_rows(cluster.database_url)) == 6
+
+
+def test_calls_continue_on_the_surviving_node_when_an_asterisk_is_killed(cluster: Cluster) -> None:
+    # Four callers wait in the menu, two on each node; then node 1's Asterisk dies (kill -9).
+    held, work = sipp.start_call(cluster.sip_port, MENU, [("pause", 30000), ("bye", None)], calls=4, rate=20,
+                                 timeout_s=45)
+    wait_for(lambda: all(len(e.events("call_started")) == 2 for e in cluster.engines), 15,
+             "two calls up on each node")
+    lost = [e["call_id"] for e in cluster.engines[0].events("call_started")]
+    assert cluster.nodes[0].proc is not None
+    cluster.nodes[0].proc.kill()
+    cluster.nodes[0].proc.wait(10)
+    cluster.wait_for_rotation({1}, timeout_s=10)
+    # Out of rotation: no new call fails.
+    result = sipp.call(cluster.sip_port, WELCOME, [("wait_bye", None)], calls=6, rate=20, timeout_s=30)
+    assert result.ok, result.stderr
+    wait_for(lambda: len(cluster.calls_finished(1)) >= 6, 20, "6 new calls finished on node 2")
+    # The calls node 1 held still get their CDRs, from its engine, marked incomplete.
+    rows = wait_for_cdrs(cluster.database_url, 2, 40, **{})
+    by_call = {str(row["call_id"]): row for row in cdr_rows(cluster.database_url)}
+    for call_id in lost:
+        row: dict[str, Any] = by_call[call_id]
+        assert row["extra"].get("incomplete") is True, row
+        assert row["ended_at"] is not None
+    held.kill()
+    sipp.finish(held, work)
+    assert rows
