@@ -87,6 +87,9 @@ class Settings:
     # the cluster (docs/scaling.md): this engine's node, the one Asterisk it drives; empty: the host name.
     # Rows that must be told apart across nodes (channel slots, room ownership, journals) carry it.
     node_id: str = ""
+    # wt-cluster (issue 18, docs/scaling.md): the ARI connection down this long means the node's Asterisk
+    # is gone (one engine per node, on the loopback): its calls end, billed up to the moment it dropped.
+    ari_lost_calls_after_s: float = 10.0
     source: str = "defaults"
 
     @property
@@ -198,5 +201,7 @@ def _validate(s: Settings) -> None:
     if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
         raise ConfigError(f"reconnect_min_s {s.reconnect_min_s} must be above 0 and at most reconnect_max_s "
                           f"{s.reconnect_max_s}")
+    if not s.ari_lost_calls_after_s > 0:
+        raise ConfigError(f"ari_lost_calls_after_s {s.ari_lost_calls_after_s} must be above 0 (seconds)")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

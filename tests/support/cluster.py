@@ -94,7 +94,9 @@ def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
             workdir.mkdir()
             factory = contextlib.contextmanager(daemon_factory.__wrapped__)(workdir, node, database_url)  # type: ignore[attr-defined]
             factories.append(factory)
-            engines.append(factory.__enter__()(NODE_ID=f"node{n + 1}"))
+            # A node whose ARI is gone for 2 s has lost its Asterisk (the default, 10 s, is for real networks).
+            engines.append(factory.__enter__()(NODE_ID=f"node{n + 1}", ARI_LOST_CALLS_AFTER_S="2",
+                                               SHUTDOWN_GRACE_S="5"))
         for engine in engines:
             engine.wait_until_ready()
         c = Cluster(kamailio, nodes, engines, database_url)
