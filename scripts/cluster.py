@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.devstack import REPO, AsteriskInstance
+from scripts.devstack import REPO, AsteriskInstance, ensure_root
 
 KAMAILIO_SRC = REPO / "kamailio"
 MODULE_DIR = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
@@ -209,11 +210,102 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         print(kam.config_file)
         return 0
-    from scripts.cluster_run import run_cluster
-
     if not 1 <= args.nodes <= 8:
         parser.error(f"--nodes {args.nodes}: between 1 and 8")
     return run_cluster(args.nodes, args.state.resolve())
+
+
+def run_cluster(count: int, state: Path) -> int:
+    """`make cluster`: PostgreSQL, Kamailio on 127.0.0.1:5060 (another port if taken), ``count`` nodes and
+    their engines, the demo banner of `make run`; Ctrl-C (or SIGTERM) stops all of it."""
+    from scripts import run as single
+
+    if not kamailio_available():
+        print("make cluster: kamailio not found (make deps installs it)", file=sys.stderr)
+        return 1
+    state.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    own_pg = "CALLCTL_DATABASE_URL" not in os.environ
+    nodes: list[AsteriskInstance] = []
+    engines: list[subprocess.Popen[bytes]] = []
+    kamailio: KamailioInstance | None = None
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+        for engine in engines:
+            engine.send_signal(signal.SIGTERM)
+
+    try:
+        base = single.start_database(py, state, own_pg)
+        ensure_root()
+        demo_password = single._secret(state / "demo-sip-password", 9)
+        for n in range(1, count + 1):
+            # Node n's ports (each taken only when free, else any free one): away from `make run`'s defaults.
+            node = node_instance(
+                f"cluster-{n}", n, http_port=single._port(8088 + 100 * n),
+                sip_port=single._port(6060 + 100 * n, udp_too=True), tls_port=single._port(6061 + 100 * n),
+                rtp_start=23000 + 1000 * (n - 1), rtp_end=23999 + 1000 * (n - 1),
+                ari_password=single._secret(state / f"ari-password-{n}", 18), demo_sip_password=demo_password,
+                ami_port=single._port(5038 + 100 * n), ami_password=single._secret(state / f"ami-password-{n}", 18),
+                agi_url=f"agi://127.0.0.1:{single._port(4573 + 100 * n)}")
+            node.use_database(base["CALLCTL_DATABASE_URL"])
+            nodes.append(node)
+        subprocess.run([py, "-m", "callctl", "dialplan", "render-prompts", str(REPO / "dialplan"),
+                        "--out", str(nodes[0].sounds_dir)], check=True, cwd=REPO)
+        for node in nodes:
+            node.start()
+        kamailio = KamailioInstance(state / "kamailio", [f"127.0.0.1:{node.sip_port}" for node in nodes],
+                                    listen_port=single._port(5060, udp_too=True), debug=2)
+        kamailio.start()
+        envs = []
+        for n, node in enumerate(nodes, start=1):
+            env = dict(base, **single.engine_env(node, state / f"node{n}", http_port=single._port(8099 + 100 * n),
+                                                 space_port=single._port(8098 + 100 * n)))
+            env.update(CALLCTL_NODE_ID=f"node{n}", CALLCTL_AGI_LISTEN=node.agi_url.removeprefix("agi://"))
+            envs.append(env)
+        single.write_cli_settings(envs[0], "make cluster")
+        demo = single._demo(py, envs[0], state)
+        front = dataclasses.replace(nodes[0], sip_port=kamailio.listen_port)  # callers go through Kamailio
+        print(single._banner(front, envs[0], single.dialplan_summary(py, envs[0]), demo), flush=True)
+        print(_cluster_lines(kamailio, nodes, envs), flush=True)
+        signal.signal(signal.SIGTERM, on_term)
+        for env in envs:
+            engines.append(subprocess.Popen([py, "-m", "callctl", "run"], env=env, cwd=REPO))
+        try:
+            while not stop and all(engine.poll() is None for engine in engines):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    except subprocess.CalledProcessError as exc:
+        print(f"make cluster: step failed: {' '.join(map(str, exc.cmd))} (exit {exc.returncode})", file=sys.stderr)
+        return 1
+    finally:
+        for engine in engines:
+            if engine.poll() is None:
+                engine.send_signal(signal.SIGTERM)
+        for engine in engines:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                engine.wait(timeout=40)
+        if kamailio is not None:
+            kamailio.stop()
+        for node in nodes:
+            node.stop()
+        if own_pg:
+            single.stop_database(py, state)
+        print("make cluster: everything stopped.", flush=True)
+
+
+def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], envs: list[dict[str, str]]) -> str:
+    lines = [f" Cluster: Kamailio on {kamailio.listen_address}:{kamailio.listen_port} (SIP for callers; "
+             f"state: kamcmd -s {kamailio.ctl_socket} dispatcher.list)"]
+    for n, (node, env) in enumerate(zip(nodes, envs, strict=True), start=1):
+        lines.append(f"   node{n}: Asterisk SIP 127.0.0.1:{node.sip_port}, ARI {node.ari_url}, "
+                     f"engine http://{env['CALLCTL_HTTP_LISTEN']}/readyz")
+    lines.append(" A node whose engine stops refuses new calls (503) and Kamailio sends them to another node.")
+    return "\n".join(lines) + "\n"
 
 
 def kamailio_available() -> bool:

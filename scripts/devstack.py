@@ -91,6 +91,7 @@ class AsteriskInstance:
     entity_id: str = ""
     refuse_when_engine_down: bool = False
     trusted_proxy: str = ""
+    agi_url: str = ""  # the engine's FastAGI gate when not the default agi://127.0.0.1:4573 (several engines per host)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,7 +163,8 @@ class AsteriskInstance:
     def _install_node_conf(self, etc: Path) -> None:
         """The cluster node's files, included by asterisk.conf and extensions.conf when present."""
         node = {"asterisk_node.conf": f"entityid = {self.entity_id}\n" if self.entity_id else "",
-                "extensions_node.conf": "CALLCTL_ENGINE_DOWN = refuse\n" if self.refuse_when_engine_down else ""}
+                "extensions_node.conf": ("CALLCTL_ENGINE_DOWN = refuse\n" if self.refuse_when_engine_down else "")
+                + (f"CALLCTL_AGI = {self.agi_url}\n" if self.agi_url else "")}
         for name, text in node.items():
             if text:
                 (etc / name).write_text(text)
