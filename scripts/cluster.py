@@ -82,7 +82,7 @@ class KamailioInstance:
         text = (KAMAILIO_SRC / "kamailio.cfg").read_text()
         for key, value in values.items():
             text = text.replace(f"@{key}@", value)
-        left = sorted(set(re.findall(r"@([A-Z_]+)@", text)) - {"NAME"})
+        left = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
         if left:
             raise RuntimeError(f"{KAMAILIO_SRC / 'kamailio.cfg'}: unfilled placeholder(s) {', '.join(left)}")
         self.config_file.write_text(text)
