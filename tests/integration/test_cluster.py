@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from tests.integration.test_daemon import cdr_rows, wait_for_cdrs
+from tests.integration.test_lines_calls import PHONE_IP, line_user
+from tests.integration.test_lines_cli import cli
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster, cluster
@@ -77,3 +79,29 @@ def test_calls_continue_on_the_surviving_node_when_an_asterisk_is_killed(cluster
         assert extra["incomplete"] is True and extra["outcome"] == "asterisk_lost", extra
         assert row["ended_at"] <= killed_at and row["ended_at"].isoformat() < extra["ended_before"]
     sipp.finish(held, work)  # node 2's callers hang up after 6 s; node 1's BYEs find nobody
+
+
+def test_a_sip_user_s_emergency_call_through_kamailio_is_routed_by_a_node_whose_engine_is_down(
+        cluster: Cluster) -> None:
+    # Emergency calls are never refused: with both engines dead, the node that takes the call routes it
+    # itself (docs/gating.md). The user's INVITE is challenged; the retry with credentials must reach
+    # the node that challenged it (another node's nonce would not match).
+    user = line_user(cluster.database_url)
+    cli(cluster.database_url, "account", "emergency", user["account_id"], "--enable", "--location", "Bat. B",
+        "--verified")
+    for engine in cluster.engines:
+        engine.signal(signal.SIGKILL)
+        engine.wait_exit(10)
+    gateways = [sipp.start_far_end(node.emergency_port, "answer") for node in cluster.nodes]
+    try:
+        result = sipp.call(cluster.sip_port, "15", [("pause", 1500), ("bye", None)], caller=user["sip_username"],
+                           auth=(user["sip_username"], user["sip_password"]), local_ip=PHONE_IP)
+        assert result.ok, result.stderr
+        reached = [n for n, (_proc, work) in enumerate(gateways)
+                   if "INVITE sip:15@" in ((work / "messages.log").read_text(errors="replace")
+                                           if (work / "messages.log").exists() else "")]
+        assert len(reached) == 1, reached
+    finally:
+        for proc, work in gateways:
+            proc.kill()
+            sipp.finish(proc, work, timeout_s=10)
