@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--out", type=Path, required=True)
     run = sub.add_parser("run", help="make cluster: PostgreSQL, Kamailio, the nodes and their engines")
     run.add_argument("--nodes", type=int, default=2)
-    run.add_argument("--state", type=Path, default=REPO / ".state-cluster")
+    run.add_argument("--state", type=Path, default=REPO / ".state" / "cluster")
     args = parser.parse_args(argv)
     if args.command == "render-kamailio":
         host, _, port = args.listen.rpartition(":")
