@@ -18,6 +18,7 @@ NOT_REPORTED = "end not reported by Asterisk"
 # A call whose Asterisk went away (docs/scaling.md): it ended between the moment the ARI connection
 # dropped (its ended_at: never bill more than certain) and the moment the engine gave it up.
 ASTERISK_LOST = "Asterisk went away: ended when the ARI connection dropped"
+VANISHED = "hung up while the ARI connection was down"  # found gone at the resync; ended at the drop
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def leg_record(first: CdrRecord, leg: OutboundLeg, country: str | None, now: dt.
 
 def _incomplete(lc: Lifecycle, now: dt.datetime) -> dict[str, Any]:
     """The marks of a leg whose true end is unknown (its Asterisk went away)."""
-    if lc.hangup_reason != ASTERISK_LOST:
+    if lc.hangup_reason not in (ASTERISK_LOST, VANISHED):
         return {}
     return {"incomplete": True, "ended_before": now.isoformat()}
 

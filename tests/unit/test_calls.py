@@ -346,3 +346,26 @@ async def test_calls_survive_a_connection_drop_that_a_resync_ends_in_time() -> N
     await asyncio.sleep(0.2)  # past give_up_after_s: nothing may happen to the call
     assert sink.records == [] and sup.active_calls == 1
     await sup.drain(grace_s=0.01)
+
+
+async def test_a_call_found_gone_at_the_resync_ends_when_the_connection_dropped() -> None:
+    ops, sink = FakeOps(), Sink()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        await call.answer()
+        call.lifecycle.answered(T0)
+        await call.read_digit(30)
+        return "completed", None, None
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("gone"), ()))
+    await _wait(lambda: ("answer", "gone") in ops.calls)
+    sup.connection_lost(give_up_after_s=60)
+    lost_at = sup.lost_at
+    assert lost_at is not None
+    await asyncio.sleep(0.05)  # Asterisk restarted meanwhile: the channel is gone
+    await sup.resync()
+    await _wait(lambda: len(sink.records) == 1)
+    [record] = sink.records
+    assert record.ended_at == lost_at.replace(microsecond=lost_at.microsecond // 1000 * 1000)
+    assert record.hangup_reason == "hung up while the ARI connection was down" and record.extra["incomplete"] is True
