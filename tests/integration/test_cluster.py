@@ -80,6 +80,16 @@ def test_calls_continue_on_the_surviving_node_when_an_asterisk_is_killed(cluster
         assert row["ended_at"] <= killed_at and row["ended_at"].isoformat() < extra["ended_before"]
     sipp.finish(held, work)  # node 2's callers hang up after 6 s; node 1's BYEs find nobody
 
+    # Back when it answers again: in rotation, its engine reconnected, new calls reach it.
+    cluster.nodes[0].start()
+    cluster.wait_for_rotation({0, 1}, timeout_s=15)
+    wait_for(lambda: [e for e in cluster.engines[0].events("ari_connected") if e.get("reconnects", 0) >= 1], 20,
+             "node 1's engine reconnected")
+    before = len(cluster.calls_finished(0))
+    result = sipp.call(cluster.sip_port, WELCOME, [("wait_bye", None)], calls=4, rate=20, timeout_s=30)
+    assert result.ok, result.stderr
+    wait_for(lambda: len(cluster.calls_finished(0)) > before, 20, "new calls on node 1 again")
+
 
 def test_a_sip_user_s_emergency_call_through_kamailio_is_routed_by_a_node_whose_engine_is_down(
         cluster: Cluster) -> None:
