@@ -62,3 +62,14 @@ clean:
 .PHONY: bench-conference-hop
 bench-conference-hop: deps venv asterisk-root
 	$(PY) -m bench.conference_hop $(BENCH_ARGS)
+
+# issue 18: a cluster (docs/scaling.md): PostgreSQL, Kamailio on 127.0.0.1:5060, NODES Asterisk nodes and
+# their engines (NODES=2 by default, NODES=3 ...). Ctrl-C stops all of it.
+.PHONY: cluster bench-cluster
+NODES ?= 2
+cluster: deps venv asterisk-root
+	$(PY) -m scripts.cluster run --nodes $(NODES) --state $(STATE)/cluster
+
+# SIPp through Kamailio on 1 and 2 nodes side by side; writes its section of docs/benchmarks.md.
+bench-cluster: deps venv asterisk-root $(VENV)/.bench
+	$(PY) -m bench.cluster $(BENCH_ARGS)

@@ -103,6 +103,8 @@ class Daemon:
 
     def _on_ari_disconnected(self) -> None:
         self.metrics.inc("callctl_ari_disconnects_total")
+        if self.supervisor is not None:
+            self.supervisor.connection_lost(self.settings.ari_lost_calls_after_s)
         notify("STATUS=Asterisk connection lost, reconnecting")
 
     def _route_event(self, event: Event) -> None:

@@ -90,6 +90,9 @@ class Settings:
     # wt-affinity (issue 18): a conference room's lease in PostgreSQL, renewed every third of it by the
     # owner engine; another node takes the room over this long after the owner stopped renewing.
     conference_lease_s: float = 15.0
+    # wt-cluster (issue 18, docs/scaling.md): the ARI connection down this long means the node's Asterisk
+    # is gone (one engine per node, on the loopback): its calls end, billed up to the moment it dropped.
+    ari_lost_calls_after_s: float = 10.0
     source: str = "defaults"
 
     @property
@@ -203,5 +206,7 @@ def _validate(s: Settings) -> None:
     if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
         raise ConfigError(f"reconnect_min_s {s.reconnect_min_s} must be above 0 and at most reconnect_max_s "
                           f"{s.reconnect_max_s}")
+    if not s.ari_lost_calls_after_s > 0:
+        raise ConfigError(f"ari_lost_calls_after_s {s.ari_lost_calls_after_s} must be above 0 (seconds)")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd
 from callctl.calls.call import CALL_BRIDGE_PREFIX, Call
-from callctl.calls.records import recovered_record
+from callctl.calls.records import VANISHED, recovered_record
 from callctl.cdr.journal import CallJournal
 from callctl.cdr.record import CdrRecord
 from callctl.errors import AriError, ChannelGone
@@ -44,6 +44,8 @@ class CallOwner(Protocol):
                    resumed: tuple[ChannelInfo, str] | None = None) -> None: ...
     def hand_back(self, channel_id: ChannelId) -> None: ...
     def journal_entry(self, channel: ChannelInfo) -> Mapping[str, Any]: ...
+    @property
+    def lost_at(self) -> dt.datetime | None: ...
 
 
 class Resync:
@@ -85,8 +87,10 @@ class Resync:
                 await self._ops.get_channel(channel_id)
                 call.deliver(StasisEnd(dt.datetime.now(dt.UTC), channel_id))
             except ChannelGone:
-                call.deliver(ChannelDestroyed(dt.datetime.now(dt.UTC), channel_id, None,
-                                              "hung up while the ARI connection was down"))
+                # Ended at some moment while the connection was down: the CDR takes the drop (never bill
+                # more than certain) and is marked incomplete (callctl.calls.records).
+                call.deliver(ChannelDestroyed(self._owner.lost_at or dt.datetime.now(dt.UTC), channel_id, None,
+                                              VANISHED))
 
     async def _adopt(self, in_app: set[str]) -> int:
         # Two-party calls a previous engine bridged ("call-<leg>": the caller and the leg it dialled):
