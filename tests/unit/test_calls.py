@@ -202,7 +202,7 @@ class Sink:
         self.records.append(record)
 
 
-async def _wait(cond: Any, timeout_s: float = 2.0) -> None:
+async def _wait(cond: Any, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not cond():  # noqa: ASYNC110 - polling a fake's state with a deadline
             await asyncio.sleep(0.01)
