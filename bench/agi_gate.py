@@ -223,7 +223,7 @@ def _tell(server: subprocess.Popen[str], line: str) -> None:
 
 
 def measure(fast_n: int, concurrency: int, rate: float, rate_s: float, classic_n: int,
-            profile: Path | None = None) -> dict[str, Any]:
+            profile: Path | None = None, uvloop: bool = False) -> dict[str, Any]:
     cluster = PostgresCluster.throwaway_cluster()
     cluster.start()
     server: subprocess.Popen[str] | None = None
@@ -238,6 +238,8 @@ def measure(fast_n: int, concurrency: int, rate: float, rate_s: float, classic_n
         cmd = [sys.executable, "-m", "bench.agi_gate", "serve", "--database-url", url, "--port", str(port)]
         if profile is not None:
             cmd += ["--profile", str(profile)]
+        if uvloop:
+            cmd.append("--uvloop")
         server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
                                   env={**os.environ, "PYTHONPATH": str(REPO), "CALLCTL_LOG_LEVEL": "error"})
         assert server.stdout is not None
@@ -271,7 +273,7 @@ def measure(fast_n: int, concurrency: int, rate: float, rate_s: float, classic_n
         cluster.destroy()
     fast_cpu_ms = fast_cpu * 1000 / fast_n
     return {
-        "load_avg": os.getloadavg(), "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg(), "cpus": os.cpu_count(), "loop": "uvloop" if uvloop else "asyncio",
         "fast": {"requests": fast_n, "concurrency": concurrency, "per_s": fast_n / fast_wall,
                  "p50_ms": pct(fast, 50), "p99_ms": pct(fast, 99), "cpu_ms_per_request": fast_cpu_ms,
                  "capacity_per_s_one_core": 1000 / max(fast_cpu_ms, 1e-9)},
@@ -292,7 +294,8 @@ def report(r: dict[str, Any]) -> str:
     f, p, c = r["fast"], r["paced"], r["classic"]
     cap = f["capacity_per_s_one_core"]
     lines = [
-        f"machine: {r['cpus']} CPUs, load average {r['load_avg'][0]:.2f} at the end; server pinned to CPU 0",
+        f"machine: {r['cpus']} CPUs, load average {r['load_avg'][0]:.2f} at the end; server pinned to CPU 0, "
+        f"event loop {r['loop']}",
         f"FastAGI gate, closed loop ({f['concurrency']} at a time): {f['per_s']:8.1f} req/s achieved, "
         f"p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, {f['cpu_ms_per_request']:.3f} ms CPU/request "
         f"(server) = {cap:,.0f} req/s on one core",
@@ -317,6 +320,7 @@ def main() -> None:
     serve.add_argument("--database-url", required=True)
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--profile", type=Path)
+    serve.add_argument("--uvloop", action="store_true")
     classic = sub.add_parser("classic")
     classic.add_argument("--database-url", required=True)
     parser.add_argument("--fast", type=int, default=4000, help="FastAGI requests, closed loop")
@@ -325,14 +329,20 @@ def main() -> None:
     parser.add_argument("--rate-s", type=float, default=5.0, help="seconds of the open loop")
     parser.add_argument("--classic", type=int, default=40, help="classic AGI processes")
     parser.add_argument("--profile", type=Path, help="cProfile the server during the closed loop into FILE")
+    parser.add_argument("--uvloop", action="store_true", help="the server on uvloop's event loop")
     parser.add_argument("--out", type=Path, default=REPO / ".state" / "bench")
     args = parser.parse_args()
     if args.mode == "serve":
-        asyncio.run(_serve(args.database_url, args.port, args.profile))
+        if args.uvloop:
+            import uvloop  # the bench extra's; the daemon's loop is chosen by callctl itself
+
+            uvloop.run(_serve(args.database_url, args.port, args.profile))
+        else:
+            asyncio.run(_serve(args.database_url, args.port, args.profile))
     elif args.mode == "classic":
         asyncio.run(_classic(args.database_url))
     else:
-        result = measure(args.fast, args.concurrency, args.rate, args.rate_s, args.classic, args.profile)
+        result = measure(args.fast, args.concurrency, args.rate, args.rate_s, args.classic, args.profile, args.uvloop)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "agi.json").write_text(json.dumps(result, indent=1))
         print(report(result))

@@ -34,6 +34,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 128
 MAX_LINE_BYTES = 8 * 1024
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+ACCEPT_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,10 @@ class AgiServer:
 
     async def __aenter__(self) -> AgiServer:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Session(self), self.host, self.requested_port)
+        # A deep accept queue: a burst of calls connecting at once waits a moment instead of failing over to
+        # the dialplan's "gate unavailable" branch (the default backlog is 100).
+        self._server = await loop.create_server(lambda: _Session(self), self.host, self.requested_port,
+                                                backlog=ACCEPT_BACKLOG)
         log.info("agi_listening", host=self.host, port=self.port)
         return self
 
