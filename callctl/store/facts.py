@@ -63,6 +63,15 @@ async def read_gate_facts(db: Any, account_id: uuid.UUID) -> GateFacts | None:
                      bool(row["suspended"]))
 
 
+async def _wait_for(event: asyncio.Event, timeout_s: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class AccountFactsCache:
     """``async with AccountFactsCache(url) as cache: await cache.gate_facts(pool, account_id)``.
 
@@ -79,6 +88,9 @@ class AccountFactsCache:
         self._generation = 0  # bumped by every invalidation: a read that raced one is not kept
         self._listening = False
         self._lost = asyncio.Event()
+        self._heard = asyncio.Event()  # set while listening
+        self._deaf = asyncio.Event()  # set while not listening
+        self._deaf.set()
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self.hits = 0
@@ -106,12 +118,11 @@ class AccountFactsCache:
 
     async def wait_for_listening(self, timeout_s: float) -> bool:
         """True once invalidations can be heard; False if ``timeout_s`` passed first."""
-        deadline = time.monotonic() + timeout_s
-        while not self._listening:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
+        return await _wait_for(self._heard, timeout_s)
+
+    async def wait_for_not_listening(self, timeout_s: float) -> bool:
+        """True once the cache has stopped serving (listener lost); False if ``timeout_s`` passed first."""
+        return await _wait_for(self._deaf, timeout_s)
 
     # -- invalidation --------------------------------------------------------------------------
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -131,6 +142,8 @@ class AccountFactsCache:
         self._generation += 1
         self._entries.clear()
         self._lost.set()
+        self._heard.clear()
+        self._deaf.set()
         if self._listening:
             self._listening = False
             self._down_since = time.monotonic()
@@ -142,6 +155,8 @@ class AccountFactsCache:
         self._entries.clear()  # whatever changed while we could not hear it
         self._lost.clear()
         self._listening = True
+        self._deaf.clear()
+        self._heard.set()
         down_s = None if self._down_since is None else round(time.monotonic() - self._down_since, 3)
         log.info("account_facts_cache_on", database=describe_url(self.database_url), down_s=down_s)
 
