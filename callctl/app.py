@@ -37,6 +37,7 @@ from callctl.metrics import Metrics
 from callctl.numbers import mask
 from callctl.router import Router
 from callctl.store.cdrs import PgCdrStore
+from callctl.store.facts import AccountFactsCache
 from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s, watchdog_pings
 from callctl.tasks import SideTasks
@@ -159,9 +160,11 @@ class Daemon:
                 await stack.enter_async_context(SpaceServer(s, pool, features.conferences))
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
+                facts = await stack.enter_async_context(AccountFactsCache(s.database_url))  # issue 17
                 await stack.enter_async_context(AgiServer(
                     agi_host or "127.0.0.1", int(agi_port),
-                    gate_handler(pool, LiveCountries(self.dialplans), submit=self.writer.submit, fraud=features.fraud),
+                    gate_handler(pool, LiveCountries(self.dialplans), submit=self.writer.submit, fraud=features.fraud,
+                                 facts=facts),
                     allow=tuple(a.strip() for a in s.agi_allow.split(",") if a.strip())))
             await stack.enter_async_context(self.ari)
             self._install_signals()
