@@ -87,6 +87,9 @@ class Settings:
     # the cluster (docs/scaling.md): this engine's node, the one Asterisk it drives; empty: the host name.
     # Rows that must be told apart across nodes (channel slots, room ownership, journals) carry it.
     node_id: str = ""
+    # wt-global (issue 18, docs/lines.md): an engine renews its node's lease every third of this; the
+    # channel slots of a node whose engine has not renewed it for this long are freed by the others.
+    node_lease_s: float = 15.0
     source: str = "defaults"
 
     @property
@@ -200,3 +203,5 @@ def _validate(s: Settings) -> None:
                           f"{s.reconnect_max_s}")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")
+    if s.node_lease_s < 3:  # wt-global: renewed every third of it; below 3 s a busy database frees live slots
+        raise ConfigError(f"node_lease_s {s.node_lease_s} must be at least 3 seconds (set CALLCTL_NODE_LEASE_S)")

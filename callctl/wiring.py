@@ -29,6 +29,7 @@ from callctl.gating.originate import ORIGINATE_ARG, Dialer
 from callctl.gating.service import Decision, decide
 from callctl.gating.upkeep import EmergencyUpkeep
 from callctl.lines.routing import LineLookups, LineService, LineUserLike
+from callctl.lines.slots import SharedChannelLimits, SlotStore
 from callctl.mail import Outbox
 from callctl.metrics import Metrics
 from callctl.recording.calls import LineRecorder
@@ -84,8 +85,17 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
         return await decide(pool, dialplans.current.countries, user.account_id, from_e164, dialled,
                             dt.datetime.now(dt.UTC), account_country=user.country, automated=False)
 
+    # issue 18: a SIP user's channel slots in PostgreSQL, counted over every node sharing it
+    slots = SharedChannelLimits(SlotStore(functools.partial(lines_store.take_slot, pool),
+                                          functools.partial(lines_store.release_slots, pool),
+                                          functools.partial(lines_store.node_slot_channels, pool),
+                                          functools.partial(lines_store.heartbeat, pool)),
+                                s.node, lease_s=s.node_lease_s, owned=supervisor.owned,
+                                channel_up=supervisor.channel_up)
+    supervisor.tell_ends_to(slots)
+    background.spawn(slots.run_heartbeat(), name="line-slots-heartbeat")
     lines = LineService(LineLookups(functools.partial(lines_store.user_for_did, pool),
-                                    functools.partial(lines_store.user_for_endpoint, pool)),
+                                    functools.partial(lines_store.user_for_endpoint, pool)), slots,
                         billing=billing, gate=gate,
                         recorder=LineRecorder(recordings, language_of=dialplans.language_of))
     # issue 20: the fraud screen before every outbound leg (lines, dialer, FastAGI gate)
