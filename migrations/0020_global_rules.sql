@@ -53,3 +53,24 @@ BEGIN
     RETURN true;
 END
 $$;
+
+-- Conference code lockout (docs/conferences.md): a wrong code is recorded and the failures of the
+-- window counted under transaction advisory locks on the caller and on the access number, so two
+-- wrong codes keyed at the same instant (on one node or two) see each other: the second counts both.
+-- Always caller first, then number: no two attempts wait for each other in a cycle.
+CREATE FUNCTION conference_code_attempt(p_caller text, p_number text, p_window_s double precision, p_wrong boolean,
+                                        OUT by_caller bigint, OUT by_number bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_wrong THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended('conference-attempt-caller|' || p_caller, 18));
+        PERFORM pg_advisory_xact_lock(hashtextextended('conference-attempt-number|' || p_number, 18));
+        INSERT INTO conference_attempt (caller, access_number, reason) VALUES (p_caller, p_number, 'wrong_code');
+    END IF;
+    SELECT count(*) FILTER (WHERE caller = p_caller), count(*) FILTER (WHERE access_number = p_number)
+      INTO by_caller, by_number
+      FROM conference_attempt
+     WHERE at > now() - make_interval(secs => p_window_s)
+       AND (caller = p_caller OR access_number = p_number) AND reason IN ('wrong_code');
+END
+$$;

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from callctl.lines.accounts import AccountOptions
+from callctl.store import conferences
 from callctl.store import lines as store
 
 pytestmark = pytest.mark.integration
@@ -68,3 +69,31 @@ async def test_slots_of_a_node_whose_lease_ran_out_are_freed(database_url: str) 
         assert sorted(await store.user_slots(pool, user)) == [("alive", "ch-2"), ("alive", "ch-4")]
     finally:
         await pool.close()
+
+
+async def wait_for_a_lock_wait_or(done: asyncio.Task[object], watcher: asyncpg.Connection) -> bool:
+    """True once a session waits for a lock; False if ``done`` finished first (it never waited)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while not done.done():
+        if await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"):
+            return True
+        assert asyncio.get_running_loop().time() < deadline, "neither a lock wait nor an answer"
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_two_wrong_codes_at_the_same_instant_see_each_other(database_url: str) -> None:
+    access, caller = "+33170009999", "+33611000555"
+    first, second, watcher = [await asyncpg.connect(database_url) for _ in range(3)]
+    try:
+        async with first.transaction():  # the first attempt is recorded, its transaction not yet committed
+            _match, by_caller, by_number = await conferences.find_code(first, "00000000", access, caller, 60)
+            assert (by_caller, by_number) == (1, 1)
+            parallel = asyncio.create_task(conferences.find_code(second, "11111111", access, caller, 60))
+            # The second attempt waits for the first (the same caller's lock) instead of counting without it.
+            assert await wait_for_a_lock_wait_or(parallel, watcher)
+        _match, by_caller, by_number = await parallel
+        assert (by_caller, by_number) == (2, 2)
+    finally:
+        for conn in (first, second, watcher):
+            await conn.close()
