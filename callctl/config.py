@@ -90,6 +90,9 @@ class Settings:
     # wt-global (issue 18, docs/lines.md): an engine renews its node's lease every third of this; the
     # channel slots of a node whose engine has not renewed it for this long are freed by the others.
     node_lease_s: float = 15.0
+    # ... and the open calls of a node whose engine has not renewed it for this long are taken over (recorded
+    # as incomplete CDRs by another engine): longer than an engine restart, for its Asterisk may still hold them.
+    node_takeover_s: float = 300.0
     source: str = "defaults"
 
     @property
@@ -205,3 +208,6 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")
     if s.node_lease_s < 3:  # wt-global: renewed every third of it; below 3 s a busy database frees live slots
         raise ConfigError(f"node_lease_s {s.node_lease_s} must be at least 3 seconds (set CALLCTL_NODE_LEASE_S)")
+    if s.node_takeover_s < s.node_lease_s:
+        raise ConfigError(f"node_takeover_s {s.node_takeover_s} must be at least node_lease_s {s.node_lease_s} "
+                          "(set CALLCTL_NODE_TAKEOVER_S)")

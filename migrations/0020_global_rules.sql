@@ -74,3 +74,18 @@ BEGIN
        AND (caller = p_caller OR access_number = p_number) AND reason IN ('wrong_code');
 END
 $$;
+
+-- The open-calls journal's copy in PostgreSQL (callctl/cdr/journal.py, docs/scaling.md "What survives a
+-- node"): a row per call an engine took, written shortly after the call starts (answer time and dialled
+-- legs added), marked closed when its CDR is handed to the writer and deleted once that CDR is in the cdr
+-- table. A row left by an engine whose disk was lost, or by a node gone for good, lets another engine
+-- (or the next one) still write the call's CDR, marked incomplete.
+CREATE TABLE open_call (
+    leg_id     uuid        PRIMARY KEY,   -- the call's own leg (its call id)
+    node_id    text        NOT NULL,
+    started_at timestamptz NOT NULL,      -- with leg_id, the cdr table's key
+    entry      jsonb       NOT NULL,      -- what the journal knows: channel, caller, called, answered_at, dialled
+    closed_at  timestamptz,               -- its CDR was handed to the writer at this time
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX open_call_node ON open_call (node_id);

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -118,3 +121,70 @@ def test_one_accounts_prepaid_calls_on_two_nodes_at_once_never_overdraw(
                   user["account_id"])
     assert credit["reserved"] == 0
     assert credit["balance"] == Decimal("0.60") - answered[0]["cost"] >= 0
+
+
+MENU = "+33900000002"  # dialplan/: answers and waits for a key
+
+
+def wait_for_open_call(database_url: str, node: Node) -> dict[str, Any]:
+    """The node's answered call, as its journal row in PostgreSQL shows it."""
+    query = ("SELECT leg_id, entry FROM open_call WHERE node_id = $1 AND entry ? 'answered_at' "
+             "AND closed_at IS NULL AND entry->>'called' = $2")
+    rows = wait_for(lambda: db(database_url, query, node.node_id, MENU),
+                    15, f"an answered call of {node.node_id} in open_call")
+    return dict(rows[0])
+
+
+def wait_for_leg_cdr(database_url: str, leg_id: Any) -> dict[str, Any]:
+    rows = wait_for(lambda: [r for r in cdr_rows(database_url) if r["leg_id"] == leg_id], 30,
+                    f"the CDR of leg {leg_id}")
+    return dict(rows[0])
+
+
+def test_a_call_whose_engine_lost_its_disk_still_gets_its_cdr_from_the_database(
+        two_nodes: list[Node], nodes_database_url: str) -> None:  # noqa: F811
+    database_url, node = nodes_database_url, two_nodes[1]
+    call = sipp.start_call(node.asterisk.sip_port, MENU, [("pause", 4000), ("bye", None)])
+    row = wait_for_open_call(database_url, node)
+    assert node.engine.proc is not None
+    node.engine.proc.kill()  # kill -9, then its disk state is lost: journal file and CDR spool
+    node.engine.wait_exit()
+    sipp.finish(*call)  # the caller hangs up while no engine runs on the node
+    shutil.rmtree(node.workdir)
+    node.workdir.mkdir()
+    node.start_engine().wait_for_log("calls_recovered_from_journal")
+    cdr = wait_for_leg_cdr(database_url, row["leg_id"])
+    extra = json.loads(cdr["extra"])
+    assert extra["incomplete"] is True and extra["outcome"] == "ended_without_engine"
+    assert cdr["answered_at"] is not None and cdr["ended_at"] >= cdr["answered_at"]
+    wait_for(lambda: not db(database_url, "SELECT 1 FROM open_call WHERE leg_id = $1", row["leg_id"]), 15,
+             "the journal row to go once its CDR is in")
+
+
+def test_the_open_calls_of_a_node_gone_for_good_are_recorded_by_another_engine(
+        two_nodes: list[Node], nodes_database_url: str) -> None:  # noqa: F811
+    # Last of the module: node1 does not come back.
+    database_url, gone, survivor = nodes_database_url, two_nodes[0], two_nodes[1]
+    call_proc, _work = sipp.start_call(gone.asterisk.sip_port, MENU, [("pause", 60000), ("bye", None)])
+    try:
+        row = wait_for_open_call(database_url, gone)
+        assert gone.engine.proc is not None and gone.asterisk.proc is not None
+        gone.engine.proc.kill()
+        os.killpg(gone.asterisk.proc.pid, signal.SIGKILL)  # the whole node: its Asterisk and its calls too
+        gone.engine.wait_exit()
+        gone.asterisk.proc.wait(timeout=10)
+        try:
+            survivor.engine.wait_for_log("open_calls_of_dead_nodes_taken_over", timeout_s=30)
+        except AssertionError:  # shown with the failure: who renewed what, which rows were left
+            print("engine_node:", db(database_url, "SELECT *, now() FROM engine_node"),
+                  "open_call:", db(database_url, "SELECT * FROM open_call"))
+            raise
+        cdr = wait_for_leg_cdr(database_url, row["leg_id"])
+    finally:
+        call_proc.kill()
+        call_proc.communicate()
+    extra = json.loads(cdr["extra"])
+    assert (extra["incomplete"], extra["taken_over"], extra["node"]) == (True, True, gone.node_id)
+    [node_row] = db(database_url, "SELECT heartbeat_at FROM engine_node WHERE node_id = $1", gone.node_id)
+    # Never later than its engine's last sign of life (or the answer, if that came after).
+    assert cdr["ended_at"] <= max(node_row["heartbeat_at"], cdr["answered_at"])

@@ -4,13 +4,14 @@ freed with their node's lease; parallel wrong conference codes counted together.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 
 import asyncpg
 import pytest
 
 from callctl.lines.accounts import AccountOptions
-from callctl.store import conferences
+from callctl.store import conferences, journal
 from callctl.store import lines as store
 
 pytestmark = pytest.mark.integration
@@ -97,3 +98,37 @@ async def test_two_wrong_codes_at_the_same_instant_see_each_other(database_url: 
     finally:
         for conn in (first, second, watcher):
             await conn.close()
+
+
+async def test_open_calls_of_a_dead_node_are_taken_over_once_and_dropped_when_their_cdr_is_in(
+        database_url: str) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        legs = [str(uuid.uuid4()) for _ in range(2)]
+        started = "2026-12-03T10:00:00+00:00"
+        await journal.apply(pool, "dead", [
+            {"op": "open", "leg": legs[0], "call": legs[0], "channel": "c1", "started_at": started},
+            {"op": "answer", "leg": legs[0], "at": "2026-12-03T10:00:02+00:00"},
+            {"op": "dial", "leg": legs[0], "channel": "c1-leg"},
+            {"op": "open", "leg": legs[1], "call": legs[1], "channel": "c2", "started_at": started},
+            {"op": "close", "leg": legs[1], "at": "2026-12-03T10:00:09+00:00"}])
+        await store.heartbeat(pool, "alive", LEASE_S)
+        await pool.execute("INSERT INTO engine_node (node_id, heartbeat_at) VALUES "
+                           "('dead', now() - interval '1 minute')")
+        assert await journal.claim_dead_nodes(pool, "alive", 3600) == []  # not dead for that long
+        taken = await asyncio.gather(*(journal.claim_dead_nodes(pool, f"alive{i}", 30) for i in range(3)))
+        rows = sorted((row for batch in taken for row in batch), key=lambda r: r.leg)
+        assert sorted(r.leg for r in rows) == sorted(legs)  # each row taken by one engine only
+        by_leg = {r.leg: r for r in rows}
+        assert by_leg[legs[0]].entry["answered_at"] == "2026-12-03T10:00:02+00:00"
+        assert by_leg[legs[0]].entry["dialled"] == ["c1-leg"] and by_leg[legs[0]].closed_at is None
+        assert by_leg[legs[1]].closed_at is not None and {r.node for r in rows} == {"dead"}
+        assert all(r.last_seen is not None for r in rows)
+        assert await journal.drop_recorded(pool) == 0  # no CDR yet
+        await pool.execute("INSERT INTO cdr (leg_id, call_id, direction, from_number, to_number, started_at, "
+                           "ended_at, billed_s, disposition, hangup_reason, channel_id) VALUES ($1::uuid, $1::uuid, "
+                           "'inbound', '', '', $2::timestamptz, $2::timestamptz, 0, 'ANSWERED', '', 'c1')",
+                           legs[0], dt.datetime.fromisoformat(started))
+        assert await journal.drop_recorded(pool) == 1
+    finally:
+        await pool.close()

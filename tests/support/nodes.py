@@ -62,6 +62,10 @@ class Node:
             "CALLCTL_RECONNECT_MAX_S": "2",
             "CALLCTL_ARI_HEARTBEAT_S": "2",
             "CALLCTL_LOG_LEVEL": "info",
+            # Short leases, still longer than an engine restart on a loaded machine: a dead node's slots
+            # and open calls are another engine's within seconds.
+            "CALLCTL_NODE_LEASE_S": "10",
+            "CALLCTL_NODE_TAKEOVER_S": "10",
         })
         env.update({f"CALLCTL_{k.upper()}": v for k, v in overrides.items()})
         return env
