@@ -21,6 +21,7 @@ from callctl.cdr.journal import CallJournal, JournalMirror, JournalStore
 from callctl.cdr.writer import CdrWriter
 from callctl.conference import steps as conference_steps
 from callctl.conference.minutes import settle_abandoned_holds
+from callctl.conference.offline import OfflineCodes
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
 from callctl.dialplans import DialplanHolder
@@ -136,6 +137,8 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
         s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
         meter_ops=ari, recorder=ConferenceRecorder(recordings))
     background.spawn(settle_abandoned_holds(pool), name="minutes-sweep")
+    conferences.offline = OfflineCodes(pool)  # issue 18: callers still get in while PostgreSQL is unreachable
+    background.spawn(conferences.offline.run(), name="conference-codes-offline")
     recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
     background.spawn(recordings.serve_requests(
         lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests")

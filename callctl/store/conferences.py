@@ -223,6 +223,28 @@ async def record_attempt(conn: Any, caller: str, access_number: str, reason: str
                        "VALUES ($1,$2,$3,$4)", caller, access_number, reason, conference_id)
 
 
+@_translated
+async def codes_near(conn: Any, now: dt.datetime, horizon_s: float) -> list[tuple[str, CodeMatch]]:
+    """The live codes of conferences whose admission window is open at ``now`` or opens within
+    ``horizon_s`` (the engine's copy for a database outage: callctl.conference.offline)."""
+    rows = await conn.fetch(
+        f"""SELECT c.code, c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
+              FROM conference_code c JOIN conference f ON f.id = c.conference_id
+             WHERE c.revoked_at IS NULL AND f.cancelled_at IS NULL AND f.ended_at IS NULL
+               AND f.starts_at - make_interval(secs => f.lead_s) <= $1::timestamptz + make_interval(secs => $2)
+               AND f.ends_at + make_interval(secs => f.grace_s) > $1::timestamptz""", now, float(horizon_s))
+    return [(r["code"], CodeMatch(_conf(r), r["code_email"], r["code_role"])) for r in rows]
+
+
+@_translated
+async def record_attempts(conn: Any, rows: Sequence[tuple[str, str, str, uuid.UUID | None, dt.datetime]]) -> None:
+    """Attempts (caller, access_number, reason, conference_id, at) kept in memory while PostgreSQL was
+    unreachable, written with the time they happened."""
+    if rows:
+        await conn.executemany("INSERT INTO conference_attempt (caller, access_number, reason, conference_id, at) "
+                               "VALUES ($1, $2, $3, $4, $5)", list(rows))
+
+
 def _failures(caller: str, number: str, window_s: str) -> str:
     """SQL: failed code entries in the last ``window_s`` seconds, by ``caller`` and on ``number``
     (their statement parameters, e.g. "$1")."""
