@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callctl.errors import SpoolError, StoreError
+from callctl.errors import SpoolError, StoreError, StoreUnavailable
 from callctl.logging import get_logger
 
 log = get_logger("callctl.cdr")
@@ -206,11 +206,13 @@ class JournalMirror:
         batch = list(self._ops)
         try:
             await self._store.apply(self._node, batch)
-        except StoreError as exc:
+        except StoreUnavailable as exc:
             if not self._failing:
                 log.warning("open_calls_journal_not_shared", error=exc.message, queued=len(batch))
             self._failing = True
             return False
+        except StoreError as exc:  # a row PostgreSQL refuses: never retried forever (the file keeps it)
+            log.error("open_calls_journal_batch_refused", error=exc.message, operations=len(batch))
         del self._ops[:len(batch)]
         if self._failing:
             log.info("open_calls_journal_shared_again")
