@@ -42,7 +42,7 @@ from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s, watchdog_pings
 from callctl.tasks import SideTasks
 from callctl.web.server import SpaceServer
-from callctl.wiring import Features, wire_features
+from callctl.wiring import Features, share_journal, wire_features
 
 log = get_logger("callctl.app")
 
@@ -151,6 +151,7 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             register_daemon_metrics(self.metrics, self.ari, self.writer, self.lag, self.supervisor.dispatcher)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
+            mirror = await share_journal(s, pool, journal, self.writer, background)  # issue 18
             self.features = features = wire_features(
                 s, self.plans, self.dialplans, self.router, self.ari, self.supervisor, self.writer, self.metrics,
                 asterisk_id=lambda: self._asterisk_id, can_originate=self._can_originate, stack=stack, pool=pool,
@@ -176,6 +177,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await self.supervisor.close()  # its listeners (the credit-hold sweep) stop
+            await mirror.close()  # the calls' last journal entries to PostgreSQL
             await features.close()  # while ARI is still connected: rooms, messages, recordings filed
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)

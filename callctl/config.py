@@ -93,6 +93,12 @@ class Settings:
     # wt-cluster (issue 18, docs/scaling.md): the ARI connection down this long means the node's Asterisk
     # is gone (one engine per node, on the loopback): its calls end, billed up to the moment it dropped.
     ari_lost_calls_after_s: float = 10.0
+    # wt-global (issue 18, docs/lines.md): an engine renews its node's lease every third of this; the
+    # channel slots of a node whose engine has not renewed it for this long are freed by the others.
+    node_lease_s: float = 15.0
+    # ... and the open calls of a node whose engine has not renewed it for this long are taken over (recorded
+    # as incomplete CDRs by another engine): longer than an engine restart, for its Asterisk may still hold them.
+    node_takeover_s: float = 300.0
     source: str = "defaults"
 
     @property
@@ -210,3 +216,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"ari_lost_calls_after_s {s.ari_lost_calls_after_s} must be above 0 (seconds)")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")
+    if s.node_lease_s < 3:  # wt-global: renewed every third of it; below 3 s a busy database frees live slots
+        raise ConfigError(f"node_lease_s {s.node_lease_s} must be at least 3 seconds (set CALLCTL_NODE_LEASE_S)")
+    if s.node_takeover_s < s.node_lease_s:
+        raise ConfigError(f"node_takeover_s {s.node_takeover_s} must be at least node_lease_s {s.node_lease_s} "
+                          "(set CALLCTL_NODE_TAKEOVER_S)")

@@ -22,6 +22,7 @@ from callctl.calls.port import CallPort
 from callctl.conference import minutes
 from callctl.conference.affinity import HOP_EXTEN, MEMBER_HEADER, MemberPass, RoomLeases, endpoint_of, peer_of
 from callctl.conference.changes import ChangeFeed
+from callctl.conference.offline import OfflineCodes
 from callctl.conference.room import (
     BRIDGE_PREFIX,
     ORGANIZER,
@@ -103,6 +104,8 @@ class LockoutPolicy:
 
 
 class ConferenceService:
+    offline: OfflineCodes | None = None  # set by the wiring (issue 18): codes while PostgreSQL is unreachable
+
     def __init__(self, pool: Any, ops: RoomOps, *, lockout: LockoutPolicy | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  meter_ops: minutes.MeterOps | None = None,
@@ -153,8 +156,36 @@ class ConferenceService:
     # -- admission -----------------------------------------------------------------------------
 
     async def _locked_out(self, caller: str, access_number: str) -> bool:
-        by_caller, by_number = await store.recent_failures(self._pool, caller, access_number, self._lockout.window_s)
+        try:
+            by_caller, by_number = await store.recent_failures(self._pool, caller, access_number,
+                                                               self._lockout.window_s)
+        except StoreError:
+            if self.offline is None or not self.offline.ready:
+                raise
+            by_caller, by_number = self.offline.failures(caller, access_number, self._lockout.window_s)
         return self._over_limit(by_caller, by_number)
+
+    async def _find_code(self, code: str, access_number: str, caller: str) -> tuple[store.CodeMatch | None, int, int]:
+        """store.find_code; while PostgreSQL is unreachable, the codes kept in memory (issue 18)."""
+        try:
+            return await store.find_code(self._pool, code, access_number, caller, self._lockout.window_s)
+        except StoreError as exc:
+            if self.offline is None or not self.offline.ready:
+                raise
+            log.warning("conference_code_from_memory", error=exc.message)
+            match = self.offline.find(code, access_number)
+            if match is None:
+                return None, *self.offline.wrong_code(caller, access_number, self._lockout.window_s)
+            return match, *self.offline.failures(caller, access_number, self._lockout.window_s)
+
+    async def _record_attempt(self, caller: str, access_number: str, reason: str,
+                              conference_id: uuid.UUID | None = None) -> None:
+        try:
+            await store.record_attempt(self._pool, caller, access_number, reason, conference_id)
+        except StoreError:
+            if self.offline is None or not self.offline.ready:
+                raise
+            self.offline.attempt(caller, access_number, reason, conference_id)  # written when it is back
 
     def _over_limit(self, by_caller: int, by_number: int) -> bool:
         return by_caller >= self._lockout.caller_failures or by_number >= self._lockout.number_failures
@@ -186,7 +217,7 @@ class ConferenceService:
         caller = to_e164(call.caller, call.country) or "anonymous"
         try:
             if await self._locked_out(caller, access_number):
-                await store.record_attempt(self._pool, caller, access_number, "locked_out")
+                await self._record_attempt(caller, access_number, "locked_out")
                 log.warning("conference_caller_locked_out", access_number=access_number)
                 await play(list(p.locked_out), interruptible=False)
                 return "locked_out"
@@ -195,8 +226,7 @@ class ConferenceService:
                 if code is None:
                     continue
                 # One round trip: the lookup, and on a miss the attempt recorded and the lockout figures.
-                match, by_caller, by_number = await store.find_code(self._pool, code, access_number, caller,
-                                                                    self._lockout.window_s)
+                match, by_caller, by_number = await self._find_code(code, access_number, caller)
                 if match is None:
                     log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code", digits=len(code))
                     if self._over_limit(by_caller, by_number):
@@ -206,7 +236,7 @@ class ConferenceService:
                     continue
                 admission = match.conference.admission(self._clock())
                 if admission != "open":
-                    await store.record_attempt(self._pool, caller, access_number, admission, match.conference.id)
+                    await self._record_attempt(caller, access_number, admission, match.conference.id)
                     log.info("conference_code_rejected", reason=admission, conference_id=str(match.conference.id))
                     await play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
                     return admission
@@ -335,7 +365,7 @@ class ConferenceService:
         if result not in ("joined", "waiting"):
             if hold is not None:
                 await minutes_store.settle(self._pool, hold.id, 0)
-            await store.record_attempt(self._pool, caller, access_number, result, conf.id)
+            await self._record_attempt(caller, access_number, result, conf.id)
             log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
             await play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
                             interruptible=False)

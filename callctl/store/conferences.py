@@ -191,19 +191,17 @@ async def find_code(conn: Any, code: str, access_number: str, caller: str,
     """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's),
     in one round trip with the lockout figures: when there is no match, the ``wrong_code`` attempt
     is recorded by the same statement, and the failures in the last ``window_s`` seconds (by this
-    caller, on this access number, that attempt included) come back with the answer."""
+    caller, on this access number, that attempt included) come back with the answer. Recording and
+    counting run under locks on the caller and the number (``conference_code_attempt``,
+    migrations/0020): two wrong codes at the same instant, on any nodes, see each other."""
     row = await conn.fetchrow(
         f"""WITH m AS (
                 SELECT c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
                 FROM conference_code c JOIN conference f ON f.id = c.conference_id
-                WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers)),
-            ins AS (
-                INSERT INTO conference_attempt (caller, access_number, reason)
-                SELECT $3, $2, 'wrong_code' WHERE NOT EXISTS (SELECT 1 FROM m) RETURNING 1),
-            fails AS ({_failures("$3", "$2", "$4")})
-            SELECT m.*, fails.by_caller + (SELECT count(*) FROM ins) AS by_caller,
-                   fails.by_number + (SELECT count(*) FROM ins) AS by_number
-            FROM fails LEFT JOIN m ON true""", code, access_number, caller, float(window_s))
+                WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers))
+            SELECT m.*, fails.by_caller, fails.by_number
+            FROM conference_code_attempt($3, $2, $4, NOT EXISTS (SELECT 1 FROM m)) fails LEFT JOIN m ON true""",
+        code, access_number, caller, float(window_s))
     match = CodeMatch(_conf(row), row["code_email"], row["code_role"]) if row["code_email"] is not None else None
     return match, int(row["by_caller"]), int(row["by_number"])
 
@@ -223,6 +221,28 @@ async def record_attempt(conn: Any, caller: str, access_number: str, reason: str
                          conference_id: uuid.UUID | None = None) -> None:
     await conn.execute("INSERT INTO conference_attempt (caller, access_number, reason, conference_id) "
                        "VALUES ($1,$2,$3,$4)", caller, access_number, reason, conference_id)
+
+
+@_translated
+async def codes_near(conn: Any, now: dt.datetime, horizon_s: float) -> list[tuple[str, CodeMatch]]:
+    """The live codes of conferences whose admission window is open at ``now`` or opens within
+    ``horizon_s`` (the engine's copy for a database outage: callctl.conference.offline)."""
+    rows = await conn.fetch(
+        f"""SELECT c.code, c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
+              FROM conference_code c JOIN conference f ON f.id = c.conference_id
+             WHERE c.revoked_at IS NULL AND f.cancelled_at IS NULL AND f.ended_at IS NULL
+               AND f.starts_at - make_interval(secs => f.lead_s) <= $1::timestamptz + make_interval(secs => $2)
+               AND f.ends_at + make_interval(secs => f.grace_s) > $1::timestamptz""", now, float(horizon_s))
+    return [(r["code"], CodeMatch(_conf(r), r["code_email"], r["code_role"])) for r in rows]
+
+
+@_translated
+async def record_attempts(conn: Any, rows: Sequence[tuple[str, str, str, uuid.UUID | None, dt.datetime]]) -> None:
+    """Attempts (caller, access_number, reason, conference_id, at) kept in memory while PostgreSQL was
+    unreachable, written with the time they happened."""
+    if rows:
+        await conn.executemany("INSERT INTO conference_attempt (caller, access_number, reason, conference_id, at) "
+                               "VALUES ($1, $2, $3, $4, $5)", list(rows))
 
 
 def _failures(caller: str, number: str, window_s: str) -> str:
