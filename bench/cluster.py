@@ -26,11 +26,10 @@ from typing import Any
 import asyncpg
 
 from scripts.cluster import KamailioInstance, node_instance
-from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
+from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
 from scripts.run import engine_env
 from tests.support import sipp
 from tests.support.asterisk import Daemon, render_prompts, wait_for
-from tests.support.cluster import free_rtp_range
 from tests.support.postgres import PostgresCluster, apply_migrations
 
 WELCOME = "+33900000001"

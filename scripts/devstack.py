@@ -41,6 +41,14 @@ def free_port_pair() -> int:
     raise RuntimeError("no free UDP+TCP port pair found")
 
 
+def free_rtp_range(size: int = 200) -> tuple[int, int]:
+    """An even-based range of ``size`` UDP ports for an Asterisk's RTP, starting at a port free now (the
+    kernel picks it, so instances started side by side by tests, benches and pytest-xdist workers rarely
+    meet; Asterisk moves on to the next port of its range when one is taken)."""
+    start = min(free_port(socket.SOCK_DGRAM), 65534 - size) & ~1
+    return start, start + size - 1
+
+
 def ensure_root(root: Path = DEFAULT_ROOT) -> Path:
     subprocess.run([str(REPO / "scripts" / "asterisk-root.sh"), str(root)], check=True)
     # French prompts: Debian ships them as fr_CA_f_June; Asterisk looks for sounds/fr.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,18 +17,12 @@ from pathlib import Path
 import pytest
 
 from callctl.conference.affinity import nodes_conf
-from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
+from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
 from tests.support.asterisk import Daemon, render_prompts
 from tests.support.postgres import PostgresCluster, migrated_template
 
 NODES = {"a": "127.0.0.2", "b": "127.0.0.3"}  # node id -> the SIP address its Asterisk listens on
 LEASE_S = 3  # short, so a takeover is seen within a test
-
-
-def _rtp_range(size: int = 200) -> tuple[int, int]:
-    """A range of UDP ports starting at a port that is free now (Asterisk retries a taken one)."""
-    start = min(free_port(socket.SOCK_DGRAM), 64000) & ~1
-    return start, start + size
 
 
 @dataclass
@@ -46,7 +39,7 @@ def running_nodes(node_ips: dict[str, str] = NODES) -> Iterator[dict[str, Node]]
     ensure_root()
     nodes: dict[str, Node] = {}
     for node_id, ip in node_ips.items():
-        start, end = _rtp_range()
+        start, end = free_rtp_range()
         inst = AsteriskInstance(f"test-{os.getpid()}-node-{node_id}", http_port=free_port(),
                                 sip_port=free_port_pair(), sip_bind=ip, rtp_start=start, rtp_end=end,
                                 trunk_port=free_port_pair())

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,30 +15,12 @@ from pathlib import Path
 import pytest
 
 from scripts.cluster import KamailioInstance, node_instance
-from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair
+from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
 from tests.support.asterisk import Daemon, daemon_factory, render_prompts, wait_for
 
-__all__ = ["Cluster", "cluster", "free_rtp_range"]
+__all__ = ["Cluster", "cluster"]
 
 NODES = 2
-
-
-def free_rtp_range(size: int = 200) -> tuple[int, int]:
-    """An even-aligned UDP range of ``size`` ports of which none is bound now, away from the session
-    Asterisk's (tests.support.asterisk) and from the kernel's ephemeral ports (32768 and up)."""
-    for _ in range(50):
-        start = random.randrange(10000, 30000 - size, 2)
-        if start < 20000 + 2000 and start + size > 20000:  # make run's default range
-            continue
-        with contextlib.ExitStack() as held:
-            try:
-                for port in range(start, start + size, 10):
-                    s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-                    s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return start, start + size - 1
-    raise RuntimeError("no free RTP range")
 
 
 @dataclass

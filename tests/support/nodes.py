@@ -8,7 +8,6 @@ tests of one module share the nodes and their database."""
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,18 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair
+from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
 from tests.support.asterisk import Daemon
 from tests.support.postgres import PostgresCluster, migrated_template
-
-RTP_PORTS = 200  # per node: a few calls each
-
-
-def free_rtp_range() -> tuple[int, int]:
-    """An even-based range of RTP_PORTS ports starting at a port free now (the kernel picks it)."""
-    base = free_port(socket.SOCK_DGRAM) & ~1
-    base = min(base, 65534 - RTP_PORTS)
-    return base, base + RTP_PORTS - 1
 
 
 @dataclass
