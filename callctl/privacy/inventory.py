@@ -96,6 +96,10 @@ ITEMS: tuple[Item, ...] = (
     Item("asterisk_cel", "table", "cel.cid_num, cel.cid_ani, cel.cid_dnid, cel.exten, cel.channame",
          "Asterisk's channel events: calling and called numbers with times", "`callctl cdr reconcile`",
          "35 days", f"`callctl cdr retention`, {ERASE} --number (E.164 forms only)"),
+    Item("open_call", "table", "open_call.entry (caller, called, channel)",
+         "calling and called numbers of calls in progress", "record every call even if the engine's machine "
+         "is lost (docs/scaling.md)", "until the call's CDR is in PostgreSQL (seconds); a dead node's rows until "
+         "another engine takes them over (node_takeover_s)", "none needed: rows go as their calls are recorded"),
     Item("privacy_audit", "table", "privacy_audit.subject", "pseudonyms of erased people and purged accounts",
          "prove that exports, erasures and purges happened", "kept (holds no identifier in clear)", "none"),
     Item("outbox", "file", "outbox_dir/*.eml", "booking messages: e-mail addresses, subject, access codes; "

@@ -66,6 +66,7 @@ _CENSUS = {
                           "WHERE location IS NOT NULL",
     "asterisk_emergency_call": "SELECT count(DISTINCT caller), count(*), min(decided_at) FROM asterisk_emergency_call",
     "asterisk_cel": "SELECT count(DISTINCT cid_num), count(*), min(eventtime) AT TIME ZONE 'UTC' FROM cel",
+    "open_call": "SELECT count(DISTINCT entry->>'caller'), count(*), min(started_at) FROM open_call",
 }
 # Compliance rows younger than this keep the callee's number: the per-callee cap must still count them.
 GATING_KEEP = "30 days"
