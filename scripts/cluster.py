@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_cluster(count: int, state: Path) -> int:
     """`make cluster`: PostgreSQL, Kamailio on 127.0.0.1:5060 (another port if taken), ``count`` nodes and
     their engines, the demo banner of `make run`; Ctrl-C (or SIGTERM) stops all of it."""
+    from callctl.conference.affinity import nodes_conf
     from scripts import run as single
 
     if not kamailio_available():
@@ -243,8 +244,10 @@ def run_cluster(count: int, state: Path) -> int:
         demo_password = single._secret(state / "demo-sip-password", 9)
         for n in range(1, count + 1):
             # Node n's ports (each taken only when free, else any free one): away from `make run`'s defaults.
+            # Its SIP on an address of its own (127.0.1.n): the other nodes know it by address alone (the
+            # inter-node trunk of conference affinity, docs/conferences.md), callers reach it via Kamailio.
             node = node_instance(
-                f"cluster-{n}", n, http_port=single._port(8088 + 100 * n),
+                f"cluster-{n}", n, sip_bind=f"127.0.1.{n}", http_port=single._port(8088 + 100 * n),
                 sip_port=single._port(6060 + 100 * n, udp_too=True), tls_port=single._port(6061 + 100 * n),
                 rtp_start=23000 + 1000 * (n - 1), rtp_end=23999 + 1000 * (n - 1),
                 ari_password=single._secret(state / f"ari-password-{n}", 18), demo_sip_password=demo_password,
@@ -252,11 +255,14 @@ def run_cluster(count: int, state: Path) -> int:
                 agi_url=f"agi://127.0.0.1:{single._port(4573 + 100 * n)}")
             node.use_database(base["CALLCTL_DATABASE_URL"])
             nodes.append(node)
+        for n, node in enumerate(nodes, start=1):  # each node lists the others as peers
+            node.extra_conf["pjsip_nodes.conf"] = nodes_conf(
+                {f"node{m}": f"{peer.sip_bind}:{peer.sip_port}" for m, peer in enumerate(nodes, start=1) if m != n})
         subprocess.run([py, "-m", "callctl", "dialplan", "render-prompts", str(REPO / "dialplan"),
                         "--out", str(nodes[0].sounds_dir)], check=True, cwd=REPO)
         for node in nodes:
             node.start()
-        kamailio = KamailioInstance(state / "kamailio", [f"127.0.0.1:{node.sip_port}" for node in nodes],
+        kamailio = KamailioInstance(state / "kamailio", [f"{node.sip_bind}:{node.sip_port}" for node in nodes],
                                     listen_port=single._port(5060, udp_too=True), debug=2)
         kamailio.start()
         envs = []
@@ -302,7 +308,7 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
     lines = [f" Cluster: Kamailio on {kamailio.listen_address}:{kamailio.listen_port} (SIP for callers; "
              f"state: kamcmd -s {kamailio.ctl_socket} dispatcher.list)"]
     for n, (node, env) in enumerate(zip(nodes, envs, strict=True), start=1):
-        lines.append(f"   node{n}: Asterisk SIP 127.0.0.1:{node.sip_port}, ARI {node.ari_url}, "
+        lines.append(f"   node{n}: Asterisk SIP {node.sip_bind}:{node.sip_port}, ARI {node.ari_url}, "
                      f"engine http://{env['CALLCTL_HTTP_LISTEN']}/readyz")
     lines.append(" A node whose engine stops refuses new calls (503) and Kamailio sends them to another node.")
     return "\n".join(lines) + "\n"
