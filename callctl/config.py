@@ -87,6 +87,11 @@ class Settings:
     # the cluster (docs/scaling.md): this engine's node, the one Asterisk it drives; empty: the host name.
     # Rows that must be told apart across nodes (channel slots, room ownership, journals) carry it.
     node_id: str = ""
+    # wt-transport (issue 17): the event loop and how ARI requests travel (docs/benchmarks.md).
+    event_loop: str = "uvloop"  # uvloop or asyncio
+    ari_rest_transport: str = "websocket"  # websocket (Asterisk 22.4+) or http
+    ari_rest_sockets: int = 4  # websockets carrying requests (each serves one request at a time)
+    ari_request_timeout_s: float = 10.0  # a request with no answer by then fails (AriUnavailable)
     source: str = "defaults"
 
     @property
@@ -198,5 +203,13 @@ def _validate(s: Settings) -> None:
     if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
         raise ConfigError(f"reconnect_min_s {s.reconnect_min_s} must be above 0 and at most reconnect_max_s "
                           f"{s.reconnect_max_s}")
+    if s.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError(f"event_loop '{s.event_loop}' must be uvloop or asyncio")
+    if s.ari_rest_transport not in ("websocket", "http"):
+        raise ConfigError(f"ari_rest_transport '{s.ari_rest_transport}' must be websocket or http")
+    if not 1 <= s.ari_rest_sockets <= 32:
+        raise ConfigError(f"ari_rest_sockets {s.ari_rest_sockets} must be between 1 and 32")
+    if s.ari_request_timeout_s <= 0:
+        raise ConfigError(f"ari_request_timeout_s {s.ari_request_timeout_s} must be above 0")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")
