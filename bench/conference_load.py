@@ -247,6 +247,7 @@ class Bench:
                                  "failed": run.failed, "joined": joined, "keyed_code": keys}
         if not step.ok:
             (step_dir / "sipp-stderr.txt").write_text(run.stderr)
+            (step_dir / "daemon-log.txt").write_text("\n".join(daemon.raw[-20000:]))  # why the call failed
             print(f"  {impl} @ {rate:g}/s: {run.failed} failed, {joined}/{calls} joined; see {step_dir}", flush=True)
         return step
 

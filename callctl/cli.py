@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from callctl import logging as clog
     from callctl.app import run_daemon_forever
 
-    clog.configure(settings.log_level)
+    clog.configure(settings.log_level, batched=True)  # lines of one loop turn written together
     return run_daemon_forever(settings)
 
 

@@ -106,3 +106,32 @@ def test_lag_histogram_is_rendered_for_prometheus() -> None:
     assert 'callctl_event_loop_lag_distribution_seconds_bucket{le="0.01"} 1' in text
     assert 'callctl_event_loop_lag_distribution_seconds_bucket{le="+Inf"} 2' in text
     assert "callctl_event_loop_lag_distribution_seconds_count 2" in text
+
+
+def test_log_lines_of_one_loop_turn_are_written_together_and_in_order() -> None:
+    import io
+
+    from callctl.logging import TurnBatchedStream
+
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str, /) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    out = Counting()
+    stream = TurnBatchedStream(out)
+
+    async def main() -> None:
+        for n in range(3):
+            stream.write(f"line {n}")
+            stream.write("\n")
+            stream.flush()
+        assert out.getvalue() == ""  # held until the turn ends
+        await asyncio.sleep(0)
+        assert out.getvalue() == "line 0\nline 1\nline 2\n" and out.writes == 1
+
+    asyncio.run(main())
+    stream.write("off the loop\n")  # no loop running: at once
+    assert out.getvalue().endswith("line 2\noff the loop\n")
