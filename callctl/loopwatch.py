@@ -100,7 +100,7 @@ def describe_stack(frame: types.FrameType | None) -> tuple[str, str]:
 class LoopWatch:
     """Owns the lag timer, the watcher thread and the GC timing; ``async with`` it on the loop."""
 
-    def __init__(self, interval_s: float = 0.05, hold_warn_s: float = 0.02, sample_s: float = 0.002,
+    def __init__(self, interval_s: float = 0.05, hold_warn_s: float = 0.02, sample_s: float = 0.005,
                  on_held: Callable[[str, float, str], None] | None = None) -> None:
         self.interval_s = interval_s
         self.hold_warn_s = hold_warn_s
