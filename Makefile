@@ -23,8 +23,11 @@ asterisk-root: deps
 run: deps venv asterisk-root
 	$(PY) -m scripts.run --state $(STATE)
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each with its own Asterisk and PostgreSQL; a test
+# file stays in one process (its module fixtures, its own Asterisk ports). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: deps venv asterisk-root
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -54,3 +57,19 @@ bench-agi: deps venv
 
 clean:
 	rm -rf $(VENV) $(STATE)
+
+# wt-affinity (issue 18): what a conference member handed to another node costs (docs/conferences.md).
+.PHONY: bench-conference-hop
+bench-conference-hop: deps venv asterisk-root
+	$(PY) -m bench.conference_hop $(BENCH_ARGS)
+
+# issue 18: a cluster (docs/scaling.md): PostgreSQL, Kamailio on 127.0.0.1:5060, NODES Asterisk nodes and
+# their engines (NODES=2 by default, NODES=3 ...). Ctrl-C stops all of it.
+.PHONY: cluster bench-cluster
+NODES ?= 2
+cluster: deps venv asterisk-root
+	$(PY) -m scripts.cluster run --nodes $(NODES) --state $(STATE)/cluster
+
+# SIPp through Kamailio on 1 and 2 nodes side by side; writes its section of docs/benchmarks.md.
+bench-cluster: deps venv asterisk-root $(VENV)/.bench
+	$(PY) -m bench.cluster $(BENCH_ARGS)

@@ -8,6 +8,7 @@ the full per-call rating (`rate_call`: deck in force, match, the plan's inclusio
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import time
 from decimal import Decimal
@@ -17,6 +18,7 @@ from callctl.billing.rating import Deck, Rate, call_cost
 from callctl.billing.statements import rate_call
 
 CALLER = "+33123456789"
+GOAL_PER_S = 100_000  # issue 17
 
 
 def main() -> None:
@@ -43,6 +45,7 @@ def main() -> None:
 
     plans = load_plans()
     decks = [deck]
+    verdicts: list[str] = []
     for name in ("payg", "unlimited"):
         plan = plans.get(name)
         start = time.process_time()
@@ -50,8 +53,13 @@ def main() -> None:
         for number, seconds in zip(numbers, durations, strict=True):
             included += rate_call(decks, plan, CALLER, number, seconds, at, currency="EUR").included
         elapsed = time.process_time() - start
+        per_s = len(numbers) / elapsed
         print(f"{len(numbers)} full per-call ratings (rate_call, plan {name}, {included} included) in "
-              f"{elapsed:.2f} s: {len(numbers) / elapsed:,.0f} rate_call/s (single core)")
+              f"{elapsed:.2f} s: {per_s:,.0f} rate_call/s (single core)")
+        verdicts.append(f"GOAL full per-call rating >= {GOAL_PER_S:,}/s on one core, plan {name}: {per_s:,.0f}  "
+                        f"{'PASS' if per_s >= GOAL_PER_S else 'FAIL'}")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

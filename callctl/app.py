@@ -38,11 +38,12 @@ from callctl.metrics import Metrics
 from callctl.numbers import mask
 from callctl.router import Router
 from callctl.store.cdrs import PgCdrStore
+from callctl.store.facts import AccountFactsCache
 from callctl.store.pool import lazy_pool
 from callctl.systemd import notify, watchdog_interval_s, watchdog_pings
 from callctl.tasks import SideTasks
 from callctl.web.server import SpaceServer
-from callctl.wiring import Features, wire_features
+from callctl.wiring import Features, share_journal, wire_features
 
 log = get_logger("callctl.app")
 
@@ -51,7 +52,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.dialplans = DialplanHolder(settings.dialplan_dir)
+        self.dialplans = DialplanHolder(settings.dialplan_dir, settings.pjsip_conf)
         self.plans = load_plans(settings.plans_file)  # refused at start like the dialplan
         self.router = Router(lambda: self.dialplans.current)
         self.stopping = asyncio.Event()
@@ -104,6 +105,8 @@ class Daemon:
 
     def _on_ari_disconnected(self) -> None:
         self.metrics.inc("callctl_ari_disconnects_total")
+        if self.supervisor is not None:
+            self.supervisor.connection_lost(self.settings.ari_lost_calls_after_s)
         notify("STATUS=Asterisk connection lost, reconnecting")
 
     def _route_event(self, event: Event) -> None:
@@ -149,6 +152,7 @@ class Daemon:
             self.supervisor.log_number_digits = s.log_number_digits
             register_daemon_metrics(self.metrics, self.ari, self.writer, self.lag, self.supervisor.dispatcher)
             pool = await stack.enter_async_context(lazy_pool(s.database_url))
+            mirror = await share_journal(s, pool, journal, self.writer, background)  # issue 18
             self.features = features = wire_features(
                 s, self.plans, self.dialplans, self.router, self.ari, self.supervisor, self.writer, self.metrics,
                 asterisk_id=lambda: self._asterisk_id, can_originate=self._can_originate, stack=stack, pool=pool,
@@ -158,9 +162,11 @@ class Daemon:
                 await stack.enter_async_context(SpaceServer(s, pool, features.conferences))
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
+                facts = await stack.enter_async_context(AccountFactsCache(s.database_url))  # issue 17
                 await stack.enter_async_context(AgiServer(
                     agi_host or "127.0.0.1", int(agi_port),
-                    gate_handler(pool, LiveCountries(self.dialplans), submit=self.writer.submit, fraud=features.fraud),
+                    gate_handler(pool, LiveCountries(self.dialplans), submit=self.writer.submit, fraud=features.fraud,
+                                 facts=facts),
                     allow=tuple(a.strip() for a in s.agi_allow.split(",") if a.strip())))
             await stack.enter_async_context(self.ari)
             self._install_signals()
@@ -175,6 +181,7 @@ class Daemon:
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
             await self.supervisor.drain(s.shutdown_grace_s)
             await self.supervisor.close()  # its listeners (the credit-hold sweep) stop
+            await mirror.close()  # the calls' last journal entries to PostgreSQL
             await features.close()  # while ARI is still connected: rooms, messages, recordings filed
             await self.ari.close()
             drained = await self.writer.wait_for_drained(10.0)

@@ -87,6 +87,18 @@ class Settings:
     # the cluster (docs/scaling.md): this engine's node, the one Asterisk it drives; empty: the host name.
     # Rows that must be told apart across nodes (channel slots, room ownership, journals) carry it.
     node_id: str = ""
+    # wt-affinity (issue 18): a conference room's lease in PostgreSQL, renewed every third of it by the
+    # owner engine; another node takes the room over this long after the owner stopped renewing.
+    conference_lease_s: float = 15.0
+    # wt-cluster (issue 18, docs/scaling.md): the ARI connection down this long means the node's Asterisk
+    # is gone (one engine per node, on the loopback): its calls end, billed up to the moment it dropped.
+    ari_lost_calls_after_s: float = 10.0
+    # wt-global (issue 18, docs/lines.md): an engine renews its node's lease every third of this; the
+    # channel slots of a node whose engine has not renewed it for this long are freed by the others.
+    node_lease_s: float = 15.0
+    # ... and the open calls of a node whose engine has not renewed it for this long are taken over (recorded
+    # as incomplete CDRs by another engine): longer than an engine restart, for its Asterisk may still hold them.
+    node_takeover_s: float = 300.0
     # wt-transport (issue 17): the event loop and how ARI requests travel (docs/benchmarks.md).
     event_loop: str = "uvloop"  # uvloop or asyncio
     ari_rest_transport: str = "websocket"  # websocket (Asterisk 22.4+) or http
@@ -194,6 +206,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"space_listen '{s.space_listen}' must be HOST:PORT (or empty to disable the Online Space)")
     if s.space_public_url and urlparse(s.space_public_url).scheme not in ("http", "https"):
         raise ConfigError(f"space_public_url '{s.space_public_url}' must start with https:// (or http://)")
+    if not 1.0 <= s.conference_lease_s <= 3600.0:
+        raise ConfigError(f"conference_lease_s {s.conference_lease_s} must be between 1 and 3600 seconds")
     if not 4 <= s.conference_code_length <= 16:
         raise ConfigError(f"conference_code_length {s.conference_code_length} must be between 4 and 16")
     problem = objection_key_problem(s.recording_objection_key)
@@ -203,6 +217,8 @@ def _validate(s: Settings) -> None:
     if not 0 < s.reconnect_min_s <= s.reconnect_max_s:
         raise ConfigError(f"reconnect_min_s {s.reconnect_min_s} must be above 0 and at most reconnect_max_s "
                           f"{s.reconnect_max_s}")
+    if not s.ari_lost_calls_after_s > 0:
+        raise ConfigError(f"ari_lost_calls_after_s {s.ari_lost_calls_after_s} must be above 0 (seconds)")
     if s.event_loop not in ("uvloop", "asyncio"):
         raise ConfigError(f"event_loop '{s.event_loop}' must be uvloop or asyncio")
     if s.ari_rest_transport not in ("websocket", "http"):
@@ -213,3 +229,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"ari_request_timeout_s {s.ari_request_timeout_s} must be above 0")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")
+    if s.node_lease_s < 3:  # wt-global: renewed every third of it; below 3 s a busy database frees live slots
+        raise ConfigError(f"node_lease_s {s.node_lease_s} must be at least 3 seconds (set CALLCTL_NODE_LEASE_S)")
+    if s.node_takeover_s < s.node_lease_s:
+        raise ConfigError(f"node_takeover_s {s.node_takeover_s} must be at least node_lease_s {s.node_lease_s} "
+                          "(set CALLCTL_NODE_TAKEOVER_S)")

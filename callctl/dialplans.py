@@ -8,23 +8,36 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from callctl.countries import Country
-from callctl.errors import DialplanError
+from callctl.errors import ConfigError, DialplanError
 from callctl.flows.loader import load_dialplan
+from callctl.flows.model import Dialplan
+from callctl.flows.pjsip import configured_endpoints
 from callctl.logging import get_logger
 
 log = get_logger("callctl.app")
 
 
 class DialplanHolder:
-    """The current dialplan; a reload swaps it atomically, calls keep the one they started with."""
+    """The current dialplan; a reload swaps it atomically, calls keep the one they started with.
 
-    def __init__(self, directory: Path) -> None:
+    Dial steps' trunks are checked against Asterisk's ``pjsip_conf`` (read again at each reload, so a
+    trunk added there and the flow using it can be reloaded together), as ``dialplan check`` does."""
+
+    def __init__(self, directory: Path, pjsip_conf: Path | None = None) -> None:
         self.directory = directory
-        self.current = load_dialplan(directory)
+        self.pjsip_conf = pjsip_conf
+        self.current = self._load()
+
+    def _load(self) -> Dialplan:
+        endpoints = configured_endpoints(self.pjsip_conf) if self.pjsip_conf is not None else None
+        return load_dialplan(self.directory, endpoints=endpoints)
 
     def reload(self) -> bool:
         try:
-            plan = load_dialplan(self.directory)
+            plan = self._load()
+        except ConfigError as exc:
+            log.error("dialplan_reload_refused", problems=1, problem=exc.message, kept=self.current.version)
+            return False
         except DialplanError as exc:
             for problem in exc.problems:
                 log.error("dialplan_reload_problem", problem=problem)

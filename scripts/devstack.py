@@ -84,6 +84,14 @@ class AsteriskInstance:
     # Extra configuration text per file name, appended after asterisk-conf/'s version of the file (or
     # written alone when asterisk-conf/ has none): e.g. the benchmark's native dialplan and its CEL log.
     extra_conf: dict[str, str] = field(default_factory=dict)
+    # A cluster node (scripts/cluster.py, docs/scaling.md): its own entity id ("" keeps Asterisk's,
+    # from the MAC address: the same for every node on one host), new calls refused with 503 before
+    # answering while the engine is down (Kamailio then tries the next node), and the SIP proxy's
+    # address trusted like a local peer (127.0.0.1 already is).
+    entity_id: str = ""
+    refuse_when_engine_down: bool = False
+    trusted_proxy: str = ""
+    agi_url: str = ""  # the engine's FastAGI gate when not the default agi://127.0.0.1:4573 (several engines per host)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -147,9 +155,25 @@ class AsteriskInstance:
                 (etc / name).write_text(text)
         if self.tls_port:
             (etc / "pjsip_tls.conf").write_text(self._tls_transport())
+        self._install_node_conf(etc)
         for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf", "manager.conf"):
             if (etc / secret).exists():
                 (etc / secret).chmod(0o600)
+
+    def _install_node_conf(self, etc: Path) -> None:
+        """The cluster node's files, included by asterisk.conf and extensions.conf when present."""
+        node = {"asterisk_node.conf": f"entityid = {self.entity_id}\n" if self.entity_id else "",
+                "extensions_node.conf": ("CALLCTL_ENGINE_DOWN = refuse\n" if self.refuse_when_engine_down else "")
+                + (f"CALLCTL_AGI = {self.agi_url}\n" if self.agi_url else "")}
+        for name, text in node.items():
+            if text:
+                (etc / name).write_text(text)
+            else:
+                (etc / name).unlink(missing_ok=True)
+        if self.trusted_proxy:
+            with open(etc / "pjsip.conf", "a") as pjsip:
+                pjsip.write(f"\n; The cluster's SIP proxy (Kamailio)\n[cluster-proxy]\ntype = identify\n"
+                            f"endpoint = local-peer\nmatch = {self.trusted_proxy}\n")
 
     @property
     def tls_files(self) -> tuple[Path, Path]:

@@ -51,19 +51,10 @@ def main() -> int:
     py = sys.executable
     stopping: list[subprocess.Popen[bytes]] = []
     asterisk: AsteriskInstance | None = None
-    pg_dir = state / "pg"
     own_pg = "CALLCTL_DATABASE_URL" not in os.environ
     try:
-        if own_pg:
-            pg_port = _port(5432)
-            out = subprocess.run([py, "-m", "tests.support.postgres", "start", str(pg_dir), str(pg_port)],
-                                 check=True, capture_output=True, text=True, cwd=REPO).stdout.strip()
-            database_url = out.splitlines()[-1] if out else f"postgresql://callctl@127.0.0.1:{pg_port}/callctl"
-        else:
-            database_url = os.environ["CALLCTL_DATABASE_URL"]
-        (state / "database-url").write_text(database_url + "\n")
-        env = dict(os.environ, CALLCTL_DATABASE_URL=database_url)
-        subprocess.run([py, "-m", "callctl", "db", "migrate"], check=True, env=env, cwd=REPO)
+        env = start_database(py, state, own_pg)
+        database_url = env["CALLCTL_DATABASE_URL"]
 
         ensure_root()
         asterisk = AsteriskInstance(
@@ -79,27 +70,9 @@ def main() -> int:
                         "--out", str(asterisk.sounds_dir)], check=True, cwd=REPO)
         asterisk.use_database(database_url)  # business-line SIP users come from PostgreSQL (realtime)
         asterisk.start()
-        env.update({
-            "CALLCTL_ARI_URL": asterisk.ari_url, "CALLCTL_ARI_USER": asterisk.ari_user,
-            "CALLCTL_ARI_PASSWORD": asterisk.ari_password, "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
-            "CALLCTL_SPOOL_DIR": str(state / "spool"), "CALLCTL_RUNTIME_DIR": str(state / "run"),
-            "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{_port(8099)}",
-            "CALLCTL_AMI_ADDRESS": f"127.0.0.1:{asterisk.ami_port}", "CALLCTL_AMI_USER": asterisk.ami_user,
-            "CALLCTL_AMI_PASSWORD": asterisk.ami_password,
-            "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{_port(8098)}",  # the conferences' Online Space
-            "CALLCTL_PJSIP_CONF": str(asterisk.host_dir / "etc" / "pjsip.conf"),  # dial targets' trunks checked
-        })
-        env["CALLCTL_OUTBOX_DIR"] = str(state / "outbox")
-        env["CALLCTL_CONFERENCE_ACCESS_NUMBERS"] = "+33900000100,+33900000101"
-        # ./callctl.yaml is a default settings path: the CLI run from the checkout finds this stack.
-        known = {f.name for f in dataclasses.fields(Settings)} - {"source"}
-        settings = {k.removeprefix("CALLCTL_").lower(): v for k, v in env.items() if k.startswith("CALLCTL_")
-                    and k.removeprefix("CALLCTL_").lower() in known}
-        (REPO / "callctl.yaml").write_text("# Written by `make run` for this checkout's stack.\n" + "".join(
-            f"{k}: {json.dumps(v)}\n" for k, v in sorted(settings.items())))
-        (REPO / "callctl.yaml").chmod(0o600)
-        summary = subprocess.run([py, "-m", "callctl", "dialplan", "check", str(REPO / "dialplan")],
-                                 capture_output=True, text=True, env=env, cwd=REPO).stdout.strip()
+        env.update(engine_env(asterisk, state, http_port=_port(8099), space_port=_port(8098)))
+        write_cli_settings(env, "make run")
+        summary = dialplan_summary(py, env)
         demo = _demo(py, env, state)
         print(_banner(asterisk, env, summary, demo), flush=True)
         daemon = subprocess.Popen([py, "-m", "callctl", "run"], env=env, cwd=REPO)
@@ -122,8 +95,59 @@ def main() -> int:
         if asterisk is not None:
             asterisk.stop()
         if own_pg:
-            subprocess.run([py, "-m", "tests.support.postgres", "stop", str(pg_dir)], cwd=REPO, check=False)
+            stop_database(py, state)
         print("make run: everything stopped.", flush=True)
+
+
+# -- pieces shared with `make cluster` (scripts/cluster.py) ------------------------------------------
+def start_database(py: str, state: Path, own_pg: bool) -> dict[str, str]:
+    """PostgreSQL (a local cluster in STATE/pg when ``own_pg``), migrated; the environment pointing at it."""
+    if own_pg:
+        pg_port = _port(5432)
+        out = subprocess.run([py, "-m", "tests.support.postgres", "start", str(state / "pg"), str(pg_port)],
+                             check=True, capture_output=True, text=True, cwd=REPO).stdout.strip()
+        database_url = out.splitlines()[-1] if out else f"postgresql://callctl@127.0.0.1:{pg_port}/callctl"
+    else:
+        database_url = os.environ["CALLCTL_DATABASE_URL"]
+    (state / "database-url").write_text(database_url + "\n")
+    env = dict(os.environ, CALLCTL_DATABASE_URL=database_url)
+    subprocess.run([py, "-m", "callctl", "db", "migrate"], check=True, env=env, cwd=REPO)
+    return env
+
+
+def stop_database(py: str, state: Path) -> None:
+    subprocess.run([py, "-m", "tests.support.postgres", "stop", str(state / "pg")], cwd=REPO, check=False)
+
+
+def engine_env(asterisk: AsteriskInstance, state: Path, *, http_port: int, space_port: int) -> dict[str, str]:
+    """The settings of the engine driving ``asterisk``, its files under ``state``."""
+    return {
+        "CALLCTL_ARI_URL": asterisk.ari_url, "CALLCTL_ARI_USER": asterisk.ari_user,
+        "CALLCTL_ARI_PASSWORD": asterisk.ari_password, "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
+        "CALLCTL_SPOOL_DIR": str(state / "spool"), "CALLCTL_RUNTIME_DIR": str(state / "run"),
+        "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "CALLCTL_AMI_ADDRESS": f"127.0.0.1:{asterisk.ami_port}", "CALLCTL_AMI_USER": asterisk.ami_user,
+        "CALLCTL_AMI_PASSWORD": asterisk.ami_password,
+        "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{space_port}",  # the conferences' Online Space
+        "CALLCTL_PJSIP_CONF": str(asterisk.host_dir / "etc" / "pjsip.conf"),  # dial targets' trunks checked
+        "CALLCTL_OUTBOX_DIR": str(state / "outbox"),
+        "CALLCTL_CONFERENCE_ACCESS_NUMBERS": "+33900000100,+33900000101",
+    }
+
+
+def write_cli_settings(env: dict[str, str], by: str) -> None:
+    """./callctl.yaml is a default settings path: the CLI run from the checkout finds this stack."""
+    known = {f.name for f in dataclasses.fields(Settings)} - {"source"}
+    settings = {k.removeprefix("CALLCTL_").lower(): v for k, v in env.items() if k.startswith("CALLCTL_")
+                and k.removeprefix("CALLCTL_").lower() in known}
+    (REPO / "callctl.yaml").write_text(f"# Written by `{by}` for this checkout's stack.\n" + "".join(
+        f"{k}: {json.dumps(v)}\n" for k, v in sorted(settings.items())))
+    (REPO / "callctl.yaml").chmod(0o600)
+
+
+def dialplan_summary(py: str, env: dict[str, str]) -> str:
+    return subprocess.run([py, "-m", "callctl", "dialplan", "check", str(REPO / "dialplan")],
+                          capture_output=True, text=True, env=env, cwd=REPO).stdout.strip()
 
 
 def _cli(py: str, env: dict[str, str], *args: str) -> Any:

@@ -7,6 +7,7 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
+command -v kamailio >/dev/null || need+=(kamailio)  # the SIP front door of a cluster (make cluster, issue 18)
 command -v tmux >/dev/null || need+=(tmux)  # tests drive `callctl calls --watch` in tmux
 command -v baresip >/dev/null || need+=(baresip-core)  # the TLS + SRTP softphone of the tests (issue 20)
 command -v openssl >/dev/null || need+=(openssl)  # make run's self-signed TLS certificate
@@ -24,6 +25,11 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "system-deps: run as root (or install: ${need[*]})" >&2; exit 1; fi
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  # Debian enables a Kamailio service on 5060 with its sample configuration: callctl runs its own
+  # Kamailio in the foreground (scripts/cluster.py), so the package's service stays off.
+  if [[ " ${need[*]} " == *" kamailio "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now kamailio >/dev/null 2>&1 || true
+  fi
 fi
 
 # Prometheus and promtool for the ops/ tests, unpacked from Debian's package into a cache (like the

@@ -13,11 +13,11 @@ from typing import Any, Protocol
 from callctl.agi.server import AgiRequest
 from callctl.cdr.record import LEG_NAMESPACE, CdrRecord
 from callctl.countries import Country
-from callctl.fraud.rules import Refusal
+from callctl.fraud.rules import FraudPolicy, Refusal, classify, permission_refusal
 from callctl.fraud.service import agi_variables
 from callctl.gating.service import Decision, decide
 from callctl.numbers import storable, to_e164
-from callctl.store import gating as store
+from callctl.store.facts import GateFacts, read_gate_facts
 
 Submit = Callable[[CdrRecord], None]
 
@@ -26,7 +26,21 @@ class FraudScreen(Protocol):
     """Destination permissions and suspension for a call the operator's dialplan will dial (issue 20:
     callctl.fraud.service.FraudService, wired by app.py)."""
 
+    @property
+    def policy(self) -> FraudPolicy: ...
+
     async def refuse_agi(self, account_id: uuid.UUID, country: str, number: str) -> Refusal | None: ...
+
+
+class FactsSource(Protocol):
+    """The per-account facts of a decision (callctl.store.facts.AccountFactsCache in the daemon)."""
+
+    async def gate_facts(self, db: Any, account_id: uuid.UUID) -> GateFacts | None: ...
+
+
+class _Uncached:
+    async def gate_facts(self, db: Any, account_id: uuid.UUID) -> GateFacts | None:
+        return await read_gate_facts(db, account_id)
 
 
 def _deny(rule: str, reason: str) -> dict[str, str]:
@@ -60,13 +74,26 @@ def gate_cdr(request: AgiRequest, account_id: uuid.UUID, country: str, decision:
         cost=Decimal(0) if free else None, included=True if free else None)
 
 
+def _may_refuse(known: GateFacts, policy: FraudPolicy, country: str, number: str) -> bool:
+    """Whether the fraud screen could refuse this call, judged on the facts read with the decision."""
+    if known.suspended:
+        return True
+    return permission_refusal(known.permissions, classify(number, country, policy.high_risk_prefixes)) is not None
+
+
 def gate_handler(pool: Any, countries: Mapping[str, Country],
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC), *,
                  submit: Submit | None = None,
-                 fraud: FraudScreen | None = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
+                 fraud: FraudScreen | None = None,
+                 facts: FactsSource | None = None) -> Callable[[AgiRequest], Awaitable[Mapping[str, str]]]:
     """``AGI(agi://127.0.0.1:4573/gate?account=ID)`` or ``AGI(agi://127.0.0.1:4573/gate,ID)``.
     ``submit``: the CDR writer's (a decision's CDR is handed to it, never awaited); ``fraud``: the
-    destination permissions and spend limits (issue 20), never asked about emergency calls."""
+    destination permissions and spend limits (issue 20), never asked about emergency calls; ``facts``:
+    where the account's facts come from (the daemon's cache; default: one statement per decision).
+
+    An allowed call whose cached permissions and suspension allow it costs no database round trip; a
+    call they refuse goes to ``fraud.refuse_agi``, which reads them again and records the refusal."""
+    source: FactsSource = facts if facts is not None else _Uncached()
 
     async def handle(request: AgiRequest) -> Mapping[str, str]:
         if request.script != "gate":
@@ -76,18 +103,19 @@ def gate_handler(pool: Any, countries: Mapping[str, Country],
             account_id = uuid.UUID(raw)
         except ValueError:
             return _deny("agi_bad_account", "pass the account: agi://127.0.0.1:4573/gate?account=ID")
-        country = request.params.get("country") or await store.account_country(pool, account_id)
+        known = await source.gate_facts(pool, account_id)
+        country = request.params.get("country") or (known.country if known is not None else None)
         if country is None:
             return _deny("unknown_account", f"no account {account_id}")
-        dialer = await store.get_dialer(pool, account_id)
-        automated = dialer is not None and dialer.automated
+        automated = known is not None and known.automated
         at = clock()
         decision = await decide(pool, countries, account_id, request.get("agi_callerid"),
                                 request.get("agi_extension"), at, account_country=country,
                                 automated=automated)
         refusal = None
         if fraud is not None and decision.allowed and not decision.emergency:  # issue 20: never emergency calls
-            refusal = await fraud.refuse_agi(account_id, country, decision.number_e164)
+            if known is None or _may_refuse(known, fraud.policy, country, decision.number_e164):
+                refusal = await fraud.refuse_agi(account_id, country, decision.number_e164)
             if refusal is not None:  # the CDR names the fraud rule, like the engine's own refused calls
                 decision = dataclasses.replace(decision, decision="deny", rule=refusal.rule, reason=refusal.reason)
         if submit is not None and request.get("agi_uniqueid"):

@@ -1,20 +1,28 @@
 """A small hardened FastAGI server (own reader, not panoramisk's: see FIELD-NOTES).
 
 Bounded header size and count, a per-read timeout and a whole-header deadline (slow loris), non-UTF-8
-tolerated (replaced), peers checked against an allow-list, each session its own task owned here, bad
-sessions logged per peer and interval with counts (refusals.py: a flood is not a log flood). The
-handler returns the channel variables to set with ``SET VARIABLE``.
+tolerated (replaced), peers checked against an allow-list, bad sessions logged per peer and interval
+with counts (refusals.py: a flood is not a log flood). The handler returns the channel variables to
+set with ``SET VARIABLE``.
+
+Each connection is an ``asyncio.Protocol`` that parses the header block as its bytes arrive (no task,
+no stream objects, one timer); once the block is complete, one task owned here runs the handler and
+sends the variables, one command per reply (Asterisk's AGI reads one command at a time: pipelining
+them is not safe). This keeps the server's CPU per request low enough for a gate every outbound call
+passes through (issue 17, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import cast
 
 import structlog
 
@@ -26,6 +34,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 128
 MAX_LINE_BYTES = 8 * 1024
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
+ACCEPT_BACKLOG = 1024
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,222 @@ def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
     return AgiRequest(headers=dict(headers), script=script, params=params, args=tuple(args), peer=peer)
 
 
+class _Phase(enum.Enum):
+    HEADERS = 1
+    HANDLING = 2
+    DONE = 3
+
+
+class _Session(asyncio.Protocol):
+    """One FastAGI connection (see the module docstring)."""
+
+    __slots__ = ("_buffer", "_closed", "_deadline", "_header_bytes", "_headers", "_line_since", "_loop", "_peer",
+                 "_phase", "_reply", "_server", "_timer", "_transport")
+
+    def __init__(self, server: AgiServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._peer = "?"
+        self._buffer = bytearray()
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._phase = _Phase.HEADERS
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0  # loop time: the whole header block by then
+        self._line_since: float | None = None  # loop time the wait for the current line began; None: not waiting
+        self._reply: asyncio.Future[bytes] | None = None
+        self._closed = False
+
+    # -- transport callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self._server._live.add(self)
+        peername = transport.get_extra_info("peername")
+        self._peer = str(peername[0]) if peername else "?"
+        if not self._server._peer_allowed(self._peer):
+            self._refuse("peer_not_allowed")
+            return
+        now = self._loop.time()
+        self._deadline = now + self._server.header_timeout_s
+        self._line_since = now
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase is _Phase.DONE:
+            return
+        self._buffer += data
+        if self._phase is _Phase.HEADERS:
+            self._parse_headers()
+        elif self._reply is not None and not self._reply.done():
+            self._take_reply()
+
+    def eof_received(self) -> bool | None:
+        return None  # close: a peer that stops sending is done (Asterisk never half-closes)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server._live.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        reason = "closed_mid_header" if self._buffer else "closed"
+        if self._phase is _Phase.HEADERS:
+            self._refuse(reason)
+        elif self._reply is not None and not self._reply.done():
+            self._reply.set_exception(BadSession(reason))
+
+    # -- timers: one handle per session, re-armed only when it fires early ---------------------
+    def _arm(self) -> None:
+        if self._timer is not None or self._line_since is None:
+            return
+        due = self._line_since + self._server.read_timeout_s
+        if self._phase is _Phase.HEADERS:
+            due = min(due, self._deadline)
+        self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._phase is _Phase.DONE or self._line_since is None:
+            return
+        now = self._loop.time()
+        if now - self._line_since >= self._server.read_timeout_s:
+            self._fail("read_timeout")
+        elif self._phase is _Phase.HEADERS and now >= self._deadline:
+            self._fail("header_deadline")
+        else:
+            self._arm()
+
+    def _fail(self, reason: str) -> None:
+        if self._phase is _Phase.HEADERS:
+            self._refuse(reason)
+        elif self._reply is not None and not self._reply.done():
+            self._reply.set_exception(BadSession(reason))
+
+    def _refuse(self, reason: str) -> None:
+        """A session refused before its handler ran."""
+        if self._phase is _Phase.DONE:
+            return
+        self._phase = _Phase.DONE
+        self._server.refusals.refused(self._peer, reason)
+        self.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+
+    # -- the header block ----------------------------------------------------------------------
+    def _parse_headers(self) -> None:
+        buf = self._buffer
+        start = 0
+        headers = self._headers
+        try:
+            while (nl := buf.find(b"\n", start)) >= 0:
+                if nl - start >= MAX_LINE_BYTES:
+                    raise BadSession("line_too_long")
+                self._header_bytes += nl + 1 - start
+                if self._header_bytes > MAX_HEADER_BYTES:
+                    raise BadSession("headers_too_large")
+                text = buf[start:nl].decode("utf-8", "replace").rstrip("\r")
+                start = nl + 1
+                self._line_since = self._loop.time()
+                if not text:
+                    del buf[:start]
+                    self._headers_done()
+                    return
+                if len(headers) >= MAX_HEADERS:
+                    raise BadSession("too_many_headers")
+                key, sep, value = text.partition(":")
+                if not sep or not key.startswith("agi_"):
+                    raise BadSession("malformed_header")
+                headers[key.strip()] = value.strip()
+            if len(buf) - start > MAX_LINE_BYTES:
+                raise BadSession("line_too_long")
+        except BadSession as exc:
+            self._refuse(str(exc))
+            return
+        del buf[:start]
+
+    def _headers_done(self) -> None:
+        self._phase = _Phase.HANDLING
+        self._line_since = None  # the handler's time is bounded by handler_timeout_s, not by reads
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        request = parse_request(self._headers, self._peer)
+        task = self._loop.create_task(self._run(request))
+        self._server._sessions.add(task)
+        task.add_done_callback(self._server._sessions.discard)
+
+    # -- the handler and its commands ----------------------------------------------------------
+    async def _run(self, request: AgiRequest) -> None:
+        server = self._server
+        try:
+            try:
+                async with asyncio.timeout(server.handler_timeout_s):
+                    variables = await server.handler(request)
+            except Exception as exc:  # a handler bug must not leave the channel without an answer
+                log.error("agi_handler_failed", peer=self._peer, script=request.script, error=repr(exc))
+                # No decision is not a refusal: an empty CALLCTL_GATE sends extensions.conf to its
+                # "gate unavailable" branch, where an emergency call still gets Asterisk's own decision.
+                variables = {"CALLCTL_GATE": "", "CALLCTL_GATE_RULE": "gate_unavailable",
+                             "CALLCTL_GATE_REASON": "the gate could not decide"}
+            for name, value in variables.items():
+                await self._command(f"SET VARIABLE {name} {_quote(value)}\n".encode())
+        except BadSession as exc:
+            server.refusals.refused(self._peer, str(exc))
+        except (ConnectionError, OSError) as exc:
+            server.refusals.refused(self._peer, "connection_lost", error=str(exc))
+        finally:
+            self._phase = _Phase.DONE
+            self.close()
+
+    async def _command(self, command: bytes) -> None:
+        if self._closed or self._transport is None:
+            raise BadSession("closed")
+        self._transport.write(command)
+        reply = await self._wait_for_line()
+        if not reply.startswith(b"200"):
+            text = reply.decode("utf-8", "replace").strip()
+            raise BadSession(f"command_refused: {text[:80]}")
+
+    async def _wait_for_line(self) -> bytes:
+        line = self._pop_line()
+        if line is not None:
+            return line
+        self._reply = self._loop.create_future()
+        self._line_since = self._loop.time()
+        self._arm()
+        try:
+            return await self._reply
+        finally:
+            self._reply = None
+            self._line_since = None
+
+    def _pop_line(self) -> bytes | None:
+        nl = self._buffer.find(b"\n")
+        if nl < 0 or nl >= MAX_LINE_BYTES:
+            if nl >= MAX_LINE_BYTES or len(self._buffer) > MAX_LINE_BYTES:
+                raise BadSession("line_too_long")
+            return None
+        line = bytes(self._buffer[:nl + 1])
+        del self._buffer[:nl + 1]
+        return line
+
+    def _take_reply(self) -> None:
+        assert self._reply is not None
+        try:
+            line = self._pop_line()
+        except BadSession as exc:
+            self._reply.set_exception(exc)
+            return
+        if line is not None:
+            self._reply.set_result(line)
+
+
 class AgiServer:
     """``async with AgiServer(host, port, handler) as srv``: serving until the block ends."""
 
@@ -82,7 +307,8 @@ class AgiServer:
         self.header_timeout_s = header_timeout_s
         self.handler_timeout_s = handler_timeout_s
         self._server: asyncio.Server | None = None
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: set[asyncio.Task[None]] = set()  # sessions whose handler runs
+        self._live: set[_Session] = set()  # every open connection
         self.refusals = refusals if refusals is not None else RefusalTally()
 
     @property
@@ -92,8 +318,11 @@ class AgiServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> AgiServer:
-        self._server = await asyncio.start_server(self._accept, self.host, self.requested_port,
-                                                  limit=MAX_LINE_BYTES)
+        loop = asyncio.get_running_loop()
+        # A deep accept queue: a burst of calls connecting at once waits a moment instead of failing over to
+        # the dialplan's "gate unavailable" branch (the default backlog is 100).
+        self._server = await loop.create_server(lambda: _Session(self), self.host, self.requested_port,
+                                                backlog=ACCEPT_BACKLOG)
         log.info("agi_listening", host=self.host, port=self.port)
         return self
 
@@ -105,16 +334,13 @@ class AgiServer:
             task.cancel()
         if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=2.0)
+        for session in list(self._live):
+            session.close()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._server.wait_closed()
         self.refusals.close()
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._session(reader, writer))
-        self._sessions.add(task)
-        task.add_done_callback(self._sessions.discard)
 
     def _peer_allowed(self, host: str) -> bool:
         try:
@@ -122,74 +348,3 @@ class AgiServer:
         except ValueError:
             return False
         return any(addr in net for net in self.allow)
-
-    async def _readline(self, reader: asyncio.StreamReader) -> bytes:
-        try:
-            async with asyncio.timeout(self.read_timeout_s):
-                line = await reader.readline()
-        except TimeoutError:
-            raise BadSession("read_timeout") from None
-        except ValueError:  # LimitOverrunError: a line beyond MAX_LINE_BYTES
-            raise BadSession("line_too_long") from None
-        if not line.endswith(b"\n"):
-            raise BadSession("closed_mid_header" if line else "closed")
-        return line
-
-    async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        total = 0
-        try:
-            async with asyncio.timeout(self.header_timeout_s):
-                while True:
-                    line = await self._readline(reader)
-                    total += len(line)
-                    if total > MAX_HEADER_BYTES:
-                        raise BadSession("headers_too_large")
-                    text = line.decode("utf-8", "replace").rstrip("\r\n")
-                    if not text:
-                        return headers
-                    if len(headers) >= MAX_HEADERS:
-                        raise BadSession("too_many_headers")
-                    key, sep, value = text.partition(":")
-                    if not sep or not key.startswith("agi_"):
-                        raise BadSession("malformed_header")
-                    headers[key.strip()] = value.strip()
-        except TimeoutError:
-            raise BadSession("header_deadline") from None
-
-    async def _command(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, command: str) -> str:
-        writer.write(command.encode("utf-8") + b"\n")
-        await writer.drain()
-        reply = (await self._readline(reader)).decode("utf-8", "replace").strip()
-        if not reply.startswith("200"):
-            raise BadSession(f"command_refused: {reply[:80]}")
-        return reply
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = str(peername[0]) if peername else "?"
-        try:
-            if not self._peer_allowed(peer):
-                raise BadSession("peer_not_allowed")
-            headers = await self._read_headers(reader)
-            request = parse_request(headers, peer)
-            try:
-                async with asyncio.timeout(self.handler_timeout_s):
-                    variables = await self.handler(request)
-            except Exception as exc:  # a handler bug must not leave the channel without an answer
-                log.error("agi_handler_failed", peer=peer, script=request.script, error=repr(exc))
-                # No decision is not a refusal: an empty CALLCTL_GATE sends extensions.conf to its
-                # "gate unavailable" branch, where an emergency call still gets Asterisk's own decision.
-                variables = {"CALLCTL_GATE": "", "CALLCTL_GATE_RULE": "gate_unavailable",
-                             "CALLCTL_GATE_REASON": "the gate could not decide"}
-            for name, value in variables.items():
-                await self._command(reader, writer, f"SET VARIABLE {name} {_quote(value)}")
-        except BadSession as exc:
-            self.refusals.refused(peer, str(exc))
-        except (ConnectionError, OSError) as exc:
-            self.refusals.refused(peer, "connection_lost", error=str(exc))
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisEnd
 from callctl.calls.call import CALL_BRIDGE_PREFIX, Call
-from callctl.calls.records import recovered_record
-from callctl.cdr.journal import CallJournal
+from callctl.calls.records import VANISHED, recovered_record
+from callctl.cdr.journal import CallJournal, OpenCall
 from callctl.cdr.record import CdrRecord
 from callctl.errors import AriError, ChannelGone
 from callctl.ids import ChannelId
@@ -44,6 +45,8 @@ class CallOwner(Protocol):
                    resumed: tuple[ChannelInfo, str] | None = None) -> None: ...
     def hand_back(self, channel_id: ChannelId) -> None: ...
     def journal_entry(self, channel: ChannelInfo) -> Mapping[str, Any]: ...
+    @property
+    def lost_at(self) -> dt.datetime | None: ...
 
 
 class Resync:
@@ -85,8 +88,10 @@ class Resync:
                 await self._ops.get_channel(channel_id)
                 call.deliver(StasisEnd(dt.datetime.now(dt.UTC), channel_id))
             except ChannelGone:
-                call.deliver(ChannelDestroyed(dt.datetime.now(dt.UTC), channel_id, None,
-                                              "hung up while the ARI connection was down"))
+                # Ended at some moment while the connection was down: the CDR takes the drop (never bill
+                # more than certain) and is marked incomplete (callctl.calls.records).
+                call.deliver(ChannelDestroyed(self._owner.lost_at or dt.datetime.now(dt.UTC), channel_id, None,
+                                              VANISHED))
 
     async def _adopt(self, in_app: set[str]) -> int:
         # Two-party calls a previous engine bridged ("call-<leg>": the caller and the leg it dialled):
@@ -179,7 +184,9 @@ class Resync:
         for leg, entry in list(journal.pending.items()):
             if entry.get("channel") in in_app or leg in owned:
                 continue
-            record = recovered_record(leg, entry, journal.previous_activity, now)
+            # A call whose CDR went with a lost spool (its row in PostgreSQL says when it was closed) ended then.
+            closed = dt.datetime.fromisoformat(entry["closed_at"]) if entry.get("closed_at") else None
+            record = recovered_record(leg, entry, closed or journal.previous_activity, now)
             self._submit(record)
             journal.closed(leg)
             seen[record.channel_id] = record.billed_s
@@ -187,3 +194,17 @@ class Resync:
         if recovered:
             log.warning("calls_recovered_from_journal", count=recovered)
         return recovered
+
+
+def orphan_recorder(submit: Callable[[CdrRecord], None]) -> Callable[[Sequence[OpenCall]], None]:
+    """What an engine does with the open calls of a node gone for good (JournalMirror's takeover): their
+    Asterisk went with the node, so each is recorded as a call that ended with no engine: an incomplete
+    CDR whose end is the node's last sign of life (or the time its own engine closed it), never later."""
+
+    def record(rows: Sequence[OpenCall]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        for row in rows:
+            record = recovered_record(row.leg, row.entry, row.closed_at or row.last_seen, now)
+            submit(dataclasses.replace(record, extra={**record.extra, "node": row.node, "taken_over": True}))
+
+    return record

@@ -15,6 +15,10 @@ from callctl.cdr.record import CdrRecord
 from callctl.numbers import to_e164
 
 NOT_REPORTED = "end not reported by Asterisk"
+# A call whose Asterisk went away (docs/scaling.md): it ended between the moment the ARI connection
+# dropped (its ended_at: never bill more than certain) and the moment the engine gave it up.
+ASTERISK_LOST = "Asterisk went away: ended when the ARI connection dropped"
+VANISHED = "hung up while the ARI connection was down"  # found gone at the resync; ended at the drop
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def call_record(facts: CallFacts, lc: Lifecycle, result: CallResult, now: dt.dat
         account_id=result.account_id, user_id=result.user_id, conference_id=result.conference_id,
         person=result.person, role=result.role,
         extra={"outcome": facts.outcome, "ended_by": lc.ended_by, **result.extra,
-               **({"trace": result.trace.as_json()} if result.trace.steps else {})},
+               **({"trace": result.trace.as_json()} if result.trace.steps else {}), **_incomplete(lc, now)},
         **result.rating.columns(),
     )
 
@@ -68,9 +72,16 @@ def leg_record(first: CdrRecord, leg: OutboundLeg, country: str | None, now: dt.
         disposition=lc.disposition, hangup_cause=lc.hangup_cause, hangup_reason=lc.hangup_reason,
         channel_id=leg.channel_id, flow=first.flow, dialplan_version=first.dialplan_version,
         account_id=first.account_id, user_id=first.user_id,
-        extra={"target": leg.target, "ended_by": lc.ended_by},
+        extra={"target": leg.target, "ended_by": lc.ended_by, **_incomplete(lc, now)},
         **leg.rating.columns(),
     )
+
+
+def _incomplete(lc: Lifecycle, now: dt.datetime) -> dict[str, Any]:
+    """The marks of a leg whose true end is unknown (its Asterisk went away)."""
+    if lc.hangup_reason not in (ASTERISK_LOST, VANISHED):
+        return {}
+    return {"incomplete": True, "ended_before": now.isoformat()}
 
 
 def recovered_record(leg: str, entry: Mapping[str, Any], last_seen: dt.datetime | None,

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 import structlog
 
 from callctl.ari.dispatch import Dispatcher, Mailbox
-from callctl.ari.events import ChannelInfo, StasisStart
+from callctl.ari.events import ChannelDestroyed, ChannelInfo, StasisStart
 from callctl.calls.adoption import LEG_ARG, Resync, ResyncOps
 from callctl.calls.call import Call, ChannelOps
-from callctl.calls.records import CallFacts, call_record, ensure_ended, leg_record
+from callctl.calls.records import ASTERISK_LOST, CallFacts, call_record, ensure_ended, leg_record
 from callctl.calls.result import EndedCall
 from callctl.cdr.journal import CallJournal
 from callctl.cdr.record import CdrRecord, answered_seconds, leg_id_for
@@ -75,6 +75,7 @@ class Supervisor:
         self._listeners: list[CallEnds] = []
         self.accepting = True
         self.log_number_digits = 4
+        self.lost_at: dt.datetime | None = None  # when the ARI connection dropped, until the next resync
         metrics.counter("callctl_calls_total", "Calls finished, by outcome")
         metrics.gauge("callctl_active_calls", "Calls in progress", lambda: len(self._calls))
 
@@ -146,6 +147,23 @@ class Supervisor:
         log.info("call_handed_back", channel=channel_id, reason="draining")
         self._side.spawn(_quietly(self._ops.continue_in_dialplan(channel_id, FALLBACK_CONTEXT)))
 
+    def connection_lost(self, give_up_after_s: float) -> None:
+        """The ARI connection dropped. Calls keep their tasks (the next resync adopts or closes them); if it
+        is not back within ``give_up_after_s``, their Asterisk is taken as gone (one engine per node, on the
+        loopback: docs/scaling.md) and they end at the moment it dropped, their CDRs marked incomplete."""
+        if self.lost_at is not None:
+            return
+        at = self.lost_at = dt.datetime.now(dt.UTC)
+        self._side.spawn(self._end_calls_if_still_lost(at, give_up_after_s))
+
+    async def _end_calls_if_still_lost(self, at: dt.datetime, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        if self.lost_at is not at or not self._calls:
+            return
+        log.warning("calls_ended_with_asterisk", count=len(self._calls), lost_at=at.isoformat())
+        for call, _task in list(self._calls.values()):
+            call.deliver(ChannelDestroyed(at, call.channel.id, None, ASTERISK_LOST))
+
     # -- one call ------------------------------------------------------------------------------
 
     async def _run_call(self, call: Call, adopted: bool) -> None:
@@ -185,9 +203,16 @@ class Supervisor:
     async def _finish(self, call: Call, outcome: str, elapsed_s: float) -> CdrRecord:
         with contextlib.suppress(AriError):
             await call.hang_up("normal")
-        await call.wait_for_end(END_WAIT_S)
+        lost_at = self.lost_at
+        if lost_at is None or call.lifecycle.ended_at is not None:
+            await call.wait_for_end(END_WAIT_S)
         lc, result = call.lifecycle, call.result
         now = dt.datetime.now(dt.UTC)
+        if lost_at is not None:  # no end will be reported: the last certain moment is when Asterisk went away
+            for leg_lc in (lc, *(leg.lifecycle for leg in call.legs)):
+                leg_lc.ended(lost_at, None, ASTERISK_LOST)
+        if lc.hangup_reason == ASTERISK_LOST:
+            outcome = "asterisk_lost"
         ended_at = ensure_ended(lc, now)
         if result.on_end is not None:
             try:
@@ -215,6 +240,7 @@ class Supervisor:
         """After every (re)connect (``callctl.calls.adoption``); listeners hear of it once the calls
         still up are known."""
         recovered_s = await self._resync.run()
+        self.lost_at = None
         for listener in self._listeners:
             listener.resynced(recovered_s)
 

@@ -10,20 +10,48 @@ the moment of recovery.
 Plain appends without fsync: the page cache survives the death of the process (kill -9, crash),
 which is what this guards against; a machine crash is covered by Asterisk's own restart (every
 call is gone then, and the open entries are recorded the same way).
+
+The same entries go to PostgreSQL (``JournalMirror``, table ``open_call``) a fraction of a second
+later, so no call depends on this engine's disk: an engine whose files were lost reads its node's
+rows back at start, and the engines of a cluster take over the rows of a node gone for good
+(docs/scaling.md, "What survives a node").
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callctl.errors import SpoolError
+from callctl.errors import SpoolError, StoreError, StoreUnavailable
+from callctl.logging import get_logger
+
+log = get_logger("callctl.cdr")
+
+MIRROR_FLUSH_S = 0.2  # the journal's operations reach PostgreSQL this long after they happen, at most
+MIRROR_QUEUE_MAX = 100_000  # operations kept while PostgreSQL is unreachable (the oldest dropped beyond)
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """A journal row in PostgreSQL: the call's leg, its node, the journal's entry (as ``pending``'s), the
+    time its CDR was handed to the writer (None: still open), the node's last heartbeat."""
+
+    leg: str
+    node: str
+    entry: dict[str, Any]
+    closed_at: dt.datetime | None
+    last_seen: dt.datetime | None
 
 
 class CallJournal:
+    mirror: JournalMirror | None = None  # set by share()
+
     def __init__(self, directory: Path) -> None:
         self.path = directory / "open-calls.jsonl"
         try:
@@ -66,6 +94,8 @@ class CallJournal:
         os.replace(tmp, self.path)
 
     def _write(self, item: dict[str, Any]) -> None:
+        if self.mirror is not None:
+            self.mirror.push(item)
         try:
             self._file.write(json.dumps(item) + "\n")
             self._file.flush()
@@ -86,7 +116,138 @@ class CallJournal:
 
     def closed(self, leg: str) -> None:
         self.pending.pop(leg, None)
-        self._write({"op": "close", "leg": leg})
+        self._write({"op": "close", "leg": leg, "at": dt.datetime.now(dt.UTC).isoformat()})
+
+    @property
+    def lost_its_file(self) -> bool:
+        """No journal file was found at start: a first start, or this engine's disk state is gone."""
+        return self.previous_activity is None
+
+    def share(self, mirror: JournalMirror) -> None:
+        """From now on every entry also goes to PostgreSQL; the entries still open are sent again."""
+        self.mirror = mirror
+        for entry in self.pending.values():
+            mirror.push({"op": "open", **entry})
+
+    def adopt_rows(self, rows: Sequence[OpenCall]) -> int:
+        """Rows of this node in PostgreSQL the file does not have (it was lost): open again here, for the
+        resynchronisation to adopt or record. A closed row (its CDR handed to a writer whose spool went
+        with the disk) is recorded too: its end is known. Returns how many were added."""
+        added = 0
+        for row in rows:
+            if row.leg in self.pending:
+                continue
+            if row.closed_at is not None and not self.lost_its_file:
+                continue  # the spool on this disk still has its CDR
+            entry = dict(row.entry)
+            if row.closed_at is not None:
+                entry["closed_at"] = row.closed_at.isoformat()
+            self.pending[row.leg] = entry
+            added += 1
+        if added:
+            seen = [r.last_seen for r in rows if r.last_seen is not None]
+            if self.previous_activity is None and seen:
+                self.previous_activity = max(seen)  # the node's last heartbeat: the earliest end possible
+        return added
 
     def close(self) -> None:
         self._file.close()
+
+
+@dataclass(frozen=True)
+class JournalStore:
+    """The SQL of the journal's rows (callctl.store.journal), bound to a pool by the composition root."""
+
+    apply: Callable[[str, Sequence[dict[str, Any]]], Awaitable[None]]  # node, operations in order
+    node_calls: Callable[[str], Awaitable[list[OpenCall]]]  # node -> its rows without a CDR in PostgreSQL
+    drop_recorded: Callable[[], Awaitable[int]]  # delete closed rows whose CDR is in PostgreSQL
+    claim_dead_nodes: Callable[[str, float], Awaitable[list[OpenCall]]]  # node, takeover_s -> rows taken
+
+
+class JournalMirror:
+    """Sends the journal's operations to PostgreSQL in batches (``MIRROR_FLUSH_S``); kept in memory in
+    order while PostgreSQL is unreachable. Every ``takeover_every_s`` it deletes the rows whose CDR is in
+    PostgreSQL and takes over the rows of nodes dead for ``takeover_s`` (handed to ``orphans``)."""
+
+    def __init__(self, store: JournalStore, node: str, *, takeover_s: float,
+                 orphans: Callable[[Sequence[OpenCall]], None], takeover_every_s: float = 5.0) -> None:
+        self._store = store
+        self._node = node
+        self._takeover_s = takeover_s
+        self._takeover_every_s = takeover_every_s
+        self._orphans = orphans
+        self._ops: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._failing = False
+        self.dropped = 0
+
+    def push(self, item: dict[str, Any]) -> None:
+        if len(self._ops) >= MIRROR_QUEUE_MAX:
+            self._ops.pop(0)
+            self.dropped += 1
+        self._ops.append(item)
+        self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._ops)
+
+    async def load(self, journal: CallJournal) -> int:
+        """Read this node's rows back into ``journal`` (see ``CallJournal.adopt_rows``)."""
+        added = journal.adopt_rows(await self._store.node_calls(self._node))
+        if added:
+            log.warning("open_calls_read_from_database", calls=added, file_lost=journal.lost_its_file)
+        return added
+
+    async def flush(self) -> bool:
+        """Send what is queued; False when PostgreSQL could not take it (kept for the next try)."""
+        if not self._ops:
+            return True
+        batch = list(self._ops)
+        try:
+            await self._store.apply(self._node, batch)
+        except StoreUnavailable as exc:
+            if not self._failing:
+                log.warning("open_calls_journal_not_shared", error=exc.message, queued=len(batch))
+            self._failing = True
+            return False
+        except StoreError as exc:  # a row PostgreSQL refuses: never retried forever (the file keeps it)
+            log.error("open_calls_journal_batch_refused", error=exc.message, operations=len(batch))
+        del self._ops[:len(batch)]
+        if self._failing:
+            log.info("open_calls_journal_shared_again")
+        self._failing = False
+        return True
+
+    async def upkeep(self) -> None:
+        """Drop the rows whose CDR is in; take over dead nodes' rows."""
+        try:
+            await self._store.drop_recorded()
+            taken = await self._store.claim_dead_nodes(self._node, self._takeover_s)
+        except StoreError:
+            return  # said by flush; tried again at the next round
+        if taken:
+            log.warning("open_calls_of_dead_nodes_taken_over", calls=len(taken),
+                        nodes=sorted({row.node for row in taken}))
+            self._orphans(taken)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_upkeep = loop.time()
+        while True:
+            await self.flush()
+            if loop.time() >= next_upkeep:
+                await self.upkeep()
+                next_upkeep = loop.time() + self._takeover_every_s
+            self._wake.clear()
+            await asyncio.sleep(MIRROR_FLUSH_S)
+            if not self._ops:
+                try:
+                    async with asyncio.timeout(max(0.0, next_upkeep - loop.time())):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def close(self) -> None:
+        """A last flush at shutdown (what cannot be sent is in the local file)."""
+        await self.flush()

@@ -20,7 +20,9 @@ from typing import Any, Protocol
 
 from callctl.calls.port import CallPort
 from callctl.conference import minutes
+from callctl.conference.affinity import HOP_EXTEN, MEMBER_HEADER, MemberPass, RoomLeases, endpoint_of, peer_of
 from callctl.conference.changes import ChangeFeed
+from callctl.conference.offline import OfflineCodes
 from callctl.conference.room import (
     BRIDGE_PREFIX,
     ORGANIZER,
@@ -55,6 +57,10 @@ class Recorder(RoomRecorder, Protocol):
                                play: Callable[[list[str]], Awaitable[Any]]) -> None: ...
 
 
+class ChannelVars(Protocol):
+    async def get_var(self, channel_id: str, name: str) -> str | None: ...
+
+
 class BridgeOps(Protocol):
     async def bridge_ids(self) -> list[str]: ...
     async def bridge_channel_count(self, bridge_id: str) -> int | None: ...
@@ -78,6 +84,9 @@ class EntryPrompts:
     goodbye: tuple[str, ...] = ("sound:vm-goodbye",)
 
 
+HOP_RING_S = 4.0  # the owner node answers a hop within milliseconds (measured); longer means it is gone
+
+
 @dataclass(frozen=True)
 class EntryOptions:
     attempts: int = 3
@@ -95,11 +104,17 @@ class LockoutPolicy:
 
 
 class ConferenceService:
+    offline: OfflineCodes | None = None  # set by the wiring (issue 18): codes while PostgreSQL is unreachable
+
     def __init__(self, pool: Any, ops: RoomOps, *, lockout: LockoutPolicy | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  meter_ops: minutes.MeterOps | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, leases: RoomLeases | None = None,
+                 channel_vars: ChannelVars | None = None) -> None:
         self._pool = pool
+        # Several nodes (issue 18): the rooms' leases, and how a hopped leg's identity is read.
+        self._leases = leases
+        self._channel_vars = channel_vars
         self._recorder = recorder
         self._ops = ops
         self._meter_ops = meter_ops  # organizer-paid legs (issue 10); without it such legs are refused
@@ -141,8 +156,36 @@ class ConferenceService:
     # -- admission -----------------------------------------------------------------------------
 
     async def _locked_out(self, caller: str, access_number: str) -> bool:
-        by_caller, by_number = await store.recent_failures(self._pool, caller, access_number, self._lockout.window_s)
+        try:
+            by_caller, by_number = await store.recent_failures(self._pool, caller, access_number,
+                                                               self._lockout.window_s)
+        except StoreError:
+            if self.offline is None or not self.offline.ready:
+                raise
+            by_caller, by_number = self.offline.failures(caller, access_number, self._lockout.window_s)
         return self._over_limit(by_caller, by_number)
+
+    async def _find_code(self, code: str, access_number: str, caller: str) -> tuple[store.CodeMatch | None, int, int]:
+        """store.find_code; while PostgreSQL is unreachable, the codes kept in memory (issue 18)."""
+        try:
+            return await store.find_code(self._pool, code, access_number, caller, self._lockout.window_s)
+        except StoreError as exc:
+            if self.offline is None or not self.offline.ready:
+                raise
+            log.warning("conference_code_from_memory", error=exc.message)
+            match = self.offline.find(code, access_number)
+            if match is None:
+                return None, *self.offline.wrong_code(caller, access_number, self._lockout.window_s)
+            return match, *self.offline.failures(caller, access_number, self._lockout.window_s)
+
+    async def _record_attempt(self, caller: str, access_number: str, reason: str,
+                              conference_id: uuid.UUID | None = None) -> None:
+        try:
+            await store.record_attempt(self._pool, caller, access_number, reason, conference_id)
+        except StoreError:
+            if self.offline is None or not self.offline.ready:
+                raise
+            self.offline.attempt(caller, access_number, reason, conference_id)  # written when it is back
 
     def _over_limit(self, by_caller: int, by_number: int) -> bool:
         return by_caller >= self._lockout.caller_failures or by_number >= self._lockout.number_failures
@@ -174,7 +217,7 @@ class ConferenceService:
         caller = to_e164(call.caller, call.country) or "anonymous"
         try:
             if await self._locked_out(caller, access_number):
-                await store.record_attempt(self._pool, caller, access_number, "locked_out")
+                await self._record_attempt(caller, access_number, "locked_out")
                 log.warning("conference_caller_locked_out", access_number=access_number)
                 await play(list(p.locked_out), interruptible=False)
                 return "locked_out"
@@ -183,8 +226,7 @@ class ConferenceService:
                 if code is None:
                     continue
                 # One round trip: the lookup, and on a miss the attempt recorded and the lockout figures.
-                match, by_caller, by_number = await store.find_code(self._pool, code, access_number, caller,
-                                                                    self._lockout.window_s)
+                match, by_caller, by_number = await self._find_code(code, access_number, caller)
                 if match is None:
                     log.info("conference_code_rejected", attempt=attempt + 1, reason="wrong_code", digits=len(code))
                     if self._over_limit(by_caller, by_number):
@@ -194,7 +236,7 @@ class ConferenceService:
                     continue
                 admission = match.conference.admission(self._clock())
                 if admission != "open":
-                    await store.record_attempt(self._pool, caller, access_number, admission, match.conference.id)
+                    await self._record_attempt(caller, access_number, admission, match.conference.id)
                     log.info("conference_code_rejected", reason=admission, conference_id=str(match.conference.id))
                     await play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
                     return admission
@@ -278,6 +320,12 @@ class ConferenceService:
         for conference_id, (_room, held) in list(self._rooms.items()):
             if held is task:
                 del self._rooms[conference_id]
+                if self._leases is not None:
+                    self._spawn(self._leases.release(conference_id), "conference_lease_release_failed")
+
+    def held_rooms(self) -> list[uuid.UUID]:
+        """The conferences whose room this engine holds open (their leases are renewed)."""
+        return [conference_id for conference_id, (room, _task) in self._rooms.items() if not room.ended]
 
     def _on_room_end(self, conference_id: str, reason: str) -> None:
         if reason == "ended_by_organizer":
@@ -296,6 +344,15 @@ class ConferenceService:
                                           access_number=access_number, person=match.email)
             if hold is None:
                 return await self._refuse_unpaid(play, paid, conf, caller, access_number)
+        owner = await self._owner_of(conf)
+        if owner is not None:
+            outcome = await self._hop(call, match, owner, caller, hold, paid)
+            if outcome != "room_unreachable":
+                return outcome
+            if paid is not None or not await self._wait_for_takeover(call, conf):
+                await play(list(p.unavailable), interruptible=False)
+                return outcome
+            call.result.extra.pop("room_node", None)  # the room is here after all
         room = self._room_for(conf)
         if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
             await self._recorder.tell_before_join(room, member, lambda media: play(media, interruptible=False))
@@ -308,7 +365,7 @@ class ConferenceService:
         if result not in ("joined", "waiting"):
             if hold is not None:
                 await minutes_store.settle(self._pool, hold.id, 0)
-            await store.record_attempt(self._pool, caller, access_number, result, conf.id)
+            await self._record_attempt(caller, access_number, result, conf.id)
             log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
             await play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
                             interruptible=False)
@@ -370,3 +427,144 @@ class ConferenceService:
             if prompts and not room.ended:
                 with contextlib.suppress(CallHungUp):
                     await play(prompts, interruptible=False)
+
+    # -- several nodes (issue 18, docs/conferences.md "Several nodes") ---------------------------
+
+    async def _owner_of(self, conf: store.Conference) -> str | None:
+        """The other node that holds this conference's room, or None when this engine holds it (it took
+        or renewed the lease) or runs alone. Without the database the room is held here: callers to an
+        open conference still get in (two rooms at worst, for as long as the outage lasts)."""
+        if self._leases is None:
+            return None
+        try:
+            owner = await self._leases.claim(conf.id)
+        except StoreError as exc:
+            log.warning("conference_lease_unavailable", conference_id=str(conf.id), error=str(exc))
+            return None
+        return None if owner == self._leases.node else owner
+
+    async def _hop(self, call: CallPort, match: store.CodeMatch, owner: str, caller: str,
+                   hold: minutes_store.Hold | None, paid: minutes.PaidLine | None) -> str:
+        """Hand an admitted caller to the node that holds the room: dial its engine over the inter-node
+        trunk, the member's identity in a header, and bridge the two legs here until either ends. The
+        owner's room applies every rule and hears every key; this node keeps the caller's CDR (with the
+        conference, person and role) and the organizer-paid meter."""
+        conf = match.conference
+        member = MemberPass(conf.id, match.email, match.role, str(call.call_id), call.language, caller)
+        call.result.conference_id, call.result.person, call.result.role = str(conf.id), match.email, match.role
+        call.result.extra["room_node"] = owner
+        log.info("conference_member_hop", conference_id=str(conf.id), owner=owner)
+        meter = None
+        if paid is not None and hold is not None and self._meter_ops is not None:
+            async def out_of_room() -> None:
+                if call.legs:
+                    with contextlib.suppress(AriError):
+                        await self._ops.hang_up(call.legs[-1].channel_id, "normal")
+            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
+                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
+                                     on_exhausted=out_of_room)
+        try:
+            if meter is not None:
+                await meter.start()
+            outcome = await call.dial(f"PJSIP/{HOP_EXTEN}@{endpoint_of(owner)}", timeout_s=HOP_RING_S,
+                                      headers={MEMBER_HEADER: member.encode()})
+        finally:
+            if meter is not None:
+                await meter.close()
+        if meter is not None and meter.moved:
+            await minutes.wait_for_moved_leg_end(call)
+            return "conference_left"
+        if outcome.status != "answered":
+            log.warning("conference_owner_unreachable", conference_id=str(conf.id), owner=owner,
+                        status=outcome.status, cause=outcome.cause)
+            return "room_unreachable"
+        return "conference_left"
+
+    async def _wait_for_takeover(self, call: CallPort, conf: store.Conference) -> bool:
+        """The owner did not take the hop (node dead, or its engine gone and its node refusing calls):
+        its lease runs out within ``conference_lease_s`` since it stopped renewing. The caller hears
+        music meanwhile; True once this node holds the room (the caller joins it here)."""
+        assert self._leases is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._leases.lease_s + 2.0
+        with contextlib.suppress(AriError):
+            await self._ops.start_moh(call.channel_id)
+        try:
+            while loop.time() < deadline:
+                await call.read_digit(1.0)  # a second between polls of the lease; raises if the caller left
+                if await self._owner_of(conf) is None:
+                    log.info("conference_room_taken_over", conference_id=str(conf.id), node=self._leases.node)
+                    return True
+            return False
+        finally:
+            with contextlib.suppress(AriError):
+                await self._ops.stop_moh(call.channel_id)
+
+    async def take_hop(self, call: CallPort, _plan: Any) -> str | None:
+        """The router's number handler for members another node hands to this one's rooms: None for any
+        call that did not come in on a peer node's endpoint (a caller cannot claim an identity)."""
+        peer = peer_of(call.channel_name)
+        if peer is None or call.called != HOP_EXTEN or self._leases is None or self._channel_vars is None:
+            return None
+        call.result.flow = "conference-hop"
+        call.result.extra.update(hop_from=peer)
+        call.result.disposition = "NODE_HOP"  # not the caller's CDR: the admitting node's one is
+        try:
+            member = MemberPass.decode(await self._channel_vars.get_var(call.channel_id,
+                                                                       f"PJSIP_HEADER(read,{MEMBER_HEADER})"),
+                                       call.channel_name)
+        except ValueError as exc:
+            log.warning("conference_hop_refused", reason="bad_member_header", error=str(exc))
+            await call.hang_up("normal")
+            return "hop_refused"
+        call.language = member.language
+        call.result.conference_id = str(member.conference_id)
+        call.result.extra.update(hop_leg=member.leg_id)
+        try:
+            conf = await store.get(self._pool, member.conference_id)
+        except StoreError as exc:
+            log.error("conference_store_unavailable", error=str(exc))
+            await call.hang_up("congestion")
+            return "store_unavailable"
+        owner = None
+        if conf is not None:
+            try:
+                owner = await self._leases.claim(member.conference_id)
+            except StoreError as exc:  # a member sent here belongs here: the room is open or opens
+                log.warning("conference_lease_unavailable", conference_id=str(conf.id), error=str(exc))
+                owner = self._leases.node
+        if conf is None or owner != self._leases.node:
+            # The lease moved on (this engine was away longer than it): the admitting node asks again.
+            log.warning("conference_hop_refused", reason="not_owner", conference_id=str(member.conference_id),
+                        owner=owner)
+            await call.hang_up("congestion")
+            return "hop_refused"
+        await call.answer()
+        return await self._join_hopped(call, conf, member)
+
+    async def _join_hopped(self, call: CallPort, conf: store.Conference, member_pass: MemberPass) -> str:
+        p = EntryPrompts()
+        member = Member(call.channel_id, member_pass.person, member_pass.role, member_pass.leg_id,
+                        member_pass.language)
+        room = self._room_for(conf)
+        if room.recording and self._recorder is not None:
+            await self._recorder.tell_before_join(room, member, lambda media: call.play(media, interruptible=False))
+        result = await room.join(member)
+        if result == "ended":
+            room = self._room_for(conf)
+            result = await room.join(member)
+        if result not in ("joined", "waiting"):
+            await store.record_attempt(self._pool, member_pass.caller, HOP_EXTEN, result, conf.id)
+            log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
+            await call.play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
+                            interruptible=False)
+            return result
+        if member.role == ORGANIZER and conf.started_at is None:
+            self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
+        try:
+            await self._in_room(call, call.play, room, member)
+        except CallHungUp:
+            room.leave(member, "hangup")
+            raise
+        room.leave(member, "ended")
+        return "conference_left"

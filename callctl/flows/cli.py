@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from callctl.config import Settings
-from callctl.errors import ConfigError
 from callctl.flows import graph_cli, registry
 from callctl.flows.loader import load_dialplan
 from callctl.flows.model import DIAL_STATUSES, Dialplan
-from callctl.flows.pjsip import endpoints_in
+from callctl.flows.pjsip import configured_endpoints
 from callctl.flows.prompts import render_prompts
 from callctl.flows.reader import suggest
 from callctl.flows.simulate import DTMF_KEYS, simulate
-from callctl.flows.validate import Endpoints
 
 # Modules that register step types: load_dialplan imports them (kept here for older importers).
 STEP_MODULES = registry.STEP_MODULES
@@ -36,18 +34,7 @@ SWITCH_STORE_CLI = "callctl.store.switch_cli"
 
 def _load(directory: Path | None, settings: Settings) -> Dialplan:
     return load_dialplan(directory if directory is not None else settings.dialplan_dir,
-                         endpoints=_endpoints(settings))
-
-
-def _endpoints(settings: Settings) -> Endpoints | None:
-    """The trunks dial steps may use: the endpoints of the pjsip_conf setting, if the file is there."""
-    try:
-        return Endpoints(endpoints_in(settings.pjsip_conf), str(settings.pjsip_conf))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"{settings.pjsip_conf}: cannot read the PJSIP configuration (pjsip_conf): "
-                          f"{exc.strerror}") from None
+                         endpoints=configured_endpoints(settings.pjsip_conf))
 
 
 def check(args: argparse.Namespace, settings: Settings) -> int:

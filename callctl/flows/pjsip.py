@@ -10,9 +10,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from callctl.errors import ConfigError
+from callctl.flows.validate import Endpoints
+
 _SECTION = re.compile(r"^\[([^\]]+)\]\s*(?:\(([^)]*)\))?")
 _INCLUDE = re.compile(r'^#(?:try)?include\s+"?([^"\s]+)"?')
 MAX_INCLUDES = 50
+
+
+def configured_endpoints(path: Path) -> Endpoints | None:
+    """The trunks dial steps may use: the endpoints of the ``pjsip_conf`` setting's file; None when the
+    file is not there (a workstation: trunks not checked); ConfigError when it cannot be read."""
+    try:
+        return Endpoints(endpoints_in(path), str(path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the PJSIP configuration (pjsip_conf): {exc.strerror}") from None
 
 
 def endpoints_in(path: Path) -> frozenset[str]:

@@ -1,15 +1,13 @@
 """Business-line calls: a DID rings its user's SIP phone (then the forward number), and a SIP user's
 call goes out to the PSTN trunk with the user's DID as caller ID.
 
-Channel limits: one call at a time per user, plus the account's extra channels. The count is
-kept in this engine's memory and checked-and-taken without an await in between, so two calls
-arriving at the same instant cannot both pass (one engine per Asterisk; see docs/lines.md).
+Channel limits: one call at a time per user, plus the account's extra channels, counted over all
+nodes (callctl.lines.slots: a slot per call in PostgreSQL, taken atomically; see docs/lines.md).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,6 +17,7 @@ from callctl.calls.port import Authorization, CallPort, DialHooks, DialOutcome
 from callctl.cdr.record import answered_seconds
 from callctl.errors import StoreError
 from callctl.flows.model import Dialplan, normalise_called
+from callctl.lines.slots import ChannelLimits, LocalChannelLimits
 from callctl.logging import get_logger
 from callctl.numbers import e164_or_none, to_e164
 
@@ -116,27 +115,6 @@ class LineLookups:
     user_for_endpoint: Callable[[str], Awaitable[LineUserLike | None]]
 
 
-class ChannelLimits:
-    """Calls in progress per user, taken and released synchronously (atomic on the event loop)."""
-
-    def __init__(self) -> None:
-        self._active: Counter[uuid.UUID] = Counter()
-
-    def take(self, user: LineUserLike) -> bool:
-        if self._active[user.user_id] >= user.channel_limit:
-            return False
-        self._active[user.user_id] += 1
-        return True
-
-    def release(self, user: LineUserLike) -> None:
-        self._active[user.user_id] -= 1
-        if self._active[user.user_id] <= 0:
-            del self._active[user.user_id]
-
-    def active(self, user_id: uuid.UUID) -> int:
-        return self._active[user_id]
-
-
 def endpoint_of(channel_name: str) -> str:
     """'PJSIP/alice-0000002a' -> 'alice' (the endpoint that placed the call)."""
     tech, _, rest = channel_name.partition("/")
@@ -153,7 +131,7 @@ class LineService:
         self._recorder = recorder
         self._billing = billing
         self._gate = gate
-        self.limits = limits or ChannelLimits()
+        self.limits: ChannelLimits = limits or LocalChannelLimits()
         self._ring_timeout_s = ring_timeout_s
 
     async def user_for_did(self, number: str) -> LineUserLike | None:
@@ -231,7 +209,7 @@ class LineService:
             call.result.extra["refused"] = "account_suspended"
             await call.hang_up("unallocated")
             return "account_suspended"
-        if not self.limits.take(user):
+        if not await self.limits.take(user, call.channel_id):
             log.info("line_user_busy", reason="channel_limit", limit=user.channel_limit)
             outcome = DialOutcome("busy", 17)
         else:
@@ -239,7 +217,7 @@ class LineService:
                 outcome = await call.dial(f"PJSIP/{user.sip_username}", timeout_s=self._ring_timeout_s,
                                           caller_id=call.caller or None, hooks=self._hooks(recording))
             finally:
-                self.limits.release(user)
+                await self.limits.release(user, call.channel_id)
         if outcome.status == "answered":
             return "answered"
         log.info("line_not_answered", status=outcome.status, forward=bool(user.forward_to))
@@ -267,7 +245,8 @@ class LineService:
         else:
             target = f"PJSIP/{leg_endpoint}"
         log.info("line_call_resumed", outbound=outbound, known_user=user is not None)
-        counted = user is not None and outbound and self.limits.take(user)  # it uses one of the user's channels
+        # It uses one of the user's channels (the slot it held is taken again: same channel, same node).
+        counted = user is not None and outbound and await self.limits.take(user, call.channel_id)
         # A recorded call stays recorded by the recording already running, objection key included.
         recording = None if user is None else self._recording(
             call, user, call.caller if not outbound else to_e164(call.called, user.country),
@@ -276,7 +255,7 @@ class LineService:
             outcome = await call.resume_bridged(target, caller_id=caller_id, hooks=self._hooks(recording))
         finally:
             if counted and user is not None:
-                self.limits.release(user)
+                await self.limits.release(user, call.channel_id)
             if recording is not None:
                 await recording.finish()
         return f"resumed_{outcome.status}"
@@ -315,7 +294,7 @@ class LineService:
             await call.play(INVALID_NUMBER, interruptible=False)
             await call.hang_up("unallocated")
             return "invalid_number"
-        if not self.limits.take(user):
+        if not await self.limits.take(user, call.channel_id):
             log.info("line_user_busy", reason="channel_limit", limit=user.channel_limit)
             call.result.extra["refused"] = "channel_limit"
             await call.hang_up("busy")
@@ -354,7 +333,7 @@ class LineService:
                     if leg is not None:  # the cost is on the dialled leg's CDR only (its `cost` column)
                         leg.rating.update(rating)
         finally:
-            self.limits.release(user)
+            await self.limits.release(user, call.channel_id)
         if outcome.status != "answered":
             await call.hang_up({"busy": "busy", "congestion": "congestion"}.get(outcome.status, "normal"))
         return f"dialled_{outcome.status}"

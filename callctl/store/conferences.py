@@ -191,19 +191,17 @@ async def find_code(conn: Any, code: str, access_number: str, caller: str,
     """The live code ``code`` valid on ``access_number`` (None: unknown, revoked or another number's),
     in one round trip with the lockout figures: when there is no match, the ``wrong_code`` attempt
     is recorded by the same statement, and the failures in the last ``window_s`` seconds (by this
-    caller, on this access number, that attempt included) come back with the answer."""
+    caller, on this access number, that attempt included) come back with the answer. Recording and
+    counting run under locks on the caller and the number (``conference_code_attempt``,
+    migrations/0020): two wrong codes at the same instant, on any nodes, see each other."""
     row = await conn.fetchrow(
         f"""WITH m AS (
                 SELECT c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
                 FROM conference_code c JOIN conference f ON f.id = c.conference_id
-                WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers)),
-            ins AS (
-                INSERT INTO conference_attempt (caller, access_number, reason)
-                SELECT $3, $2, 'wrong_code' WHERE NOT EXISTS (SELECT 1 FROM m) RETURNING 1),
-            fails AS ({_failures("$3", "$2", "$4")})
-            SELECT m.*, fails.by_caller + (SELECT count(*) FROM ins) AS by_caller,
-                   fails.by_number + (SELECT count(*) FROM ins) AS by_number
-            FROM fails LEFT JOIN m ON true""", code, access_number, caller, float(window_s))
+                WHERE c.code=$1 AND c.revoked_at IS NULL AND $2 = ANY(f.access_numbers))
+            SELECT m.*, fails.by_caller, fails.by_number
+            FROM conference_code_attempt($3, $2, $4, NOT EXISTS (SELECT 1 FROM m)) fails LEFT JOIN m ON true""",
+        code, access_number, caller, float(window_s))
     match = CodeMatch(_conf(row), row["code_email"], row["code_role"]) if row["code_email"] is not None else None
     return match, int(row["by_caller"]), int(row["by_number"])
 
@@ -223,6 +221,28 @@ async def record_attempt(conn: Any, caller: str, access_number: str, reason: str
                          conference_id: uuid.UUID | None = None) -> None:
     await conn.execute("INSERT INTO conference_attempt (caller, access_number, reason, conference_id) "
                        "VALUES ($1,$2,$3,$4)", caller, access_number, reason, conference_id)
+
+
+@_translated
+async def codes_near(conn: Any, now: dt.datetime, horizon_s: float) -> list[tuple[str, CodeMatch]]:
+    """The live codes of conferences whose admission window is open at ``now`` or opens within
+    ``horizon_s`` (the engine's copy for a database outage: callctl.conference.offline)."""
+    rows = await conn.fetch(
+        f"""SELECT c.code, c.email AS code_email, c.role AS code_role, {_F_COLUMNS}
+              FROM conference_code c JOIN conference f ON f.id = c.conference_id
+             WHERE c.revoked_at IS NULL AND f.cancelled_at IS NULL AND f.ended_at IS NULL
+               AND f.starts_at - make_interval(secs => f.lead_s) <= $1::timestamptz + make_interval(secs => $2)
+               AND f.ends_at + make_interval(secs => f.grace_s) > $1::timestamptz""", now, float(horizon_s))
+    return [(r["code"], CodeMatch(_conf(r), r["code_email"], r["code_role"])) for r in rows]
+
+
+@_translated
+async def record_attempts(conn: Any, rows: Sequence[tuple[str, str, str, uuid.UUID | None, dt.datetime]]) -> None:
+    """Attempts (caller, access_number, reason, conference_id, at) kept in memory while PostgreSQL was
+    unreachable, written with the time they happened."""
+    if rows:
+        await conn.executemany("INSERT INTO conference_attempt (caller, access_number, reason, conference_id, at) "
+                               "VALUES ($1, $2, $3, $4, $5)", list(rows))
 
 
 def _failures(caller: str, number: str, window_s: str) -> str:
@@ -261,3 +281,72 @@ async def timeline(conn: Any, conference_id: uuid.UUID) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT person, role, what, at, reason, leg_id FROM conference_event "
                             "WHERE conference_id=$1 ORDER BY at, id", conference_id)
     return [dict(r) for r in rows]
+
+
+# -- room ownership across nodes (issue 18, migrations/0021) --------------------------------------
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The node whose engine holds a conference's room, and until when its lease runs."""
+
+    node: str
+    expires_at: dt.datetime
+
+
+@_translated
+async def claim_room(conn: Any, conference_id: uuid.UUID, node: str, lease_s: float) -> Owner:
+    """Take or renew the room's lease for ``node`` unless another node holds a live one; returns the
+    owner after the statement (``node`` itself, or the other node). One statement: two nodes claiming
+    at the same instant serialise on the row, and exactly one of them wins."""
+    for _ in range(3):
+        row = await conn.fetchrow(_CLAIM, conference_id, node, float(lease_s))
+        # None: a node that claimed at the same instant committed after this statement's snapshot
+        # began (ON CONFLICT saw its row, the SELECT could not): ask again, it is visible now.
+        if row is not None:
+            return Owner(row["node"], row["expires_at"])
+    raise StoreError(f"conference {conference_id}: room ownership kept changing; try again")
+
+
+_CLAIM = """WITH claimed AS (
+               INSERT INTO conference_owner AS o (conference_id, node, expires_at)
+               VALUES ($1, $2, now() + make_interval(secs => $3))
+               ON CONFLICT (conference_id) DO UPDATE
+                   SET node = excluded.node, expires_at = excluded.expires_at,
+                       taken_at = CASE WHEN o.node = excluded.node THEN o.taken_at ELSE now() END
+                   WHERE o.node = excluded.node OR o.expires_at < now()
+               RETURNING node, expires_at)
+           SELECT node, expires_at FROM claimed
+           UNION ALL
+           SELECT node, expires_at FROM conference_owner
+           WHERE conference_id = $1 AND NOT EXISTS (SELECT 1 FROM claimed)"""
+
+
+@_translated
+async def renew_rooms(conn: Any, conference_ids: Sequence[uuid.UUID], node: str, lease_s: float) -> set[uuid.UUID]:
+    """Extend ``node``'s leases on these rooms; returns the ones it still holds (a lease another node
+    took over after it expired is not taken back)."""
+    if not conference_ids:
+        return set()
+    # An upsert: a room reopened here just after this node released the last one's lease gets it back.
+    rows = await conn.fetch(
+        """INSERT INTO conference_owner AS o (conference_id, node, expires_at)
+           SELECT u, $2, now() + make_interval(secs => $3) FROM unnest($1::uuid[]) AS u
+           WHERE EXISTS (SELECT 1 FROM conference f WHERE f.id = u)
+           ON CONFLICT (conference_id) DO UPDATE SET expires_at = excluded.expires_at
+               WHERE o.node = excluded.node
+           RETURNING conference_id""",
+        list(conference_ids), node, float(lease_s))
+    return {r["conference_id"] for r in rows}
+
+
+@_translated
+async def release_room(conn: Any, conference_id: uuid.UUID, node: str) -> None:
+    """``node``'s room has closed: the next member, on any node, opens the next one."""
+    await conn.execute("DELETE FROM conference_owner WHERE conference_id = $1 AND node = $2", conference_id, node)
+
+
+@_translated
+async def room_owner(conn: Any, conference_id: uuid.UUID) -> Owner | None:
+    row = await conn.fetchrow("SELECT node, expires_at FROM conference_owner WHERE conference_id = $1", conference_id)
+    return Owner(row["node"], row["expires_at"]) if row else None

@@ -228,5 +228,55 @@ async def user_for_endpoint(db: Any, sip_username: str) -> LineUser | None:
     return None if row is None else _line(row)
 
 
+# -- channel slots: a user's calls in progress over all nodes (migrations/0020_global_rules.sql) -----------
+
+
+@_translated
+async def take_slot(db: Any, user_id: uuid.UUID, node: str, channel_id: str, limit: int, lease_s: float) -> bool:
+    """Take one of the user's ``limit`` slots for ``channel_id`` on ``node`` (under the user's row lock,
+    one statement); False when all are held by calls in progress on live nodes."""
+    return bool(await db.fetchval("SELECT take_line_slot($1, $2, $3, $4, $5)",
+                                  user_id, node, channel_id, limit, lease_s))
+
+
+@_translated
+async def release_slots(db: Any, node: str, channel_ids: Sequence[str]) -> None:
+    await db.execute("DELETE FROM line_channel_slot WHERE node_id = $1 AND channel_id = ANY($2::text[])",
+                     node, list(channel_ids))
+
+
+@_translated
+async def node_slot_channels(db: Any, node: str) -> list[str]:
+    """The channels holding a slot on ``node``."""
+    return [r["channel_id"] for r in await db.fetch("SELECT channel_id FROM line_channel_slot WHERE node_id = $1",
+                                                    node)]
+
+
+@_translated
+async def user_slots(db: Any, user_id: uuid.UUID) -> list[tuple[str, str]]:
+    """(node, channel) of the user's slots."""
+    rows = await db.fetch("SELECT node_id, channel_id FROM line_channel_slot WHERE user_id = $1 ORDER BY taken_at",
+                          user_id)
+    return [(r["node_id"], r["channel_id"]) for r in rows]
+
+
+@_translated
+async def heartbeat(db: Any, node: str, lease_s: float) -> int:
+    """Renew ``node``'s heartbeat and free the slots of nodes whose engine has not renewed its own for
+    ``lease_s`` seconds; returns how many slots were freed."""
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute("INSERT INTO engine_node (node_id) VALUES ($1) "
+                           "ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()", node)
+        freed = await conn.fetchval(
+            """WITH gone AS (
+                   DELETE FROM line_channel_slot s
+                    WHERE NOT EXISTS (SELECT 1 FROM engine_node n WHERE n.node_id = s.node_id
+                                         AND n.heartbeat_at > clock_timestamp() - make_interval(secs => $1))
+                   RETURNING 1)
+               SELECT count(*) FROM gone""", lease_s)
+    return int(freed or 0)
+
+
 __all__ = ["Account", "LineUser", "SipUser", "add_user", "assign_number", "create_account", "get_account",
-           "get_user", "remove_user", "user_for_did", "user_for_endpoint", "users_of_account"]
+           "get_user", "heartbeat", "node_slot_channels", "release_slots", "remove_user", "take_slot",
+           "user_for_did", "user_for_endpoint", "user_slots", "users_of_account"]

@@ -40,6 +40,8 @@ TEXT: dict[str, dict[str, str]] = {
         "no_session": "Open the Online Space with the personal link from your message.",
         "slow_down": "Too many attempts from your connection: wait a few minutes and try again.",
         "gone": "Your link was replaced or the conference closed: use the link in your latest message.",
+        "moved": "This page stopped following the call: you opened the Online Space in another window. "
+                 "Reload to follow it here.",
         "skip": "Skip to the call", "unknown_action": "Unknown action.",
         "store_down": "The Online Space is unavailable for a moment: try again in a minute. "
                       "The call itself is not affected.",
@@ -83,6 +85,8 @@ TEXT: dict[str, dict[str, str]] = {
         "no_session": "Ouvrez l'espace en ligne avec le lien personnel de votre message.",
         "slow_down": "Trop de tentatives depuis votre connexion : patientez quelques minutes.",
         "gone": "Votre lien a été remplacé ou la conférence est close : utilisez le lien de votre dernier message.",
+        "moved": "Cette page ne suit plus l'appel : vous avez ouvert l'espace en ligne dans une autre fenêtre. "
+                 "Rechargez-la pour le suivre ici.",
         "skip": "Aller à l'appel", "unknown_action": "Action inconnue.",
         "store_down": "L'espace en ligne est momentanément indisponible : réessayez dans une minute. "
                       "L'appel lui-même n'est pas affecté.",

@@ -70,7 +70,8 @@ def _secure_headers(response: web.StreamResponse) -> None:
 class SpaceServer:
     def __init__(self, settings: Settings, pool: Any, rooms: Rooms, *,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 monotonic: Callable[[], float] | None = None, guesses_per_10_min: int = 20) -> None:
+                 monotonic: Callable[[], float] | None = None, guesses_per_10_min: int = 20,
+                 streams_per_person: int = 3, streams_total: int = 2000) -> None:
         self._s = settings
         self._pool = pool
         self._rooms = rooms
@@ -82,6 +83,11 @@ class SpaceServer:
         self.base_url = public_base(settings.space_public_url, settings.space_listen)
         self._secure = self.base_url.startswith("https://")
         self._streams: set[asyncio.Task[Any]] = set()
+        # Live pages held open: a few per person (tabs, a phone), a bound for the whole daemon. A person's
+        # newest page takes over from their oldest, which is told so ("moved") and stops reconnecting.
+        self.streams_per_person = streams_per_person
+        self.streams_total = streams_total
+        self._person_streams: dict[str, list[asyncio.Event]] = {}
         self._store_down = False
         self._runner: web.AppRunner | None = None
         self._static = {name: (STATIC / name).read_bytes() for name in ("space.js", "space.css")}
@@ -292,16 +298,30 @@ class SpaceServer:
         person = await self._person(request)
         if isinstance(person, web.Response):
             return person
+        if len(self._streams) >= self.streams_total:
+            log.warning("space_streams_full", open=len(self._streams), limit=self.streams_total)
+            busy = self._notice(503, "store_down")
+            busy.headers["Retry-After"] = "30"
+            return busy
         task = asyncio.current_task()
         assert task is not None
+        cid = person.conference.id
+        mine = self._person_streams.setdefault(self._key(person), [])
+        while len(mine) >= self.streams_per_person:
+            mine.pop(0).set()  # the person's oldest page hands over to this one
+            self._rooms.changes.notify(str(cid))  # wakes it
+        superseded = asyncio.Event()
+        mine.append(superseded)
         self._streams.add(task)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                                "X-Accel-Buffering": "no"})
-        cid = person.conference.id
         try:
             await response.prepare(request)
             last = ""
             while True:
+                if superseded.is_set():
+                    await response.write(b"event: moved\ndata: {}\n\n")
+                    break
                 current = await store.session(self._pool, request.cookies.get(COOKIE, ""))
                 if current is None or self._link_state(current) != "open":
                     await response.write(b"event: gone\ndata: {}\n\n")
@@ -317,6 +337,10 @@ class SpaceServer:
             pass
         finally:
             self._streams.discard(task)
+            if superseded in mine:
+                mine.remove(superseded)
+            if not mine:
+                self._person_streams.pop(self._key(person), None)
         return response
 
     async def _action(self, request: web.Request) -> web.Response:

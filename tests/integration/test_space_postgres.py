@@ -207,6 +207,34 @@ async def test_messages_are_stored_with_the_conference_and_delivered_live_as_tex
     assert (msg.author, msg.body) == (P1, EVIL)
 
 
+async def test_live_pages_are_capped_per_person_and_in_all(space: Space) -> None:
+    """A person's newest live page takes over from their oldest (told "moved", so it stops reconnecting);
+    another person is not affected; past the daemon's bound a new page gets a 503."""
+    space.server.streams_per_person = 2
+    async with space.client() as p1, space.client() as p2:
+        await login(space, p1, P1)
+        csrf = await login(space, p2, P2)
+        pages = []
+        for _ in range(2):
+            pages.append(await p1.get(f"/c/{space.conf.id}/events"))
+            assert (await pages[-1].content.readuntil(b"\n\n")).startswith(b"data: ")
+        other = await p2.get(f"/c/{space.conf.id}/events")
+        assert (await other.content.readuntil(b"\n\n")).startswith(b"data: ")
+        newest = await p1.get(f"/c/{space.conf.id}/events")
+        assert (await newest.content.readuntil(b"\n\n")).startswith(b"data: ")
+        assert await pages[0].content.readuntil(b"\n\n") == b"event: moved\ndata: {}\n\n"
+        assert await pages[0].content.read() == b""  # ended by the server
+        space.server.streams_total = 3  # p1's two pages and p2's one are open
+        full = await p2.get(f"/c/{space.conf.id}/events")
+        assert full.status == 503 and full.headers["Retry-After"] == "30"
+        res = await p2.post(f"/c/{space.conf.id}/messages", data={"body": "still here?", "csrf": csrf},
+                            headers={"X-Requested-With": "fetch"})
+        assert res.status == 200
+        for page in (pages[1], other, newest):  # the pages still open are still served
+            assert b"still here?" in await page.content.readuntil(b"\n\n")
+            page.close()
+
+
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 

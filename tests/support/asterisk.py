@@ -23,11 +23,22 @@ from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, fre
 from tests.support.waiting import wait_for as wait_for  # the tests' one poll-with-a-deadline
 
 
+def session_rtp_range() -> tuple[int, int]:
+    """The session Asterisk's RTP ports: 30000-30999, split between pytest-xdist workers (gw0..gw3 get
+    250 ports each; the test modules' own instances use 31000-31999, the free ports above 32768)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return 30000, 30999
+    index = int(worker[2:]) % 4
+    return 30000 + 250 * index, 30000 + 250 * index + 249
+
+
 @pytest.fixture(scope="session")
 def asterisk() -> Iterator[AsteriskInstance]:
     ensure_root()
+    rtp_start, rtp_end = session_rtp_range()
     inst = AsteriskInstance(f"test-{os.getpid()}", http_port=free_port(), sip_port=free_port_pair(),
-                            rtp_start=30000, rtp_end=30999, trunk_port=free_port_pair())
+                            rtp_start=rtp_start, rtp_end=rtp_end, trunk_port=free_port_pair())
     inst.start()
     render_prompts(inst)
     try:

@@ -216,13 +216,14 @@ def _parse_trace(text: str) -> list[tuple[dt.datetime, str]]:
 def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, calls: int = 1, rate: float = 10,
                caller: str = "33612345678", timeout_s: float = 60, concurrent: int | None = None,
                bye_timeout_s: float = 30, auth: tuple[str, str] | None = None, expect: int = 200,
-               local_ip: str = "127.0.0.1") -> tuple[subprocess.Popen[str], Path]:
+               local_ip: str = "127.0.0.1", remote_ip: str = "127.0.0.1") -> tuple[subprocess.Popen[str], Path]:
     """Start SIPp in the background; finish it with ``finish``. ``auth``: (user, password) answers the
-    digest challenge of a business-line user's INVITE; ``expect``: the final response awaited."""
+    digest challenge of a business-line user's INVITE; ``expect``: the final response awaited;
+    ``remote_ip``: the Asterisk's SIP address (a cluster's nodes listen on 127.0.0.2, 127.0.0.3...)."""
     work = Path(tempfile.mkdtemp(prefix="sipp-"))
     (work / "scenario.xml").write_text(scenario(steps, caller=caller, bye_timeout_s=bye_timeout_s, work=work,
                                                 auth=auth, expect=expect))
-    cmd = ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(work / "scenario.xml"), "-s", number,
+    cmd = ["sipp", f"{remote_ip}:{sip_port}", "-sf", str(work / "scenario.xml"), "-s", number,
            "-i", local_ip, "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate),
            "-l", str(concurrent or calls),
            "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",

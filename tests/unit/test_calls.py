@@ -202,7 +202,7 @@ class Sink:
         self.records.append(record)
 
 
-async def _wait(cond: Any, timeout_s: float = 2.0) -> None:
+async def _wait(cond: Any, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not cond():  # noqa: ASYNC110 - polling a fake's state with a deadline
             await asyncio.sleep(0.01)
@@ -302,3 +302,70 @@ async def test_resync_resumes_a_bridged_two_party_call_instead_of_running_its_fl
     assert first.extra["outcome"] == "resumed_answered"
     assert (dialled.leg_id, dialled.direction, dialled.to_number) == (uuid.UUID(leg), "outbound", "+33123456789")
     assert ("hangup", ("caller", "normal")) in ops.calls and ("destroy_bridge", f"call-{leg}") in ops.calls
+
+
+async def test_calls_of_an_asterisk_that_went_away_end_when_the_connection_dropped() -> None:
+    # One engine per node (docs/scaling.md): the ARI connection down for give_up_after_s means the
+    # node's Asterisk is gone; its calls end at the drop, never billed longer, marked incomplete.
+    ops, sink = FakeOps(), Sink()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        await call.answer()
+        call.lifecycle.answered(T0)
+        await call.read_digit(30)
+        return "completed", None, None
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("held"), ()))
+    await _wait(lambda: ("answer", "held") in ops.calls)
+    sup.connection_lost(give_up_after_s=0.05)
+    lost_at = sup.lost_at
+    assert lost_at is not None
+    await _wait(lambda: len(sink.records) == 1)
+    [record] = sink.records
+    assert record.ended_at == lost_at.replace(microsecond=lost_at.microsecond // 1000 * 1000)  # CDRs keep ms
+    assert record.extra["outcome"] == "asterisk_lost"
+    assert record.extra["incomplete"] is True and record.extra["ended_before"] >= lost_at.isoformat()
+
+
+async def test_calls_survive_a_connection_drop_that_a_resync_ends_in_time() -> None:
+    ops, sink = FakeOps(), Sink()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        await call.answer()
+        await call.read_digit(30)
+        return "completed", None, None
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("held"), ()))
+    await _wait(lambda: ("answer", "held") in ops.calls)
+    sup.connection_lost(give_up_after_s=0.1)
+    ops.channels_in_app = {"held"}
+    await sup.resync()
+    assert sup.lost_at is None
+    await asyncio.sleep(0.2)  # past give_up_after_s: nothing may happen to the call
+    assert sink.records == [] and sup.active_calls == 1
+    await sup.drain(grace_s=0.01)
+
+
+async def test_a_call_found_gone_at_the_resync_ends_when_the_connection_dropped() -> None:
+    ops, sink = FakeOps(), Sink()
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        await call.answer()
+        call.lifecycle.answered(T0)
+        await call.read_digit(30)
+        return "completed", None, None
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    sup.dispatcher.route(StasisStart(T0, channel("gone"), ()))
+    await _wait(lambda: ("answer", "gone") in ops.calls)
+    sup.connection_lost(give_up_after_s=60)
+    lost_at = sup.lost_at
+    assert lost_at is not None
+    await asyncio.sleep(0.05)  # Asterisk restarted meanwhile: the channel is gone
+    await sup.resync()
+    await _wait(lambda: len(sink.records) == 1)
+    [record] = sink.records
+    assert record.ended_at == lost_at.replace(microsecond=lost_at.microsecond // 1000 * 1000)
+    assert record.hangup_reason == "hung up while the ARI connection was down" and record.extra["incomplete"] is True

@@ -78,3 +78,10 @@ def test_the_objection_key_is_never_a_key_a_recorded_call_uses_for_something_els
     assert objection_key_problem("#", in_use) == "is already used during a recorded call (transfer): choose another"
     assert objection_key_problem("9", in_use) is None
     assert objection_key_problem("*") is None and objection_key_problem("") is not None
+
+
+def test_ari_lost_calls_after_s_must_be_positive(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("ari_lost_calls_after_s: 0\n")
+    with pytest.raises(ConfigError, match=r"ari_lost_calls_after_s 0\.0 must be above 0"):
+        load_settings(f, {})

@@ -399,3 +399,29 @@ def test_the_shipped_reception_line_is_closed_on_may_day_and_takes_a_message(
     out = capsys.readouterr().out
     assert "2026-05-01 is closed: Labor Day (public holiday FR)" in out, out
     assert "would record a message for box 'reception'" in out, out
+
+
+def test_the_daemon_checks_dial_trunks_at_start_and_at_each_reload(tmp_path: Path) -> None:
+    """The running daemon refuses what `dialplan check` refuses: a dial step through a trunk Asterisk
+    does not have; pjsip.conf is read again at each reload, so a trunk and the flow using it go together."""
+    from structlog.testing import capture_logs
+
+    from callctl.dialplans import DialplanHolder
+    from callctl.errors import DialplanError
+    from tests.unit.test_flows_loader import write
+
+    flow = '    flows:\n      main:\n        - dial: {trunk: carrier2, number: "+33123456789"}\n'
+    directory = write(tmp_path, {})
+    conf = tmp_path / "pjsip.conf"
+    conf.write_text("[pstn]\ntype = endpoint\n")
+    holder = DialplanHolder(directory, conf)
+    (directory / "flows" / "main.yaml").write_text(textwrap.dedent(flow))
+    with capture_logs() as logs:
+        assert holder.reload() is False
+    assert any("trunk 'carrier2' is not a PJSIP endpoint in" in str(e.get("problem")) for e in logs), logs
+    conf.write_text("[pstn]\ntype = endpoint\n[carrier2]\ntype = endpoint\n")
+    assert holder.reload() is True
+    conf.write_text("[pstn]\ntype = endpoint\n")
+    with pytest.raises(DialplanError):
+        DialplanHolder(directory, conf)  # at start: refused, the daemon does not start on it
+    assert DialplanHolder(directory, tmp_path / "absent.conf").current  # no pjsip.conf here: not checked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,10 +30,13 @@ class User:
         return 1 + self.extra_channels
 
 
+_CHANNELS = itertools.count(42)
+
+
 class FakeCall:
     def __init__(self, called: str, outcomes: dict[str, str], hold: asyncio.Event | None = None) -> None:
         self.caller, self.called, self.language = "+33612345678", called, "en"
-        self.channel_id = "1700000000.42"
+        self.channel_id = f"1700000000.{next(_CHANNELS)}"  # each call its own channel (its slot's key)
         self.call_id = "5f0c8a0e-7b55-4c1e-9a39-2d6f3c1b9e02"
         self.result = CallResult()
         self.dialled: list[tuple[str, str | None]] = []

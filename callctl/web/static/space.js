@@ -179,6 +179,10 @@
     stream.close();
     say("gone", false);
   });
+  stream.addEventListener("moved", () => {  // the person opened the space in another window
+    stream.close();
+    say("moved", false);
+  });
   stream.onerror = () => {
     if (stream.readyState !== EventSource.CLOSED) document.getElementById("room-state").textContent = t("live_lost");
   };
