@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.figures import Step, ratios, sustained_rate
+from bench.figures import Step, goals, ratios, saturation, sustained_rate
 from bench.plot import PNG, plot
 from scripts.devstack import REPO
 
@@ -46,6 +46,12 @@ def steps_of(results: dict[str, Any]) -> list[Step]:
         step = Step(s["impl"], s["rate"], calls, s["successful"], s["failed"], s["joined"],
                     s["wall_s"], asterisk_cpu_s=s["asterisk_cpu_ms_per_call"] * calls / 1000,
                     engine_cpu_s=s["engine_cpu_ms_per_call"] * calls / 1000, postgres_cpu_s=0.0, sipp_cpu_s=0.0)
+        for key in ("answer_ms", "join_ms"):  # the raw latencies, for the p99s of the goals
+            raw = next((r for r in results.get("raw", []) if r["impl"] == s["impl"] and r["rate"] == s["rate"]), None)
+            setattr(step, key, list(raw[key]) if raw else [])
+        lag = s.get("lag_ms_p99")
+        step.lag_ms = [] if lag is None else [float(lag)]
+        step.load_avg = tuple(s.get("load_avg") or (0.0, 0.0, 0.0))  # type: ignore[assignment]
         out.append(step)
     return out
 
@@ -91,6 +97,12 @@ def report(out: Path, texts: dict[str, str]) -> str:
         lines.append(f"RATIO callctl CPU / Asterisk CPU per call (at {r.cpu_step_rate:g} calls/s): {cpu}  "
                      "(goal <= 0.10)")
         lines.append(f"RATIO callctl sustained rate / native sustained rate: {rate}  (goal >= 0.9)")
+        lines.append("GOALS of issue 17 (conference flow, this run):")
+        for goal in goals(steps):
+            verdict = {True: "PASS", False: "FAIL", None: "n/a "}[goal.ok]
+            lines.append(f"  {verdict}  {goal.name}: {goal.measured}  (goal {goal.limit})")
+        for note in saturation(steps) or ["machine not saturated by these figures (native tails flat)"]:
+            lines.append(f"  NOTE  {note}")
     return "\n".join(lines)
 
 

@@ -88,7 +88,7 @@ def run(sip_port: int, number: str, scenario_path: Path, codes_csv: Path, work: 
            "-trace_stat", "-stf", str(work / "stats.csv"), "-fd", "3600",
            "-trace_logs", "-log_file", str(work / "log.txt"), "-trace_err", "-error_file", str(work / "errors.txt"),
            "-max_recv_loops", "1000", "-mp", str(media_port)]
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout_s + 60)
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s + 60)
     successful = failed = 0
     stats = work / "stats.csv"
     if stats.exists():

@@ -89,30 +89,40 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+LAG_BUCKET = "callctl_event_loop_lag_distribution_seconds_bucket"
+
+
 class LagSampler:
-    """Reads callctl's event-loop lag gauge from /metrics every 250 ms while a step runs."""
+    """callctl's event-loop lag over a step: its lag histogram (a tick every 50 ms, callctl.loopwatch)
+    read from /metrics before and after; ``samples`` holds each tick of the step as its bucket's
+    upper bound in ms (so a p99 of them is the bucket the p99 falls in)."""
 
     def __init__(self, http: str) -> None:
         self.url = f"http://{http}/metrics"
         self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="lag-sampler")
+        self._before: dict[float, int] = {}
+
+    def _read(self) -> dict[float, int]:
+        buckets: dict[float, int] = {}
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(self.url, timeout=5) as resp:
+                for line in resp.read().decode().splitlines():
+                    if line.startswith(LAG_BUCKET):
+                        le = line.split('le="', 1)[1].split('"', 1)[0]
+                        buckets[float("inf") if le == "+Inf" else float(le)] = int(float(line.split()[-1]))
+        return buckets
 
     def __enter__(self) -> LagSampler:
-        self._thread.start()
+        self._before = self._read()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            with contextlib.suppress(OSError, ValueError):
-                with urllib.request.urlopen(self.url, timeout=2) as resp:
-                    for line in resp.read().decode().splitlines():
-                        if line.startswith("callctl_event_loop_lag_seconds "):
-                            self.samples.append(float(line.split()[1]) * 1000)
+        after = self._read()
+        below = 0
+        for le in sorted(after):
+            cumulative = after[le] - self._before.get(le, 0)
+            self.samples.extend([min(le, 10.0) * 1000] * (cumulative - below))
+            below = cumulative
 
 
 @dataclass
@@ -126,6 +136,7 @@ class Bench:
     profile: Path | None = None
     ari_debug: bool = False
     impls: tuple[str, ...] = ("native", "callctl")
+    daemon_env: dict[str, str] = field(default_factory=dict)  # CALLCTL_* settings of the daemon (a lever)
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="callctl-bench-")))
     steps: list[Step] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
@@ -236,6 +247,7 @@ class Bench:
                                  "failed": run.failed, "joined": joined, "keyed_code": keys}
         if not step.ok:
             (step_dir / "sipp-stderr.txt").write_text(run.stderr)
+            (step_dir / "daemon-log.txt").write_text("\n".join(daemon.raw[-20000:]))  # why the call failed
             print(f"  {impl} @ {rate:g}/s: {run.failed} failed, {joined}/{calls} joined; see {step_dir}", flush=True)
         return step
 
@@ -307,6 +319,7 @@ class Bench:
             "CALLCTL_AGI_LISTEN": "", "CALLCTL_LOG_LEVEL": "info",
             "CALLCTL_OUTBOX_DIR": str(self.work / "outbox"),
         })
+        env.update(self.daemon_env)
         d = Daemon(env, self.work).start()
         d.wait_until_ready(60)
         return d
@@ -327,7 +340,8 @@ class Bench:
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         data = {"machine": self.machine, "steps": [s.summary() for s in self.steps], "memory": self.memory,
-                "settings": {"rates": self.rates, "step_s": self.step_s, "hold_s": self.hold_s,
+                "settings": {"daemon_env": self.daemon_env, "rates": self.rates, "step_s": self.step_s,
+                             "hold_s": self.hold_s,
                              "room_size": ROOM_SIZE, "memory_calls": self.memory_calls,
                              "memory_rate": self.memory_rate},
                 "raw": [{"impl": s.impl, "rate": s.rate, "answer_ms": s.answer_ms, "join_ms": s.join_ms}
@@ -395,10 +409,13 @@ def main() -> None:
     parser.add_argument("--impls", default="native,callctl", help="which implementations to run")
     parser.add_argument("--ari-debug", action="store_true", help="count the ARI events sent to callctl, by type "
                         "(Asterisk logs each one: costs Asterisk CPU, do not compare CPU figures)")
+    parser.add_argument("--daemon-env", default="", help="daemon settings for a before/after, e.g. "
+                        "CALLCTL_EVENT_LOOP=asyncio,CALLCTL_ARI_REST_TRANSPORT=http")
     args = parser.parse_args()
     rates = sorted(float(r) for r in args.rates.split(",") if r.strip())
     bench = Bench(rates, args.step_s, args.hold_s, args.memory_calls, args.memory_rate, args.out, args.profile,
-                  args.ari_debug, tuple(i.strip() for i in args.impls.split(",") if i.strip()))
+                  args.ari_debug, tuple(i.strip() for i in args.impls.split(",") if i.strip()),
+                  daemon_env=dict(kv.split("=", 1) for kv in args.daemon_env.split(",") if "=" in kv))
     asyncio.run(bench.run())
 
 

@@ -153,3 +153,84 @@ def ratios(steps: Sequence[Step]) -> Ratios:
     native = sustained_rate(steps, "native")
     rate = sustained_rate(steps, "callctl") / native if native > 0 else None
     return Ratios(cpu, rate, basis.rate if basis else None)
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of issue 17's goals: what was measured, the limit, and whether it holds."""
+
+    name: str
+    measured: str
+    limit: str
+    ok: bool | None  # None: not measured in this run
+
+
+def _p99(values: Sequence[float]) -> float | None:
+    return pct(values, 99)
+
+
+def saturation(steps: Sequence[Step]) -> list[str]:
+    """Rates where the machine itself was saturated: the *native* dialplan's own tails grew (answer
+    p99 beyond 3x + 5 ms, or `#`->join p99 beyond 1.3x, of its slowest step), or the load average
+    passed the CPU count. Both implementations' tails then grow; said, not hidden."""
+    import os
+
+    native = sorted((s for s in steps if s.impl == "native" and s.answer_ms and s.join_ms), key=lambda s: s.rate)
+    if not native:
+        return []
+    base_answer, base_join = _p99(native[0].answer_ms) or 0.0, _p99(native[0].join_ms) or 0.0
+    notes = []
+    cpus = os.cpu_count() or 1
+    for s in native:
+        answer, join = _p99(s.answer_ms) or 0.0, _p99(s.join_ms) or 0.0
+        why = []
+        if answer > base_answer * 3 + 5:
+            why.append(f"native answer p99 {answer:.1f} ms (vs {base_answer:.1f} at {native[0].rate:g}/s)")
+        if join > base_join * 1.3:
+            why.append(f"native #->join p99 {join:.1f} ms (vs {base_join:.1f} at {native[0].rate:g}/s)")
+        if s.load_avg[0] > cpus:
+            why.append(f"load average {s.load_avg[0]:.1f} on {cpus} CPUs")
+        if why:
+            notes.append(f"{s.rate:g}/s: machine saturated: " + "; ".join(why))
+    return notes
+
+
+def goals(steps: Sequence[Step]) -> list[Goal]:
+    """Issue 17's conference-flow goals over one run: CPU ratio; added latency p99 (callctl minus
+    native, same rate) <= 10 ms for answer and `#`->join, and loop lag p99 <= 10 ms, at every rate the
+    native dialplan sustained with zero failures."""
+    out = []
+    r = ratios(steps)
+    out.append(Goal("engine CPU per call / Asterisk's", "n/a" if r.cpu is None else f"{r.cpu:.3f}"
+                    + (f" at {r.cpu_step_rate:g}/s" if r.cpu_step_rate else ""), "<= 0.10",
+                    None if r.cpu is None else r.cpu <= 0.10))
+    native_ok = {s.rate: s for s in steps if s.impl == "native" and s.ok}
+    sustained = sustained_rate(steps, "native")
+    for key, label in (("answer_ms", "answer"), ("join_ms", "#->join")):
+        worst: tuple[float, float] | None = None  # (added ms, rate)
+        missing = []
+        for s in steps:
+            if s.impl != "callctl" or s.rate not in native_ok or s.rate > sustained:
+                continue
+            mine, theirs = _p99(getattr(s, key)), _p99(getattr(native_ok[s.rate], key))
+            if mine is None or theirs is None or not s.ok:
+                missing.append(s.rate)
+                continue
+            added = mine - theirs
+            if worst is None or added > worst[0]:
+                worst = (added, s.rate)
+        rates_run = [s.rate for s in steps if s.impl == "callctl" and s.rate in native_ok and s.rate <= sustained]
+        ran = {s.rate for s in steps if s.impl == "callctl"}
+        missing += [rate for rate in native_ok if rate <= sustained and rate not in ran]
+        measured = "n/a" if worst is None else f"{worst[0]:+.1f} ms (worst, at {worst[1]:g}/s)"
+        if missing:
+            measured += f"; callctl failed or did not run at {', '.join(f'{m:g}/s' for m in sorted(set(missing)))}"
+        ok = None if not rates_run and not missing else (not missing and worst is not None and worst[0] <= 10)
+        out.append(Goal(f"added {label} latency p99", measured, "<= 10 ms", ok))
+    lags = [(_p99(s.lag_ms), s.rate) for s in steps if s.impl == "callctl" and s.rate in native_ok
+            and s.rate <= sustained and s.lag_ms]
+    worst_lag = max(((v, rate) for v, rate in lags if v is not None), default=None)
+    out.append(Goal("event-loop lag p99", "n/a" if worst_lag is None else
+                    f"{worst_lag[0]:g} ms (bucket bound, worst at {worst_lag[1]:g}/s)", "<= 10 ms",
+                    None if worst_lag is None else worst_lag[0] <= 10))
+    return out

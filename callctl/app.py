@@ -31,8 +31,9 @@ from callctl.config import Settings
 from callctl.dialplans import DialplanHolder, LiveCountries
 from callctl.errors import AriError
 from callctl.fraud.edge import edge_guard
-from callctl.health import HealthServer, LoopLagMonitor, pid_file, readiness, register_daemon_metrics
+from callctl.health import HealthServer, pid_file, readiness, register_daemon_metrics
 from callctl.logging import get_logger
+from callctl.loopwatch import LoopWatch, freeze_startup_objects
 from callctl.metrics import Metrics
 from callctl.numbers import mask
 from callctl.router import Router
@@ -55,7 +56,7 @@ class Daemon:
         self.plans = load_plans(settings.plans_file)  # refused at start like the dialplan
         self.router = Router(lambda: self.dialplans.current)
         self.stopping = asyncio.Event()
-        self.lag = LoopLagMonitor()
+        self.lag = LoopWatch()  # lag histogram, the callback that held the loop, GC pauses
         self._asterisk_id = "unknown"
         self.writer: CdrWriter | None = None
         self.ari: AriClient | None = None
@@ -139,7 +140,7 @@ class Daemon:
                                                          views={"/calls": self._calls_in_progress}))
             stack.enter_context(pid_file(s.pid_file))
             background = SideTasks("daemon_background_failed")
-            background.spawn(self.lag.run(), name="loop-lag")
+            await stack.enter_async_context(self.lag)
             interval = watchdog_interval_s()
             if interval:
                 background.spawn(watchdog_pings(interval), name="watchdog")
@@ -170,7 +171,10 @@ class Daemon:
             await stack.enter_async_context(self.ari)
             self._install_signals()
             notify("READY=1", f"STATUS=callctl {__version__} running")
-            log.info("callctl_ready", http=s.http_listen, app=s.ari_app, ari=s.ari_url)
+            # What start-up built stays for the process's life: out of the collector's walks.
+            frozen = freeze_startup_objects()
+            log.info("callctl_ready", http=s.http_listen, app=s.ari_app, ari=s.ari_url,
+                     loop=type(asyncio.get_running_loop()).__module__.split(".")[0], gc_frozen=frozen)
             await self.stopping.wait()
 
             notify("STOPPING=1")
@@ -189,3 +193,12 @@ class Daemon:
 
 async def run_daemon(settings: Settings) -> int:
     return await Daemon(settings).run()
+
+
+def run_daemon_forever(settings: Settings) -> int:
+    """``callctl run``: the daemon on uvloop (``event_loop: uvloop``, the default) or asyncio's own loop."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(run_daemon(settings))
+    return asyncio.run(run_daemon(settings))

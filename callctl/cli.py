@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import importlib
 import sys
@@ -25,10 +24,10 @@ FEATURE_CLIS = ("callctl.store.cli", "callctl.flows.cli", "callctl.conference.cl
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from callctl import logging as clog
-    from callctl.app import run_daemon
+    from callctl.app import run_daemon_forever
 
-    clog.configure(settings.log_level)
-    return asyncio.run(run_daemon(settings))
+    clog.configure(settings.log_level, batched=True)  # lines of one loop turn written together
+    return run_daemon_forever(settings)
 
 
 def _trace_paths(settings: Settings, since: dt.datetime) -> list[list[tuple[str, str]]]:

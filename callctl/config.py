@@ -99,6 +99,11 @@ class Settings:
     # ... and the open calls of a node whose engine has not renewed it for this long are taken over (recorded
     # as incomplete CDRs by another engine): longer than an engine restart, for its Asterisk may still hold them.
     node_takeover_s: float = 300.0
+    # wt-transport (issue 17): the event loop and how ARI requests travel (docs/benchmarks.md).
+    event_loop: str = "uvloop"  # uvloop or asyncio
+    ari_rest_transport: str = "websocket"  # websocket (Asterisk 22.4+) or http
+    ari_rest_sockets: int = 4  # websockets carrying requests (each serves one request at a time)
+    ari_request_timeout_s: float = 10.0  # a request with no answer by then fails (AriUnavailable)
     source: str = "defaults"
 
     @property
@@ -214,6 +219,14 @@ def _validate(s: Settings) -> None:
                           f"{s.reconnect_max_s}")
     if not s.ari_lost_calls_after_s > 0:
         raise ConfigError(f"ari_lost_calls_after_s {s.ari_lost_calls_after_s} must be above 0 (seconds)")
+    if s.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError(f"event_loop '{s.event_loop}' must be uvloop or asyncio")
+    if s.ari_rest_transport not in ("websocket", "http"):
+        raise ConfigError(f"ari_rest_transport '{s.ari_rest_transport}' must be websocket or http")
+    if not 1 <= s.ari_rest_sockets <= 32:
+        raise ConfigError(f"ari_rest_sockets {s.ari_rest_sockets} must be between 1 and 32")
+    if s.ari_request_timeout_s <= 0:
+        raise ConfigError(f"ari_request_timeout_s {s.ari_request_timeout_s} must be above 0")
     if s.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level '{s.log_level}' must be one of debug, info, warning, error")
     if s.node_lease_s < 3:  # wt-global: renewed every third of it; below 3 s a busy database frees live slots

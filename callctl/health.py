@@ -17,6 +17,7 @@ from aiohttp import web
 from callctl import __version__
 from callctl.errors import ConfigError
 from callctl.logging import get_logger
+from callctl.loopwatch import LoopWatch
 from callctl.metrics import Metrics
 
 log = get_logger("callctl.app")
@@ -84,23 +85,6 @@ class HealthServer:
         return web.Response(text=self._metrics.render(), content_type="text/plain", charset="utf-8")
 
 
-class LoopLagMonitor:
-    """Measures how late the event loop wakes up: the lag every call on this loop feels."""
-
-    def __init__(self, interval_s: float = 0.25) -> None:
-        self.interval_s = interval_s
-        self.last_s = 0.0
-        self.max_s = 0.0
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(self.interval_s)
-            self.last_s = max(0.0, loop.time() - before - self.interval_s)
-            self.max_s = max(self.max_s, self.last_s)
-
-
 class _AriState(Protocol):
     connected: asyncio.Event
     reconnects: int
@@ -117,7 +101,7 @@ class _EventCount(Protocol):
     events_total: int
 
 
-def register_daemon_metrics(m: Metrics, ari: _AriState, cdrs: _CdrState, lag: LoopLagMonitor,
+def register_daemon_metrics(m: Metrics, ari: _AriState, cdrs: _CdrState, lag: LoopWatch,
                             events: _EventCount) -> None:
     """The daemon's own gauges: ARI connection, CDR backlog, event-loop lag, events received."""
     m.counter("callctl_ari_disconnects_total", "ARI websocket losses (each followed by a reconnect)")
@@ -128,6 +112,12 @@ def register_daemon_metrics(m: Metrics, ari: _AriState, cdrs: _CdrState, lag: Lo
     m.gauge("callctl_cdr_store_up", "1 while PostgreSQL accepts CDRs", lambda: 1.0 if cdrs.store_up else 0.0)
     m.gauge("callctl_event_loop_lag_seconds", "Last measured event-loop wake-up lag", lambda: lag.last_s)
     m.gauge("callctl_event_loop_lag_max_seconds", "Largest event-loop lag since start", lambda: lag.max_s)
+    m.histogram("callctl_event_loop_lag_distribution_seconds", "Event-loop wake-up lag, sampled every "
+                f"{lag.interval_s * 1000:g} ms", lambda: (lag.lag.bounds, lag.lag.counts, lag.lag.total))
+    m.histogram("callctl_gc_pause_seconds", "Garbage-collector pauses of the event loop's thread",
+                lambda: (lag.gc_pauses.bounds, lag.gc_pauses.counts, lag.gc_pauses.total))
+    m.gauge("callctl_event_loop_held_total", "Times one callback held the event loop past the warning threshold",
+            lambda: float(lag.held_total))
     m.gauge("callctl_ari_events", "ARI events received", lambda: float(events.events_total))
 
 

@@ -3,10 +3,13 @@ one-shot commands log to stderr, so what they print on stdout (JSON) is only the
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime as dt
 import json as stdlib_json
 import logging
 import sys
+import threading
 from typing import Any, Protocol, TextIO, cast
 
 import orjson
@@ -19,6 +22,59 @@ class Stream(Protocol):
     def flush(self) -> None: ...
 
     def isatty(self) -> bool: ...
+
+
+class TurnBatchedStream:
+    """Log lines written once per event-loop turn: lines logged by callbacks of one turn are joined
+    and written (and flushed) together by a callback scheduled at the first of them, instead of a
+    write and a flush per line. Outside the loop's thread, or with no loop running, a line is
+    written at once; what is left at exit is written then."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self._lines: list[str] = []
+        atexit.register(self.drain)
+
+    def write(self, text: str, /) -> int:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop.is_closed():
+            self.drain()
+            written = self._stream.write(text)
+            return written
+        if not self._lines:
+            loop.call_soon(self.drain)
+        self._lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Called by the logger after each line: the turn's callback flushes instead (or now, off the loop)."""
+        if threading.current_thread() is not threading.main_thread() or not self._lines:
+            with _suppress_closed():
+                self._stream.flush()
+
+    def drain(self) -> None:
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        with _suppress_closed():
+            self._stream.write("".join(lines))
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
+class _suppress_closed:
+    """A log line to a closed stream (a test's capture after it ended) is dropped, not raised."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        return kind is ValueError
 
 
 def _iso_utc_ms(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -37,13 +93,16 @@ def _dumps(obj: Any, **kw: Any) -> str:
 
 
 def configure(level: str = "info", *, json: bool | None = None, stream: Stream | None = None,
-              cache: bool = True) -> None:
+              cache: bool = True, batched: bool = False) -> None:
     """Configure structlog once for the process. Log lines go to ``stream`` (default stdout: the
     daemon's journal); ``json`` defaults to "``stream`` is not a TTY".
 
     Loggers are cached on first use and levels below ``level`` are filtered by the bound logger's
-    class itself (its methods for them do nothing), so a filtered-out call costs one method call."""
+    class itself (its methods for them do nothing), so a filtered-out call costs one method call.
+    ``batched``: lines of one event-loop turn written together (the daemon, TurnBatchedStream)."""
     stream = sys.stdout if stream is None else stream
+    if batched:
+        stream = TurnBatchedStream(stream)
     if json is None:
         json = not stream.isatty()
     processors: list[Any] = [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+HistogramView = tuple[Sequence[float], Sequence[int], float]
 
 
 class Metrics:
@@ -11,6 +13,7 @@ class Metrics:
         self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
         self._gauges: dict[str, Callable[[], float]] = {}
         self._help: dict[str, tuple[str, str]] = {}
+        self._histograms: dict[str, Callable[[], HistogramView]] = {}
 
     def counter(self, name: str, help_text: str) -> None:
         self._help[name] = ("counter", help_text)
@@ -24,6 +27,11 @@ class Metrics:
         self._help[name] = ("gauge", help_text)
         self._gauges[name] = read
 
+    def histogram(self, name: str, help_text: str, read: Callable[[], HistogramView]) -> None:
+        """A histogram read when scraped: (bucket upper bounds, count per bucket with +Inf last, sum)."""
+        self._help[name] = ("histogram", help_text)
+        self._histograms[name] = read
+
     def value(self, name: str, **labels: str) -> float:
         if name in self._gauges:
             return float(self._gauges[name]())
@@ -34,6 +42,16 @@ class Metrics:
         for name, (kind, help_text) in sorted(self._help.items()):
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
+            if kind == "histogram":
+                bounds, counts, total = self._histograms[name]()
+                running = 0
+                for bound, n in zip((*bounds, float("inf")), counts, strict=True):
+                    running += n
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    lines.append(f'{name}_bucket{{le="{le}"}} {running}')
+                lines.append(f"{name}_sum {total}")
+                lines.append(f"{name}_count {running}")
+                continue
             if kind == "gauge":
                 lines.append(f"{name} {float(self._gauges[name]())}")
                 continue

@@ -1,5 +1,7 @@
-"""The one owner of the ARI connection: aioari connects (and checks the API and credentials), REST
-calls go through aioari's HTTP session, events through our own websocket reader.
+"""The one owner of the ARI connection: aioari connects (and checks the API and credentials), events
+arrive through our own websocket reader, REST requests travel over websockets too (Asterisk 22.4+,
+callctl.ari.transport; ``ari_rest_transport: http`` or an Asterisk that does not answer there: aioari's
+HTTP session). A recording's file is always fetched over HTTP (Asterisk serves files only there).
 
 - ``run_forever`` connects, subscribes the Stasis app, filters out event types nobody uses,
   resynchronises (``on_connected``), then reads events and hands each one, decoded, to ``on_event``
@@ -30,6 +32,7 @@ from aiohttp import web_exceptions
 from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
 from callctl.ari.events import DECODED_TYPES, Event, decode
+from callctl.ari.transport import RequestSocket, WsRequests
 from callctl.config import Settings
 from callctl.errors import (
     AriAuthError,
@@ -46,6 +49,7 @@ from callctl.logging import get_logger
 log = get_logger("callctl.ari")
 
 DEFAULT_TIMEOUT_S = 10.0  # a REST request's whole round trip
+PROBE_TIMEOUT_S = 3.0  # the first request over the websocket: no answer -> this Asterisk takes HTTP only
 
 
 class AriClient:
@@ -63,6 +67,12 @@ class AriClient:
         self._client: Any = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._side_readers: list[asyncio.Task[None]] = []
+        self._requests: WsRequests | None = None  # the request sockets of this connection
+        self._use_http = settings.ari_rest_transport == "http"  # or this Asterisk does not answer on websockets
+        self._side_sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self._held: list[Event] | None = None  # events read while resynchronising, delivered after it
         self._closing = False
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -71,8 +81,10 @@ class AriClient:
         self._base = base
         self._where = urllib.parse.urlparse(base).netloc
         # Built once: a BasicAuth and a ClientTimeout per request showed in the profile.
-        self._auth = {"Authorization": aiohttp.BasicAuth(settings.ari_user, settings.ari_password).encode()}
+        token = base64.b64encode(f"{settings.ari_user}:{settings.ari_password}".encode("latin1")).decode()
+        self._auth = {"Authorization": f"Basic {token}"}  # aiohttp.BasicAuth is deprecated in aiohttp 3.13
         self._timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT_S)
+        self._request_timeout_s = settings.ari_request_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -97,6 +109,21 @@ class AriClient:
         await self._drop_client()
 
     async def _drop_client(self) -> None:
+        self._fail_requests("the connection closed")
+        readers, self._side_readers = self._side_readers, []
+        if self._reader is not None:
+            readers.append(self._reader)
+            self._reader = None
+        for task in readers:
+            task.cancel()
+        for task in readers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        sockets, self._side_sockets = self._side_sockets, []
+        for ws in sockets:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        self._ws = None
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -123,15 +150,19 @@ class AriClient:
                 await asyncio.sleep(delay * (0.8 + random.random() * 0.4))
                 delay = min(delay * 2, self._settings.reconnect_max_s)
                 continue
+            rest = "http" if self._use_http else f"websocket x{self._settings.ari_rest_sockets}"
             if down_logged or self.reconnects:
-                log.info("ari_connected", where=self._where, reconnects=self.reconnects)
+                log.info("ari_connected", where=self._where, rest=rest, reconnects=self.reconnects)
             else:
-                log.info("ari_connected", where=self._where)
+                log.info("ari_connected", where=self._where, rest=rest)
             down_logged = False
             self.last_error = None
             delay = self._settings.reconnect_min_s
             try:
-                await self._read_events()
+                assert self._reader is not None
+                await self._reader
+            except Exception as exc:  # a bug in the reader: reconnect rather than stop for good
+                log.exception("ari_reader_crashed", error=str(exc))
             finally:
                 self.connected.clear()
                 self._on_disconnected()
@@ -170,16 +201,67 @@ class AriClient:
             raise AriUnavailable(f"ARI events websocket at {self._where} refused: HTTP {exc.status}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI events websocket at {self._where} failed: {_describe(exc)}") from None
+        # Read from now on: responses to the requests below arrive on this socket. Events read before
+        # the resynchronisation ends are held, then delivered in order (as if left in the socket).
+        self._held = []
+        self._reader = asyncio.create_task(self._read_events(self._ws), name="ari-events")
+        self._use_http = s.ari_rest_transport == "http"
+        if not self._use_http:
+            self._requests = WsRequests(self._where)
+            self._requests.attach(RequestSocket(self._ws, s.ari_app))
+        # Only the types decode() uses: Asterisk then neither encodes nor sends the others
+        # (ChannelVarset floods, and PlaybackStarted, ChannelEnteredBridge/LeftBridge, Bridge*).
+        # RESTResponse is filtered like an event: without it no answer would reach us.
+        allowed = {"allowed": [{"type": t} for t in (*DECODED_TYPES, "RESTResponse")]}
         try:
-            # Only the types decode() uses: Asterisk then neither encodes nor sends the others
-            # (ChannelVarset floods, and PlaybackStarted, ChannelEnteredBridge/LeftBridge, Bridge*).
-            await self._request("PUT", f"applications/{s.ari_app}/eventFilter",
-                                json_body={"allowed": [{"type": t} for t in DECODED_TYPES]})
+            await self._request("PUT", f"applications/{s.ari_app}/eventFilter", json_body=allowed,
+                                timeout_s=min(PROBE_TIMEOUT_S, self._request_timeout_s))
+        except AriUnavailable as exc:
+            if self._use_http or not self._ws_alive():
+                raise
+            # An Asterisk before 22.4 ignores requests on the websocket: HTTP for this connection.
+            log.warning("ari_rest_over_websocket_unavailable", where=self._where, error=exc.message)
+            self._fail_requests("falling back to HTTP")
+            self._use_http = True
+            with contextlib.suppress(AriError):
+                await self._request("PUT", f"applications/{s.ari_app}/eventFilter", json_body=allowed)
         except AriError as exc:  # older Asterisk: no filter, just more events
             log.warning("ari_event_filter_refused", error=exc.message)
+        if not self._use_http:
+            for n in range(1, s.ari_rest_sockets):
+                await self._open_request_socket(session, f"{s.ari_app}-rest{n}", token)
         self.connected.set()
-        # Resynchronise before reading: channels that arrived meanwhile are adopted by the handler.
+        # Resynchronise before delivering events: channels that arrived meanwhile are adopted by the handler.
         await self._on_connected()
+        held, self._held = self._held, None
+        for event in held or ():
+            self._on_event(event)
+
+    async def _open_request_socket(self, session: aiohttp.ClientSession, app: str, token: str) -> None:
+        """One more socket for requests, registered as an app no channel enters (Asterisk needs one)."""
+        if self._requests is None:
+            raise AriUnavailable(f"ARI events websocket at {self._where} closed while connecting")
+        url = self._base.replace("http", "ws", 1) + "ari/events?" + urllib.parse.urlencode(
+            {"app": app, "subscribeAll": "false"})
+        try:
+            ws = await session.ws_connect(url, headers={"Authorization": f"Basic {token}"},
+                                          heartbeat=self._settings.ari_heartbeat_s, max_msg_size=16 * 1024 * 1024)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise AriUnavailable(f"ARI request websocket at {self._where} failed: {_describe(exc)}") from None
+        self._side_sockets.append(ws)
+        sock = RequestSocket(ws, app)
+        self._requests.attach(sock)
+        self._side_readers.append(asyncio.create_task(self._read_responses(sock), name=f"ari-{app}"))
+
+    def _ws_alive(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    def _fail_requests(self, why: str) -> None:
+        requests, self._requests = self._requests, None
+        if requests is not None:
+            failed = requests.fail_all(why)
+            if failed:
+                log.warning("ari_requests_failed", where=self._where, in_flight=failed, reason=why)
 
     async def _new_client(self) -> Any:
         """aioari's client (``aioari.connect`` without its leak): the HTTP session it opens is closed when
@@ -197,23 +279,56 @@ class AriClient:
             raise
         return client
 
-    async def _read_events(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                try:
-                    raw = orjson.loads(msg.data)
-                except orjson.JSONDecodeError:
-                    log.warning("ari_event_undecodable", size=len(msg.data))
-                    continue
-                if isinstance(raw, dict):
+    async def _read_events(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The events socket: events to ``on_event`` (held while resynchronising), responses to
+        their requests. When it closes, every request in flight fails and the connection drops."""
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    try:
+                        raw = orjson.loads(msg.data)
+                    except orjson.JSONDecodeError:
+                        log.warning("ari_event_undecodable", size=len(msg.data))
+                        continue
+                    if not isinstance(raw, dict):
+                        continue
+                    if raw.get("type") == "RESTResponse":
+                        requests = self._requests
+                        if requests is not None and requests.sockets and requests.sockets[0].ws is ws:
+                            requests.sockets[0].resolve(raw)
+                        continue
                     event = decode(raw)
-                    if event is not None:
+                    if event is None:
+                        continue
+                    if self._held is not None:
+                        self._held.append(event)
+                    else:
                         self._on_event(event)
-            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                break
-        self._ws = None
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    break
+        finally:
+            self._fail_requests("the events websocket closed")
+
+    async def _read_responses(self, sock: RequestSocket) -> None:
+        """A request socket: responses to their requests. Its loss drops the whole connection (the
+        reconnect and resynchronisation path then takes over)."""
+        try:
+            async for msg in sock.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        raw = orjson.loads(msg.data)
+                        if isinstance(raw, dict) and raw.get("type") == "RESTResponse":
+                            sock.resolve(raw)
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    break
+        finally:
+            failed = sock.fail_all(AriUnavailable(f"ARI request websocket {sock.name} at {self._where} closed "
+                                                  "with the request in flight"))
+            if failed:
+                log.warning("ari_requests_failed", where=self._where, in_flight=failed, socket=sock.name)
+        if self._ws is not None and not self._closing:
+            log.warning("ari_request_socket_closed", where=self._where, socket=sock.name)
+            await self._ws.close()  # ends the events reader: the connection drops, reconnects, resyncs
 
     # -- REST ----------------------------------------------------------------------------------
 
@@ -225,26 +340,37 @@ class AriClient:
         404, the object the request is about no longer exists."""
         if self._client is None:
             raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
+        if not self._use_http and not raw:
+            if self._requests is None:
+                raise AriUnavailable(f"not connected to Asterisk ARI at {self._where} (events websocket closed)")
+            ws_timeout_s = self._request_timeout_s if timeout_s == DEFAULT_TIMEOUT_S else timeout_s
+            answer = await self._requests.request(method, path, params=params, json_body=json_body,
+                                                  timeout_s=ws_timeout_s)
+            return self._interpret(method, path, answer.status, answer.body, gone)
         session: aiohttp.ClientSession = self._client.swagger.http_client.session
         timeout = self._timeout if timeout_s == DEFAULT_TIMEOUT_S else aiohttp.ClientTimeout(total=timeout_s)
         try:
             async with session.request(method, self._base + "ari/" + path, params=params, json=json_body,
                                        headers=self._auth, timeout=timeout) as resp:
                 body = await resp.read()
-                status = resp.status
-                if status == 404 and gone is not None:
-                    error, what = gone
-                    raise error(f"{what} no longer exists ({method} {path})")
-                if status == 401:
-                    raise AriAuthError(f"ARI at {self._where} refused credentials for {method} {path}")
-                if status >= 400:
-                    text = body.decode("utf-8", "replace").strip()[:200]
-                    raise AriError(f"ARI {method} {path} failed: HTTP {status} {text}")
-                if raw:
+                if raw and resp.status < 400:
                     return body
-                return orjson.loads(body) if body else None
+                return self._interpret(method, path, resp.status, body, gone)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI {method} {path} at {self._where} failed: {_describe(exc)}") from None
+
+    def _interpret(self, method: str, path: str, status: int, body: bytes,
+                   gone: tuple[type[ResourceGone], str] | None) -> Any:
+        """Asterisk's answer, the same over HTTP and over the websocket: errors translated, JSON decoded."""
+        if status == 404 and gone is not None:
+            error, what = gone
+            raise error(f"{what} no longer exists ({method} {path})")
+        if status == 401:
+            raise AriAuthError(f"ARI at {self._where} refused credentials for {method} {path}")
+        if status >= 400:
+            text = body.decode("utf-8", "replace").strip()[:200]
+            raise AriError(f"ARI {method} {path} failed: HTTP {status} {text}")
+        return orjson.loads(body) if body else None
 
     async def answer(self, channel_id: str) -> None:
         await self._request("POST", f"channels/{channel_id}/answer", gone=_channel(channel_id))

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bench import callers, native
-from bench.figures import CallTimes, Step, parse_cel, pct, ratios, sustained_rate, timings
+from bench.figures import CallTimes, Step, goals, parse_cel, pct, ratios, saturation, sustained_rate, timings
 from scripts.devstack import AsteriskInstance
 
 
@@ -86,3 +86,39 @@ def test_extra_conf_is_appended_to_a_file_of_asterisk_conf_or_written_alone(tmp_
     extensions = (etc / "extensions.conf").read_text()
     assert extensions.startswith("; Every call goes to the engine") and extensions.endswith("\n; extra\n")
     assert (etc / "confbridge.conf").read_text() == "x\n"  # not in asterisk-conf/: written alone
+
+
+def _timed(s: Step, answer: float, join: float, lag: float | None = None, load: float = 0.5) -> Step:
+    s.answer_ms, s.join_ms = [answer] * 100, [join] * 100
+    s.lag_ms = [] if lag is None else [lag] * 100
+    s.load_avg = (load, load, load)
+    return s
+
+
+def test_goals_compare_callctl_with_native_at_each_rate_native_sustains() -> None:
+    steps = [_timed(step("native", 8, engine=0.0), 2.0, 180.0),
+             _timed(step("callctl", 8, engine=0.05), 9.0, 185.0, 5.0),
+             _timed(step("native", 16, engine=0.0), 2.5, 182.0),
+             _timed(step("callctl", 16, engine=0.05), 30.0, 200.0, 20.0)]
+    verdicts = {g.name: g for g in goals(steps)}
+    assert verdicts["engine CPU per call / Asterisk's"].ok is True  # 0.05 s / 1.0 s
+    answer = verdicts["added answer latency p99"]
+    assert answer.ok is False and answer.measured.startswith("+27.5 ms (worst, at 16/s)")
+    assert verdicts["added #->join latency p99"].ok is False
+    assert verdicts["event-loop lag p99"].ok is False and "20 ms" in verdicts["event-loop lag p99"].measured
+    assert not saturation(steps)
+
+
+def test_a_rate_where_callctl_failed_but_native_did_not_fails_the_latency_goals() -> None:
+    steps = [_timed(step("native", 8, engine=0.0), 2.0, 180.0), _timed(step("callctl", 8, failed=1), 3.0, 181.0, 1.0)]
+    verdicts = {g.name: g for g in goals(steps)}
+    assert verdicts["added answer latency p99"].ok is False
+    assert "callctl failed or did not run at 8/s" in verdicts["added answer latency p99"].measured
+
+
+def test_saturation_is_said_when_the_native_tails_grow_or_the_load_passes_the_cpus() -> None:
+    steps = [_timed(step("native", 8, engine=0.0), 2.0, 180.0), _timed(step("native", 16, engine=0.0), 40.0, 400.0),
+             _timed(step("native", 20, engine=0.0), 2.0, 180.0, load=100.0)]
+    notes = saturation(steps)
+    assert notes[0].startswith("16/s: machine saturated: native answer p99 40.0 ms") and "#->join" in notes[0]
+    assert notes[1].startswith("20/s: machine saturated: load average 100.0")

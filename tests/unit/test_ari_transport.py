@@ -1,0 +1,117 @@
+"""ARI requests over websockets (callctl.ari.transport) against a fake socket: matched by request_id in
+any order, spread over the least busy socket, failed at once when their socket goes, failed after
+their timeout when no answer comes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from callctl.ari.transport import RequestSocket, WsRequests
+from callctl.errors import AriError, AriUnavailable
+from tests.support.waiting import wait_for_async
+
+
+class FakeWs:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def send_str(self, text: str) -> None:
+        if self.closed:
+            raise ConnectionResetError("Cannot write to closing transport")
+        self.sent.append(orjson.loads(text))
+
+
+def _pool(count: int) -> tuple[WsRequests, list[RequestSocket]]:
+    requests = WsRequests("127.0.0.1:8088")
+    socks = [RequestSocket(FakeWs(), f"s{n}") for n in range(count)]  # type: ignore[arg-type]
+    for s in socks:
+        requests.attach(s)
+    return requests, socks
+
+
+def _answer(sock: RequestSocket, index: int, status: int = 200, body: str | None = None) -> None:
+    sent = sock.ws.sent[index]  # type: ignore[attr-defined]
+    raw: dict[str, Any] = {"type": "RESTResponse", "request_id": sent["request_id"], "status_code": status,
+                           "reason_phrase": "OK", "uri": sent["uri"]}
+    if body is not None:
+        raw["message_body"] = body
+    sock.resolve(raw)
+
+
+def test_requests_are_sent_as_rest_request_messages_and_answers_match_by_id_in_any_order() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+        first = asyncio.create_task(requests.request("POST", "channels/c1/play/p1", params={"media": "sound:x"},
+                                                     json_body=None, timeout_s=5))
+        second = asyncio.create_task(requests.request("POST", "channels", params=None,
+                                                      json_body={"variables": {"A": "1"}}, timeout_s=5))
+        await wait_for_async(lambda: len(sock.ws.sent) == 2, "two requests sent")  # type: ignore[attr-defined]
+        one, two = sock.ws.sent  # type: ignore[attr-defined]
+        assert one["type"] == "RESTRequest" and one["method"] == "POST" and one["uri"] == "channels/c1/play/p1"
+        assert one["query_strings"] == [{"name": "media", "value": "sound:x"}] and "message_body" not in one
+        assert two["content_type"] == "application/json"
+        assert orjson.loads(two["message_body"]) == {"variables": {"A": "1"}}
+        assert one["request_id"] != two["request_id"]
+        _answer(sock, 1, body='{"id": "c2"}')  # the second answered first
+        _answer(sock, 0, status=404, body='{"message": "Channel not found"}')
+        assert (await second).body == b'{"id": "c2"}' and (await first).status == 404
+        assert not sock.pending
+
+    asyncio.run(main())
+
+
+def test_each_request_goes_to_the_socket_with_fewest_in_flight() -> None:
+    async def main() -> None:
+        requests, socks = _pool(3)
+        tasks = [asyncio.create_task(requests.request("GET", f"channels/c{n}", params=None, json_body=None,
+                                                      timeout_s=5)) for n in range(6)]
+        await wait_for_async(lambda: requests.in_flight == 6, "six in flight")
+        assert [len(s.pending) for s in socks] == [2, 2, 2]
+        for s in socks:
+            _answer(s, 0)
+            _answer(s, 1)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+
+
+def test_a_socket_that_closes_fails_its_requests_at_once_with_the_ari_error() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+        task = asyncio.create_task(requests.request("POST", "channels/c1/answer", params=None, json_body=None,
+                                                    timeout_s=3600))
+        await wait_for_async(lambda: sock.pending, "in flight")
+        assert requests.fail_all("the events websocket closed") == 1
+        with pytest.raises(AriUnavailable, match="the events websocket closed with the request in flight"):
+            await asyncio.wait_for(task, 5)  # not the hour of its own timeout
+        with pytest.raises(AriUnavailable, match="not connected"):  # no socket left: fails, never waits
+            await requests.request("GET", "bridges", params=None, json_body=None, timeout_s=3600)
+
+    asyncio.run(main())
+
+
+def test_a_request_sent_on_a_closing_socket_fails_with_the_ari_error() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+        sock.ws.closed = True  # type: ignore[attr-defined]
+        with pytest.raises(AriUnavailable, match="Cannot write to closing transport"):
+            await requests.request("GET", "bridges", params=None, json_body=None, timeout_s=5)
+        assert not sock.pending
+
+    asyncio.run(main())
+
+
+def test_an_answer_that_never_comes_fails_the_request_after_its_timeout_and_a_late_one_is_ignored() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+        with pytest.raises(AriUnavailable, match=r"GET bridges at 127.0.0.1:8088: no answer within 0.05 s") as info:
+            await requests.request("GET", "bridges", params=None, json_body=None, timeout_s=0.05)
+        assert isinstance(info.value, AriError) and not sock.pending
+        _answer(sock, 0)  # the late answer finds no one waiting: dropped quietly
+
+    asyncio.run(main())
