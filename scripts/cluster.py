@@ -269,7 +269,10 @@ def run_cluster(count: int, state: Path) -> int:
         for n, node in enumerate(nodes, start=1):
             env = dict(base, **single.engine_env(node, state / f"node{n}", http_port=single._port(8099 + 100 * n),
                                                  space_port=single._port(8098 + 100 * n)))
-            env.update(CALLCTL_NODE_ID=f"node{n}", CALLCTL_AGI_LISTEN=node.agi_url.removeprefix("agi://"))
+            env.update(CALLCTL_NODE_ID=f"node{n}", CALLCTL_AGI_LISTEN=node.agi_url.removeprefix("agi://"),
+                       # one recordings folder for every engine: the stand-in for the shared storage a
+                       # cluster needs (docs/scaling.md, "Recordings"), so purge/export/delete see every file
+                       CALLCTL_RECORDINGS_DIR=str(state / "recordings"))
             envs.append(env)
         single.write_cli_settings(envs[0], "make cluster")
         demo = single._demo(py, envs[0], state)
