@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import signal
 import socket
@@ -25,7 +26,29 @@ CONF_SRC = REPO / "asterisk-conf"
 DEFAULT_ROOT = Path(os.environ.get("CALLCTL_ASTERISK_ROOT", "/var/cache/callctl/asterisk-root"))
 
 
+def _listen_ports() -> range:
+    """Ports above the kernel's ephemeral range (ip_local_port_range): a port picked here and bound a few
+    seconds later by a starting process cannot meanwhile become the local port of someone's outgoing
+    connection (that race made a restarted daemon fail to bind once under heavy load)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(0)
+    if high <= 64000:
+        return range(high + 1, 65535)
+    return range(10000, low) if low > 11000 else range(0)
+
+
+_LISTEN_PORTS = _listen_ports()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free now on 127.0.0.1 for a listener, outside the ephemeral range when there is room."""
+    for _ in range(200 if _LISTEN_PORTS else 0):
+        port = random.choice(_LISTEN_PORTS)
+        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", port))
+            return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -45,7 +68,9 @@ def free_rtp_range(size: int = 200) -> tuple[int, int]:
     """An even-based range of ``size`` UDP ports for an Asterisk's RTP, starting at a port free now (the
     kernel picks it, so instances started side by side by tests, benches and pytest-xdist workers rarely
     meet; Asterisk moves on to the next port of its range when one is taken)."""
-    start = min(free_port(socket.SOCK_DGRAM), 65534 - size) & ~1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # the kernel's pick: away from listeners
+        s.bind(("127.0.0.1", 0))
+        start = min(int(s.getsockname()[1]), 65534 - size) & ~1
     return start, start + size - 1
 
 

@@ -18,7 +18,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,9 @@ OS_USER = "postgres"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from scripts.devstack import free_port as listen_port  # the one port picker (outside the ephemeral range)
+
+    return listen_port()
 
 
 def _binary(name: str) -> str:
