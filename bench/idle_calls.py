@@ -127,13 +127,21 @@ def verdict(idle_kib: int, points: list[Point], limit: str | None) -> str:
             f"{limit or 'max calls asked'}; extrapolated, not measured: {guess:.1f} KiB a call at {GOAL_CALLS:,})")
 
 
-def limit_from(console: str, sipp_errors: str, load_1m: float, cores: int) -> str | None:
-    """Which limit the logs name, if any."""
-    if "Too many open files" in console or "Too many open files" in sipp_errors:
-        return "file descriptors"
+def failed_calls(sipp_errors: str) -> list[str]:
+    """SIPp's error file without its header and its overload warnings (SIPp short of CPU, no call lost)."""
+    return [line for line in sipp_errors.splitlines()
+            if line.strip() and "The following events occurred" not in line and "Overload warning" not in line]
+
+
+def limit_from(console: str, sipp_errors: str, load_1m: float, cores: int, fds: int = 0,
+               nofile: int = 0) -> str | None:
+    """Which limit the logs and figures name, if any."""
+    if "Too many open files" in console or "Too many open files" in sipp_errors or (
+            nofile and fds >= nofile * 0.98):
+        return f"file descriptors (Asterisk {fds:,} open, RLIMIT_NOFILE {nofile:,})" if nofile else "file descriptors"
     if re.search(r"No RTP ports remaining|Unable to create RTP|Unable to bind RTP", console, re.I):
         return "RTP ports"
-    if sipp_errors.strip():
+    if failed_calls(sipp_errors):
         return "SIPp (failed calls, see its errors.txt)"
     if load_1m > 2 * cores:
         return f"CPU (load {load_1m:.1f} on {cores} cores)"
@@ -235,15 +243,20 @@ class IdleBench:
                     continue
                 placed = min(self.max_calls, (time.monotonic() - started) * self.rate)
                 stalled = time.monotonic() - best_at > STALL_S and placed > best
-                if errors.strip() or stalled:
+                fds = _fds(inst.proc.pid)
+                nofile = int(self.info["nofile"])
+                if failed_calls(errors) or stalled or fds >= nofile * 0.98:
                     text = _read(console, console_at)
-                    self.limit = limit_from(text, errors, load, os.cpu_count() or 1) or (
+                    self.limit = limit_from(text, errors, load, os.cpu_count() or 1, fds, nofile) or (
                         f"calls stopped coming up at {best:,} ({placed:,.0f} placed; load {load:.1f})")
                     break
         sipp_pid = _child("sipp")
         if sipp_pid is not None:  # measured: the rest of the hold would only wait
             os.kill(sipp_pid, signal.SIGTERM)
         runner.join(60)
+        overloads = _read(step_dir / "errors.txt").count("Overload warning")
+        if overloads:
+            self.info["sipp_overload_warnings"] = overloads  # SIPp's watchdog: it was short of CPU
         if targets and self.limit is None and "run" in result:
             run = result["run"]
             self.limit = f"SIPp ended early (exit {run.returncode}): {run.stderr[-300:]}"

@@ -54,3 +54,14 @@ def test_the_limit_is_named_from_the_logs() -> None:
     assert limit_from("", "unexpected message", 1.0, 2).startswith("SIPp")
     assert limit_from("", "", 9.0, 2) == "CPU (load 9.0 on 2 cores)"
     assert limit_from("", "", 1.0, 2) is None
+
+
+def test_sipps_overload_warnings_are_not_failed_calls() -> None:
+    errors = ("The following events occurred:\n2026-12-03\t12:40:42.672400\t1796301642.672400: Overload warning: "
+              "the minor watchdog timer 500ms has been tripped (520), 119 trips remaining.\n")
+    assert limit_from("", errors, 1.0, 2) is None
+    assert limit_from("", errors + "Aborting call on unexpected message\n", 1.0, 2).startswith("SIPp")
+
+
+def test_descriptors_near_the_limit_name_the_limit() -> None:
+    assert limit_from("", "", 1.0, 2, fds=19_700, nofile=20_000).startswith("file descriptors (Asterisk 19,700")
