@@ -249,6 +249,12 @@ class IdleBench:
                     text = _read(console, console_at)
                     self.limit = limit_from(text, errors, load, os.cpu_count() or 1, fds, nofile) or (
                         f"calls stopped coming up at {best:,} ({placed:,.0f} placed; load {load:.1f})")
+                    # The calls up when the limit was hit are still up: the last figure measured.
+                    up = calls_up(inst)
+                    if up > (self.points[-1].calls_up if self.points else 0):
+                        self.points.append(Point(up, up, rss_kib(daemon.proc.pid), rss_kib(inst.proc.pid),
+                                                 _fds(inst.proc.pid), load, max(lag.samples[-10:], default=None)))
+                        print(_line(self.idle_kib, self.points) + " (at the limit)", flush=True)
                     break
         sipp_pid = _child("sipp")
         if sipp_pid is not None:  # measured: the rest of the hold would only wait
