@@ -341,10 +341,11 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=1000, help="the first step; each next one doubles")
     parser.add_argument("--rate", type=float, default=40.0, help="calls/s while filling up")
     parser.add_argument("--rtp", default="10000-39999", help="Asterisk's RTP port range (2 ports a call)")
+    parser.add_argument("--settle-s", type=float, default=5.0, help="seconds before reading RSS, idle and per step")
     parser.add_argument("--out", type=Path, default=REPO / ".state" / "bench")
     args = parser.parse_args()
     low, _, high = args.rtp.partition("-")
-    bench = IdleBench(args.max_calls, args.first, args.rate, (int(low), int(high)), args.out)
+    bench = IdleBench(args.max_calls, args.first, args.rate, (int(low), int(high)), args.out, args.settle_s)
     asyncio.run(bench.run())
 
 
