@@ -73,3 +73,8 @@ cluster: deps venv asterisk-root
 # SIPp through Kamailio on 1 and 2 nodes side by side; writes its section of docs/benchmarks.md.
 bench-cluster: deps venv asterisk-root $(VENV)/.bench
 	$(PY) -m bench.cluster $(BENCH_ARGS)
+
+# Idle calls held up in one engine in doubling steps up to 10,000 (issue 17); see docs/benchmarks.md.
+.PHONY: bench-idle
+bench-idle: deps venv asterisk-root $(VENV)/.bench
+	$(PY) -m bench.idle_calls $(BENCH_ARGS)
