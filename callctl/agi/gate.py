@@ -87,7 +87,9 @@ def _may_refuse(known: GateFacts, policy: FraudPolicy, country: str, number: str
     """Whether the fraud screen could refuse this call, judged on the facts read with the decision."""
     if known.suspended:
         return True
-    destination = _destination(number, country, tuple(policy.high_risk_prefixes))
+    prefixes = tuple(policy.high_risk_prefixes)
+    destination = (_destination(number, country, prefixes) if parsed.cacheable(number, country)
+                   else classify(number, country, prefixes))
     return permission_refusal(known.permissions, destination) is not None
 
 

@@ -35,6 +35,18 @@ def test_the_caches_are_bounded() -> None:
     for i in range(parsed.CACHE_SIZE + 500):
         parsed.e164(f"+3312{i:07d}", None)
         parsed.e164_or_raw(f"garbage {i}", "FR")
-    assert parsed.e164.cache_info().currsize == parsed.CACHE_SIZE
-    assert parsed.e164_or_raw.cache_info().currsize == parsed.CACHE_SIZE
+    assert parsed._e164.cache_info().currsize == parsed.CACHE_SIZE
+    assert parsed._e164_or_raw.cache_info().currsize == parsed.CACHE_SIZE
     assert parsed.e164("+33120000001", None) == "+33120000001"
+
+
+def test_a_long_text_is_parsed_but_never_kept() -> None:
+    """A caller header may be 8 KiB: kept 4,096 times that would be 32 MiB, so it is not kept."""
+    long_caller = "x" * 8000
+    before = parsed._e164_or_raw.cache_info()
+    assert parsed.e164_or_raw(long_caller, "FR") == to_e164(long_caller, "FR")
+    assert parsed.e164(" " * 100 + "0123456789", "FR") == "+33123456789"
+    assert parsed.region("+" + "3" * 100) is None
+    assert parsed.e164("+33123456789", "F" * 100) == "+33123456789"  # a country from the AGI URL
+    after = parsed._e164_or_raw.cache_info()
+    assert (after.hits, after.misses, after.currsize) == (before.hits, before.misses, before.currsize)
