@@ -43,10 +43,10 @@ EXTENSION, CALLER = "0123456789", "+33170000001"
 GOAL_PER_S, GOAL_P99_MS = 2000.0, 5.0
 
 
-def headers(account: str, uniqueid: str = "1700000000.1") -> bytes:
+def headers(account: str, uniqueid: str = "1700000000.1", extension: str = EXTENSION) -> bytes:
     return (f"agi_network: yes\nagi_request: agi://127.0.0.1/gate?account={account}\n"
             f"agi_network_script: gate?account={account}\nagi_channel: PJSIP/x-00000001\n"
-            f"agi_uniqueid: {uniqueid}\nagi_callerid: {CALLER}\nagi_extension: {EXTENSION}\n\n").encode()
+            f"agi_uniqueid: {uniqueid}\nagi_callerid: {CALLER}\nagi_extension: {extension}\n\n").encode()
 
 
 # -- the serving sides -------------------------------------------------------------------------
@@ -121,6 +121,47 @@ async def _classic(url: str) -> None:
         sys.stdin.readline()
 
 
+def handler_cost(n: int, distinct: bool) -> float:
+    """The gate handler alone, in this process: CPU µs per decision of an allowed outbound call
+    (facts as the cache serves them, the fraud screen's policy, the CDR built and handed over; no
+    socket, no database: such a call needs none). The decision's own Python, without the AGI I/O."""
+    import uuid
+
+    from callctl.agi.gate import gate_handler
+    from callctl.agi.server import parse_request
+    from callctl.fraud.rules import FraudPolicy, Permissions
+    from callctl.store.facts import GateFacts
+
+    known = GateFacts(country="FR", automated=False, permissions=Permissions(), suspended=False)
+
+    class Facts:
+        async def gate_facts(self, db: Any, account_id: uuid.UUID) -> GateFacts | None:
+            return known
+
+    class Fraud:
+        policy = FraudPolicy()
+
+        async def refuse_agi(self, account_id: uuid.UUID, country: str, number: str) -> None:
+            raise AssertionError("an allowed call never reaches the fraud screen's reads")
+
+    records: list[Any] = []
+    handle = gate_handler(None, countries(), submit=records.append, fraud=Fraud(), facts=Facts())
+    account = str(uuid.uuid4())
+    requests = [parse_request({"agi_network_script": f"gate?account={account}", "agi_channel": "PJSIP/x-1",
+                               "agi_uniqueid": f"1700000000.{i}", "agi_callerid": CALLER,
+                               "agi_extension": dialled(i, distinct)}, "127.0.0.1") for i in range(n)]
+
+    async def run() -> float:
+        await handle(requests[0])  # warm
+        t0 = time.process_time()
+        for request in requests:
+            got = await handle(request)
+            assert got["CALLCTL_GATE"] == "allow", got
+        return time.process_time() - t0
+
+    return asyncio.run(run()) * 1e6 / n
+
+
 # -- Asterisk's side ---------------------------------------------------------------------------
 async def fast_session(port: int, head: bytes) -> dict[str, str]:
     """One FastAGI session as Asterisk plays it: the headers, then '200 result=1' to each command."""
@@ -141,14 +182,21 @@ async def fast_session(port: int, head: bytes) -> dict[str, str]:
     return variables
 
 
-async def closed_loop(port: int, account: str, n: int, concurrency: int) -> list[float]:
+def dialled(i: int, distinct: bool) -> str:
+    """The number request ``i`` dials: always the same one, or (``--distinct``) a different French
+    number each time, so no parse of it is ever served from the gate's caches."""
+    return f"01{i % 100_000_000:08d}" if distinct else EXTENSION
+
+
+async def closed_loop(port: int, account: str, n: int, concurrency: int, distinct: bool = False,
+                      first: int = 0) -> list[float]:
     latencies: list[float] = []
-    todo = iter(range(n))
+    todo = iter(range(first, first + n))
 
     async def worker() -> None:
         for i in todo:
             t0 = time.perf_counter()
-            got = await fast_session(port, headers(account, f"1700000000.{i}"))
+            got = await fast_session(port, headers(account, f"1700000000.{i}", dialled(i, distinct)))
             assert got["CALLCTL_GATE"] == "allow", got
             latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -156,7 +204,8 @@ async def closed_loop(port: int, account: str, n: int, concurrency: int) -> list
     return latencies
 
 
-async def open_loop(port: int, account: str, rate: float, seconds: float) -> tuple[list[float], int]:
+async def open_loop(port: int, account: str, rate: float, seconds: float,
+                    distinct: bool = False) -> tuple[list[float], int]:
     """Sessions started on a fixed schedule; latency from the scheduled start. Returns (latencies, failed)."""
     latencies: list[float] = []
     failed = 0
@@ -167,7 +216,7 @@ async def open_loop(port: int, account: str, rate: float, seconds: float) -> tup
     async def one(i: int, due: float) -> None:
         nonlocal failed
         try:
-            got = await fast_session(port, headers(account, f"1800000000.{i}"))
+            got = await fast_session(port, headers(account, f"1800000000.{i}", dialled(1_000_000 + i, distinct)))
             if got.get("CALLCTL_GATE") != "allow":
                 failed += 1
         except OSError:
@@ -223,7 +272,7 @@ def _tell(server: subprocess.Popen[str], line: str) -> None:
 
 
 def measure(fast_n: int, concurrency: int, rate: float, rate_s: float, classic_n: int,
-            profile: Path | None = None, uvloop: bool = False) -> dict[str, Any]:
+            profile: Path | None = None, uvloop: bool = False, distinct: bool = False) -> dict[str, Any]:
     cluster = PostgresCluster.throwaway_cluster()
     cluster.start()
     server: subprocess.Popen[str] | None = None
@@ -252,12 +301,12 @@ def measure(fast_n: int, concurrency: int, rate: float, rate_s: float, classic_n
         if profile is not None:
             _tell(server, "profile on")
         cpu0, started = cpu_of(server.pid), time.perf_counter()
-        fast = asyncio.run(closed_loop(port, account, fast_n, concurrency))
+        fast = asyncio.run(closed_loop(port, account, fast_n, concurrency, distinct, first=10_000))
         fast_wall, fast_cpu = time.perf_counter() - started, cpu_of(server.pid) - cpu0
         if profile is not None:
             _tell(server, "profile off")
         cpu0 = cpu_of(server.pid)
-        paced, paced_failed = asyncio.run(open_loop(port, account, rate, rate_s))
+        paced, paced_failed = asyncio.run(open_loop(port, account, rate, rate_s, distinct))
         paced_cpu = cpu_of(server.pid) - cpu0
         classic: list[float] = []
         cpu0, started = children_cpu_s(), time.perf_counter()
@@ -274,6 +323,7 @@ def measure(fast_n: int, concurrency: int, rate: float, rate_s: float, classic_n
     fast_cpu_ms = fast_cpu * 1000 / fast_n
     return {
         "load_avg": os.getloadavg(), "cpus": os.cpu_count(), "loop": "uvloop" if uvloop else "asyncio",
+        "dialled": "distinct" if distinct else "same",
         "fast": {"requests": fast_n, "concurrency": concurrency, "per_s": fast_n / fast_wall,
                  "p50_ms": pct(fast, 50), "p99_ms": pct(fast, 99), "cpu_ms_per_request": fast_cpu_ms,
                  "capacity_per_s_one_core": 1000 / max(fast_cpu_ms, 1e-9)},
@@ -295,7 +345,7 @@ def report(r: dict[str, Any]) -> str:
     cap = f["capacity_per_s_one_core"]
     lines = [
         f"machine: {r['cpus']} CPUs, load average {r['load_avg'][0]:.2f} at the end; server pinned to CPU 0, "
-        f"event loop {r['loop']}",
+        f"event loop {r['loop']}, dialled numbers {r.get('dialled', 'same')}",
         f"FastAGI gate, closed loop ({f['concurrency']} at a time): {f['per_s']:8.1f} req/s achieved, "
         f"p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, {f['cpu_ms_per_request']:.3f} ms CPU/request "
         f"(server) = {cap:,.0f} req/s on one core",
@@ -321,6 +371,9 @@ def main() -> None:
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--profile", type=Path)
     serve.add_argument("--uvloop", action="store_true")
+    handler = sub.add_parser("handler", help="the gate handler alone: CPU µs per decision")
+    handler.add_argument("-n", type=int, default=20_000)
+    handler.add_argument("--distinct", action="store_true")
     classic = sub.add_parser("classic")
     classic.add_argument("--database-url", required=True)
     parser.add_argument("--fast", type=int, default=4000, help="FastAGI requests, closed loop")
@@ -330,6 +383,8 @@ def main() -> None:
     parser.add_argument("--classic", type=int, default=40, help="classic AGI processes")
     parser.add_argument("--profile", type=Path, help="cProfile the server during the closed loop into FILE")
     parser.add_argument("--uvloop", action="store_true", help="the server on uvloop's event loop")
+    parser.add_argument("--distinct", action="store_true",
+                        help="each request dials a different number (no parse served from a cache)")
     parser.add_argument("--out", type=Path, default=REPO / ".state" / "bench")
     args = parser.parse_args()
     if args.mode == "serve":
@@ -339,10 +394,15 @@ def main() -> None:
             uvloop.run(_serve(args.database_url, args.port, args.profile))
         else:
             asyncio.run(_serve(args.database_url, args.port, args.profile))
+    elif args.mode == "handler":
+        print(f"gate handler alone, dialled numbers {'distinct' if args.distinct else 'same'}: "
+              f"{handler_cost(args.n, args.distinct):.1f} µs CPU per decision, load average "
+              f"{os.getloadavg()[0]:.2f}")
     elif args.mode == "classic":
         asyncio.run(_classic(args.database_url))
     else:
-        result = measure(args.fast, args.concurrency, args.rate, args.rate_s, args.classic, args.profile, args.uvloop)
+        result = measure(args.fast, args.concurrency, args.rate, args.rate_s, args.classic, args.profile, args.uvloop,
+                         args.distinct)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "agi.json").write_text(json.dumps(result, indent=1))
         print(report(result))

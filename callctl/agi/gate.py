@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
@@ -13,10 +14,11 @@ from typing import Any, Protocol
 from callctl.agi.server import AgiRequest
 from callctl.cdr.record import LEG_NAMESPACE, CdrRecord
 from callctl.countries import Country
-from callctl.fraud.rules import FraudPolicy, Refusal, classify, permission_refusal
+from callctl.fraud.rules import Destination, FraudPolicy, Refusal, classify, permission_refusal
 from callctl.fraud.service import agi_variables
+from callctl.gating import parsed
 from callctl.gating.service import Decision, decide
-from callctl.numbers import storable, to_e164
+from callctl.numbers import storable
 from callctl.store.facts import GateFacts, read_gate_facts
 
 Submit = Callable[[CdrRecord], None]
@@ -62,7 +64,7 @@ def gate_cdr(request: AgiRequest, account_id: uuid.UUID, country: str, decision:
     free = decision.allowed and decision.emergency
     return CdrRecord(
         leg_id=leg, call_id=leg, direction="inbound",
-        from_number=storable(to_e164(request.get("agi_callerid"), country)),
+        from_number=storable(parsed.e164_or_raw(request.get("agi_callerid"), country)),
         to_number=storable(decision.number_e164 or request.get("agi_extension")),
         started_at=at, answered_at=None, ended_at=at,
         disposition="GATE_ALLOWED" if decision.allowed else "GATE_REFUSED", hangup_cause=None,
@@ -74,11 +76,21 @@ def gate_cdr(request: AgiRequest, account_id: uuid.UUID, country: str, decision:
         cost=Decimal(0) if free else None, included=True if free else None)
 
 
+@functools.lru_cache(maxsize=parsed.CACHE_SIZE)
+def _destination(number: str, country: str, high_risk_prefixes: tuple[str, ...]) -> Destination:
+    """What the dialled number is (fraud classification: a phonenumbers parse and a number-type
+    lookup), once per distinct (number, account country, policy prefixes): a pure function, bounded."""
+    return classify(number, country, high_risk_prefixes)
+
+
 def _may_refuse(known: GateFacts, policy: FraudPolicy, country: str, number: str) -> bool:
     """Whether the fraud screen could refuse this call, judged on the facts read with the decision."""
     if known.suspended:
         return True
-    return permission_refusal(known.permissions, classify(number, country, policy.high_risk_prefixes)) is not None
+    prefixes = tuple(policy.high_risk_prefixes)
+    destination = (_destination(number, country, prefixes) if parsed.cacheable(number, country)
+                   else classify(number, country, prefixes))
+    return permission_refusal(known.permissions, destination) is not None
 
 
 def gate_handler(pool: Any, countries: Mapping[str, Country],

@@ -8,14 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 import structlog
 
 from callctl.countries import Country
-from callctl.gating import ALLOW, DENY, Verdict
+from callctl.gating import ALLOW, DENY, Verdict, parsed
 from callctl.gating import compliance as rules
 from callctl.gating.emergency import NOT_ACTIVATED, emergency_number, emergency_verdict
-from callctl.numbers import e164_or_none, mask, storable
+from callctl.numbers import mask, storable
 from callctl.store import gating as store
 
 log = structlog.get_logger("callctl.gating")
@@ -70,11 +69,7 @@ def dialer_rules(country: Country | None, from_e164: str,
 
 def callee_country(e164: str, countries: Mapping[str, Country], fallback: str) -> Country | None:
     """The country of the number called (its canvassing window, its language), else ``fallback``'s."""
-    try:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
-    except phonenumbers.NumberParseException:
-        region = None
-    return countries.get(region or "") or countries.get(fallback)
+    return countries.get(parsed.region(e164) or "") or countries.get(fallback)
 
 
 async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.UUID, from_e164: str, dialled: str,
@@ -101,7 +96,7 @@ async def decide(pool: Any, countries: Mapping[str, Country], account_id: uuid.U
         return Decision(verdict.decision, verdict.rule, verdict.reason, True, short, location, None,
                         country.language)
 
-    number = e164_or_none(dialled, account_country)
+    number = parsed.e164(dialled, account_country)
     if number is None:
         verdict = Verdict(DENY, "number_invalid", f"'{dialled}' is not a callable number from {account_country}")
         await store.record_decision(pool, store.DecisionRecord(account_id, at, from_e164, dialled, verdict, False,
