@@ -101,7 +101,8 @@ class Settings:
     node_takeover_s: float = 300.0
     # wt-transport (issue 17): the event loop and how ARI requests travel (docs/benchmarks.md).
     event_loop: str = "uvloop"  # uvloop or asyncio
-    ari_rest_transport: str = "websocket"  # websocket (Asterisk 22.4+) or http
+    # http (default) or websocket (Asterisk 22.4+; opt-in: docs/benchmarks.md says why it is not the default yet)
+    ari_rest_transport: str = "http"
     ari_rest_sockets: int = 4  # websockets carrying requests (each serves one request at a time)
     ari_request_timeout_s: float = 10.0  # a request with no answer by then fails (AriUnavailable)
     source: str = "defaults"

@@ -33,7 +33,7 @@ def proxy(asterisk: AsteriskInstance) -> Iterator[CuttableProxy]:
 
 def test_a_call_is_answered_played_and_hung_up_with_requests_over_the_websockets(
         daemon_factory: Any, asterisk: AsteriskInstance) -> None:
-    d = daemon_factory(ari_rest_sockets="2")
+    d = daemon_factory(ari_rest_transport="websocket", ari_rest_sockets="2")
     d.wait_until_ready()
     assert d.events("ari_connected")[0]["rest"] == "websocket x2"
     result = sipp.call(asterisk.sip_port, WELCOME, [("wait_bye", None)], caller="0612345678")
@@ -47,7 +47,8 @@ def test_cutting_the_sockets_mid_request_fails_requests_in_flight_at_once_then_r
         asterisk: AsteriskInstance, proxy: CuttableProxy) -> None:
     settings = Settings(ari_url=f"http://127.0.0.1:{proxy.port}/", ari_user=asterisk.ari_user,
                         ari_password=asterisk.ari_password, ari_app=asterisk.ari_app + "-wsrest",
-                        reconnect_min_s=0.05, reconnect_max_s=0.2, ari_heartbeat_s=5.0, ari_rest_sockets=1,
+                        reconnect_min_s=0.05, reconnect_max_s=0.2, ari_heartbeat_s=5.0,
+                        ari_rest_transport="websocket", ari_rest_sockets=1,
                         ari_request_timeout_s=600.0)
     resyncs: list[float] = []
 
