@@ -39,7 +39,7 @@ class Recording:
     legal_hold: bool
     hold_reason: str | None
     error: str | None
-    node_id: str | None  # the node whose engine made it (Settings.node); None: made before 0022
+    node_id: str | None = None  # the node whose engine made it (Settings.node); None: made before 0022
 
 
 @dataclass(frozen=True)
