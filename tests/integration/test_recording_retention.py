@@ -228,3 +228,22 @@ def test_a_deletion_keeps_the_row_of_another_nodes_recording_whose_file_is_not_h
         str(theirs): "already_missing", str(their_call): "already_missing"}
     assert {p["id"]: p["file"] for p in again["problems"]} == {str(theirs): "missing", str(their_call): "missing"}
     assert db(database_url, "SELECT count(*) AS n FROM recording")[0]["n"] == 0
+
+
+def test_the_engine_stores_its_node_on_each_recording_it_makes(database_url: str, tmp_path: Path) -> None:
+    from callctl.recording.service import RecordingService
+    from tests.unit.test_recording_service import FakeOps
+
+    async def work() -> str | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            service = RecordingService(conn, FakeOps(), tmp_path, node="node-a")
+            active = await service.start("conference", "bridge-1", [], conference_id=str(uuid.uuid4()))
+            assert active is not None
+            rec = await store.get(conn, active.id)
+            assert rec is not None
+            return rec.node_id
+        finally:
+            await conn.close()
+
+    assert asyncio.run(work()) == "node-a"
