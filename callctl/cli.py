@@ -45,7 +45,11 @@ async def _emergency_vars_of_account(pool: Any, settings: Settings, account_id: 
 
 
 class _RecordingFiles:
-    """Recording deletions as privacy commands ask for them, with the recording's own audit rules."""
+    """Recording deletions as privacy commands ask for them, with the recording's own audit rules, run
+    on ``node`` (Settings.node: another node's recording whose file is not here keeps its row)."""
+
+    def __init__(self, node: str | None = None) -> None:
+        self.node = node
 
     def describe(self, rec: Any, *, check: bool = True) -> dict[str, Any]:
         from callctl.recording import retention
@@ -55,13 +59,15 @@ class _RecordingFiles:
     async def erase_person(self, db: Any, recs: list[Any], now: dt.datetime, *, dry_run: bool) -> dict[str, Any]:
         from callctl.recording import retention, rules
 
-        return await retention.delete_all(db, recs, rules.RULE_PRIVACY_ERASE, now, dry_run=dry_run)
+        return await retention.delete_all(db, recs, rules.RULE_PRIVACY_ERASE, now, node=self.node,
+                                          dry_run=dry_run)
 
     async def erase_account(self, db: Any, account_id: uuid.UUID, now: dt.datetime, *,
                             dry_run: bool) -> dict[str, Any]:
         from callctl.recording import retention, rules
 
-        return await retention.delete_account_calls(db, account_id, now, rules.RULE_ACCOUNT_GONE, dry_run=dry_run)
+        return await retention.delete_account_calls(db, account_id, now, rules.RULE_ACCOUNT_GONE, node=self.node,
+                                                    dry_run=dry_run)
 
     def export(self, rec: Any, dest: Path) -> Path:
         from callctl.recording import retention
@@ -71,7 +77,7 @@ class _RecordingFiles:
     async def delete_on_request(self, db: Any, rec: Any, at: dt.datetime) -> dict[str, Any]:
         from callctl.recording import retention, rules
 
-        return await retention.delete(db, rec, rules.RULE_ORGANIZER, at)
+        return await retention.delete(db, rec, rules.RULE_ORGANIZER, at, node=self.node)
 
 
 async def _fraud_screen(pool: Any, settings: Settings, account_id: uuid.UUID, country: str,
@@ -135,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_checked_settings(getattr(args, "config", None))
         clog.configure_command(settings.log_level)  # stdout is the command's answer (`run` logs there)
+        clitools.recordings.impl = _RecordingFiles(settings.node)  # deletions know which node runs them
         return int(args.func(args, settings))
     except DialplanError as exc:
         for problem in exc.problems:

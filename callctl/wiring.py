@@ -110,7 +110,8 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     dialer = Dialer(pool, lambda: dialplans.current, ari.originate, can_originate, billing=billing)
     emergency = EmergencyUpkeep(pool, lambda: dialplans.current.countries, writer.submit)
     background.spawn(emergency.refresh_endpoint_vars(), name="emergency-vars")
-    recordings = RecordingService(pool, ari, s.recordings_path, objection_key=s.recording_objection_key)
+    recordings = RecordingService(pool, ari, s.recordings_path, objection_key=s.recording_objection_key,
+                                  node=s.node)
 
     async def gate(user: LineUserLike, from_e164: str, dialled: str) -> Decision:
         # Business-line users dial by hand: the emergency gate applies, the dialer rules do not.

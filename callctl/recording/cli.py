@@ -98,7 +98,7 @@ def _delete(args: argparse.Namespace, settings: Settings) -> int:
         if rec.state == "recording":
             raise RecordingError(f"recording {rec.id} is still in progress: stop it first "
                                  "(`callctl conference record ID --stop` or *3 in the room)")
-        return await retention.delete(db, rec, rules.RULE_ORGANIZER, dt.datetime.now(dt.UTC))
+        return await retention.delete(db, rec, rules.RULE_ORGANIZER, dt.datetime.now(dt.UTC), node=settings.node)
 
     return _with_pool(settings, work)
 
@@ -117,7 +117,7 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
     now = _now(args.now)
 
     async def work(db: Any) -> dict[str, Any]:
-        return await retention.purge(db, now, dry_run=args.dry_run)
+        return await retention.purge(db, now, dry_run=args.dry_run, node=settings.node)
 
     return _with_pool(settings, work)
 
@@ -128,7 +128,7 @@ def _account_recording(args: argparse.Namespace, settings: Settings) -> int:
             raise RecordingError(f"no account {args.id} (see `callctl account show ID`)")
         out: dict[str, Any] = {"id": str(args.id), "recording": bool(args.enable)}
         if args.disable:
-            out.update(await retention.delete_account_calls(db, args.id, dt.datetime.now(dt.UTC)))
+            out.update(await retention.delete_account_calls(db, args.id, dt.datetime.now(dt.UTC), node=settings.node))
         return out
 
     return _with_pool(settings, work)

@@ -77,8 +77,9 @@ class RecordingService:
     def __init__(self, pool: Any, ops: RecordingOps, recordings_dir: Path, *,
                  objection_key: str = rules.DEFAULT_OBJECTION_KEY,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 request_poll_s: float = 1.0, watch_poll_s: float = 2.0) -> None:
+                 request_poll_s: float = 1.0, watch_poll_s: float = 2.0, node: str | None = None) -> None:
         self._pool = pool
+        self._node = node  # stored on each row it creates (docs/scaling.md "Recordings in a cluster")
         self._ops = ops
         self._dir = recordings_dir
         self.objection_key = objection_key  # named by the call notice; LineRecorder acts on it
@@ -178,7 +179,7 @@ class RecordingService:
                                retention_class=source,
                                conference_id=uuid.UUID(conference_id) if conference_id else None,
                                call_id=uuid.UUID(call_id) if call_id else None,
-                               account_id=uuid.UUID(account_id) if account_id else None)
+                               account_id=uuid.UUID(account_id) if account_id else None, node_id=self._node)
         except StoreError as exc:
             # A recording without its metadata would escape retention: it is not kept.
             log.error("recording_metadata_write_failed", error=exc.message)
@@ -230,7 +231,8 @@ class RecordingService:
         try:
             await store.create(self._pool, recording_id=recording_id, source=rules.VOICEMAIL, asterisk_name=name,
                                bridge_id=channel_id, fmt=rules.FORMAT, started_at=started_at,
-                               retention_class=rules.VOICEMAIL, call_id=uuid.UUID(call_id) if call_id else None)
+                               retention_class=rules.VOICEMAIL, call_id=uuid.UUID(call_id) if call_id else None,
+                               node_id=self._node)
         except StoreError as exc:
             log.error("voicemail_metadata_write_failed", error=exc.message)
             return None

@@ -14,7 +14,8 @@ from callctl.store.db import connection, translated
 _translated = translated("recording store")
 
 _COLUMNS = ("id, source, conference_id, call_id, account_id, asterisk_name, bridge_id, format, state, started_at, "
-            "ended_at, duration_ms, size_bytes, sha256, location, retention_class, legal_hold, hold_reason, error")
+            "ended_at, duration_ms, size_bytes, sha256, location, retention_class, legal_hold, hold_reason, error, "
+            "node_id")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Recording:
     legal_hold: bool
     hold_reason: str | None
     error: str | None
+    node_id: str | None = None  # the node whose engine made it (Settings.node); None: made before 0022
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,14 @@ async def set_account_recording(db: Any, account_id: uuid.UUID, on: bool) -> boo
 @_translated
 async def create(db: Any, *, recording_id: uuid.UUID, source: str, asterisk_name: str, bridge_id: str, fmt: str,
                  started_at: dt.datetime, retention_class: str, conference_id: uuid.UUID | None = None,
-                 call_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None) -> Recording:
+                 call_id: uuid.UUID | None = None, account_id: uuid.UUID | None = None,
+                 node_id: str | None = None) -> Recording:
     row = await db.fetchrow(
         f"INSERT INTO recording (id, source, conference_id, call_id, account_id, asterisk_name, bridge_id, format, "
-        f"state, started_at, retention_class) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'recording', $9, $10) "
-        f"RETURNING {_COLUMNS}",
+        f"state, started_at, retention_class, node_id) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'recording', $9, $10, $11) RETURNING {_COLUMNS}",
         recording_id, source, conference_id, call_id, account_id, asterisk_name, bridge_id, fmt, started_at,
-        retention_class)
+        retention_class, node_id)
     return _recording(row)
 
 

@@ -7,6 +7,9 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import asyncpg
 import pytest
 
 from callctl.store import recordings as store
+from scripts.devstack import REPO
 from tests.integration.test_conference import db
 from tests.integration.test_recording import callctl
 
@@ -25,7 +29,7 @@ T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.UTC)
 
 def make(database_url: str, tmp_path: Path, source: str, *, ended_at: dt.datetime = T0,
          account_id: uuid.UUID | None = None, content: bytes = b"RIFF-fake-audio",
-         conference_id: str | None = None, heard_by: str | None = None) -> uuid.UUID:
+         conference_id: str | None = None, heard_by: str | None = None, node_id: str | None = None) -> uuid.UUID:
     """A stored recording with a file, as the engine leaves it (in ``tmp_path``)."""
     rid = uuid.uuid4()
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -41,7 +45,8 @@ def make(database_url: str, tmp_path: Path, source: str, *, ended_at: dt.datetim
                                retention_class=source,
                                conference_id=(uuid.UUID(conference_id) if conference_id else uuid.uuid4())
                                if source == "conference" else None,
-                               call_id=uuid.uuid4() if source == "call" else None, account_id=account_id)
+                               call_id=uuid.uuid4() if source == "call" else None, account_id=account_id,
+                               node_id=node_id)
             await store.finish(conn, rid, ended_at=ended_at, duration_ms=600_000, size_bytes=len(data),
                                sha256=hashlib.sha256(data).hexdigest(), location=str(path))
             if heard_by is not None:
@@ -181,3 +186,64 @@ def test_privacy_export_and_erase_cover_the_recordings_a_person_is_in(database_u
     assert [r["id"] for r in ok(database_url, "recordings", "list")] == [str(other)]
     rules_seen = [r["rule"] for r in db(database_url, "SELECT rule FROM recording_audit ORDER BY id")]
     assert rules_seen == ["privacy_erase", "privacy_erase", "account_service_ended", "account_service_ended"]
+
+
+def on_node(node: str, database_url: str, *args: str) -> Any:
+    """``callctl ARGS`` run on ``node`` (CALLCTL_NODE_ID); its JSON answer, or the failed process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
+    env.update(CALLCTL_DATABASE_URL=database_url, CALLCTL_NODE_ID=node)
+    res = subprocess.run([sys.executable, "-m", "callctl", *args], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=90)
+    return json.loads(res.stdout) if res.returncode == 0 else res
+
+
+def test_a_deletion_keeps_the_row_of_another_nodes_recording_whose_file_is_not_here(database_url: str,
+                                                                                   tmp_path: Path) -> None:
+    acc = account(database_url)
+    theirs = make(database_url, tmp_path, "conference", node_id="node-b")
+    mine = make(database_url, tmp_path, "conference", node_id="node-a")
+    older = make(database_url, tmp_path, "conference")  # made before node_id existed
+    shared = make(database_url, tmp_path, "conference", node_id="node-b")  # its file is here (shared folder)
+    their_call = make(database_url, tmp_path, "call", account_id=acc, node_id="node-b")
+    for rid in (theirs, mine, older, their_call):
+        (tmp_path / f"{rid}.WAV").unlink()
+
+    # Purge on node-a: node-b's missing file may be on node-b's disk: its row stays, named as a problem.
+    report = on_node("node-a", database_url, "recordings", "purge", "--now", "2026-07-10T09:01:00+00:00")
+    assert {d["id"]: d["file"] for d in report["deleted"]} == {
+        str(mine): "already_missing", str(older): "already_missing", str(shared): "deleted"}
+    assert {p["id"]: p for p in report["problems"] if p["file"] == "on_other_node"} == {
+        str(r): {"id": str(r), "file": "on_other_node", "node": "node-b", "location": str(tmp_path / f"{r}.WAV")}
+        for r in (theirs, their_call)}
+    assert {r["id"]: r["node"] for r in ok(database_url, "recordings", "list")} == {
+        str(theirs): "node-b", str(their_call): "node-b"}
+    # The organizer's delete and the account option switched off, on node-a: refused / kept, saying where.
+    refused = on_node("node-a", database_url, "recordings", "delete", str(theirs))
+    assert refused.returncode != 0 and "node node-b made it" in refused.stderr and "row kept" in refused.stderr
+    off = on_node("node-a", database_url, "account", "recording", str(acc), "--disable")
+    assert off["deleted"] == [] and [p["node"] for p in off["problems"]] == ["node-b"]
+    # On node-b (the file is not on its disk either): the rows go as before.
+    again = on_node("node-b", database_url, "recordings", "purge", "--now", "2026-07-10T09:01:00+00:00")
+    assert {d["id"]: d["file"] for d in again["deleted"]} == {
+        str(theirs): "already_missing", str(their_call): "already_missing"}
+    assert {p["id"]: p["file"] for p in again["problems"]} == {str(theirs): "missing", str(their_call): "missing"}
+    assert db(database_url, "SELECT count(*) AS n FROM recording")[0]["n"] == 0
+
+
+def test_the_engine_stores_its_node_on_each_recording_it_makes(database_url: str, tmp_path: Path) -> None:
+    from callctl.recording.service import RecordingService
+    from tests.unit.test_recording_service import FakeOps
+
+    async def work() -> str | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            service = RecordingService(conn, FakeOps(), tmp_path, node="node-a")
+            active = await service.start("conference", "bridge-1", [], conference_id=str(uuid.uuid4()))
+            assert active is not None
+            rec = await store.get(conn, active.id)
+            assert rec is not None
+            return rec.node_id
+        finally:
+            await conn.close()
+
+    assert asyncio.run(work()) == "node-a"
