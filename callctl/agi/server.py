@@ -8,8 +8,9 @@ set with ``SET VARIABLE``.
 Each connection is an ``asyncio.Protocol`` that parses the header block as its bytes arrive (no task,
 no stream objects, one timer); once the block is complete, one task owned here runs the handler and
 sends the variables, one command per reply (Asterisk's AGI reads one command at a time: pipelining
-them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``). This keeps the server's CPU per request low enough for a gate every outbound call
-passes through (issue 17, docs/benchmarks.md).
+them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``). This
+keeps the server's CPU per request low enough for a gate every outbound call passes through (issue 17,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
