@@ -71,18 +71,20 @@ def _quote(value: str) -> str:
 # What cannot be carried that way goes as SET VARIABLE, as before: a line break or NUL (one command a
 # line; SET VARIABLE turns them into spaces), '$' (a dialplan that sets AGIEXECFULL would substitute
 # it), a name that is not a plain identifier.
-_MSET_ESCAPE = str.maketrans({c: "\\" + c for c in '\\",()[]'})
-_AGI_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"'})
+_MSET_ESCAPE = {c: "\\" + c for c in '\\",()[]'}
+_AGI_ESCAPE = {"\\": "\\\\", '"': '\\"'}
+# Both in one pass (a value is translated once): MSet's escape, then the AGI line's.
+_ESCAPE = str.maketrans({c: "".join(_AGI_ESCAPE.get(e, e) for e in escaped) for c, escaped in _MSET_ESCAPE.items()})
 _NOT_CARRIED = frozenset("\n\r\0$")
 MSET_MAX_PAIRS = 64  # MSet parses up to 98 pairs
 MSET_MAX_LINE = 4000  # res_agi reads a command line of up to 8,191 bytes (AGI_BUF_LEN)
 
 
 def _mset_pair(name: str, value: str) -> str | None:
-    """``name=value`` escaped for MSet, or None if it must go as ``SET VARIABLE``."""
+    """``name=value`` escaped for MSet and for the AGI line, or None if it must go as ``SET VARIABLE``."""
     if not name.isidentifier() or not name.isascii() or not _NOT_CARRIED.isdisjoint(value):
         return None
-    return f"{name}={value.translate(_MSET_ESCAPE)}"
+    return f"{name}={value.translate(_ESCAPE)}"  # a name is an identifier: nothing to escape
 
 
 def variable_commands(variables: Mapping[str, str], *, mset: bool = True) -> list[bytes]:
@@ -96,15 +98,14 @@ def variable_commands(variables: Mapping[str, str], *, mset: bool = True) -> lis
         if pair is None:
             commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
             continue
-        line = pair.translate(_AGI_ESCAPE)
-        encoded = len(line.encode())
+        encoded = len(pair.encode())
         if encoded + 16 > MSET_MAX_LINE:
             commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
             continue
         if batch and (len(batch) >= MSET_MAX_PAIRS or size + encoded + 16 > MSET_MAX_LINE):
             commands.append(_mset_line(batch))
             batch, size = [], 0
-        batch.append(line)
+        batch.append(pair)
         size += encoded + 1
     if batch:
         commands.append(_mset_line(batch))
