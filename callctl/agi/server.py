@@ -63,7 +63,7 @@ def _quote(value: str) -> str:
 
 
 # One ``EXEC MSet`` instead of a ``SET VARIABLE`` per variable (issue 17: one round trip, not eight).
-# Asterisk 22 unquotes it twice (docs/gating.md, "The gate's answer"): res_agi's parse_args takes the
+# Asterisk 22 unquotes it twice (docs/benchmarks.md, issue 17 third round): res_agi's parse_args takes the
 # double-quoted argument (backslash escapes any character), then MSet (pbx_builtin_setvar_multiple)
 # splits it at commas with __ast_app_separate_args, which removes quotes and backslashes and does not
 # split inside () or []; each pair is split at its first '=' and the value is kept as is. So each of
