@@ -2,11 +2,13 @@
 spawning a classic AGI process per call; same gate, same PostgreSQL (throwaway, fsync on).
 
     .venv/bin/python -m bench.agi_gate [--fast 4000] [--concurrency 16] [--rate 2000] [--rate-s 5]
-                                       [--classic 40] [--profile FILE]
+                                       [--classic 40] [--profile FILE] [--uvloop] [--distinct] [--plain]
 
 This process plays Asterisk's side: for FastAGI it opens concurrent sessions to callctl's AgiServer
 (its own process, pinned to one CPU, wired as app.py wires it: the gate handler, its pool, the fraud
-screen and the CDR writer with its spool) and answers each ``SET VARIABLE`` with ``200 result=1``;
+screen and the CDR writer with its spool), sends ``agi_version`` as Asterisk does and answers the
+server's ``EXEC MSet`` with ``200 result=0`` (``--plain``: no ``agi_version``, so the server sends a
+``SET VARIABLE`` per variable, each answered ``200 result=1``);
 for classic AGI it spawns ``python -m bench.agi_gate classic`` per request, as Asterisk's AGI() does
 for a script. Every request is an ordinary outbound call of an account with no dialer profile
 (allowed, CDR written). Phases:
