@@ -2,11 +2,13 @@
 spawning a classic AGI process per call; same gate, same PostgreSQL (throwaway, fsync on).
 
     .venv/bin/python -m bench.agi_gate [--fast 4000] [--concurrency 16] [--rate 2000] [--rate-s 5]
-                                       [--classic 40] [--profile FILE]
+                                       [--classic 40] [--profile FILE] [--uvloop] [--distinct] [--plain]
 
 This process plays Asterisk's side: for FastAGI it opens concurrent sessions to callctl's AgiServer
 (its own process, pinned to one CPU, wired as app.py wires it: the gate handler, its pool, the fraud
-screen and the CDR writer with its spool) and answers each ``SET VARIABLE`` with ``200 result=1``;
+screen and the CDR writer with its spool), sends ``agi_version`` as Asterisk does and answers the
+server's ``EXEC MSet`` with ``200 result=0`` (``--plain``: no ``agi_version``, so the server sends a
+``SET VARIABLE`` per variable, each answered ``200 result=1``);
 for classic AGI it spawns ``python -m bench.agi_gate classic`` per request, as Asterisk's AGI() does
 for a script. Every request is an ordinary outbound call of an account with no dialer profile
 (allowed, CDR written). Phases:
@@ -41,12 +43,16 @@ from tests.support.postgres import MIGRATIONS, PostgresCluster, apply_migrations
 
 EXTENSION, CALLER = "0123456789", "+33170000001"
 GOAL_PER_S, GOAL_P99_MS = 2000.0, 5.0
+# Real Asterisk names its version in the headers, and the server then sets the variables in one
+# ``EXEC MSet``; ``--plain`` leaves it out (the server's eight ``SET VARIABLE`` round trips, as before).
+AGI_VERSION = "agi_version: 22.10.1\n"
 
 
 def headers(account: str, uniqueid: str = "1700000000.1", extension: str = EXTENSION) -> bytes:
     return (f"agi_network: yes\nagi_request: agi://127.0.0.1/gate?account={account}\n"
             f"agi_network_script: gate?account={account}\nagi_channel: PJSIP/x-00000001\n"
-            f"agi_uniqueid: {uniqueid}\nagi_callerid: {CALLER}\nagi_extension: {extension}\n\n").encode()
+            f"agi_uniqueid: {uniqueid}\nagi_callerid: {CALLER}\nagi_extension: {extension}\n"
+            f"{AGI_VERSION}\n").encode()
 
 
 # -- the serving sides -------------------------------------------------------------------------
@@ -175,11 +181,37 @@ async def fast_session(port: int, head: bytes) -> dict[str, str]:
                 name, _, value = text[len("SET VARIABLE "):].strip().partition(" ")
                 variables[name] = value.strip('"')
                 writer.write(b"200 result=1\n")
+            elif text.startswith("EXEC MSet "):
+                variables.update(mset_variables(text))
+                writer.write(b"200 result=0\n")
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     return variables
+
+
+def mset_variables(line: str) -> dict[str, str]:
+    """What Asterisk's ``EXEC MSet "a=1,b=2"`` sets (a model of res_agi's parse_args and MSet's split:
+    backslash escapes, double quotes removed; the bench's own values have no () or [])."""
+    def unescape(text: str, delim: str) -> list[str]:
+        parts, cur, quoted, escaped = [], "", False, False
+        for ch in text:
+            if escaped:
+                cur, escaped = cur + ch, False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+            elif ch == delim and not quoted:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        return [*parts, cur]
+
+    data = unescape(line.rstrip("\n")[len("EXEC MSet "):], "\n")[0]
+    return dict(pair.split("=", 1) for pair in unescape(data, ","))
 
 
 def dialled(i: int, distinct: bool) -> str:
@@ -345,7 +377,8 @@ def report(r: dict[str, Any]) -> str:
     cap = f["capacity_per_s_one_core"]
     lines = [
         f"machine: {r['cpus']} CPUs, load average {r['load_avg'][0]:.2f} at the end; server pinned to CPU 0, "
-        f"event loop {r['loop']}, dialled numbers {r.get('dialled', 'same')}",
+        f"event loop {r['loop']}, dialled numbers {r.get('dialled', 'same')}, variables by "
+        f"{r.get('variables_by', '?')}",
         f"FastAGI gate, closed loop ({f['concurrency']} at a time): {f['per_s']:8.1f} req/s achieved, "
         f"p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms, {f['cpu_ms_per_request']:.3f} ms CPU/request "
         f"(server) = {cap:,.0f} req/s on one core",
@@ -385,8 +418,13 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true", help="the server on uvloop's event loop")
     parser.add_argument("--distinct", action="store_true",
                         help="each request dials a different number (no parse served from a cache)")
+    parser.add_argument("--plain", action="store_true",
+                        help="no agi_version header: the server answers with a SET VARIABLE per variable")
     parser.add_argument("--out", type=Path, default=REPO / ".state" / "bench")
     args = parser.parse_args()
+    if args.plain:
+        global AGI_VERSION
+        AGI_VERSION = ""
     if args.mode == "serve":
         if args.uvloop:
             import uvloop  # the bench extra's; the daemon's loop is chosen by callctl itself
@@ -404,6 +442,7 @@ def main() -> None:
         result = measure(args.fast, args.concurrency, args.rate, args.rate_s, args.classic, args.profile, args.uvloop,
                          args.distinct)
         args.out.mkdir(parents=True, exist_ok=True)
+        result["variables_by"] = "one EXEC MSet" if AGI_VERSION else "a SET VARIABLE each"
         (args.out / "agi.json").write_text(json.dumps(result, indent=1))
         print(report(result))
 

@@ -8,8 +8,9 @@ set with ``SET VARIABLE``.
 Each connection is an ``asyncio.Protocol`` that parses the header block as its bytes arrive (no task,
 no stream objects, one timer); once the block is complete, one task owned here runs the handler and
 sends the variables, one command per reply (Asterisk's AGI reads one command at a time: pipelining
-them is not safe). This keeps the server's CPU per request low enough for a gate every outbound call
-passes through (issue 17, docs/benchmarks.md).
+them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``). This
+keeps the server's CPU per request low enough for a gate every outbound call passes through (issue 17,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -59,6 +60,60 @@ class BadSession(Exception):
 def _quote(value: str) -> str:
     clean = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ").replace("\r", " ")
     return f'"{clean}"'
+
+
+# One ``EXEC MSet`` instead of a ``SET VARIABLE`` per variable (issue 17: one round trip, not eight).
+# Asterisk 22 unquotes it twice (docs/benchmarks.md, issue 17 third round): res_agi's parse_args takes the
+# double-quoted argument (backslash escapes any character), then MSet (pbx_builtin_setvar_multiple)
+# splits it at commas with __ast_app_separate_args, which removes quotes and backslashes and does not
+# split inside () or []; each pair is split at its first '=' and the value is kept as is. So each of
+# \ " , ( ) [ ] is escaped with a backslash for MSet, then \ and " once more for the AGI line.
+# What cannot be carried that way goes as SET VARIABLE, as before: a line break or NUL (one command a
+# line; SET VARIABLE turns them into spaces), '$' (a dialplan that sets AGIEXECFULL would substitute
+# it), a name that is not a plain identifier.
+_MSET_ESCAPE = {c: "\\" + c for c in '\\",()[]'}
+_AGI_ESCAPE = {"\\": "\\\\", '"': '\\"'}
+# Both in one pass (a value is translated once): MSet's escape, then the AGI line's.
+_ESCAPE = str.maketrans({c: "".join(_AGI_ESCAPE.get(e, e) for e in escaped) for c, escaped in _MSET_ESCAPE.items()})
+_NOT_CARRIED = frozenset("\n\r\0$")
+MSET_MAX_PAIRS = 64  # MSet parses up to 98 pairs
+MSET_MAX_LINE = 4000  # res_agi reads a command line of up to 8,191 bytes (AGI_BUF_LEN)
+
+
+def _mset_pair(name: str, value: str) -> str | None:
+    """``name=value`` escaped for MSet and for the AGI line, or None if it must go as ``SET VARIABLE``."""
+    if not name.isidentifier() or not name.isascii() or not _NOT_CARRIED.isdisjoint(value):
+        return None
+    return f"{name}={value.translate(_ESCAPE)}"  # a name is an identifier: nothing to escape
+
+
+def variable_commands(variables: Mapping[str, str], *, mset: bool = True) -> list[bytes]:
+    """The AGI commands that set ``variables`` on the channel: as few ``EXEC MSet`` lines as fit, and a
+    ``SET VARIABLE`` for each variable MSet cannot carry (or for all with ``mset=False``)."""
+    commands: list[bytes] = []
+    batch: list[str] = []
+    size = 0
+    for name, value in variables.items():
+        pair = _mset_pair(name, value) if mset else None
+        if pair is None:
+            commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
+            continue
+        encoded = len(pair.encode())
+        if encoded + 16 > MSET_MAX_LINE:
+            commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
+            continue
+        if batch and (len(batch) >= MSET_MAX_PAIRS or size + encoded + 16 > MSET_MAX_LINE):
+            commands.append(_mset_line(batch))
+            batch, size = [], 0
+        batch.append(pair)
+        size += encoded + 1
+    if batch:
+        commands.append(_mset_line(batch))
+    return commands
+
+
+def _mset_line(pairs: list[str]) -> bytes:
+    return ('EXEC MSet "' + ",".join(pairs) + '"\n').encode()
 
 
 def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
@@ -240,8 +295,14 @@ class _Session(asyncio.Protocol):
                 # "gate unavailable" branch, where an emergency call still gets Asterisk's own decision.
                 variables = {"CALLCTL_GATE": "", "CALLCTL_GATE_RULE": "gate_unavailable",
                              "CALLCTL_GATE_REASON": "the gate could not decide"}
-            for name, value in variables.items():
-                await self._command(f"SET VARIABLE {name} {_quote(value)}\n".encode())
+            # A peer that names its Asterisk version (every Asterisk does) gets MSet; any other the
+            # plain command every AGI peer knows.
+            for command in variable_commands(variables, mset="agi_version" in request.headers):
+                reply = await self._command(command)
+                if command.startswith(b"EXEC ") and not reply.startswith(b"200 result=0"):
+                    # No MSet application (result=-2): the same variables one by one.
+                    await self._set_one_by_one(variables)
+                    break
         except BadSession as exc:
             server.refusals.refused(self._peer, str(exc))
         except (ConnectionError, OSError) as exc:
@@ -250,7 +311,11 @@ class _Session(asyncio.Protocol):
             self._phase = _Phase.DONE
             self.close()
 
-    async def _command(self, command: bytes) -> None:
+    async def _set_one_by_one(self, variables: Mapping[str, str]) -> None:
+        for command in variable_commands(variables, mset=False):
+            await self._command(command)
+
+    async def _command(self, command: bytes) -> bytes:
         if self._closed or self._transport is None:
             raise BadSession("closed")
         self._transport.write(command)
@@ -258,6 +323,7 @@ class _Session(asyncio.Protocol):
         if not reply.startswith(b"200"):
             text = reply.decode("utf-8", "replace").strip()
             raise BadSession(f"command_refused: {text[:80]}")
+        return reply
 
     async def _wait_for_line(self) -> bytes:
         line = self._pop_line()
