@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from callctl.conference.affinity import nodes_conf
-from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
-from tests.support.asterisk import Daemon, render_prompts
+from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
+from tests.support.asterisk import Daemon, engine_env, render_prompts
 from tests.support.postgres import PostgresCluster, migrated_template
 
 NODES = {"a": "127.0.0.2", "b": "127.0.0.3"}  # node id -> the SIP address its Asterisk listens on
@@ -100,24 +100,6 @@ def node_engines(affinity_nodes: dict[str, Node], cluster_database: str,
 def launch_engine(inst: AsteriskInstance, node_id: str, database_url: str, work: Path) -> Daemon:
     """``node_id``'s engine on ``inst`` (started, not yet connected: ``wait_until_ready``)."""
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
-    env.update({
-        "CALLCTL_DATABASE_URL": database_url,
-        "CALLCTL_ARI_URL": inst.ari_url,
-        "CALLCTL_ARI_USER": inst.ari_user,
-        "CALLCTL_ARI_PASSWORD": inst.ari_password,
-        "CALLCTL_ARI_APP": inst.ari_app,
-        "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
-        "CALLCTL_SPOOL_DIR": str(work / "spool"),
-        "CALLCTL_RUNTIME_DIR": str(work / "run"),
-        "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
-        "CALLCTL_AGI_LISTEN": f"127.0.0.1:{free_port()}",
-        "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{free_port()}",
-        "CALLCTL_SHUTDOWN_GRACE_S": "10",
-        "CALLCTL_RECONNECT_MAX_S": "2",
-        "CALLCTL_ARI_HEARTBEAT_S": "2",
-        "CALLCTL_LOG_LEVEL": "info",
-        "CALLCTL_NODE_ID": node_id,
-        "CALLCTL_CONFERENCE_LEASE_S": str(LEASE_S),
-    })
+    env = engine_env(inst, database_url, work, shutdown_grace_s="10", node_id=node_id,
+                     conference_lease_s=str(LEASE_S))
     return Daemon(env, work).start()

@@ -137,31 +137,38 @@ class Daemon:
         return [line for line in self.raw + self.stderr if "Traceback" in line]
 
 
+def engine_env(asterisk: AsteriskInstance, database_url: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    """A test engine's environment on ``asterisk``: its own free ports and folders under ``workdir``;
+    ``overrides`` by setting name (``node_id="a"`` -> CALLCTL_NODE_ID). The one place tests build it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
+    env.update({
+        "CALLCTL_DATABASE_URL": database_url,
+        "CALLCTL_ARI_URL": asterisk.ari_url,
+        "CALLCTL_ARI_USER": asterisk.ari_user,
+        "CALLCTL_ARI_PASSWORD": asterisk.ari_password,
+        "CALLCTL_ARI_APP": asterisk.ari_app,
+        "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
+        "CALLCTL_SPOOL_DIR": str(workdir / "spool"),
+        "CALLCTL_RUNTIME_DIR": str(workdir / "run"),
+        "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+        "CALLCTL_AGI_LISTEN": f"127.0.0.1:{free_port()}",
+        "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{free_port()}",  # the Online Space: its own port per daemon
+        "CALLCTL_SHUTDOWN_GRACE_S": "20",
+        "CALLCTL_RECONNECT_MAX_S": "2",
+        "CALLCTL_ARI_HEARTBEAT_S": "2",
+        "CALLCTL_LOG_LEVEL": "info",
+    })
+    env.update({f"CALLCTL_{k.upper()}": v for k, v in overrides.items()})
+    return env
+
+
 @pytest.fixture
 def daemon_factory(tmp_path: Path, asterisk: AsteriskInstance,
                    database_url: str) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
     def make(start: bool = True, **overrides: str) -> Daemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
-        env.update({
-            "CALLCTL_DATABASE_URL": database_url,
-            "CALLCTL_ARI_URL": asterisk.ari_url,
-            "CALLCTL_ARI_USER": asterisk.ari_user,
-            "CALLCTL_ARI_PASSWORD": asterisk.ari_password,
-            "CALLCTL_ARI_APP": asterisk.ari_app,
-            "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
-            "CALLCTL_SPOOL_DIR": str(tmp_path / "spool"),
-            "CALLCTL_RUNTIME_DIR": str(tmp_path / "run"),
-            "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
-            "CALLCTL_AGI_LISTEN": f"127.0.0.1:{free_port()}",
-            "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{free_port()}",  # the Online Space: its own port per daemon
-            "CALLCTL_SHUTDOWN_GRACE_S": "20",
-            "CALLCTL_RECONNECT_MAX_S": "2",
-            "CALLCTL_ARI_HEARTBEAT_S": "2",
-            "CALLCTL_LOG_LEVEL": "info",
-        })
-        env.update({f"CALLCTL_{k.upper()}": v for k, v in overrides.items()})
+        env = engine_env(asterisk, database_url, tmp_path, **overrides)
         d = Daemon(env, tmp_path)
         started.append(d)
         if start:

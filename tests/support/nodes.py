@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.devstack import REPO, AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
-from tests.support.asterisk import Daemon
+from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
+from tests.support.asterisk import Daemon, engine_env
 from tests.support.postgres import PostgresCluster, migrated_template
 
 
@@ -35,30 +35,11 @@ class Node:
         return self.engines[-1]
 
     def engine_env(self, **overrides: str) -> dict[str, str]:
-        a = self.asterisk
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCTL_")}
-        env.update({
-            "CALLCTL_NODE_ID": self.node_id,
-            "CALLCTL_DATABASE_URL": self.database_url,
-            "CALLCTL_ARI_URL": a.ari_url, "CALLCTL_ARI_USER": a.ari_user,
-            "CALLCTL_ARI_PASSWORD": a.ari_password, "CALLCTL_ARI_APP": a.ari_app,
-            "CALLCTL_DIALPLAN_DIR": str(REPO / "dialplan"),
-            "CALLCTL_SPOOL_DIR": str(self.workdir / "spool"),
-            "CALLCTL_RUNTIME_DIR": str(self.workdir / "run"),
-            "CALLCTL_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
-            "CALLCTL_AGI_LISTEN": f"127.0.0.1:{free_port()}",
-            "CALLCTL_SPACE_LISTEN": f"127.0.0.1:{free_port()}",
-            "CALLCTL_SHUTDOWN_GRACE_S": "10",
-            "CALLCTL_RECONNECT_MAX_S": "2",
-            "CALLCTL_ARI_HEARTBEAT_S": "2",
-            "CALLCTL_LOG_LEVEL": "info",
-            # Short leases, still longer than an engine restart on a loaded machine: a dead node's slots
-            # and open calls are another engine's within seconds.
-            "CALLCTL_NODE_LEASE_S": "10",
-            "CALLCTL_NODE_TAKEOVER_S": "10",
-        })
-        env.update({f"CALLCTL_{k.upper()}": v for k, v in overrides.items()})
-        return env
+        # Short leases, still longer than an engine restart on a loaded machine: a dead node's slots
+        # and open calls are another engine's within seconds.
+        settings = {"node_id": self.node_id, "shutdown_grace_s": "10", "node_lease_s": "10",
+                    "node_takeover_s": "10", **overrides}
+        return engine_env(self.asterisk, self.database_url, self.workdir, **settings)
 
     def start_engine(self, **overrides: str) -> Daemon:
         engine = Daemon(self.engine_env(**overrides), self.workdir).start()
