@@ -39,15 +39,33 @@ def _listen_ports() -> range:
     return range(10000, low) if low > 11000 else range(0)
 
 
-_LISTEN_PORTS = _listen_ports()
+def _worker_share(ports: range) -> range:
+    """This pytest-xdist worker's slice of ``ports`` (gw0 the first, gw1 the next...): two workers never
+    hand out the same port, so one cannot take the port another picked seconds before its daemon binds it
+    (a restarted daemon failed to bind its AGI port once in CI)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    if not worker.startswith("gw") or not worker[2:].isdigit() or not count.isdigit() or int(count) <= 1:
+        return ports
+    size = len(ports) // int(count)
+    index = int(worker[2:]) % int(count)
+    return ports[index * size:(index + 1) * size]
+
+
+_LISTEN_PORTS = _worker_share(_listen_ports())
+_HANDED_OUT: set[int] = set()  # this process's recent picks: not handed out again until half are used
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port free now on 127.0.0.1 for a listener, outside the ephemeral range when there is room."""
     for _ in range(200 if _LISTEN_PORTS else 0):
         port = random.choice(_LISTEN_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with contextlib.suppress(OSError), socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", port))
+            if len(_HANDED_OUT) >= len(_LISTEN_PORTS) // 2:
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
             return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,11 @@ integration"`` has to leave no test that needs PostgreSQL or Asterisk): collecti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.support import sipp
 
 pytest_plugins = ["tests.support.postgres", "tests.support.asterisk"]
 
@@ -19,3 +23,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError("tests using PostgreSQL or Asterisk fixtures without @pytest.mark.integration: "
                                 + ", ".join(unmarked))
+
+
+@pytest.fixture(autouse=True)
+def _reap_sipp() -> Iterator[None]:
+    """Every SIPp a test started is stopped when the test ends, passed or failed."""
+    yield
+    sipp.reap()

@@ -213,6 +213,27 @@ def _parse_trace(text: str) -> list[tuple[dt.datetime, str]]:
     return out
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+def _popen(cmd: list[str], work: Path) -> subprocess.Popen[str]:
+    # errors="replace": SIPp echoes stray binary (a late RTCP packet on its SIP port) to stderr.
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    _STARTED.append(proc)
+    return proc
+
+
+def reap() -> None:
+    """Stop the SIPp processes a test left running (it failed before ``finish``): otherwise they are
+    garbage-collected during a later test, whose ResourceWarning then fails an innocent test."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError, ValueError):
+            proc.communicate(timeout=10)
+
+
 def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, calls: int = 1, rate: float = 10,
                caller: str = "33612345678", timeout_s: float = 60, concurrent: int | None = None,
                bye_timeout_s: float = 30, auth: tuple[str, str] | None = None, expect: int = 200,
@@ -229,8 +250,7 @@ def start_call(sip_port: int, number: str, steps: list[tuple[str, object]], *, c
            "-nostdin", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
            "-max_recv_loops", "1000", "-mp", str(_free_media_port(local_ip))]
-    # errors="replace": SIPp echoes stray binary (a late RTCP packet on its SIP port) to stderr.
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = _popen(cmd, work)
     return proc, work
 
 
@@ -418,6 +438,5 @@ def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls:
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",
            "-message_file", str(work / "messages.log"), "-trace_err", "-error_file", str(work / "errors.log"),
            "-mp", str(_free_media_port(local_ip))]
-    # errors="replace": SIPp echoes stray binary (a late RTCP packet on its SIP port) to stderr.
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = _popen(cmd, work)
     return proc, work
