@@ -1,6 +1,7 @@
 """SIP users through Kamailio (docs/scaling.md, "SIP users through Kamailio"): a phone registers through
-Kamailio with one node, any node's call to the user reaches the phone through Kamailio (the Path stored
-with the contact in PostgreSQL), and the user's own calls land on its home node."""
+Kamailio with one node (its home node), any node's call to the user reaches the phone through Kamailio
+(the Path stored with the contact in PostgreSQL), the user's own calls land on its home node, and when
+that node dies the others still reach the phone and its next REGISTER moves it to the next node."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def home_node(c: Cluster, reg_server: str) -> int:
     return n
 
 
-def test_a_user_registered_through_kamailio_is_rung_from_the_other_node_and_calls_out_from_its_home_node(
+def test_a_user_registered_through_kamailio_is_rung_from_any_node_and_calls_from_its_home_node_or_the_next(
         cluster: Cluster) -> None:
     user = line_user(cluster.database_url, credit="10")
     name, password = user["sip_username"], user["sip_password"]
@@ -61,7 +62,7 @@ def test_a_user_registered_through_kamailio_is_rung_from_the_other_node_and_call
     # A PSTN call to the user's number arrives on the OTHER node: it finds the contact in PostgreSQL and
     # sends the INVITE along the Path, through Kamailio, to the phone, which answers.
     phone = start_phone(phone_port)
-    result = sipp.call(cluster.nodes[other].sip_port, DID, [("pause", 2500), ("bye", None)], caller="0612345678")
+    result = sipp.call(cluster.nodes[other].sip_port, DID, [("pause", 1500), ("bye", None)], caller="0612345678")
     assert result.ok, result.stderr
     rung = sipp.finish(*phone)
     assert rung.ok, rung.stderr
@@ -83,7 +84,7 @@ def test_a_user_registered_through_kamailio_is_rung_from_the_other_node_and_call
 
     # The user's own call, sent to Kamailio, lands on its home node (the hash of its name) and is billed.
     trunks = [sipp.start_far_end(node.trunk_port, "answer") for node in cluster.nodes]
-    result = sipp.call(cluster.sip_port, "0123456789", [("pause", 2000), ("bye", None)], caller=name,
+    result = sipp.call(cluster.sip_port, "0123456789", [("pause", 1500), ("bye", None)], caller=name,
                        auth=(name, password), local_ip=PHONE_IP)
     assert result.ok, result.stderr
     far = sipp.finish(*trunks[home])
@@ -93,10 +94,36 @@ def test_a_user_registered_through_kamailio_is_rung_from_the_other_node_and_call
     wait_for(lambda: len(cluster.calls_finished(home)) == 1, 20, "the user's call finished on its home node")
     rows = wait_for_cdrs(cluster.database_url, 4)
     assert len(rows) == 4, rows  # each leg written once
-    outbound: dict[str, Any] = next(r for r in rows if r["direction"] == "outbound" and r["to_number"] == "+33123456789")
-    assert outbound["rate_per_minute"] == Decimal("0.60") and outbound["billed_s"] >= 2
+    outbound: dict[str, Any] = next(r for r in rows
+                                    if r["direction"] == "outbound" and r["to_number"] == "+33123456789")
+    assert outbound["rate_per_minute"] == Decimal("0.60") and outbound["billed_s"] >= 1
     assert outbound["cost"] == (Decimal("0.60") * outbound["billed_s"] / 60).quantize(Decimal("0.0001"))
     [credit] = db(cluster.database_url, "SELECT balance, reserved FROM credit_balance WHERE account_id = $1::uuid",
                   user["account_id"])
     assert (credit["balance"], credit["reserved"]) == (10 - outbound["cost"], 0)
     assert len(cdr_rows(cluster.database_url)) == 4
+
+    # The home node dies (kill -9). The contact stays in PostgreSQL, naming the dead node, and the phone's
+    # binding is Kamailio's: the surviving node still reaches the phone through Kamailio.
+    assert cluster.nodes[home].proc is not None
+    cluster.nodes[home].proc.kill()
+    cluster.nodes[home].proc.wait(10)
+    cluster.wait_for_rotation({other}, timeout_s=10)
+    phone = start_phone(phone_port)
+    result = sipp.call(cluster.nodes[other].sip_port, DID, [("pause", 1500), ("bye", None)], caller="0612345678")
+    assert result.ok, result.stderr
+    rung = sipp.finish(*phone)
+    assert rung.ok, rung.stderr
+    assert header(first_request(rung, "INVITE"), "Via")[0].split()[1].startswith(kamailio)
+    # The phone's next REGISTER goes to the next node of the set, which takes the contact over; the
+    # user's own calls follow it there.
+    reg = register(cluster.sip_port, name, password, phone_port)
+    assert reg.ok, reg.stderr
+    [contact] = db(cluster.database_url, "SELECT reg_server FROM ps_contacts WHERE endpoint = $1", name)
+    assert home_node(cluster, contact["reg_server"]) == other
+    trunk = sipp.start_far_end(cluster.nodes[other].trunk_port, "answer")
+    result = sipp.call(cluster.sip_port, "0123456789", [("pause", 1000), ("bye", None)], caller=name,
+                       auth=(name, password), local_ip=PHONE_IP)
+    assert result.ok, result.stderr
+    assert sipp.finish(*trunk).ok
+    assert len(wait_for_cdrs(cluster.database_url, 8)) == 8
