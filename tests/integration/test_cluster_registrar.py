@@ -105,9 +105,10 @@ def test_a_user_registered_through_kamailio_is_rung_from_any_node_and_calls_from
 
     # The home node dies (kill -9). The contact stays in PostgreSQL, naming the dead node, and the phone's
     # binding is Kamailio's: the surviving node still reaches the phone through Kamailio.
-    assert cluster.nodes[home].proc is not None
-    cluster.nodes[home].proc.kill()
-    cluster.nodes[home].proc.wait(10)
+    dying = cluster.nodes[home].proc
+    assert dying is not None
+    dying.kill()
+    dying.wait(10)
     cluster.wait_for_rotation({other}, timeout_s=10)
     phone = start_phone(phone_port)
     result = sipp.call(cluster.nodes[other].sip_port, DID, [("pause", 1500), ("bye", None)], caller="0612345678")
