@@ -314,6 +314,9 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
         lines.append(f"   node{n}: Asterisk SIP {node.sip_bind}:{node.sip_port}, ARI {node.ari_url}, "
                      f"engine http://{env['CALLCTL_HTTP_LISTEN']}/readyz")
     lines.append(" A node whose engine stops refuses new calls (503) and Kamailio sends them to another node.")
+    lines.append(f" Softphones register to Kamailio ({kamailio.listen_address}:{kamailio.listen_port}), never to a "
+                 "node: Kamailio picks the user's home node and adds a Path, so every node reaches the phone "
+                 "through it (docs/scaling.md).")
     return "\n".join(lines) + "\n"
 
 
