@@ -17,18 +17,23 @@ from tests.integration.test_lines_cli import db
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster, cluster
-from tests.support.registrar import PHONE_IP, register, start_phone
+from tests.support.registrar import PHONE_IP, PRIVATE_CONTACT, register, start_call_behind_nat, start_phone
 
 pytestmark = pytest.mark.integration
 __all__ = ["cluster"]  # the fixture, imported for this module
 
 
-def first_request(result: sipp.SippResult, method: str) -> str:
+def first_request(result: sipp.SippResult, method: str, direction: str = "UDP message received") -> str:
+    """The first ``method`` request SIPp received (or sent, ``direction``), as text."""
     for _at, text in result.messages:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if len(lines) > 1 and lines[0].startswith("UDP message received") and lines[1].startswith(f"{method} "):
+        if len(lines) > 1 and lines[0].startswith(direction) and lines[1].startswith(f"{method} "):
             return "\n".join(lines[1:])
-    raise AssertionError(f"no {method} received; trace: {[t[:200] for _a, t in result.messages]}")
+    raise AssertionError(f"no {method} in the trace: {[t[:200] for _a, t in result.messages]}")
+
+
+def first_request_sent(result: sipp.SippResult, method: str) -> str:
+    return first_request(result, method, "UDP message sent")
 
 
 def header(message: str, name: str) -> list[str]:
@@ -103,6 +108,16 @@ def test_a_user_registered_through_kamailio_is_rung_from_any_node_and_calls_from
     assert (credit["balance"], credit["reserved"]) == (10 - outbound["cost"], 0)
     assert len(cdr_rows(cluster.database_url)) == 4
 
+    # The same phone behind NAT (its Contact a private address) calls out and the far end hangs up: the
+    # node's BYE reaches the phone through Kamailio, at the address the phone sent from (;alias).
+    trunk = sipp.start_far_end(cluster.nodes[home].trunk_port, "hang_up", talk_ms=1000)
+    natted = sipp.finish(*start_call_behind_nat(cluster.sip_port, name, password, "0123456789"))
+    assert natted.ok, natted.stderr
+    assert sipp.finish(*trunk).ok
+    assert PRIVATE_CONTACT in first_request_sent(natted, "INVITE")
+    assert header(first_request(natted, "BYE"), "Via")[0].split()[1].startswith(kamailio)
+    assert len(wait_for_cdrs(cluster.database_url, 6)) == 6
+
     # The home node dies (kill -9). The contact stays in PostgreSQL, naming the dead node, and the phone's
     # binding is Kamailio's: the surviving node still reaches the phone through Kamailio.
     dying = cluster.nodes[home].proc
@@ -127,4 +142,4 @@ def test_a_user_registered_through_kamailio_is_rung_from_any_node_and_calls_from
                        auth=(name, password), local_ip=PHONE_IP)
     assert result.ok, result.stderr
     assert sipp.finish(*trunk).ok
-    assert len(wait_for_cdrs(cluster.database_url, 8)) == 8
+    assert len(wait_for_cdrs(cluster.database_url, 10)) == 10
