@@ -105,6 +105,10 @@ class Settings:
     ari_rest_transport: str = "http"
     ari_rest_sockets: int = 4  # websockets carrying requests (each serves one request at a time)
     ari_request_timeout_s: float = 10.0  # a request with no answer by then fails (AriUnavailable)
+    # wt-edgeban (issue 18, docs/security.md): the ctl socket of the cluster's Kamailio, which bans SIP
+    # brute force at the edge (unix:/run/kamailio/kamailio_ctl or tcp:HOST:PORT; empty: no Kamailio):
+    # `callctl fraud blocks` lists its bans and `callctl fraud unblock` lifts them too (through kamcmd).
+    kamailio_ctl: str = ""
     source: str = "defaults"
 
     @property
