@@ -25,7 +25,7 @@ __all__ = ["EDGE_IP", "EDGE_SETTINGS", "guarded_cluster"]
 
 EDGE_IP = "127.0.0.4"
 # The numbers every engine and Kamailio share: a short ban, so that a test could watch it end.
-EDGE_SETTINGS = {"sip_block_failures": "4", "sip_block_window_s": "60", "sip_block_s": "25",
+EDGE_SETTINGS = {"sip_block_failures": "4", "sip_block_window_s": "60", "sip_block_s": "20",
                  "sip_block_max_s": "600"}
 
 
@@ -74,7 +74,7 @@ def guarded_cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
             with contextlib.suppress(Exception):
                 engine.stop()
             engine.close_pipes()
-            print(f"--- daemon log (last 40) ---", *engine.raw[-40:], *engine.stderr[-10:], sep="\n")
+            print("--- daemon log (last 40) ---", *engine.raw[-40:], *engine.stderr[-10:], sep="\n")
         if kamailio is not None:
             kamailio.stop()
             print("--- kamailio log (last 60 lines) ---", *kamailio.log_file.read_text(errors="replace")
