@@ -3,6 +3,7 @@ own settings, the engines' trusted networks with the proxy's address, the bans r
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import shutil
@@ -12,7 +13,7 @@ import pytest
 
 from callctl.fraud import FraudError
 from callctl.fraud.bruteforce import BlockPolicy
-from callctl.fraud.kamailio import ban_key, parse_dump
+from callctl.fraud.kamailio import ban_key, edge_bans, parse_dump
 from scripts.cluster import KamailioInstance, main, trusted_with
 
 
@@ -85,3 +86,11 @@ def test_a_bad_address_to_lift_is_named() -> None:
     assert ban_key(" 2001:DB8::7 ") == "2001:db8::7"
     with pytest.raises(FraudError, match=r"'203\.0\.113\.999' is not an IP address"):
         ban_key("203.0.113.999")
+
+
+@pytest.mark.parametrize("ctl", ["unix:/nonexistent/kamailio_ctl", "tcp:127.0.0.1:1"])
+def test_an_unreachable_kamailio_is_named_in_one_line(ctl: str) -> None:
+    with pytest.raises(FraudError) as info:
+        asyncio.run(edge_bans(ctl))
+    assert info.value.message.startswith(f"kamailio_ctl {ctl}: cannot reach Kamailio's ctl socket")
+    assert "\n" not in info.value.message
