@@ -353,6 +353,10 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
     lines.append(f" Softphones register to Kamailio ({kamailio.listen_address}:{kamailio.listen_port}), never to a "
                  "node: Kamailio picks the user's home node and adds a Path, so every node reaches the phone "
                  "through it (docs/scaling.md).")
+    g = kamailio.guard
+    lines.append(f" SIP brute force: Kamailio bans an address after {g.failures} failed authentications in "
+                 f"{g.window_s:g} s ({g.block_s:g} s, doubled per repeat); `callctl fraud blocks` lists the bans, "
+                 "`callctl fraud unblock IP` lifts them (docs/security.md).")
     return "\n".join(lines) + "\n"
 
 

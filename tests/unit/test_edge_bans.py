@@ -94,3 +94,12 @@ def test_an_unreachable_kamailio_is_named_in_one_line(ctl: str) -> None:
         asyncio.run(edge_bans(ctl))
     assert info.value.message.startswith(f"kamailio_ctl {ctl}: cannot reach Kamailio's ctl socket")
     assert "\n" not in info.value.message
+
+
+def test_the_cluster_banner_says_who_bans_and_how_to_lift(tmp_path: Path) -> None:
+    from scripts.cluster import _cluster_lines
+
+    kam = KamailioInstance(tmp_path, ["127.0.1.1:6160"], guard=BlockPolicy(failures=5, window_s=60, block_s=900))
+    text = _cluster_lines(kam, [], [])
+    assert "Kamailio bans an address after 5 failed authentications in 60 s (900 s" in text
+    assert "callctl fraud unblock IP" in text
