@@ -235,9 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         print(kam.config_file)
+        try:
+            example = trusted_with(",".join(str(n) for n in guard.trusted), host)
+        except ValueError:  # a host name: the engines need the address the nodes will see
+            example = "<the existing networks>,<Kamailio's address>"
         print(f"Each engine behind it: sip_trusted_networks must include {host} (Kamailio bans at the edge), e.g. "
-              f"{trusted_with(','.join(str(n) for n in guard.trusted), host)}; kamailio_ctl: the address of its "
-              "ctl socket, for `callctl fraud blocks` / `unblock`.", file=sys.stderr)
+              f"{example}; kamailio_ctl: the address of its ctl socket, for `callctl fraud blocks` / `unblock`.",
+              file=sys.stderr)
         return 0
     if not 1 <= args.nodes <= 8:
         parser.error(f"--nodes {args.nodes}: between 1 and 8")
