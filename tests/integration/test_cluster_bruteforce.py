@@ -1,7 +1,8 @@
 """SIP brute force behind Kamailio (docs/security.md, "Behind Kamailio"): wrong passwords from one address
 through Kamailio get that address banned at the edge after the engines' own threshold, while a good user
 from another address registers and calls; the nodes see every request from Kamailio's address and never
-block it; an operator lists and lifts the bans with the fraud CLI, and a ban ends by itself."""
+block it; an operator lists and lifts the bans with the fraud CLI, a repeat ban lasts twice as long, and a ban ends
+by itself."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,8 @@ import pytest
 from callctl.fraud.kamailio import parse_dump
 from scripts.devstack import REPO, free_port_pair
 from tests.integration.test_fraud_bruteforce import register_scenario
-from tests.integration.test_lines_calls import line_user
-from tests.integration.test_lines_cli import db
+from tests.integration.test_lines_calls import DID
+from tests.integration.test_lines_cli import cli, db, run_cli
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster
@@ -30,6 +32,20 @@ pytestmark = pytest.mark.integration
 __all__ = ["guarded_cluster"]  # the fixture, imported for this module
 
 REGISTER_FLOOD_IP, INVITE_FLOOD_IP = "127.0.0.5", "127.0.0.6"
+
+
+def billed_user(database_url: str) -> dict[str, str]:
+    """test_lines_calls.line_user with 10 EUR of credit, its independent steps side by side (each CLI run
+    starts a Python: about 3 s here)."""
+    acc = cli(database_url, "account", "create", "--name", "Acme", "--country", "FR")["id"]
+    deck = Path(tempfile.mkdtemp(prefix="deck-")) / "deck.csv"
+    deck.write_text("prefix,destination,zone,rate_per_minute,currency\n33,France,2,0.60,EUR\n")
+    with ThreadPoolExecutor(3) as pool:
+        user = pool.submit(cli, database_url, "user", "add", "--account", acc, "--name", "Alice", "--number", DID)
+        steps = [pool.submit(run_cli, database_url, "rates", "import", str(deck), "--deck", "test"),
+                 pool.submit(run_cli, database_url, "credit", "add", "--account", acc, "10")]
+        assert all(step.result().returncode == 0 for step in steps), [s.result().stderr for s in steps]
+        return dict(user.result())
 
 
 def register_through(c: Cluster, local_ip: str, user: str, password: str | None, final: int, *,
@@ -62,7 +78,7 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
     c = guarded_cluster
     for engine in c.engines:  # each engine owns its Asterisk's ACL and would block an address itself
         engine.wait_for_log("sip_acl_applied", blocked=0)
-    user = line_user(c.database_url, credit="10")
+    user = billed_user(c.database_url)
     name, password = user["sip_username"], user["sip_password"]
 
     # 3 wrong passwords (REGISTER answered 401 although it carried credentials): under the threshold (4).
@@ -78,7 +94,7 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
                               calls=6, rate=5, local_ip=INVITE_FLOOD_IP, remote_ip=EDGE_IP, timeout_s=20)
     sipp.finish(*invites)  # the attempts after the 4th met the ban (403): that is the point
     assert bans(c) == {REGISTER_FLOOD_IP, INVITE_FLOOD_IP}
-    assert "sip_address_banned: 127.0.0.5 banned for 20 s after 4 failed authentications in 60 s" in \
+    assert "sip_address_banned: 127.0.0.5 banned for 15 s after 4 failed authentications in 60 s" in \
         c.kamailio.log_file.read_text(errors="replace")
 
     # A good user from another address still registers and calls, through the same Kamailio.
@@ -102,16 +118,23 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
     assert db(c.database_url, "SELECT count(*) AS n FROM fraud_block")[0]["n"] == 0
 
     # The operator sees the bans and lifts one: that address is challenged again (401), not refused.
-    listed = fraud_cli(c, "blocks")
+    with ThreadPoolExecutor(2) as pool:
+        listing = pool.submit(fraud_cli, c, "blocks")
+        nothing = pool.submit(fraud_cli, c, "unblock", PHONE_IP).result()  # a good address: nothing to lift
+        listed = listing.result()
+    assert nothing.returncode == 1 and f"{PHONE_IP} is not blocked" in nothing.stderr
     assert listed.returncode == 0, listed.stderr
     assert {(b["address"], b["where"]) for b in json.loads(listed.stdout)} == {
         (REGISTER_FLOOD_IP, "kamailio"), (INVITE_FLOOD_IP, "kamailio")}
     lifted = fraud_cli(c, "unblock", REGISTER_FLOOD_IP, "--by", "ops-carol")
     assert lifted.returncode == 0 and '"lifted_at_kamailio": true' in lifted.stdout, lifted.stderr
     assert register_through(c, REGISTER_FLOOD_IP, name, None, 401).ok
-    nothing = fraud_cli(c, "unblock", PHONE_IP)
-    assert nothing.returncode == 1 and f"{PHONE_IP} is not blocked" in nothing.stderr
-    # The other ban ends by itself (sip_block_s, 20 s).
+    # Its count started again at the ban (3 more failures pass); a second ban lasts twice as long.
+    assert register_through(c, REGISTER_FLOOD_IP, name, "guessed-wrong", 401, calls=3).ok
+    assert register_through(c, REGISTER_FLOOD_IP, name, "guessed-wrong", 401).ok
+    wait_for(lambda: "127.0.0.5 banned for 30 s" in c.kamailio.log_file.read_text(errors="replace"), 5,
+             "the second ban, doubled")
+    # The other ban ends by itself (sip_block_s, 15 s).
     wait_for(lambda: INVITE_FLOOD_IP not in bans(c), 30, "the ban to expire")
     again = register_through(c, INVITE_FLOOD_IP, name, None, 401)
     assert again.ok, (again.stdout, c.kamailio.rpc("htable.dump", "ipban"))
