@@ -1,8 +1,8 @@
 """SIP brute force behind Kamailio (docs/security.md, "Behind Kamailio"): wrong passwords from one address
 through Kamailio get that address banned at the edge after the engines' own threshold, while a good user
 from another address registers and calls; the nodes see every request from Kamailio's address and never
-block it; an operator lists and lifts the bans with the fraud CLI, a repeat ban lasts twice as long, and a ban ends
-by itself."""
+block it; a plain flood is dropped; an operator lists and lifts the bans with the fraud CLI, a repeat ban
+lasts twice as long, and a ban ends by itself."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from tests.support.registrar import PHONE_IP, register
 pytestmark = pytest.mark.integration
 __all__ = ["guarded_cluster"]  # the fixture, imported for this module
 
-REGISTER_FLOOD_IP, INVITE_FLOOD_IP = "127.0.0.5", "127.0.0.6"
+REGISTER_FLOOD_IP, INVITE_FLOOD_IP, FLOOD_IP = "127.0.0.5", "127.0.0.6", "127.0.0.7"
 
 
 def billed_user(database_url: str) -> dict[str, str]:
@@ -59,6 +59,33 @@ def register_through(c: Cluster, local_ip: str, user: str, password: str | None,
                           "-timeout", "20s", "-timeout_error", "-recv_timeout", "3000"],
                          cwd=work, capture_output=True, text=True, timeout=40)
     return sipp.SippResult(res.returncode, res.stdout[-2000:], res.stderr[-2000:], [])
+
+
+_OPTIONS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="a flood of OPTIONS, no waiting for answers">
+  <send>
+    <![CDATA[
+      OPTIONS sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:scanner@[local_ip]>;tag=[pid]flood[call_number]
+      To: <sip:[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 OPTIONS
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def flood(c: Cluster, local_ip: str, requests: int) -> None:
+    """``requests`` OPTIONS from ``local_ip`` to Kamailio as fast as SIPp sends them."""
+    work = Path(tempfile.mkdtemp(prefix="sipp-flood-"))
+    (work / "options.xml").write_text(_OPTIONS)
+    subprocess.run(["sipp", f"{EDGE_IP}:{c.sip_port}", "-sf", str(work / "options.xml"), "-i", local_ip,
+                    "-p", str(free_port_pair()), "-m", str(requests), "-r", str(requests), "-nostdin",
+                    "-timeout", "10s"], cwd=work, capture_output=True, text=True, timeout=30)
 
 
 def bans(c: Cluster) -> set[str]:
@@ -96,6 +123,12 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
     assert bans(c) == {REGISTER_FLOOD_IP, INVITE_FLOOD_IP}
     assert "sip_address_banned: 127.0.0.5 banned for 15 s after 4 failed authentications in 60 s" in \
         c.kamailio.log_file.read_text(errors="replace")
+
+    # A plain flood (150 requests in about a second, over pike's 64 in 2 s) is dropped, not banned.
+    flood(c, FLOOD_IP, 150)
+    wait_for(lambda: f"sip_flood_dropped: {FLOOD_IP} sends more than 64 requests in 2 s" in
+             c.kamailio.log_file.read_text(errors="replace"), 5, "the flood dropped")
+    assert FLOOD_IP not in bans(c)
 
     # A good user from another address still registers and calls, through the same Kamailio.
     reg = register(c.sip_port, name, password, free_port_pair(), proxy_ip=EDGE_IP)
