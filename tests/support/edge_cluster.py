@@ -25,7 +25,7 @@ __all__ = ["EDGE_IP", "EDGE_SETTINGS", "guarded_cluster"]
 
 EDGE_IP = "127.0.0.4"
 # The numbers every engine and Kamailio share: a short ban, so that a test could watch it end.
-EDGE_SETTINGS = {"sip_block_failures": "4", "sip_block_window_s": "60", "sip_block_s": "15",
+EDGE_SETTINGS = {"sip_block_failures": "4", "sip_block_window_s": "60", "sip_block_s": "20",
                  "sip_block_max_s": "600"}
 
 
