@@ -105,6 +105,8 @@ class ConferenceService(NodeHops):
         self._writes: set[asyncio.Task[None]] = set()
         self._timeline = TimelineWriter(lambda rows: store.record_events(pool, rows))
         self.changes = ChangeFeed()  # the Online Space's live pages follow the rooms through it
+        # Told of every change of a room held here, and of its end (issue 18: published for other nodes).
+        self.room_watch: Callable[[str], None] | None = None
 
     # -- timeline (the rooms' sink) ------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class ConferenceService(NodeHops):
                                 organizer_leave_grace_s=float(conf.organizer_leave_grace_s),
                                 already_led=conf.started_at is not None)
         room = Room(settings, self._ops, self, recorder=self._recorder, on_end=self._on_room_end,
-                    on_change=self.changes.notify)
+                    on_change=self._room_changed)
         # A fresh context: the room outlives the call that opened it and must not log its call_id.
         task = asyncio.create_task(room.run(), name=f"conference-{conf.id}", context=contextvars.Context())
         self._rooms[conf.id] = (room, task)
@@ -297,10 +299,17 @@ class ConferenceService(NodeHops):
         if old:
             log.warning("conference_old_bridges_left", bridges=len(old))
 
+    def _room_changed(self, conference_id: str) -> None:
+        self.changes.notify(conference_id)
+        if self.room_watch is not None:
+            self.room_watch(conference_id)
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         for conference_id, (_room, held) in list(self._rooms.items()):
             if held is task:
                 del self._rooms[conference_id]
+                if self.room_watch is not None:
+                    self.room_watch(str(conference_id))
                 if self._leases is not None:
                     self._spawn(self._leases.release(conference_id), "conference_lease_release_failed")
 
