@@ -157,7 +157,9 @@ def test_owner_engine_killed_a_command_is_refused_clearly_then_the_new_owner_ser
     database_url = cluster_database
     conf = book(database_url, tmp_path, participants=1)
     a, b = node_engines["a"], node_engines["b"]
-    first = staying_caller(affinity_nodes["b"], conf["organizer"]["code"], "33611000211")
+    first = sipp.start_call(affinity_nodes["b"].asterisk.sip_port, ACCESS,
+                            [("pause", 1200), ("dtmf", conf["organizer"]["code"] + "#"), ("pause", 3000),
+                             ("bye", None)], caller="33611000211", remote_ip=affinity_nodes["b"].sip_ip)
     b.wait_for_log("conference_member_join", conference_id=conf["id"], role="organizer")
     page = Page(space_of(a), conf["organizer"]["link"])
     wait_for(lambda: page.state()["live"], 10, "node B's room shown on node A")
