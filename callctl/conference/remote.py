@@ -75,7 +75,7 @@ async def send_and_wait(pool: Any, conference_id: uuid.UUID, owner: str, source:
         now = loop.time()
         if not state.taken:
             if now - started > claim_within_s and await store.give_up(pool, command_id, "owner_unreachable"):
-                log.warning("conference_owner_unreachable", conference_id=str(conference_id), owner=owner,
+                log.warning("conference_command_unanswered", conference_id=str(conference_id), owner=owner,
                             command=kind, waited_s=round(now - started, 3))
                 return "owner_unreachable"
             continue
@@ -91,7 +91,7 @@ async def send_and_wait(pool: Any, conference_id: uuid.UUID, owner: str, source:
             final = await store.state(pool, command_id)
             if final.result != "owner_lost":
                 return final.result or "owner_lost"
-            log.warning("conference_owner_lost", conference_id=str(conference_id), owner=owner, command=kind)
+            log.warning("conference_command_owner_lost", conference_id=str(conference_id), owner=owner, command=kind)
             return "owner_lost"
 
 
@@ -174,10 +174,16 @@ class ClusterRooms:
         self._publish.set()
 
     async def serve(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._listener.run(), name="rooms-listener")
-            tg.create_task(self._serve_commands(), name="rooms-commands")
-            tg.create_task(self._serve_views(), name="rooms-views")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._listener.run(), name="rooms-listener")
+                tg.create_task(self._serve_commands(), name="rooms-commands")
+                tg.create_task(self._serve_views(), name="rooms-views")
+        finally:  # at shutdown: commands being applied stop with the rooms (their senders hear 'owner_lost')
+            for task in list(self._working):
+                task.cancel()
+            if self._working:
+                await asyncio.wait(list(self._working), timeout=2.0)
 
     async def _serve_commands(self) -> None:
         failing = False
