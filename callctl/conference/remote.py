@@ -231,6 +231,7 @@ class ClusterRooms:
                 await asyncio.sleep(1.0)
 
     async def _serve_views(self) -> None:
+        failing = False
         while True:
             await self._publish.wait()
             self._publish.clear()
@@ -243,8 +244,14 @@ class ClusterRooms:
                     await store.publish(self._pool, conference_id, self.node, self._seq,
                                         None if view is None else view_to_json(view))
                 except StoreError as exc:
-                    log.warning("conference_view_publish_failed", conference_id=cid, error=exc.message)
+                    if not failing:  # once per outage; the rooms themselves need no database
+                        log.warning("conference_view_publish_failed", conference_id=cid, error=exc.message)
+                    failing = True
                     self._dirty.add(cid)  # the latest state is written when the database answers again
+                else:
+                    if failing:
+                        log.info("conference_view_publish_back")
+                    failing = False
             if self._dirty:
                 await asyncio.sleep(1.0)
                 self._publish.set()
