@@ -30,6 +30,7 @@ ANSWER_WITHIN_S = 30.0  # starting a recording plays the notice to everyone firs
 POLL_S = 0.25  # a sender's look at its command when no NOTIFY woke it (listener down, or the CLI)
 LEASE_CHECK_S = 1.0
 RECORDING_KINDS = {"record": True, "stop_recording": False}
+PUBLISH_EVERY_S = 0.25  # a room's state for other nodes' pages: at most this stale, one write per burst
 
 
 class LocalRooms(Protocol):
@@ -255,3 +256,5 @@ class ClusterRooms:
             if self._dirty:
                 await asyncio.sleep(1.0)
                 self._publish.set()
+            else:  # changes of the next quarter second are written together (callers joining in a burst)
+                await asyncio.sleep(PUBLISH_EVERY_S)
