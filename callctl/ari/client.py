@@ -50,6 +50,7 @@ log = get_logger("callctl.ari")
 
 DEFAULT_TIMEOUT_S = 10.0  # a REST request's whole round trip
 PROBE_TIMEOUT_S = 3.0  # the first request over the websocket: no answer -> this Asterisk takes HTTP only
+REQUEST_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0)
 
 
 class AriClient:
@@ -68,10 +69,10 @@ class AriClient:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._runner: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._side_readers: list[asyncio.Task[None]] = []
+        self._keepers: list[asyncio.Task[None]] = []  # one per request socket: reads it, reopens it when lost
         self._requests: WsRequests | None = None  # the request sockets of this connection
         self._use_http = settings.ari_rest_transport == "http"  # or this Asterisk does not answer on websockets
-        self._side_sockets: list[aiohttp.ClientWebSocketResponse] = []
+        self._side_sockets: set[aiohttp.ClientWebSocketResponse] = set()  # request sockets open now
         self._held: list[Event] | None = None  # events read while resynchronising, delivered after it
         self._closing = False
         self.connected = asyncio.Event()
@@ -110,7 +111,7 @@ class AriClient:
 
     async def _drop_client(self) -> None:
         self._fail_requests("the connection closed")
-        readers, self._side_readers = self._side_readers, []
+        readers, self._keepers = self._keepers, []
         if self._reader is not None:
             readers.append(self._reader)
             self._reader = None
@@ -119,7 +120,7 @@ class AriClient:
         for task in readers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        sockets, self._side_sockets = self._side_sockets, []
+        sockets, self._side_sockets = self._side_sockets, set()
         for ws in sockets:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -201,35 +202,38 @@ class AriClient:
             raise AriUnavailable(f"ARI events websocket at {self._where} refused: HTTP {exc.status}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AriUnavailable(f"ARI events websocket at {self._where} failed: {_describe(exc)}") from None
-        # Read from now on: responses to the requests below arrive on this socket. Events read before
-        # the resynchronisation ends are held, then delivered in order (as if left in the socket).
+        # Read from now on. Events read before the resynchronisation ends are held, then delivered in
+        # order (as if left in the socket).
         self._held = []
         self._reader = asyncio.create_task(self._read_events(self._ws), name="ari-events")
         self._use_http = s.ari_rest_transport == "http"
         if not self._use_http:
             self._requests = WsRequests(self._where)
-            self._requests.attach(RequestSocket(self._ws, s.ari_app))
+            for n in range(1, s.ari_rest_sockets + 1):
+                ws = await self._open_request_socket(session, f"{s.ari_app}-rest{n}", token)
+                self._keepers.append(asyncio.create_task(
+                    self._keep_request_socket(session, f"{s.ari_app}-rest{n}", ws, token), name=f"ari-rest{n}"))
         # Only the types decode() uses: Asterisk then neither encodes nor sends the others
         # (ChannelVarset floods, and PlaybackStarted, ChannelEnteredBridge/LeftBridge, Bridge*).
-        # RESTResponse is filtered like an event: without it no answer would reach us.
+        # RESTResponse is filtered like an event: kept, or no answer would reach a request sent here.
+        # The first request on the request sockets: no answer means an Asterisk before 22.4.
         allowed = {"allowed": [{"type": t} for t in (*DECODED_TYPES, "RESTResponse")]}
         try:
             await self._request("PUT", f"applications/{s.ari_app}/eventFilter", json_body=allowed,
                                 timeout_s=min(PROBE_TIMEOUT_S, self._request_timeout_s))
         except AriUnavailable as exc:
-            if self._use_http or not self._ws_alive():
+            requests = self._requests
+            if self._use_http or not self._ws_alive() or requests is None or \
+                    len(requests.sockets) < s.ari_rest_sockets:  # a socket closed: not a silent Asterisk
                 raise
             # An Asterisk before 22.4 ignores requests on the websocket: HTTP for this connection.
             log.warning("ari_rest_over_websocket_unavailable", where=self._where, error=exc.message)
-            self._fail_requests("falling back to HTTP")
             self._use_http = True
+            await self._close_request_sockets()
             with contextlib.suppress(AriError):
                 await self._request("PUT", f"applications/{s.ari_app}/eventFilter", json_body=allowed)
         except AriError as exc:  # older Asterisk: no filter, just more events
             log.warning("ari_event_filter_refused", error=exc.message)
-        if not self._use_http:
-            for n in range(1, s.ari_rest_sockets):
-                await self._open_request_socket(session, f"{s.ari_app}-rest{n}", token)
         self.connected.set()
         # Resynchronise before delivering events: channels that arrived meanwhile are adopted by the handler.
         await self._on_connected()
@@ -237,21 +241,72 @@ class AriClient:
         for event in held or ():
             self._on_event(event)
 
-    async def _open_request_socket(self, session: aiohttp.ClientSession, app: str, token: str) -> None:
-        """One more socket for requests, registered as an app no channel enters (Asterisk needs one)."""
-        if self._requests is None:
-            raise AriUnavailable(f"ARI events websocket at {self._where} closed while connecting")
+    async def _open_request_socket(self, session: aiohttp.ClientSession, app: str,
+                                   token: str) -> aiohttp.ClientWebSocketResponse:
+        """One socket for requests, registered as an app no channel enters (Asterisk needs one). No
+        heartbeat: Asterisk reads its frames in the thread that carries out its requests, so a ping waits
+        behind a command held by its channel (a variable set during a prompt) and the socket would be
+        closed for no fault; each request's timeout covers it. Its close handshake is bounded for the
+        same reason (a held command delays Asterisk's answer to it)."""
         url = self._base.replace("http", "ws", 1) + "ari/events?" + urllib.parse.urlencode(
             {"app": app, "subscribeAll": "false"})
         try:
-            ws = await session.ws_connect(url, headers={"Authorization": f"Basic {token}"},
-                                          heartbeat=self._settings.ari_heartbeat_s, max_msg_size=16 * 1024 * 1024)
+            ws = await session.ws_connect(url, headers={"Authorization": f"Basic {token}"}, heartbeat=None,
+                                          timeout=REQUEST_WS_TIMEOUT, max_msg_size=16 * 1024 * 1024)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise AriUnavailable(f"ARI request websocket at {self._where} failed: {_describe(exc)}") from None
-        self._side_sockets.append(ws)
-        sock = RequestSocket(ws, app)
-        self._requests.attach(sock)
-        self._side_readers.append(asyncio.create_task(self._read_responses(sock), name=f"ari-{app}"))
+            raise AriUnavailable(f"ARI request websocket {app} at {self._where} failed: {_describe(exc)}") from None
+        self._side_sockets.add(ws)
+        return ws
+
+    async def _keep_request_socket(self, session: aiohttp.ClientSession, app: str,
+                                   ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
+        """One request socket for the life of the connection: its answers to their requests; when it is
+        lost, its own requests in flight fail at once and it is reopened alone, with backoff (meanwhile
+        requests take the other sockets, or HTTP). The connection, its events and the other sockets'
+        requests are untouched: no reconnect, no resynchronisation. Cancelled when the connection drops."""
+        requests = self._requests
+        assert requests is not None
+        while True:
+            sock = RequestSocket(ws, app)
+            requests.attach(sock)
+            try:
+                await self._read_responses(sock)
+            finally:
+                failed = requests.detach(sock, f"request websocket {app} closed")
+            self._side_sockets.discard(ws)
+            with contextlib.suppress(Exception):
+                await ws.close()
+            if self._closing or not self._ws_alive():
+                return  # the whole connection is going: run_forever reconnects it
+            log.warning("ari_request_socket_closed", where=self._where, socket=app, in_flight=failed)
+            delay = self._settings.reconnect_min_s
+            down_logged = False
+            while True:
+                try:
+                    ws = await self._open_request_socket(session, app, token)
+                    break
+                except AriUnavailable as exc:
+                    if not down_logged:
+                        log.error("ari_request_socket_unavailable", where=self._where, socket=app,
+                                  error=exc.message)
+                        down_logged = True
+                    await asyncio.sleep(delay * (0.8 + random.random() * 0.4))
+                    delay = min(delay * 2, self._settings.reconnect_max_s)
+            log.info("ari_request_socket_reopened", where=self._where, socket=app)
+
+    async def _close_request_sockets(self) -> None:
+        """This connection takes HTTP after all: the request sockets close (nothing is in flight on them)."""
+        self._fail_requests("falling back to HTTP")
+        keepers, self._keepers = self._keepers, []
+        for task in keepers:
+            task.cancel()
+        for task in keepers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        sockets, self._side_sockets = self._side_sockets, set()
+        for ws in sockets:
+            with contextlib.suppress(Exception):
+                await ws.close()
 
     def _ws_alive(self) -> bool:
         return self._ws is not None and not self._ws.closed
@@ -280,8 +335,8 @@ class AriClient:
         return client
 
     async def _read_events(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """The events socket: events to ``on_event`` (held while resynchronising), responses to
-        their requests. When it closes, every request in flight fails and the connection drops."""
+        """The events socket (events only, no requests): events to ``on_event`` (held while
+        resynchronising). When it closes, every request in flight fails and the connection drops."""
         try:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
@@ -291,11 +346,6 @@ class AriClient:
                         log.warning("ari_event_undecodable", size=len(msg.data))
                         continue
                     if not isinstance(raw, dict):
-                        continue
-                    if raw.get("type") == "RESTResponse":
-                        requests = self._requests
-                        if requests is not None and requests.sockets and requests.sockets[0].ws is ws:
-                            requests.sockets[0].resolve(raw)
                         continue
                     event = decode(raw)
                     if event is None:
@@ -310,25 +360,16 @@ class AriClient:
             self._fail_requests("the events websocket closed")
 
     async def _read_responses(self, sock: RequestSocket) -> None:
-        """A request socket: responses to their requests. Its loss drops the whole connection (the
-        reconnect and resynchronisation path then takes over)."""
-        try:
-            async for msg in sock.ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        raw = orjson.loads(msg.data)
-                        if isinstance(raw, dict) and raw.get("type") == "RESTResponse":
-                            sock.resolve(raw)
-                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                    break
-        finally:
-            failed = sock.fail_all(AriUnavailable(f"ARI request websocket {sock.name} at {self._where} closed "
-                                                  "with the request in flight"))
-            if failed:
-                log.warning("ari_requests_failed", where=self._where, in_flight=failed, socket=sock.name)
-        if self._ws is not None and not self._closing:
-            log.warning("ari_request_socket_closed", where=self._where, socket=sock.name)
-            await self._ws.close()  # ends the events reader: the connection drops, reconnects, resyncs
+        """Until the request socket closes: the answers to its requests."""
+        loop = asyncio.get_running_loop()
+        async for msg in sock.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    raw = orjson.loads(msg.data)
+                    if isinstance(raw, dict) and raw.get("type") == "RESTResponse":
+                        sock.resolve(raw, loop.time())
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
 
     # -- REST ----------------------------------------------------------------------------------
 
@@ -340,12 +381,13 @@ class AriClient:
         404, the object the request is about no longer exists."""
         if self._client is None:
             raise AriUnavailable(f"not connected to Asterisk ARI at {self._where}")
-        if not self._use_http and not raw:
-            if self._requests is None:
-                raise AriUnavailable(f"not connected to Asterisk ARI at {self._where} (events websocket closed)")
+        requests = None if self._use_http or raw else self._requests
+        if requests is None and not self._use_http and not raw:
+            raise AriUnavailable(f"not connected to Asterisk ARI at {self._where} (events websocket closed)")
+        if requests is not None and requests.sockets:  # none for a moment (one being reopened): HTTP
             ws_timeout_s = self._request_timeout_s if timeout_s == DEFAULT_TIMEOUT_S else timeout_s
-            answer = await self._requests.request(method, path, params=params, json_body=json_body,
-                                                  timeout_s=ws_timeout_s)
+            answer = await requests.request(method, path, params=params, json_body=json_body,
+                                            timeout_s=ws_timeout_s)
             return self._interpret(method, path, answer.status, answer.body, gone)
         session: aiohttp.ClientSession = self._client.swagger.http_client.session
         timeout = self._timeout if timeout_s == DEFAULT_TIMEOUT_S else aiohttp.ClientTimeout(total=timeout_s)

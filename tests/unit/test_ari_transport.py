@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -20,10 +21,11 @@ class FakeWs:
         self.sent: list[dict[str, Any]] = []
         self.closed = False
 
-    async def send_str(self, text: str) -> None:
+    async def send_frame(self, data: bytes, opcode: aiohttp.WSMsgType) -> None:
         if self.closed:
             raise ConnectionResetError("Cannot write to closing transport")
-        self.sent.append(orjson.loads(text))
+        assert opcode == aiohttp.WSMsgType.TEXT  # Asterisk reads requests from text frames
+        self.sent.append(orjson.loads(data))
 
 
 def _pool(count: int) -> tuple[WsRequests, list[RequestSocket]]:
@@ -40,7 +42,7 @@ def _answer(sock: RequestSocket, index: int, status: int = 200, body: str | None
                            "reason_phrase": "OK", "uri": sent["uri"]}
     if body is not None:
         raw["message_body"] = body
-    sock.resolve(raw)
+    sock.resolve(raw, asyncio.get_running_loop().time())
 
 
 def test_requests_are_sent_as_rest_request_messages_and_answers_match_by_id_in_any_order() -> None:
