@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import aiohttp
 import pytest
 
 from callctl.ari.client import AriClient
 from callctl.ari.events import Event, StasisEnd, StasisStart
+from callctl.ari.transport import RequestSocket
 from callctl.config import Settings
+from callctl.errors import AriUnavailable
 from callctl.ids import ChannelId
 from scripts.devstack import AsteriskInstance
 from tests.support import sipp
@@ -71,9 +74,19 @@ async def _call_playing_a_long_prompt(ari: AriClient, seen: Seen, asterisk: Aste
         await asyncio.to_thread(sipp.finish, proc, work, 30)
 
 
-def _held(ari: AriClient, channel: ChannelId, value: str) -> asyncio.Task[None]:
+def _held(ari: AriClient, channel: ChannelId, name: str) -> asyncio.Task[None]:
     """A channel command Asterisk carries out only when the playback ends (or stops)."""
-    return asyncio.create_task(ari.set_var(channel, "CALLCTL_TEST", value))
+    return asyncio.create_task(ari.set_var(channel, name, "1"))
+
+
+def _sockets(ari: AriClient) -> list[RequestSocket]:
+    assert ari._requests is not None
+    return list(ari._requests.sockets)
+
+
+def _port(ws: aiohttp.ClientWebSocketResponse | None) -> int:
+    assert ws is not None
+    return int(ws.get_extra_info("sockname")[1])
 
 
 def test_a_command_held_by_a_long_prompt_keeps_every_socket_up_and_others_are_answered_meanwhile(
@@ -85,7 +98,7 @@ def test_a_command_held_by_a_long_prompt_keeps_every_socket_up_and_others_are_an
         async with AriClient(settings, seen.events.append, seen.on_connected, lambda: None) as ari:
             await wait_for_async(ari.connected.is_set, "connected", 20)
             async with _call_playing_a_long_prompt(ari, seen, asterisk) as channel:
-                held = _held(ari, channel, "1")
+                held = _held(ari, channel, "CALLCTL_HELD")
                 # Silent for eight heartbeats: a pinged socket would have been closed by now.
                 await asyncio.wait({held}, timeout=8 * HEARTBEAT_S)
                 assert not held.done(), "the command was not held by the playback: the test proves nothing"
@@ -95,7 +108,60 @@ def test_a_command_held_by_a_long_prompt_keeps_every_socket_up_and_others_are_an
                 assert ari.reconnects == 0 and len(seen.resyncs) == 1
                 await ari.stop_playback(f"long-{channel}")
                 await asyncio.wait_for(held, 20)  # carried out once the prompt stopped
-                assert await ari.get_var(channel, "CALLCTL_TEST") == "1"
+                assert await ari.get_var(channel, "CALLCTL_HELD") == "1"
             assert ari.reconnects == 0 and len(seen.resyncs) == 1
+
+    asyncio.run(main())
+
+
+def test_losing_one_request_socket_fails_only_its_requests_and_reopens_it_alone(
+        asterisk: AsteriskInstance, proxy: OneSocketProxy) -> None:
+    seen = Seen()
+
+    async def main() -> None:
+        settings = _settings(asterisk, proxy.port, sockets=2)
+        async with AriClient(settings, seen.events.append, seen.on_connected, lambda: None) as ari:
+            await wait_for_async(ari.connected.is_set, "connected", 20)
+            async with _call_playing_a_long_prompt(ari, seen, asterisk) as channel:
+                first = _held(ari, channel, "CALLCTL_FIRST")
+                await wait_for_async(lambda: [s.unanswered for s in _sockets(ari)] == [1, 0], "first held")
+                second = _held(ari, channel, "CALLCTL_SECOND")  # the other socket: one held on each
+                await wait_for_async(lambda: [s.unanswered for s in _sockets(ari)] == [1, 1], "second held")
+                lost = _sockets(ari)[0]
+                proxy.cut_client_port(_port(lost.ws))
+                # Its request fails at once (not after its 60 s timeout), the other socket's stays held.
+                with pytest.raises(AriUnavailable, match=r"-rest1 closed with the request in flight"):
+                    await asyncio.wait_for(first, 10)
+                assert not second.done()
+                await wait_for_async(lambda: len(_sockets(ari)) == 2 and lost not in _sockets(ari), "rest1 reopened")
+                assert ari.reconnects == 0 and len(seen.resyncs) == 1 and ari.connected.is_set()
+                await ari.stop_playback(f"long-{channel}")  # on the reopened socket: the held one is avoided
+                await asyncio.wait_for(second, 20)
+                assert await ari.get_var(channel, "CALLCTL_SECOND") == "1"
+            # The events kept flowing on the same connection (the call's StasisEnd came through it).
+            assert ari.reconnects == 0 and len(seen.resyncs) == 1
+
+    asyncio.run(main())
+
+
+def test_losing_the_events_socket_fails_every_request_in_flight_and_reconnects_and_resynchronises(
+        asterisk: AsteriskInstance, proxy: OneSocketProxy) -> None:
+    seen = Seen()
+
+    async def main() -> None:
+        settings = _settings(asterisk, proxy.port, sockets=2)
+        async with AriClient(settings, seen.events.append, seen.on_connected, lambda: None) as ari:
+            await wait_for_async(ari.connected.is_set, "connected", 20)
+            async with _call_playing_a_long_prompt(ari, seen, asterisk) as channel:
+                held = _held(ari, channel, "CALLCTL_HELD")
+                await wait_for_async(lambda: sum(s.unanswered for s in _sockets(ari)) == 1, "held")
+                proxy.cut_client_port(_port(ari._ws))
+                with pytest.raises(AriUnavailable, match="the events websocket closed with the request in flight"):
+                    await asyncio.wait_for(held, 10)
+                await wait_for_async(lambda: ari.reconnects == 1 and ari.connected.is_set() and len(seen.resyncs) == 2,
+                                     "reconnected and resynchronised", 20)
+                # The call stayed in Stasis meanwhile (Asterisk keeps it): it is still ours to control.
+                await ari.stop_playback(f"long-{channel}")
+                assert (await ari.get_channel(channel)).get("state") == "Up"
 
     asyncio.run(main())
