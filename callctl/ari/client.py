@@ -73,6 +73,7 @@ class AriClient:
         self._requests: WsRequests | None = None  # the request sockets of this connection
         self._use_http = settings.ari_rest_transport == "http"  # or this Asterisk does not answer on websockets
         self._side_sockets: set[aiohttp.ClientWebSocketResponse] = set()  # request sockets open now
+        self._all_held = False  # every request socket held by a channel command: requests take HTTP
         self._held: list[Event] | None = None  # events read while resynchronising, delivered after it
         self._closing = False
         self.connected = asyncio.Event()
@@ -308,6 +309,20 @@ class AriClient:
             with contextlib.suppress(Exception):
                 await ws.close()
 
+    def _ws_ready(self, requests: WsRequests) -> bool:
+        """A request socket can take a request now. If not (every one held by a channel command, or
+        none open for a moment, one being reopened), the request takes HTTP."""
+        if requests.ready(asyncio.get_running_loop().time()):
+            if self._all_held:
+                self._all_held = False
+                log.info("ari_request_sockets_free", where=self._where)
+            return True
+        if not self._all_held and requests.sockets:
+            self._all_held = True
+            log.info("ari_request_sockets_held", where=self._where, sockets=len(requests.sockets),
+                        unanswered=sum(s.unanswered for s in requests.sockets), meanwhile="http")
+        return False
+
     def _ws_alive(self) -> bool:
         return self._ws is not None and not self._ws.closed
 
@@ -384,7 +399,7 @@ class AriClient:
         requests = None if self._use_http or raw else self._requests
         if requests is None and not self._use_http and not raw:
             raise AriUnavailable(f"not connected to Asterisk ARI at {self._where} (events websocket closed)")
-        if requests is not None and requests.sockets:  # none for a moment (one being reopened): HTTP
+        if requests is not None and self._ws_ready(requests):
             ws_timeout_s = self._request_timeout_s if timeout_s == DEFAULT_TIMEOUT_S else timeout_s
             answer = await requests.request(method, path, params=params, json_body=json_body,
                                             timeout_s=ws_timeout_s)

@@ -6,9 +6,10 @@ its own that no channel enters. Asterisk serves one request at a time per socket
 channel command waits until the channel has carried it out (a variable set while a prompt plays waits
 for the end of the prompt), so:
 
-- a request goes to the socket with the fewest unanswered requests, and a socket whose current
-  request has been served for over ``STALLED_S`` only when every socket is in that state (a held
-  command then delays nobody queued behind it);
+- a request goes to the socket with the fewest unanswered requests, never to one whose current
+  request has been served for over ``STALLED_S`` (a held command then delays nobody queued behind
+  it); when every socket is held that way (``ready`` is false), requests take HTTP, where Asterisk
+  serves each on its own;
 - request sockets are not pinged: Asterisk reads a socket's frames in the thread that carries out its
   requests, so a ping waits behind a held command and an unanswered heartbeat would close a healthy
   socket. Each request has its own timeout instead; the events socket keeps its heartbeat;
@@ -110,6 +111,10 @@ class WsRequests:
         if sock in self.sockets:
             self.sockets.remove(sock)
         return sock.fail_all(AriUnavailable(f"ARI at {self._where}: {why} with the request in flight"))
+
+    def ready(self, now: float) -> bool:
+        """True when some socket can take a request now: open, and not held by a channel."""
+        return any(not s.stalled(now) for s in self.sockets)
 
     @property
     def in_flight(self) -> int:

@@ -84,6 +84,10 @@ def _sockets(ari: AriClient) -> list[RequestSocket]:
     return list(ari._requests.sockets)
 
 
+def time_now() -> float:
+    return asyncio.get_running_loop().time()
+
+
 def _port(ws: aiohttp.ClientWebSocketResponse | None) -> int:
     assert ws is not None
     return int(ws.get_extra_info("sockname")[1])
@@ -105,9 +109,17 @@ def test_a_command_held_by_a_long_prompt_keeps_every_socket_up_and_others_are_an
                 # Requests keep being answered, none queued behind the held one (its socket is avoided).
                 infos = await asyncio.gather(*(ari.asterisk_info() for _ in range(10)))
                 assert all(i.get("system") for i in infos) and not held.done()
+                assert [s.unanswered for s in _sockets(ari)] == [1, 0]
+                # Both sockets held: requests take HTTP meanwhile, still answered at once.
+                other = _held(ari, channel, "CALLCTL_OTHER")
+                await wait_for_async(lambda: [s.unanswered for s in _sockets(ari)] == [1, 1], "both held")
+                await wait_for_async(lambda: not ari._requests or not ari._requests.ready(time_now()), "both stalled")
+                infos = await asyncio.gather(*(ari.asterisk_info() for _ in range(10)))
+                assert all(i.get("system") for i in infos) and not held.done() and not other.done()
+                assert [s.unanswered for s in _sockets(ari)] == [1, 1]  # none went behind the held ones
                 assert ari.reconnects == 0 and len(seen.resyncs) == 1
                 await ari.stop_playback(f"long-{channel}")
-                await asyncio.wait_for(held, 20)  # carried out once the prompt stopped
+                await asyncio.wait_for(asyncio.gather(held, other), 20)  # carried out once the prompt stopped
                 assert await ari.get_var(channel, "CALLCTL_HELD") == "1"
             assert ari.reconnects == 0 and len(seen.resyncs) == 1
 

@@ -130,7 +130,11 @@ def test_a_socket_whose_current_request_is_held_is_avoided_until_every_socket_is
                                                       timeout_s=60)) for n in range(3)]
         await wait_for_async(lambda: requests.in_flight == 4, "all sent")
         assert (held.unanswered, free.unanswered) == (1, 3)  # none queued behind the held command
-        free.serving_since -= STALLED_S + 1  # now both are held: the one with fewer waiting goes first
+        now = asyncio.get_running_loop().time()
+        assert requests.ready(now)
+        free.serving_since -= STALLED_S + 1  # now both are held: not ready (the client takes HTTP) ...
+        assert not requests.ready(now)
+        # ... and sent anyway, the one with fewer waiting goes first.
         last = asyncio.create_task(requests.request("GET", "bridges", params=None, json_body=None, timeout_s=60))
         await wait_for_async(lambda: held.unanswered == 2, "the last one on the held socket")
         for n in range(3):
