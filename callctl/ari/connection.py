@@ -118,10 +118,7 @@ class AriConnection:
         for task in readers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        sockets, self._side_sockets = self._side_sockets, set()
-        for ws in sockets:
-            with contextlib.suppress(Exception):
-                await ws.close()
+        await self._close_sockets()
         self._ws = None
         client, self._client = self._client, None
         if client is not None:
@@ -208,9 +205,11 @@ class AriConnection:
         if not self._use_http:
             self._requests = WsRequests(self._where)
             for n in range(1, s.ari_rest_sockets + 1):
-                ws = await self._open_request_socket(session, f"{s.ari_app}-rest{n}", token)
-                self._keepers.append(asyncio.create_task(
-                    self._keep_request_socket(session, f"{s.ari_app}-rest{n}", ws, token), name=f"ari-rest{n}"))
+                sock = RequestSocket(await self._open_request_socket(session, f"{s.ari_app}-rest{n}", token),
+                                     f"{s.ari_app}-rest{n}")
+                self._requests.attach(sock)  # now: the first request below may take it
+                self._keepers.append(asyncio.create_task(self._keep_request_socket(session, sock, token),
+                                                         name=f"ari-rest{n}"))
         # Only the types decode() uses: Asterisk then neither encodes nor sends the others
         # (ChannelVarset floods, and PlaybackStarted, ChannelEnteredBridge/LeftBridge, Bridge*).
         # RESTResponse is filtered like an event: kept, or no answer would reach a request sent here.
@@ -256,17 +255,16 @@ class AriConnection:
         self._side_sockets.add(ws)
         return ws
 
-    async def _keep_request_socket(self, session: aiohttp.ClientSession, app: str,
-                                   ws: aiohttp.ClientWebSocketResponse, token: str) -> None:
+    async def _keep_request_socket(self, session: aiohttp.ClientSession, sock: RequestSocket, token: str) -> None:
         """One request socket for the life of the connection: its answers to their requests; when it is
         lost, its own requests in flight fail at once and it is reopened alone, with backoff (meanwhile
         requests take the other sockets, or HTTP). The connection, its events and the other sockets'
         requests are untouched: no reconnect, no resynchronisation. Cancelled when the connection drops."""
         requests = self._requests
         assert requests is not None
+        app = sock.name
         while True:
-            sock = RequestSocket(ws, app)
-            requests.attach(sock)
+            ws = sock.ws
             try:
                 await self._read_responses(sock)
             finally:
@@ -290,6 +288,8 @@ class AriConnection:
                         down_logged = True
                     await asyncio.sleep(delay * (0.8 + random.random() * 0.4))
                     delay = min(delay * 2, self._settings.reconnect_max_s)
+            sock = RequestSocket(ws, app)
+            requests.attach(sock)
             log.info("ari_request_socket_reopened", where=self._where, socket=app)
 
     async def _close_request_sockets(self) -> None:
@@ -301,10 +301,12 @@ class AriConnection:
         for task in keepers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._close_sockets()
+
+    async def _close_sockets(self) -> None:
+        """The request sockets close, together: a close handshake waits (up to 1 s) behind a held command."""
         sockets, self._side_sockets = self._side_sockets, set()
-        for ws in sockets:
-            with contextlib.suppress(Exception):
-                await ws.close()
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
 
     def _ws_ready(self, requests: WsRequests) -> bool:
         """A request socket can take a request now. If not (every one held by a channel command, or
