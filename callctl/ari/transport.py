@@ -150,9 +150,13 @@ class WsRequests:
             message["message_body"] = orjson.dumps(json_body).decode()
         future: asyncio.Future[Answer] = loop.create_future()
         sock.pending[request_id] = future
+        sock.sent(loop.time())  # before the send: its answer may be read while the send waits to drain
         try:
-            await sock.ws.send_frame(orjson.dumps(message), aiohttp.WSMsgType.TEXT)  # no str round trip
-            sock.sent(loop.time())
+            try:
+                await sock.ws.send_frame(orjson.dumps(message), aiohttp.WSMsgType.TEXT)  # no str round trip
+            except BaseException:
+                sock.unanswered = max(0, sock.unanswered - 1)  # not sent: Asterisk will not answer it
+                raise
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:

@@ -172,3 +172,20 @@ def test_losing_one_socket_fails_only_its_own_requests() -> None:
         assert (await tasks[1]).status == 200
 
     asyncio.run(main())
+
+
+def test_an_answer_read_while_its_request_is_still_being_sent_leaves_the_socket_free() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+
+        async def slow_send(data: bytes, opcode: aiohttp.WSMsgType) -> None:
+            sent = orjson.loads(data)
+            sock.ws.sent.append(sent)  # type: ignore[attr-defined]
+            _answer(sock, 0)  # the reader got the answer while the send was still draining
+            await asyncio.sleep(0)
+
+        sock.ws.send_frame = slow_send  # type: ignore[method-assign]
+        assert (await requests.request("GET", "bridges", params=None, json_body=None, timeout_s=5)).status == 200
+        assert sock.unanswered == 0 and requests.ready(asyncio.get_running_loop().time() + 60)
+
+    asyncio.run(main())
