@@ -291,7 +291,7 @@ async def hold_allowance(db: Any, account_id: uuid.UUID, user_id: uuid.UUID, sin
     any node has just committed and two calls never get the same seconds.
     """
     async with _connection(db) as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('allowance|' || $1::text, 25))", user_id)
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('allowance|' || $1, 25))", str(user_id))
         used = int(await conn.fetchval(_ALLOWANCE_USED, str(account_id), str(user_id), since, user_id))
         seconds = min(cap_s, allowance_s - used)
         if seconds < max(1, min_seconds):

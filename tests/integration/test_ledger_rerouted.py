@@ -33,7 +33,8 @@ def _reroute_after_kill(daemon_factory: Any, asterisk: AsteriskInstance, databas
                         steps: list[tuple[str, object]]) -> tuple[Any, sipp.SippResult, sipp.SippResult]:
     """The user's call to the PSTN rings; its engine is killed; the next engine cancels that attempt and
     routes the call again, answered this time. Returns the new engine and both SIPp results."""
-    far = sipp.start_far_end(asterisk.trunk_port, "cancelled_or_answer", ring_ms=6000, calls=2)
+    # Rings long enough for a restart on a loaded machine (the first attempt must still ring then).
+    far = sipp.start_far_end(asterisk.trunk_port, "cancelled_or_answer", ring_ms=12000, calls=2)
     d = daemon_factory()
     d.wait_until_ready()
     call = sipp.start_call(asterisk.sip_port, "0123456789", steps, caller=user["sip_username"],
@@ -105,7 +106,8 @@ def test_a_call_routed_again_gets_the_whole_credit_the_dead_engines_hold_had_res
     again is authorised for the same 10 s (not refused for credit "held by other calls"), cut by Asterisk
     at its limit, and the balance ends at exactly zero."""
     user = lines.line_user(database_url, credit="0.10")
-    restarted, result, far_result = _reroute_after_kill(daemon_factory, asterisk, database_url, user, [("wait_bye", None)])
+    restarted, result, far_result = _reroute_after_kill(daemon_factory, asterisk, database_url, user,
+                                                        [("wait_bye", None)])
     assert result.ok, result.stderr  # cut by Asterisk at the limit
     assert far_result.ok, far_result.stderr
     first, second = _wait_for_holds_settled(database_url, user["account_id"])
