@@ -138,8 +138,9 @@ async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: s
                     channel_id: str | None = None, asterisk_id: str | None = None,
                     keep: Collection[uuid.UUID] = ()) -> Authorization:
     """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
-    at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
-    credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
+    at most the seconds ``user_id`` has left of it, held for the call: store.hold_allowance); billed
+    calls get the longest duration the available credit pays for (at most ``cap_s``), held by a
+    reservation. Refused (max_seconds 0, ``reason`` set)
     when the account, rate or credit is missing, the rate is in another currency than the account's
     (``quote``), or the credit pays for less than ``min_seconds``. ``channel_id``: the call's first
     Asterisk channel (on Asterisk ``asterisk_id``), kept on the hold for the sweep (settle_abandoned).
