@@ -346,6 +346,14 @@ class ConferenceService(NodeHops):
         room = self._room_for(conf)
         if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
             await self._recorder.tell_before_join(room, member, lambda media: play(media, interruptible=False))
+        meter = None
+        if paid is not None and hold is not None and self._meter_ops is not None:
+            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
+                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
+                                     on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
+            # Asterisk's limit before the leg is in the room: an engine dying right after the join leaves
+            # no organizer-paid caller in it without a cut-off.
+            await meter.limit_in_asterisk()
         entered = asyncio.get_running_loop().time()  # the pool is drawn from here, as the timeline says
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
@@ -363,11 +371,6 @@ class ConferenceService(NodeHops):
         call.result.conference_id, call.result.person, call.result.role = str(conf.id), match.email, match.role
         if match.role == ORGANIZER and conf.started_at is None:  # led before: nothing to write
             self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
-        meter = None
-        if paid is not None and hold is not None and self._meter_ops is not None:
-            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
-                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
-                                     on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
         try:
             if meter is not None:
                 await meter.start(since=entered)
