@@ -72,6 +72,12 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def hand_out(ports: range) -> None:
+    """Ports a caller found free and will bind soon (SIPp's media ports beside the one free_port gave):
+    not handed out again by free_port meanwhile."""
+    _HANDED_OUT.update(ports)
+
+
 def free_port_pair() -> int:
     """A port free on both UDP and TCP (SIP listens on both)."""
     for _ in range(50):

@@ -101,9 +101,10 @@ def test_participant_on_one_node_joins_the_organizer_in_the_owner_nodes_bridge(
     b.wait_for_log("conference_member_join", conference_id=conf_id, role="organizer")
     assert owner(database_url, conf_id) == {"node": "b", "expired": False}
     # The participant calls node A, keys the code there, and is handed to node B's room; then mutes
-    # themself with *6, heard by the owner's room through the hop.
+    # themself with *6, heard by the owner's room through the hop (4 s after the code: a loaded machine
+    # can take more than a second to hop and join, and a key pressed before the join is not the room's).
     part = caller(affinity_nodes["a"], participant,
-                  [("pause", 1500), ("dtmf", "*6"), ("pause", 1500), ("bye", None)], "33611000001")
+                  [("pause", 4000), ("dtmf", "*6"), ("pause", 1500), ("bye", None)], "33611000001")
     a.wait_for_log("conference_member_hop", conference_id=conf_id, owner="b")
     [members] = wait_for(lambda: [r for r in room_channels(affinity_nodes["b"]) if len(r) == 2], 20,
                          "node B's conference bridge holding the organizer and the hopped participant")

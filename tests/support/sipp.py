@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.devstack import free_port, free_port_pair
+from scripts.devstack import free_port, free_port_pair, hand_out
 from tests.support.dtmf import write_pcap
 
 PCAPS = Path("/usr/share/sip-tester")
@@ -197,6 +197,7 @@ def _free_media_port(local_ip: str = "127.0.0.1") -> int:
                         s.bind((local_ip, p))
                 except OSError:
                     continue
+                hand_out(range(port, port + 4))
                 return port
     raise RuntimeError("no free RTP port range")
 
