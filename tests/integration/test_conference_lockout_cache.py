@@ -9,12 +9,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from callctl.store import conferences as store
 from callctl.store.lockout import LISTENER_APP_NAME, LockoutCache
+from scripts.devstack import AsteriskInstance
+from tests.integration.test_conference import book, caller
+from tests.support import sipp
+from tests.support.asterisk import wait_for as wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +128,27 @@ async def test_when_the_listener_connection_drops_the_check_reads_postgresql(dat
         misses = cache.misses
         assert await cache.recent_failures(pool, CALLER, ACCESS) == (1, 1)
         assert cache.misses == misses
+
+
+def test_wrong_codes_recorded_by_another_node_lock_the_caller_out_of_a_real_call(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path) -> None:
+    """The daemon's check before the prompt comes from its cache: wrong codes another node recorded (its
+    statement, run here on the shared database) lock the caller out; another number is not affected."""
+    conf = book(database_url, tmp_path, participants=1)
+    d = daemon_factory(conference_lockout_failures="2")
+    d.wait_until_ready()
+    d.wait_for_log("conference_lockout_cache_on")
+
+    async def another_node_records_two_wrong_codes() -> None:
+        async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+            for _ in range(2):
+                await _wrong_code(pool, "+33611000051", 600.0)
+
+    asyncio.run(another_node_records_two_wrong_codes())
+    locked = caller(asterisk, conf["organizer"]["code"], [("wait_bye", None)], "33611000051")
+    assert sipp.finish(*locked).ok
+    d.wait_for_log("conference_caller_locked_out")
+    assert not d.events("conference_member_join")
+    other = caller(asterisk, conf["participants"][0]["code"], [("pause", 1500), ("bye", None)], "33611000052")
+    assert sipp.finish(*other).ok
+    wait_until(lambda: len(d.events("conference_member_join")) == 1, 10, "the other caller to join")
