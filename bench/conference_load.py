@@ -310,7 +310,7 @@ class Bench:
             render_prompts(inst)
             daemon = self.start_daemon(inst, url)
             if self.ari_debug:  # every event sent to callctl, pretty-printed into the console log
-                inst.rx(f"ari set debug {inst.ari_app} on")
+                inst.rx("ari set debug all on")  # "all": the REST requests too, not only the app's events
             self.machine = machine(inst)
             print(f"machine: {self.machine['cpu']}, {self.machine['ram_gib']} GiB, kernel {self.machine['kernel']}, "
                   f"{self.machine['asterisk']}; load {self.machine['load_avg_start']}", flush=True)
