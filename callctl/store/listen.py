@@ -135,6 +135,7 @@ class ListeningCache:
                         await conn.execute("SELECT 1")
                 self.stop_serving("the listener connection closed")
             except asyncio.CancelledError:
+                self._listening = False  # its owner stops it: closing the connection is no loss to report
                 raise
             except Exception as exc:  # any failure means: not listening, retry later
                 self.stop_serving(f"{type(exc).__name__}: {exc}")
