@@ -78,3 +78,8 @@ bench-cluster: deps venv asterisk-root $(VENV)/.bench
 .PHONY: bench-idle
 bench-idle: deps venv asterisk-root $(VENV)/.bench
 	$(PY) -m bench.idle_calls $(BENCH_ARGS)
+
+# CPU per ARI frame and per request in callctl.ari (issue 17, wt-wsfix); see docs/benchmarks.md.
+.PHONY: bench-ari-frames
+bench-ari-frames: venv
+	$(PY) -m bench.ari_frames $(BENCH_ARGS)

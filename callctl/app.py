@@ -159,7 +159,7 @@ class Daemon:
                 background=background)
             await stack.enter_async_context(edge_guard(s, pool, self.metrics))  # SIP brute-force blocking (AMI)
             if s.space_listen:  # the conference Online Space (issue 19, docs/conferences.md)
-                await stack.enter_async_context(SpaceServer(s, pool, features.conferences))
+                await stack.enter_async_context(SpaceServer(s, pool, features.rooms))
             if s.agi_listen:
                 agi_host, _, agi_port = s.agi_listen.rpartition(":")
                 facts = await stack.enter_async_context(AccountFactsCache(s.database_url))  # issue 17

@@ -101,10 +101,16 @@ class Settings:
     node_takeover_s: float = 300.0
     # wt-transport (issue 17): the event loop and how ARI requests travel (docs/benchmarks.md).
     event_loop: str = "uvloop"  # uvloop or asyncio
-    # http (default) or websocket (Asterisk 22.4+; opt-in: docs/benchmarks.md says why it is not the default yet)
-    ari_rest_transport: str = "http"
-    ari_rest_sockets: int = 4  # websockets carrying requests (each serves one request at a time)
+    # wt-wsfix (issue 17): websocket (default; Asterisk 22.4+, an older one gets HTTP by itself) or http
+    # (docs/operations.md). ari_rest_sockets: the websockets carrying requests, besides the events one
+    # (Asterisk serves one request at a time on each).
+    ari_rest_transport: str = "websocket"
+    ari_rest_sockets: int = 4
     ari_request_timeout_s: float = 10.0  # a request with no answer by then fails (AriUnavailable)
+    # wt-edgeban (issue 18, docs/security.md): the ctl socket of the cluster's Kamailio, which bans SIP
+    # brute force at the edge (unix:/run/kamailio/kamailio_ctl or tcp:HOST:PORT; empty: no Kamailio):
+    # `callctl fraud blocks` lists its bans and `callctl fraud unblock` lifts them too (through kamcmd).
+    kamailio_ctl: str = ""
     source: str = "defaults"
 
     @property

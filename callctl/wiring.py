@@ -23,6 +23,7 @@ from callctl.conference import steps as conference_steps
 from callctl.conference.affinity import RoomLeases
 from callctl.conference.minutes import settle_abandoned_holds
 from callctl.conference.offline import OfflineCodes
+from callctl.conference.remote import ClusterRooms
 from callctl.conference.service import ConferenceService, LockoutPolicy
 from callctl.config import Settings
 from callctl.dialplans import DialplanHolder
@@ -67,6 +68,7 @@ class Features:
     conferences: ConferenceService
     voicemail: VoicemailService
     fraud: FraudService
+    rooms: ClusterRooms  # issue 18: the rooms wherever they live, for the Online Space
 
     async def close(self) -> None:
         """In this order, while ARI is still connected: "not placed" dialer records get their moment,
@@ -142,6 +144,10 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
         s.conference_lockout_failures, s.conference_lockout_number_failures, s.conference_lockout_window_s),
         meter_ops=ari, recorder=ConferenceRecorder(recordings), leases=leases, channel_vars=ari)
     background.spawn(leases.renew_forever(), name="conference-leases")
+    # issue 18: the Online Space's commands reach a room held by another node (through PostgreSQL)
+    rooms = ClusterRooms(pool, s.database_url, conferences, conferences.changes, s.node)
+    conferences.room_watch = rooms.room_changed
+    background.spawn(rooms.serve(), name="conference-commands")
     background.spawn(settle_abandoned_holds(pool), name="minutes-sweep")
     conferences.offline = OfflineCodes(pool)  # issue 18: callers still get in while PostgreSQL is unreachable
     background.spawn(conferences.offline.run(), name="conference-codes-offline")
@@ -163,4 +169,4 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     router.on_arg(LINE_OUTBOUND_ARG, lines.take_outbound)
     router.on_number(conferences.take_hop)  # only channels from a peer node's endpoint (pjsip_nodes.conf)
     router.on_number(lines.take_did)
-    return Features(dialer, emergency, recordings, conferences, voicemail, fraud)
+    return Features(dialer, emergency, recordings, conferences, voicemail, fraud, rooms)

@@ -1,7 +1,7 @@
 """A cluster of Asterisk nodes behind Kamailio (docs/scaling.md): Kamailio rendered from kamailio/ and
 run in the foreground, and `make cluster` (PostgreSQL, Kamailio, NODES Asterisk nodes, one engine each).
 
-    python -m scripts.cluster render-kamailio --node 10.0.0.11:5060 --node 10.0.0.12:5060 --out DIR
+    python -m scripts.cluster render-kamailio --node 10.0.0.11:5060 --node 10.0.0.12:5060 --out DIR [--config FILE]
     python -m scripts.cluster run --nodes 2          # make cluster
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import ipaddress
+import math
 import os
 import re
 import shutil
@@ -19,7 +21,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from callctl.fraud.bruteforce import BlockPolicy
 from scripts.devstack import REPO, AsteriskInstance, ensure_root
 
 KAMAILIO_SRC = REPO / "kamailio"
@@ -39,6 +43,9 @@ class KamailioInstance:
     probe_timeout_ms: int = 2000  # also the wait for a node's first reply to an INVITE before failing over
     children: int = 2
     debug: int = 1
+    # SIP brute force at the edge: the engines' own numbers (callctl.fraud.settings.block_policy(settings)).
+    guard: BlockPolicy = field(default_factory=BlockPolicy)
+    flood_requests: int = 64  # per 2 s from one untrusted address (pike), then dropped while it lasts
     proc: subprocess.Popen[bytes] | None = None
     _log: Path = field(init=False)
 
@@ -77,7 +84,7 @@ class KamailioInstance:
             "DISPATCHER_LIST": str(self.workdir / "dispatcher.list"), "RUNTIME_DIR": str(self.workdir),
             "PROBE_INTERVAL_S": str(self.probe_interval_s), "PROBE_TIMEOUT_MS": str(self.probe_timeout_ms),
             "INVITE_TIMEOUT_MS": str(self.probe_timeout_ms), "CHILDREN": str(self.children),
-            "DEBUG": str(self.debug), "MODULE_DIR": MODULE_DIR,
+            "DEBUG": str(self.debug), "MODULE_DIR": MODULE_DIR, **self.guard_values(),
         }
         text = (KAMAILIO_SRC / "kamailio.cfg").read_text()
         for key, value in values.items():
@@ -87,6 +94,15 @@ class KamailioInstance:
             raise RuntimeError(f"{KAMAILIO_SRC / 'kamailio.cfg'}: unfilled placeholder(s) {', '.join(left)}")
         self.config_file.write_text(text)
         (self.workdir / "dispatcher.list").write_text(self.dispatcher_list())
+
+    def guard_values(self) -> dict[str, str]:
+        """The brute-force placeholders: whole seconds (Kamailio counts in seconds; a fraction rounds up)."""
+        g = self.guard
+        checks = [f'\tif (is_in_subnet("$si", "{net}")) {{\n\t\t$var(trusted) = 1;\n\t}}' for net in g.trusted]
+        return {"BLOCK_FAILURES": str(g.failures), "BLOCK_SLOTS": str(g.failures - 1),
+                "BLOCK_WINDOW_S": str(math.ceil(g.window_s)), "BLOCK_S": str(math.ceil(g.block_s)),
+                "BLOCK_MAX_S": str(math.ceil(g.max_block_s)), "FLOOD_REQUESTS": str(self.flood_requests),
+                "TRUSTED_CHECKS": "\n".join(checks) or "\t# (no trusted network)"}
 
     def check(self) -> None:
         """Kamailio's own syntax check of the rendered configuration."""
@@ -195,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--node", action="append", required=True, help="a node's SIP address, host:port")
     render.add_argument("--listen", default="127.0.0.1:5060", help="Kamailio's address, host:port")
     render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--config", type=Path, default=None,
+                        help="the engines' callctl settings file (default: as callctl finds it, with CALLCTL_* "
+                             "variables): its sip_block_* and sip_trusted_networks become Kamailio's bans")
     run = sub.add_parser("run", help="make cluster: PostgreSQL, Kamailio, the nodes and their engines")
     run.add_argument("--nodes", type=int, default=2)
     run.add_argument("--state", type=Path, default=REPO / ".state" / "cluster")
@@ -203,12 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():
             parser.error(f"--listen {args.listen!r}: expected host:port")
-        kam = KamailioInstance(args.out, args.node, listen_address=host, listen_port=int(port))
+        from callctl.errors import CallctlError
+        from callctl.fraud.settings import block_policy
+
+        try:
+            guard = block_policy(edge_settings(path=args.config))
+        except CallctlError as exc:
+            parser.error(exc.message)
+        kam = KamailioInstance(args.out, args.node, listen_address=host, listen_port=int(port), guard=guard)
         try:
             kam.render()
         except ValueError as exc:
             parser.error(str(exc))
         print(kam.config_file)
+        try:
+            example = trusted_with(",".join(str(n) for n in guard.trusted), host)
+        except ValueError:  # a host name: the engines need the address the nodes will see
+            example = "<the existing networks>,<Kamailio's address>"
+        print(f"Each engine behind it: sip_trusted_networks must include {host} (Kamailio bans at the edge), e.g. "
+              f"{example}; kamailio_ctl: the address of its ctl socket, for `callctl fraud blocks` / `unblock`.",
+              file=sys.stderr)
         return 0
     if not 1 <= args.nodes <= 8:
         parser.error(f"--nodes {args.nodes}: between 1 and 8")
@@ -219,6 +252,7 @@ def run_cluster(count: int, state: Path) -> int:
     """`make cluster`: PostgreSQL, Kamailio on 127.0.0.1:5060 (another port if taken), ``count`` nodes and
     their engines, the demo banner of `make run`; Ctrl-C (or SIGTERM) stops all of it."""
     from callctl.conference.affinity import nodes_conf
+    from callctl.fraud.settings import block_policy
     from scripts import run as single
 
     if not kamailio_available():
@@ -262,8 +296,10 @@ def run_cluster(count: int, state: Path) -> int:
                         "--out", str(nodes[0].sounds_dir)], check=True, cwd=REPO)
         for node in nodes:
             node.start()
+        settings = edge_settings(base)
         kamailio = KamailioInstance(state / "kamailio", [f"{node.sip_bind}:{node.sip_port}" for node in nodes],
-                                    listen_port=single._port(5060, udp_too=True), debug=2)
+                                    listen_port=single._port(5060, udp_too=True), debug=2,
+                                    guard=block_policy(settings))
         kamailio.start()
         envs = []
         for n, node in enumerate(nodes, start=1):
@@ -272,7 +308,11 @@ def run_cluster(count: int, state: Path) -> int:
             env.update(CALLCTL_NODE_ID=f"node{n}", CALLCTL_AGI_LISTEN=node.agi_url.removeprefix("agi://"),
                        # one recordings folder for every engine: the stand-in for the shared storage a
                        # cluster needs (docs/scaling.md, "Recordings"), so purge/export/delete see every file
-                       CALLCTL_RECORDINGS_DIR=str(state / "recordings"))
+                       CALLCTL_RECORDINGS_DIR=str(state / "recordings"),
+                       # every request reaches the nodes from Kamailio: never block it (it bans at the edge)
+                       CALLCTL_SIP_TRUSTED_NETWORKS=trusted_with(settings.sip_trusted_networks,
+                                                                 kamailio.listen_address),
+                       CALLCTL_KAMAILIO_CTL=kamailio.ctl_socket)
             envs.append(env)
         single.write_cli_settings(envs[0], "make cluster")
         demo = single._demo(py, envs[0], state)
@@ -314,7 +354,31 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
         lines.append(f"   node{n}: Asterisk SIP {node.sip_bind}:{node.sip_port}, ARI {node.ari_url}, "
                      f"engine http://{env['CALLCTL_HTTP_LISTEN']}/readyz")
     lines.append(" A node whose engine stops refuses new calls (503) and Kamailio sends them to another node.")
+    lines.append(f" Softphones register to Kamailio ({kamailio.listen_address}:{kamailio.listen_port}), never to a "
+                 "node: Kamailio picks the user's home node and adds a Path, so every node reaches the phone "
+                 "through it (docs/scaling.md).")
+    g = kamailio.guard
+    lines.append(f" SIP brute force: Kamailio bans an address after {g.failures} failed authentications in "
+                 f"{g.window_s:g} s ({g.block_s:g} s, doubled per repeat); `callctl fraud blocks` lists the bans, "
+                 "`callctl fraud unblock IP` lifts them (docs/security.md).")
     return "\n".join(lines) + "\n"
+
+
+def edge_settings(env: dict[str, str] | None = None, path: Path | None = None) -> Any:
+    """The callctl settings the engines read (settings file, CALLCTL_* environment): Kamailio bans with the
+    same numbers."""
+    from callctl.config import load_settings
+
+    return load_settings(path, env)
+
+
+def trusted_with(networks: str, proxy: str) -> str:
+    """``sip_trusted_networks`` with the proxy's address added (once): what each engine behind it must trust."""
+    host = ipaddress.ip_network(proxy, strict=False)
+    entries = [e.strip() for e in networks.split(",") if e.strip()]
+    if any(ipaddress.ip_network(e, strict=False) == host for e in entries):
+        return ",".join(entries)
+    return ",".join([*entries, str(host)])
 
 
 def kamailio_available() -> bool:

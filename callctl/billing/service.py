@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from callctl.billing.plans import Plan, Plans, included_seconds_left, load_plans, trial_problem
+from callctl.billing.plans import Plan, Plans, load_plans, trial_problem
 from callctl.billing.prepaid import MAX_CALL_S, max_authorised_seconds, reservation_amount
 from callctl.billing.rating import Deck, Rate, call_cost, money_text
 from callctl.billing.statements import Rating, rate_call
@@ -109,27 +109,72 @@ async def quote(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, 
     return Quote(terms, plan, rating, problem if problem is not None else rating.refused, used_s)
 
 
+async def settle_rerouted(pool: Any, channel_id: str, asterisk_id: str | None, *,
+                          keep: Collection[uuid.UUID] = ()) -> list[SweptHold]:
+    """Settle, at zero, the open holds a previous engine took for the call on ``channel_id`` (on Asterisk
+    ``asterisk_id``) that is now being routed again: an engine restart found the caller in the app with
+    no attempt bridged (callctl.calls.adoption cancels the attempts still ringing), so the new routing
+    takes its own hold and the old one must not pay for the same seconds again (the sweep would settle it
+    from the caller channel's events, which cover the new call). Zero is what the old attempts certainly
+    talked: an attempt still ringing talked nothing; one answered whose far end left while no engine was
+    connected talked an unknown time, never billed more than certain (logged with the caller channel's
+    answer time, for the operator). ``keep``: this engine's own holds."""
+    holds = [h for h in await store.open_holds_on_channel(pool, channel_id, asterisk_id) if h.id not in keep]
+    if not holds:
+        return []
+    answered = await cel_store.answered_at(pool, channel_id)
+    swept = []
+    for hold in holds:
+        cost = await settle(pool, hold.id, 0)
+        swept.append(SweptHold(hold.id, channel_id, 0, "rerouted", cost))
+    log.warning("credit_holds_of_rerouted_call_released", holds=len(holds), channel=channel_id,
+                caller_answered_at=answered.isoformat() if answered is not None else None)
+    return swept
+
+
 async def authorize(pool: Any, account_id: uuid.UUID, from_e164: str, to_e164: str, at: dt.datetime, *,
                     plans: Plans | None = None, cap_s: int = MAX_CALL_S, min_seconds: int = 1,
                     decks: DeckLoader | None = None, user_id: uuid.UUID | None = None,
-                    channel_id: str | None = None, asterisk_id: str | None = None) -> Authorization:
+                    channel_id: str | None = None, asterisk_id: str | None = None,
+                    keep: Collection[uuid.UUID] = ()) -> Authorization:
     """Authorise a call: included calls get ``cap_s`` with no hold (on a plan with a per-user allowance,
-    at most the seconds ``user_id`` has left of it); billed calls get the longest duration the available
-    credit pays for (at most ``cap_s``), held by a reservation. Refused (max_seconds 0, ``reason`` set)
+    at most the seconds ``user_id`` has left of it, held for the call: store.hold_allowance); billed
+    calls get the longest duration the available credit pays for (at most ``cap_s``), held by a
+    reservation. Refused (max_seconds 0, ``reason`` set)
     when the account, rate or credit is missing, the rate is in another currency than the account's
     (``quote``), or the credit pays for less than ``min_seconds``. ``channel_id``: the call's first
     Asterisk channel (on Asterisk ``asterisk_id``), kept on the hold for the sweep (settle_abandoned).
 
+    A previous engine's open holds on ``channel_id`` (the call is routed again after a restart) are
+    settled at zero first (``settle_rerouted``; ``keep``: this engine's own holds).
+
     Raises StoreUnavailable when PostgreSQL is down (the caller decides whether to place the call).
     """
-    q = await quote(pool, account_id, from_e164, to_e164, 1, at, plans=plans, decks=decks, user_id=user_id)
-    if q.refused is not None or q.rating is None or q.plan is None or q.terms is None:
-        rated = q.rating if q.rating is not None and q.rating.refused is not None else None  # not a trial's end
-        return Authorization(0, None, rated, q.refused)
-    rating, terms = q.rating, q.terms
-    if rating.included:
-        left = included_seconds_left(q.plan, q.included_used_s)
-        return Authorization(cap_s if left is None else min(cap_s, left), None, rating)
+    if channel_id is not None:
+        await settle_rerouted(pool, channel_id, asterisk_id, keep=keep)
+    for _attempt in range(2):
+        q = await quote(pool, account_id, from_e164, to_e164, 1, at, plans=plans, decks=decks, user_id=user_id)
+        if q.refused is not None or q.rating is None or q.plan is None or q.terms is None:
+            rated = q.rating if q.rating is not None and q.rating.refused is not None else None  # not a trial's end
+            return Authorization(0, None, rated, q.refused)
+        rating, terms = q.rating, q.terms
+        if not rating.included:
+            break
+        allowance_s = q.plan.included_seconds_per_user
+        if allowance_s is None or user_id is None:
+            return Authorization(cap_s, None, rating)
+        # A per-user allowance (trial): the seconds left are held for this call, like credit, so parallel
+        # calls of the user on any node never get the same seconds (settled by finish or the sweep).
+        held = await store.hold_allowance(pool, account_id, user_id, terms.created_at, allowance_s, cap_s=cap_s,
+                                          min_seconds=min_seconds,
+                                          rate=_rate_json(rating.rate) if rating.rate is not None else {},
+                                          channel_id=channel_id, asterisk_id=asterisk_id)
+        if held is not None:
+            return Authorization(held[1], held[0], rating)
+        # The user's other calls took what was left since the quote: rated again, beyond the allowance now.
+    else:
+        return Authorization(0, None, rating, f"what is left of the included allowance of user {user_id} is "
+                                              f"held by its other calls")
     rate = rating.rate
     if rate is None:  # cannot happen: a rated call carries its row
         return Authorization(0, None, rating, rating.why)
@@ -162,6 +207,8 @@ async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> D
     res = await store.reservation(pool, reservation_id)
     if res is None:
         raise StoreError(f"credit reservation {reservation_id} does not exist")
+    if res.kind == "allowance":
+        return await store.settle(pool, reservation_id, Decimal(0), billed_seconds)
     cost = call_cost(_rate_from_json(res.rate), max(0, min(billed_seconds, res.max_seconds)))
     return await store.settle(pool, reservation_id, cost, billed_seconds)
 
@@ -169,7 +216,8 @@ async def settle(pool: Any, reservation_id: uuid.UUID, billed_seconds: int) -> D
 @dataclass(frozen=True)
 class SweptHold:
     """A hold the sweep settled: ``source`` of its seconds is ``cel`` (Asterisk's channel events),
-    ``engine`` (what an engine saw of the call: a recovered or adopted call) or ``full_hold``."""
+    ``engine`` (what an engine saw of the call: a recovered or adopted call), ``full_hold``, or
+    ``rerouted`` (its call was routed again by another engine: settle_rerouted)."""
 
     reservation_id: uuid.UUID
     channel_id: str | None
@@ -253,7 +301,7 @@ class PrepaidBilling:
                         user_id: uuid.UUID | None = None, channel_id: str | None = None) -> Authorization:
         auth = await authorize(self._pool, account_id, from_e164, to_e164, dt.datetime.now(dt.UTC),
                                plans=self._plans, decks=self._decks, user_id=user_id, channel_id=channel_id,
-                               asterisk_id=self._asterisk_id())
+                               asterisk_id=self._asterisk_id(), keep=set(self._open))
         if auth.reservation_id is not None:
             self._open.add(auth.reservation_id)
         return auth

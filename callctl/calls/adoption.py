@@ -41,7 +41,7 @@ class CallOwner(Protocol):
     @property
     def accepting(self) -> bool: ...
     def owned(self) -> Mapping[ChannelId, Call]: ...
-    def start_call(self, channel: ChannelInfo, *, adopted: bool,
+    def start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = (),
                    resumed: tuple[ChannelInfo, str] | None = None) -> None: ...
     def hand_back(self, channel_id: ChannelId) -> None: ...
     def journal_entry(self, channel: ChannelInfo) -> Mapping[str, Any]: ...
@@ -128,7 +128,9 @@ class Resync:
                 except ChannelGone:
                     pass
             await self._cancel_attempts(info, keep=resumed[0].id if resumed else None)
-            self._owner.start_call(info, adopted=True, resumed=resumed)
+            # With the arguments its Stasis() gave it (e.g. "line-outbound"): the router sends the call
+            # where the first engine did, not to the flow of its called number.
+            self._owner.start_call(info, adopted=True, args=tuple(a for a in app_args if a), resumed=resumed)
             adopted += 1
         return adopted
 

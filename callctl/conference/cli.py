@@ -299,30 +299,37 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
     return _run(_with_pool(settings, work))
 
 
-# How long the engine may take to act: starting plays the notice to everyone first.
-_RECORD_POLL_S = 0.2
+_RECORD_ANSWERS = {  # why a recording command was not carried out, for the one error line
+    "no_live_room": "no live room (nobody is in the call)",
+    "owner_unreachable": "the node holding the room ({owner}) did not answer; nothing was changed: try again "
+                         "(once its lease has run out, another node takes the room over)",
+    "owner_lost": "the node holding the room ({owner}) stopped while doing it: see `callctl conference show` "
+                  "before trying again",
+}
 
 
 def _record(args: argparse.Namespace, settings: Settings) -> int:
-    """A request row the engine that owns the room picks up (docs/recording.md)."""
-    from callctl.store import recordings as rec_store
+    """A command to the room, wherever it lives in the cluster: applied by the engine that holds it
+    (docs/scaling.md "The Online Space and commands across nodes")."""
+    from callctl.conference import remote
+    from callctl.store import room_commands
 
     async def work(pool: Any) -> int:
         conf = await store.get(pool, args.id)
         if conf is None:
             raise CallctlError(f"no conference {args.id}")
         action = "start" if args.start else "stop"
-        request_id = await rec_store.add_request(pool, conf.id, action, float(args.wait))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + args.wait
-        while (result := await rec_store.request_result(pool, request_id)) is None:
-            if loop.time() > deadline:
-                await rec_store.expire_request(pool, request_id)
-                raise CallctlError(f"conference {conf.id}: no running engine answered the {action} request within "
-                                   f"{args.wait} s: is `callctl run` up and connected to this database?")
-            await asyncio.sleep(_RECORD_POLL_S)
+        owner = await room_commands.live_owner(pool, conf.id)
+        if owner is None:
+            result = "no_live_room"
+        else:
+            wait_s = float(args.wait)
+            result = await remote.send_and_wait(pool, conf.id, owner, "cli", "record" if args.start else
+                                                "stop_recording", claim_within_s=min(wait_s, remote.CLAIM_WITHIN_S),
+                                                answer_within_s=wait_s)
         if result not in ("started", "stopped"):
-            raise CallctlError(f"conference {conf.id}: recording not {action}ed: {result.replace('_', ' ')}")
+            why = _RECORD_ANSWERS.get(result, result.replace("_", " ")).format(owner=owner)
+            raise CallctlError(f"conference {conf.id}: recording not {action}ed: {why}")
         print(json.dumps({"id": str(conf.id), "recording": result}))
         return 0
 

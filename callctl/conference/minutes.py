@@ -71,6 +71,7 @@ class LegMeter:
         self._started: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._warning_id: str | None = None
+        self._limited = False  # Asterisk's limit for the first hold is set (limit_in_asterisk)
         self.exhausted = False
 
     @property
@@ -86,8 +87,15 @@ class LegMeter:
         join only seconds later (it moves waiting channels into the bridge first), and the leg is in
         the room, and on the free line, all that time."""
         self._started = asyncio.get_running_loop().time() if since is None else since
-        await self._enforce_in_asterisk(self.held_s + ASTERISK_GRACE_S)
+        if not self._limited:
+            await self._enforce_in_asterisk(self.held_s + ASTERISK_GRACE_S)
         self._task = asyncio.create_task(self._run(), name=f"minutes-{self.hold_id}")
+
+    async def limit_in_asterisk(self) -> None:
+        """Set Asterisk's cut-off for the first hold now, before the leg enters the room (``start`` then
+        does not set it again): Asterisk enforces it even if the engine dies before the meter starts."""
+        await self._enforce_in_asterisk(self.held_s + ASTERISK_GRACE_S)
+        self._limited = True
 
     async def close(self) -> int:
         """Stop metering and settle the seconds used (idempotent in the store); returns them."""

@@ -14,14 +14,15 @@ import contextlib
 import contextvars
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callctl.calls.port import CallPort
 from callctl.conference import minutes
-from callctl.conference.affinity import HOP_EXTEN, MEMBER_HEADER, MemberPass, RoomLeases, endpoint_of, peer_of
+from callctl.conference.affinity import RoomLeases
 from callctl.conference.changes import ChangeFeed
+from callctl.conference.hop import ChannelVars, NodeHops, Play, Recorder
 from callctl.conference.offline import OfflineCodes
 from callctl.conference.room import (
     BRIDGE_PREFIX,
@@ -30,7 +31,6 @@ from callctl.conference.room import (
     Member,
     Room,
     RoomOps,
-    RoomRecorder,
     RoomSettings,
     RoomView,
 )
@@ -42,23 +42,6 @@ from callctl.store import conferences as store
 from callctl.store import minutes as minutes_store
 
 log = get_logger("callctl.conference")
-
-
-class Play(Protocol):
-    """How the conference says its prompts: names or media, in the call's language (the flow's ``ctx.play``)."""
-
-    async def __call__(self, items: Sequence[str], /, *, interruptible: bool = True) -> str | None: ...
-
-
-class Recorder(RoomRecorder, Protocol):
-    """The rooms' recorder (callctl.recording.conference.ConferenceRecorder)."""
-
-    async def tell_before_join(self, room: Room, member: Member,
-                               play: Callable[[list[str]], Awaitable[Any]]) -> None: ...
-
-
-class ChannelVars(Protocol):
-    async def get_var(self, channel_id: str, name: str) -> str | None: ...
 
 
 class FailureCounts(Protocol):
@@ -90,9 +73,6 @@ class EntryPrompts:
     goodbye: tuple[str, ...] = ("sound:vm-goodbye",)
 
 
-HOP_RING_S = 4.0  # the owner node answers a hop within milliseconds (measured); longer means it is gone
-
-
 @dataclass(frozen=True)
 class EntryOptions:
     attempts: int = 3
@@ -109,7 +89,8 @@ class LockoutPolicy:
     window_s: float = 600.0
 
 
-class ConferenceService:
+class ConferenceService(NodeHops):
+    _hop_prompts = EntryPrompts()
     offline: OfflineCodes | None = None  # set by the wiring (issue 18): codes while PostgreSQL is unreachable
     failures: FailureCounts | None = None  # set by the wiring (issue 17): the lockout check from memory
 
@@ -131,6 +112,8 @@ class ConferenceService:
         self._writes: set[asyncio.Task[None]] = set()
         self._timeline = TimelineWriter(lambda rows: store.record_events(pool, rows))
         self.changes = ChangeFeed()  # the Online Space's live pages follow the rooms through it
+        # Told of every change of a room held here, and of its end (issue 18: published for other nodes).
+        self.room_watch: Callable[[str], None] | None = None
 
     # -- timeline (the rooms' sink) ------------------------------------------------------------
 
@@ -267,7 +250,7 @@ class ConferenceService:
                                 organizer_leave_grace_s=float(conf.organizer_leave_grace_s),
                                 already_led=conf.started_at is not None)
         room = Room(settings, self._ops, self, recorder=self._recorder, on_end=self._on_room_end,
-                    on_change=self.changes.notify)
+                    on_change=self._room_changed)
         # A fresh context: the room outlives the call that opened it and must not log its call_id.
         task = asyncio.create_task(room.run(), name=f"conference-{conf.id}", context=contextvars.Context())
         self._rooms[conf.id] = (room, task)
@@ -326,10 +309,17 @@ class ConferenceService:
         if old:
             log.warning("conference_old_bridges_left", bridges=len(old))
 
+    def _room_changed(self, conference_id: str) -> None:
+        self.changes.notify(conference_id)
+        if self.room_watch is not None:
+            self.room_watch(conference_id)
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         for conference_id, (_room, held) in list(self._rooms.items()):
             if held is task:
                 del self._rooms[conference_id]
+                if self.room_watch is not None:
+                    self.room_watch(str(conference_id))
                 if self._leases is not None:
                     self._spawn(self._leases.release(conference_id), "conference_lease_release_failed")
 
@@ -366,6 +356,14 @@ class ConferenceService:
         room = self._room_for(conf)
         if room.recording and self._recorder is not None:  # told before a frame of theirs is recorded
             await self._recorder.tell_before_join(room, member, lambda media: play(media, interruptible=False))
+        meter = None
+        if paid is not None and hold is not None and self._meter_ops is not None:
+            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
+                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
+                                     on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
+            # Asterisk's limit before the leg is in the room: an engine dying right after the join leaves
+            # no organizer-paid caller in it without a cut-off.
+            await meter.limit_in_asterisk()
         entered = asyncio.get_running_loop().time()  # the pool is drawn from here, as the timeline says
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
@@ -383,11 +381,6 @@ class ConferenceService:
         call.result.conference_id, call.result.person, call.result.role = str(conf.id), match.email, match.role
         if match.role == ORGANIZER and conf.started_at is None:  # led before: nothing to write
             self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
-        meter = None
-        if paid is not None and hold is not None and self._meter_ops is not None:
-            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
-                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
-                                     on_exhausted=lambda: self._take_out(room, member, "minutes_exhausted"))
         try:
             if meter is not None:
                 await meter.start(since=entered)
@@ -437,144 +430,3 @@ class ConferenceService:
             if prompts and not room.ended:
                 with contextlib.suppress(CallHungUp):
                     await play(prompts, interruptible=False)
-
-    # -- several nodes (issue 18, docs/conferences.md "Several nodes") ---------------------------
-
-    async def _owner_of(self, conf: store.Conference) -> str | None:
-        """The other node that holds this conference's room, or None when this engine holds it (it took
-        or renewed the lease) or runs alone. Without the database the room is held here: callers to an
-        open conference still get in (two rooms at worst, for as long as the outage lasts)."""
-        if self._leases is None:
-            return None
-        try:
-            owner = await self._leases.claim(conf.id)
-        except StoreError as exc:
-            log.warning("conference_lease_unavailable", conference_id=str(conf.id), error=str(exc))
-            return None
-        return None if owner == self._leases.node else owner
-
-    async def _hop(self, call: CallPort, match: store.CodeMatch, owner: str, caller: str,
-                   hold: minutes_store.Hold | None, paid: minutes.PaidLine | None) -> str:
-        """Hand an admitted caller to the node that holds the room: dial its engine over the inter-node
-        trunk, the member's identity in a header, and bridge the two legs here until either ends. The
-        owner's room applies every rule and hears every key; this node keeps the caller's CDR (with the
-        conference, person and role) and the organizer-paid meter."""
-        conf = match.conference
-        member = MemberPass(conf.id, match.email, match.role, str(call.call_id), call.language, caller)
-        call.result.conference_id, call.result.person, call.result.role = str(conf.id), match.email, match.role
-        call.result.extra["room_node"] = owner
-        log.info("conference_member_hop", conference_id=str(conf.id), owner=owner)
-        meter = None
-        if paid is not None and hold is not None and self._meter_ops is not None:
-            async def out_of_room() -> None:
-                if call.legs:
-                    with contextlib.suppress(AriError):
-                        await self._ops.hang_up(call.legs[-1].channel_id, "normal")
-            meter = minutes.LegMeter(self._pool, self._meter_ops, paid, hold, channel_id=call.channel_id,
-                                     language=call.language, local_number=paid.local_for(conf.access_numbers),
-                                     on_exhausted=out_of_room)
-        try:
-            if meter is not None:
-                await meter.start()
-            outcome = await call.dial(f"PJSIP/{HOP_EXTEN}@{endpoint_of(owner)}", timeout_s=HOP_RING_S,
-                                      headers={MEMBER_HEADER: member.encode()})
-        finally:
-            if meter is not None:
-                await meter.close()
-        if meter is not None and meter.moved:
-            await minutes.wait_for_moved_leg_end(call)
-            return "conference_left"
-        if outcome.status != "answered":
-            log.warning("conference_owner_unreachable", conference_id=str(conf.id), owner=owner,
-                        status=outcome.status, cause=outcome.cause)
-            return "room_unreachable"
-        return "conference_left"
-
-    async def _wait_for_takeover(self, call: CallPort, conf: store.Conference) -> bool:
-        """The owner did not take the hop (node dead, or its engine gone and its node refusing calls):
-        its lease runs out within ``conference_lease_s`` since it stopped renewing. The caller hears
-        music meanwhile; True once this node holds the room (the caller joins it here)."""
-        assert self._leases is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._leases.lease_s + 2.0
-        with contextlib.suppress(AriError):
-            await self._ops.start_moh(call.channel_id)
-        try:
-            while loop.time() < deadline:
-                await call.read_digit(1.0)  # a second between polls of the lease; raises if the caller left
-                if await self._owner_of(conf) is None:
-                    log.info("conference_room_taken_over", conference_id=str(conf.id), node=self._leases.node)
-                    return True
-            return False
-        finally:
-            with contextlib.suppress(AriError):
-                await self._ops.stop_moh(call.channel_id)
-
-    async def take_hop(self, call: CallPort, _plan: Any) -> str | None:
-        """The router's number handler for members another node hands to this one's rooms: None for any
-        call that did not come in on a peer node's endpoint (a caller cannot claim an identity)."""
-        peer = peer_of(call.channel_name)
-        if peer is None or call.called != HOP_EXTEN or self._leases is None or self._channel_vars is None:
-            return None
-        call.result.flow = "conference-hop"
-        call.result.extra.update(hop_from=peer)
-        call.result.disposition = "NODE_HOP"  # not the caller's CDR: the admitting node's one is
-        try:
-            member = MemberPass.decode(await self._channel_vars.get_var(call.channel_id,
-                                                                       f"PJSIP_HEADER(read,{MEMBER_HEADER})"),
-                                       call.channel_name)
-        except ValueError as exc:
-            log.warning("conference_hop_refused", reason="bad_member_header", error=str(exc))
-            await call.hang_up("normal")
-            return "hop_refused"
-        call.language = member.language
-        call.result.conference_id = str(member.conference_id)
-        call.result.extra.update(hop_leg=member.leg_id)
-        try:
-            conf = await store.get(self._pool, member.conference_id)
-        except StoreError as exc:
-            log.error("conference_store_unavailable", error=str(exc))
-            await call.hang_up("congestion")
-            return "store_unavailable"
-        owner = None
-        if conf is not None:
-            try:
-                owner = await self._leases.claim(member.conference_id)
-            except StoreError as exc:  # a member sent here belongs here: the room is open or opens
-                log.warning("conference_lease_unavailable", conference_id=str(conf.id), error=str(exc))
-                owner = self._leases.node
-        if conf is None or owner != self._leases.node:
-            # The lease moved on (this engine was away longer than it): the admitting node asks again.
-            log.warning("conference_hop_refused", reason="not_owner", conference_id=str(member.conference_id),
-                        owner=owner)
-            await call.hang_up("congestion")
-            return "hop_refused"
-        await call.answer()
-        return await self._join_hopped(call, conf, member)
-
-    async def _join_hopped(self, call: CallPort, conf: store.Conference, member_pass: MemberPass) -> str:
-        p = EntryPrompts()
-        member = Member(call.channel_id, member_pass.person, member_pass.role, member_pass.leg_id,
-                        member_pass.language)
-        room = self._room_for(conf)
-        if room.recording and self._recorder is not None:
-            await self._recorder.tell_before_join(room, member, lambda media: call.play(media, interruptible=False))
-        result = await room.join(member)
-        if result == "ended":
-            room = self._room_for(conf)
-            result = await room.join(member)
-        if result not in ("joined", "waiting"):
-            await store.record_attempt(self._pool, member_pass.caller, HOP_EXTEN, result, conf.id)
-            log.info("conference_join_refused", reason=result, conference_id=str(conf.id))
-            await call.play(list({"locked": p.locked, "full": p.full, "in_use": p.in_use}.get(result, p.over)),
-                            interruptible=False)
-            return result
-        if member.role == ORGANIZER and conf.started_at is None:
-            self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
-        try:
-            await self._in_room(call, call.play, room, member)
-        except CallHungUp:
-            room.leave(member, "hangup")
-            raise
-        room.leave(member, "ended")
-        return "conference_left"

@@ -4,6 +4,7 @@ audited with who made it (--by, default the login name)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
@@ -184,21 +185,33 @@ def _release(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _blocks(args: argparse.Namespace, settings: Settings) -> int:
+    """The nodes' blocks (PostgreSQL, each engine's Asterisk ACL) and, with kamailio_ctl, Kamailio's bans."""
     from callctl.store import fraud as store
 
-    _print([b.to_json() for b in _db(settings, store.active_blocks)])
+    listed = [{**b.to_json(), "where": "nodes"} for b in _db(settings, store.active_blocks)]
+    if settings.kamailio_ctl:
+        from callctl.fraud.kamailio import edge_bans
+
+        listed += [b.to_json() for b in asyncio.run(edge_bans(settings.kamailio_ctl))]
+    _print(listed)
     return 0
 
 
 def _unblock(args: argparse.Namespace, settings: Settings) -> int:
+    """Lift an address everywhere it is blocked: the nodes' block (audited) and Kamailio's ban."""
     from callctl.store import fraud as store
 
+    edge = False
+    if settings.kamailio_ctl:
+        from callctl.fraud.kamailio import lift_edge_ban
+
+        edge = asyncio.run(lift_edge_ban(settings.kamailio_ctl, args.address))
     lifted = _db(settings, lambda pool: store.lift_block(pool, args.address, args.by or _who()))
-    if not lifted:
+    if not lifted and not edge:
         print(f"callctl: error: {args.address} is not blocked (nothing to lift)", file=sys.stderr)
         return 1
-    _print({"address": args.address, "lifted": lifted,
-            "note": "the running daemons remove it from Asterisk's ACL within seconds"})
+    _print({"address": args.address, "lifted": lifted, "lifted_at_kamailio": edge,
+            "note": "the running daemons remove it from Asterisk's ACL within seconds; Kamailio's ban is gone now"})
     return 0
 
 

@@ -30,6 +30,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 RECORDINGS_NOTE = "each file: `callctl recordings export ID DEST` (checks its sha256)"
 ERASE_RULE = ("erasure on request: own bookings, codes, timeline and attempts deleted; CDRs within the "
               "12-month billing retention pseudonymised, older ones deleted")
+NEEDS_ATTENTION = 1  # exit status: done, but something is left for a person (as `callctl bill`, `cdr reconcile`)
 PURGE_RULE = ("suspended more than one month: users, SIP credentials, numbers and credit deleted; "
               "CDRs within the 12-month billing retention pseudonymised, older ones deleted")
 
@@ -189,6 +190,25 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _left_on_other_nodes(gone: dict[str, Any]) -> list[dict[str, Any]]:
+    """Recordings a deletion kept because their file is on another node's disk (the row stays for that
+    node): each with the node and the command that finishes the job there."""
+    return [{"recording": p["id"], "node": p["node"], "location": p.get("location"),
+             "to_do": f"on node {p['node']}: callctl recordings delete {p['id']}"}
+            for p in gone.get("problems", []) if p.get("file") == "on_other_node"]
+
+
+def _answer(doc: dict[str, Any], left: list[dict[str, Any]], what: str) -> int:
+    """Print the command's JSON; exit NEEDS_ATTENTION, saying why on stderr, when recordings are left."""
+    _print(doc)
+    if not left:
+        return 0
+    nodes = ", ".join(sorted({item["node"] for item in left}))
+    print(f"callctl: {what}: {len(left)} recording(s) kept, their files are on node(s) {nodes}: "
+          "delete them there (needs_attention lists each with its command)", file=sys.stderr)
+    return NEEDS_ATTENTION
+
+
 def _erase(args: argparse.Namespace, settings: Settings) -> int:
     email, number = _who(args)
     now = _now(args.now)
@@ -210,15 +230,19 @@ def _erase(args: argparse.Namespace, settings: Settings) -> int:
         gone = await recordings.erase_person(db, recs, now, dry_run=args.dry_run)
         counts["recordings"] = len(gone["deleted"])
         counts["recordings_held"] = len(gone["held"])
+        left = _left_on_other_nodes(gone)
+        counts["recordings_on_other_node"] = len(left)
         subject = pseudonym(key, value)
         await store.audit(db, command="privacy erase " + ("--email" if email else "--number"), rule=ERASE_RULE,
                           subject=subject, dry_run=args.dry_run, counts=counts, at=now)
         return {"subject": subject, "dry_run": args.dry_run, "rule": ERASE_RULE, "counts": counts,
                 "kept": ["numbers (DIDs) and forwarding targets belong to their account: "
                          "`callctl user remove` or `callctl suspension purge`",
-                         "the CDR spool until PostgreSQL acknowledges it; journald logs (numbers masked)"]}
+                         "the CDR spool until PostgreSQL acknowledges it; journald logs (numbers masked)"],
+                "needs_attention": left}
 
-    return _print(_with_pool(settings, work))
+    doc = _with_pool(settings, work)
+    return _answer(doc, doc["needs_attention"], "privacy erase")
 
 
 def _suspension_json(s: store.Suspension) -> dict[str, Any]:
@@ -263,9 +287,13 @@ def _purge(args: argparse.Namespace, settings: Settings) -> int:
                                                dry_run=args.dry_run)
             gone = await recordings.erase_account(db, s.account_id, now, dry_run=args.dry_run)
             counts["recordings"] = len(gone["deleted"])
+            left = _left_on_other_nodes(gone)
+            counts["recordings_on_other_node"] = len(left)
             await store.audit(db, command="suspension purge", rule=PURGE_RULE, subject=str(s.account_id),
                               dry_run=args.dry_run, counts=counts, at=now)
-            done.append({"account_id": str(s.account_id), "suspended_at": _iso(s.suspended_at), "counts": counts})
+            done.append({"account_id": str(s.account_id), "suspended_at": _iso(s.suspended_at), "counts": counts,
+                         "needs_attention": left})
         return {"now": now.isoformat(), "dry_run": args.dry_run, "rule": PURGE_RULE, "purged": done}
 
-    return _print(_with_pool(settings, work))
+    doc = _with_pool(settings, work)
+    return _answer(doc, [item for p in doc["purged"] for item in p["needs_attention"]], "suspension purge")

@@ -126,6 +126,7 @@ class Reservation:
     rate: dict[str, Any]
     settled_at: dt.datetime | None
     cost: Decimal | None
+    kind: str = "credit"  # or "allowance": seconds of a user's included allowance, no money (migration 0025)
 
 
 @_translated
@@ -182,7 +183,7 @@ async def reserve(db: Any, account_id: uuid.UUID, amount: Decimal, *, max_second
 
 @_translated
 async def reservation(db: Any, reservation_id: uuid.UUID) -> Reservation | None:
-    row = await db.fetchrow("SELECT id, account_id, amount, max_seconds, rate, settled_at, cost "
+    row = await db.fetchrow("SELECT id, account_id, amount, max_seconds, rate, settled_at, cost, kind "
                             "FROM credit_reservation WHERE id = $1", reservation_id)
     if row is None:
         return None
@@ -198,12 +199,16 @@ async def settle(db: Any, reservation_id: uuid.UUID, true_cost: Decimal, billed_
     Idempotent: settling an already settled reservation returns its recorded cost and changes nothing.
     """
     async with _connection(db) as conn, conn.transaction():
-        res = await conn.fetchrow("SELECT account_id, amount, settled_at, cost FROM credit_reservation "
-                                  "WHERE id = $1 FOR UPDATE", reservation_id)
+        res = await conn.fetchrow("SELECT account_id, amount, settled_at, cost, kind, max_seconds "
+                                  "FROM credit_reservation WHERE id = $1 FOR UPDATE", reservation_id)
         if res is None:
             raise StoreError(f"credit reservation {reservation_id} does not exist")
         if res["settled_at"] is not None:
             return Decimal(res["cost"])
+        if res["kind"] == "allowance":  # seconds of an allowance: no money moves, the seconds used are kept
+            await conn.execute("UPDATE credit_reservation SET settled_at = now(), cost = 0, billed_s = $2 "
+                               "WHERE id = $1", reservation_id, max(0, min(billed_s, int(res["max_seconds"]))))
+            return Decimal(0)
         cost: Decimal = min(max(true_cost, Decimal(0)), Decimal(res["amount"]))
         await conn.execute("SELECT 1 FROM credit_balance WHERE account_id = $1 FOR UPDATE", res["account_id"])
         await conn.execute("UPDATE credit_balance SET balance = balance - $2, reserved = reserved - $3, "
@@ -227,6 +232,16 @@ class OpenHold:
 
 
 @_translated
+async def open_holds_on_channel(db: Any, channel_id: str, asterisk_id: str | None) -> list[OpenHold]:
+    """The holds not settled yet that were taken for the call on ``channel_id`` of Asterisk ``asterisk_id``
+    (or of an unknown Asterisk), oldest first."""
+    rows = await db.fetch("SELECT id, channel_id, max_seconds FROM credit_reservation WHERE settled_at IS NULL "
+                          "AND channel_id = $1 AND (asterisk_id IS NULL OR $2::text IS NULL OR asterisk_id = $2) "
+                          "ORDER BY created_at, id", channel_id, asterisk_id)
+    return [OpenHold(r["id"], r["channel_id"], int(r["max_seconds"]), False) for r in rows]
+
+
+@_translated
 async def open_reservations(db: Any, margin_s: int, asterisk_id: str | None = None) -> list[OpenHold]:
     """Every reservation not settled yet, oldest first; ``foreign`` when taken on another Asterisk than
     ``asterisk_id`` (holds of unknown origin are not foreign)."""
@@ -239,14 +254,56 @@ async def open_reservations(db: Any, margin_s: int, asterisk_id: str | None = No
             for r in rows]
 
 
-# -- CDRs for statements and fair use --------------------------------------------------------------
+# -- included allowances (trial plans: seconds per user) ------------------------------------------
+# What a user used of the allowance since ``$3``: the seconds of its allowance holds (settled: what the call
+# used; open: what the call in progress holds), plus the seconds of its CDRs rated as included that started
+# before its first hold (calls made before holds existed, migration 0025; every later included call has a
+# hold). A settled hold counts at once, before its CDR reaches the cdr table. Emergency legs (free and
+# ``included`` too, but rated from no deck: no prefix) never use it up.
+_ALLOWANCE_USED = """
+WITH h AS (SELECT min(created_at) AS first_at,
+                  COALESCE(sum(billed_s) FILTER (WHERE settled_at IS NOT NULL), 0)
+                  + COALESCE(sum(max_seconds) FILTER (WHERE settled_at IS NULL), 0) AS held_s
+             FROM credit_reservation WHERE kind = 'allowance' AND user_id = $4 AND created_at >= $3)
+SELECT h.held_s + (SELECT COALESCE(sum(billed_s), 0) FROM cdr
+                    WHERE account_id = $1 AND user_id = $2 AND started_at >= $3
+                      AND started_at < COALESCE(h.first_at, 'infinity') AND direction = 'outbound' AND included
+                      AND rating_prefix IS NOT NULL)
+  FROM h
+"""
+
+
 @_translated
 async def included_seconds_used(db: Any, account_id: uuid.UUID, user_id: uuid.UUID, since: dt.datetime) -> int:
-    """Seconds of ``user_id``'s calls since ``since`` that the engine rated as included in the plan.
-    Emergency legs (free and ``included`` too, but rated from no deck: no prefix) never use it up."""
-    return int(await db.fetchval(
-        "SELECT COALESCE(sum(billed_s), 0) FROM cdr WHERE account_id = $1 AND user_id = $2 AND started_at >= $3 "
-        "AND direction = 'outbound' AND included AND rating_prefix IS NOT NULL", str(account_id), str(user_id), since))
+    """Seconds of ``user_id``'s allowance used since ``since``, its calls in progress included (their holds)."""
+    return int(await db.fetchval(_ALLOWANCE_USED, str(account_id), str(user_id), since, user_id))
+
+
+@_translated
+async def hold_allowance(db: Any, account_id: uuid.UUID, user_id: uuid.UUID, since: dt.datetime, allowance_s: int,
+                         *, cap_s: int, min_seconds: int, rate: dict[str, Any], channel_id: str | None,
+                         asterisk_id: str | None) -> tuple[uuid.UUID, int] | None:
+    """Hold what is left of ``user_id``'s allowance of ``allowance_s`` seconds since ``since`` (at most
+    ``cap_s``) for one call: (hold id, seconds held), or None when fewer than ``min_seconds`` are left.
+
+    Serialised per user by a transaction advisory lock (the user's row may be on no node's cache, or
+    gone): the count runs after the lock, with a fresh snapshot, so it sees the hold a parallel call on
+    any node has just committed and two calls never get the same seconds.
+    """
+    async with _connection(db) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('allowance|' || $1, 25))", str(user_id))
+        used = int(await conn.fetchval(_ALLOWANCE_USED, str(account_id), str(user_id), since, user_id))
+        seconds = min(cap_s, allowance_s - used)
+        if seconds < max(1, min_seconds):
+            return None
+        rid = uuid.uuid4()
+        await conn.execute("INSERT INTO credit_reservation (id, account_id, amount, max_seconds, rate, channel_id, "
+                           "asterisk_id, kind, user_id) VALUES ($1, $2, 0, $3, $4::jsonb, $5, $6, 'allowance', $7)",
+                           rid, account_id, seconds, json.dumps(rate), channel_id, asterisk_id, user_id)
+    return rid, seconds
+
+
+# -- CDRs for statements and fair use --------------------------------------------------------------
 
 
 @_translated

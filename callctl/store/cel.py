@@ -109,3 +109,10 @@ async def ended_channel_times(db: Any, uniqueids: list[str]) -> dict[str, Channe
         "HAVING max(eventtime) FILTER (WHERE eventtype = 'CHAN_END') IS NOT NULL", uniqueids)
     return {r["uniqueid"]: ChannelTimes(_utc(r["started_at"]), _utc(r["answered_at"]),
                                         r["ended_at"].replace(tzinfo=dt.UTC)) for r in rows}
+
+
+@_translated
+async def answered_at(db: Any, uniqueid: str) -> dt.datetime | None:
+    """When Asterisk answered this channel (None: not answered, or no events recorded)."""
+    return _utc(await db.fetchval("SELECT min(eventtime) FROM cel WHERE uniqueid = $1 AND eventtype = 'ANSWER'",
+                                  uniqueid))

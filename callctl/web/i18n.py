@@ -25,6 +25,9 @@ TEXT: dict[str, dict[str, str]] = {
         "not_in_call": "That person is not in the call.",
         "no_live_room": "Nobody is in the call right now.", "failed": "That did not work: try again.",
         "unavailable": "Recording is not available.", "ended": "The call has ended.",
+        "owner_unreachable": "The server holding the call did not answer: nothing was changed. Try again in a "
+                             "few seconds.",
+        "owner_lost": "The server holding the call stopped while doing it: check the call before trying again.",
         "bad_csrf": "This page is out of date: reload it and try again.",
         "too_many": "Too many attempts: wait a few minutes and try again.",
         "too_big": "That file is too large.", "bad_type": "That type of file is not accepted.",
@@ -70,6 +73,10 @@ TEXT: dict[str, dict[str, str]] = {
         "done": "C'est fait.", "forbidden": "Seul l'organisateur peut faire cela.",
         "not_in_call": "Cette personne n'est pas dans l'appel.", "no_live_room": "Personne n'est dans l'appel.",
         "failed": "Cela n'a pas fonctionné : réessayez.", "unavailable": "L'enregistrement n'est pas disponible.",
+        "owner_unreachable": "Le serveur qui tient l'appel n'a pas répondu : rien n'a changé. Réessayez dans "
+                             "quelques secondes.",
+        "owner_lost": "Le serveur qui tient l'appel s'est arrêté pendant l'opération : vérifiez l'appel avant "
+                      "de réessayer.",
         "ended": "L'appel est terminé.", "bad_csrf": "Cette page n'est plus à jour : rechargez-la et réessayez.",
         "too_many": "Trop de tentatives : patientez quelques minutes.",
         "too_big": "Ce fichier est trop volumineux.", "bad_type": "Ce type de fichier n'est pas accepté.",

@@ -44,15 +44,16 @@ KEEPALIVE_S = 15.0
 MAX_MESSAGE = 2000
 STATUS = {"done": 200, "forbidden": 403, "unknown_action": 400, "not_in_call": 409, "no_live_room": 409,
           "ended": 409, "failed": 502, "unavailable": 409, "bad_csrf": 403, "too_many": 429, "too_big": 413,
-          "bad_type": 415, "too_many_docs": 409, "empty": 400, "too_long": 400}
+          "bad_type": 415, "too_many_docs": 409, "empty": 400, "too_long": 400,
+          "owner_unreachable": 503, "owner_lost": 504}  # issue 18: the room's node did not answer
 
 
 class Rooms(Protocol):
-    """The live rooms (callctl.conference.service.ConferenceService)."""
+    """The live rooms wherever they live in the cluster (callctl.conference.remote.ClusterRooms)."""
 
     changes: ChangeFeed
 
-    def view(self, conference_id: uuid.UUID) -> RoomView | None: ...
+    async def view(self, conference_id: uuid.UUID) -> RoomView | None: ...
     async def act(self, conference_id: uuid.UUID, action: Action) -> str: ...
 
 
@@ -272,7 +273,7 @@ class SpaceServer:
     async def state(self, link: store.Link) -> dict[str, Any]:
         """What the page shows live: the call, the documents, the messages."""
         cid = link.conference.id
-        view = self._rooms.view(cid)
+        view = await self._rooms.view(cid)
         docs = await store.documents(self._pool, cid)
         msgs = await store.messages(self._pool, cid)
         return {

@@ -152,7 +152,7 @@ def test_a_call_whose_engine_lost_its_disk_still_gets_its_cdr_from_the_database(
     sipp.finish(*call)  # the caller hangs up while no engine runs on the node
     shutil.rmtree(node.workdir)
     node.workdir.mkdir()
-    node.start_engine().wait_for_log("calls_recovered_from_journal")
+    node.start_engine().wait_for_log("calls_recovered_from_journal", 60)  # a start on a loaded machine
     cdr = wait_for_leg_cdr(database_url, row["leg_id"])
     extra = json.loads(cdr["extra"])
     assert extra["incomplete"] is True and extra["outcome"] == "ended_without_engine"

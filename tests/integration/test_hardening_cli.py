@@ -95,7 +95,7 @@ def daemon_http() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.mark.timeout(300)  # some 50 Python processes
+@pytest.mark.timeout(600)  # some 50 Python processes (about 2 minutes; 5 on a saturated machine)
 def test_every_json_command_prints_only_json_on_stdout_and_logs_on_stderr(database_url: str, tmp_path: Path,
                                                                           daemon_http: str) -> None:
     seen: set[str] = set()

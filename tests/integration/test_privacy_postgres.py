@@ -110,7 +110,8 @@ def test_export_then_erase_of_a_participant_leaves_no_trace_outside_pseudonymise
     assert erased["counts"] == {"conference_attempt": 0, "conference_event": 1, "conference_code": 1,
                                 "conference_link": 1, "conference_message": 0, "conference_document": 0,
                                 "conference": 0, "cdr_pseudonymised": 1, "cdr_deleted": 1, "outbox_files": 1,
-                                "recordings": 0, "recordings_held": 0}
+                                "recordings": 0, "recordings_held": 0, "recordings_on_other_node": 0}
+    assert erased["needs_attention"] == []
     cli(database_url, tmp_path, "privacy", "erase", "--number", P1_NUMBER)
 
     assert traces(database_url, P1) == {}

@@ -44,7 +44,7 @@ class FakeRooms:
         self.live: RoomView | None = RoomView((MemberView(ORG, "organizer", dt.datetime.now(dt.UTC), False, False),),
                                               False, False, False)
 
-    def view(self, conference_id: uuid.UUID) -> RoomView | None:
+    async def view(self, conference_id: uuid.UUID) -> RoomView | None:
         return self.live
 
     async def act(self, conference_id: uuid.UUID, action: Action) -> str:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
-from callctl.ari.transport import RequestSocket, WsRequests
+from callctl.ari.transport import STALLED_S, RequestSocket, WsRequests
 from callctl.errors import AriError, AriUnavailable
 from tests.support.waiting import wait_for_async
 
@@ -20,10 +21,11 @@ class FakeWs:
         self.sent: list[dict[str, Any]] = []
         self.closed = False
 
-    async def send_str(self, text: str) -> None:
+    async def send_frame(self, data: bytes, opcode: aiohttp.WSMsgType) -> None:
         if self.closed:
             raise ConnectionResetError("Cannot write to closing transport")
-        self.sent.append(orjson.loads(text))
+        assert opcode == aiohttp.WSMsgType.TEXT  # Asterisk reads requests from text frames
+        self.sent.append(orjson.loads(data))
 
 
 def _pool(count: int) -> tuple[WsRequests, list[RequestSocket]]:
@@ -40,7 +42,7 @@ def _answer(sock: RequestSocket, index: int, status: int = 200, body: str | None
                            "reason_phrase": "OK", "uri": sent["uri"]}
     if body is not None:
         raw["message_body"] = body
-    sock.resolve(raw)
+    sock.resolve(raw, asyncio.get_running_loop().time())
 
 
 def test_requests_are_sent_as_rest_request_messages_and_answers_match_by_id_in_any_order() -> None:
@@ -113,5 +115,77 @@ def test_an_answer_that_never_comes_fails_the_request_after_its_timeout_and_a_la
             await requests.request("GET", "bridges", params=None, json_body=None, timeout_s=0.05)
         assert isinstance(info.value, AriError) and not sock.pending
         _answer(sock, 0)  # the late answer finds no one waiting: dropped quietly
+
+    asyncio.run(main())
+
+
+def test_a_socket_whose_current_request_is_held_is_avoided_until_every_socket_is() -> None:
+    async def main() -> None:
+        requests, [held, free] = _pool(2)
+        slow = asyncio.create_task(requests.request("POST", "channels/c1/variable", params=None, json_body=None,
+                                                    timeout_s=60))
+        await wait_for_async(lambda: held.unanswered == 1, "the slow one sent")
+        held.serving_since -= STALLED_S + 1  # Asterisk has been on it for over STALLED_S
+        quick = [asyncio.create_task(requests.request("GET", f"channels/c{n}", params=None, json_body=None,
+                                                      timeout_s=60)) for n in range(3)]
+        await wait_for_async(lambda: requests.in_flight == 4, "all sent")
+        assert (held.unanswered, free.unanswered) == (1, 3)  # none queued behind the held command
+        now = asyncio.get_running_loop().time()
+        assert requests.ready(now)
+        free.serving_since -= STALLED_S + 1  # now both are held: not ready (the client takes HTTP) ...
+        assert not requests.ready(now)
+        # ... and sent anyway, the one with fewer waiting goes first.
+        last = asyncio.create_task(requests.request("GET", "bridges", params=None, json_body=None, timeout_s=60))
+        await wait_for_async(lambda: held.unanswered == 2, "the last one on the held socket")
+        for n in range(3):
+            _answer(free, n)
+        _answer(held, 0)
+        _answer(held, 1)
+        await asyncio.gather(slow, last, *quick)
+
+    asyncio.run(main())
+
+
+def test_a_timed_out_request_still_counts_against_its_socket_until_asterisk_answers_it() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+        with pytest.raises(AriUnavailable, match="no answer within"):
+            await requests.request("POST", "channels/c1/variable", params=None, json_body=None, timeout_s=0.05)
+        assert sock.unanswered == 1 and not sock.pending  # Asterisk serves it still, in order
+        _answer(sock, 0)  # late: dropped, and the socket is free again
+        assert sock.unanswered == 0
+
+    asyncio.run(main())
+
+
+def test_losing_one_socket_fails_only_its_own_requests() -> None:
+    async def main() -> None:
+        requests, [lost, kept] = _pool(2)
+        tasks = [asyncio.create_task(requests.request("GET", f"channels/c{n}", params=None, json_body=None,
+                                                      timeout_s=60)) for n in range(2)]
+        await wait_for_async(lambda: (len(lost.pending), len(kept.pending)) == (1, 1), "one on each")
+        assert requests.detach(lost, "request websocket s0 closed") == 1
+        with pytest.raises(AriUnavailable, match="s0 closed with the request in flight"):
+            await asyncio.wait_for(tasks[0], 5)
+        assert requests.sockets == [kept] and not tasks[1].done()
+        _answer(kept, 0)
+        assert (await tasks[1]).status == 200
+
+    asyncio.run(main())
+
+
+def test_an_answer_read_while_its_request_is_still_being_sent_leaves_the_socket_free() -> None:
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+
+        async def slow_send(data: bytes, opcode: aiohttp.WSMsgType) -> None:
+            sent = orjson.loads(data)
+            sock.ws.sent.append(sent)  # type: ignore[attr-defined]
+            _answer(sock, 0)  # the reader got the answer while the send was still draining
+            await asyncio.sleep(0)
+
+        sock.ws.send_frame = slow_send  # type: ignore[method-assign]
+        assert (await requests.request("GET", "bridges", params=None, json_body=None, timeout_s=5)).status == 200
+        assert sock.unanswered == 0 and requests.ready(asyncio.get_running_loop().time() + 60)
 
     asyncio.run(main())

@@ -14,7 +14,7 @@ from callctl.web.server import SpaceServer
 class NoRooms:
     changes = ChangeFeed()
 
-    def view(self, conference_id: object) -> None:
+    async def view(self, conference_id: object) -> None:
         return None
 
     async def act(self, conference_id: object, action: object) -> str:
