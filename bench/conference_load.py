@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import json
@@ -31,6 +32,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bench import callers, native
 from bench.figures import Step, ari_event_types, parse_cel, timings
@@ -82,6 +85,30 @@ def postgres_pids(data_dir: Path) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
                 pids.append(int(stat.parent.name))
     return pids
+
+
+def pg_transactions(url: str) -> int:
+    """Transactions committed or rolled back in the bench database so far (asyncpg runs a statement
+    outside a transaction block as one): the engine's PostgreSQL round trips, near enough."""
+
+    async def read() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+            return int(await conn.fetchval("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                                           "WHERE datname = current_database()"))
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the bench's own loop is busy running the step
+        return pool.submit(asyncio.run, read()).result()
+
+
+def journal_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
 
 
 def children_cpu_s() -> float:
@@ -143,6 +170,7 @@ class Bench:
     machine: dict[str, Any] = field(default_factory=dict)
     _caller_base: int = 33611000000
     _cel_offset: int = 0
+    db_url: str = ""
 
     # -- set-up --------------------------------------------------------------------------------
     async def book(self, url: str, conferences: int) -> dict[str, str]:
@@ -191,6 +219,7 @@ class Bench:
         pg_before = {p: _safe_cpu(p) for p in pg}
         before = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), 0.0, children_cpu_s())
         wakeups_before = wakeups(daemon.proc.pid)
+        counts_before = self.engine_counts(daemon) if impl == "callctl" else {}
         rss: list[tuple[int, int]] = []
         stop = threading.Event()
 
@@ -221,11 +250,18 @@ class Bench:
         stop.set()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
-            spy.wait(30)
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:  # a saturated machine: keep the step, lose the profile
+                spy.kill()
+                spy.wait(10)
         # Backends that ended during the step take their CPU with them (callctl's pool keeps its own).
         pg_s = sum(max(0.0, _safe_cpu(p) - was) for p, was in pg_before.items())
         after = (cpu_s(inst.proc.pid), cpu_s(daemon.proc.pid), pg_s, children_cpu_s())
         engine_wakeups = wakeups(daemon.proc.pid) - wakeups_before
+        if impl == "callctl":
+            time.sleep(0.5)  # the last calls' journal lines and log lines are written a few turns later
+            counts_after = self.engine_counts(daemon)
         cel = parse_cel(self.cel_since_last(inst))
         answer, join, joined = timings(cel, run.hash_at, numbers)
         step = Step(impl, rate, calls, run.successful, run.failed, joined, wall,
@@ -234,6 +270,8 @@ class Bench:
                     postgres_cpu_s=after[2] - before[2], sipp_cpu_s=after[3] - before[3],
                     answer_ms=answer, join_ms=join, lag_ms=lag.samples if impl == "callctl" else [],
                     load_avg=os.getloadavg(), engine_wakeups=engine_wakeups if impl == "callctl" else 0)
+        if impl == "callctl":
+            step.engine_counts = {k: counts_after[k] - counts_before[k] for k in counts_before}
         if self.ari_debug and impl == "callctl":
             with console.open("rb") as f:
                 f.seek(console_at)
@@ -251,6 +289,10 @@ class Bench:
             print(f"  {impl} @ {rate:g}/s: {run.failed} failed, {joined}/{calls} joined; see {step_dir}", flush=True)
         return step
 
+    def engine_counts(self, daemon: Daemon) -> dict[str, int]:
+        return {"pg_transactions": pg_transactions(self.db_url), "log_lines": len(daemon.raw),
+                "journal_lines": journal_lines(self.work / "spool" / "open-calls.jsonl")}
+
     # -- the whole run -------------------------------------------------------------------------
     async def run(self) -> None:
         cluster = PostgresCluster.throwaway_cluster()
@@ -258,7 +300,7 @@ class Bench:
         inst: AsteriskInstance | None = None
         daemon: Daemon | None = None
         try:
-            url = await asyncio.to_thread(cluster.new_database, "bench")
+            url = self.db_url = await asyncio.to_thread(cluster.new_database, "bench")
             await migrate(url, MIGRATIONS)
             need = max(self.memory_calls, int(max(self.rates) * self.step_s) + 1)
             code_map = await self.book(url, -(-need // ROOM_SIZE))
@@ -272,7 +314,7 @@ class Bench:
             render_prompts(inst)
             daemon = self.start_daemon(inst, url)
             if self.ari_debug:  # every event sent to callctl, pretty-printed into the console log
-                inst.rx(f"ari set debug {inst.ari_app} on")
+                inst.rx("ari set debug all on")  # "all": the REST requests too, not only the app's events
             self.machine = machine(inst)
             print(f"machine: {self.machine['cpu']}, {self.machine['ram_gib']} GiB, kernel {self.machine['kernel']}, "
                   f"{self.machine['asterisk']}; load {self.machine['load_avg_start']}", flush=True)
@@ -376,7 +418,8 @@ def _line(s: Step) -> str:
             f"cpu/call asterisk {d['asterisk_cpu_ms_per_call']} ms, callctl {d['engine_cpu_ms_per_call']} ms, "
             f"pg {d['postgres_cpu_ms_per_call']} ms; answer p50/p99 {d['answer_ms_p50']}/{d['answer_ms_p99']} ms; "
             f"#->join p50/p99 {d['join_ms_p50']}/{d['join_ms_p99']} ms; lag p99 {d['lag_ms_p99']} ms; "
-            + (f"callctl wake-ups/call {d['engine_wakeups_per_call']}; " if s.impl == "callctl" else "")
+            + (f"callctl wake-ups/call {d['engine_wakeups_per_call']}; per call {d['engine_counts_per_call']}; "
+               if s.impl == "callctl" else "")
             + f"load {s.load_avg[0]:.2f}")
 
 

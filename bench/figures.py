@@ -65,6 +65,9 @@ class Step:
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     ari_events: dict[str, int] = field(default_factory=dict)  # type -> count sent to callctl (--ari-debug)
     engine_wakeups: int = 0  # callctl's event loop: voluntary context switches of its main thread
+    # callctl's work counted over the step (not timed: steady under a neighbour's load): PostgreSQL
+    # transactions of the bench database, log lines written, open-calls journal lines appended.
+    engine_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -91,18 +94,25 @@ class Step:
             "lag_ms_p99": r(pct(self.lag_ms, 99)), "lag_ms_max": r(max(self.lag_ms, default=None) if self.lag_ms
                                                                    else None),
             "load_avg": list(self.load_avg),
-            "ari_events_per_call": round(sum(self.ari_events.values()) / self.calls, 1) if self.ari_events else None,
+            "ari_events_per_call": (round(sum(v for k, v in self.ari_events.items() if k != "request") / self.calls, 1)
+                                    if self.ari_events else None),
             "ari_events": self.ari_events,
             "engine_wakeups_per_call": (round(self.engine_wakeups / self.calls, 1)
                                         if self.calls and self.impl == "callctl" else None),
+            "engine_counts_per_call": ({k: round(v / self.calls, 2) for k, v in self.engine_counts.items()}
+                                       if self.calls else {}),
         }
 
 
 def ari_event_types(console: str) -> dict[str, int]:
-    """Event types in Asterisk's ``ari set debug APP on`` output (one JSON object per event sent)."""
+    """Event types in Asterisk's ``ari set debug APP on`` output (one JSON object per event sent), and
+    the REST requests it received (``request``: over HTTP or as websocket messages)."""
     counts: dict[str, int] = {}
     for line in console.splitlines():
         stripped = line.strip()
+        if "<--- ARI request received" in line or "<--- Received ARI message" in line:
+            counts["request"] = counts.get("request", 0) + 1
+            continue
         if stripped.startswith('"type": "') and line.startswith('  "type"'):
             kind = stripped.split('"')[3]
             counts[kind] = counts.get(kind, 0) + 1

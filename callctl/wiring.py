@@ -46,6 +46,7 @@ from callctl.recording.service import RecordingService
 from callctl.router import Router
 from callctl.store import journal as journal_store
 from callctl.store import lines as lines_store
+from callctl.store.lockout import LockoutCache
 from callctl.store.switches import PgSwitches
 from callctl.tasks import SideTasks
 from callctl.voicemail import steps as voicemail_steps
@@ -150,6 +151,9 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     background.spawn(settle_abandoned_holds(pool), name="minutes-sweep")
     conferences.offline = OfflineCodes(pool)  # issue 18: callers still get in while PostgreSQL is unreachable
     background.spawn(conferences.offline.run(), name="conference-codes-offline")
+    # issue 17: the lockout check before the code prompt from memory, kept by PostgreSQL's notifications
+    conferences.failures = failures = LockoutCache(s.database_url, s.conference_lockout_window_s)
+    background.spawn(failures.run(), name="conference-lockout-listener")
     recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
     background.spawn(recordings.serve_requests(
         lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests")

@@ -35,6 +35,10 @@ log = structlog.get_logger("callctl.cdr.writer")
 
 SPOOL_BATCH_MAX = 5000  # records per append+fsync
 RETRY_MIN_S = 0.1
+# The spool's ack file is rewritten at most this often (and when the writer goes idle or closes): a lost
+# ack only replays rows PostgreSQL already holds (skipped), so acking every batch bought nothing but a
+# file rewrite and a thread hand-off per batch (one per call or two at a few calls a second).
+ACK_INTERVAL_S = 1.0
 
 # (spool position, record, its COPY line). Position None: the spool was unwritable, memory only.
 Item = tuple[Position | None, CdrRecord, bytes]
@@ -59,7 +63,7 @@ class CdrWriter:
 
     def __init__(self, database_url: str, spool_dir: Path, *, batch_max: int = 5000, flush_interval_s: float = 0.05,
                  retry_max_s: float = 2.0, drain_grace_s: float = 5.0,
-                 segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES,
+                 segment_max_bytes: int = DEFAULT_SEGMENT_MAX_BYTES, ack_interval_s: float = ACK_INTERVAL_S,
                  store_factory: Callable[[str], CdrStore],
                  on_submit: Callable[[CdrRecord], None] | None = None) -> None:
         if batch_max < 1:
@@ -70,6 +74,7 @@ class CdrWriter:
         self.flush_interval_s = flush_interval_s
         self.retry_max_s = retry_max_s
         self.drain_grace_s = drain_grace_s
+        self.ack_interval_s = ack_interval_s
         self._segment_max_bytes = segment_max_bytes
         self._spool: Spool | None = None
         self._incoming: collections.deque[CdrRecord] = collections.deque()
@@ -88,6 +93,8 @@ class CdrWriter:
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._ack_task: asyncio.Task[None] | None = None
+        self._unacked: Position | None = None  # stored in PostgreSQL, its ack not yet written
+        self._next_ack_at = 0.0  # loop time
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
         self._on_submit = on_submit  # sees every record handed over (metrics), whoever built it
@@ -159,6 +166,7 @@ class CdrWriter:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._ack_if_due(now=True)
         await self._wait_for_ack()  # the last ack lands before the spool closes
         self._closed = True
         await self._store.close()
@@ -267,7 +275,14 @@ class CdrWriter:
     async def _wait_for_batch(self, *, wait_to_fill: bool) -> None:
         while not self._pending:
             self._pending_ready.clear()
-            await self._pending_ready.wait()
+            if self._unacked is None:
+                await self._pending_ready.wait()
+                continue
+            with contextlib.suppress(TimeoutError):  # idle: the deferred ack is written when it falls due
+                async with asyncio.timeout_at(self._next_ack_at):
+                    await self._pending_ready.wait()
+            if not self._pending:
+                await self._ack_if_due(now=True)
         if wait_to_fill and len(self._pending) < self.batch_max and self.flush_interval_s > 0 and not self._closing:
             self._batch_full.clear()
             with contextlib.suppress(TimeoutError):
@@ -292,11 +307,21 @@ class CdrWriter:
         self.skipped_total += len(batch) - inserted
         last = next((p for p, _, _ in reversed(batch) if p is not None), None)
         if last is not None:
-            # The ack file is written while the next batch goes to PostgreSQL; acks stay in order.
-            await self._wait_for_ack()
-            self._ack_task = asyncio.create_task(asyncio.to_thread(self._ack, last), name="cdr-ack")
+            self._unacked = last
+            await self._ack_if_due()
         if not self.queue_depth:
             self._drained.set()
+
+    async def _ack_if_due(self, *, now: bool = False) -> None:
+        """Write the ack of what PostgreSQL holds, at most every ACK_INTERVAL_S unless ``now``."""
+        loop = asyncio.get_running_loop()
+        if self._unacked is None or (not now and loop.time() < self._next_ack_at):
+            return
+        # The ack file is written while the next batch goes to PostgreSQL; acks stay in order.
+        await self._wait_for_ack()
+        upto, self._unacked = self._unacked, None
+        self._next_ack_at = loop.time() + self.ack_interval_s
+        self._ack_task = asyncio.create_task(asyncio.to_thread(self._ack, upto), name="cdr-ack")
 
     def _ack(self, upto: Position) -> None:
         assert self._spool is not None

@@ -153,6 +153,7 @@ class Room:
         self._organizer_gone_at: float | None = None
         self._was_used = False  # a room closes when its last member leaves, not before the first joins
         self._led_once = settings.already_led  # the organizer has been in the bridge at least once
+        self._entry_tone_due = False  # members entered: one tone once the joins queued with them are in
 
     # -- member side (called from call tasks) --------------------------------------------------
 
@@ -217,6 +218,8 @@ class Room:
                     log.info("conference_ended", conference_id=s.conference_id, reason="organizer_left")
                     await self._end("organizer_left")
                     break
+                if self._entry_tone_due and not isinstance(request, _Join):
+                    await self._entry_tone()  # before what follows the joins (a leave's tone, a command)
                 try:
                     await self._apply(request)
                 except AriError as exc:  # one member's channel vanishing must not end the room
@@ -227,6 +230,8 @@ class Room:
                         request.reply.set_result([])
                     if isinstance(request, _Record | _Action) and not request.reply.done():
                         request.reply.set_result("failed")
+                if self._entry_tone_due and self._queue.empty():
+                    await self._entry_tone()
                 self._changed()
                 if not self.members and self._organizer_gone_at is None and self._was_used:
                     break
@@ -315,9 +320,21 @@ class Room:
         if self.participants_muted and m.role == PARTICIPANT:
             await self._ops.mute(m.channel_id, True)
             m.muted = True
-        await self._play_bridge([TONE_ENTER])
-        if len(self.present) == 1:
+        if len(self.present) == 1:  # nobody to tell of the entry: the member hears that they are alone
             await self._ops.play(m.channel_id, ["sound:conf-onlyperson"], uuid.uuid4().hex, m.language)
+        else:
+            self._entry_tone_due = True
+
+    async def _entry_tone(self) -> None:
+        """One entry tone for the members who entered since the last one: joins queued together (a burst
+        at the start of a conference) sound one tone, one bridge request, instead of one each."""
+        self._entry_tone_due = False
+        if len(self.present) > 1 and not self.ended:
+            try:
+                await self._play_bridge([TONE_ENTER])
+            except AriError as exc:  # a tone lost is no member lost
+                log.warning("conference_request_failed", conference_id=self.settings.conference_id,
+                            error=exc.message)
 
     async def _leave(self, m: Member, reason: str) -> None:
         member = self.members.pop(m.channel_id, None)

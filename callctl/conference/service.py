@@ -44,6 +44,12 @@ from callctl.store import minutes as minutes_store
 log = get_logger("callctl.conference")
 
 
+class FailureCounts(Protocol):
+    """The lockout's failures of the window, by caller and by access number (callctl.store.lockout)."""
+
+    async def recent_failures(self, db: Any, caller: str, access_number: str) -> tuple[int, int]: ...
+
+
 class BridgeOps(Protocol):
     async def bridge_ids(self) -> list[str]: ...
     async def bridge_channel_count(self, bridge_id: str) -> int | None: ...
@@ -86,6 +92,7 @@ class LockoutPolicy:
 class ConferenceService(NodeHops):
     _hop_prompts = EntryPrompts()
     offline: OfflineCodes | None = None  # set by the wiring (issue 18): codes while PostgreSQL is unreachable
+    failures: FailureCounts | None = None  # set by the wiring (issue 17): the lockout check from memory
 
     def __init__(self, pool: Any, ops: RoomOps, *, lockout: LockoutPolicy | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -140,8 +147,11 @@ class ConferenceService(NodeHops):
 
     async def _locked_out(self, caller: str, access_number: str) -> bool:
         try:
-            by_caller, by_number = await store.recent_failures(self._pool, caller, access_number,
-                                                               self._lockout.window_s)
+            if self.failures is not None:
+                by_caller, by_number = await self.failures.recent_failures(self._pool, caller, access_number)
+            else:
+                by_caller, by_number = await store.recent_failures(self._pool, caller, access_number,
+                                                                   self._lockout.window_s)
         except StoreError:
             if self.offline is None or not self.offline.ready:
                 raise

@@ -13,22 +13,15 @@ listener whose connection dies silently (no FIN) is noticed by its ping within `
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
-import asyncpg
-import structlog
-
 from callctl.fraud.rules import DEFAULT_PERMISSIONS, Permissions
-from callctl.store.db import CONNECT_TIMEOUT_S, close_quietly, describe_url, translated
+from callctl.store.db import translated
 from callctl.store.fraud import ACCOUNT_SCOPE, _json
+from callctl.store.listen import ListeningCache
 
-log = structlog.get_logger("callctl.store.facts")
 _translated = translated("account facts")
 
 CHANNEL = "callctl_account_facts"
@@ -63,70 +56,42 @@ async def read_gate_facts(db: Any, account_id: uuid.UUID) -> GateFacts | None:
                      bool(row["suspended"]))
 
 
-async def _wait_for(event: asyncio.Event, timeout_s: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
-
-
-class AccountFactsCache:
+class AccountFactsCache(ListeningCache):
     """``async with AccountFactsCache(url) as cache: await cache.gate_facts(pool, account_id)``.
 
     Starts with PostgreSQL down (reads fail as they would without a cache; the listener keeps trying)."""
 
+    channel = CHANNEL
+    app_name = LISTENER_APP_NAME
+    event = "account_facts_cache"
+    hint = "gate decisions read PostgreSQL until the listener is back"
+
     def __init__(self, database_url: str, *, max_entries: int = 100_000, ping_interval_s: float = 1.0,
                  ping_timeout_s: float = 2.0, retry_max_s: float = 5.0) -> None:
-        self.database_url = database_url
+        super().__init__(database_url, ping_interval_s=ping_interval_s, ping_timeout_s=ping_timeout_s,
+                         retry_max_s=retry_max_s)
         self.max_entries = max_entries
-        self.ping_interval_s = ping_interval_s
-        self.ping_timeout_s = ping_timeout_s
-        self.retry_max_s = retry_max_s
         self._entries: dict[uuid.UUID, GateFacts] = {}
-        self._generation = 0  # bumped by every invalidation: a read that raced one is not kept
-        self._listening = False
-        self._lost = asyncio.Event()
-        self._heard = asyncio.Event()  # set while listening
-        self._deaf = asyncio.Event()  # set while not listening
-        self._deaf.set()
-        self._task: asyncio.Task[None] | None = None
-        self._down_since: float | None = None
         self.hits = 0
         self.misses = 0
 
-    @property
-    def listening(self) -> bool:
-        """True while invalidations can be heard (the cache serves only then)."""
-        return self._listening
-
     async def gate_facts(self, db: Any, account_id: uuid.UUID) -> GateFacts | None:
-        if self._listening:
+        if self.listening:
             hit = self._entries.get(account_id)
             if hit is not None:
                 self.hits += 1
                 return hit
         self.misses += 1
-        generation = self._generation
+        generation = self.generation
         facts = await read_gate_facts(db, account_id)
-        if facts is not None and self._listening and generation == self._generation:
+        if facts is not None and self.listening and generation == self.generation:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
             self._entries[account_id] = facts
         return facts
 
-    async def wait_for_listening(self, timeout_s: float) -> bool:
-        """True once invalidations can be heard; False if ``timeout_s`` passed first."""
-        return await _wait_for(self._heard, timeout_s)
-
-    async def wait_for_not_listening(self, timeout_s: float) -> bool:
-        """True once the cache has stopped serving (listener lost); False if ``timeout_s`` passed first."""
-        return await _wait_for(self._deaf, timeout_s)
-
     # -- invalidation --------------------------------------------------------------------------
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._generation += 1
+    def heard(self, payload: str) -> None:
         if payload == "*":
             self._entries.clear()
             return
@@ -135,71 +100,5 @@ class AccountFactsCache:
         except ValueError:  # not an account id: forget everything rather than guess
             self._entries.clear()
 
-    def _terminated(self, _conn: Any) -> None:
-        self._off("the listener connection closed")
-
-    def _off(self, why: str) -> None:
-        self._generation += 1
+    def forget(self) -> None:
         self._entries.clear()
-        self._lost.set()
-        self._heard.clear()
-        self._deaf.set()
-        if self._listening:
-            self._listening = False
-            self._down_since = time.monotonic()
-            log.warning("account_facts_cache_off", reason=why, database=describe_url(self.database_url),
-                        hint="gate decisions read PostgreSQL until the listener is back")
-
-    def _on(self) -> None:
-        self._generation += 1
-        self._entries.clear()  # whatever changed while we could not hear it
-        self._lost.clear()
-        self._listening = True
-        self._deaf.clear()
-        self._heard.set()
-        down_s = None if self._down_since is None else round(time.monotonic() - self._down_since, 3)
-        log.info("account_facts_cache_on", database=describe_url(self.database_url), down_s=down_s)
-
-    # -- the listener --------------------------------------------------------------------------
-    async def _listen_loop(self) -> None:
-        delay_s = 0.1
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.database_url, timeout=CONNECT_TIMEOUT_S,
-                                             server_settings={"application_name": LISTENER_APP_NAME})
-                conn.add_termination_listener(self._terminated)
-                await conn.add_listener(CHANNEL, self._notified)
-                self._on()
-                delay_s = 0.1
-                while not conn.is_closed():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.ping_interval_s):
-                            await self._lost.wait()
-                    if self._lost.is_set() or conn.is_closed():
-                        break
-                    async with asyncio.timeout(self.ping_timeout_s):
-                        await conn.execute("SELECT 1")
-                self._off("the listener connection closed")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure means: not listening, retry later
-                self._off(f"{type(exc).__name__}: {exc}")
-            finally:
-                if conn is not None:
-                    await close_quietly(conn, timeout_s=1.0)
-            await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, self.retry_max_s)
-
-    async def __aenter__(self) -> AccountFactsCache:
-        self._task = asyncio.get_running_loop().create_task(self._listen_loop(), name="account-facts-listener")
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self._listening = False
-        self._entries.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task

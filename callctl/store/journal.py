@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from callctl.cdr.journal import OpenCall
-from callctl.store.db import connection as _connection
 from callctl.store.db import translated
 
 _translated = translated("open-calls journal store")
@@ -20,30 +19,68 @@ def _entry(value: Any) -> dict[str, Any]:
     return dict(json.loads(value) if isinstance(value, str) else value)
 
 
+def _fold(ops: Sequence[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
+    """The operations of a batch folded per leg, in order, into what one statement writes: ``opened`` (an
+    ``open`` among them: the row is upserted), ``started_at``, ``patch`` (keys merged into the entry),
+    ``appends`` (legs dialled, appended to the entry's ``dialled`` after the patch), ``closed_at`` (an
+    opened row's closed_at; else the close time kept unless the row already has one)."""
+    legs: dict[uuid.UUID, dict[str, Any]] = {}
+    for item in ops:
+        leg = uuid.UUID(item["leg"])
+        state = legs.setdefault(leg, {"opened": False, "started_at": None, "patch": {}, "appends": [],
+                                      "closed_at": None})
+        op = item["op"]
+        if op == "open":
+            entry = {k: v for k, v in item.items() if k != "op"}
+            state.update(opened=True, started_at=dt.datetime.fromisoformat(item["started_at"]), closed_at=None)
+            state["patch"].update(entry)
+            if "dialled" in entry:  # the open's list replaces the row's: later dials extend it
+                state["patch"]["dialled"] = list(entry["dialled"] or [])
+                state["appends"] = []
+        elif op == "answer":
+            state["patch"]["answered_at"] = item["at"]
+        elif op == "dial":
+            if "dialled" in state["patch"]:
+                state["patch"]["dialled"] = [*state["patch"]["dialled"], item["channel"]]
+            else:
+                state["appends"].append(item["channel"])
+        elif op == "close" and state["closed_at"] is None:
+            state["closed_at"] = dt.datetime.fromisoformat(item["at"])
+    return legs
+
+
+def _with_appends(entry: str, appends: str) -> str:
+    """SQL: ``entry`` with the jsonb array ``appends`` added to its ``dialled`` list."""
+    return (f"CASE WHEN jsonb_array_length({appends}) = 0 THEN {entry} ELSE jsonb_set({entry}, '{{dialled}}', "
+            f"coalesce(({entry})->'dialled', '[]'::jsonb) || {appends}) END")
+
+
+_APPLY = f"""WITH u AS (
+    SELECT * FROM unnest($2::uuid[], $3::boolean[], $4::timestamptz[], $5::jsonb[], $6::jsonb[], $7::timestamptz[])
+        AS u(leg, opened, started_at, patch, appends, closed_at)),
+opened AS (
+    INSERT INTO open_call AS o (leg_id, node_id, started_at, entry, closed_at)
+    SELECT u.leg, $1, u.started_at, {_with_appends("u.patch", "u.appends")}, u.closed_at FROM u WHERE u.opened
+    ON CONFLICT (leg_id) DO UPDATE SET node_id = EXCLUDED.node_id, closed_at = EXCLUDED.closed_at,
+        entry = (SELECT {_with_appends("o.entry || u.patch", "u.appends")} FROM u WHERE u.leg = EXCLUDED.leg_id),
+        updated_at = now()
+    RETURNING 1)
+UPDATE open_call o SET entry = {_with_appends("o.entry || u.patch", "u.appends")},
+       closed_at = coalesce(o.closed_at, u.closed_at), updated_at = now()
+  FROM u WHERE o.leg_id = u.leg AND NOT u.opened"""
+
+
 @_translated
 async def apply(db: Any, node: str, ops: Sequence[dict[str, Any]]) -> None:
-    """The journal's operations (``op`` open / answer / dial / close), in order, in one transaction."""
-    async with _connection(db) as conn, conn.transaction():
-        for item in ops:
-            leg = uuid.UUID(item["leg"])
-            if item["op"] == "open":
-                entry = {k: v for k, v in item.items() if k != "op"}
-                await conn.execute(
-                    "INSERT INTO open_call (leg_id, node_id, started_at, entry) VALUES ($1, $2, $3, $4::jsonb) "
-                    "ON CONFLICT (leg_id) DO UPDATE SET node_id = EXCLUDED.node_id, closed_at = NULL, "
-                    "entry = open_call.entry || EXCLUDED.entry, updated_at = now()",
-                    leg, node, dt.datetime.fromisoformat(item["started_at"]), json.dumps(entry))
-            elif item["op"] == "answer":
-                await conn.execute("UPDATE open_call SET entry = entry || jsonb_build_object('answered_at', $2::text), "
-                                   "updated_at = now() WHERE leg_id = $1", leg, item["at"])
-            elif item["op"] == "dial":
-                await conn.execute(
-                    "UPDATE open_call SET entry = jsonb_set(entry, '{dialled}', "
-                    "coalesce(entry->'dialled', '[]'::jsonb) || to_jsonb($2::text)), updated_at = now() "
-                    "WHERE leg_id = $1", leg, item["channel"])
-            elif item["op"] == "close":
-                await conn.execute("UPDATE open_call SET closed_at = coalesce(closed_at, $2::timestamptz), "
-                                   "updated_at = now() WHERE leg_id = $1", leg, dt.datetime.fromisoformat(item["at"]))
+    """The journal's operations (``op`` open / answer / dial / close), in order: folded per leg and written
+    in one statement (one round trip per batch, whatever its size)."""
+    legs = _fold(ops)
+    if not legs:
+        return
+    states = list(legs.values())
+    await db.execute(_APPLY, node, list(legs), [s["opened"] for s in states], [s["started_at"] for s in states],
+                     [json.dumps(s["patch"]) for s in states], [json.dumps(s["appends"]) for s in states],
+                     [s["closed_at"] for s in states])
 
 
 _ROW = """SELECT o.leg_id, o.node_id, o.entry, o.closed_at, n.heartbeat_at
