@@ -389,7 +389,8 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
     lines.append(f" SIP brute force: Kamailio bans an address after {g.failures} failed authentications in "
                  f"{g.window_s:g} s ({g.block_s:g} s, doubled per repeat); `callctl fraud blocks` lists the bans, "
                  "`callctl fraud unblock IP` lifts them (docs/security.md).")
-    lines.append(f" Carriers: a call that is not from a SIP user is accepted only from {kamailio.carrier_values()['CARRIER_NETWORKS']}"
+    carriers = kamailio.carrier_values()["CARRIER_NETWORKS"]
+    lines.append(f" Carriers: a call that is not from a SIP user is accepted only from {carriers}"
                  " (403 from anywhere else: render-kamailio --carrier-network).")
     return "\n".join(lines) + "\n"
 

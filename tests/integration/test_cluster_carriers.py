@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
+from scripts.devstack import free_port_pair
 from tests.integration.test_cluster_bruteforce import billed_user
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster
 from tests.support.edge_cluster import CARRIER_IP, EDGE_IP, guarded_cluster
 from tests.support.registrar import PHONE_IP, register
-from scripts.devstack import free_port_pair
 
 pytestmark = pytest.mark.integration
 __all__ = ["guarded_cluster"]  # the fixture, imported for this module
