@@ -119,7 +119,7 @@ class KamailioInstance:
             except ValueError:
                 raise ValueError(f"carrier network {net!r}: not an IP address or network "
                                  "(e.g. 198.51.100.7 or 198.51.100.0/28)") from None
-        checks = [f'\tif (is_in_subnet("$si", "{net}")) {{\n\t\treturn;\n\t}}' for net in nets]
+        checks = [f'\tif (is_in_subnet("$si", "{net}")) {{\n\t\t$var(carrier) = 1;\n\t}}' for net in nets]
         return {"CARRIER_NETWORKS": ", ".join(nets) or "none", "CARRIER_CHECKS": "\n".join(checks)
                 or "\t# (no carrier network: only SIP users and the nodes)"}
 

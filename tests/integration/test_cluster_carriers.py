@@ -6,6 +6,10 @@ registers and calls."""
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from scripts.devstack import free_port_pair
@@ -27,6 +31,23 @@ def calls_started(c: Cluster) -> list[dict[str, object]]:
     return [e for engine in c.engines for e in engine.events("call_started")]
 
 
+def call_asserting_identity(c: Cluster, caller: str, asserted: str, local_ip: str) -> sipp.SippResult:
+    """A call to WELCOME (answered, then hung up by the node) whose INVITE carries
+    ``P-Asserted-Identity: <sip:asserted@...>``."""
+    work = Path(tempfile.mkdtemp(prefix="sipp-pai-"))
+    text = sipp.scenario([("wait_bye", None)], caller=caller, work=work)
+    text = text.replace("      Call-ID: [call_id]\n      CSeq: 1 INVITE",
+                        f"      P-Asserted-Identity: <sip:{asserted}@[local_ip]>\n      Call-ID: [call_id]\n"
+                        "      CSeq: 1 INVITE", 1)
+    assert "P-Asserted-Identity" in text
+    (work / "scenario.xml").write_text(text)
+    res = subprocess.run(["sipp", f"{EDGE_IP}:{c.sip_port}", "-sf", str(work / "scenario.xml"), "-s", WELCOME,
+                          "-i", local_ip, "-p", str(free_port_pair()), "-m", "1", "-nostdin", "-timeout", "30s",
+                          "-timeout_error", "-mp", str(free_port_pair())],
+                         cwd=work, capture_output=True, text=True, timeout=60)
+    return sipp.SippResult(res.returncode, res.stdout[-2000:], res.stderr[-2000:], [])
+
+
 def test_a_call_from_outside_the_carrier_networks_is_refused_at_the_edge_and_the_carrier_s_is_answered(
         guarded_cluster: Cluster) -> None:
     c = guarded_cluster
@@ -46,6 +67,14 @@ def test_a_call_from_outside_the_carrier_networks_is_refused_at_the_edge_and_the
     assert answered.ok, answered.stderr
     wait_for(lambda: len(calls_started(c)) == 1, 15, "the carrier's call started on a node")
     assert len(calls_started(c)) == 1  # the impostor's never did
+
+    # A request that looks like a SIP user's (by its From user alone) from outside the carrier networks
+    # passes the edge, and a node that knows no such user identifies it by Kamailio's address as the carrier:
+    # the identity it asserts is removed at the edge, never believed (the node's trust_id_inbound).
+    posing = call_asserting_identity(c, "u000000000000000", "+33612349999", IMPOSTOR_IP)
+    assert posing.ok, posing.stdout
+    wait_for(lambda: len(calls_started(c)) == 2, 15, "the posing call started")
+    assert not str(calls_started(c)[-1]["caller"]).endswith("9999"), calls_started(c)[-1]
 
     # A SIP user from an address that is not a carrier's still registers and calls (digest at the node).
     user = billed_user(c.database_url)

@@ -110,14 +110,16 @@ def test_carriers_are_accepted_only_from_their_networks_the_loopback_by_default(
     kam = KamailioInstance(tmp_path / "default", ["10.0.0.11:5060"])
     kam.render()
     cfg = kam.config_file.read_text()
-    assert 'route[CARRIER] {\n\tif (is_in_subnet("$si", "127.0.0.0/8")) {\n\t\treturn;\n\t}' in cfg
+    assert ('route[CARRIER] {\n\t$var(carrier) = 0;\n\tif (is_in_subnet("$si", "127.0.0.0/8")) {\n'
+            '\t\t$var(carrier) = 1;\n\t}') in cfg
+    assert 'remove_hf("P-Asserted-Identity");' in cfg  # a SIP user's request from elsewhere asserts nothing
     assert 'sl_send_reply("403", "Forbidden (Not A Carrier)");' in cfg
     mine = KamailioInstance(tmp_path / "mine", ["10.0.0.11:5060"],
                             carrier_networks=("198.51.100.7", " 203.0.113.0/28", "2001:db8::1/64"))
     mine.render()
     cfg = mine.config_file.read_text()
     for net in ("198.51.100.7/32", "203.0.113.0/28", "2001:db8::/64"):
-        assert f'if (is_in_subnet("$si", "{net}")) {{\n\t\treturn;' in cfg
+        assert f'if (is_in_subnet("$si", "{net}")) {{\n\t\t$var(carrier) = 1;' in cfg
     assert "127.0.0.0/8" not in cfg
     none = KamailioInstance(tmp_path / "none", ["10.0.0.11:5060"], carrier_networks=())
     none.render()
