@@ -1,8 +1,8 @@
 """Carriers behind Kamailio (docs/security.md, "Behind Kamailio"): the nodes take every request from Kamailio's
 address as their trusted carrier (no authentication, caller ID believed), so Kamailio accepts a request that is
 neither a SIP user's nor a node's only from the carriers' networks: an impostor's call to an access number gets
-403 at the edge and never reaches a node, the carrier's is answered, a SIP user from any address still
-registers and calls."""
+403 at the edge and never reaches a node, the carrier's is answered, a call posing as a SIP user from
+elsewhere carries no identity it asserted, a SIP user from any address still registers and calls."""
 
 from __future__ import annotations
 
