@@ -1,7 +1,8 @@
 """A cluster of Asterisk nodes behind Kamailio (docs/scaling.md): Kamailio rendered from kamailio/ and
 run in the foreground, and `make cluster` (PostgreSQL, Kamailio, NODES Asterisk nodes, one engine each).
 
-    python -m scripts.cluster render-kamailio --node 10.0.0.11:5060 --node 10.0.0.12:5060 --out DIR [--config FILE]
+    python -m scripts.cluster render-kamailio --node 10.0.0.11:5060 --node 10.0.0.12:5060 --out DIR \
+        --carrier-network 198.51.100.0/28 [--config FILE]
     python -m scripts.cluster run --nodes 2          # make cluster
 """
 
@@ -29,6 +30,8 @@ from scripts.devstack import REPO, AsteriskInstance, ensure_root
 KAMAILIO_SRC = REPO / "kamailio"
 MODULE_DIR = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 DEFAULT_RUNTIME = Path(os.environ.get("CALLCTL_KAMAILIO_DIR", "/var/lib/callctl/kamailio"))
+# Where `make cluster`'s and the tests' carriers (SIPp, a local gateway) send from.
+LOOPBACK_CARRIERS = ("127.0.0.0/8",)
 
 
 @dataclass
@@ -46,6 +49,9 @@ class KamailioInstance:
     # SIP brute force at the edge: the engines' own numbers (callctl.fraud.settings.block_policy(settings)).
     guard: BlockPolicy = field(default_factory=BlockPolicy)
     flood_requests: int = 64  # per 2 s from one untrusted address (pike), then dropped while it lasts
+    # The only sources of requests that are neither a SIP user's nor a node's (the carriers' SBCs): the nodes
+    # take such a request as from their trusted carrier endpoint; from anywhere else Kamailio answers 403.
+    carrier_networks: tuple[str, ...] = LOOPBACK_CARRIERS
     proc: subprocess.Popen[bytes] | None = None
     _log: Path = field(init=False)
 
@@ -84,7 +90,7 @@ class KamailioInstance:
             "DISPATCHER_LIST": str(self.workdir / "dispatcher.list"), "RUNTIME_DIR": str(self.workdir),
             "PROBE_INTERVAL_S": str(self.probe_interval_s), "PROBE_TIMEOUT_MS": str(self.probe_timeout_ms),
             "INVITE_TIMEOUT_MS": str(self.probe_timeout_ms), "CHILDREN": str(self.children),
-            "DEBUG": str(self.debug), "MODULE_DIR": MODULE_DIR, **self.guard_values(),
+            "DEBUG": str(self.debug), "MODULE_DIR": MODULE_DIR, **self.guard_values(), **self.carrier_values(),
         }
         text = (KAMAILIO_SRC / "kamailio.cfg").read_text()
         for key, value in values.items():
@@ -103,6 +109,19 @@ class KamailioInstance:
                 "BLOCK_WINDOW_S": str(math.ceil(g.window_s)), "BLOCK_S": str(math.ceil(g.block_s)),
                 "BLOCK_MAX_S": str(math.ceil(g.max_block_s)), "FLOOD_REQUESTS": str(self.flood_requests),
                 "TRUSTED_CHECKS": "\n".join(checks) or "\t# (no trusted network)"}
+
+    def carrier_values(self) -> dict[str, str]:
+        """The carriers' networks, checked and normalised (ValueError naming a bad one), one test each."""
+        nets = []
+        for net in self.carrier_networks:
+            try:
+                nets.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"carrier network {net!r}: not an IP address or network "
+                                 "(e.g. 198.51.100.7 or 198.51.100.0/28)") from None
+        checks = [f'\tif (is_in_subnet("$si", "{net}")) {{\n\t\t$var(carrier) = 1;\n\t}}' for net in nets]
+        return {"CARRIER_NETWORKS": ", ".join(nets) or "none", "CARRIER_CHECKS": "\n".join(checks)
+                or "\t# (no carrier network: only SIP users and the nodes)"}
 
     def check(self) -> None:
         """Kamailio's own syntax check of the rendered configuration."""
@@ -211,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--node", action="append", required=True, help="a node's SIP address, host:port")
     render.add_argument("--listen", default="127.0.0.1:5060", help="Kamailio's address, host:port")
     render.add_argument("--out", type=Path, required=True)
+    render.add_argument("--carrier-network", action="append", default=None, metavar="NETWORK",
+                        help="a carrier SBC's address or network (repeat for each); requests that are not a SIP "
+                             "user's nor a node's are refused (403) from anywhere else (default: "
+                             f"{', '.join(LOOPBACK_CARRIERS)}, the local test carriers)")
     render.add_argument("--config", type=Path, default=None,
                         help="the engines' callctl settings file (default: as callctl finds it, with CALLCTL_* "
                              "variables): its sip_block_* and sip_trusted_networks become Kamailio's bans")
@@ -229,12 +252,17 @@ def main(argv: list[str] | None = None) -> int:
             guard = block_policy(edge_settings(path=args.config))
         except CallctlError as exc:
             parser.error(exc.message)
-        kam = KamailioInstance(args.out, args.node, listen_address=host, listen_port=int(port), guard=guard)
+        carriers = tuple(args.carrier_network or LOOPBACK_CARRIERS)
+        kam = KamailioInstance(args.out, args.node, listen_address=host, listen_port=int(port), guard=guard,
+                               carrier_networks=carriers)
         try:
             kam.render()
         except ValueError as exc:
             parser.error(str(exc))
         print(kam.config_file)
+        if args.carrier_network is None:
+            print(f"Carriers accepted only from {', '.join(LOOPBACK_CARRIERS)} (this host): list your carriers' SBC "
+                  "addresses with --carrier-network.", file=sys.stderr)
         try:
             example = trusted_with(",".join(str(n) for n in guard.trusted), host)
         except ValueError:  # a host name: the engines need the address the nodes will see
@@ -361,6 +389,9 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
     lines.append(f" SIP brute force: Kamailio bans an address after {g.failures} failed authentications in "
                  f"{g.window_s:g} s ({g.block_s:g} s, doubled per repeat); `callctl fraud blocks` lists the bans, "
                  "`callctl fraud unblock IP` lifts them (docs/security.md).")
+    carriers = kamailio.carrier_values()["CARRIER_NETWORKS"]
+    lines.append(f" Carriers: a call that is not from a SIP user is accepted only from {carriers}"
+                 " (403 from anywhere else: render-kamailio --carrier-network).")
     return "\n".join(lines) + "\n"
 
 

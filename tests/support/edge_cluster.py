@@ -1,7 +1,9 @@
 """A cluster as `make cluster` sets it up for SIP brute force (docs/security.md, "Behind Kamailio"): Kamailio
 on an address of its own (EDGE_IP, as a real proxy is not on the nodes' host), banning with the engines'
 own sip_block_* settings; every node's AMI on, so each engine would block an address itself, with
-Kamailio's address added to its sip_trusted_networks (scripts/cluster.py trusted_with)."""
+Kamailio's address added to its sip_trusted_networks (scripts/cluster.py trusted_with). As a real deployment,
+the nodes take Kamailio's address for their carrier (`trusted_proxy`) and Kamailio accepts carriers' requests
+from one address only, CARRIER_IP."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port
 from tests.support.asterisk import Daemon, engine_env, render_prompts
 from tests.support.cluster import Cluster
 
-__all__ = ["EDGE_IP", "EDGE_SETTINGS", "guarded_cluster"]
+__all__ = ["CARRIER_IP", "EDGE_IP", "EDGE_SETTINGS", "guarded_cluster"]
 
 EDGE_IP = "127.0.0.4"
+# The carrier's SBC: the only source of calls that are not from a SIP user (kamailio.cfg route[CARRIER]).
+CARRIER_IP = "127.0.0.8"
 # The numbers every engine and Kamailio share: a short ban, so that a test could watch it end.
 EDGE_SETTINGS = {"sip_block_failures": "4", "sip_block_window_s": "60", "sip_block_s": "20",
                  "sip_block_max_s": "600"}
@@ -40,7 +44,8 @@ def guarded_cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
             rtp_start, rtp_end = free_rtp_range()
             node = node_instance(f"test-{os.getpid()}-g{n}-{tmp_path.name[-12:]}", n, http_port=free_port(),
                                  sip_port=free_port_pair(), rtp_start=rtp_start, rtp_end=rtp_end,
-                                 trunk_port=free_port_pair(), emergency_port=free_port_pair(), ami_port=free_port())
+                                 trunk_port=free_port_pair(), emergency_port=free_port_pair(), ami_port=free_port(),
+                                 trusted_proxy=EDGE_IP)
             node.use_database(database_url)
             nodes.append(node)
         with ThreadPoolExecutor(3) as pool:
@@ -58,7 +63,8 @@ def guarded_cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
         kamailio = KamailioInstance(Path(tempfile.mkdtemp(prefix="kamailio-", dir=tmp_path)),
                                     [f"127.0.0.1:{node.sip_port}" for node in nodes], listen_address=EDGE_IP,
                                     listen_port=free_port_pair(), debug=2,
-                                    guard=block_policy(load_settings(env=envs[0])))
+                                    guard=block_policy(load_settings(env=envs[0])),
+                                    carrier_networks=(f"{CARRIER_IP}/32",))
         kamailio.start()
         for env in envs:
             env["CALLCTL_KAMAILIO_CTL"] = kamailio.ctl_socket

@@ -103,3 +103,50 @@ def test_the_cluster_banner_says_who_bans_and_how_to_lift(tmp_path: Path) -> Non
     text = _cluster_lines(kam, [], [])
     assert "Kamailio bans an address after 5 failed authentications in 60 s (900 s" in text
     assert "callctl fraud unblock IP" in text
+    assert "not from a SIP user is accepted only from 127.0.0.0/8 (403 from anywhere else" in text
+
+
+def test_carriers_are_accepted_only_from_their_networks_the_loopback_by_default(tmp_path: Path) -> None:
+    kam = KamailioInstance(tmp_path / "default", ["10.0.0.11:5060"])
+    kam.render()
+    cfg = kam.config_file.read_text()
+    assert ('route[CARRIER] {\n\t$var(carrier) = 0;\n\tif (is_in_subnet("$si", "127.0.0.0/8")) {\n'
+            '\t\t$var(carrier) = 1;\n\t}') in cfg
+    assert 'remove_hf("P-Asserted-Identity");' in cfg  # a SIP user's request from elsewhere asserts nothing
+    assert 'sl_send_reply("403", "Forbidden (Not A Carrier)");' in cfg
+    mine = KamailioInstance(tmp_path / "mine", ["10.0.0.11:5060"],
+                            carrier_networks=("198.51.100.7", " 203.0.113.0/28", "2001:db8::1/64"))
+    mine.render()
+    cfg = mine.config_file.read_text()
+    for net in ("198.51.100.7/32", "203.0.113.0/28", "2001:db8::/64"):
+        assert f'if (is_in_subnet("$si", "{net}")) {{\n\t\t$var(carrier) = 1;' in cfg
+    assert "127.0.0.0/8" not in cfg
+    none = KamailioInstance(tmp_path / "none", ["10.0.0.11:5060"], carrier_networks=())
+    none.render()
+    assert "# (no carrier network: only SIP users and the nodes)" in none.config_file.read_text()
+    if shutil.which("kamailio"):
+        for k in (kam, mine, none):
+            k.check()
+
+
+def test_render_command_takes_the_carriers_networks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render-kamailio", "--node", "10.0.0.11:5060", "--out", str(tmp_path / "a"), "--config", "/dev/null",
+                 "--carrier-network", "198.51.100.7", "--carrier-network", "203.0.113.0/28"]) == 0
+    cfg = (tmp_path / "a" / "kamailio.cfg").read_text()
+    assert 'is_in_subnet("$si", "198.51.100.7/32")' in cfg and 'is_in_subnet("$si", "203.0.113.0/28")' in cfg
+    assert "Carriers accepted only from" not in capsys.readouterr().err
+    assert main(["render-kamailio", "--node", "10.0.0.11:5060", "--out", str(tmp_path / "b"),
+                 "--config", "/dev/null"]) == 0
+    assert "Carriers accepted only from 127.0.0.0/8 (this host)" in capsys.readouterr().err
+
+
+def test_render_command_names_a_bad_carrier_network_in_one_line(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["render-kamailio", "--node", "10.0.0.11:5060", "--out", str(tmp_path), "--config", "/dev/null",
+              "--carrier-network", "198.51.100.300"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("carrier network '198.51.100.300': not an IP address or network "
+                        "(e.g. 198.51.100.7 or 198.51.100.0/28)")
+    assert not (tmp_path / "kamailio.cfg").exists()
