@@ -72,6 +72,11 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
+def handed_out(ports: range) -> bool:
+    """Whether free_port gave any of ``ports`` to someone in this process lately."""
+    return any(p in _HANDED_OUT for p in ports)
+
+
 def hand_out(ports: range) -> None:
     """Ports a caller found free and will bind soon (SIPp's media ports beside the one free_port gave):
     not handed out again by free_port meanwhile."""

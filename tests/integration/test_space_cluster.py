@@ -117,11 +117,12 @@ def test_organizer_page_on_the_other_node_shows_and_steers_the_owners_room(
     page = Page(space_of(a), conf["organizer"]["link"])
     assert page.act("record") == (200, "done")
     b.wait_for_log("recording_started", 30, conference_id=conf["id"])
-    assert page.state()["recording"] is True
+    # Node B publishes its room's state for other nodes at most every 250 ms (remote.PUBLISH_EVERY_S).
+    wait_for(lambda: page.state()["recording"] is True, 10, "node A's view of the room recording")
     stop = callctl(database_url, "conference", "record", conf["id"], "--stop")
     assert stop.returncode == 0 and json.loads(stop.stdout)["recording"] == "stopped", stop.stderr
     until(browser, "the recording shown stopped", lambda d: "recorded" not in d.find_element(By.ID, "room-state").text)
-    assert page.state()["recording"] is False
+    wait_for(lambda: page.state()["recording"] is False, 10, "node A's view of the recording stopped")
     # Each command was applied once, by the owner.
     rows = db(database_url, "SELECT node, kind, result FROM conference_command WHERE conference_id = "
                             "$1::text::uuid ORDER BY id", conf["id"])

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scripts.devstack import free_port, free_port_pair, hand_out
+from scripts.devstack import free_port, free_port_pair, hand_out, handed_out
 from tests.support.dtmf import write_pcap
 
 PCAPS = Path("/usr/share/sip-tester")
@@ -189,7 +189,7 @@ def _free_media_port(local_ip: str = "127.0.0.1") -> int:
     127.0.0.2 could be handed a port another one already holds there)."""
     for _ in range(100):
         port = free_port(socket.SOCK_DGRAM)
-        if port % 2 == 0 and port < 65000:
+        if port % 2 == 0 and port < 65000 and not handed_out(range(port + 1, port + 4)):  # e.g. SIPp's -p
             with contextlib.ExitStack() as held:
                 try:
                     for p in range(port, port + 4):
