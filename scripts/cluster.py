@@ -286,6 +286,13 @@ def run_cluster(count: int, state: Path) -> int:
     if not kamailio_available():
         print("make cluster: kamailio not found (make deps installs it)", file=sys.stderr)
         return 1
+    from callctl.errors import CallctlError
+
+    try:  # the engines' settings, before anything starts: a broken file is one line, not a traceback
+        block_policy(edge_settings())
+    except CallctlError as exc:
+        print(f"make cluster: {exc.message}", file=sys.stderr)
+        return 2
     state.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     own_pg = "CALLCTL_DATABASE_URL" not in os.environ

@@ -150,3 +150,16 @@ def test_render_command_names_a_bad_carrier_network_in_one_line(tmp_path: Path,
     assert err.endswith("carrier network '198.51.100.300': not an IP address or network "
                         "(e.g. 198.51.100.7 or 198.51.100.0/28)")
     assert not (tmp_path / "kamailio.cfg").exists()
+
+
+def test_make_cluster_names_a_broken_settings_file_in_one_line_before_starting_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import scripts.cluster
+
+    (tmp_path / "callctl.yaml").write_text("sip_block_failures: [oops\n")  # as the engines find it: ./callctl.yaml
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(scripts.cluster, "kamailio_available", lambda: True)
+    assert main(["run", "--state", str(tmp_path / "state")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("make cluster: ") and "callctl.yaml" in err[0], err
+    assert not (tmp_path / "state").exists()  # nothing started
