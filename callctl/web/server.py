@@ -323,6 +323,7 @@ class SpaceServer:
                 if superseded.is_set():
                     await response.write(b"event: moved\ndata: {}\n\n")
                     break
+                seen = self._rooms.changes.version(str(cid))
                 current = await store.session(self._pool, request.cookies.get(COOKIE, ""))
                 if current is None or self._link_state(current) != "open":
                     await response.write(b"event: gone\ndata: {}\n\n")
@@ -332,7 +333,7 @@ class SpaceServer:
                 if doc != last:
                     await response.write(f"data: {doc}\n\n".encode())
                     last = doc
-                if not await self._rooms.changes.wait_for_change(str(cid), KEEPALIVE_S):
+                if not await self._rooms.changes.wait_for_change(str(cid), KEEPALIVE_S, seen):
                     await response.write(b": keep-alive\n\n")
         except (ConnectionResetError, StoreError):  # the browser left, or the database did: it reconnects
             pass
