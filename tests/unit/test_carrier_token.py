@@ -86,3 +86,18 @@ def test_render_command_names_a_bad_token_file_in_one_line(tmp_path: Path,
     assert err.endswith(f"{tmp_path / 'carrier-token'}: the carrier token must be 16 to 128 letters, digits, '-' or "
                         "'_' (found 4 characters)")
     assert not (tmp_path / "kamailio.cfg").exists()
+
+
+def test_make_cluster_names_a_bad_token_file_in_one_line_before_starting_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import scripts.cluster
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "carrier-token").write_text("too short\n")
+    monkeypatch.chdir(tmp_path)  # no callctl.yaml here: the defaults
+    monkeypatch.setattr(scripts.cluster, "kamailio_available", lambda: True)
+    assert main(["run", "--state", str(tmp_path / "state")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"make cluster: {tmp_path / 'state' / 'carrier-token'}: the carrier token must be 16 to 128 "
+                   "letters, digits, '-' or '_' (found 9 characters)"], err
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["carrier-token"]  # nothing started
