@@ -136,6 +136,10 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
         (REGISTER_FLOOD_IP, "kamailio"), (INVITE_FLOOD_IP, "kamailio")}
     lifted = fraud_cli(c, "unblock", REGISTER_FLOOD_IP, "--by", "ops-carol")
     assert lifted.returncode == 0 and '"lifted_at_kamailio": true' in lifted.stdout, lifted.stderr
+    # In the fraud audit trail as the nodes' unblocks are: who lifted which ban, and where it was.
+    [audit] = db(c.database_url, "SELECT scope, changed_by, before::text FROM fraud_audit WHERE what = 'unblock'")
+    assert (audit["scope"], audit["changed_by"]) == (REGISTER_FLOOD_IP, "ops-carol")
+    assert [(b["address"], b["where"]) for b in json.loads(audit["before"])] == [(REGISTER_FLOOD_IP, "kamailio")]
     assert register_through(c, REGISTER_FLOOD_IP, name, None, 401).ok
     # Its count started again at the ban (3 more failures pass); a second ban lasts twice as long.
     assert register_through(c, REGISTER_FLOOD_IP, name, "guessed-wrong", 401, calls=3).ok

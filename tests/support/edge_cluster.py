@@ -2,13 +2,14 @@
 on an address of its own (EDGE_IP, as a real proxy is not on the nodes' host), banning with the engines'
 own sip_block_* settings; every node's AMI on, so each engine would block an address itself, with
 Kamailio's address added to its sip_trusted_networks (scripts/cluster.py trusted_with). As a real deployment,
-the nodes take Kamailio's address for their carrier (`trusted_proxy`) and Kamailio accepts carriers' requests
-from one address only, CARRIER_IP."""
+the nodes know their carrier by Kamailio's header with the cluster's token (`carrier_token`), never by Kamailio's
+address, and Kamailio accepts carriers' requests from one address only, CARRIER_IP."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +40,14 @@ def guarded_cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
     nodes: list[AsteriskInstance] = []
     engines: list[Daemon] = []
     kamailio: KamailioInstance | None = None
+    token = secrets.token_hex(20)
     try:
         for n in (1, 2):
             rtp_start, rtp_end = free_rtp_range()
             node = node_instance(f"test-{os.getpid()}-g{n}-{tmp_path.name[-12:]}", n, http_port=free_port(),
                                  sip_port=free_port_pair(), rtp_start=rtp_start, rtp_end=rtp_end,
                                  trunk_port=free_port_pair(), emergency_port=free_port_pair(), ami_port=free_port(),
-                                 trusted_proxy=EDGE_IP)
+                                 carrier_token=token)
             node.use_database(database_url)
             nodes.append(node)
         with ThreadPoolExecutor(3) as pool:
@@ -64,7 +66,7 @@ def guarded_cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
                                     [f"127.0.0.1:{node.sip_port}" for node in nodes], listen_address=EDGE_IP,
                                     listen_port=free_port_pair(), debug=2,
                                     guard=block_policy(load_settings(env=envs[0])),
-                                    carrier_networks=(f"{CARRIER_IP}/32",))
+                                    carrier_networks=(f"{CARRIER_IP}/32",), carrier_token=token)
         kamailio.start()
         for env in envs:
             env["CALLCTL_KAMAILIO_CTL"] = kamailio.ctl_socket
