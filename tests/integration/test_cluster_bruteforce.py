@@ -19,7 +19,6 @@ import pytest
 
 from callctl.fraud.kamailio import parse_dump
 from scripts.devstack import REPO, free_port_pair
-from tests.integration.test_fraud_bruteforce import register_scenario
 from tests.integration.test_lines_calls import DID
 from tests.integration.test_lines_cli import cli, db, run_cli
 from tests.support import sipp
@@ -51,9 +50,9 @@ def billed_user(database_url: str) -> dict[str, str]:
 def register_through(c: Cluster, local_ip: str, user: str, password: str | None, final: int, *,
                      calls: int = 1) -> sipp.SippResult:
     """``calls`` REGISTERs of ``user`` from ``local_ip`` to Kamailio, one after the other (see
-    test_fraud_bruteforce.register_scenario); ``ok`` when each got ``final``."""
+    sipp.register_scenario); ``ok`` when each got ``final``."""
     work = Path(tempfile.mkdtemp(prefix="sipp-edge-"))
-    (work / "scenario.xml").write_text(register_scenario(user, password, final))
+    (work / "scenario.xml").write_text(sipp.register_scenario(user, password, final))
     res = subprocess.run(["sipp", f"{EDGE_IP}:{c.sip_port}", "-sf", str(work / "scenario.xml"), "-i", local_ip,
                           "-p", str(free_port_pair()), "-m", str(calls), "-r", "5", "-l", "1", "-nostdin",
                           "-timeout", "20s", "-timeout_error", "-recv_timeout", "3000"],
