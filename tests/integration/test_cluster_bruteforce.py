@@ -24,8 +24,8 @@ from tests.integration.test_lines_cli import cli, db, run_cli
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster
-from tests.support.edge_cluster import EDGE_IP, guarded_cluster
-from tests.support.registrar import PHONE_IP, register
+from tests.support.edge_cluster import EDGE_IP, guarded_cluster, register_and_call
+from tests.support.registrar import PHONE_IP
 
 pytestmark = pytest.mark.integration
 __all__ = ["guarded_cluster"]  # the fixture, imported for this module
@@ -148,15 +148,7 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
     assert FLOOD_IP not in bans(c)
 
     # A good user from another address still registers and calls, through the same Kamailio.
-    reg = register(c.sip_port, name, password, free_port_pair(), proxy_ip=EDGE_IP)
-    assert reg.ok, reg.stderr
-    trunks = [sipp.start_far_end(node.trunk_port, "answer") for node in c.nodes]
-    call = sipp.call(c.sip_port, "0123456789", [("pause", 1000), ("bye", None)], caller=name,
-                     auth=(name, password), local_ip=PHONE_IP, remote_ip=EDGE_IP)
-    assert call.ok, call.stderr
-    for trunk in trunks:
-        trunk[0].kill()
-        sipp.finish(*trunk, timeout_s=10)
+    register_and_call(c, name, password)
 
     # The nodes saw every failure coming from Kamailio's address: counted, never blocked (it is trusted).
     failures = sum(float(m) for e in c.engines
