@@ -86,7 +86,7 @@ async def test_a_listener_connection_gone_silent_is_noticed_by_its_ping_and_hear
         await pool.execute(f"SELECT pg_notify('{COMMAND_CHANNEL}', 'b')")
         await wait_for_async(lambda: (COMMAND_CHANNEL, "b") in heard, "the command's NOTIFY heard")
         proxy.silent = True  # no FIN, no RST: only the ping can tell
-        assert await listener.wait_for_not_listening(10)
+        assert await listener.wait_for_not_listening(5)
         await pool.execute(f"SELECT pg_notify('{COMMAND_CHANNEL}', 'lost')")  # sent while it cannot hear
         proxy.silent = False
         assert await listener.wait_for_listening(15)  # on a new connection (the silent one is given up)
