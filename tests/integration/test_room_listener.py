@@ -89,7 +89,7 @@ async def test_a_listener_connection_gone_silent_is_noticed_by_its_ping_and_hear
         assert await listener.wait_for_not_listening(5)
         proxy.silent = False
         assert await listener.wait_for_listening(15)
-        assert proxy.accepted == 2  # on a new connection: the silent one was given up
+        assert proxy.accepted >= 2  # on a new connection: the silent one was given up
         assert heard[-1] == (COMMAND_CHANNEL, "")  # back: the command server is told to look at once
         await pool.execute(f"SELECT pg_notify('{COMMAND_CHANNEL}', 'c')")
         await wait_for_async(lambda: (COMMAND_CHANNEL, "c") in heard, "a NOTIFY heard after the network is back")
