@@ -21,6 +21,20 @@ from tests.support.dtmf import write_pcap
 
 PCAPS = Path("/usr/share/sip-tester")
 
+def _sdp(address: str, port: str) -> str:
+    """The audio offer or answer (PCMA, RFC 2833 events) on SIPp's ``address`` and ``port`` keywords."""
+    return f"""      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[{address}_type] [{address}]
+      t=0 0
+      m=audio [{port}] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+"""
+
+
 _INVITE_SEND = """
   <send retrans="500">
     <![CDATA[
@@ -35,16 +49,7 @@ _INVITE_SEND = """
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[local_ip_type] [local_ip]
-      t=0 0
-      m=audio [auto_media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-    ]]>
+""" + _sdp("local_ip", "auto_media_port") + """    ]]>
   </send>
   <recv response="100" optional="true"/>
 """
@@ -356,16 +361,7 @@ _UAS_200 = """
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-    ]]>
+""" + _sdp("media_ip", "media_port") + """    ]]>
   </send>
   <recv request="ACK" rtd="true" crlf="true"/>
 """
