@@ -1,6 +1,6 @@
 """The recording service: tells every party before capture starts, records bridges through ARI,
-files finished recordings with their metadata (the command line reaches a room's recording through the
-room: callctl.conference.remote).
+files finished recordings with their metadata (`callctl conference record` asks the room itself, through
+callctl.conference.remote, as the Online Space does).
 
 - Notice first: the notice is played on each party's own channel (in their language) and capture
   starts only once every one of those playbacks is over, so not a frame is recorded before.
