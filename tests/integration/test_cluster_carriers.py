@@ -18,8 +18,7 @@ from tests.integration.test_cluster_bruteforce import billed_user
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster
-from tests.support.edge_cluster import CARRIER_IP, EDGE_IP, guarded_cluster
-from tests.support.registrar import PHONE_IP, register
+from tests.support.edge_cluster import CARRIER_IP, EDGE_IP, guarded_cluster, register_and_call
 
 pytestmark = pytest.mark.integration
 __all__ = ["guarded_cluster"]  # the fixture, imported for this module
@@ -143,13 +142,5 @@ def test_a_call_from_outside_the_carrier_networks_is_refused_at_the_edge_and_the
     # A SIP user from an address that is not a carrier's still registers and calls (digest at the node).
     user = billed_user(c.database_url)
     name, password = user["sip_username"], user["sip_password"]
-    reg = register(c.sip_port, name, password, free_port_pair(), proxy_ip=EDGE_IP)
-    assert reg.ok, reg.stderr
-    trunks = [sipp.start_far_end(node.trunk_port, "answer") for node in c.nodes]
-    call = sipp.call(c.sip_port, "0123456789", [("pause", 1000), ("bye", None)], caller=name,
-                     auth=(name, password), local_ip=PHONE_IP, remote_ip=EDGE_IP)
-    assert call.ok, call.stderr
-    for trunk in trunks:
-        trunk[0].kill()
-        sipp.finish(*trunk, timeout_s=10)
+    register_and_call(c, name, password)
     assert not any(e.tracebacks() for e in c.engines)

@@ -21,10 +21,12 @@ from callctl.config import load_settings
 from callctl.fraud.settings import block_policy
 from scripts.cluster import KamailioInstance, node_instance, trusted_with
 from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair, free_rtp_range
+from tests.support import sipp
 from tests.support.asterisk import Daemon, engine_env, render_prompts
 from tests.support.cluster import Cluster
+from tests.support.registrar import PHONE_IP, register
 
-__all__ = ["CARRIER_IP", "EDGE_IP", "EDGE_SETTINGS", "guarded_cluster"]
+__all__ = ["CARRIER_IP", "EDGE_IP", "EDGE_SETTINGS", "guarded_cluster", "register_and_call"]
 
 EDGE_IP = "127.0.0.4"
 # The carrier's SBC: the only source of calls that are not from a SIP user (kamailio.cfg route[CARRIER]).
@@ -89,3 +91,17 @@ def guarded_cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
                   .splitlines()[-60:], sep="\n")
         for node in nodes:
             node.stop()
+
+
+def register_and_call(c: Cluster, name: str, password: str) -> None:
+    """The SIP user ``name`` registers from PHONE_IP through Kamailio and calls a PSTN number: a node's trunk
+    answers, the user hangs up after a second."""
+    reg = register(c.sip_port, name, password, free_port_pair(), proxy_ip=EDGE_IP)
+    assert reg.ok, reg.stderr
+    trunks = [sipp.start_far_end(node.trunk_port, "answer") for node in c.nodes]
+    call = sipp.call(c.sip_port, "0123456789", [("pause", 1000), ("bye", None)], caller=name,
+                     auth=(name, password), local_ip=PHONE_IP, remote_ip=EDGE_IP)
+    assert call.ok, call.stderr
+    for trunk in trunks:
+        trunk[0].kill()
+        sipp.finish(*trunk, timeout_s=10)
