@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def test_a_call_closed_in_the_file_but_not_in_postgresql_keeps_its_real_cdr_acro
                  "the close the file had, sent to PostgreSQL by the next engine")
     assert not second.events("open_calls_read_from_database")  # nothing taken back as still open
     assert not second.events("calls_recovered_from_journal")  # no second, incomplete CDR of the call
-    cdr = wait_for_leg_cdr(database_url, leg)
+    cdr = wait_for_leg_cdr(database_url, uuid.UUID(leg))
     extra = json.loads(cdr["extra"])
     assert "incomplete" not in extra and extra["outcome"] == "caller_hung_up"
     assert cdr["billed_s"] >= 3  # the caller's 3 s from the answer, as the first engine saw them end
