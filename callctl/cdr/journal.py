@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callctl.cdr.record import CdrRecord
 from callctl.errors import SpoolError, StoreError, StoreUnavailable
 from callctl.logging import get_logger
 
@@ -55,6 +56,7 @@ class OpenCall:
 
 class CallJournal:
     mirror: JournalMirror | None = None  # set by share()
+    _unspooled: dict[str, str] | None = None  # leg -> end: closed, CDR not yet in the spool (follow_spool)
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "open-calls.jsonl"
@@ -138,8 +140,30 @@ class CallJournal:
         self._write({"op": "dial", "leg": leg, "channel": channel})
 
     def closed(self, leg: str) -> None:
+        """The call's CDR was handed to the writer. Its ``close`` is written now, or, once ``follow_spool``
+        was called, when the writer says the CDR is in the spool (``spooled``)."""
         self.pending.pop(leg, None)
+        if self._unspooled is not None:
+            self._unspooled[leg] = dt.datetime.now(dt.UTC).isoformat()
+            return
         self._write({"op": "close", "leg": leg, "at": dt.datetime.now(dt.UTC).isoformat()})
+
+    def follow_spool(self) -> Callable[[Sequence[CdrRecord]], None]:
+        """From now on a call's ``close`` waits for its CDR to be durable in the spool; returns what the
+        writer calls with the records of each append (``CdrWriter.on_spooled``). An engine killed between
+        the end of a call and the fsync of its CDR (milliseconds) thus leaves the call open here, and the
+        next engine records it (an incomplete CDR, replaced by the real one if that reached PostgreSQL)
+        instead of nothing at all."""
+        self._unspooled = {}
+        return self.spooled
+
+    def spooled(self, records: Sequence[CdrRecord]) -> None:
+        if not self._unspooled:
+            return
+        for record in records:
+            at = self._unspooled.pop(str(record.leg_id), None)
+            if at is not None:
+                self._write({"op": "close", "leg": str(record.leg_id), "at": at})
 
     def shared(self, ops: Sequence[dict[str, Any]]) -> None:
         """PostgreSQL took ``ops`` (the mirror's batch): their closes need not be kept across a restart."""

@@ -72,6 +72,14 @@ def spooled(spool: Path, leg_id: str) -> bool:
                for line in seg.read_text(errors="replace").splitlines())
 
 
+def closed_in_file(spool: Path, leg_id: str) -> bool:
+    """The call's close is in the open-calls journal file (written once its CDR is in the spool)."""
+    path = spool / "open-calls.jsonl"
+    return path.exists() and any(line.startswith("{") and json.loads(line).get("op") == "close"
+                                 and json.loads(line).get("leg") == leg_id
+                                 for line in path.read_text(errors="replace").splitlines() if line.endswith("}"))
+
+
 def test_a_call_closed_in_the_file_but_not_in_postgresql_keeps_its_real_cdr_across_a_restart(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str, tmp_path: Path,
         db_proxy: tuple[CuttableProxy, str]) -> None:  # noqa: F811
@@ -88,6 +96,7 @@ def test_a_call_closed_in_the_file_but_not_in_postgresql_keeps_its_real_cdr_acro
     assert sipp.finish(*call).ok
     first.wait_for_log("call_finished", outcome="caller_hung_up")
     wait_for(lambda: spooled(tmp_path / "spool", leg), 10, "the real CDR durable in the spool")
+    wait_for(lambda: closed_in_file(tmp_path / "spool", leg), 10, "the call closed in the journal file")
     assert first.proc is not None
     first.proc.kill()  # kill -9 before the close reached PostgreSQL
     first.proc.wait(10)

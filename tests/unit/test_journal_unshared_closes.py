@@ -10,8 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from callctl.cdr.journal import CallJournal, JournalMirror, JournalStore, OpenCall
-from callctl.errors import StoreError
+from callctl.cdr.spool import Spool
+from callctl.errors import SpoolError, StoreError
+from tests.unit.test_cdr_spool import record
+from tests.unit.test_cdr_writer import FakeStore, writer
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 ENTRY = {"call": "a", "channel": "c1", "started_at": T0.isoformat(),
@@ -101,3 +106,45 @@ def test_a_batch_postgresql_refused_confirms_nothing(tmp_path: Path) -> None:
     last = CallJournal(tmp_path)
     assert list(last.unshared_closes) == ["a"]  # sent again by the next engine
     last.close()
+
+
+def test_a_calls_close_waits_for_its_cdr_to_be_in_the_spool(tmp_path: Path) -> None:
+    """Killed between the end of a call and the fsync of its CDR: the call is still open in the file, so the
+    next engine records it (incomplete) rather than nothing."""
+    j = CallJournal(tmp_path)
+    on_spooled = j.follow_spool()
+    leg = str(record(7).leg_id)
+    j.opened(leg, call=leg, channel="chan-7", started_at=T0.isoformat())
+    j.closed(leg)
+    assert leg not in j.pending  # no longer open for this engine's resynchronisation
+    j.close()
+    killed = CallJournal(tmp_path)
+    assert list(killed.pending) == [leg] and killed.unshared_closes == {}
+    on_spooled([record(8)])  # another call's CDR: changes nothing
+    killed.close()
+    j = CallJournal(tmp_path)
+    on_spooled = j.follow_spool()
+    j.closed(leg)
+    on_spooled([record(7)])  # its CDR is on disk: now it is closed
+    j.close()
+    last = CallJournal(tmp_path)
+    assert last.pending == {} and list(last.unshared_closes) == [leg]
+    last.close()
+
+
+async def test_on_spooled_hears_of_records_once_durable_and_never_of_ones_the_spool_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, heard = FakeStore(), []
+
+    def disk_full(self: Spool, lines: Sequence[bytes]) -> list[Any]:
+        raise SpoolError(f"CDR spool {self.directory}: cannot write: No space left on device (ENOSPC)")
+
+    async with writer(tmp_path, store) as w:
+        w.on_spooled = lambda records: heard.extend(r.leg_id for r in records)
+        w.submit(record(1))
+        assert await w.wait_for_drained(10)
+        assert heard == [record(1).leg_id]
+        monkeypatch.setattr(Spool, "append_lines", disk_full)
+        w.submit(record(2))  # kept in memory only: its call must stay open in the journal
+        assert await w.wait_for_drained(10)
+    assert heard == [record(1).leg_id] and len(store.rows) == 2
