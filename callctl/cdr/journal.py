@@ -2,7 +2,7 @@
 
 A call that ends while no engine is connected (the engine killed, then the caller hangs up before
 the next one resynchronises) leaves no trace in Asterisk. Each call is therefore written here when
-it starts (and when it is answered) and struck out when its CDR is handed to the writer. At start,
+it starts (and when it is answered) and struck out once its CDR is in the spool. At start,
 the next engine reads the calls still open: those Asterisk no longer has are recorded with what is
 known (start, answer) and an end bracketed by the last sign of life of the previous engine and
 the moment of recovery.
