@@ -73,3 +73,26 @@ def test_a_dialer_call_its_flow_bridged_stays_up_and_its_accounts_across_an_engi
     down_s = (dt.datetime.fromisoformat(resumed["ts"].replace("Z", "+00:00")) - killed_at).total_seconds()
     assert call["answered_at"] < killed_at and call["billed_s"] >= down_s, (call["billed_s"], down_s)
     assert not restarted.tracebacks()
+
+
+def test_a_dialer_call_whose_flow_starts_with_a_dial_is_billed_from_the_callees_answer(
+        daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
+    acc = dialer_account(database_url)
+    # Each call rings 3 s: the callee's phone, then the number the flow dials while the callee waits.
+    far = sipp.start_far_end(asterisk.trunk_port, "answer", ring_ms=3000, calls=2)
+    d = daemon_factory()
+    d.wait_until_ready()
+    code, placed = originate(database_url, d, "--account", acc["id"], "--flow", "pstn-demo", "--from",
+                             "+33170000001", "--to", CALLEE)
+    assert code == 0 and placed["originated"] is True, placed
+    wait_for(lambda: "call-" in asterisk.rx("bridge show all", check=False), 20, "the dialer call bridged")
+    asterisk.rx("channel request hangup all")  # this worker's Asterisk carries only this test's calls
+    assert sipp.finish(*far, timeout_s=60).ok
+    rows = wait_for_cdrs(database_url, 2)
+    call = next(r for r in rows if json.loads(r["extra"]).get("originated"))
+    dialled = next(r for r in rows if r is not call)
+    # The callee answered 3 s of ringing before the dialled number did: those seconds are the call's.
+    waited_s = (dialled["answered_at"] - call["answered_at"]).total_seconds()
+    assert waited_s >= 2.5, waited_s
+    assert call["billed_s"] >= dialled["billed_s"] + 2, (call["billed_s"], dialled["billed_s"])
+    assert not d.tracebacks()
