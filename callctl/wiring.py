@@ -163,6 +163,7 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     voicemail_steps.bind(voicemail)
     stack.callback(voicemail_steps.bind, None)
     router.on_resumed(lines.take_resumed)
+    router.on_resumed(dialer.resume, arg=ORIGINATE_ARG)  # wt-journal: a bridged dialer call stays its account's
     router.on_arg(ORIGINATE_ARG, dialer.run)
     router.on_arg(LINE_OUTBOUND_ARG, lines.take_outbound)
     router.on_number(conferences.take_hop)  # only channels from a peer node's endpoint (pjsip_nodes.conf)

@@ -98,6 +98,10 @@ class CdrWriter:
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
         self._on_submit = on_submit  # sees every record handed over (metrics), whoever built it
+        # Told of the records each append made durable in the spool (the open-calls journal closes their calls
+        # then, not before: a call closed in the journal has its CDR on disk). Not told of records kept in
+        # memory only (spool unwritable).
+        self.on_spooled: Callable[[Sequence[CdrRecord]], None] | None = None
 
     # -- the call side -------------------------------------------------------------------------
     def submit(self, record: CdrRecord) -> None:
@@ -213,6 +217,8 @@ class CdrWriter:
             self._spooling = len(batch)
             items, error = await asyncio.to_thread(self._encode_and_append, batch)
             if error is None:
+                if self.on_spooled is not None:
+                    self.on_spooled([record for _, record, _ in items])
                 if not self._spool_ok:
                     self._spool_ok = True
                     log.info("cdr_spool_recovered", spool=str(self.spool_dir))
