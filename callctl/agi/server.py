@@ -6,11 +6,11 @@ with counts (refusals.py: a flood is not a log flood). The handler returns the c
 set with ``SET VARIABLE``.
 
 Each connection is an ``asyncio.Protocol`` that parses the header block as its bytes arrive (no task,
-no stream objects, one timer); once the block is complete, one task owned here runs the handler and
-sends the variables, one command per reply (Asterisk's AGI reads one command at a time: pipelining
-them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``). This
-keeps the server's CPU per request low enough for a gate every outbound call passes through (issue 17,
-docs/benchmarks.md).
+no stream objects, one timer); once the block is complete, one task owned here runs the handler; its
+answer is sent from there, one command per reply (Asterisk's AGI reads one command at a time:
+pipelining them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``),
+each reply taken by the protocol's own callbacks (no task waits for it). This keeps the server's CPU per
+request low enough for a gate every outbound call passes through (issue 17, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -134,15 +134,16 @@ def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
 
 class _Phase(enum.Enum):
     HEADERS = 1
-    HANDLING = 2
-    DONE = 3
+    HANDLING = 2  # the handler's task runs
+    COMMANDS = 3  # a command sent, its reply awaited (by data_received, no task)
+    DONE = 4
 
 
 class _Session(asyncio.Protocol):
     """One FastAGI connection (see the module docstring)."""
 
     __slots__ = ("_buffer", "_closed", "_deadline", "_header_bytes", "_headers", "_line_since", "_loop", "_peer",
-                 "_phase", "_reply", "_server", "_timer", "_transport")
+                 "_pending", "_phase", "_sent", "_server", "_timer", "_transport", "_variables")
 
     def __init__(self, server: AgiServer) -> None:
         self._server = server
@@ -156,7 +157,9 @@ class _Session(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0  # loop time: the whole header block by then
         self._line_since: float | None = None  # loop time the wait for the current line began; None: not waiting
-        self._reply: asyncio.Future[bytes] | None = None
+        self._variables: Mapping[str, str] = {}  # the handler's answer
+        self._pending: list[bytes] = []  # commands not sent yet
+        self._sent: bytes | None = None  # the command whose reply is awaited
         self._closed = False
 
     # -- transport callbacks -------------------------------------------------------------------
@@ -179,8 +182,8 @@ class _Session(asyncio.Protocol):
         self._buffer += data
         if self._phase is _Phase.HEADERS:
             self._parse_headers()
-        elif self._reply is not None and not self._reply.done():
-            self._take_reply()
+        elif self._phase is _Phase.COMMANDS:
+            self._take_replies()
 
     def eof_received(self) -> bool | None:
         return None  # close: a peer that stops sending is done (Asterisk never half-closes)
@@ -194,8 +197,8 @@ class _Session(asyncio.Protocol):
         reason = "closed_mid_header" if self._buffer else "closed"
         if self._phase is _Phase.HEADERS:
             self._refuse(reason)
-        elif self._reply is not None and not self._reply.done():
-            self._reply.set_exception(BadSession(reason))
+        elif self._phase is _Phase.COMMANDS:
+            self._end(reason)
 
     # -- timers: one handle per session, re-armed only when it fires early ---------------------
     def _arm(self) -> None:
@@ -221,8 +224,8 @@ class _Session(asyncio.Protocol):
     def _fail(self, reason: str) -> None:
         if self._phase is _Phase.HEADERS:
             self._refuse(reason)
-        elif self._reply is not None and not self._reply.done():
-            self._reply.set_exception(BadSession(reason))
+        elif self._phase is _Phase.COMMANDS:
+            self._end(reason)
 
     def _refuse(self, reason: str) -> None:
         """A session refused before its handler ran."""
@@ -230,6 +233,12 @@ class _Session(asyncio.Protocol):
             return
         self._phase = _Phase.DONE
         self._server.refusals.refused(self._peer, reason)
+        self.close()
+
+    def stop(self) -> None:
+        """The server stops: close without counting a session cut in its command phase as refused."""
+        if self._phase is _Phase.COMMANDS:
+            self._phase = _Phase.DONE
         self.close()
 
     def close(self) -> None:
@@ -273,10 +282,9 @@ class _Session(asyncio.Protocol):
 
     def _headers_done(self) -> None:
         self._phase = _Phase.HANDLING
-        self._line_since = None  # the handler's time is bounded by handler_timeout_s, not by reads
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        # The handler's time is bounded by handler_timeout_s, not by reads. The timer stays: firing with no
+        # wait under way it lets go; until then the command phase's wait reuses it (one timer a session).
+        self._line_since = None
         request = parse_request(self._headers, self._peer)
         task = self._loop.create_task(self._run(request))
         self._server._sessions.add(task)
@@ -295,48 +303,70 @@ class _Session(asyncio.Protocol):
                 # "gate unavailable" branch, where an emergency call still gets Asterisk's own decision.
                 variables = {"CALLCTL_GATE": "", "CALLCTL_GATE_RULE": "gate_unavailable",
                              "CALLCTL_GATE_REASON": "the gate could not decide"}
-            # A peer that names its Asterisk version (every Asterisk does) gets MSet; any other the
-            # plain command every AGI peer knows.
-            for command in variable_commands(variables, mset="agi_version" in request.headers):
-                reply = await self._command(command)
-                if command.startswith(b"EXEC ") and not reply.startswith(b"200 result=0"):
-                    # No MSet application (result=-2): the same variables one by one.
-                    await self._set_one_by_one(variables)
-                    break
-        except BadSession as exc:
-            server.refusals.refused(self._peer, str(exc))
-        except (ConnectionError, OSError) as exc:
-            server.refusals.refused(self._peer, "connection_lost", error=str(exc))
-        finally:
+        except BaseException:  # cancelled: the server stops
             self._phase = _Phase.DONE
             self.close()
+            raise
+        if self._closed:
+            self._end("closed")
+            return
+        # A peer that names its Asterisk version (every Asterisk does) gets MSet; any other the plain
+        # command every AGI peer knows. From here the protocol's callbacks carry the session.
+        self._variables = variables
+        self._pending = variable_commands(variables, mset="agi_version" in request.headers)
+        self._phase = _Phase.COMMANDS
+        self._send_next()
 
-    async def _set_one_by_one(self, variables: Mapping[str, str]) -> None:
-        for command in variable_commands(variables, mset=False):
-            await self._command(command)
-
-    async def _command(self, command: bytes) -> bytes:
+    def _send_next(self) -> None:
+        """Send the next command and wait for its reply (``_take_replies``), or end the session."""
+        if not self._pending:
+            self._phase = _Phase.DONE
+            self.close()
+            return
         if self._closed or self._transport is None:
-            raise BadSession("closed")
-        self._transport.write(command)
-        reply = await self._wait_for_line()
-        if not reply.startswith(b"200"):
-            text = reply.decode("utf-8", "replace").strip()
-            raise BadSession(f"command_refused: {text[:80]}")
-        return reply
-
-    async def _wait_for_line(self) -> bytes:
-        line = self._pop_line()
-        if line is not None:
-            return line
-        self._reply = self._loop.create_future()
+            self._end("closed")
+            return
+        self._sent = self._pending.pop(0)
+        try:
+            self._transport.write(self._sent)
+        except (ConnectionError, OSError) as exc:
+            self._end("connection_lost", error=str(exc))
+            return
         self._line_since = self._loop.time()
         self._arm()
-        try:
-            return await self._reply
-        finally:
-            self._reply = None
-            self._line_since = None
+        if self._buffer:  # a reply already here (sent ahead of the command)
+            self._take_replies()
+
+    def _take_replies(self) -> None:
+        while self._phase is _Phase.COMMANDS and self._sent is not None:
+            try:
+                line = self._pop_line()
+            except BadSession as exc:
+                self._end(str(exc))
+                return
+            if line is None:
+                return
+            self._replied(line)
+
+    def _replied(self, reply: bytes) -> None:
+        command, self._sent = self._sent, None
+        self._line_since = None
+        if not reply.startswith(b"200"):
+            text = reply.decode("utf-8", "replace").strip()
+            self._end(f"command_refused: {text[:80]}")
+            return
+        if command is not None and command.startswith(b"EXEC ") and not reply.startswith(b"200 result=0"):
+            # No MSet application (result=-2): the same variables one by one, instead of what was left.
+            self._pending = variable_commands(self._variables, mset=False)
+        self._send_next()
+
+    def _end(self, reason: str, **details: str) -> None:
+        """The command phase cut short: counted as refused, closed."""
+        if self._phase is _Phase.DONE:
+            return
+        self._phase = _Phase.DONE
+        self._server.refusals.refused(self._peer, reason, **details)
+        self.close()
 
     def _pop_line(self) -> bytes | None:
         nl = self._buffer.find(b"\n")
@@ -347,16 +377,6 @@ class _Session(asyncio.Protocol):
         line = bytes(self._buffer[:nl + 1])
         del self._buffer[:nl + 1]
         return line
-
-    def _take_reply(self) -> None:
-        assert self._reply is not None
-        try:
-            line = self._pop_line()
-        except BadSession as exc:
-            self._reply.set_exception(exc)
-            return
-        if line is not None:
-            self._reply.set_result(line)
 
 
 class AgiServer:
@@ -401,7 +421,7 @@ class AgiServer:
         if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=2.0)
         for session in list(self._live):
-            session.close()
+            session.stop()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
