@@ -173,6 +173,107 @@ def handler_cost(n: int, distinct: bool) -> float:
     return asyncio.run(run()) * 1e6 / n
 
 
+def session_cost(n: int, distinct: bool, loop_name: str) -> dict[str, float]:
+    """The server's Python per FastAGI session, without sockets: a ``_Session`` of callctl's AgiServer on
+    a fake transport, fed the headers and the ``200 result=0`` reply as uvloop would hand them over, the
+    real gate handler behind it (as in ``handler``). CPU µs per session (this process), and the same for
+    the gate handler alone, so the session's own part is the difference."""
+    import uuid
+
+    from callctl.agi import server as agi
+    from callctl.agi.gate import gate_handler
+    from callctl.fraud.rules import FraudPolicy, Permissions
+    from callctl.store.facts import GateFacts
+
+    known = GateFacts(country="FR", automated=False, permissions=Permissions(), suspended=False)
+
+    class Facts:
+        async def gate_facts(self, db: Any, account_id: uuid.UUID) -> GateFacts | None:
+            return known
+
+    class Fraud:
+        policy = FraudPolicy()
+
+        async def refuse_agi(self, account_id: uuid.UUID, country: str, number: str) -> None:
+            raise AssertionError("an allowed call never reaches the fraud screen's reads")
+
+    records: list[Any] = []
+    handle = gate_handler(None, countries(), submit=records.append, fraud=Fraud(), facts=Facts())
+    account = str(uuid.uuid4())
+    heads = [headers(account, f"1700000000.{i}", dialled(i, distinct)) for i in range(n)]
+    written: list[bytes] = []
+
+    class Transport:
+        """What the session uses of uvloop's TCPTransport."""
+
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+            self.protocol: Any = None
+            self.closing = False
+            self.wrote = loop.create_future()
+            self.lost = loop.create_future()
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return ("127.0.0.1", 40000) if name == "peername" else default
+
+        def write(self, data: bytes) -> None:
+            written.append(data)
+            if not self.wrote.done():
+                self.wrote.set_result(None)
+
+        def close(self) -> None:
+            if not self.closing:
+                self.closing = True
+                self.loop.call_soon(self.lose)
+
+        def lose(self) -> None:
+            self.protocol.connection_lost(None)
+            self.lost.set_result(None)
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        server = agi.AgiServer("127.0.0.1", 0, handle)
+        if hasattr(server, "_loop"):
+            server._loop = loop
+
+        async def one(head: bytes) -> None:
+            session = agi._Session(server)
+            transport = Transport(loop)
+            transport.protocol = session
+            session.connection_made(transport)  # type: ignore[arg-type]
+            session.data_received(head)
+            while not transport.closing:  # a command (the handler's task sent it), its reply
+                await transport.wrote
+                transport.wrote = loop.create_future()
+                reply = b"200 result=0\n" if written[-1].startswith(b"EXEC ") else b"200 result=1\n"
+                written.clear()
+                session.data_received(reply)
+                await asyncio.sleep(0)  # the old server's task takes the reply in its next turn
+            await transport.lost
+
+        for head in heads[:200]:  # warm
+            await one(head)
+        t0 = time.process_time()
+        for head in heads:
+            await one(head)
+        session_s = time.process_time() - t0
+        requests = [agi.parse_request({"agi_network_script": f"gate?account={account}", "agi_channel": "PJSIP/x-1",
+                                       "agi_uniqueid": f"1700000000.{i}", "agi_callerid": CALLER,
+                                       "agi_extension": dialled(i, distinct)}, "127.0.0.1") for i in range(n)]
+        t0 = time.process_time()
+        for request in requests:
+            await handle(request)
+        return session_s, time.process_time() - t0
+
+    if loop_name == "uvloop":
+        import uvloop
+
+        session_s, handler_s = uvloop.run(run())
+    else:
+        session_s, handler_s = asyncio.run(run())
+    return {"session_us": session_s * 1e6 / n, "handler_us": handler_s * 1e6 / n}
+
+
 # -- Asterisk's side ---------------------------------------------------------------------------
 async def fast_session(port: int, head: bytes) -> dict[str, str]:
     """One FastAGI session as Asterisk plays it: the headers, then '200 result=1' to each command."""
@@ -514,6 +615,10 @@ def main() -> None:
     handler = sub.add_parser("handler", help="the gate handler alone: CPU µs per decision")
     handler.add_argument("-n", type=int, default=20_000)
     handler.add_argument("--distinct", action="store_true")
+    session = sub.add_parser("session", help="the server's Python per session, no socket: CPU µs")
+    session.add_argument("-n", type=int, default=20_000)
+    session.add_argument("--distinct", action="store_true")
+    session.add_argument("--asyncio", action="store_true", help="asyncio's loop (default: uvloop)")
     classic = sub.add_parser("classic")
     classic.add_argument("--database-url", required=True)
     parser.add_argument("--fast", type=int, default=4000, help="FastAGI requests, closed loop")
@@ -550,6 +655,11 @@ def main() -> None:
         print(f"gate handler alone, dialled numbers {'distinct' if args.distinct else 'same'}: "
               f"{handler_cost(args.n, args.distinct):.1f} µs CPU per decision, load average "
               f"{os.getloadavg()[0]:.2f}")
+    elif args.mode == "session":
+        cost = session_cost(args.n, args.distinct, "asyncio" if args.asyncio else "uvloop")
+        print(f"FastAGI session without sockets ({'asyncio' if args.asyncio else 'uvloop'}, dialled numbers "
+              f"{'distinct' if args.distinct else 'same'}): {cost['session_us']:.1f} µs CPU per session, of which "
+              f"the gate handler {cost['handler_us']:.1f} µs; load average {os.getloadavg()[0]:.2f}")
     elif args.mode == "classic":
         asyncio.run(_classic(args.database_url))
     else:

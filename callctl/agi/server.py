@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -80,6 +81,12 @@ MSET_MAX_PAIRS = 64  # MSet parses up to 98 pairs
 MSET_MAX_LINE = 4000  # res_agi reads a command line of up to 8,191 bytes (AGI_BUF_LEN)
 
 
+# A gate answers with the same few names and mostly the same values (rule, reason, route, country), so
+# each (name, value) is escaped once: a bounded cache of a pure function, values of at most this length.
+PAIR_CACHE_SIZE = 4096
+PAIR_CACHE_MAX_CHARS = 256
+
+
 def _mset_pair(name: str, value: str) -> str | None:
     """``name=value`` escaped for MSet and for the AGI line, or None if it must go as ``SET VARIABLE``."""
     if not name.isidentifier() or not name.isascii() or not _NOT_CARRIED.isdisjoint(value):
@@ -87,18 +94,42 @@ def _mset_pair(name: str, value: str) -> str | None:
     return f"{name}={value.translate(_ESCAPE)}"  # a name is an identifier: nothing to escape
 
 
+def _pair_entry(name: str, value: str) -> tuple[str, int] | None:
+    """``_mset_pair`` and its length in bytes, or None."""
+    pair = _mset_pair(name, value)
+    return None if pair is None else (pair, len(pair.encode()))
+
+
+_cached_pair_entry = functools.lru_cache(maxsize=PAIR_CACHE_SIZE)(_pair_entry)
+
+
 def variable_commands(variables: Mapping[str, str], *, mset: bool = True) -> list[bytes]:
     """The AGI commands that set ``variables`` on the channel: as few ``EXEC MSet`` lines as fit, and a
     ``SET VARIABLE`` for each variable MSet cannot carry (or for all with ``mset=False``)."""
+    if not mset:
+        return _batched(variables, None)
+    entries = [(_cached_pair_entry(name, value) if len(value) <= PAIR_CACHE_MAX_CHARS else _pair_entry(name, value))
+               for name, value in variables.items()]
+    # The usual answer: every pair carried, one line. _batched would cut a line only past MSET_MAX_PAIRS pairs
+    # or once its pairs, their commas and 16 bytes of margin pass MSET_MAX_LINE.
+    carried = [entry for entry in entries if entry is not None]
+    if (carried and len(carried) == len(entries) and len(carried) <= MSET_MAX_PAIRS
+            and sum(size for _, size in carried) + len(carried) + 15 <= MSET_MAX_LINE):
+        return [_mset_line([pair for pair, _ in carried])]
+    return _batched(variables, entries)
+
+
+def _batched(variables: Mapping[str, str], entries: list[tuple[str, int] | None] | None) -> list[bytes]:
+    """``entries``: each variable's MSet pair and its size (None: it goes as ``SET VARIABLE``); None: all do."""
     commands: list[bytes] = []
     batch: list[str] = []
     size = 0
-    for name, value in variables.items():
-        pair = _mset_pair(name, value) if mset else None
-        if pair is None:
+    for i, (name, value) in enumerate(variables.items()):
+        entry = entries[i] if entries is not None else None
+        if entry is None:
             commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
             continue
-        encoded = len(pair.encode())
+        pair, encoded = entry
         if encoded + 16 > MSET_MAX_LINE:
             commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
             continue
