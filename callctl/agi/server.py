@@ -37,6 +37,7 @@ MAX_HEADERS = 128
 MAX_LINE_BYTES = 8 * 1024
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 ACCEPT_BACKLOG = 1024
+PEER_VERDICTS_MAX = 4096  # peer addresses whose allow-list verdict is kept (beyond: forgotten, judged anew)
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class _Session(asyncio.Protocol):
 
     def __init__(self, server: AgiServer) -> None:
         self._server = server
-        self._loop = asyncio.get_running_loop()
+        self._loop = server.loop  # not asyncio.get_running_loop(): a system call (getpid) per connection
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
         self._buffer = bytearray()
@@ -426,7 +427,15 @@ class AgiServer:
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()  # sessions whose handler runs
         self._live: set[_Session] = set()  # every open connection
+        self._peer_verdicts: dict[str, bool] = {}  # peer address -> allowed (the allow-list never changes)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.refusals = refusals if refusals is not None else RefusalTally()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("AgiServer is not started")
+        return self._loop
 
     @property
     def port(self) -> int:
@@ -435,7 +444,7 @@ class AgiServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> AgiServer:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         # A deep accept queue: a burst of calls connecting at once waits a moment instead of failing over to
         # the dialplan's "gate unavailable" branch (the default backlog is 100).
         self._server = await loop.create_server(lambda: _Session(self), self.host, self.requested_port,
@@ -460,6 +469,17 @@ class AgiServer:
         self.refusals.close()
 
     def _peer_allowed(self, host: str) -> bool:
+        """Whether ``host`` (a peer address as the socket gives it) is in the allow-list; judged once per
+        address (Asterisk connects from the same few), at most PEER_VERDICTS_MAX addresses kept."""
+        verdict = self._peer_verdicts.get(host)
+        if verdict is None:
+            verdict = self._judge_peer(host)
+            if len(self._peer_verdicts) >= PEER_VERDICTS_MAX:
+                self._peer_verdicts.clear()
+            self._peer_verdicts[host] = verdict
+        return verdict
+
+    def _judge_peer(self, host: str) -> bool:
         try:
             addr = ipaddress.ip_address(host.split("%")[0])
         except ValueError:

@@ -57,3 +57,20 @@ def test_a_long_value_is_escaped_each_time_not_kept() -> None:
     before = agi._cached_pair_entry.cache_info().currsize
     assert variable_commands({"CALLCTL_GATE_REASON": long}) == _general({"CALLCTL_GATE_REASON": long})
     assert agi._cached_pair_entry.cache_info().currsize == before
+
+
+def test_a_peer_is_judged_once_and_the_verdicts_kept_are_bounded() -> None:
+    server = agi.AgiServer("127.0.0.1", 0, _no_handler, allow=("10.0.0.0/8", "fe80::/10"))
+    for _ in range(2):  # judged, then from the verdicts kept
+        assert server._peer_allowed("10.1.2.3")
+        assert server._peer_allowed("fe80::1%eth0")
+        assert not server._peer_allowed("127.0.0.1")
+        assert not server._peer_allowed("not an address")
+    for i in range(agi.PEER_VERDICTS_MAX + 10):
+        assert server._peer_allowed(f"10.0.{i // 256}.{i % 256}")
+        assert len(server._peer_verdicts) <= agi.PEER_VERDICTS_MAX
+    assert not server._peer_allowed("192.168.0.1")
+
+
+async def _no_handler(request: agi.AgiRequest) -> dict[str, str]:
+    return {}
