@@ -148,13 +148,30 @@ def _mset_line(pairs: list[str]) -> bytes:
     return ('EXEC MSet "' + ",".join(pairs) + '"\n').encode()
 
 
-def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
-    raw = headers.get("agi_network_script") or urllib.parse.urlsplit(headers.get("agi_request", "")).path
+ROUTE_CACHE_SIZE = 4096  # distinct (script, request URL) texts whose parse is kept: a few per account
+ROUTE_CACHE_MAX_CHARS = 512  # longer texts are parsed each time, never kept
+
+
+def _route(network_script: str, request_url: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The script (the AGI URL's path) and its query parameters, from the two headers that carry them."""
+    raw = network_script or urllib.parse.urlsplit(request_url).path
     split = urllib.parse.urlsplit(raw)
-    script = split.path.strip("/")
-    params = dict(urllib.parse.parse_qsl(split.query))
+    params = urllib.parse.parse_qsl(split.query)
     if not params:
-        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers.get("agi_request", "")).query))
+        params = urllib.parse.parse_qsl(urllib.parse.urlsplit(request_url).query)
+    return split.path.strip("/"), tuple(params)
+
+
+_cached_route = functools.lru_cache(maxsize=ROUTE_CACHE_SIZE)(_route)
+
+
+def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
+    network_script, request_url = headers.get("agi_network_script", ""), headers.get("agi_request", "")
+    # The same few texts on every call of an account: parsed once (a pure function, bounded cache).
+    script, pairs = (_cached_route(network_script, request_url)
+                     if len(network_script) + len(request_url) <= ROUTE_CACHE_MAX_CHARS
+                     else _route(network_script, request_url))
+    params = dict(pairs)
     args = []
     for i in range(1, 64):
         key = f"agi_arg_{i}"
@@ -282,6 +299,8 @@ class _Session(asyncio.Protocol):
 
     # -- the header block ----------------------------------------------------------------------
     def _parse_headers(self) -> None:
+        if self._header_bytes == 0 and len(self._buffer) <= MAX_LINE_BYTES and self._parse_block():
+            return
         buf = self._buffer
         start = 0
         headers = self._headers
@@ -311,6 +330,31 @@ class _Session(asyncio.Protocol):
             self._refuse(str(exc))
             return
         del buf[:start]
+
+    def _parse_block(self) -> bool:
+        """The whole header block arrived in one read, as Asterisk sends it: parsed in one pass. False (and
+        nothing changed) for anything else, which the line-by-line parse takes with its exact reasons: no
+        empty line yet (CRLF line ends included), more lines than MAX_HEADERS, a malformed line. Within
+        MAX_LINE_BYTES no line is too long and the block is not too large; a carriage return ending a
+        value goes with ``strip()`` as it goes with the line parse's ``rstrip``."""
+        buf = self._buffer
+        end = buf.find(b"\n\n")
+        if end <= 0:
+            return False
+        lines = buf[:end].decode("utf-8", "replace").split("\n")
+        if len(lines) > MAX_HEADERS:
+            return False
+        headers = {}
+        for line in lines:
+            key, sep, value = line.partition(":")
+            if not sep or not key.startswith("agi_"):
+                return False
+            headers[key.strip()] = value.strip()
+        self._headers = headers
+        self._header_bytes = end + 2
+        del buf[:end + 2]
+        self._headers_done()
+        return True
 
     def _headers_done(self) -> None:
         self._phase = _Phase.HANDLING

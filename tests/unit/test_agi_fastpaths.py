@@ -74,3 +74,88 @@ def test_a_peer_is_judged_once_and_the_verdicts_kept_are_bounded() -> None:
 
 async def _no_handler(request: agi.AgiRequest) -> dict[str, str]:
     return {}
+
+
+LINES = [b"agi_network: yes", b"agi_request: agi://127.0.0.1/gate?account=abc", b"agi_channel: PJSIP/x-1",
+         b"agi_callerid: Ren\xe9 \xff\xfe", b"agi_extension:  0123456789  ", b"agi_x\r", b"agi_y: v\r", b"\r", b" ",
+         b"agi_dup: 1", b"agi_dup: 2", b"no_prefix: 1", b"agi_nocolon", b"agi_emoji: \xf0\x9f", b"agi_z:\xe2\x82",
+         b"agi_empty:", b"agi_colons: a:b:c", b"agi_nul: a\x00b"]
+
+
+class _Probe(agi._Session):
+    """A session that records how its header block ended instead of running a handler."""
+
+    __slots__ = ()
+    outcomes: list[tuple[str, object]] = []
+
+    def _headers_done(self) -> None:
+        self._phase = agi._Phase.DONE
+        self.outcomes.append(("headers", dict(self._headers)))
+
+    def _refuse(self, reason: str) -> None:
+        self._phase = agi._Phase.DONE
+        self.outcomes.append(("refused", reason))
+
+
+def _outcome(server: agi.AgiServer, chunks: list[bytes]) -> tuple[str, object] | None:
+    _Probe.outcomes = []
+    session = _Probe(server)
+    for chunk in chunks:
+        if session._phase is agi._Phase.DONE:
+            break
+        session.data_received(chunk)
+    return _Probe.outcomes[0] if _Probe.outcomes else ("waiting", dict(session._headers))
+
+
+async def test_a_header_block_in_one_read_ends_as_it_does_line_by_line() -> None:
+    import asyncio
+
+    server = agi.AgiServer("127.0.0.1", 0, _no_handler)
+    server._loop = asyncio.get_running_loop()
+    rng = random.Random(4573)
+    for _ in range(3000):
+        lines = rng.choices(LINES[:5], k=rng.randint(0, 6)) + rng.choices(LINES, k=rng.choice([0, 0, 1, 2]))
+        rng.shuffle(lines)
+        if rng.random() < 0.02:
+            lines = [b"agi_h%d: x" % i for i in range(agi.MAX_HEADERS + rng.randint(-1, 2))]
+        end = rng.choice([b"\n\n", b"\n\n", b"\r\n\r\n", b"\n\r\n", b"\n", b""])
+        block = b"\n".join(lines) + end + rng.choice([b"", b"200 result=0\n"])
+        one_read = _outcome(server, [block])
+        assert one_read == _outcome(server, [block[i:i + 1] for i in range(len(block))]), block
+
+
+async def test_what_follows_the_block_in_the_same_read_is_kept() -> None:
+    import asyncio
+
+    server = agi.AgiServer("127.0.0.1", 0, _no_handler)
+    server._loop = asyncio.get_running_loop()
+    session = _Probe(server)
+    session.data_received(b"agi_network: yes\nagi_extension: 15\n\n200 result=0\n")
+    assert _Probe.outcomes[-1] == ("headers", {"agi_network": "yes", "agi_extension": "15"})
+    assert bytes(session._buffer) == b"200 result=0\n"
+
+
+def _parse_request_before(headers: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """How parse_request read the script and its parameters before the cache (its code then)."""
+    import urllib.parse
+
+    raw = headers.get("agi_network_script") or urllib.parse.urlsplit(headers.get("agi_request", "")).path
+    split = urllib.parse.urlsplit(raw)
+    params = dict(urllib.parse.parse_qsl(split.query))
+    if not params:
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers.get("agi_request", "")).query))
+    return split.path.strip("/"), params
+
+
+def test_the_script_and_its_parameters_are_read_as_before_the_cache() -> None:
+    long = "x" * agi.ROUTE_CACHE_MAX_CHARS
+    for headers in ({"agi_network_script": "gate?account=abc", "agi_request": "agi://h/gate?account=abc"},
+                    {"agi_request": "agi://h:4573/gate?account=abc&country=FR"},
+                    {"agi_network_script": "gate", "agi_request": "agi://h/gate?account=abc"},
+                    {"agi_network_script": "/gate/", "agi_arg_1": "abc", "agi_arg_2": "x"},
+                    {"agi_network_script": "gate?a=1&a=2&b=%41+c"}, {"agi_network_script": f"gate?account={long}"}, {}):
+        for _ in range(2):  # parsed, then from the cache (or parsed again: too long to keep)
+            request = agi.parse_request(headers, "127.0.0.1")
+            assert (request.script, request.params) == _parse_request_before(headers)
+    request = agi.parse_request({"agi_network_script": "/gate/", "agi_arg_1": "abc", "agi_arg_2": "x"}, "p")
+    assert request.args == ("abc", "x")
