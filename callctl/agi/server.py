@@ -6,11 +6,12 @@ with counts (refusals.py: a flood is not a log flood). The handler returns the c
 set with ``SET VARIABLE``.
 
 Each connection is an ``asyncio.Protocol`` that parses the header block as its bytes arrive (no task,
-no stream objects, one timer); once the block is complete, one task owned here runs the handler; its
-answer is sent from there, one command per reply (Asterisk's AGI reads one command at a time:
-pipelining them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``),
-each reply taken by the protocol's own callbacks (no task waits for it). This keeps the server's CPU per
-request low enough for a gate every outbound call passes through (issue 17, docs/benchmarks.md).
+no stream objects, one timer for the headers, the handler's deadline and each reply); once the block
+is complete, one task owned here runs the handler; its answer is sent from there, one command per
+reply (Asterisk's AGI reads one command at a time: pipelining them is not safe), all in one
+``EXEC MSet`` when the peer is Asterisk (``variable_commands``), each reply taken by the protocol's
+own callbacks (no task waits for it). This keeps the server's CPU per request low enough for a gate
+every outbound call passes through (issue 17, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -191,8 +192,9 @@ class _Phase(enum.Enum):
 class _Session(asyncio.Protocol):
     """One FastAGI connection (see the module docstring)."""
 
-    __slots__ = ("_buffer", "_closed", "_deadline", "_header_bytes", "_headers", "_line_since", "_loop", "_peer",
-                 "_pending", "_phase", "_sent", "_server", "_timer", "_transport", "_variables")
+    __slots__ = ("_buffer", "_closed", "_deadline", "_handler_due", "_header_bytes", "_headers", "_line_since", "_loop",
+                 "_peer", "_pending", "_phase", "_sent", "_server", "_task", "_timed_out", "_timer", "_transport",
+                 "_variables")
 
     def __init__(self, server: AgiServer) -> None:
         self._server = server
@@ -206,6 +208,9 @@ class _Session(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0  # loop time: the whole header block by then
         self._line_since: float | None = None  # loop time the wait for the current line began; None: not waiting
+        self._handler_due = 0.0  # loop time: the handler's answer by then
+        self._task: asyncio.Task[None] | None = None  # the handler's
+        self._timed_out = False  # the handler's task was cancelled for its deadline
         self._variables: Mapping[str, str] = {}  # the handler's answer
         self._pending: list[bytes] = []  # commands not sent yet
         self._sent: bytes | None = None  # the command whose reply is awaited
@@ -250,16 +255,32 @@ class _Session(asyncio.Protocol):
             self._end(reason)
 
     # -- timers: one handle per session, re-armed only when it fires early ---------------------
+    # The same handle bounds the header block, the handler (handler_timeout_s: the task is cancelled, as
+    # asyncio.timeout would, without a timeout context and its own timer per session) and each reply.
     def _arm(self) -> None:
-        if self._timer is not None or self._line_since is None:
+        if self._phase is _Phase.HANDLING:
+            due = self._handler_due
+        elif self._line_since is None:
             return
-        due = self._line_since + self._server.read_timeout_s
-        if self._phase is _Phase.HEADERS:
-            due = min(due, self._deadline)
+        else:
+            due = self._line_since + self._server.read_timeout_s
+            if self._phase is _Phase.HEADERS:
+                due = min(due, self._deadline)
+        if self._timer is not None:
+            if self._timer.when() <= due:
+                return  # it fires first, finds nothing due yet, and arms again
+            self._timer.cancel()
         self._timer = self._loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._phase is _Phase.HANDLING:
+            if self._loop.time() < self._handler_due:
+                self._arm()
+            elif self._task is not None:
+                self._timed_out = True
+                self._task.cancel()
+            return
         if self._phase is _Phase.DONE or self._line_since is None:
             return
         now = self._loop.time()
@@ -358,21 +379,34 @@ class _Session(asyncio.Protocol):
 
     def _headers_done(self) -> None:
         self._phase = _Phase.HANDLING
-        # The handler's time is bounded by handler_timeout_s, not by reads. The timer stays: firing with no
-        # wait under way it lets go; until then the command phase's wait reuses it (one timer a session).
+        # The handler's time is bounded by handler_timeout_s, not by reads (the session's timer, _arm).
         self._line_since = None
         request = parse_request(self._headers, self._peer)
-        task = self._loop.create_task(self._run(request))
+        self._handler_due = self._loop.time() + self._server.handler_timeout_s
+        self._task = task = self._loop.create_task(self._run(request))
         self._server._sessions.add(task)
-        task.add_done_callback(self._server._sessions.discard)
+        task.add_done_callback(self._handler_ended)
+        self._arm()
+
+    def _handler_ended(self, task: asyncio.Task[None]) -> None:
+        self._server._sessions.discard(task)
+        self._task = None
+        if task.cancelled() and self._phase is _Phase.HANDLING:  # cancelled before its first step
+            self._phase = _Phase.DONE
+            self.close()
 
     # -- the handler and its commands ----------------------------------------------------------
     async def _run(self, request: AgiRequest) -> None:
         server = self._server
         try:
             try:
-                async with asyncio.timeout(server.handler_timeout_s):
+                try:
                     variables = await server.handler(request)
+                except asyncio.CancelledError:
+                    if not self._timed_out or self._task is None:
+                        raise  # the server stops
+                    self._task.uncancel()
+                    raise TimeoutError() from None
             except Exception as exc:  # a handler bug must not leave the channel without an answer
                 log.error("agi_handler_failed", peer=self._peer, script=request.script, error=repr(exc))
                 # No decision is not a refusal: an empty CALLCTL_GATE sends extensions.conf to its
