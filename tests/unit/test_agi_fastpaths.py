@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import random
 
+from callctl.agi import commands
 from callctl.agi import server as agi
-from callctl.agi.server import MSET_MAX_LINE, MSET_MAX_PAIRS, variable_commands
+from callctl.agi.commands import MSET_MAX_LINE, MSET_MAX_PAIRS, variable_commands
 
 HOSTILE = ' ,=()[]\\"\'$\n\r\t\0é中;|&{}' + "abcxyz0189"
 
 
 def _general(variables: dict[str, str]) -> list[bytes]:
     """The batching every answer went through before the one-line fast path."""
-    return agi._batched(variables, [agi._pair_entry(name, value) for name, value in variables.items()])
+    return commands._batched(variables, [commands._pair_entry(name, value) for name, value in variables.items()])
 
 
 def _pairs_size(variables: dict[str, str]) -> int:
     """What the one-line test adds up: each pair's bytes and its comma, plus the margin."""
-    sizes = [entry[1] for entry in (agi._pair_entry(n, v) for n, v in variables.items()) if entry is not None]
+    sizes = [entry[1] for entry in (commands._pair_entry(n, v) for n, v in variables.items()) if entry is not None]
     return sum(sizes) + len(sizes) + 15
 
 
@@ -31,7 +32,7 @@ def test_the_one_line_answer_is_the_general_batching_for_random_answers() -> Non
         variables = {f"CALLCTL_V{i}" if rng.random() > 0.02 else f"bad-{i}":
                      "".join(rng.choices(HOSTILE, k=rng.randint(0, size))) for i in range(count)}
         assert variable_commands(variables) == _general(variables), variables
-        assert variable_commands(variables, mset=False) == agi._batched(variables, None)
+        assert variable_commands(variables, mset=False) == commands._batched(variables, None)
 
 
 def test_the_line_limit_is_kept_to_the_byte_on_both_sides_of_it() -> None:
@@ -53,10 +54,10 @@ def test_the_pair_limit_is_kept_on_both_sides_of_it() -> None:
 
 
 def test_a_long_value_is_escaped_each_time_not_kept() -> None:
-    long = "a,b" * (agi.PAIR_CACHE_MAX_CHARS // 2)
-    before = agi._cached_pair_entry.cache_info().currsize
+    long = "a,b" * (commands.PAIR_CACHE_MAX_CHARS // 2)
+    before = commands._cached_pair_entry.cache_info().currsize
     assert variable_commands({"CALLCTL_GATE_REASON": long}) == _general({"CALLCTL_GATE_REASON": long})
-    assert agi._cached_pair_entry.cache_info().currsize == before
+    assert commands._cached_pair_entry.cache_info().currsize == before
 
 
 def test_a_peer_is_judged_once_and_the_verdicts_kept_are_bounded() -> None:
