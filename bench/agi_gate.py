@@ -627,7 +627,9 @@ def main() -> None:
     parser.add_argument("--rate-s", type=float, default=5.0, help="seconds of the open loop")
     parser.add_argument("--classic", type=int, default=40, help="classic AGI processes")
     parser.add_argument("--profile", type=Path, help="cProfile the server during the closed loop into FILE")
-    parser.add_argument("--uvloop", action="store_true", help="the server on uvloop's event loop")
+    parser.add_argument("--uvloop", action="store_true", default=True,
+                        help="the server on uvloop's event loop, as the daemon runs (the default)")
+    parser.add_argument("--asyncio", dest="uvloop", action="store_false", help="the server on asyncio's own loop")
     parser.add_argument("--distinct", action="store_true",
                         help="each request dials a different number (no parse served from a cache)")
     parser.add_argument("--plain", action="store_true",
