@@ -18,8 +18,10 @@ Rules (BRIEF section 1, issue 4):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,9 +92,21 @@ class Member:
 
 
 @dataclass
+class JoinTimes:
+    """Where one join's time went (time.monotonic() marks), for ``conference_join_slow``: queued in the
+    room, taken by the room, in the bridge; ``before``: what the room did between queued and taken."""
+
+    queued: float = 0.0
+    taken: float = 0.0
+    bridged: float = 0.0
+    before: str = ""
+
+
+@dataclass
 class _Join:
     member: Member
     reply: asyncio.Future[str]
+    times: JoinTimes | None = None
 
 
 @dataclass
@@ -126,7 +140,7 @@ class _Action:
 
 _Request = _Join | _Leave | _Command | _Record | _Action
 
-__all__ = ["ACTIONS", "BRIDGE_PREFIX", "ORGANIZER", "ORGANIZER_ACTIONS", "PARTICIPANT", "Action", "Member",
+__all__ = ["ACTIONS", "BRIDGE_PREFIX", "ORGANIZER", "ORGANIZER_ACTIONS", "PARTICIPANT", "Action", "JoinTimes", "Member",
            "MemberView", "Room", "RoomOps", "RoomRecorder", "RoomSettings", "RoomView", "TimelineSink"]
 
 
@@ -154,13 +168,17 @@ class Room:
         self._was_used = False  # a room closes when its last member leaves, not before the first joins
         self._led_once = settings.already_led  # the organizer has been in the bridge at least once
         self._entry_tone_due = False  # members entered: one tone once the joins queued with them are in
+        self._work: collections.deque[tuple[float, str]] = collections.deque(maxlen=8)  # (ended at, what)
 
     # -- member side (called from call tasks) --------------------------------------------------
 
-    async def join(self, member: Member) -> str:
-        """'joined', 'waiting' (for the organizer), 'locked', 'full', 'in_use' or 'ended'."""
+    async def join(self, member: Member, times: JoinTimes | None = None) -> str:
+        """'joined', 'waiting' (for the organizer), 'locked', 'full', 'in_use' or 'ended'. ``times``:
+        filled with where the join's time went."""
         reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Join(member, reply))
+        if times is not None:
+            times.queued = time.monotonic()
+        self._queue.put_nowait(_Join(member, reply, times))
         return await reply
 
     def leave(self, member: Member, reason: str) -> None:
@@ -222,6 +240,7 @@ class Room:
                     await self._entry_tone()  # before what follows the joins (a leave's tone, a command)
                 try:
                     await self._apply(request)
+                    self._work.append((time.monotonic(), type(request).__name__.strip("_").lower()))
                 except AriError as exc:  # one member's channel vanishing must not end the room
                     log.warning("conference_request_failed", conference_id=s.conference_id, error=exc.message)
                     if isinstance(request, _Join) and not request.reply.done():
@@ -260,7 +279,11 @@ class Room:
 
     async def _apply(self, request: _Request) -> None:
         if isinstance(request, _Join):
-            result = await self._join(request.member)
+            if request.times is not None:
+                times = request.times
+                times.taken = time.monotonic()
+                times.before = "+".join(what for ended, what in self._work if ended > times.queued)
+            result = await self._join(request.member, request.times)
             if not request.reply.done():
                 request.reply.set_result(result)
         elif isinstance(request, _Leave):
@@ -278,7 +301,7 @@ class Room:
             if not request.reply.done():
                 request.reply.set_result(prompts)
 
-    async def _join(self, m: Member) -> str:
+    async def _join(self, m: Member, times: JoinTimes | None = None) -> str:
         s = self.settings
         if self.ended:
             return "ended"
@@ -293,7 +316,7 @@ class Room:
         self._record(m, "join", None)
         if m.role == ORGANIZER:
             self._organizer_gone_at = None
-            await self._enter_bridge(m)
+            await self._enter_bridge(m, times)
             for waiting in [w for w in self.members.values() if not w.in_bridge]:
                 await self._ops.stop_moh(waiting.channel_id)
                 await self._enter_bridge(waiting)
@@ -305,10 +328,10 @@ class Room:
             await self._ops.play(m.channel_id, ["sound:conf-waitforleader"], uuid.uuid4().hex, m.language)
             await self._ops.start_moh(m.channel_id)
             return "waiting"
-        await self._enter_bridge(m)
+        await self._enter_bridge(m, times)
         return "joined"
 
-    async def _enter_bridge(self, m: Member) -> None:
+    async def _enter_bridge(self, m: Member, times: JoinTimes | None = None) -> None:
         if m.role == ORGANIZER:
             self._led_once = True
         if self.recording and not m.heard_notice and self._recorder is not None:
@@ -316,6 +339,8 @@ class Room:
             # meanwhile, and the waiting participants taken in when the organizer arrives.
             await self._recorder.tell(self, [m])
         await self._ops.add_to_bridge(self.bridge_id, m.channel_id)
+        if times is not None:
+            times.bridged = time.monotonic()
         m.in_bridge = True
         if self.participants_muted and m.role == PARTICIPANT:
             await self._ops.mute(m.channel_id, True)
@@ -332,6 +357,7 @@ class Room:
         if len(self.present) > 1 and not self.ended:
             try:
                 await self._play_bridge([TONE_ENTER])
+                self._work.append((time.monotonic(), "tone"))
             except AriError as exc:  # a tone lost is no member lost
                 log.warning("conference_request_failed", conference_id=self.settings.conference_id,
                             error=exc.message)
