@@ -39,6 +39,7 @@ PARTICIPANT = "participant"
 # Stock Asterisk prompts (en and fr); resolved in the caller's language by Asterisk.
 TONE_ENTER = "sound:beep"
 TONE_LEAVE = "sound:beeperr"
+TONES_DRAIN_S = 2.0  # a closing room's last tones: Asterisk answers in milliseconds, a lost one is no loss
 
 
 class RoomOps(Protocol):
@@ -169,6 +170,7 @@ class Room:
         self._led_once = settings.already_led  # the organizer has been in the bridge at least once
         self._entry_tone_due = False  # members entered: one tone once the joins queued with them are in
         self._work: collections.deque[tuple[float, str]] = collections.deque(maxlen=8)  # (ended at, what)
+        self._tones: asyncio.Queue[list[str] | None] = asyncio.Queue()  # entry and leave tones, in order (None: end)
 
     # -- member side (called from call tasks) --------------------------------------------------
 
@@ -224,6 +226,7 @@ class Room:
         await self._ops.create_bridge(self.bridge_id, f"conference {s.conference_id}")
         log.info("conference_room_opened", conference_id=s.conference_id, bridge=self.bridge_id)
         loop = asyncio.get_running_loop()
+        tones = asyncio.create_task(self._play_tones(), name=f"conference-tones-{s.conference_id}")
         try:
             while not self.ended:
                 timeout = None
@@ -237,7 +240,7 @@ class Room:
                     await self._end("organizer_left")
                     break
                 if self._entry_tone_due and not isinstance(request, _Join):
-                    await self._entry_tone()  # before what follows the joins (a leave's tone, a command)
+                    self._entry_tone()  # before what follows the joins (a leave's tone, a command)
                 try:
                     await self._apply(request)
                     self._work.append((time.monotonic(), type(request).__name__.strip("_").lower()))
@@ -250,12 +253,16 @@ class Room:
                     if isinstance(request, _Record | _Action) and not request.reply.done():
                         request.reply.set_result("failed")
                 if self._entry_tone_due and self._queue.empty():
-                    await self._entry_tone()
+                    self._entry_tone()
                 self._changed()
                 if not self.members and self._organizer_gone_at is None and self._was_used:
                     break
         finally:
             self.ended = True
+            self._tones.put_nowait(None)  # the tones decided so far still go out, as before the room's end
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(tones), TONES_DRAIN_S)
+            tones.cancel()
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
                 if isinstance(pending, _Join) and not pending.reply.done():
@@ -350,14 +357,20 @@ class Room:
         else:
             self._entry_tone_due = True
 
-    async def _entry_tone(self) -> None:
+    def _entry_tone(self) -> None:
         """One entry tone for the members who entered since the last one: joins queued together (a burst
         at the start of a conference) sound one tone, one bridge request, instead of one each."""
         self._entry_tone_due = False
         if len(self.present) > 1 and not self.ended:
+            self._tones.put_nowait([TONE_ENTER])
+
+    async def _play_tones(self) -> None:
+        """The room's entry and leave tones, in the order the room decided them, each once Asterisk took
+        the one before. Their own task: a join queued behind a tone waited for Asterisk's answer to it
+        (tens of milliseconds under load: measured in the join's time), now only for the room's decisions."""
+        while (media := await self._tones.get()) is not None:
             try:
-                await self._play_bridge([TONE_ENTER])
-                self._work.append((time.monotonic(), "tone"))
+                await self._play_bridge(media)
             except AriError as exc:  # a tone lost is no member lost
                 log.warning("conference_request_failed", conference_id=self.settings.conference_id,
                             error=exc.message)
@@ -371,7 +384,7 @@ class Room:
             if reason != "hangup":  # a channel that hung up has already left the bridge
                 await self._ops.remove_from_bridge(self.bridge_id, member.channel_id)
             if self.present:
-                await self._play_bridge([TONE_LEAVE])
+                self._tones.put_nowait([TONE_LEAVE])
         if member.role == ORGANIZER and self.settings.organizer_leave_policy == "end" and self.members:
             self._organizer_gone_at = asyncio.get_running_loop().time()
             log.info("conference_organizer_left", conference_id=self.settings.conference_id,
