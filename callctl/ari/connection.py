@@ -476,20 +476,19 @@ class _LateEvents:
     (``ari_events_late``: how many in that second, the latest one's lateness, type and channel)."""
 
     def __init__(self) -> None:
-        self._since = 0.0
+        self._logged_at = float("-inf")
         self._count = 0
         self._worst_s = 0.0
 
     def add(self, late_s: float, kind: str, channel: str) -> None:
+        """One late event: said at once after a quiet second, else counted into the next line."""
         now = time.monotonic()
-        if not self._count:
-            self._since = now
         self._count += 1
         self._worst_s = max(self._worst_s, late_s)
-        if now - self._since >= 1.0 or self._count == 1:
+        if now - self._logged_at >= 1.0:
             log.warning("ari_events_late", events=self._count, worst_ms=round(self._worst_s * 1000, 1),
                         late_ms=round(late_s * 1000, 1), type=kind, channel=channel)
-            self._since, self._count, self._worst_s = now, 0, 0.0
+            self._logged_at, self._count, self._worst_s = now, 0, 0.0
 
 
 def _describe(exc: BaseException) -> str:
