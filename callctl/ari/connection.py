@@ -44,6 +44,7 @@ from callctl.logging import Throttle, get_logger
 
 log = get_logger("callctl.ari")
 _answer_lines = Throttle()
+_http_slow_lines = Throttle()
 
 DEFAULT_TIMEOUT_S = 10.0  # a REST request's whole round trip
 PROBE_TIMEOUT_S = 3.0  # the first request over the websocket: no answer -> this Asterisk takes HTTP only
@@ -448,8 +449,9 @@ class AriConnection:
             async with session.request(method, self._base + "ari/" + path, params=params, json=json_body,
                                        headers=self._auth, timeout=timeout) as resp:
                 body = await resp.read()
-                if time.monotonic() - sent_at > SLOW_S and not raw:
-                    log.warning("ari_request_slow", method=method, uri=path, socket="http",
+                if time.monotonic() - sent_at > SLOW_S and not raw and _http_slow_lines.allow():
+                    log.warning("ari_request_slow", unlogged=_http_slow_lines.unlogged(), method=method, uri=path,
+                                socket="http",
                                 ms=round((time.monotonic() - sent_at) * 1000, 1), status=resp.status)
                 if raw and resp.status < 400:
                     return body
