@@ -80,19 +80,6 @@ class RoomSettings:
 
 
 @dataclass
-class Member:
-    channel_id: str
-    person: str
-    role: str
-    leg_id: str
-    language: str = "en"
-    muted: bool = False
-    in_bridge: bool = False
-    joined_at: dt.datetime | None = None
-    heard_notice: bool = False  # heard that the conference is recorded (before entering the bridge)
-
-
-@dataclass
 class JoinTimes:
     """Where one join's time went (time.monotonic() marks), for ``conference_join_slow``: queued in the
     room, taken by the room, in the bridge; ``before``: what the room did between queued and taken."""
@@ -104,10 +91,23 @@ class JoinTimes:
 
 
 @dataclass
+class Member:
+    channel_id: str
+    person: str
+    role: str
+    leg_id: str
+    language: str = "en"
+    muted: bool = False
+    in_bridge: bool = False
+    joined_at: dt.datetime | None = None
+    heard_notice: bool = False  # heard that the conference is recorded (before entering the bridge)
+    times: JoinTimes | None = None  # given by the caller of ``join``: filled with where the join's time went
+
+
+@dataclass
 class _Join:
     member: Member
     reply: asyncio.Future[str]
-    times: JoinTimes | None = None
 
 
 @dataclass
@@ -174,13 +174,12 @@ class Room:
 
     # -- member side (called from call tasks) --------------------------------------------------
 
-    async def join(self, member: Member, times: JoinTimes | None = None) -> str:
-        """'joined', 'waiting' (for the organizer), 'locked', 'full', 'in_use' or 'ended'. ``times``:
-        filled with where the join's time went."""
+    async def join(self, member: Member) -> str:
+        """'joined', 'waiting' (for the organizer), 'locked', 'full', 'in_use' or 'ended'."""
         reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        if times is not None:
-            times.queued = time.monotonic()
-        self._queue.put_nowait(_Join(member, reply, times))
+        if member.times is not None:
+            member.times.queued = time.monotonic()
+        self._queue.put_nowait(_Join(member, reply))
         return await reply
 
     def leave(self, member: Member, reason: str) -> None:
@@ -286,11 +285,11 @@ class Room:
 
     async def _apply(self, request: _Request) -> None:
         if isinstance(request, _Join):
-            if request.times is not None:
-                times = request.times
+            times = request.member.times
+            if times is not None:
                 times.taken = time.monotonic()
                 times.before = "+".join(what for ended, what in self._work if ended > times.queued)
-            result = await self._join(request.member, request.times)
+            result = await self._join(request.member)
             if not request.reply.done():
                 request.reply.set_result(result)
         elif isinstance(request, _Leave):
@@ -308,7 +307,7 @@ class Room:
             if not request.reply.done():
                 request.reply.set_result(prompts)
 
-    async def _join(self, m: Member, times: JoinTimes | None = None) -> str:
+    async def _join(self, m: Member) -> str:
         s = self.settings
         if self.ended:
             return "ended"
@@ -323,7 +322,7 @@ class Room:
         self._record(m, "join", None)
         if m.role == ORGANIZER:
             self._organizer_gone_at = None
-            await self._enter_bridge(m, times)
+            await self._enter_bridge(m)
             for waiting in [w for w in self.members.values() if not w.in_bridge]:
                 await self._ops.stop_moh(waiting.channel_id)
                 await self._enter_bridge(waiting)
@@ -335,10 +334,10 @@ class Room:
             await self._ops.play(m.channel_id, ["sound:conf-waitforleader"], uuid.uuid4().hex, m.language)
             await self._ops.start_moh(m.channel_id)
             return "waiting"
-        await self._enter_bridge(m, times)
+        await self._enter_bridge(m)
         return "joined"
 
-    async def _enter_bridge(self, m: Member, times: JoinTimes | None = None) -> None:
+    async def _enter_bridge(self, m: Member) -> None:
         if m.role == ORGANIZER:
             self._led_once = True
         if self.recording and not m.heard_notice and self._recorder is not None:
@@ -346,8 +345,8 @@ class Room:
             # meanwhile, and the waiting participants taken in when the organizer arrives.
             await self._recorder.tell(self, [m])
         await self._ops.add_to_bridge(self.bridge_id, m.channel_id)
-        if times is not None:
-            times.bridged = time.monotonic()
+        if m.times is not None:
+            m.times.bridged = time.monotonic()
         m.in_bridge = True
         if self.participants_muted and m.role == PARTICIPANT:
             await self._ops.mute(m.channel_id, True)

@@ -374,8 +374,8 @@ class ConferenceService(NodeHops):
             # no organizer-paid caller in it without a cut-off.
             await meter.limit_in_asterisk()
         entered = asyncio.get_running_loop().time()  # the pool is drawn from here, as the timeline says
-        times = JoinTimes()
-        result = await room.join(member, times)
+        times = member.times = JoinTimes()
+        result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
             room = self._room_for(conf)
             entered = asyncio.get_running_loop().time()
