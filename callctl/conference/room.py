@@ -39,6 +39,7 @@ PARTICIPANT = "participant"
 # Stock Asterisk prompts (en and fr); resolved in the caller's language by Asterisk.
 TONE_ENTER = "sound:beep"
 TONE_LEAVE = "sound:beeperr"
+ENTERING = "entering"  # _join's answer for a participant going into the bridge (answered when in)
 TONES_DRAIN_S = 2.0  # a closing room's last tones: Asterisk answers in milliseconds, a lost one is no loss
 
 
@@ -171,6 +172,9 @@ class Room:
         self._entry_tone_due = False  # members entered: one tone once the joins queued with them are in
         self._work: collections.deque[tuple[float, str]] = collections.deque(maxlen=8)  # (ended at, what)
         self._tones: asyncio.Queue[list[str] | None] = asyncio.Queue()  # entry and leave tones, in order (None: end)
+        # Participants being put into the bridge (their addChannel in flight): joins queued together enter
+        # side by side; any other request waits until they are in (``_settle``).
+        self._entering: set[asyncio.Task[None]] = set()
 
     # -- member side (called from call tasks) --------------------------------------------------
 
@@ -238,6 +242,8 @@ class Room:
                     log.info("conference_ended", conference_id=s.conference_id, reason="organizer_left")
                     await self._end("organizer_left")
                     break
+                if not isinstance(request, _Join):
+                    await self._settle()  # the joins before it are in the bridge (or failed) first
                 if self._entry_tone_due and not isinstance(request, _Join):
                     self._entry_tone()  # before what follows the joins (a leave's tone, a command)
                 try:
@@ -251,13 +257,14 @@ class Room:
                         request.reply.set_result([])
                     if isinstance(request, _Record | _Action) and not request.reply.done():
                         request.reply.set_result("failed")
-                if self._entry_tone_due and self._queue.empty():
+                if self._entry_tone_due and self._queue.empty() and not self._entering:
                     self._entry_tone()
                 self._changed()
                 if not self.members and self._organizer_gone_at is None and self._was_used:
                     break
         finally:
             self.ended = True
+            await self._settle()
             self._tones.put_nowait(None)  # the tones decided so far still go out, as before the room's end
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(tones), TONES_DRAIN_S)
@@ -283,6 +290,35 @@ class Room:
         if self._on_change is not None:
             self._on_change(self.settings.conference_id)
 
+    async def _settle(self) -> None:
+        """Wait until the participants being put into the bridge are in (or failed)."""
+        while self._entering:
+            await asyncio.wait(list(self._entering))
+
+    def _enter_aside(self, request: _Join) -> None:
+        """Put a participant into the bridge in a task of the room's, answering the join when done: a join
+        queued behind it no longer waits for this one's addChannel (a round trip to Asterisk, up to a hundred
+        milliseconds on a loaded machine, measured: joins queued together each waited for all before them)."""
+        name = f"conference-enter-{request.member.channel_id}"
+        self._entering.add(asyncio.create_task(self._enter_then_reply(request), name=name))
+
+    async def _enter_then_reply(self, request: _Join) -> None:
+        result = "joined"
+        try:
+            await self._enter_bridge(request.member)
+        except AriError as exc:  # the member's channel vanished: the room goes on
+            log.warning("conference_request_failed", conference_id=self.settings.conference_id, error=exc.message)
+            result = "ended"
+        finally:
+            current = asyncio.current_task()
+            if current is not None:
+                self._entering.discard(current)
+        if not request.reply.done():
+            request.reply.set_result(result)
+        if self._entry_tone_due and self._queue.empty() and not self._entering and not self.ended:
+            self._entry_tone()
+        self._changed()
+
     async def _apply(self, request: _Request) -> None:
         if isinstance(request, _Join):
             times = request.member.times
@@ -290,7 +326,9 @@ class Room:
                 times.taken = time.monotonic()
                 times.before = "+".join(what for ended, what in self._work if ended > times.queued)
             result = await self._join(request.member)
-            if not request.reply.done():
+            if result == ENTERING:
+                self._enter_aside(request)
+            elif not request.reply.done():
                 request.reply.set_result(result)
         elif isinstance(request, _Leave):
             await self._leave(request.member, request.reason)
@@ -322,6 +360,7 @@ class Room:
         self._record(m, "join", None)
         if m.role == ORGANIZER:
             self._organizer_gone_at = None
+            await self._settle()  # the waiting members it takes in are all known and none half-entered
             await self._enter_bridge(m)
             for waiting in [w for w in self.members.values() if not w.in_bridge]:
                 await self._ops.stop_moh(waiting.channel_id)
@@ -334,8 +373,7 @@ class Room:
             await self._ops.play(m.channel_id, ["sound:conf-waitforleader"], uuid.uuid4().hex, m.language)
             await self._ops.start_moh(m.channel_id)
             return "waiting"
-        await self._enter_bridge(m)
-        return "joined"
+        return ENTERING
 
     async def _enter_bridge(self, m: Member) -> None:
         if m.role == ORGANIZER:
