@@ -20,9 +20,11 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +120,51 @@ def children_cpu_s() -> float:
 
 LAG_BUCKET = "callctl_event_loop_lag_distribution_seconds_bucket"
 
+# The daemon's lines that say where a slow moment went (callctl.loopwatch, callctl.ari, the conference).
+DIAG_EVENTS = ("event_loop_held", "ari_request_slow", "ari_events_late", "ari_answer_slow", "conference_join_slow")
+_ID = re.compile(r"(?<=/)[^/]*[0-9][^/]*")  # an id in an ARI path (channel, bridge, playback)
+
+
+def diag_summary(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per kind of diagnostic line of one step: how many, and medians of where the time went."""
+    out: dict[str, Any] = {}
+
+    def med(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [float(r[key]) for r in rows if isinstance(r.get(key), int | float)]
+        return round(statistics.median(values), 1) if values else None
+
+    for name in DIAG_EVENTS:
+        rows = [line for line in lines if line.get("event") == name]
+        if not rows:
+            continue
+        entry: dict[str, Any] = {"n": len(rows) + sum(int(r.get("unlogged") or 0) for r in rows)}
+        if name == "event_loop_held":
+            by: dict[str, int] = {}
+            for r in rows:
+                by[str(r.get("callback"))] = by.get(str(r.get("callback")), 0) + 1
+            entry["by"] = dict(sorted(by.items(), key=lambda kv: -kv[1])[:5])
+            entry["held_ms_p50"] = med(rows, "held_ms")
+        elif name == "ari_request_slow":
+            kinds: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                kinds.setdefault(f"{r.get('method')} {_ID.sub('*', str(r.get('uri')))}", []).append(r)
+            entry["by"] = {k: {"n": len(v), "ms": med(v, "ms"), "queued_ms": med(v, "queued_ms"),
+                               "served_ms": med(v, "served_ms")}
+                           for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1]))[:6]}
+        elif name == "ari_events_late":
+            entry["events"] = sum(int(r.get("events", 0)) for r in rows)
+            entry["worst_ms_max"] = max(float(r.get("worst_ms", 0)) for r in rows)
+        elif name == "ari_answer_slow":
+            entry.update(ms=med(rows, "ms"), engine_ms=med(rows, "engine_ms"), request_ms=med(rows, "request_ms"))
+        else:
+            entry.update({k: med(rows, k) for k in ("ms", "lookup_ms", "admit_ms", "queue_ms", "bridge_ms")})
+            befores: dict[str, int] = {}
+            for r in rows:
+                befores[str(r.get("room_before"))] = befores.get(str(r.get("room_before")), 0) + 1
+            entry["room_before"] = dict(sorted(befores.items(), key=lambda kv: -kv[1])[:4])
+        out[name] = entry
+    return out
+
 
 class LagSampler:
     """callctl's event-loop lag over a step: its lag histogram (a tick every 50 ms, callctl.loopwatch)
@@ -166,6 +213,7 @@ class Bench:
     daemon_env: dict[str, str] = field(default_factory=dict)  # CALLCTL_* settings of the daemon (a lever)
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="callctl-bench-")))
     steps: list[Step] = field(default_factory=list)
+    diag: list[dict[str, Any]] = field(default_factory=list)  # per callctl step: where its slow moments went
     memory: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     _caller_base: int = 33611000000
@@ -241,6 +289,7 @@ class Bench:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         console = inst.host_dir / "log" / "console.log"
         console_at = console.stat().st_size
+        lines_at = len(daemon.lines)
         started = time.monotonic()
         with LagSampler(daemon.http) as lag:
             run = callers.run(inst.sip_port, native.NATIVE_ACCESS if impl == "native" else CALLCTL_ACCESS,
@@ -272,6 +321,13 @@ class Bench:
                     load_avg=os.getloadavg(), engine_wakeups=engine_wakeups if impl == "callctl" else 0)
         if impl == "callctl":
             step.engine_counts = {k: counts_after[k] - counts_before[k] for k in counts_before}
+            diag_lines = [line for line in daemon.lines[lines_at:] if line.get("event") in DIAG_EVENTS]
+            self.out.mkdir(parents=True, exist_ok=True)
+            with (self.out / f"diag-{impl}-{rate:g}-{calls}.jsonl").open("w") as f:
+                f.writelines(json.dumps(line) + "\n" for line in diag_lines)
+            summary = diag_summary(diag_lines)
+            self.diag.append({"impl": impl, "rate": rate, "calls": calls, **summary})
+            print(f"  where the slow moments went: {json.dumps(summary)}", flush=True)
         if self.ari_debug and impl == "callctl":
             with console.open("rb") as f:
                 f.seek(console_at)
@@ -382,6 +438,7 @@ class Bench:
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         data = {"machine": self.machine, "steps": [s.summary() for s in self.steps], "memory": self.memory,
+                "diag": self.diag,
                 "settings": {"daemon_env": self.daemon_env, "rates": self.rates, "step_s": self.step_s,
                              "hold_s": self.hold_s,
                              "room_size": ROOM_SIZE, "memory_calls": self.memory_calls,

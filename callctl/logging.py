@@ -10,6 +10,7 @@ import json as stdlib_json
 import logging
 import sys
 import threading
+import time
 from typing import Any, Protocol, TextIO, cast
 
 import orjson
@@ -75,6 +76,33 @@ class _suppress_closed:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
         return kind is ValueError
+
+
+class Throttle:
+    """At most ``per_s`` lines a second of one diagnostic event (a slow request, a slow join): when the
+    whole engine is slow (a saturated machine) those would otherwise add a log line per call and slow it
+    further. What is left out is counted and said by the next line written (``unlogged``)."""
+
+    def __init__(self, per_s: int = 5) -> None:
+        self._per_s = per_s
+        self._window_at = float("-inf")
+        self._written = 0
+        self._unlogged = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._window_at >= 1.0:
+            self._window_at, self._written = now, 0
+        if self._written >= self._per_s:
+            self._unlogged += 1
+            return False
+        self._written += 1
+        return True
+
+    def unlogged(self) -> int | None:
+        """How many were left out since the last line (None: none), and start counting again."""
+        n, self._unlogged = self._unlogged, 0
+        return n or None
 
 
 def _iso_utc_ms(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:

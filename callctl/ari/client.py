@@ -7,6 +7,7 @@ by ignoring it."""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from callctl.ari.connection import AriConnection
@@ -17,7 +18,9 @@ class AriClient(AriConnection):
     """The ARI connection and the resource methods on it (``async with AriClient(...)``)."""
 
     async def answer(self, channel_id: str) -> None:
+        sent_at = time.monotonic()
         await self._request("POST", f"channels/{channel_id}/answer", gone=_channel(channel_id))
+        self._answer_timed(channel_id, sent_at)
 
     async def play(self, channel_id: str, media: list[str], playback_id: str, language: str) -> None:
         await self._request("POST", f"channels/{channel_id}/play/{playback_id}",

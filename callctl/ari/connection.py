@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import random
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
@@ -34,17 +36,20 @@ import orjson
 from aiohttp import web_exceptions
 from aioswagger11.http_client import ApiKeyAuthenticator, AsynchronousHttpClient
 
-from callctl.ari.events import DECODED_TYPES, Event, decode
-from callctl.ari.transport import RequestSocket, WsRequests
+from callctl.ari.events import DECODED_TYPES, ChannelEvent, Event, StasisEnd, StasisStart, decode
+from callctl.ari.transport import SLOW_S, RequestSocket, WsRequests
 from callctl.config import Settings
 from callctl.errors import AriAuthError, AriError, AriUnavailable, ResourceGone
-from callctl.logging import get_logger
+from callctl.logging import Throttle, get_logger
 
 log = get_logger("callctl.ari")
+_answer_lines = Throttle()
+_http_slow_lines = Throttle()
 
 DEFAULT_TIMEOUT_S = 10.0  # a REST request's whole round trip
 PROBE_TIMEOUT_S = 3.0  # the first request over the websocket: no answer -> this Asterisk takes HTTP only
 REQUEST_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0)
+ARRIVALS_KEPT = 10_000  # channels whose StasisStart was read and that were not answered yet (a bound)
 
 
 class AriConnection:
@@ -84,6 +89,9 @@ class AriConnection:
         self._auth = {"Authorization": f"Basic {token}"}  # aiohttp.BasicAuth is deprecated in aiohttp 3.13
         self._timeout = aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT_S)
         self._request_timeout_s = settings.ari_request_timeout_s
+        # time.monotonic() each channel's StasisStart was read, until its answer (``ari_answer_slow``).
+        self._arrived: dict[str, float] = {}
+        self._late = _LateEvents()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -364,6 +372,7 @@ class AriConnection:
                     event = decode(raw)
                     if event is None:
                         continue
+                    self._note_arrival(event)
                     if self._held is not None:
                         self._held.append(event)
                     else:
@@ -372,6 +381,36 @@ class AriConnection:
                     break
         finally:
             self._fail_requests("the events websocket closed")
+
+    def _note_arrival(self, event: Event) -> None:
+        """How late the event reached this engine after Asterisk stamped it (``ari_event_late`` past
+        SLOW_S: Asterisk's own queue, the socket, or this loop busy), and when a channel arrived."""
+        late_s = (dt.datetime.now(dt.UTC) - event.at).total_seconds()
+        channel: str
+        if isinstance(event, StasisStart):
+            arrived = self._arrived
+            if len(arrived) >= ARRIVALS_KEPT:
+                del arrived[next(iter(arrived))]
+            arrived[event.channel.id] = time.monotonic()
+            channel = event.channel.id
+        elif isinstance(event, ChannelEvent):
+            channel = event.channel_id
+            if isinstance(event, StasisEnd):
+                self._arrived.pop(channel, None)
+        else:
+            channel = ""
+        if late_s > SLOW_S:
+            self._late.add(late_s, type(event).__name__, channel)
+
+    def _answer_timed(self, channel_id: str, sent_at: float) -> None:
+        """A channel was answered: if its StasisStart was read here over SLOW_S before, say where the time
+        went (``engine_ms``: from reading the event to sending the answer; ``request_ms``: the request)."""
+        arrived = self._arrived.pop(channel_id, None)
+        done = time.monotonic()
+        if arrived is not None and done - arrived > SLOW_S and _answer_lines.allow():
+            log.warning("ari_answer_slow", unlogged=_answer_lines.unlogged(), channel=channel_id,
+                        ms=round((done - arrived) * 1000, 1),
+                        engine_ms=round((sent_at - arrived) * 1000, 1), request_ms=round((done - sent_at) * 1000, 1))
 
     async def _read_responses(self, sock: RequestSocket) -> None:
         """Until the request socket closes: the answers to its requests."""
@@ -405,10 +444,15 @@ class AriConnection:
             return self._interpret(method, path, answer.status, answer.body, gone)
         session: aiohttp.ClientSession = self._client.swagger.http_client.session
         timeout = self._timeout if timeout_s == DEFAULT_TIMEOUT_S else aiohttp.ClientTimeout(total=timeout_s)
+        sent_at = time.monotonic()
         try:
             async with session.request(method, self._base + "ari/" + path, params=params, json=json_body,
                                        headers=self._auth, timeout=timeout) as resp:
                 body = await resp.read()
+                if time.monotonic() - sent_at > SLOW_S and not raw and _http_slow_lines.allow():
+                    log.warning("ari_request_slow", unlogged=_http_slow_lines.unlogged(), method=method, uri=path,
+                                socket="http",
+                                ms=round((time.monotonic() - sent_at) * 1000, 1), status=resp.status)
                 if raw and resp.status < 400:
                     return body
                 return self._interpret(method, path, resp.status, body, gone)
@@ -427,6 +471,26 @@ class AriConnection:
             text = body.decode("utf-8", "replace").strip()[:200]
             raise AriError(f"ARI {method} {path} failed: HTTP {status} {text}")
         return orjson.loads(body) if body else None
+
+
+class _LateEvents:
+    """Events read over SLOW_S after Asterisk stamped them, said at most once a second while it lasts
+    (``ari_events_late``: how many in that second, the latest one's lateness, type and channel)."""
+
+    def __init__(self) -> None:
+        self._logged_at = float("-inf")
+        self._count = 0
+        self._worst_s = 0.0
+
+    def add(self, late_s: float, kind: str, channel: str) -> None:
+        """One late event: said at once after a quiet second, else counted into the next line."""
+        now = time.monotonic()
+        self._count += 1
+        self._worst_s = max(self._worst_s, late_s)
+        if now - self._logged_at >= 1.0:
+            log.warning("ari_events_late", events=self._count, worst_ms=round(self._worst_s * 1000, 1),
+                        late_ms=round(late_s * 1000, 1), type=kind, channel=channel)
+            self._logged_at, self._count, self._worst_s = now, 0, 0.0
 
 
 def _describe(exc: BaseException) -> str:

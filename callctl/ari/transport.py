@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +35,17 @@ import aiohttp
 import orjson
 
 from callctl.errors import AriUnavailable
-from callctl.logging import get_logger
+from callctl.logging import Throttle, get_logger
 
 log = get_logger("callctl.ari")
+_slow_lines = Throttle()
 
 # A socket whose current request has been in Asterisk's hands this long is held by its channel (a
 # normal request takes a few milliseconds, a loaded machine's tens): other sockets go first.
 STALLED_S = 0.25
+# A request answered later than this is logged (``ari_request_slow``) with where its time went: queued
+# behind earlier requests on its socket, or served by Asterisk (its channel, its thread) for that long.
+SLOW_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Answer:
     status: int
     reason: str
     body: bytes
+    answered_at: float = 0.0  # time.monotonic() when the answer was read
+    previous_at: float = 0.0  # ... and when the answer before it on the same socket was (Asterisk then began this one)
 
 
 class RequestSocket:
@@ -62,6 +69,7 @@ class RequestSocket:
         # Sent and not answered yet, timed-out requests included: Asterisk still serves them in order.
         self.unanswered = 0
         self.serving_since = 0.0  # loop time Asterisk started on the current request (last answer or send)
+        self.answered_at = 0.0  # time.monotonic() of the last answer read on this socket
 
     def sent(self, now: float) -> None:
         if self.unanswered == 0:
@@ -75,6 +83,7 @@ class RequestSocket:
         """A RESTResponse arrived: hand it to the request waiting for it (none after its timeout)."""
         self.unanswered = max(0, self.unanswered - 1)
         self.serving_since = now
+        previous, self.answered_at = self.answered_at, time.monotonic()
         future = self.pending.pop(str(raw.get("request_id") or ""), None)
         if future is None or future.done():
             log.debug("ari_response_unclaimed", socket=self.name, request_id=raw.get("request_id"),
@@ -82,7 +91,7 @@ class RequestSocket:
             return
         body = raw.get("message_body")
         future.set_result(Answer(int(raw.get("status_code") or 0), str(raw.get("reason_phrase") or ""),
-                                 body.encode() if isinstance(body, str) else b""))
+                                 body.encode() if isinstance(body, str) else b"", self.answered_at, previous))
 
     def fail_all(self, error: AriUnavailable) -> int:
         """The socket is gone: every request in flight on it fails now. Returns how many."""
@@ -150,7 +159,9 @@ class WsRequests:
             message["message_body"] = orjson.dumps(json_body).decode()
         future: asyncio.Future[Answer] = loop.create_future()
         sock.pending[request_id] = future
+        ahead = sock.unanswered
         sock.sent(loop.time())  # before the send: its answer may be read while the send waits to drain
+        sent_at = time.monotonic()
         try:
             try:
                 await sock.ws.send_frame(orjson.dumps(message), aiohttp.WSMsgType.TEXT)  # no str round trip
@@ -158,7 +169,10 @@ class WsRequests:
                 sock.unanswered = max(0, sock.unanswered - 1)  # not sent: Asterisk will not answer it
                 raise
             async with asyncio.timeout(timeout_s):
-                return await future
+                answer = await future
+            if answer.answered_at - sent_at > SLOW_S:
+                _log_slow(method, path, sock.name, ahead, sent_at, answer)
+            return answer
         except TimeoutError:
             raise AriUnavailable(f"ARI {method} {path} at {self._where}: no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, ConnectionError, OSError) as exc:
@@ -167,3 +181,16 @@ class WsRequests:
             sock.pending.pop(request_id, None)
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: a failure that raced a timeout is not reported as lost
+
+
+def _log_slow(method: str, path: str, socket: str, ahead: int, sent_at: float, answer: Answer) -> None:
+    """Where a slow request's time went: ``queued_ms`` waiting for the ``ahead`` requests sent before it
+    on its socket (Asterisk serves them in order), ``served_ms`` from then to its answer being read (its
+    channel carrying it out, Asterisk's thread, or this engine's loop late to read it)."""
+    if not _slow_lines.allow():
+        return
+    began = max(sent_at, answer.previous_at) if ahead else sent_at
+    log.warning("ari_request_slow", unlogged=_slow_lines.unlogged(), method=method, uri=path, socket=socket,
+                ahead=ahead,
+                ms=round((answer.answered_at - sent_at) * 1000, 1), queued_ms=round((began - sent_at) * 1000, 1),
+                served_ms=round((answer.answered_at - began) * 1000, 1), status=answer.status)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import datetime as dt
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from callctl.conference.room import (
     BRIDGE_PREFIX,
     ORGANIZER,
     Action,
+    JoinTimes,
     Member,
     Room,
     RoomOps,
@@ -36,12 +38,15 @@ from callctl.conference.room import (
 )
 from callctl.conference.timeline import TimelineWriter
 from callctl.errors import AriError, CallHungUp, StoreError
-from callctl.logging import get_logger
+from callctl.logging import Throttle, get_logger
 from callctl.numbers import to_e164
 from callctl.store import conferences as store
 from callctl.store import minutes as minutes_store
 
 log = get_logger("callctl.conference")
+
+SLOW_JOIN_S = 0.02  # from the code's last key to the bridge: past this, conference_join_slow says where it went
+_slow_joins = Throttle()
 
 
 class FailureCounts(Protocol):
@@ -218,6 +223,7 @@ class ConferenceService(NodeHops):
                 code = await self._collect_code(call, play, p.ask, opts)
                 if code is None:
                     continue
+                keyed_at = time.monotonic()
                 # One round trip: the lookup, and on a miss the attempt recorded and the lockout figures.
                 match, by_caller, by_number = await self._find_code(code, access_number, caller)
                 if match is None:
@@ -233,7 +239,8 @@ class ConferenceService(NodeHops):
                     log.info("conference_code_rejected", reason=admission, conference_id=str(match.conference.id))
                     await play(list(p.too_early if admission == "too_early" else p.over), interruptible=False)
                     return admission
-                return await self._join(call, play, match, opts, caller, access_number, paid)
+                return await self._join(call, play, match, opts, caller, access_number, paid,
+                                        keyed=(keyed_at, time.monotonic()))
         except StoreError as exc:
             log.error("conference_store_unavailable", error=str(exc))
             await play(list(p.unavailable), interruptible=False)
@@ -332,7 +339,9 @@ class ConferenceService(NodeHops):
             self._spawn(store.mark_ended(self._pool, uuid.UUID(conference_id)), "conference_end_write_failed")
 
     async def _join(self, call: CallPort, play: Play, match: store.CodeMatch, opts: EntryOptions, caller: str,
-                    access_number: str, paid: minutes.PaidLine | None = None) -> str:
+                    access_number: str, paid: minutes.PaidLine | None = None,
+                    keyed: tuple[float, float] | None = None) -> str:
+        """``keyed``: when the code's last key was read and when its lookup answered (time.monotonic())."""
         p = opts.prompts
         conf = match.conference
         member = Member(call.channel_id, match.email, match.role, str(call.call_id), call.language)
@@ -365,6 +374,7 @@ class ConferenceService(NodeHops):
             # no organizer-paid caller in it without a cut-off.
             await meter.limit_in_asterisk()
         entered = asyncio.get_running_loop().time()  # the pool is drawn from here, as the timeline says
+        times = member.times = JoinTimes()
         result = await room.join(member)
         if result == "ended":  # the room closed between lookup and join: open a new one
             room = self._room_for(conf)
@@ -379,6 +389,8 @@ class ConferenceService(NodeHops):
                             interruptible=False)
             return result
         call.result.conference_id, call.result.person, call.result.role = str(conf.id), match.email, match.role
+        if keyed is not None and times.bridged and times.bridged - keyed[0] > SLOW_JOIN_S:
+            _log_slow_join(keyed, times)
         if match.role == ORGANIZER and conf.started_at is None:  # led before: nothing to write
             self._spawn(store.mark_started(self._pool, conf.id), "conference_start_write_failed")
         try:
@@ -430,3 +442,20 @@ class ConferenceService(NodeHops):
             if prompts and not room.ended:
                 with contextlib.suppress(CallHungUp):
                     await play(prompts, interruptible=False)
+
+
+def _log_slow_join(keyed: tuple[float, float], times: JoinTimes) -> None:
+    """Where a slow join's time went, from the code's last key read to the bridge request answered:
+    the code's lookup, what came before the room (lease, recording notice, meter), the wait in the room's
+    queue (``room_before``: what the room did meanwhile), the addChannel request."""
+    if not _slow_joins.allow():
+        return
+    keyed_at, found_at = keyed
+
+    def ms(a: float, b: float) -> float:
+        return round((b - a) * 1000, 1)
+
+    log.warning("conference_join_slow", unlogged=_slow_joins.unlogged(), ms=ms(keyed_at, times.bridged),
+                lookup_ms=ms(keyed_at, found_at),
+                admit_ms=ms(found_at, times.queued), queue_ms=ms(times.queued, times.taken),
+                room_before=times.before or None, bridge_ms=ms(times.taken, times.bridged))

@@ -3,7 +3,9 @@ call's path.
 
 A room records synchronously; one writer task drains the buffer. Idle, a row is written at once;
 under load, at most one write per ``min_interval_s``, each taking every row buffered meanwhile (at
-8 calls/s: one INSERT every 250 ms instead of 16 a second). While PostgreSQL is unavailable the
+8 calls/s: one INSERT a second instead of 16; the rows are history, read by people and the privacy
+tools, never by a call, so a second's delay costs nothing and each write costs the engine a PostgreSQL
+round trip and its wake-ups). While PostgreSQL is unavailable the
 rows stay buffered (up to ``max_pending``) and the write is retried with backoff; closing writes
 what is left.
 """
@@ -30,7 +32,7 @@ RETRY_MAX_S = 30.0
 
 
 class TimelineWriter:
-    def __init__(self, write: WriteRows, *, min_interval_s: float = 0.25, retry_s: float = 1.0,
+    def __init__(self, write: WriteRows, *, min_interval_s: float = 1.0, retry_s: float = 1.0,
                  max_pending: int = 10_000) -> None:
         self._write = write
         self._min_interval_s = min_interval_s

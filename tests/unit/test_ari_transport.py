@@ -189,3 +189,39 @@ def test_an_answer_read_while_its_request_is_still_being_sent_leaves_the_socket_
         assert sock.unanswered == 0 and requests.ready(asyncio.get_running_loop().time() + 60)
 
     asyncio.run(main())
+
+
+def test_a_slow_request_is_logged_with_the_requests_ahead_of_it_on_its_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    from structlog.testing import capture_logs
+
+    import callctl.ari.transport as transport
+    from callctl.logging import Throttle
+
+    monkeypatch.setattr(transport, "SLOW_S", -1.0)  # every request counts as slow: the fields are what is tested
+    monkeypatch.setattr(transport, "_slow_lines", Throttle())  # none left out by other tests' slow requests
+
+    async def main() -> None:
+        requests, [sock] = _pool(1)
+        first = asyncio.create_task(requests.request("POST", "channels/c1/answer", params=None, json_body=None,
+                                                     timeout_s=5))
+        second = asyncio.create_task(requests.request("POST", "channels/c2/answer", params=None, json_body=None,
+                                                      timeout_s=5))
+        await wait_for_async(lambda: len(sock.ws.sent) == 2, "two requests sent")  # type: ignore[attr-defined]
+        _answer(sock, 0)
+        _answer(sock, 1)
+        await asyncio.gather(first, second)
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    one, two = [e for e in logs if e["event"] == "ari_request_slow"]
+    assert one["uri"] == "channels/c1/answer" and one["ahead"] == 0 and one["queued_ms"] == 0.0
+    assert two["uri"] == "channels/c2/answer" and two["ahead"] == 1 and two["socket"] == "s0"
+    assert two["queued_ms"] + two["served_ms"] == pytest.approx(two["ms"], abs=0.2)
+
+
+def test_diagnostic_lines_are_throttled_and_the_ones_left_out_are_counted() -> None:
+    from callctl.logging import Throttle
+
+    throttle = Throttle(per_s=2)
+    assert [throttle.allow() for _ in range(5)] == [True, True, False, False, False]
+    assert throttle.unlogged() == 3 and throttle.unlogged() is None

@@ -255,3 +255,44 @@ async def test_a_previous_engines_conference_bridges_are_destroyed_once_empty_an
     await service.clear_old_bridges(ops, poll_s=0.01)
     assert ops.destroyed == ["conf-old-2", "conf-old-1"]  # each once empty; not another app's bridge
     assert set(ops.members) == {"call-abc"}
+
+
+class SlowAdds(FakeOps):
+    """Asterisk slow to carry out one channel's addChannel (held until released), the others at once."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.release = asyncio.Event()
+        self.adds_started: list[str] = []
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: str) -> None:
+        self.adds_started.append(channel_id)
+        if channel_id == self.slow:
+            await self.release.wait()
+        await super().add_to_bridge(bridge_id, channel_id)
+
+
+async def test_participants_joining_together_enter_side_by_side_and_what_follows_waits_for_them() -> None:
+    ops = SlowAdds(slow="p1")
+    room = Room(RoomSettings("c1", "Weekly", organizer_leave_policy="continue", already_led=True), ops, Timeline())
+    task = asyncio.create_task(room.run())
+    org = member("org", ORGANIZER)
+    assert await room.join(org) == "joined"
+    p1, p2 = member("p1"), member("p2")
+    first = asyncio.ensure_future(room.join(p1))
+    # Before the change the room awaited p1's addChannel: p2's join waited until it was released.
+    assert await asyncio.wait_for(room.join(p2), 2) == "joined"
+    assert ops.adds_started == ["org", "p1", "p2"] and not first.done() and "p1" not in ops.bridged
+    # A request after the joins (p2's *#) is applied once p1 is in: it counts both others.
+    count = asyncio.ensure_future(room.command(p2, "*#"))
+    for _ in range(20):  # the room's turns: it is waiting for p1, not answering
+        await asyncio.sleep(0)
+    assert not count.done()
+    ops.release.set()
+    assert await first == "joined"
+    assert await count == ["sound:conf-thereare", "number:2", "sound:conf-otherinparty"]
+    for m in (p1, p2, org):
+        room.leave(m, "hangup")
+    await asyncio.wait_for(task, 2)
+    assert ops.bridged == {"org", "p1", "p2"}  # hung up: Asterisk takes them out itself
