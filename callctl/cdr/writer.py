@@ -38,6 +38,11 @@ from callctl.errors import SpoolError, StoreError, StoreUnavailable
 log = structlog.get_logger("callctl.cdr.writer")
 
 SPOOL_BATCH_MAX = 5000  # records per append+fsync
+# While PostgreSQL has nothing to do, the spool takes at most this many records at once, and the store task
+# sends as soon as it holds this many (no batching window): a burst after an idle time (a replay, a busy
+# minute) reaches PostgreSQL after one small fsync instead of after the first 5,000 are encoded and fsync'ed.
+# Later batches grow by themselves (whatever arrived while PostgreSQL took the previous one).
+BATCH_START = 500
 SPOOL_JOIN_S = 10.0  # at close, the spool thread's last append (an fsync stuck on a dead disk) is waited this long
 RETRY_MIN_S = 0.1
 # The spool's ack file is rewritten at most this often (and when the writer goes idle or closes): a lost
@@ -108,6 +113,8 @@ class CdrWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unacked: Position | None = None  # stored in PostgreSQL, its ack not yet written
         self._next_ack_at = 0.0  # loop time
+        self._inserting = False  # a batch is on its way to PostgreSQL
+        self._fill_target = min(batch_max, BATCH_START)  # pending records that end the batching window
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
         self._on_submit = on_submit  # sees every record handed over (metrics), whoever built it
@@ -240,7 +247,9 @@ class CdrWriter:
 
     def _spool_batch(self) -> None:
         assert self._spool is not None
-        count = min(len(self._incoming), SPOOL_BATCH_MAX)
+        # Read from the loop's side without a lock: a stale value only changes a batch's size.
+        busy = self._inserting or len(self._pending) >= BATCH_START
+        count = min(len(self._incoming), SPOOL_BATCH_MAX if busy else BATCH_START)
         self._taken += count  # counted before taken: queue_depth may only over-count meanwhile
         encoded = self._encode([self._incoming.popleft() for _ in range(count)])
         lines = [line for _, line in encoded]
@@ -273,7 +282,7 @@ class CdrWriter:
         self._pending.extend(items)
         self._handed += count
         self._pending_ready.set()
-        if len(self._pending) >= self.batch_max:
+        if len(self._pending) >= self._fill_target:
             self._batch_full.set()
 
     def _thread_stopped(self) -> None:
@@ -325,7 +334,8 @@ class CdrWriter:
                     await self._pending_ready.wait()
             if not self._pending:
                 self._ack_if_due(now=True)
-        if wait_to_fill and len(self._pending) < self.batch_max and self.flush_interval_s > 0 and not self._closing:
+        if (wait_to_fill and len(self._pending) < self._fill_target and self.flush_interval_s > 0
+                and not self._closing):
             self._batch_full.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_full.wait(), self.flush_interval_s)
@@ -336,12 +346,15 @@ class CdrWriter:
             self._came_up(0)
             return
         batch = list(itertools.islice(self._pending, self.batch_max))
+        self._inserting = True
         try:
             inserted = await self._store.insert([r for _, r, _ in batch], [line for _, _, line in batch])
         except StoreUnavailable:
             raise
         except StoreError:
             inserted = await self._write_one_by_one(batch)
+        finally:
+            self._inserting = False
         self._came_up(len(self._pending))
         for _ in batch:
             self._pending.popleft()
