@@ -4,11 +4,9 @@ spooled; ``insert_cdrs`` (unnest) and ``insert_cdrs_copy`` (binary COPY) write C
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import operator
-import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -187,7 +185,6 @@ class PgCdrStore:
             return
         self._conn = None
         conn = await connect(self.database_url)
-        _widen_send_buffer(conn)
         now = dt.datetime.now(dt.UTC)
         try:
             await self._ensure(conn, [now, now + dt.timedelta(days=31)])
@@ -216,21 +213,6 @@ class PgCdrStore:
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         await close_quietly(conn)
-
-
-# A batch's COPY data (about 1.7 MB for 5,000 rows) handed to the kernel in one write. With the default
-# (autotuned) send buffer the event loop had to push the rest piece by piece as PostgreSQL read it, each
-# piece waiting for the GIL, which the spool thread holds while it encodes the next batch: PostgreSQL sat
-# waiting for data. The kernel doubles the value and caps it at net.core.wmem_max.
-SEND_BUFFER_BYTES = 4 * 1024 * 1024
-
-
-def _widen_send_buffer(conn: Any) -> None:
-    transport = getattr(conn, "_transport", None)  # asyncpg keeps its socket there (no public accessor)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
 
 def _months(moments: Iterable[dt.datetime]) -> set[dt.datetime]:
