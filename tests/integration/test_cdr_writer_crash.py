@@ -4,6 +4,7 @@ the next writer replays those records and PostgreSQL ends up with each exactly o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,7 +16,6 @@ from callctl.cdr.writer import CdrWriter
 from callctl.store import cdrs
 from callctl.store.db import connect
 from scripts.devstack import REPO
-from tests.unit.test_cdr_spool import record
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,6 @@ import asyncio, sys
 from pathlib import Path
 from callctl.cdr.writer import CdrWriter
 from callctl.store.cdrs import PgCdrStore
-from tests.unit.test_cdr_spool import record
 
 async def main() -> None:
     url, spool, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -61,9 +60,7 @@ def acked_lines(spool: Path) -> int:
     return int(json.loads(path.read_text())["lines"]) if path.exists() else 0
 
 
-async def test_writer_killed_between_postgresql_and_the_ack_replays_without_duplicates(
-        database_url: str, tmp_path: Path) -> None:
-    spool = tmp_path / "spool"
+def run_and_kill_first_writer(database_url: str, spool: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD, database_url, str(spool), str(RECORDS)], cwd=REPO,
                              stdout=subprocess.PIPE, text=True)
     try:
@@ -71,8 +68,14 @@ async def test_writer_killed_between_postgresql_and_the_ack_replays_without_dupl
         line = child.stdout.readline()  # blocks until the child has drained (or died)
         assert line.split() == ["drained", str(RECORDS)], line
     finally:
-        child.kill()
+        child.kill()  # SIGKILL: no close, no last ack
         child.communicate(timeout=10)
+
+
+async def test_writer_killed_between_postgresql_and_the_ack_replays_without_duplicates(
+        database_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    await asyncio.to_thread(run_and_kill_first_writer, database_url, spool)
     assert await count_rows(database_url) == (RECORDS, RECORDS)
     acked = acked_lines(spool)
     assert acked == FIRST  # killed with records in PostgreSQL whose ack never reached the spool
