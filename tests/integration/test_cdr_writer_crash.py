@@ -31,6 +31,7 @@ import asyncio, sys
 from pathlib import Path
 from callctl.cdr.writer import CdrWriter
 from callctl.store.cdrs import PgCdrStore
+from tests.unit.test_cdr_spool import record
 
 async def main() -> None:
     url, spool, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])

@@ -62,7 +62,7 @@ async def test_store_down_in_the_middle_of_a_burst_writes_every_record_once(tmp_
     async with writer(tmp_path, store, batch_max=400) as w:
         for i in range(3000):
             w.submit(record(i))
-        await wait_for_async(lambda: not w.store_up, "the writer to notice the outage")
+        await wait_for_async(lambda: len(batches) == 2 and not w.store_up, "the writer to notice the outage")
         # Durable while PostgreSQL is away: everything is spooled by the thread meanwhile.
         await wait_for_async(lambda: spooled_lines(tmp_path / "spool") == 3000, "the burst in the spool")
         assert w.queue_depth == 3000 - batches[0]
