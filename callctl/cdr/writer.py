@@ -129,7 +129,8 @@ class CdrWriter:
             return
         self._incoming.append(record)
         self._drained.clear()
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock; the thread clears the flag before it looks at incoming
+            self._wake.set()
 
     @property
     def queue_depth(self) -> int:
