@@ -147,6 +147,7 @@ class Daemon:
             self.ari = AriClient(s, self._route_event, self._on_ari_connected, self._on_ari_disconnected)
             journal = CallJournal(s.spool_dir)
             stack.callback(journal.close)
+            self.writer.on_spooled = journal.follow_spool()  # a call is closed there once its CDR is on disk
             self.supervisor = Supervisor(self.ari, self.writer, self.router, self.metrics,
                                          lambda: self._asterisk_id, journal)
             self.supervisor.log_number_digits = s.log_number_digits

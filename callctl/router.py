@@ -1,6 +1,7 @@
 """Which handler takes a call: the one place that decides it, in this order.
 
-1. a two-party call a previous engine bridged (adopted at a resync): its resume handler, never routed again;
+1. a two-party call a previous engine bridged (adopted at a resync): its resume handler (the one of its first
+   Stasis argument if any: a dialer call), never routed again;
 2. a call whose first Stasis argument names a handler (``callctl-originate``: a dialer call the engine
    placed; ``line-outbound``: a business-line user calling out);
 3. a number the dialplan does not own itself (absent, or only matched by a pattern): the number
@@ -35,11 +36,17 @@ class Router:
     def __init__(self, dialplan: Callable[[], Dialplan]) -> None:
         self._dialplan = dialplan
         self._resumed: Handler | None = None
+        self._resumed_by_arg: dict[str, Handler] = {}
         self._by_arg: dict[str, Handler] = {}
         self._numbers: list[NumberHandler] = []
 
-    def on_resumed(self, handler: Handler) -> None:
-        self._resumed = handler
+    def on_resumed(self, handler: Handler, *, arg: str | None = None) -> None:
+        """Two-party calls a previous engine bridged, found up at a resync; with ``arg``, only those whose
+        first Stasis argument is ``arg`` (a dialer call stays its account's), else all the others."""
+        if arg is None:
+            self._resumed = handler
+        else:
+            self._resumed_by_arg[arg] = handler
 
     def on_arg(self, arg: str, handler: Handler) -> None:
         """Calls whose first Stasis argument is ``arg`` (extensions.conf, or an originate's appArgs)."""
@@ -57,8 +64,10 @@ class Router:
         return outcome, call.result.flow, plan.version
 
     async def _route(self, call: CallPort, plan: Dialplan) -> str:
-        if call.resumed is not None and self._resumed is not None:
-            return await self._resumed(call, plan)
+        if call.resumed is not None:
+            resumed = (self._resumed_by_arg.get(call.args[0]) if call.args else None) or self._resumed
+            if resumed is not None:
+                return await resumed(call, plan)
         handler = self._by_arg.get(call.args[0]) if call.args else None
         if handler is not None:
             return await handler(call, plan)

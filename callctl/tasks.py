@@ -1,6 +1,6 @@
 """Side tasks an owner starts and keeps (STYLE: every ``create_task`` result is kept by its owner):
 a failure is logged under the owner's event name, never lost, and the owner waits for or cancels
-what is left when it closes."""
+what is left when it closes. Also the bounded wait on an event that such tasks and their owners share."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ from typing import Any
 from callctl.logging import get_logger
 
 log = get_logger("callctl.tasks")
+
+
+async def wait_for_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """True once ``event`` is set (at once if it is); False if ``timeout_s`` passed first."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 class SideTasks:

@@ -155,8 +155,6 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     conferences.failures = failures = LockoutCache(s.database_url, s.conference_lockout_window_s)
     background.spawn(failures.run(), name="conference-lockout-listener")
     recordings.follow_rooms_with(lambda conference_id: conferences.set_recording(conference_id, True))
-    background.spawn(recordings.serve_requests(
-        lambda r: conferences.set_recording(r.conference_id, r.action == "start")), name="recording-requests")
     conference_steps.bind(conferences)
     stack.callback(conference_steps.bind, None)
     flow_switches.bind(PgSwitches(pool))  # the dialplan's day/night switches, kept in PostgreSQL
@@ -165,6 +163,7 @@ def wire_features(s: Settings, plans: Plans, dialplans: DialplanHolder, router: 
     voicemail_steps.bind(voicemail)
     stack.callback(voicemail_steps.bind, None)
     router.on_resumed(lines.take_resumed)
+    router.on_resumed(dialer.resume, arg=ORIGINATE_ARG)  # wt-journal: a bridged dialer call stays its account's
     router.on_arg(ORIGINATE_ARG, dialer.run)
     router.on_arg(LINE_OUTBOUND_ARG, lines.take_outbound)
     router.on_number(conferences.take_hop)  # only channels from a peer node's endpoint (pjsip_nodes.conf)

@@ -2,7 +2,7 @@
 run in the foreground, and `make cluster` (PostgreSQL, Kamailio, NODES Asterisk nodes, one engine each).
 
     python -m scripts.cluster render-kamailio --node 10.0.0.11:5060 --node 10.0.0.12:5060 --out DIR \
-        --carrier-network 198.51.100.0/28 [--config FILE]
+        --carrier-network 198.51.100.0/28 [--config FILE]      # also DIR/pjsip_carrier.conf for every node
     python -m scripts.cluster run --nodes 2          # make cluster
 """
 
@@ -15,6 +15,7 @@ import ipaddress
 import math
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from callctl.fraud.bruteforce import BlockPolicy
-from scripts.devstack import REPO, AsteriskInstance, ensure_root
+from scripts.devstack import (
+    CARRIER_HEADER,
+    REPO,
+    AsteriskInstance,
+    carrier_identify_conf,
+    check_carrier_token,
+    ensure_root,
+)
 
 KAMAILIO_SRC = REPO / "kamailio"
 MODULE_DIR = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
@@ -52,6 +60,10 @@ class KamailioInstance:
     # The only sources of requests that are neither a SIP user's nor a node's (the carriers' SBCs): the nodes
     # take such a request as from their trusted carrier endpoint; from anywhere else Kamailio answers 403.
     carrier_networks: tuple[str, ...] = LOOPBACK_CARRIERS
+    # Added to those requests alone (CARRIER_HEADER), the token the nodes identify their carrier by: the cluster's
+    # secret (carrier_token_file), the same in every node's pjsip_carrier.conf. Random when not given (nodes that
+    # still trust this proxy's address, as the failover tests' and the benchmark's, ignore it).
+    carrier_token: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)
     proc: subprocess.Popen[bytes] | None = None
     _log: Path = field(init=False)
 
@@ -91,6 +103,7 @@ class KamailioInstance:
             "PROBE_INTERVAL_S": str(self.probe_interval_s), "PROBE_TIMEOUT_MS": str(self.probe_timeout_ms),
             "INVITE_TIMEOUT_MS": str(self.probe_timeout_ms), "CHILDREN": str(self.children),
             "DEBUG": str(self.debug), "MODULE_DIR": MODULE_DIR, **self.guard_values(), **self.carrier_values(),
+            "CARRIER_HEADER": CARRIER_HEADER, "CARRIER_TOKEN": check_carrier_token(self.carrier_token, "carrier token"),
         }
         text = (KAMAILIO_SRC / "kamailio.cfg").read_text()
         for key, value in values.items():
@@ -98,7 +111,7 @@ class KamailioInstance:
         left = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
         if left:
             raise RuntimeError(f"{KAMAILIO_SRC / 'kamailio.cfg'}: unfilled placeholder(s) {', '.join(left)}")
-        self.config_file.write_text(text)
+        write_secret(self.config_file, text)  # the carrier token: readable by Kamailio's user only
         (self.workdir / "dispatcher.list").write_text(self.dispatcher_list())
 
     def guard_values(self) -> dict[str, str]:
@@ -253,13 +266,20 @@ def main(argv: list[str] | None = None) -> int:
         except CallctlError as exc:
             parser.error(exc.message)
         carriers = tuple(args.carrier_network or LOOPBACK_CARRIERS)
-        kam = KamailioInstance(args.out, args.node, listen_address=host, listen_port=int(port), guard=guard,
-                               carrier_networks=carriers)
         try:
+            token = carrier_token_file(args.out / "carrier-token")
+            kam = KamailioInstance(args.out, args.node, listen_address=host, listen_port=int(port), guard=guard,
+                                   carrier_networks=carriers, carrier_token=token)
             kam.render()
         except ValueError as exc:
             parser.error(str(exc))
+        node_conf = args.out / "pjsip_carrier.conf"
+        write_secret(node_conf, carrier_identify_conf(token))
         print(kam.config_file)
+        print(f"Each node behind it: {node_conf} in its Asterisk configuration folder, in place of "
+              "asterisk-conf/pjsip_carrier.conf (a carrier is known by Kamailio's header with the cluster's token in "
+              f"{args.out / 'carrier-token'}, never by Kamailio's address); keep both readable by Kamailio and "
+              "Asterisk only.", file=sys.stderr)
         if args.carrier_network is None:
             print(f"Carriers accepted only from {', '.join(LOOPBACK_CARRIERS)} (this host): list your carriers' SBC "
                   "addresses with --carrier-network.", file=sys.stderr)
@@ -294,6 +314,11 @@ def run_cluster(count: int, state: Path) -> int:
         print(f"make cluster: {exc.message}", file=sys.stderr)
         return 2
     state.mkdir(parents=True, exist_ok=True)
+    try:
+        token = carrier_token_file(state / "carrier-token")
+    except ValueError as exc:
+        print(f"make cluster: {exc}", file=sys.stderr)
+        return 2
     py = sys.executable
     own_pg = "CALLCTL_DATABASE_URL" not in os.environ
     nodes: list[AsteriskInstance] = []
@@ -321,7 +346,7 @@ def run_cluster(count: int, state: Path) -> int:
                 rtp_start=23000 + 1000 * (n - 1), rtp_end=23999 + 1000 * (n - 1),
                 ari_password=single._secret(state / f"ari-password-{n}", 18), demo_sip_password=demo_password,
                 ami_port=single._port(5038 + 100 * n), ami_password=single._secret(state / f"ami-password-{n}", 18),
-                agi_url=f"agi://127.0.0.1:{single._port(4573 + 100 * n)}")
+                agi_url=f"agi://127.0.0.1:{single._port(4573 + 100 * n)}", carrier_token=token)
             node.use_database(base["CALLCTL_DATABASE_URL"])
             nodes.append(node)
         for n, node in enumerate(nodes, start=1):  # each node lists the others as peers
@@ -334,7 +359,7 @@ def run_cluster(count: int, state: Path) -> int:
         settings = edge_settings(base)
         kamailio = KamailioInstance(state / "kamailio", [f"{node.sip_bind}:{node.sip_port}" for node in nodes],
                                     listen_port=single._port(5060, udp_too=True), debug=2,
-                                    guard=block_policy(settings))
+                                    guard=block_policy(settings), carrier_token=token)
         kamailio.start()
         envs = []
         for n, node in enumerate(nodes, start=1):
@@ -398,8 +423,27 @@ def _cluster_lines(kamailio: KamailioInstance, nodes: list[AsteriskInstance], en
                  "`callctl fraud unblock IP` lifts them (docs/security.md).")
     carriers = kamailio.carrier_values()["CARRIER_NETWORKS"]
     lines.append(f" Carriers: a call that is not from a SIP user is accepted only from {carriers}"
-                 " (403 from anywhere else: render-kamailio --carrier-network).")
+                 " (403 from anywhere else: render-kamailio --carrier-network); the nodes know it by Kamailio's "
+                 f"{CARRIER_HEADER} header with the cluster's token, never by Kamailio's address.")
     return "\n".join(lines) + "\n"
+
+
+def carrier_token_file(path: Path) -> str:
+    """The cluster's carrier token: made once in ``path`` (readable by its owner only), read from it afterwards, so
+    that Kamailio and every node agree across restarts. ValueError naming the file when it holds anything else."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(20) + "\n")
+    return check_carrier_token(path.read_text().strip(), str(path))
+
+
+def write_secret(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by its owner only, from the moment it exists."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def edge_settings(env: dict[str, str] | None = None, path: Path | None = None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -24,6 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONF_SRC = REPO / "asterisk-conf"
 DEFAULT_ROOT = Path(os.environ.get("CALLCTL_ASTERISK_ROOT", "/var/cache/callctl/asterisk-root"))
+# Behind a cluster's Kamailio, the nodes know a carrier's request by this header with the cluster's token, which
+# Kamailio adds to the requests from the carriers' networks only (kamailio/kamailio.cfg route[CARRIER]).
+CARRIER_HEADER = "X-Callctl-Carrier"
+_CARRIER_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 def _listen_ports() -> range:
@@ -148,11 +153,11 @@ class AsteriskInstance:
     extra_conf: dict[str, str] = field(default_factory=dict)
     # A cluster node (scripts/cluster.py, docs/scaling.md): its own entity id ("" keeps Asterisk's,
     # from the MAC address: the same for every node on one host), new calls refused with 503 before
-    # answering while the engine is down (Kamailio then tries the next node), and the SIP proxy's
-    # address trusted like a local peer (127.0.0.1 already is).
+    # answering while the engine is down (Kamailio then tries the next node), and the cluster's carrier
+    # token: the carrier endpoint is then identified by Kamailio's header with it, no longer by 127.0.0.1.
     entity_id: str = ""
     refuse_when_engine_down: bool = False
-    trusted_proxy: str = ""
+    carrier_token: str = ""
     agi_url: str = ""  # the engine's FastAGI gate when not the default agi://127.0.0.1:4573 (several engines per host)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -218,7 +223,7 @@ class AsteriskInstance:
         if self.tls_port:
             (etc / "pjsip_tls.conf").write_text(self._tls_transport())
         self._install_node_conf(etc)
-        for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf", "manager.conf"):
+        for secret in ("ari.conf", "res_pgsql.conf", "cel_pgsql.conf", "manager.conf", "pjsip_carrier.conf"):
             if (etc / secret).exists():
                 (etc / secret).chmod(0o600)
 
@@ -232,10 +237,8 @@ class AsteriskInstance:
                 (etc / name).write_text(text)
             else:
                 (etc / name).unlink(missing_ok=True)
-        if self.trusted_proxy:
-            with open(etc / "pjsip.conf", "a") as pjsip:
-                pjsip.write(f"\n; The cluster's SIP proxy (Kamailio)\n[cluster-proxy]\ntype = identify\n"
-                            f"endpoint = local-peer\nmatch = {self.trusted_proxy}\n")
+        if self.carrier_token:  # in place of asterisk-conf/'s, which trusts 127.0.0.1
+            (etc / "pjsip_carrier.conf").write_text(carrier_identify_conf(self.carrier_token))
 
     @property
     def tls_files(self) -> tuple[Path, Path]:
@@ -325,6 +328,26 @@ class AsteriskInstance:
         self.stop()
         self.start()
 
+
+def check_carrier_token(token: str, where: str) -> str:
+    """``token`` when it can go into Kamailio's configuration and a PJSIP ``match_header`` as it is (a value
+    between slashes would be a regular expression there), else ValueError naming ``where``."""
+    if not _CARRIER_TOKEN.fullmatch(token):
+        raise ValueError(f"{where}: the carrier token must be 16 to 128 letters, digits, '-' or '_' "
+                         f"(found {len(token)} characters)")
+    return token
+
+
+def carrier_identify_conf(token: str) -> str:
+    """pjsip_carrier.conf of a node behind Kamailio: the carrier endpoint ``local-peer`` identified by Kamailio's
+    header with the cluster's token and nothing else (an identify matches on any of its criteria: no ``match``
+    by address, and ``identify_by = header`` so that no From user names it either)."""
+    check_carrier_token(token, "carrier token")
+    return ("; Written for a cluster node behind Kamailio (docs/security.md, \"Carriers behind Kamailio\"): the\n"
+            "; carrier is a request Kamailio marked with the cluster's token, never an address. Secret: readable by\n"
+            "; Asterisk only.\n"
+            "[local-peer](caller-defaults)\nidentify_by = header\n\n"
+            f"[local-peer]\ntype = identify\nendpoint = local-peer\nmatch_header = {CARRIER_HEADER}: {token}\n")
 
 
 def _basic(user: str, password: str) -> str:

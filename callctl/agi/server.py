@@ -6,11 +6,12 @@ with counts (refusals.py: a flood is not a log flood). The handler returns the c
 set with ``SET VARIABLE``.
 
 Each connection is an ``asyncio.Protocol`` that parses the header block as its bytes arrive (no task,
-no stream objects, one timer); once the block is complete, one task owned here runs the handler and
-sends the variables, one command per reply (Asterisk's AGI reads one command at a time: pipelining
-them is not safe), all in one ``EXEC MSet`` when the peer is Asterisk (``variable_commands``). This
-keeps the server's CPU per request low enough for a gate every outbound call passes through (issue 17,
-docs/benchmarks.md).
+no stream objects, one timer for the headers, the handler's deadline and each reply); once the block
+is complete, one task owned here runs the handler; its answer is sent from there, one command per
+reply (Asterisk's AGI reads one command at a time: pipelining them is not safe), all in one
+``EXEC MSet`` when the peer is Asterisk (``variable_commands``), each reply taken by the protocol's
+own callbacks (no task waits for it). This keeps the server's CPU per request low enough for a gate
+every outbound call passes through (issue 17, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -27,6 +29,11 @@ from typing import cast
 
 import structlog
 
+# The command encoding lives in commands.py; its limits and quoting stay importable from here as before.
+from callctl.agi.commands import MSET_MAX_LINE as MSET_MAX_LINE
+from callctl.agi.commands import MSET_MAX_PAIRS as MSET_MAX_PAIRS
+from callctl.agi.commands import _quote as _quote
+from callctl.agi.commands import variable_commands
 from callctl.agi.refusals import RefusalTally
 
 log = structlog.get_logger("callctl.agi")
@@ -36,6 +43,7 @@ MAX_HEADERS = 128
 MAX_LINE_BYTES = 8 * 1024
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 ACCEPT_BACKLOG = 1024
+PEER_VERDICTS_MAX = 4096  # peer addresses whose allow-list verdict is kept (beyond: forgotten, judged anew)
 
 
 @dataclass(frozen=True)
@@ -57,72 +65,30 @@ class BadSession(Exception):
     """A session refused before its handler ran (its message is the log reason)."""
 
 
-def _quote(value: str) -> str:
-    clean = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ").replace("\r", " ")
-    return f'"{clean}"'
+ROUTE_CACHE_SIZE = 4096  # distinct (script, request URL) texts whose parse is kept: a few per account
+ROUTE_CACHE_MAX_CHARS = 512  # longer texts are parsed each time, never kept
 
 
-# One ``EXEC MSet`` instead of a ``SET VARIABLE`` per variable (issue 17: one round trip, not eight).
-# Asterisk 22 unquotes it twice (docs/benchmarks.md, issue 17 third round): res_agi's parse_args takes the
-# double-quoted argument (backslash escapes any character), then MSet (pbx_builtin_setvar_multiple)
-# splits it at commas with __ast_app_separate_args, which removes quotes and backslashes and does not
-# split inside () or []; each pair is split at its first '=' and the value is kept as is. So each of
-# \ " , ( ) [ ] is escaped with a backslash for MSet, then \ and " once more for the AGI line.
-# What cannot be carried that way goes as SET VARIABLE, as before: a line break or NUL (one command a
-# line; SET VARIABLE turns them into spaces), '$' (a dialplan that sets AGIEXECFULL would substitute
-# it), a name that is not a plain identifier.
-_MSET_ESCAPE = {c: "\\" + c for c in '\\",()[]'}
-_AGI_ESCAPE = {"\\": "\\\\", '"': '\\"'}
-# Both in one pass (a value is translated once): MSet's escape, then the AGI line's.
-_ESCAPE = str.maketrans({c: "".join(_AGI_ESCAPE.get(e, e) for e in escaped) for c, escaped in _MSET_ESCAPE.items()})
-_NOT_CARRIED = frozenset("\n\r\0$")
-MSET_MAX_PAIRS = 64  # MSet parses up to 98 pairs
-MSET_MAX_LINE = 4000  # res_agi reads a command line of up to 8,191 bytes (AGI_BUF_LEN)
+def _route(network_script: str, request_url: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The script (the AGI URL's path) and its query parameters, from the two headers that carry them."""
+    raw = network_script or urllib.parse.urlsplit(request_url).path
+    split = urllib.parse.urlsplit(raw)
+    params = urllib.parse.parse_qsl(split.query)
+    if not params:
+        params = urllib.parse.parse_qsl(urllib.parse.urlsplit(request_url).query)
+    return split.path.strip("/"), tuple(params)
 
 
-def _mset_pair(name: str, value: str) -> str | None:
-    """``name=value`` escaped for MSet and for the AGI line, or None if it must go as ``SET VARIABLE``."""
-    if not name.isidentifier() or not name.isascii() or not _NOT_CARRIED.isdisjoint(value):
-        return None
-    return f"{name}={value.translate(_ESCAPE)}"  # a name is an identifier: nothing to escape
-
-
-def variable_commands(variables: Mapping[str, str], *, mset: bool = True) -> list[bytes]:
-    """The AGI commands that set ``variables`` on the channel: as few ``EXEC MSet`` lines as fit, and a
-    ``SET VARIABLE`` for each variable MSet cannot carry (or for all with ``mset=False``)."""
-    commands: list[bytes] = []
-    batch: list[str] = []
-    size = 0
-    for name, value in variables.items():
-        pair = _mset_pair(name, value) if mset else None
-        if pair is None:
-            commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
-            continue
-        encoded = len(pair.encode())
-        if encoded + 16 > MSET_MAX_LINE:
-            commands.append(f"SET VARIABLE {name} {_quote(value)}\n".encode())
-            continue
-        if batch and (len(batch) >= MSET_MAX_PAIRS or size + encoded + 16 > MSET_MAX_LINE):
-            commands.append(_mset_line(batch))
-            batch, size = [], 0
-        batch.append(pair)
-        size += encoded + 1
-    if batch:
-        commands.append(_mset_line(batch))
-    return commands
-
-
-def _mset_line(pairs: list[str]) -> bytes:
-    return ('EXEC MSet "' + ",".join(pairs) + '"\n').encode()
+_cached_route = functools.lru_cache(maxsize=ROUTE_CACHE_SIZE)(_route)
 
 
 def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
-    raw = headers.get("agi_network_script") or urllib.parse.urlsplit(headers.get("agi_request", "")).path
-    split = urllib.parse.urlsplit(raw)
-    script = split.path.strip("/")
-    params = dict(urllib.parse.parse_qsl(split.query))
-    if not params:
-        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers.get("agi_request", "")).query))
+    network_script, request_url = headers.get("agi_network_script", ""), headers.get("agi_request", "")
+    # The same few texts on every call of an account: parsed once (a pure function, bounded cache).
+    script, pairs = (_cached_route(network_script, request_url)
+                     if len(network_script) + len(request_url) <= ROUTE_CACHE_MAX_CHARS
+                     else _route(network_script, request_url))
+    params = dict(pairs)
     args = []
     for i in range(1, 64):
         key = f"agi_arg_{i}"
@@ -134,19 +100,21 @@ def parse_request(headers: Mapping[str, str], peer: str) -> AgiRequest:
 
 class _Phase(enum.Enum):
     HEADERS = 1
-    HANDLING = 2
-    DONE = 3
+    HANDLING = 2  # the handler's task runs
+    COMMANDS = 3  # a command sent, its reply awaited (by data_received, no task)
+    DONE = 4
 
 
 class _Session(asyncio.Protocol):
     """One FastAGI connection (see the module docstring)."""
 
-    __slots__ = ("_buffer", "_closed", "_deadline", "_header_bytes", "_headers", "_line_since", "_loop", "_peer",
-                 "_phase", "_reply", "_server", "_timer", "_transport")
+    __slots__ = ("_buffer", "_closed", "_deadline", "_handler_due", "_header_bytes", "_headers", "_line_since", "_loop",
+                 "_peer", "_pending", "_phase", "_sent", "_server", "_task", "_timed_out", "_timer", "_transport",
+                 "_variables")
 
     def __init__(self, server: AgiServer) -> None:
         self._server = server
-        self._loop = asyncio.get_running_loop()
+        self._loop = server.loop  # not asyncio.get_running_loop(): a system call (getpid) per connection
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
         self._buffer = bytearray()
@@ -156,7 +124,12 @@ class _Session(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0  # loop time: the whole header block by then
         self._line_since: float | None = None  # loop time the wait for the current line began; None: not waiting
-        self._reply: asyncio.Future[bytes] | None = None
+        self._handler_due = 0.0  # loop time: the handler's answer by then
+        self._task: asyncio.Task[None] | None = None  # the handler's
+        self._timed_out = False  # the handler's task was cancelled for its deadline
+        self._variables: Mapping[str, str] = {}  # the handler's answer
+        self._pending: list[bytes] = []  # commands not sent yet
+        self._sent: bytes | None = None  # the command whose reply is awaited
         self._closed = False
 
     # -- transport callbacks -------------------------------------------------------------------
@@ -179,8 +152,8 @@ class _Session(asyncio.Protocol):
         self._buffer += data
         if self._phase is _Phase.HEADERS:
             self._parse_headers()
-        elif self._reply is not None and not self._reply.done():
-            self._take_reply()
+        elif self._phase is _Phase.COMMANDS:
+            self._take_replies()
 
     def eof_received(self) -> bool | None:
         return None  # close: a peer that stops sending is done (Asterisk never half-closes)
@@ -194,20 +167,36 @@ class _Session(asyncio.Protocol):
         reason = "closed_mid_header" if self._buffer else "closed"
         if self._phase is _Phase.HEADERS:
             self._refuse(reason)
-        elif self._reply is not None and not self._reply.done():
-            self._reply.set_exception(BadSession(reason))
+        elif self._phase is _Phase.COMMANDS:
+            self._end(reason)
 
     # -- timers: one handle per session, re-armed only when it fires early ---------------------
+    # The same handle bounds the header block, the handler (handler_timeout_s: the task is cancelled, as
+    # asyncio.timeout would, without a timeout context and its own timer per session) and each reply.
     def _arm(self) -> None:
-        if self._timer is not None or self._line_since is None:
+        if self._phase is _Phase.HANDLING:
+            due = self._handler_due
+        elif self._line_since is None:
             return
-        due = self._line_since + self._server.read_timeout_s
-        if self._phase is _Phase.HEADERS:
-            due = min(due, self._deadline)
+        else:
+            due = self._line_since + self._server.read_timeout_s
+            if self._phase is _Phase.HEADERS:
+                due = min(due, self._deadline)
+        if self._timer is not None:
+            if self._timer.when() <= due:
+                return  # it fires first, finds nothing due yet, and arms again
+            self._timer.cancel()
         self._timer = self._loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._phase is _Phase.HANDLING:
+            if self._loop.time() < self._handler_due:
+                self._arm()
+            elif self._task is not None:
+                self._timed_out = True
+                self._task.cancel()
+            return
         if self._phase is _Phase.DONE or self._line_since is None:
             return
         now = self._loop.time()
@@ -221,8 +210,8 @@ class _Session(asyncio.Protocol):
     def _fail(self, reason: str) -> None:
         if self._phase is _Phase.HEADERS:
             self._refuse(reason)
-        elif self._reply is not None and not self._reply.done():
-            self._reply.set_exception(BadSession(reason))
+        elif self._phase is _Phase.COMMANDS:
+            self._end(reason)
 
     def _refuse(self, reason: str) -> None:
         """A session refused before its handler ran."""
@@ -230,6 +219,12 @@ class _Session(asyncio.Protocol):
             return
         self._phase = _Phase.DONE
         self._server.refusals.refused(self._peer, reason)
+        self.close()
+
+    def stop(self) -> None:
+        """The server stops: close without counting a session cut in its command phase as refused."""
+        if self._phase is _Phase.COMMANDS:
+            self._phase = _Phase.DONE
         self.close()
 
     def close(self) -> None:
@@ -241,6 +236,8 @@ class _Session(asyncio.Protocol):
 
     # -- the header block ----------------------------------------------------------------------
     def _parse_headers(self) -> None:
+        if self._header_bytes == 0 and len(self._buffer) <= MAX_LINE_BYTES and self._parse_block():
+            return
         buf = self._buffer
         start = 0
         headers = self._headers
@@ -271,72 +268,131 @@ class _Session(asyncio.Protocol):
             return
         del buf[:start]
 
+    def _parse_block(self) -> bool:
+        """The whole header block arrived in one read, as Asterisk sends it: parsed in one pass. False (and
+        nothing changed) for anything else, which the line-by-line parse takes with its exact reasons: no
+        empty line yet (CRLF line ends included), more lines than MAX_HEADERS, a malformed line. Within
+        MAX_LINE_BYTES no line is too long and the block is not too large; a carriage return ending a
+        value goes with ``strip()`` as it goes with the line parse's ``rstrip``."""
+        buf = self._buffer
+        end = buf.find(b"\n\n")
+        if end <= 0:
+            return False
+        lines = buf[:end].decode("utf-8", "replace").split("\n")
+        if len(lines) > MAX_HEADERS:
+            return False
+        headers = {}
+        for line in lines:
+            key, sep, value = line.partition(":")
+            if not sep or not key.startswith("agi_"):
+                return False
+            headers[key.strip()] = value.strip()
+        self._headers = headers
+        self._header_bytes = end + 2
+        del buf[:end + 2]
+        self._headers_done()
+        return True
+
     def _headers_done(self) -> None:
         self._phase = _Phase.HANDLING
-        self._line_since = None  # the handler's time is bounded by handler_timeout_s, not by reads
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        # The handler's time is bounded by handler_timeout_s, not by reads (the session's timer, _arm).
+        self._line_since = None
         request = parse_request(self._headers, self._peer)
-        task = self._loop.create_task(self._run(request))
+        self._handler_due = self._loop.time() + self._server.handler_timeout_s
+        self._task = task = self._loop.create_task(self._run(request))
         self._server._sessions.add(task)
-        task.add_done_callback(self._server._sessions.discard)
+        task.add_done_callback(self._handler_ended)
+        self._arm()
+
+    def _handler_ended(self, task: asyncio.Task[None]) -> None:
+        self._server._sessions.discard(task)
+        self._task = None
+        if task.cancelled() and self._phase is _Phase.HANDLING:  # cancelled before its first step
+            self._phase = _Phase.DONE
+            self.close()
 
     # -- the handler and its commands ----------------------------------------------------------
     async def _run(self, request: AgiRequest) -> None:
         server = self._server
         try:
             try:
-                async with asyncio.timeout(server.handler_timeout_s):
+                try:
                     variables = await server.handler(request)
+                except asyncio.CancelledError:
+                    if not self._timed_out or self._task is None:
+                        raise  # the server stops
+                    self._task.uncancel()
+                    raise TimeoutError() from None
             except Exception as exc:  # a handler bug must not leave the channel without an answer
                 log.error("agi_handler_failed", peer=self._peer, script=request.script, error=repr(exc))
                 # No decision is not a refusal: an empty CALLCTL_GATE sends extensions.conf to its
                 # "gate unavailable" branch, where an emergency call still gets Asterisk's own decision.
                 variables = {"CALLCTL_GATE": "", "CALLCTL_GATE_RULE": "gate_unavailable",
                              "CALLCTL_GATE_REASON": "the gate could not decide"}
-            # A peer that names its Asterisk version (every Asterisk does) gets MSet; any other the
-            # plain command every AGI peer knows.
-            for command in variable_commands(variables, mset="agi_version" in request.headers):
-                reply = await self._command(command)
-                if command.startswith(b"EXEC ") and not reply.startswith(b"200 result=0"):
-                    # No MSet application (result=-2): the same variables one by one.
-                    await self._set_one_by_one(variables)
-                    break
-        except BadSession as exc:
-            server.refusals.refused(self._peer, str(exc))
-        except (ConnectionError, OSError) as exc:
-            server.refusals.refused(self._peer, "connection_lost", error=str(exc))
-        finally:
+        except BaseException:  # cancelled: the server stops
             self._phase = _Phase.DONE
             self.close()
+            raise
+        if self._closed:
+            self._end("closed")
+            return
+        # A peer that names its Asterisk version (every Asterisk does) gets MSet; any other the plain
+        # command every AGI peer knows. From here the protocol's callbacks carry the session.
+        self._variables = variables
+        self._pending = variable_commands(variables, mset="agi_version" in request.headers)
+        self._phase = _Phase.COMMANDS
+        self._send_next()
 
-    async def _set_one_by_one(self, variables: Mapping[str, str]) -> None:
-        for command in variable_commands(variables, mset=False):
-            await self._command(command)
-
-    async def _command(self, command: bytes) -> bytes:
+    def _send_next(self) -> None:
+        """Send the next command and wait for its reply (``_take_replies``), or end the session."""
+        if not self._pending:
+            self._phase = _Phase.DONE
+            self.close()
+            return
         if self._closed or self._transport is None:
-            raise BadSession("closed")
-        self._transport.write(command)
-        reply = await self._wait_for_line()
-        if not reply.startswith(b"200"):
-            text = reply.decode("utf-8", "replace").strip()
-            raise BadSession(f"command_refused: {text[:80]}")
-        return reply
-
-    async def _wait_for_line(self) -> bytes:
-        line = self._pop_line()
-        if line is not None:
-            return line
-        self._reply = self._loop.create_future()
+            self._end("closed")
+            return
+        self._sent = self._pending.pop(0)
+        try:
+            self._transport.write(self._sent)
+        except (ConnectionError, OSError) as exc:
+            self._end("connection_lost", error=str(exc))
+            return
         self._line_since = self._loop.time()
         self._arm()
-        try:
-            return await self._reply
-        finally:
-            self._reply = None
-            self._line_since = None
+        if self._buffer:  # a reply already here (sent ahead of the command)
+            self._take_replies()
+
+    def _take_replies(self) -> None:
+        while self._phase is _Phase.COMMANDS and self._sent is not None:
+            try:
+                line = self._pop_line()
+            except BadSession as exc:
+                self._end(str(exc))
+                return
+            if line is None:
+                return
+            self._replied(line)
+
+    def _replied(self, reply: bytes) -> None:
+        command, self._sent = self._sent, None
+        self._line_since = None
+        if not reply.startswith(b"200"):
+            text = reply.decode("utf-8", "replace").strip()
+            self._end(f"command_refused: {text[:80]}")
+            return
+        if command is not None and command.startswith(b"EXEC ") and not reply.startswith(b"200 result=0"):
+            # No MSet application (result=-2): the same variables one by one, instead of what was left.
+            self._pending = variable_commands(self._variables, mset=False)
+        self._send_next()
+
+    def _end(self, reason: str, **details: str) -> None:
+        """The command phase cut short: counted as refused, closed."""
+        if self._phase is _Phase.DONE:
+            return
+        self._phase = _Phase.DONE
+        self._server.refusals.refused(self._peer, reason, **details)
+        self.close()
 
     def _pop_line(self) -> bytes | None:
         nl = self._buffer.find(b"\n")
@@ -347,16 +403,6 @@ class _Session(asyncio.Protocol):
         line = bytes(self._buffer[:nl + 1])
         del self._buffer[:nl + 1]
         return line
-
-    def _take_reply(self) -> None:
-        assert self._reply is not None
-        try:
-            line = self._pop_line()
-        except BadSession as exc:
-            self._reply.set_exception(exc)
-            return
-        if line is not None:
-            self._reply.set_result(line)
 
 
 class AgiServer:
@@ -375,7 +421,15 @@ class AgiServer:
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()  # sessions whose handler runs
         self._live: set[_Session] = set()  # every open connection
+        self._peer_verdicts: dict[str, bool] = {}  # peer address -> allowed (the allow-list never changes)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.refusals = refusals if refusals is not None else RefusalTally()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("AgiServer is not started")
+        return self._loop
 
     @property
     def port(self) -> int:
@@ -384,7 +438,7 @@ class AgiServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def __aenter__(self) -> AgiServer:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         # A deep accept queue: a burst of calls connecting at once waits a moment instead of failing over to
         # the dialplan's "gate unavailable" branch (the default backlog is 100).
         self._server = await loop.create_server(lambda: _Session(self), self.host, self.requested_port,
@@ -401,7 +455,7 @@ class AgiServer:
         if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=2.0)
         for session in list(self._live):
-            session.close()
+            session.stop()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
@@ -409,6 +463,17 @@ class AgiServer:
         self.refusals.close()
 
     def _peer_allowed(self, host: str) -> bool:
+        """Whether ``host`` (a peer address as the socket gives it) is in the allow-list; judged once per
+        address (Asterisk connects from the same few), at most PEER_VERDICTS_MAX addresses kept."""
+        verdict = self._peer_verdicts.get(host)
+        if verdict is None:
+            verdict = self._judge_peer(host)
+            if len(self._peer_verdicts) >= PEER_VERDICTS_MAX:
+                self._peer_verdicts.clear()
+            self._peer_verdicts[host] = verdict
+        return verdict
+
+    def _judge_peer(self, host: str) -> bool:
         try:
             addr = ipaddress.ip_address(host.split("%")[0])
         except ValueError:

@@ -279,7 +279,7 @@ class Call:
                 variables["TIMEOUT(absolute)"] = str(int(max_talk_s + timeout_s))
             try:
                 # The limit is set at creation (ringing counts: never more than paid for) and again
-                # exactly at answer, inside Asterisk: it holds even if the engine dies meanwhile.
+                # at answer, inside Asterisk: it holds even if the engine dies meanwhile.
                 await ops.originate(leg.channel_id, target, timeout_s=timeout_s, caller_id=caller_id,
                                     variables=variables or None)
             except AriError as exc:
@@ -304,23 +304,27 @@ class Call:
                     leg.lifecycle.answered(event.at)
                 elif isinstance(event, ChannelDestroyed):
                     return DialOutcome(dial_status(leg.lifecycle.hangup_cause), leg.lifecycle.hangup_cause)
+            # The limit counts from the answer, so it is set now, before anything plays on either channel:
+            # Asterisk carries out a channel command only once the channel is free, so set after the
+            # recording notice (``on_bridged``) or any prompt it would start that much late and the call
+            # would outlive its credit by the notice's length (issue: set_var waits for a playback's end).
+            counted_from = asyncio.get_running_loop().time()
+            if max_talk_s:
+                await ops.set_var(leg.channel_id, "TIMEOUT(absolute)", str(int(max_talk_s)))
             if ringtone is not None:
                 await ops.stop_playback(ringtone)
                 ringtone = None
             await self.answer()
+            if max_talk_s:
+                # The caller's own channel too (a little later), so neither side outlives the credit.
+                await ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(max_talk_s) + 2))
             bridge_id = f"{CALL_BRIDGE_PREFIX}{leg.channel_id}"
             await ops.create_bridge(bridge_id, f"call {self.call_id}")
             await ops.add_to_bridge(bridge_id, self.channel.id)
             await ops.add_to_bridge(bridge_id, leg.channel_id)
             if hooks is not None and hooks.on_bridged is not None:
                 await hooks.on_bridged(bridge_id, self.channel.id, leg.channel_id)
-            left_s: float | None = None
-            if max_talk_s:
-                await ops.set_var(leg.channel_id, "TIMEOUT(absolute)", str(int(max_talk_s)))
-                # The caller's own channel too (a little later), so neither side outlives the credit.
-                await ops.set_var(self.channel.id, "TIMEOUT(absolute)", str(int(max_talk_s) + 2))
-                left_s = max_talk_s
-            return await self._talk(leg, left_s, hooks)
+            return await self._talk(leg, max_talk_s or None, hooks, counted_from)
         finally:
             if ringtone is not None:
                 with contextlib.suppress(AriError):
@@ -360,16 +364,18 @@ class Call:
                 left_s = None
             if hooks is not None and hooks.on_resumed is not None and leg.lifecycle.ended_at is None:
                 await hooks.on_resumed(bridge_id, self.channel.id, leg.channel_id)
-            return await self._talk(leg, left_s, hooks)
+            return await self._talk(leg, left_s, hooks, asyncio.get_running_loop().time())
         finally:
             await self._let_go(leg, bridge_id)
 
-    async def _talk(self, leg: OutboundLeg, left_s: float | None, hooks: DialHooks | None) -> DialOutcome:
+    async def _talk(self, leg: OutboundLeg, left_s: float | None, hooks: DialHooks | None,
+                    counted_from: float) -> DialOutcome:
         """Bridged: until the far end hangs up (the caller hanging up raises CallHungUp). ``left_s``: the
-        paid time left; the caller hears a beep LIMIT_WARNING_S before Asterisk cuts the call."""
+        paid time left at ``counted_from`` (loop time); the caller hears a beep LIMIT_WARNING_S before
+        Asterisk cuts the call."""
         ops: DialOps = self._ops  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
-        warn_at = loop.time() + max(0.0, left_s - LIMIT_WARNING_S) if left_s else None
+        warn_at = counted_from + max(0.0, left_s - LIMIT_WARNING_S) if left_s else None
         while leg.lifecycle.ended_at is None:
             wait_s = 24 * 3600.0 if warn_at is None else max(0.0, warn_at - loop.time())
             event = await self._wait_leg_event(leg, wait_s, hooks.on_digit if hooks else None)

@@ -119,6 +119,14 @@ class Supervisor:
         if journal is not None:
             journal.opened(leg, call=leg, channel=channel.id, started_at=channel.created_at.isoformat(),
                            caller=channel.caller_number, called=channel.exten, args=list(args))
+        if call.lifecycle.answered_at is None and channel.state == "Up":
+            # Already answered when it reaches the app: a call the engine originated (the callee picked up;
+            # its flow may never answer itself, e.g. one that starts with a dial step), or a call adopted with
+            # no journal entry. Billed from now, not from the flow's first answer or bridge.
+            now = dt.datetime.now(dt.UTC)
+            call.lifecycle.answered(now)
+            if journal is not None:
+                journal.answered(leg, now)
         self.dispatcher.register(channel.id, mailbox)
         task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
         self._calls[channel.id] = (call, task)

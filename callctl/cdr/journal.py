@@ -2,7 +2,7 @@
 
 A call that ends while no engine is connected (the engine killed, then the caller hangs up before
 the next one resynchronises) leaves no trace in Asterisk. Each call is therefore written here when
-it starts (and when it is answered) and struck out when its CDR is handed to the writer. At start,
+it starts (and when it is answered) and struck out once its CDR is in the spool. At start,
 the next engine reads the calls still open: those Asterisk no longer has are recorded with what is
 known (start, answer) and an end bracketed by the last sign of life of the previous engine and
 the moment of recovery.
@@ -15,6 +15,10 @@ The same entries go to PostgreSQL (``JournalMirror``, table ``open_call``) a fra
 later, so no call depends on this engine's disk: an engine whose files were lost reads its node's
 rows back at start, and the engines of a cluster take over the rows of a node gone for good
 (docs/scaling.md, "What survives a node").
+
+A ``close`` stays in the file until PostgreSQL has it (a ``shared`` line lists the closes a batch
+carried): an engine killed in between finds the call closed in its file but open in its rows, and
+must not take that row for a call that ended with no engine (its real CDR is in the local spool).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callctl.cdr.record import CdrRecord
 from callctl.errors import SpoolError, StoreError, StoreUnavailable
 from callctl.logging import get_logger
 
@@ -51,6 +56,7 @@ class OpenCall:
 
 class CallJournal:
     mirror: JournalMirror | None = None  # set by share()
+    _unspooled: dict[str, str] | None = None  # leg -> end: closed, CDR not yet in the spool (follow_spool)
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "open-calls.jsonl"
@@ -58,6 +64,8 @@ class CallJournal:
             directory.mkdir(parents=True, exist_ok=True)
             self.previous_activity = (dt.datetime.fromtimestamp(self.path.stat().st_mtime, dt.UTC)
                                       if self.path.exists() else None)
+            # Legs closed in the file whose close PostgreSQL has not confirmed: leg -> close time.
+            self.unshared_closes: dict[str, str] = {}
             self.pending = self._read()
             self._compact(self.pending)
             self._file = open(self.path, "a", encoding="utf-8")
@@ -69,28 +77,45 @@ class CallJournal:
         if not self.path.exists():
             return entries
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue  # a torn last line after a crash
+            item = self._read_line(line)
+            if item is None:
+                continue
             leg = item.get("leg")
             if not isinstance(leg, str):
                 continue
             if item.get("op") == "open":
                 entries[leg] = item
+                self.unshared_closes.pop(leg, None)
             elif item.get("op") == "answer" and leg in entries:
                 entries[leg]["answered_at"] = item.get("at")
             elif item.get("op") == "dial" and leg in entries:
                 entries[leg].setdefault("dialled", []).append(item.get("channel"))
             elif item.get("op") == "close":
                 entries.pop(leg, None)
+                self.unshared_closes[leg] = str(item.get("at") or "")
         return entries
 
+    def _read_line(self, line: str) -> dict[str, Any] | None:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return None  # a torn last line after a crash
+        if not isinstance(item, dict):
+            return None
+        if item.get("op") == "shared":  # these closes are in PostgreSQL: nothing left to remember
+            for leg in item.get("legs") or ():
+                self.unshared_closes.pop(leg, None)
+            return None
+        return item
+
     def _compact(self, keep: dict[str, dict[str, Any]]) -> None:
+        """The file rewritten with what is still open and the closes PostgreSQL has not confirmed."""
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as out:
             for entry in keep.values():
                 out.write(json.dumps(entry) + "\n")
+            for leg, at in self.unshared_closes.items():
+                out.write(json.dumps({"op": "close", "leg": leg, "at": at}) + "\n")
         os.replace(tmp, self.path)
 
     def _write(self, item: dict[str, Any]) -> None:
@@ -115,8 +140,43 @@ class CallJournal:
         self._write({"op": "dial", "leg": leg, "channel": channel})
 
     def closed(self, leg: str) -> None:
+        """The call's CDR was handed to the writer. Its ``close`` is written now, or, once ``follow_spool``
+        was called, when the writer says the CDR is in the spool (``spooled``)."""
         self.pending.pop(leg, None)
+        if self._unspooled is not None:
+            self._unspooled[leg] = dt.datetime.now(dt.UTC).isoformat()
+            return
         self._write({"op": "close", "leg": leg, "at": dt.datetime.now(dt.UTC).isoformat()})
+
+    def follow_spool(self) -> Callable[[Sequence[CdrRecord]], None]:
+        """From now on a call's ``close`` waits for its CDR to be durable in the spool; returns what the
+        writer calls with the records of each append (``CdrWriter.on_spooled``). An engine killed between
+        the end of a call and the fsync of its CDR (milliseconds) thus leaves the call open here, and the
+        next engine records it (an incomplete CDR, replaced by the real one if that reached PostgreSQL)
+        instead of nothing at all."""
+        self._unspooled = {}
+        return self.spooled
+
+    def spooled(self, records: Sequence[CdrRecord]) -> None:
+        if not self._unspooled:
+            return
+        for record in records:
+            at = self._unspooled.pop(str(record.leg_id), None)
+            if at is not None:
+                self._write({"op": "close", "leg": str(record.leg_id), "at": at})
+
+    def shared(self, ops: Sequence[dict[str, Any]]) -> None:
+        """PostgreSQL took ``ops`` (the mirror's batch): their closes need not be kept across a restart."""
+        legs = [op["leg"] for op in ops if op.get("op") == "close"]
+        if not legs:
+            return
+        for leg in legs:
+            self.unshared_closes.pop(leg, None)
+        try:
+            self._file.write(json.dumps({"op": "shared", "legs": legs}) + "\n")
+            self._file.flush()
+        except (OSError, ValueError):
+            pass  # the closes are sent again at the next start: harmless
 
     @property
     def lost_its_file(self) -> bool:
@@ -124,10 +184,14 @@ class CallJournal:
         return self.previous_activity is None
 
     def share(self, mirror: JournalMirror) -> None:
-        """From now on every entry also goes to PostgreSQL; the entries still open are sent again."""
+        """From now on every entry also goes to PostgreSQL; the entries still open are sent again, and so
+        are the closes a previous engine wrote here but PostgreSQL never got (its row says still open)."""
         self.mirror = mirror
+        mirror.on_shared = self.shared
         for entry in self.pending.values():
             mirror.push({"op": "open", **entry})
+        for leg, at in self.unshared_closes.items():
+            mirror.push({"op": "close", "leg": leg, "at": at})
 
     def adopt_rows(self, rows: Sequence[OpenCall]) -> int:
         """Rows of this node in PostgreSQL the file does not have (it was lost): open again here, for the
@@ -135,7 +199,10 @@ class CallJournal:
         with the disk) is recorded too: its end is known. Returns how many were added."""
         added = 0
         for row in rows:
-            if row.leg in self.pending:
+            if row.leg in self.pending or row.leg in self.unshared_closes:
+                # Closed here: its CDR is in this disk's spool. Its close had not reached PostgreSQL when
+                # the previous engine died (``share`` sends it): recording it again would make a second,
+                # "incomplete" CDR of the same leg.
                 continue
             if row.closed_at is not None and not self.lost_its_file:
                 continue  # the spool on this disk still has its CDR
@@ -180,6 +247,7 @@ class JournalMirror:
         self._wake = asyncio.Event()
         self._failing = False
         self.dropped = 0
+        self.on_shared: Callable[[Sequence[dict[str, Any]]], None] | None = None  # told of each batch taken
 
     def push(self, item: dict[str, Any]) -> None:
         if len(self._ops) >= MIRROR_QUEUE_MAX:
@@ -213,6 +281,9 @@ class JournalMirror:
             return False
         except StoreError as exc:  # a row PostgreSQL refuses: never retried forever (the file keeps it)
             log.error("open_calls_journal_batch_refused", error=exc.message, operations=len(batch))
+        else:
+            if self.on_shared is not None:
+                self.on_shared(batch)
         del self._ops[:len(batch)]
         if self._failing:
             log.info("open_calls_journal_shared_again")

@@ -118,6 +118,10 @@ class CdrWriter:
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
         self._on_submit = on_submit  # sees every record handed over (metrics), whoever built it
+        # Told of the records each append made durable in the spool (the open-calls journal closes their calls
+        # then, not before: a call closed in the journal has its CDR on disk). Not told of records kept in
+        # memory only (spool unwritable).
+        self.on_spooled: Callable[[Sequence[CdrRecord]], None] | None = None
 
     # -- the call side -------------------------------------------------------------------------
     def submit(self, record: CdrRecord) -> None:
@@ -273,6 +277,8 @@ class CdrWriter:
     def _spooled(self, count: int, items: list[Item], error: SpoolError | None) -> None:
         """On the loop: a batch is in the spool (or, ``error``, in memory only) and goes to the store task."""
         if error is None:
+            if self.on_spooled is not None:
+                self.on_spooled([record for _, record, _ in items])
             if not self._spool_ok:
                 self._spool_ok = True
                 log.info("cdr_spool_recovered", spool=str(self.spool_dir))

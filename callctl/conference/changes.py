@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from callctl.tasks import wait_for_event
+
 
 class ChangeFeed:
     def __init__(self) -> None:
@@ -28,10 +30,4 @@ class ChangeFeed:
         timeout (time for a keep-alive)."""
         if seen is not None and self._versions.get(conference_id, 0) != seen:
             return True
-        event = self._events.setdefault(conference_id, asyncio.Event())
-        try:
-            async with asyncio.timeout(timeout_s):
-                await event.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_for_event(self._events.setdefault(conference_id, asyncio.Event()), timeout_s)

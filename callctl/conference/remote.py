@@ -22,6 +22,7 @@ from callctl.conference.changes import ChangeFeed
 from callctl.errors import StoreError
 from callctl.logging import get_logger
 from callctl.store import room_commands as store
+from callctl.tasks import wait_for_event
 
 log = get_logger("callctl.conference")
 
@@ -106,7 +107,7 @@ class ClusterRooms:
         self._rooms = rooms
         self.changes = changes  # the service's ChangeFeed: remote rooms' changes are announced there too
         self.node = node
-        self._listener = store.RoomListener(database_url, self._heard)
+        self.listener = store.RoomListener(database_url, self._heard)  # its state: for tests and health
         self._replies: dict[int, asyncio.Event] = {}
         self._commands = asyncio.Event()
         self._dirty: set[str] = set()
@@ -142,10 +143,7 @@ class ClusterRooms:
     async def _wait_for_reply(self, command_id: int, timeout_s: float) -> None:
         event = self._replies.setdefault(command_id, asyncio.Event())
         try:
-            async with asyncio.timeout(timeout_s):
-                await event.wait()
-        except TimeoutError:
-            pass
+            await wait_for_event(event, timeout_s)
         finally:
             self._replies.pop(command_id, None)
 
@@ -177,7 +175,7 @@ class ClusterRooms:
     async def serve(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._listener.run(), name="rooms-listener")
+                tg.create_task(self.listener.run(), name="rooms-listener")
                 tg.create_task(self._serve_commands(), name="rooms-commands")
                 tg.create_task(self._serve_views(), name="rooms-views")
         finally:  # at shutdown: commands being applied stop with the rooms (their senders hear 'owner_lost')
@@ -208,11 +206,7 @@ class ClusterRooms:
                     log.error("conference_commands_store_lost", error=exc.message)
                 failing = True
             # Woken by NOTIFY; a look every second anyway (the listener may be reconnecting).
-            try:
-                async with asyncio.timeout(0.2 if not self._listener.listening else 1.0):
-                    await self._commands.wait()
-            except TimeoutError:
-                pass
+            await wait_for_event(self._commands, 1.0 if self.listener.listening else 0.2)
 
     async def _run_command(self, cmd: store.Command) -> None:
         try:

@@ -198,19 +198,20 @@ def _blocks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _unblock(args: argparse.Namespace, settings: Settings) -> int:
-    """Lift an address everywhere it is blocked: the nodes' block (audited) and Kamailio's ban."""
+    """Lift an address everywhere it is blocked: the nodes' block and Kamailio's ban, audited together."""
     from callctl.store import fraud as store
 
-    edge = False
+    edge: list[dict[str, Any]] = []
     if settings.kamailio_ctl:
         from callctl.fraud.kamailio import lift_edge_ban
 
-        edge = asyncio.run(lift_edge_ban(settings.kamailio_ctl, args.address))
-    lifted = _db(settings, lambda pool: store.lift_block(pool, args.address, args.by or _who()))
+        ban = asyncio.run(lift_edge_ban(settings.kamailio_ctl, args.address))
+        edge = [ban.to_json()] if ban is not None else []
+    lifted = _db(settings, lambda pool: store.lift_block(pool, args.address, args.by or _who(), lifted_at_edge=edge))
     if not lifted and not edge:
         print(f"callctl: error: {args.address} is not blocked (nothing to lift)", file=sys.stderr)
         return 1
-    _print({"address": args.address, "lifted": lifted, "lifted_at_kamailio": edge,
+    _print({"address": args.address, "lifted": lifted, "lifted_at_kamailio": bool(edge),
             "note": "the running daemons remove it from Asterisk's ACL within seconds; Kamailio's ban is gone now"})
     return 0
 

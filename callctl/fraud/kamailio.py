@@ -70,12 +70,13 @@ async def edge_bans(ctl: str) -> list[EdgeBan]:
     return parse_dump(text)
 
 
-async def lift_edge_ban(ctl: str, address: str) -> bool:
-    """Lift the ban of ``address``; False when it was not banned."""
+async def lift_edge_ban(ctl: str, address: str) -> EdgeBan | None:
+    """Lift the ban of ``address``: the ban lifted (for the audit trail), None when it was not banned."""
     key = ban_key(address)
-    if key not in {b.address for b in await edge_bans(ctl)}:
-        return False
+    ban = next((b for b in await edge_bans(ctl) if b.address == key), None)
+    if ban is None:
+        return None
     code, text = await _kamcmd(ctl, "htable.delete", BAN_TABLE, key)
     if code != 0:
         raise FraudError(f"kamailio_ctl {ctl}: htable.delete {BAN_TABLE} {key} failed: {text.strip()[:300]}")
-    return True
+    return ban

@@ -149,14 +149,36 @@ class Dialer:
     def is_originated(args: tuple[str, ...]) -> bool:
         return args[:1] == (ORIGINATE_ARG,)
 
-    async def run(self, call: CallPort, plan: Dialplan) -> str:
-        """The answered call (the router's handler for ``callctl-originate``): its flow, in the callee
-        country's language; CDR tagged with the account."""
+    @staticmethod
+    def _tag(call: CallPort) -> tuple[str, str]:
+        """The call's numbers and CDR tags from its Stasis arguments (the account's): (flow, country code)."""
         _, flow, account_id, to_number, from_number, country_code = (list(call.args) + [""] * 6)[:6]
         call.called, call.caller = to_number, from_number
         result = call.result
         result.flow, result.account_id, result.direction = flow, account_id, "outbound"
         result.extra["originated"] = True
+        return flow, country_code
+
+    async def resume(self, call: CallPort, plan: Dialplan) -> str:
+        """A dialer call whose flow a previous engine had bridged with someone (a ``dial`` step), found up
+        after a restart (the router's resume handler for ``callctl-originate``): tagged as ``run`` tags it,
+        so its CDR stays the account's, and kept up as it is (no flow replayed, no second dial). Its
+        credit hold is settled from its real seconds when it ends (the supervisor's sweep)."""
+        assert call.resumed is not None
+        flow, country_code = self._tag(call)
+        country = plan.countries.get(country_code)
+        if country is not None:
+            call.language, call.country = country.language, country.code
+        log.info("dialer_call_resumed", flow=flow)
+        leg = call.resumed[0]
+        outcome = await call.resume_bridged(leg.name.rsplit("-", 1)[0])  # "PJSIP/pstn-0000002a": its endpoint
+        return f"resumed_{outcome.status}"
+
+    async def run(self, call: CallPort, plan: Dialplan) -> str:
+        """The answered call (the router's handler for ``callctl-originate``): its flow, in the callee
+        country's language; CDR tagged with the account."""
+        flow, country_code = self._tag(call)
+        to_number, result = call.called, call.result
         country = plan.countries.get(country_code)
         if flow not in plan.flows or country is None:  # a reload removed it while the callee's phone rang
             log.warning("originated_flow_missing", flow=flow)

@@ -1,5 +1,6 @@
 """The recording service: tells every party before capture starts, records bridges through ARI,
-files finished recordings with their metadata, and answers the command line's requests.
+files finished recordings with their metadata (`callctl conference record` asks the room itself, through
+callctl.conference.remote, as the Online Space does).
 
 - Notice first: the notice is played on each party's own channel (in their language) and capture
   starts only once every one of those playbacks is over, so not a frame is recorded before.
@@ -34,7 +35,6 @@ log = get_logger("callctl.recording")
 NOTICE_MAX_S = 60.0  # an upper bound on a notice playback whose end is never seen
 POLL_S = 0.1  # how often a notice playback is checked for its end
 FINISH_WAIT_S = 15.0  # how long Asterisk may take to close a stopped recording
-REQUEST_TIMEOUT_S = 90.0  # a command-line request the room cannot answer must not stall the others
 
 
 class RecordingOps(Protocol):
@@ -77,14 +77,13 @@ class RecordingService:
     def __init__(self, pool: Any, ops: RecordingOps, recordings_dir: Path, *,
                  objection_key: str = rules.DEFAULT_OBJECTION_KEY,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 request_poll_s: float = 1.0, watch_poll_s: float = 2.0, node: str | None = None) -> None:
+                 watch_poll_s: float = 2.0, node: str | None = None) -> None:
         self._pool = pool
         self._node = node  # stored on each row it creates (docs/scaling.md "Recordings in a cluster")
         self._ops = ops
         self._dir = recordings_dir
         self.objection_key = objection_key  # named by the call notice; LineRecorder acts on it
         self._clock = clock
-        self._request_poll_s = request_poll_s
         self._watch_poll_s = watch_poll_s
         self._active: dict[uuid.UUID, Active] = {}
         self._watched: dict[uuid.UUID, asyncio.Task[None]] = {}  # re-attached rows -> their watcher
@@ -360,31 +359,6 @@ class RecordingService:
         result = await self._follow(row.conference_id)
         log.info("recording_followed_members", previous_recording_id=str(row.id),
                  conference_id=str(row.conference_id), result=result)
-
-    # -- command-line requests -----------------------------------------------------------------
-
-    async def serve_requests(self, handle: Callable[[store.Request], Awaitable[str]]) -> None:
-        """Answer `callctl conference record` requests for as long as the engine runs."""
-        failing = False
-        while True:
-            try:
-                for request in await store.pending_requests(self._pool):
-                    try:
-                        async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                            result = await handle(request)
-                    except TimeoutError:
-                        result = "timed_out"
-                    await store.answer_request(self._pool, request.id, result)
-                    log.info("recording_request_answered", action=request.action, result=result,
-                             conference_id=str(request.conference_id))
-                if failing:
-                    log.info("recording_requests_store_back")
-                failing = False
-            except StoreError as exc:
-                if not failing:
-                    log.error("recording_requests_store_lost", error=exc.message)
-                failing = True
-            await asyncio.sleep(self._request_poll_s)
 
     # -- ownership -----------------------------------------------------------------------------
 

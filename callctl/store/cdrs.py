@@ -1,4 +1,5 @@
-"""CDR rows in PostgreSQL: idempotent batch insert (a replayed leg is skipped) and the queries tests
+"""CDR rows in PostgreSQL: idempotent batch insert (a replayed leg is skipped; a real CDR replaces an
+incomplete one of the same leg) and the queries tests
 and statements need. The writer's path sends the COPY text lines of callctl.cdr.copyline as they were
 spooled; ``insert_cdrs`` (unnest) and ``insert_cdrs_copy`` (binary COPY) write CdrRecords directly."""
 
@@ -29,12 +30,23 @@ _NAMES = ", ".join(name for name, _ in COLUMNS)
 _UNNEST_ARGS = ", ".join(f"${i}::{'text' if kind == 'jsonb' else kind}[]" for i, (_, kind) in enumerate(COLUMNS, 1))
 _UNNEST_SELECT = ", ".join(f"{name}::jsonb" if kind == "jsonb" else name for name, kind in COLUMNS)
 
-INSERT_UNNEST = (f"INSERT INTO cdr ({_NAMES}) SELECT {_UNNEST_SELECT} FROM unnest({_UNNEST_ARGS}) "
-                 f"AS t({_NAMES}) ON CONFLICT DO NOTHING")
+# A leg already stored is skipped, except that a real CDR replaces an "incomplete" one of the same leg
+# (recorded from the open-calls journal, or taken over from a dead node, while the real one waited in a
+# spool): the real one wins whatever the order they arrive in. Within one statement a leg is taken once,
+# its complete row first (ON CONFLICT DO UPDATE cannot touch a row twice).
+_INCOMPLETE = """'{"incomplete": true}'::jsonb"""
+_ONE_PER_LEG = f"DISTINCT ON (leg_id, started_at) {_NAMES}"
+_ONE_PER_LEG_ORDER = f"ORDER BY leg_id, started_at, extra @> {_INCOMPLETE}"
+_REPLACED = [name for name, _ in COLUMNS if name not in ("leg_id", "started_at")]
+_REAL_WINS = (f"ON CONFLICT (leg_id, started_at) DO UPDATE SET ({', '.join(_REPLACED)}, written_at) = "
+              f"({', '.join(f'EXCLUDED.{name}' for name in _REPLACED)}, now()) "
+              f"WHERE cdr.extra @> {_INCOMPLETE} AND NOT EXCLUDED.extra @> {_INCOMPLETE}")
+INSERT_UNNEST = (f"INSERT INTO cdr ({_NAMES}) SELECT {_ONE_PER_LEG} FROM (SELECT {_UNNEST_SELECT} "
+                 f"FROM unnest({_UNNEST_ARGS}) AS t({_NAMES})) AS t {_ONE_PER_LEG_ORDER} {_REAL_WINS}")
 _TEMP = "cdr_incoming"
 _COPY_OPTIONS: dict[str, Any] = {"columns": list(copyline.COLUMN_NAMES), "format": "text"}
 CREATE_TEMP = f"CREATE TEMP TABLE IF NOT EXISTS {_TEMP} (LIKE cdr INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-INSERT_FROM_TEMP = f"INSERT INTO cdr ({_NAMES}) SELECT {_NAMES} FROM {_TEMP} ON CONFLICT DO NOTHING"
+INSERT_FROM_TEMP = f"INSERT INTO cdr ({_NAMES}) SELECT {_ONE_PER_LEG} FROM {_TEMP} {_ONE_PER_LEG_ORDER} {_REAL_WINS}"
 
 
 def _extra_json(record: CdrRecord) -> str:
@@ -103,8 +115,8 @@ async def insert_lines(db: Any, lines: Sequence[bytes]) -> int:
     """Write COPY lines (``copyline.encode``) idempotently; returns the rows added. Fastest path first:
     COPY straight into cdr; a leg already stored (a spool replay after a lost ack, rare) makes that
     COPY fail on the primary key and keeps nothing of it, then the same bytes go through a temporary
-    table and INSERT .. ON CONFLICT DO NOTHING. Not for use inside a transaction of the caller's (a failed
-    COPY would abort it)."""
+    table and INSERT .. ON CONFLICT (skipped, or replacing an incomplete row: see _REAL_WINS). Not for use
+    inside a transaction of the caller's (a failed COPY would abort it)."""
     if not lines:
         return 0
     # A memoryview, not bytes: asyncpg takes a bytes ``source`` for a file name.

@@ -8,7 +8,7 @@ import datetime as dt
 import ipaddress
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -399,14 +399,16 @@ async def active_blocks(db: Any) -> list[Block]:
 
 
 @_translated
-async def lift_block(db: Any, address: str, by: str) -> int:
-    """Lift every active block of ``address`` (audited); returns how many."""
+async def lift_block(db: Any, address: str, by: str, *, lifted_at_edge: Sequence[dict[str, Any]] = ()) -> int:
+    """Lift every active block of ``address``; returns how many. Audited in one row with the bans of it already
+    lifted at a cluster's Kamailio (``lifted_at_edge``, as callctl.fraud.kamailio.EdgeBan.to_json gives them)."""
     addr = _address(address)
     async with connection(db) as conn, conn.transaction():
         rows = await conn.fetch("UPDATE fraud_block SET lifted_at = now(), lifted_by = $2 WHERE address = $1::inet "
                                 "AND lifted_at IS NULL AND until > now() RETURNING *", addr, by)
-        if rows:
-            await _audit(conn, None, addr, "unblock", by, [_block(r).to_json() for r in rows], None)
+        lifted = [{**_block(r).to_json(), "where": "nodes"} for r in rows] + list(lifted_at_edge)
+        if lifted:
+            await _audit(conn, None, addr, "unblock", by, lifted, None)
     return len(rows)
 
 

@@ -1,9 +1,10 @@
-"""A PostgreSQL connection kept LISTENing on one channel: the base of the engine's caches with explicit
-invalidation (the gate's account facts, the conference lockout's failures).
+"""PostgreSQL connections kept LISTENing: the base of the engine's caches with explicit invalidation (the
+gate's account facts, the conference lockout's failures, one channel each) and of the rooms' command
+listener (callctl.store.room_commands, three channels).
 
-A cache built on it serves only while it can hear its channel: until the listener is up (and the cache
-has read what it needs, ``loaded``), and from the moment its connection is lost, every read goes to
-PostgreSQL. A listener whose connection dies silently (no FIN) is noticed by its ping within
+What is built on a listener relies on it only while it can hear its channels: until it is up (and has read
+what it needs, ``loaded``), and from the moment its connection is lost, a cache reads PostgreSQL and the
+room commands poll it. A listener whose connection dies silently (no FIN) is noticed by its ping within
 ``ping_interval_s`` + ``ping_timeout_s``; it reconnects with capped exponential backoff.
 """
 
@@ -19,25 +20,18 @@ import asyncpg
 import structlog
 
 from callctl.store.db import CONNECT_TIMEOUT_S, close_quietly, describe_url
+from callctl.tasks import wait_for_event
 
 log = structlog.get_logger("callctl.store.listen")
 
 
-async def _wait_for(event: asyncio.Event, timeout_s: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True
+class Listener:
+    """Subclasses set ``channels``, ``app_name`` and ``event`` (log lines ``<event>_off``/``<event>_on``,
+    the first with ``hint``) and implement ``notified`` (a notification's channel and payload); ``forget``
+    (drop what was kept from notifications) and ``loaded`` (run on the listener's connection after LISTEN,
+    before serving) when they keep something."""
 
-
-class ListeningCache:
-    """Subclasses set ``channel``, ``app_name`` and ``event`` (log lines ``<event>_off``/``<event>_on``) and
-    implement ``heard`` (a notification's payload), ``forget`` (drop everything) and, when the cache must
-    read a starting state, ``loaded`` (run on the listener's connection after LISTEN, before serving)."""
-
-    channel = ""
+    channels: tuple[str, ...] = ()
     app_name = ""
     event = ""
     hint = ""
@@ -57,12 +51,13 @@ class ListeningCache:
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None
 
-    # -- what a cache implements -----------------------------------------------------------------
-    def heard(self, payload: str) -> None:
+    # -- what a listener implements --------------------------------------------------------------
+    def notified(self, channel: str, payload: str) -> None:
+        """A notification on one of ``channels`` (sync, in the connection's callback: never waits)."""
         raise NotImplementedError
 
     def forget(self) -> None:
-        raise NotImplementedError
+        """Drop what was kept from notifications (some may be missed from now on)."""
 
     async def loaded(self, conn: Any) -> None:
         """Read the starting state (after LISTEN: a change committed meanwhile is both read and heard)."""
@@ -70,20 +65,20 @@ class ListeningCache:
     # -- state -----------------------------------------------------------------------------------
     @property
     def listening(self) -> bool:
-        """True while invalidations can be heard (the cache serves only then)."""
+        """True while notifications can be heard (a cache serves only then)."""
         return self._listening
 
     async def wait_for_listening(self, timeout_s: float) -> bool:
-        """True once invalidations can be heard; False if ``timeout_s`` passed first."""
-        return await _wait_for(self._heard, timeout_s)
+        """True once notifications can be heard; False if ``timeout_s`` passed first."""
+        return await wait_for_event(self._heard, timeout_s)
 
     async def wait_for_not_listening(self, timeout_s: float) -> bool:
-        """True once the cache has stopped serving (listener lost); False if ``timeout_s`` passed first."""
-        return await _wait_for(self._deaf, timeout_s)
+        """True once the listener has stopped hearing (connection lost); False if ``timeout_s`` passed first."""
+        return await wait_for_event(self._deaf, timeout_s)
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         self.generation += 1
-        self.heard(payload)
+        self.notified(channel, payload)
 
     def _terminated(self, _conn: Any) -> None:
         self.stop_serving("the listener connection closed")
@@ -119,7 +114,8 @@ class ListeningCache:
                 conn.add_termination_listener(self._terminated)
                 self.forget()  # whatever changed while we could not hear it
                 self._lost.clear()
-                await conn.add_listener(self.channel, self._notified)
+                for channel in self.channels:
+                    await conn.add_listener(channel, self._notified)
                 await self.loaded(conn)
                 if self._lost.is_set():  # a notification said to read again while the state was read
                     raise RuntimeError("told to start again while loading")
@@ -164,3 +160,24 @@ class ListeningCache:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class ListeningCache(Listener):
+    """A cache on one channel: subclasses set ``channel``, ``app_name`` and ``event`` and implement ``heard``
+    (a notification's payload), ``forget`` (drop everything) and, when the cache must read a starting state,
+    ``loaded``."""
+
+    channel = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.channels = (cls.channel,)  # what the listener LISTENs to
+
+    def notified(self, channel: str, payload: str) -> None:
+        self.heard(payload)
+
+    def heard(self, payload: str) -> None:
+        raise NotImplementedError
+
+    def forget(self) -> None:
+        raise NotImplementedError

@@ -1,5 +1,4 @@
-"""Recording metadata, notices, objections, holds, the deletion audit and the command line's
-requests to the running engine (SQL)."""
+"""Recording metadata, notices, objections, holds and the deletion audit (SQL)."""
 
 from __future__ import annotations
 
@@ -40,13 +39,6 @@ class Recording:
     hold_reason: str | None
     error: str | None
     node_id: str | None = None  # the node whose engine made it (Settings.node); None: made before 0022
-
-
-@dataclass(frozen=True)
-class Request:
-    id: int
-    conference_id: uuid.UUID
-    action: str
 
 
 def _recording(row: Any) -> Recording:
@@ -208,41 +200,3 @@ async def audit(db: Any, recording_id: uuid.UUID | None = None) -> list[dict[str
 async def append_audit(db: Any, recording_id: uuid.UUID, action: str, rule: str, detail: dict[str, Any]) -> None:
     await db.execute("INSERT INTO recording_audit (recording_id, action, rule, detail) VALUES ($1, $2, $3, $4::jsonb)",
                      recording_id, action, rule, json.dumps(detail))
-
-
-# -- requests from the command line to the engine that owns the room ----------------------------
-
-@_translated
-async def add_request(db: Any, conference_id: uuid.UUID, action: str, wait_s: float) -> int:
-    return int(await db.fetchval("INSERT INTO recording_request (conference_id, action, expires_at) "
-                                 "VALUES ($1, $2, now() + make_interval(secs => $3)) RETURNING id",
-                                 conference_id, action, wait_s))
-
-
-@_translated
-async def request_result(db: Any, request_id: int) -> str | None:
-    result = await db.fetchval("SELECT result FROM recording_request WHERE id = $1 AND done_at IS NOT NULL",
-                               request_id)
-    return None if result is None else str(result)
-
-
-@_translated
-async def expire_request(db: Any, request_id: int) -> None:
-    await db.execute("UPDATE recording_request SET done_at = now(), result = 'expired' "
-                     "WHERE id = $1 AND done_at IS NULL", request_id)
-
-
-@_translated
-async def pending_requests(db: Any) -> list[Request]:
-    """Requests not yet answered; expired ones are answered 'expired' on the way (never acted on late)."""
-    await db.execute("UPDATE recording_request SET done_at = now(), result = 'expired' "
-                     "WHERE done_at IS NULL AND expires_at < now()")
-    rows = await db.fetch("SELECT id, conference_id, action FROM recording_request WHERE done_at IS NULL "
-                          "ORDER BY id")
-    return [Request(r["id"], r["conference_id"], r["action"]) for r in rows]
-
-
-@_translated
-async def answer_request(db: Any, request_id: int, result: str) -> None:
-    await db.execute("UPDATE recording_request SET done_at = now(), result = $2 WHERE id = $1 AND done_at IS NULL",
-                     request_id, result)

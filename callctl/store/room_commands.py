@@ -4,20 +4,15 @@ across nodes")."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
+from callctl.store.db import translated
+from callctl.store.listen import Listener
 
-from callctl.logging import get_logger
-from callctl.store.db import CONNECT_TIMEOUT_S, close_quietly, describe_url, translated
-
-log = get_logger("callctl.store.room_commands")
 _translated = translated("conference commands")
 
 COMMAND_CHANNEL = "callctl_room_command"  # payload: the node a command is addressed to
@@ -152,46 +147,23 @@ async def published(db: Any, conference_id: uuid.UUID) -> tuple[str, dict[str, A
 
 # -- the listener ------------------------------------------------------------------------------------
 
-class RoomListener:
-    """One connection LISTENing to the three channels for the engine's life, reconnecting with backoff.
-    ``heard(channel, payload)`` runs in the connection's callback (sync, never waits). While it is down,
-    the command server and the waiting senders poll (what a missed NOTIFY costs is a poll period)."""
+class RoomListener(Listener):
+    """The engine's connection LISTENing to the three channels for its life (callctl.store.listen: pinged,
+    reconnected with backoff). ``heard(channel, payload)`` runs in the connection's callback (sync, never
+    waits). While it is down, the command server and the waiting senders poll (what a missed NOTIFY costs
+    is a poll period); once it is back, the command server looks at once (what was sent while it was deaf)."""
 
-    def __init__(self, database_url: str, heard: Callable[[str, str], None], *, retry_max_s: float = 5.0) -> None:
-        self.database_url = database_url
-        self._heard = heard
-        self.retry_max_s = retry_max_s
-        self.listening = False
+    channels = (COMMAND_CHANNEL, REPLY_CHANNEL, CHANGE_CHANNEL)
+    app_name = LISTENER_APP_NAME
+    event = "room_listener"
+    hint = "conference commands and their senders poll PostgreSQL until the listener is back"
 
-    def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
-        self._heard(channel, payload)
+    def __init__(self, database_url: str, heard: Callable[[str, str], None], **timing_s: float) -> None:
+        super().__init__(database_url, **timing_s)  # ping_interval_s, ping_timeout_s, retry_max_s
+        self._tell = heard
 
-    async def run(self) -> None:
-        delay_s = 0.1
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.database_url, timeout=CONNECT_TIMEOUT_S,
-                                             server_settings={"application_name": LISTENER_APP_NAME})
-                for channel in (COMMAND_CHANNEL, REPLY_CHANNEL, CHANGE_CHANNEL):
-                    await conn.add_listener(channel, self._notified)
-                self.listening = True
-                log.info("room_listener_on", database=describe_url(self.database_url))
-                self._heard(COMMAND_CHANNEL, "")  # whatever was sent while it was deaf: look now
-                delay_s = 0.1
-                while not conn.is_closed():
-                    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                        await conn.execute("SELECT 1")  # a dead connection (no FIN) is noticed here
-                    await asyncio.sleep(10.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure means: not listening; the others poll meanwhile
-                if self.listening:
-                    log.warning("room_listener_off", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                self.listening = False
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await close_quietly(conn, timeout_s=1.0)
-            await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, self.retry_max_s)
+    def notified(self, channel: str, payload: str) -> None:
+        self._tell(channel, payload)
+
+    async def loaded(self, conn: Any) -> None:
+        self._tell(COMMAND_CHANNEL, "")  # whatever was sent while it was deaf: look now

@@ -19,14 +19,13 @@ import pytest
 
 from callctl.fraud.kamailio import parse_dump
 from scripts.devstack import REPO, free_port_pair
-from tests.integration.test_fraud_bruteforce import register_scenario
 from tests.integration.test_lines_calls import DID
 from tests.integration.test_lines_cli import cli, db, run_cli
 from tests.support import sipp
 from tests.support.asterisk import wait_for
 from tests.support.cluster import Cluster
-from tests.support.edge_cluster import EDGE_IP, guarded_cluster
-from tests.support.registrar import PHONE_IP, register
+from tests.support.edge_cluster import EDGE_IP, guarded_cluster, register_and_call
+from tests.support.registrar import PHONE_IP
 
 pytestmark = pytest.mark.integration
 __all__ = ["guarded_cluster"]  # the fixture, imported for this module
@@ -51,9 +50,9 @@ def billed_user(database_url: str) -> dict[str, str]:
 def register_through(c: Cluster, local_ip: str, user: str, password: str | None, final: int, *,
                      calls: int = 1) -> sipp.SippResult:
     """``calls`` REGISTERs of ``user`` from ``local_ip`` to Kamailio, one after the other (see
-    test_fraud_bruteforce.register_scenario); ``ok`` when each got ``final``."""
+    sipp.register_scenario); ``ok`` when each got ``final``."""
     work = Path(tempfile.mkdtemp(prefix="sipp-edge-"))
-    (work / "scenario.xml").write_text(register_scenario(user, password, final))
+    (work / "scenario.xml").write_text(sipp.register_scenario(user, password, final))
     res = subprocess.run(["sipp", f"{EDGE_IP}:{c.sip_port}", "-sf", str(work / "scenario.xml"), "-i", local_ip,
                           "-p", str(free_port_pair()), "-m", str(calls), "-r", "5", "-l", "1", "-nostdin",
                           "-timeout", "20s", "-timeout_error", "-recv_timeout", "3000"],
@@ -136,6 +135,10 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
         (REGISTER_FLOOD_IP, "kamailio"), (INVITE_FLOOD_IP, "kamailio")}
     lifted = fraud_cli(c, "unblock", REGISTER_FLOOD_IP, "--by", "ops-carol")
     assert lifted.returncode == 0 and '"lifted_at_kamailio": true' in lifted.stdout, lifted.stderr
+    # In the fraud audit trail as the nodes' unblocks are: who lifted which ban, and where it was.
+    [audit] = db(c.database_url, "SELECT scope, changed_by, before::text FROM fraud_audit WHERE what = 'unblock'")
+    assert (audit["scope"], audit["changed_by"]) == (REGISTER_FLOOD_IP, "ops-carol")
+    assert [(b["address"], b["where"]) for b in json.loads(audit["before"])] == [(REGISTER_FLOOD_IP, "kamailio")]
     assert register_through(c, REGISTER_FLOOD_IP, name, None, 401).ok
     # Its count started again at the ban (3 more failures pass); a second ban lasts twice as long.
     assert register_through(c, REGISTER_FLOOD_IP, name, "guessed-wrong", 401, calls=3).ok
@@ -149,15 +152,7 @@ def test_wrong_passwords_through_kamailio_ban_the_address_at_the_edge_and_never_
     assert FLOOD_IP not in bans(c)
 
     # A good user from another address still registers and calls, through the same Kamailio.
-    reg = register(c.sip_port, name, password, free_port_pair(), proxy_ip=EDGE_IP)
-    assert reg.ok, reg.stderr
-    trunks = [sipp.start_far_end(node.trunk_port, "answer") for node in c.nodes]
-    call = sipp.call(c.sip_port, "0123456789", [("pause", 1000), ("bye", None)], caller=name,
-                     auth=(name, password), local_ip=PHONE_IP, remote_ip=EDGE_IP)
-    assert call.ok, call.stderr
-    for trunk in trunks:
-        trunk[0].kill()
-        sipp.finish(*trunk, timeout_s=10)
+    register_and_call(c, name, password)
 
     # The nodes saw every failure coming from Kamailio's address: counted, never blocked (it is trusted).
     failures = sum(float(m) for e in c.engines

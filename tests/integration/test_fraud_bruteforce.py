@@ -23,41 +23,10 @@ pytestmark = pytest.mark.integration
 
 GOOD_IP, REGISTER_FLOOD_IP, INVITE_FLOOD_IP = "127.0.0.2", "127.0.0.5", "127.0.0.6"
 
-_REGISTER = """
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:{user}@[remote_ip]>;tag=[pid]reg[call_number]
-      To: <sip:{user}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: {cseq} REGISTER
-      Contact: <sip:{user}@[local_ip]:[local_port]>
-      Expires: 60
-      Max-Forwards: 70{auth}
-      Content-Length: 0
-    ]]>
-  </send>
-"""
-
-
-def register_scenario(user: str, password: str | None, final: int) -> str:
-    """REGISTER; with ``password``, answer the challenge and expect ``final``; without, expect ``final`` at once."""
-    body = _REGISTER.format(user=user, cseq=1, auth="")
-    if password is None:
-        body += f'  <recv response="{final}"/>\n'
-    else:
-        body += '  <recv response="401" auth="true"/>\n'
-        body += _REGISTER.format(user=user, cseq=2, auth=f"\n      [authentication username={user} "
-                                                            f"password={password}]")
-        body += f'  <recv response="{final}"/>\n'
-    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="register">\n{body}</scenario>\n'
-
-
 def register(sip_port: int, local_ip: str, user: str, password: str | None, final: int, *, calls: int = 1,
              rate: float = 10, timeout_s: int = 10) -> subprocess.Popen[str]:
     work = Path(tempfile.mkdtemp(prefix="sipp-reg-"))
-    (work / "scenario.xml").write_text(register_scenario(user, password, final))
+    (work / "scenario.xml").write_text(sipp.register_scenario(user, password, final))
     return subprocess.Popen(["sipp", f"127.0.0.1:{sip_port}", "-sf", str(work / "scenario.xml"), "-i", local_ip,
                              "-p", str(free_port_pair()), "-m", str(calls), "-r", str(rate), "-l", str(calls),
                              "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error", "-recv_timeout", "3000",

@@ -4,16 +4,14 @@ removed by the CLI, the same phone is refused and the endpoint is gone (realtime
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from scripts.devstack import AsteriskInstance, ensure_root, free_port, free_port_pair
 from tests.integration.test_lines_cli import cli, db
+from tests.support import sipp
 
 pytestmark = pytest.mark.integration
 
@@ -21,53 +19,10 @@ pytestmark = pytest.mark.integration
 # can only know it by its SIP user name, as a real phone on the Internet.
 PHONE_IP = "127.0.0.2"
 
-_REGISTER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register with digest auth">
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:{user}@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:{user}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:{user}@[local_ip]:[local_port]>
-      Expires: 120
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:{user}@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:{user}@[remote_ip]>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:{user}@[local_ip]:[local_port]>
-      [authentication username={user} password={password}]
-      Expires: 120
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
-
-
 def register(asterisk: AsteriskInstance, user: str, password: str) -> tuple[int, str]:
     """SIPp REGISTERs as ``user``; returns its exit code (0: 200 OK after the challenge) and the SIP trace."""
-    work = Path(tempfile.mkdtemp(prefix="sipp-register-"))
-    (work / "register.xml").write_text(_REGISTER.format(user=user, password=password))
-    res = subprocess.run(["sipp", f"127.0.0.1:{asterisk.sip_port}", "-sf", str(work / "register.xml"),
-                          "-i", PHONE_IP, "-p", str(free_port_pair()), "-m", "1", "-nostdin", "-timeout", "15s",
-                          "-timeout_error", "-trace_msg", "-message_file", str(work / "messages.log")],
-                         cwd=work, capture_output=True, text=True, timeout=30)
-    trace = (work / "messages.log").read_text(errors="replace") if (work / "messages.log").exists() else ""
-    return res.returncode, trace
+    res = sipp.register("127.0.0.1", asterisk.sip_port, user, password, local_ip=PHONE_IP, expires_s=120)
+    return res.returncode, "\n".join(text for _at, text in res.messages)
 
 
 @pytest.fixture

@@ -21,6 +21,20 @@ from tests.support.dtmf import write_pcap
 
 PCAPS = Path("/usr/share/sip-tester")
 
+def _sdp(address: str, port: str) -> str:
+    """The audio offer or answer (PCMA, RFC 2833 events) on SIPp's ``address`` and ``port`` keywords."""
+    return f"""      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[{address}_type] [{address}]
+      t=0 0
+      m=audio [{port}] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=fmtp:101 0-15
+"""
+
+
 _INVITE_SEND = """
   <send retrans="500">
     <![CDATA[
@@ -35,16 +49,7 @@ _INVITE_SEND = """
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[local_ip_type] [local_ip]
-      t=0 0
-      m=audio [auto_media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-    ]]>
+""" + _sdp("local_ip", "auto_media_port") + """    ]]>
   </send>
   <recv response="100" optional="true"/>
 """
@@ -152,6 +157,36 @@ def scenario(steps: list[tuple[str, object]], *, caller: str = "33612345678", by
             raise ValueError(f"unknown SIPp step {kind!r}")
     body = "".join(parts)
     return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="callctl test">\n{body}\n</scenario>\n'
+
+
+_REGISTER = """
+  <send retrans="500">
+    <![CDATA[
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:{user}@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:{user}@[remote_ip]>
+      Call-ID: [call_id]
+      CSeq: {cseq} REGISTER
+      Contact: <sip:{user}@[local_ip]:[local_port]>{auth}
+      Expires: {expires_s}
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+"""
+
+
+def register_scenario(user: str, password: str | None, final: int = 200, *, expires_s: int = 60) -> str:
+    """A phone's REGISTER of ``user``: with ``password``, the digest challenge (401) answered, then ``final``
+    awaited; without, ``final`` awaited at once (a refusal, or the challenge itself)."""
+    body = _REGISTER.format(user=user, cseq=1, auth="", expires_s=expires_s)
+    if password is not None:
+        body += '  <recv response="401" auth="true"/>\n'
+        body += _REGISTER.format(user=user, cseq=2, expires_s=expires_s,
+                                 auth=f"\n      [authentication username={user} password={password}]")
+    body += f'  <recv response="{final}"/>\n'
+    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="a phone registers">\n{body}</scenario>\n'
 
 
 @dataclass
@@ -267,6 +302,20 @@ def call(sip_port: int, number: str, steps: list[tuple[str, object]], **kw: obje
     return finish(proc, work)
 
 
+def register(remote_ip: str, remote_port: int, user: str, password: str | None, *, local_ip: str,
+             local_port: int | None = None, final: int = 200, expires_s: int = 60) -> SippResult:
+    """SIPp at ``local_ip``:``local_port`` (a free port pair if None) REGISTERs ``user`` at ``remote_ip``:
+    ``remote_port`` (see ``register_scenario``); ``ok`` when ``final`` came."""
+    work = Path(tempfile.mkdtemp(prefix="sipp-register-"))
+    (work / "register.xml").write_text(register_scenario(user, password, final=final, expires_s=expires_s))
+    res = subprocess.run(["sipp", f"{remote_ip}:{remote_port}", "-sf", str(work / "register.xml"), "-i", local_ip,
+                          "-p", str(local_port or free_port_pair()), "-m", "1", "-nostdin", "-timeout", "15s",
+                          "-timeout_error", "-trace_msg", "-message_file", str(work / "messages.log")],
+                         cwd=work, capture_output=True, text=True, timeout=30)
+    trace = (work / "messages.log").read_text(errors="replace") if (work / "messages.log").exists() else ""
+    return SippResult(res.returncode, res.stdout[-3000:], res.stderr[-3000:], _parse_trace(trace))
+
+
 _UAS_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="callctl far end">
   <recv request="INVITE" crlf="true">{capture}</recv>
@@ -287,7 +336,7 @@ _UAS_RING = """
   <send>
     <![CDATA[
       SIP/2.0 180 Ringing
-      [last_Via:]
+      [last_Via:]{record_route}
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
       [last_Call-ID:]
@@ -303,7 +352,7 @@ _UAS_200 = """
   <send retrans="500">
     <![CDATA[
       SIP/2.0 200 OK
-      [last_Via:]
+      [last_Via:]{record_route}
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
       [last_Call-ID:]
@@ -312,16 +361,7 @@ _UAS_200 = """
       Content-Type: application/sdp
       Content-Length: [len]
 
-      v=0
-      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 8 101
-      a=rtpmap:8 PCMA/8000
-      a=rtpmap:101 telephone-event/8000
-      a=fmtp:101 0-15
-    ]]>
+""" + _sdp("media_ip", "media_port") + """    ]]>
   </send>
   <recv request="ACK" rtd="true" crlf="true"/>
 """
@@ -407,11 +447,12 @@ _UAS_CANCELLED_OR_ANSWER = """
 
 
 def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls: int = 1,
-                  talk_timeout_s: float = 60, talk_ms: int = 3000,
-                  local_ip: str = "127.0.0.1") -> tuple[subprocess.Popen[str], Path]:
+                  talk_timeout_s: float = 60, talk_ms: int = 3000, local_ip: str = "127.0.0.1",
+                  record_route: bool = False) -> tuple[subprocess.Popen[str], Path]:
     """SIPp as the far end of a trunk (the PSTN) on ``port``: "answer" (then waits for BYE), "hang_up"
     (answers, hangs up itself after ``talk_ms``), "busy", or "cancelled_or_answer" (rings ``ring_ms``
-    unless cancelled meanwhile, then answers and waits for BYE)."""
+    unless cancelled meanwhile, then answers and waits for BYE). ``record_route``: its 180 and 200 echo
+    the INVITE's Record-Route, as a phone behind a proxy does (a trunk needs no route set)."""
     work = Path(tempfile.mkdtemp(prefix="sipp-uas-"))
     # SIPp refuses variables that are assigned but never used: capture only when hanging up.
     capture = ("""
@@ -427,13 +468,14 @@ def start_far_end(port: int, mode: str = "answer", *, ring_ms: int = 500, calls:
     </action>
   """
     body = _UAS_HEAD.replace("{capture}", capture)
+    rr = "\n      [last_Record-Route:]" if record_route else ""
     if mode == "cancelled_or_answer":
-        body += _UAS_RING.format(ring_ms=0) + _UAS_CANCELLED_OR_ANSWER.format(
-            ring_ms=ring_ms, talk_timeout_ms=int(talk_timeout_s * 1000))
+        body += _UAS_RING.format(ring_ms=0, record_route=rr) + _UAS_CANCELLED_OR_ANSWER.format(
+            ring_ms=ring_ms, talk_timeout_ms=int(talk_timeout_s * 1000), record_route=rr)
     else:
-        body += _UAS_RING.format(ring_ms=ring_ms)
-        body += {"answer": _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000)),
-                 "hang_up": _UAS_HANG_UP.format(talk_ms=talk_ms), "busy": _UAS_BUSY}[mode]
+        body += _UAS_RING.format(ring_ms=ring_ms, record_route=rr)
+        body += {"answer": _UAS_ANSWER.format(talk_timeout_ms=int(talk_timeout_s * 1000), record_route=rr),
+                 "hang_up": _UAS_HANG_UP.format(talk_ms=talk_ms, record_route=rr), "busy": _UAS_BUSY}[mode]
     (work / "scenario.xml").write_text(body + "</scenario>\n")
     cmd = ["sipp", "-sf", str(work / "scenario.xml"), "-i", local_ip, "-p", str(port), "-m", str(calls),
            "-nostdin", "-timeout", f"{int(talk_timeout_s + 30)}s", "-timeout_error", "-trace_msg",

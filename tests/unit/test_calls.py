@@ -268,7 +268,10 @@ async def test_resync_adopts_unknown_channels_and_closes_vanished_ones() -> None
     ops.existing["survivor"] = {"id": "survivor", "state": "Up", "caller": {"number": "1"},
                                 "dialplan": {"exten": "+33900000001"}, "creationtime": "2026-11-23T10:00:00.000+0000"}
     await sup.resync()
-    await _wait(lambda: ("answer", "survivor") in ops.calls)
+    # Up already: adopted as answered (no second answer sent to Asterisk), its flow running.
+    await _wait(lambda: "survivor" in sup.owned())
+    assert sup.owned()[ChannelId("survivor")].lifecycle.answered_at is not None
+    assert ("answer", "survivor") not in ops.calls
     await _wait(lambda: len(sink.records) == 1)
     assert sink.records[0].channel_id == "vanished"
     assert sink.records[0].hangup_reason == "hung up while the ARI connection was down"
