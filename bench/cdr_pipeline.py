@@ -31,6 +31,7 @@ from callctl.store import cdrs
 from callctl.store.db import connect
 from callctl.store.migrate import migrate
 from tests.support.postgres import MIGRATIONS, PostgresCluster
+from tests.support.waiting import wait_for_async
 from tests.unit.test_cdr_spool import record
 
 GOAL_RATIO = 0.5  # issue 17: at the machine's usual load, not only when it is quiet
@@ -51,9 +52,19 @@ class TimedStore(cdrs.PgCdrStore):
         return inserted
 
 
-async def fresh(cluster: PostgresCluster, name: str) -> str:
+async def fresh(cluster: PostgresCluster, name: str, records: Sequence[CdrRecord] = ()) -> str:
+    """A migrated database, with the monthly partitions of ``records`` made: raw COPY and the writer then
+    write into the same partition, made before either clock starts (as a running writer made the month's
+    partition when it connected, weeks before; without it, raw COPY filled cdr_default while the writer
+    created a partition, indexes and all, inside its timed run)."""
     url = await asyncio.to_thread(cluster.new_database, name)
     await migrate(url, MIGRATIONS)
+    if records:
+        conn = await connect(url)
+        try:
+            await cdrs.ensure_partitions(conn, [r.started_at for r in records])
+        finally:
+            await conn.close()
     return url
 
 
@@ -92,8 +103,12 @@ async def batched(url: str, records: list[CdrRecord], how: str, batch: int = 500
         await conn.close()
 
 
-async def writer_burst(url: str, records: list[CdrRecord], spool: Path) -> float:
+async def writer_burst(url: str, records: list[CdrRecord], spool: Path, *, cold: bool = False) -> float:
+    """Rows/s of a burst through the whole writer. Its clock starts once the writer is connected (it
+    connects at start; raw COPY's clock also starts on an open connection), unless ``cold``."""
     async with CdrWriter(url, spool, store_factory=cdrs.PgCdrStore) as w:
+        if not cold:
+            await wait_for_async(lambda: w.store_up, "the writer's connection to PostgreSQL", 30, 0.005)
         started = time.perf_counter()
         for r in records:
             w.submit(r)
@@ -125,7 +140,7 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000
 
 
-async def run(n: int, rate: float, seconds: float, repeat: int) -> None:
+async def run(n: int, rate: float, seconds: float, repeat: int, cold: bool) -> None:
     cluster = PostgresCluster.throwaway_cluster()
     await asyncio.to_thread(cluster.start)
     try:
@@ -136,9 +151,9 @@ async def run(n: int, rate: float, seconds: float, repeat: int) -> None:
             # neighbour's burst then hits both alike); the median pair is the figure.
             pairs = []
             for k in range(repeat):
-                copy = await raw_copy(await fresh(cluster, f"b_copy{k}"), records)
-                pairs.append((copy, await writer_burst(await fresh(cluster, f"b_writer{k}"), records,
-                                                       Path(tmp) / f"burst{k}")))
+                copy = await raw_copy(await fresh(cluster, f"b_copy{k}", records), records)
+                pairs.append((copy, await writer_burst(await fresh(cluster, f"b_writer{k}", records), records,
+                                                       Path(tmp) / f"burst{k}", cold=cold)))
             text_rps = await raw_copy_text(await fresh(cluster, "b_text"), records)
             unnest_rps = await batched(await fresh(cluster, "b_unnest"), records, "unnest")
             temp_rps = await batched(await fresh(cluster, "b_temp"), records, "copy")
@@ -146,7 +161,8 @@ async def run(n: int, rate: float, seconds: float, repeat: int) -> None:
             paced = [record(i) for i in range(n, n + int(rate * seconds))]
             lat = await writer_latency(await fresh(cluster, "b_latency"), paced, Path(tmp) / "paced", rate)
         load_after = os.getloadavg()
-        print(f"records: {n} (PostgreSQL 15, fsync on, one connection; insert batches of 500)")
+        print(f"records: {n} (PostgreSQL 15, fsync on, one connection; insert batches of 500; "
+              f"writer {'cold: clock started before it connected' if cold else 'connected before its clock starts'})")
         print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
         copies = sorted(c for c, _ in pairs)
         writers = sorted(w for _, w in pairs)
@@ -177,8 +193,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="submits/s for the latency run")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
     parser.add_argument("--repeat", type=int, default=5, help="raw COPY / writer pairs for the ratio")
+    parser.add_argument("--cold", action="store_true",
+                        help="start the writer's clock before it is connected (the method before 2026-12-03)")
     args = parser.parse_args()
-    asyncio.run(run(args.records, args.rate, args.seconds, args.repeat))
+    asyncio.run(run(args.records, args.rate, args.seconds, args.repeat, args.cold))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """The CDR writer: takes records from calls without ever waiting, makes them durable in the local spool
 first, then batches them into PostgreSQL idempotently. A database outage never stalls or loses a record.
 
-Two tasks, so a slow database never delays the spool:
-    submit() -> incoming (memory) -> spool task: encode as COPY lines + append + fsync (thread) -> pending
-    pending -> store task: COPY of those same bytes (idempotent, see CdrStore) -> ack in the spool
-Each record is encoded once (callctl.cdr.copyline): the line fsync'ed in the spool is the line sent.
+A thread and a task, so a slow database never delays the spool:
+    submit() -> incoming (memory) -> spool thread: encode as COPY lines + append + fsync -> pending
+    pending -> store task: COPY of those same bytes (idempotent, see CdrStore) -> ack (spool thread)
+The spool thread is the writer's own (not the default executor, shared with other work): it takes
+records straight from ``incoming`` and writes the acks the store task queues, so a batch costs one
+wake-up of that thread and one of the event loop. Each record is encoded once (callctl.cdr.copyline),
+in that thread: the line fsync'ed in the spool is the line sent.
 Shutdown (``__aexit__``): spool what is still in memory, drain to PostgreSQL up to ``drain_grace_s``,
 leave the rest in the spool for the next start.
 
@@ -18,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +38,12 @@ from callctl.errors import SpoolError, StoreError, StoreUnavailable
 log = structlog.get_logger("callctl.cdr.writer")
 
 SPOOL_BATCH_MAX = 5000  # records per append+fsync
+# While PostgreSQL has nothing to do, the spool takes at most this many records at once, and the store task
+# sends as soon as it holds this many (no batching window): a burst after an idle time (a replay, a busy
+# minute) reaches PostgreSQL after one small fsync instead of after the first 5,000 are encoded and fsync'ed.
+# Later batches grow by themselves (whatever arrived while PostgreSQL took the previous one).
+BATCH_START = 500
+SPOOL_JOIN_S = 10.0  # at close, the spool thread's last append (an fsync stuck on a dead disk) is waited this long
 RETRY_MIN_S = 0.1
 # The spool's ack file is rewritten at most this often (and when the writer goes idle or closes): a lost
 # ack only replays rows PostgreSQL already holds (skipped), so acking every batch bought nothing but a
@@ -78,9 +88,11 @@ class CdrWriter:
         self._segment_max_bytes = segment_max_bytes
         self._spool: Spool | None = None
         self._incoming: collections.deque[CdrRecord] = collections.deque()
-        self._spooling = 0  # taken from incoming, append in progress
+        # Records taken from incoming by the spool thread, and those of them handed to ``pending`` by the loop:
+        # one writer each, so neither count loses an update; taken - handed are being spooled.
+        self._taken = 0
+        self._handed = 0
         self._pending: collections.deque[Item] = collections.deque()
-        self._incoming_ready = asyncio.Event()
         self._pending_ready = asyncio.Event()
         self._batch_full = asyncio.Event()
         self._drained = asyncio.Event()
@@ -92,9 +104,17 @@ class CdrWriter:
         self._closing = False
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._ack_task: asyncio.Task[None] | None = None
+        # The spool thread: woken by ``_wake`` for records in ``_incoming`` or positions in ``_acks``.
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._acks: collections.deque[Position] = collections.deque()
+        self._stop_thread = False  # set by close: the thread spools what is in memory, acks, and ends
+        self._thread_done: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._unacked: Position | None = None  # stored in PostgreSQL, its ack not yet written
         self._next_ack_at = 0.0  # loop time
+        self._inserting = False  # a batch is on its way to PostgreSQL
+        self._fill_target = min(batch_max, BATCH_START)  # pending records that end the batching window
         self.written_total = 0
         self.skipped_total = 0  # already in PostgreSQL (a replay after a lost ack)
         self._on_submit = on_submit  # sees every record handed over (metrics), whoever built it
@@ -113,12 +133,13 @@ class CdrWriter:
             return
         self._incoming.append(record)
         self._drained.clear()
-        self._incoming_ready.set()
+        if not self._wake.is_set():  # set() takes a lock; the thread clears the flag before it looks at incoming
+            self._wake.set()
 
     @property
     def queue_depth(self) -> int:
         """Records not yet in PostgreSQL (in memory or in the spool)."""
-        return len(self._incoming) + self._spooling + len(self._pending)
+        return len(self._incoming) + (self._taken - self._handed) + len(self._pending)
 
     @property
     def store_up(self) -> bool:
@@ -144,8 +165,11 @@ class CdrWriter:
             self._pending_ready.set()
             self._drained.clear()
             log.info("cdr_spool_replayed", records=len(replayed), spool=str(self.spool_dir))
-        self._tasks = [asyncio.create_task(self._spool_loop(), name="cdr-spool"),
-                       asyncio.create_task(self._store_loop(), name="cdr-store")]
+        self._loop = asyncio.get_running_loop()
+        self._thread_done = self._loop.create_future()
+        self._thread = threading.Thread(target=self._spool_thread, name="cdr-spool", daemon=True)
+        self._thread.start()
+        self._tasks = [asyncio.create_task(self._store_loop(), name="cdr-store")]
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -157,21 +181,22 @@ class CdrWriter:
             self._closed = True
             return
         self._closing = True
-        self._incoming_ready.set()
         self._pending_ready.set()
         self._batch_full.set()
         drained = await self.wait_for_drained(drain_grace_s)
-        spool_task = self._tasks[0]
-        # The spool task ends by itself once memory is empty; an fsync stuck on a dead disk is bounded.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(spool_task), 10.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._ack_if_due(now=True)
-        await self._wait_for_ack()  # the last ack lands before the spool closes
+        self._ack_if_due(now=True)
+        # The thread spools what is still in memory, writes that last ack, and ends; an fsync stuck on a
+        # dead disk is bounded.
+        self._stop_thread = True
+        self._wake.set()
+        assert self._thread_done is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._thread_done), SPOOL_JOIN_S)
         self._closed = True
         await self._store.close()
         await asyncio.to_thread(self._save_memory_only)
@@ -204,45 +229,72 @@ class CdrWriter:
         except (SpoolError, AssertionError) as exc:
             log.error("cdr_record_unsaved", error=str(exc), record=record.to_json())
 
-    # -- spool task ----------------------------------------------------------------------------
-    async def _spool_loop(self) -> None:
-        assert self._spool is not None
-        while True:
-            while not self._incoming:
-                if self._closing:
-                    return
-                self._incoming_ready.clear()
-                await self._incoming_ready.wait()
-            batch = [self._incoming.popleft() for _ in range(min(len(self._incoming), SPOOL_BATCH_MAX))]
-            self._spooling = len(batch)
-            items, error = await asyncio.to_thread(self._encode_and_append, batch)
-            if error is None:
-                if self.on_spooled is not None:
-                    self.on_spooled([record for _, record, _ in items])
-                if not self._spool_ok:
-                    self._spool_ok = True
-                    log.info("cdr_spool_recovered", spool=str(self.spool_dir))
-            elif self._spool_ok:
-                # Keep going from memory: PostgreSQL may still take them; the shutdown retries the spool.
-                self._spool_ok = False
-                log.error("cdr_spool_unwritable", error=error.message)
-            self._pending.extend(items)
-            self._spooling = 0
-            self._pending_ready.set()
-            if len(self._pending) >= self.batch_max:
-                self._batch_full.set()
-
-    def _encode_and_append(self, batch: list[CdrRecord]) -> tuple[list[Item], SpoolError | None]:
-        """In the worker thread (all per-record work stays off the event loop): encode, append + fsync, and
-        the items for the store (positions None if the spool refused)."""
-        assert self._spool is not None
-        encoded = self._encode(batch)
-        error = None
+    # -- spool thread --------------------------------------------------------------------------
+    def _spool_thread(self) -> None:
+        """The writer's own thread: acks first (cheap), then records from ``incoming`` in batches (encode,
+        append + fsync); ends when close asks and memory is empty. Never raises: a bug in one batch is
+        logged and its records go on from memory."""
         try:
-            positions: Sequence[Position | None] = self._spool.append_lines([line for _, line in encoded])
+            while True:
+                self._wake.wait()
+                self._wake.clear()  # before looking: a submit after this sets it again
+                while self._acks or self._incoming:
+                    if self._acks:
+                        while self._acks:  # popleft, not clear(): one queued meanwhile is not lost
+                            upto = self._acks.popleft()
+                        self._ack(upto)
+                    if self._incoming:
+                        self._spool_batch()
+                if self._stop_thread:
+                    return
+        finally:
+            self._to_loop(self._thread_stopped)
+
+    def _spool_batch(self) -> None:
+        assert self._spool is not None
+        # Read from the loop's side without a lock: a stale value only changes a batch's size.
+        busy = self._inserting or len(self._pending) >= BATCH_START
+        count = min(len(self._incoming), SPOOL_BATCH_MAX if busy else BATCH_START)
+        self._taken += count  # counted before taken: queue_depth may only over-count meanwhile
+        encoded = self._encode([self._incoming.popleft() for _ in range(count)])
+        lines = [line for _, line in encoded]
+        error: SpoolError | None = None
+        try:
+            positions: Sequence[Position | None] = self._spool.append_lines(lines)
         except SpoolError as exc:
             positions, error = [None] * len(encoded), exc
-        return [(p, r, line) for p, (r, line) in zip(positions, encoded, strict=True)], error
+        except Exception as exc:  # a bug must not end the thread: the records go on from memory
+            log.exception("cdr_spool_failed", error=repr(exc), records=len(encoded))
+            positions, error = [None] * len(encoded), SpoolError(f"CDR spool {self.spool_dir}: {exc!r}")
+        items = [(p, r, line) for p, (r, line) in zip(positions, encoded, strict=True)]
+        self._to_loop(self._spooled, count, items, error)
+
+    def _to_loop(self, callback: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is ending
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _spooled(self, count: int, items: list[Item], error: SpoolError | None) -> None:
+        """On the loop: a batch is in the spool (or, ``error``, in memory only) and goes to the store task."""
+        if error is None:
+            if self.on_spooled is not None:
+                self.on_spooled([record for _, record, _ in items])
+            if not self._spool_ok:
+                self._spool_ok = True
+                log.info("cdr_spool_recovered", spool=str(self.spool_dir))
+        elif self._spool_ok:
+            # Keep going from memory: PostgreSQL may still take them; the shutdown retries the spool.
+            self._spool_ok = False
+            log.error("cdr_spool_unwritable", error=error.message)
+        self._pending.extend(items)
+        self._handed += count
+        self._pending_ready.set()
+        if len(self._pending) >= self._fill_target:
+            self._batch_full.set()
+
+    def _thread_stopped(self) -> None:
+        if self._thread_done is not None and not self._thread_done.done():
+            self._thread_done.set_result(None)
 
     def _encode(self, records: list[CdrRecord]) -> list[tuple[CdrRecord, bytes]]:
         """The records with their COPY lines; one that cannot be encoded (a bug) is set aside, not retried."""
@@ -288,8 +340,9 @@ class CdrWriter:
                 async with asyncio.timeout_at(self._next_ack_at):
                     await self._pending_ready.wait()
             if not self._pending:
-                await self._ack_if_due(now=True)
-        if wait_to_fill and len(self._pending) < self.batch_max and self.flush_interval_s > 0 and not self._closing:
+                self._ack_if_due(now=True)
+        if (wait_to_fill and len(self._pending) < self._fill_target and self.flush_interval_s > 0
+                and not self._closing):
             self._batch_full.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_full.wait(), self.flush_interval_s)
@@ -300,12 +353,15 @@ class CdrWriter:
             self._came_up(0)
             return
         batch = list(itertools.islice(self._pending, self.batch_max))
+        self._inserting = True
         try:
             inserted = await self._store.insert([r for _, r, _ in batch], [line for _, _, line in batch])
         except StoreUnavailable:
             raise
         except StoreError:
             inserted = await self._write_one_by_one(batch)
+        finally:
+            self._inserting = False
         self._came_up(len(self._pending))
         for _ in batch:
             self._pending.popleft()
@@ -314,20 +370,20 @@ class CdrWriter:
         last = next((p for p, _, _ in reversed(batch) if p is not None), None)
         if last is not None:
             self._unacked = last
-            await self._ack_if_due()
+            self._ack_if_due()
         if not self.queue_depth:
             self._drained.set()
 
-    async def _ack_if_due(self, *, now: bool = False) -> None:
-        """Write the ack of what PostgreSQL holds, at most every ACK_INTERVAL_S unless ``now``."""
+    def _ack_if_due(self, *, now: bool = False) -> None:
+        """Queue the ack of what PostgreSQL holds for the spool thread, at most every ACK_INTERVAL_S unless
+        ``now``. The thread writes it while the next batch goes to PostgreSQL; acks stay in order."""
         loop = asyncio.get_running_loop()
         if self._unacked is None or (not now and loop.time() < self._next_ack_at):
             return
-        # The ack file is written while the next batch goes to PostgreSQL; acks stay in order.
-        await self._wait_for_ack()
         upto, self._unacked = self._unacked, None
         self._next_ack_at = loop.time() + self.ack_interval_s
-        self._ack_task = asyncio.create_task(asyncio.to_thread(self._ack, upto), name="cdr-ack")
+        self._acks.append(upto)
+        self._wake.set()
 
     def _ack(self, upto: Position) -> None:
         assert self._spool is not None
@@ -335,11 +391,6 @@ class CdrWriter:
             self._spool.ack(upto)
         except Exception as exc:  # a bug: those rows are stored, the next start skips them when it replays
             log.exception("cdr_spool_ack_failed", error=repr(exc))
-
-    async def _wait_for_ack(self) -> None:
-        if self._ack_task is not None:
-            await asyncio.shield(self._ack_task)  # a cancelled store task must not cancel the ack under way
-            self._ack_task = None
 
     async def _write_one_by_one(self, batch: list[Item]) -> int:
         """A batch was refused for a bad row: store the good ones, set the bad ones aside."""
