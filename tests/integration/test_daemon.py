@@ -214,7 +214,9 @@ def test_daemon_killed_mid_call_is_replaced_and_the_new_one_adopts_the_call(
         daemon_factory: Any, asterisk: AsteriskInstance, database_url: str) -> None:
     first = daemon_factory()
     first.wait_until_ready()
-    proc, work = sipp.start_call(asterisk.sip_port, MENU, [("pause", 5000), ("bye", None)])
+    # The caller stays 10 s: the second engine must be up before it hangs up (a loaded machine took 4.7 s to start
+    # it, against the 5 s this pause was: the call ended unadopted, adopted=0).
+    proc, work = sipp.start_call(asterisk.sip_port, MENU, [("pause", 10000), ("bye", None)])
     started = first.wait_for_log("call_started")
     assert first.proc is not None
     first.proc.kill()  # kill -9: no drain, no CDR from this process
