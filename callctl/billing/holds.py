@@ -5,11 +5,11 @@ through the supervisor's ``CallEnds`` hook (``callctl.calls.supervisor``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from callctl.calls.result import EndedCall
 from callctl.logging import get_logger
+from callctl.tasks import wait_for_event
 
 log = get_logger("callctl.billing")
 
@@ -64,9 +64,7 @@ class HoldSweeper:
                 kept = 1
             if not kept and not self._now.is_set():
                 return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SWEEP_AGAIN_S):
-                    await self._now.wait()
+            await wait_for_event(self._now, SWEEP_AGAIN_S)
             await asyncio.sleep(max(0.0, started + SWEEP_GAP_S - loop.time()))
 
     async def close(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 from callctl.errors import StoreError
 from callctl.logging import get_logger
 from callctl.store import conferences as store
+from callctl.tasks import wait_for_event
 
 log = get_logger("callctl.conference")
 
@@ -103,6 +103,4 @@ class OfflineCodes:
             if self._queued or self._failing:  # retried every second until written and refreshed
                 await asyncio.sleep(min(self._refresh_s, RETRY_S))
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._refresh_s):
-                    await self._queued_now.wait()
+            await wait_for_event(self._queued_now, self._refresh_s)
