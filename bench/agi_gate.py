@@ -132,14 +132,12 @@ async def _classic(url: str) -> None:
         sys.stdin.readline()
 
 
-def handler_cost(n: int, distinct: bool) -> float:
-    """The gate handler alone, in this process: CPU µs per decision of an allowed outbound call
-    (facts as the cache serves them, the fraud screen's policy, the CDR built and handed over; no
-    socket, no database: such a call needs none). The decision's own Python, without the AGI I/O."""
+def _allowing_gate() -> tuple[Any, str]:
+    """The real gate handler with an account's facts as the cache serves them and the fraud screen's policy
+    (an allowed outbound call needs no database), CDRs kept in a list; and that account's id."""
     import uuid
 
     from callctl.agi.gate import gate_handler
-    from callctl.agi.server import parse_request
     from callctl.fraud.rules import FraudPolicy, Permissions
     from callctl.store.facts import GateFacts
 
@@ -156,8 +154,17 @@ def handler_cost(n: int, distinct: bool) -> float:
             raise AssertionError("an allowed call never reaches the fraud screen's reads")
 
     records: list[Any] = []
-    handle = gate_handler(None, countries(), submit=records.append, fraud=Fraud(), facts=Facts())
-    account = str(uuid.uuid4())
+    return gate_handler(None, countries(), submit=records.append, fraud=Fraud(), facts=Facts()), str(uuid.uuid4())
+
+
+def handler_cost(n: int, distinct: bool) -> float:
+    """The gate handler alone, in this process: CPU µs per decision of an allowed outbound call
+    (facts as the cache serves them, the fraud screen's policy, the CDR built and handed over; no
+    socket, no database: such a call needs none). The decision's own Python, without the AGI I/O."""
+
+    from callctl.agi.server import parse_request
+
+    handle, account = _allowing_gate()
     requests = [parse_request({"agi_network_script": f"gate?account={account}", "agi_channel": "PJSIP/x-1",
                                "agi_uniqueid": f"1700000000.{i}", "agi_callerid": CALLER,
                                "agi_extension": dialled(i, distinct)}, "127.0.0.1") for i in range(n)]
@@ -178,28 +185,9 @@ def session_cost(n: int, distinct: bool, loop_name: str) -> dict[str, float]:
     a fake transport, fed the headers and the ``200 result=0`` reply as uvloop would hand them over, the
     real gate handler behind it (as in ``handler``). CPU µs per session (this process), and the same for
     the gate handler alone, so the session's own part is the difference."""
-    import uuid
 
     from callctl.agi import server as agi
-    from callctl.agi.gate import gate_handler
-    from callctl.fraud.rules import FraudPolicy, Permissions
-    from callctl.store.facts import GateFacts
-
-    known = GateFacts(country="FR", automated=False, permissions=Permissions(), suspended=False)
-
-    class Facts:
-        async def gate_facts(self, db: Any, account_id: uuid.UUID) -> GateFacts | None:
-            return known
-
-    class Fraud:
-        policy = FraudPolicy()
-
-        async def refuse_agi(self, account_id: uuid.UUID, country: str, number: str) -> None:
-            raise AssertionError("an allowed call never reaches the fraud screen's reads")
-
-    records: list[Any] = []
-    handle = gate_handler(None, countries(), submit=records.append, fraud=Fraud(), facts=Facts())
-    account = str(uuid.uuid4())
+    handle, account = _allowing_gate()
     heads = [headers(account, f"1700000000.{i}", dialled(i, distinct)) for i in range(n)]
     written: list[bytes] = []
 
