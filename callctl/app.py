@@ -36,6 +36,7 @@ from callctl.logging import get_logger
 from callctl.loopwatch import LoopWatch, freeze_startup_objects
 from callctl.metrics import Metrics
 from callctl.numbers import mask
+from callctl.preanswer import PreAnswer
 from callctl.router import Router
 from callctl.store.cdrs import PgCdrStore
 from callctl.store.facts import AccountFactsCache
@@ -46,6 +47,8 @@ from callctl.web.server import SpaceServer
 from callctl.wiring import Features, share_journal, wire_features
 
 log = get_logger("callctl.app")
+
+PREANSWER_WITHDRAW_S = 2.0  # at shutdown: Asterisk stops answering calls itself before the calls drain
 
 
 class Daemon:
@@ -62,6 +65,7 @@ class Daemon:
         self.ari: AriClient | None = None
         self.supervisor: Supervisor | None = None
         self.features: Features | None = None
+        self.preanswer: PreAnswer | None = None
         self._side = SideTasks("daemon_side_task_failed")
 
     # -- what the outside asks -----------------------------------------------------------------------
@@ -97,6 +101,8 @@ class Daemon:
         except AriError as exc:
             log.warning("asterisk_info_failed", error=exc.message)
         await self.supervisor.resync()
+        if self.preanswer is not None:  # after the resync: a new call is taken as soon as Asterisk answers it
+            self._side.spawn(self.preanswer.publish())
         if self.features is not None:
             self._side.spawn(self.features.emergency.import_asterisk_decisions())
             await self.features.recordings.resync()
@@ -121,8 +127,11 @@ class Daemon:
 
     def _reload(self) -> None:
         notify("RELOADING=1")
-        if self.dialplans.reload() and self.features is not None:
-            self._side.spawn(self.features.emergency.refresh_endpoint_vars())
+        if self.dialplans.reload():
+            if self.features is not None:
+                self._side.spawn(self.features.emergency.refresh_endpoint_vars())
+            if self.preanswer is not None:
+                self._side.spawn(self.preanswer.update())
         notify("READY=1")
 
     # -- the run -------------------------------------------------------------------------------------
@@ -145,6 +154,9 @@ class Daemon:
             if interval:
                 background.spawn(watchdog_pings(interval), name="watchdog")
             self.ari = AriClient(s, self._route_event, self._on_ari_connected, self._on_ari_disconnected)
+            if s.preanswer == "on":  # wt-preanswer: its AMI login proves to a cluster node that this engine lives
+                self.preanswer = PreAnswer(_AriGlobals(self.ari), lambda: self.dialplans.current,
+                                           ami_user=s.ami_user if s.ami_address else "")
             journal = CallJournal(s.spool_dir)
             stack.callback(journal.close)
             self.writer.on_spooled = journal.follow_spool()  # a call is closed there once its CDR is on disk
@@ -180,6 +192,10 @@ class Daemon:
 
             notify("STOPPING=1")
             log.info("callctl_stopping", active_calls=self.supervisor.active_calls, grace_s=s.shutdown_grace_s)
+            if self.preanswer is not None:  # first: new calls meet the fallback (503 on a cluster node) unanswered
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(PREANSWER_WITHDRAW_S):
+                        await self.preanswer.withdraw()
             await self.supervisor.drain(s.shutdown_grace_s)
             await self.supervisor.close()  # its listeners (the credit-hold sweep) stop
             await mirror.close()  # the calls' last journal entries to PostgreSQL
@@ -190,6 +206,17 @@ class Daemon:
             self._side.cancel()
             log.info("callctl_stopped", cdrs_drained=drained, cdrs_spooled=self.writer.queue_depth)
         return 0
+
+
+class _AriGlobals:
+    """ARI ``POST /asterisk/variable`` over the client's request path (wt-preanswer; callctl/ari is another
+    branch's: this belongs in AriClient as ``set_global``)."""
+
+    def __init__(self, ari: AriClient) -> None:
+        self._ari = ari
+
+    async def set_global(self, name: str, value: str) -> None:
+        await self._ari._request("POST", "asterisk/variable", params={"variable": name, "value": value})
 
 
 async def run_daemon(settings: Settings) -> int:

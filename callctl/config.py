@@ -111,6 +111,9 @@ class Settings:
     # brute force at the edge (unix:/run/kamailio/kamailio_ctl or tcp:HOST:PORT; empty: no Kamailio):
     # `callctl fraud blocks` lists its bans and `callctl fraud unblock` lifts them too (through kamcmd).
     kamailio_ctl: str = ""
+    # wt-preanswer (issue 17, docs/architecture.md "Answered by Asterisk"): numbers whose flow starts with
+    # "answer" are answered by Asterisk before Stasis(); off: the engine answers every call itself.
+    preanswer: str = "on"
     source: str = "defaults"
 
     @property
@@ -230,6 +233,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"event_loop '{s.event_loop}' must be uvloop or asyncio")
     if s.ari_rest_transport not in ("websocket", "http"):
         raise ConfigError(f"ari_rest_transport '{s.ari_rest_transport}' must be websocket or http")
+    if s.preanswer not in ("on", "off"):  # wt-preanswer
+        raise ConfigError(f"preanswer '{s.preanswer}' must be on or off (set CALLCTL_PREANSWER)")
     if not 1 <= s.ari_rest_sockets <= 32:
         raise ConfigError(f"ari_rest_sockets {s.ari_rest_sockets} must be between 1 and 32")
     if s.ari_request_timeout_s <= 0:

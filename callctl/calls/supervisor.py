@@ -32,6 +32,9 @@ from callctl.tasks import SideTasks
 log = get_logger("callctl.calls")
 
 FALLBACK_CONTEXT = "callctl-fallback"
+# The Stasis() argument of a call Asterisk answered itself (extensions.conf [from-callers], callctl.preanswer):
+# "answered=<epoch seconds with microseconds>", Asterisk's clock.
+ANSWERED_ARG = "answered="
 END_WAIT_S = 5.0
 
 
@@ -106,6 +109,7 @@ class Supervisor:
 
     def start_call(self, channel: ChannelInfo, *, adopted: bool, args: tuple[str, ...] = (),
                    resumed: tuple[ChannelInfo, str] | None = None) -> None:
+        asterisk_answered_at, args = answered_arg(args)
         mailbox: Mailbox = asyncio.Queue()
         leg = self.call_id_of(channel)
         opened = self.journal_entry(channel)
@@ -120,13 +124,15 @@ class Supervisor:
             journal.opened(leg, call=leg, channel=channel.id, started_at=channel.created_at.isoformat(),
                            caller=channel.caller_number, called=channel.exten, args=list(args))
         if call.lifecycle.answered_at is None and channel.state == "Up":
-            # Already answered when it reaches the app: a call the engine originated (the callee picked up;
-            # its flow may never answer itself, e.g. one that starts with a dial step), or a call adopted with
-            # no journal entry. Billed from now, not from the flow's first answer or bridge.
-            now = dt.datetime.now(dt.UTC)
-            call.lifecycle.answered(now)
+            # Already answered when it reaches the app: a call Asterisk answered before Stasis() (its flow
+            # starts with "answer": billed from Asterisk's answer, which it passes along), a call the engine
+            # originated (the callee picked up; its flow may never answer itself, e.g. one that starts with a
+            # dial step), or a call adopted with no journal entry. Billed from now, not from the flow's first
+            # answer or bridge. The flow's own "answer" step is then a no-op (Call.answer).
+            at = asterisk_answered_at or dt.datetime.now(dt.UTC)
+            call.lifecycle.answered(at)
             if journal is not None:
-                journal.answered(leg, now)
+                journal.answered(leg, at)
         self.dispatcher.register(channel.id, mailbox)
         task = asyncio.create_task(self._run_call(call, adopted), name=f"call-{channel.id}")
         self._calls[channel.id] = (call, task)
@@ -272,6 +278,21 @@ class Supervisor:
         """After ``drain``: the listeners stop (the credit-hold sweep)."""
         for listener in self._listeners:
             await listener.close()
+
+
+def answered_arg(args: tuple[str, ...]) -> tuple[dt.datetime | None, tuple[str, ...]]:
+    """Asterisk's answer time from a pre-answered call's Stasis() argument ("answered=<epoch seconds>",
+    extensions.conf [from-callers]), and the other arguments as the rest of the engine knows them.
+    An unreadable time is dropped (the call is then billed from its arrival, as an Up channel always was)."""
+    rest = tuple(a for a in args if not a.startswith(ANSWERED_ARG))
+    if len(rest) == len(args):
+        return None, args
+    text = next(a for a in args if a.startswith(ANSWERED_ARG)).removeprefix(ANSWERED_ARG)
+    try:
+        return dt.datetime.fromtimestamp(float(text), dt.UTC), rest
+    except (ValueError, OverflowError, OSError):
+        log.warning("answered_arg_unreadable", value=text[:40])
+        return None, rest
 
 
 async def _quietly(request: Awaitable[None]) -> None:
