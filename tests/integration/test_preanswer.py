@@ -1,0 +1,91 @@
+"""Numbers whose flow starts with "answer" are answered by Asterisk before Stasis() (wt-preanswer, issue 17):
+real Asterisk, SIPp and PostgreSQL. docs/architecture.md "Answered by Asterisk"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.devstack import REPO, AsteriskInstance
+from tests.integration.test_daemon import wait_for_cdrs
+from tests.integration.test_lines_cli import db
+from tests.support import sipp
+from tests.support.asterisk import Daemon, engine_env, render_prompts, wait_for
+from tests.support.preanswer import RequestLog, node_factory  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+WELCOME = "+33900000001"  # answer, hello-world, hang up
+WELCOME_KEY = "33900000001"
+
+
+def start_engine(inst: AsteriskInstance, database_url: str, workdir: Path, **overrides: str) -> Daemon:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = engine_env(inst, database_url, workdir, ami_address=f"127.0.0.1:{inst.ami_port}",
+                     ami_user=inst.ami_user, ami_password=inst.ami_password, **overrides)
+    d = Daemon(env, workdir).start()
+    d.wait_until_ready()
+    return d
+
+
+def stopped(d: Daemon) -> None:
+    d.stop()
+    d.close_pipes()
+    print(f"--- daemon log ({len(d.raw)} lines, last 60) ---", *d.raw[-60:], *d.stderr[-20:], sep="\n")
+
+
+def globals_of(inst: AsteriskInstance) -> dict[str, str]:
+    out = inst.rx("dialplan show globals")
+    found = {}
+    for line in out.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep:
+            found[name.strip()] = value.strip()
+    return found
+
+
+def preanswering(inst: AsteriskInstance, key: str) -> bool:
+    g = globals_of(inst)
+    return bool(g.get("CALLCTL_PREANSWER")) and g.get(f"CALLCTL_PA_{key}") == g.get("CALLCTL_PREANSWER")
+
+
+def cel_answer(database_url: str, channel_id: str) -> dt.datetime:
+    rows = db(database_url, "SELECT eventtime FROM cel WHERE uniqueid = $1 AND eventtype = 'ANSWER'", channel_id)
+    assert len(rows) == 1, rows
+    at: dt.datetime = rows[0]["eventtime"]
+    return at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)  # cel_pgsql: Asterisk's UTC wall clock
+
+
+def test_a_preanswered_call_costs_one_rest_request_less_and_is_billed_from_asterisks_answer(
+        node_factory: Any, database_url: str, tmp_path: Path) -> None:  # noqa: F811
+    inst = node_factory()
+    render_prompts(inst)
+    counts: dict[str, int] = {}
+    for mode in ("off", "on"):
+        d = start_engine(inst, database_url, tmp_path / mode, preanswer=mode)
+        try:
+            if mode == "on":
+                d.wait_for_log("preanswer_published")
+                assert preanswering(inst, WELCOME_KEY)
+            requests = RequestLog(inst)
+            result = sipp.call(inst.sip_port, WELCOME, [("wait_bye", None)])
+            assert result.ok, result.stderr
+            finished = d.wait_for_log("call_finished")
+            assert finished["outcome"] == "completed"
+            [row] = [r for r in wait_for_cdrs(database_url, len(counts) + 1) if r["channel_id"] not in counts]
+        finally:
+            stopped(d)
+        channel = row["channel_id"]
+        mine = requests.about(channel)
+        counts[channel] = len(mine)
+        answers = [r for r in mine if f"channels/{channel}/answer" in r]
+        assert len(answers) == (1 if mode == "off" else 0), mine
+        if mode == "on":  # the CDR's answer is Asterisk's (CEL ANSWER; the CDR keeps milliseconds)
+            assert abs((row["answered_at"] - cel_answer(database_url, channel)).total_seconds()) < 0.002
+    off, on = counts.values()
+    assert on == off - 1, counts
