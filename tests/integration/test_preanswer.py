@@ -89,3 +89,63 @@ def test_a_preanswered_call_costs_one_rest_request_less_and_is_billed_from_aster
             assert abs((row["answered_at"] - cel_answer(database_url, channel)).total_seconds()) < 0.002
     off, on = counts.values()
     assert on == off - 1, counts
+
+
+def answer_requests(requests: RequestLog, d: Daemon, calls_before: int) -> list[str]:
+    """The answer requests of the call that started after ``calls_before`` others (it has finished)."""
+    wait_for(lambda: len(d.events("call_finished")) > calls_before, 20, "the call to finish")
+    channel = d.events("call_started")[calls_before]["channel"]
+    return [r for r in requests.about(channel) if f"channels/{channel}/answer" in r]
+
+
+def test_only_numbers_whose_flow_starts_with_answer_are_preanswered_and_a_reload_changes_it(
+        daemon_factory: Any, asterisk: AsteriskInstance, tmp_path: Path) -> None:
+    plan = tmp_path / "dialplan"
+    shutil.copytree(REPO / "dialplan", plan)
+    d = daemon_factory(dialplan_dir=str(plan))
+    d.wait_for_log("preanswer_published")
+    assert preanswering(asterisk, WELCOME_KEY)
+    assert not preanswering(asterisk, "33900000004")  # pstn-demo starts with a dial: left to the engine
+    requests = RequestLog(asterisk)
+    try:
+        result = sipp.call(asterisk.sip_port, WELCOME, [("wait_bye", None)])
+        assert result.ok, result.stderr
+        assert answer_requests(requests, d, 0) == []  # Asterisk answered it: no answer request
+
+        # The welcome flow now does something before it answers: Asterisk leaves its calls to the engine.
+        flows = plan / "flows" / "demo.yaml"
+        text = flows.read_text()
+        assert "  welcome:\n    - answer\n" in text
+        flows.write_text(text.replace("  welcome:\n    - answer\n",
+                                      "  welcome:\n    - set:\n        greeted: \"yes\"\n    - answer\n"))
+        d.signal(signal.SIGHUP)
+        d.wait_for_log("preanswer_updated", removed=1)
+        assert not preanswering(asterisk, WELCOME_KEY)
+        result = sipp.call(asterisk.sip_port, WELCOME, [("wait_bye", None)])
+        assert result.ok, result.stderr
+        assert len(answer_requests(requests, d, 1)) == 1  # the engine answered it
+    finally:
+        requests.close()
+
+
+def test_a_cluster_node_whose_engine_was_killed_refuses_a_new_call_with_503_despite_the_published_set(
+        node_factory: Any, database_url: str, tmp_path: Path) -> None:  # noqa: F811
+    inst = node_factory(refuse=True)  # CALLCTL_ENGINE_DOWN = refuse, as on every cluster node
+    render_prompts(inst)
+    d = start_engine(inst, database_url, tmp_path / "engine")
+    try:
+        d.wait_for_log("preanswer_published")
+        d.wait_for_log("ami_connected")  # logged in: a session Asterisk counts
+        requests = RequestLog(inst)
+        result = sipp.call(inst.sip_port, WELCOME, [("wait_bye", None)])
+        assert result.ok, result.stderr
+        assert answer_requests(requests, d, 0) == []  # the node pre-answers while its engine lives
+
+        d.signal(signal.SIGKILL)
+        d.wait_exit(10)
+        assert preanswering(inst, WELCOME_KEY)  # the dead engine's set is still in Asterisk's globals
+        # ... yet the node refuses before answering: the engine's AMI session went with it.
+        refused = sipp.call(inst.sip_port, WELCOME, [], expect=503)
+        assert refused.ok, refused.stderr
+    finally:
+        stopped(d)

@@ -39,9 +39,13 @@ class RequestLog:
     """The ARI REST requests Asterisk received, from its console (``ari set debug all on``), from now on."""
 
     def __init__(self, inst: AsteriskInstance) -> None:
+        self.inst = inst
         self.console = inst.host_dir / "log" / "console.log"
         inst.rx("ari set debug all on")
         self.at = self.console.stat().st_size
+
+    def close(self) -> None:
+        self.inst.rx("ari set debug all off", check=False)
 
     def text(self) -> str:
         with self.console.open("rb") as f:
