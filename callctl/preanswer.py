@@ -14,7 +14,7 @@ from typing import Protocol
 
 from callctl.errors import AriError
 from callctl.flows.model import Dialplan
-from callctl.flows.preanswer import AMI_GLOBAL, GENERATION_GLOBAL, global_name, preanswered_numbers
+from callctl.flows.preanswer import AMI_GLOBAL, GENERATION_GLOBAL, buckets, preanswered_numbers
 from callctl.logging import get_logger
 
 log = get_logger("callctl.preanswer")
@@ -29,9 +29,9 @@ class GlobalVars(Protocol):
 class PreAnswer:
     """The one owner of the CALLCTL_PREANSWER* and CALLCTL_PA_* globals of its Asterisk.
 
-    A number is pre-answered while its global holds the current generation token, so numbers a previous
-    engine published and this one no longer lists are dead at once when the token changes (Asterisk
-    cannot list globals to clear them). ``ami_user``: the engine's AMI login, which a cluster node checks
+    A number is pre-answered while its bucket starts with the current generation token, so numbers a
+    previous engine published and this one no longer lists are dead at once when the token changes
+    (ARI cannot list globals to clear them). ``ami_user``: the engine's AMI login, which a cluster node checks
     before answering (empty: a cluster node never pre-answers)."""
 
     def __init__(self, ops: GlobalVars, plan: Callable[[], Dialplan], *, ami_user: str = "") -> None:
@@ -41,6 +41,7 @@ class PreAnswer:
         self._lock = asyncio.Lock()  # a reload waits for a publication in progress, and the other way round
         self._generation = ""
         self._published: frozenset[str] = frozenset()
+        self._buckets: dict[str, str] = {}  # what Asterisk holds under the current token
         self.enabled = True
 
     @property
@@ -54,20 +55,22 @@ class PreAnswer:
                 return
             started = time.monotonic()
             keys = preanswered_numbers(self._plan())
-            generation = secrets.token_hex(4)
+            generation = "g" + secrets.token_hex(4)
+            written = buckets(keys, generation)
             try:
                 # Off while numbers are written: Asterisk (or a previous engine's set) may be anything now.
                 await self._ops.set_global(GENERATION_GLOBAL, "")
-                self._generation, self._published = "", frozenset()
+                self._generation, self._published, self._buckets = "", frozenset(), {}
                 await self._ops.set_global(AMI_GLOBAL, self._ami_user)
-                for key in sorted(keys):
-                    await self._ops.set_global(global_name(key), generation)
+                for name, value in written.items():
+                    await self._ops.set_global(name, value)
                 await self._ops.set_global(GENERATION_GLOBAL, generation)
             except AriError as exc:  # the next connect publishes again; meanwhile the engine answers
                 log.warning("preanswer_not_published", error=exc.message)
                 return
-            self._generation, self._published = generation, keys
-            log.info("preanswer_published", numbers=len(keys), ms=round((time.monotonic() - started) * 1000, 1))
+            self._generation, self._published, self._buckets = generation, keys, written
+            log.info("preanswer_published", numbers=len(keys), globals=len(written),
+                     ms=round((time.monotonic() - started) * 1000, 1))
 
     async def update(self) -> None:
         """After a dialplan reload: the numbers that now qualify get the token, those that no longer do lose it."""
@@ -76,17 +79,22 @@ class PreAnswer:
                 return  # not published on this connection yet: the next publish() takes the new dialplan
             keys = preanswered_numbers(self._plan())
             added, removed = keys - self._published, self._published - keys
+            written = buckets(keys, self._generation)
+            changed = {name: value for name, value in written.items() if self._buckets.get(name) != value}
+            emptied = [name for name in self._buckets if name not in written]
             try:
-                for key in sorted(removed):
-                    await self._ops.set_global(global_name(key), "")
-                    self._published -= {key}
-                for key in sorted(added):
-                    await self._ops.set_global(global_name(key), self._generation)
-                    self._published |= {key}
-            except AriError as exc:
+                for name in emptied:
+                    await self._ops.set_global(name, "")
+                    del self._buckets[name]
+                for name, value in changed.items():
+                    await self._ops.set_global(name, value)
+                    self._buckets[name] = value
+            except AriError as exc:  # what was written stays known; the next connect publishes everything
                 log.warning("preanswer_not_updated", error=exc.message)
                 return
-            log.info("preanswer_updated", numbers=len(keys), added=len(added), removed=len(removed))
+            self._published = keys
+            log.info("preanswer_updated", numbers=len(keys), added=len(added), removed=len(removed),
+                     globals_written=len(changed) + len(emptied))
 
     async def withdraw(self) -> None:
         """The engine stops taking calls: Asterisk answers none itself from now (a cluster node refuses

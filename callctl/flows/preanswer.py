@@ -1,12 +1,16 @@
 """Which called numbers Asterisk answers itself before ``Stasis()`` (pure): the exact numbers of the
-dialplan whose flow starts with ``answer``, and the names of the Asterisk globals that say so
-(extensions.conf ``[callctl-preanswer]``, docs/architecture.md "Answered by Asterisk")."""
+dialplan whose flow starts with ``answer``, and the Asterisk globals that say so (extensions.conf
+``[callctl-preanswer]``, docs/architecture.md "Answered by Asterisk").
+
+The numbers are spread over at most 100 globals by their last two digits, each "TOKEN-NUMBER-NUMBER..."
+(FIELDNUM finds a number in it): Asterisk keeps its globals in a list it walks on every lookup, so one
+global per number would slow every ${CALLCTL_APP} of every call on a node with 10,000 numbers."""
 
 from __future__ import annotations
 
 from callctl.flows.model import Answer, Dialplan
 
-# The generation of the published set: a number is pre-answered while its own global holds the same
+# The generation of the published set: a number is pre-answered while its bucket starts with the same
 # token. Empty (or unset) turns pre-answering off on the node (engine stopping, or not yet published).
 GENERATION_GLOBAL = "CALLCTL_PREANSWER"
 # On a cluster node (CALLCTL_ENGINE_DOWN = refuse): the engine's AMI login, whose live session proves the
@@ -22,8 +26,18 @@ def number_key(number: str) -> str | None:
     return digits if number.startswith("+") and digits.isdigit() and len(digits) >= 2 else None
 
 
-def global_name(key: str) -> str:
-    return NUMBER_PREFIX + key
+def bucket_name(key: str) -> str:
+    """The global holding ``key``: CALLCTL_PA_ and its last two digits."""
+    return NUMBER_PREFIX + key[-2:]
+
+
+def buckets(keys: frozenset[str], token: str) -> dict[str, str]:
+    """Each non-empty bucket's global and value, "TOKEN-KEY-KEY..." (the token starts with a letter, so it
+    is never taken for a number)."""
+    grouped: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        grouped.setdefault(bucket_name(key), []).append(key)
+    return {name: "-".join([token, *members]) for name, members in sorted(grouped.items())}
 
 
 def starts_with_answer(plan: Dialplan, flow: str) -> bool:

@@ -50,8 +50,10 @@ def globals_of(inst: AsteriskInstance) -> dict[str, str]:
 
 
 def preanswering(inst: AsteriskInstance, key: str) -> bool:
+    """What Asterisk's globals say of ``key`` (extensions.conf [callctl-preanswer])."""
     g = globals_of(inst)
-    return bool(g.get("CALLCTL_PREANSWER")) and g.get(f"CALLCTL_PA_{key}") == g.get("CALLCTL_PREANSWER")
+    token, *numbers = g.get(f"CALLCTL_PA_{key[-2:]}", "").split("-")
+    return bool(g.get("CALLCTL_PREANSWER")) and token == g["CALLCTL_PREANSWER"] and key in numbers
 
 
 def cel_answer(database_url: str, channel_id: str) -> dt.datetime:
@@ -85,8 +87,11 @@ def test_a_preanswered_call_costs_one_rest_request_less_and_is_billed_from_aster
         counts[channel] = len(mine)
         answers = [r for r in mine if f"channels/{channel}/answer" in r]
         assert len(answers) == (1 if mode == "off" else 0), mine
-        if mode == "on":  # the CDR's answer is Asterisk's (CEL ANSWER; the CDR keeps milliseconds)
-            assert abs((row["answered_at"] - cel_answer(database_url, channel)).total_seconds()) < 0.002
+        if mode == "on":
+            # The CDR's answer is Asterisk's: stamped by the dialplan right after Answer(), on Asterisk's clock,
+            # the same moment as CEL's ANSWER give or take the dialplan's next step (the CDR keeps milliseconds).
+            late_s = (row["answered_at"] - cel_answer(database_url, channel)).total_seconds()
+            assert -0.001 <= late_s < 0.010, late_s
     off, on = counts.values()
     assert on == off - 1, counts
 

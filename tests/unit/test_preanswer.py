@@ -8,7 +8,7 @@ from pathlib import Path
 from callctl.calls.supervisor import answered_arg
 from callctl.errors import AriUnavailable
 from callctl.flows.model import Dialplan
-from callctl.flows.preanswer import number_key, preanswered_numbers
+from callctl.flows.preanswer import buckets, number_key, preanswered_numbers
 from callctl.preanswer import PreAnswer
 from tests.unit.test_flows_engine import plan_with
 
@@ -60,6 +60,14 @@ def test_number_keys_are_the_digits_of_e164_numbers_only() -> None:
     assert number_key("+") is None
 
 
+def test_numbers_share_at_most_100_globals_by_their_last_two_digits() -> None:
+    keys = frozenset(f"339{n:08d}" for n in range(10_000))
+    written = buckets(keys, "gabc")
+    assert len(written) == 100
+    assert written["CALLCTL_PA_07"].startswith("gabc-33900000007-33900000107-")
+    assert sum(len(v.split("-")) - 1 for v in written.values()) == 10_000
+
+
 def test_answered_arg_gives_asterisks_answer_time_and_leaves_the_other_arguments() -> None:
     at, rest = answered_arg(("answered=1796333352.525141",))
     assert at == dt.datetime(2026, 12, 3, 21, 29, 12, 525141, tzinfo=dt.UTC) and rest == ()
@@ -80,14 +88,15 @@ class Globals:
         self.writes.append((name, value))
 
     def preanswering(self, key: str) -> bool:
-        token = self.values.get("CALLCTL_PREANSWER", "")
-        return bool(token) and self.values.get(f"CALLCTL_PA_{key}") == token
+        token, *numbers = self.values.get(f"CALLCTL_PA_{key[-2:]}", "").split("-")
+        return bool(token) and token == self.values.get("CALLCTL_PREANSWER") and key in numbers
 
 
 async def test_publish_turns_off_writes_every_number_under_a_new_token_then_turns_on(tmp_path: Path) -> None:
     plan = plan_with(tmp_path, FLOWS, NUMBERS)
     ops = Globals()
-    ops.values["CALLCTL_PA_33900000003"] = ops.values["CALLCTL_PREANSWER"] = "old"  # a previous engine's set
+    ops.values["CALLCTL_PA_03"] = "gold-33900000003"  # a previous engine's set
+    ops.values["CALLCTL_PREANSWER"] = "gold"
     pre = PreAnswer(ops, lambda: plan, ami_user="callctl")
     await pre.publish()
     assert ops.writes[0] == ("CALLCTL_PREANSWER", "") and ops.writes[-1][0] == "CALLCTL_PREANSWER"
@@ -110,8 +119,10 @@ async def test_a_reload_gives_new_numbers_the_token_and_takes_it_from_those_that
                            .replace("+33900000002\", flow: busy", "+33900000002\", flow: answered"))
     ops.writes.clear()
     await pre.update()
-    assert sorted(ops.writes) == [("CALLCTL_PA_33900000002", token), ("CALLCTL_PA_33900000005", "")]
+    # Only the buckets that changed are written: 02 gains its number, 05 is emptied, 01 stays.
+    assert sorted(ops.writes) == [("CALLCTL_PA_02", f"{token}-33900000002"), ("CALLCTL_PA_05", "")]
     assert pre.published == {"33900000001", "33900000002"}
+    assert ops.preanswering("33900000002") and not ops.preanswering("33900000005")
 
 
 async def test_withdraw_turns_preanswering_off_and_a_later_connect_does_not_turn_it_on(tmp_path: Path) -> None:
