@@ -147,3 +147,32 @@ async def test_asterisk_unreachable_leaves_preanswering_off_until_the_next_conne
     ops.down = False
     await pre.publish()
     assert ops.preanswering("33900000001")
+
+
+async def test_a_call_asterisk_answered_is_billed_from_its_answer_and_its_answer_step_sends_nothing() -> None:
+    import dataclasses
+
+    from callctl.ari.events import StasisStart
+    from callctl.calls.call import Call
+    from callctl.calls.supervisor import Supervisor
+    from callctl.metrics import Metrics
+    from tests.unit.test_calls import FakeOps, Sink, _wait, channel
+
+    ops, sink = FakeOps(), Sink()
+    seen: list[tuple[str, ...]] = []
+
+    async def flow(call: Call) -> tuple[str, str | None, str | None]:
+        seen.append(call.args)
+        ops.mailboxes[call.channel.id] = call._mailbox  # the fake delivers the channel's end there
+        await call.answer()  # the flow's "answer" step
+        await call.hang_up()
+        return "completed", "welcome", "v1"
+
+    sup = Supervisor(ops, sink, flow, Metrics(), lambda: "ast")
+    up = dataclasses.replace(channel("pre"), state="Up")
+    sup.dispatcher.route(StasisStart(dt.datetime(2026, 12, 3, 21, 29, 13, tzinfo=dt.UTC), up,
+                                     ("answered=1796333352.525141",)))
+    await _wait(lambda: bool(sink.records))
+    [record] = sink.records
+    assert record.answered_at == dt.datetime(2026, 12, 3, 21, 29, 12, 525000, tzinfo=dt.UTC)  # CDRs keep ms
+    assert ("answer", "pre") not in ops.calls and seen == [()]
